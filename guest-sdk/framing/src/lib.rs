@@ -1,0 +1,394 @@
+//! The weir record framing: one flat layout for records in guest batches, network buffers and
+//! state files, so a buffer can move between them without re-encoding.
+//!
+//! Each record is length-prefixed, so a reader can skip, split or copy records without looking
+//! at their values:
+//!
+//! ```text
+//! length:     u32 LE   bytes that follow, excluding this field
+//! flags:      u8       bit 0: has timestamp, bit 1: has key; other bits must be zero
+//! timestamp:  i64 LE   present if bit 0
+//! key length: u32 LE   present if bit 1, followed by the key bytes
+//! value:               the rest of the record
+//! ```
+//!
+//! A value-only record of 8 bytes takes 13 bytes. All integers are little-endian and unaligned.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+
+/// Flag bit: the record carries an event timestamp.
+pub const FLAG_TIMESTAMP: u8 = 0b01;
+/// Flag bit: the record carries a key.
+pub const FLAG_KEY: u8 = 0b10;
+const KNOWN_FLAGS: u8 = FLAG_TIMESTAMP | FLAG_KEY;
+/// Bytes of the length prefix.
+pub const LENGTH_PREFIX: usize = 4;
+
+/// A record borrowed from a buffer: value bytes, optional key bytes and optional event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record<'a> {
+    /// The record's payload, encoded by the operator's codec.
+    pub value: &'a [u8],
+    /// The key used by hash partitioning and keyed state, if the record has one.
+    pub key: Option<&'a [u8]>,
+    /// Event time in milliseconds, if the record has one.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> Record<'a> {
+    /// A record with only a value.
+    pub fn value(value: &'a [u8]) -> Self {
+        Record {
+            value,
+            key: None,
+            timestamp: None,
+        }
+    }
+
+    /// Bytes this record takes in a buffer, length prefix included.
+    pub fn framed_len(&self) -> usize {
+        LENGTH_PREFIX + self.body_len()
+    }
+
+    fn body_len(&self) -> usize {
+        1 + self.timestamp.map_or(0, |_| 8) + self.key.map_or(0, |k| 4 + k.len()) + self.value.len()
+    }
+
+    /// Appends this record to `buf` in the framing.
+    ///
+    /// # Panics
+    /// If the record is larger than `u32::MAX` bytes; callers bound record sizes far below that.
+    pub fn write_to(&self, buf: &mut Vec<u8>) {
+        buf.reserve(self.framed_len());
+        let open = begin_record(buf, self.key, self.timestamp);
+        buf.extend_from_slice(self.value);
+        finish_record(buf, open);
+    }
+}
+
+/// A record that owns its bytes, for tests and for the few places that keep records around.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub struct OwnedRecord {
+    /// The record's payload.
+    pub value: Vec<u8>,
+    /// The record's key, if any.
+    pub key: Option<Vec<u8>>,
+    /// Event time in milliseconds, if any.
+    pub timestamp: Option<i64>,
+}
+
+impl OwnedRecord {
+    /// Borrows the record.
+    pub fn as_record(&self) -> Record<'_> {
+        Record {
+            value: &self.value,
+            key: self.key.as_deref(),
+            timestamp: self.timestamp,
+        }
+    }
+}
+
+impl From<Record<'_>> for OwnedRecord {
+    fn from(r: Record<'_>) -> Self {
+        OwnedRecord {
+            value: r.value.to_vec(),
+            key: r.key.map(<[u8]>::to_vec),
+            timestamp: r.timestamp,
+        }
+    }
+}
+
+/// A record whose value is being appended in place; see [`begin_record`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "finish the record with finish_record"]
+pub struct OpenRecord {
+    start: usize,
+}
+
+/// Starts a record in `buf` whose value the caller appends directly after this call, so a codec
+/// can encode into the batch buffer without a temporary. Close it with [`finish_record`].
+pub fn begin_record(buf: &mut Vec<u8>, key: Option<&[u8]>, timestamp: Option<i64>) -> OpenRecord {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; LENGTH_PREFIX]);
+    let flags = if timestamp.is_some() { FLAG_TIMESTAMP } else { 0 } | if key.is_some() { FLAG_KEY } else { 0 };
+    buf.push(flags);
+    if let Some(ts) = timestamp {
+        buf.extend_from_slice(&ts.to_le_bytes());
+    }
+    if let Some(key) = key {
+        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        buf.extend_from_slice(key);
+    }
+    OpenRecord { start }
+}
+
+/// Writes the length prefix of a record started with [`begin_record`], now that its value has
+/// been appended.
+///
+/// # Panics
+/// If the record is larger than `u32::MAX` bytes; callers bound record sizes far below that.
+pub fn finish_record(buf: &mut [u8], record: OpenRecord) {
+    let body = buf.len() - record.start - LENGTH_PREFIX;
+    let body = u32::try_from(body).expect("record larger than 4 GiB");
+    buf[record.start..record.start + LENGTH_PREFIX].copy_from_slice(&body.to_le_bytes());
+}
+
+/// Drops a record started with [`begin_record`] whose value could not be encoded.
+pub fn abandon_record(buf: &mut Vec<u8>, record: OpenRecord) {
+    buf.truncate(record.start);
+}
+
+/// A buffer that does not follow the framing. Carries the byte offset where the fault is, so a
+/// corrupt buffer can be located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FramingError {
+    /// Byte offset of the record that is malformed.
+    pub offset: usize,
+    /// What is wrong with it.
+    pub reason: FramingFault,
+}
+
+/// The ways a buffer can break the framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingFault {
+    /// The buffer ends inside a length prefix or record body.
+    Truncated,
+    /// The record body is too short for the fields its flags announce.
+    BodyTooShort,
+    /// Flag bits that this version does not define are set.
+    UnknownFlags(u8),
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.reason {
+            FramingFault::Truncated => write!(f, "record at byte {} is truncated", self.offset),
+            FramingFault::BodyTooShort => write!(
+                f,
+                "record at byte {} is shorter than its flags announce",
+                self.offset
+            ),
+            FramingFault::UnknownFlags(flags) => write!(
+                f,
+                "record at byte {} has unknown flags {flags:#04x}",
+                self.offset
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FramingError {}
+
+/// Iterates over the records of a framed buffer. Stops after the first error.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    failed: bool,
+}
+
+/// Reads the records of `buf`.
+pub fn records(buf: &[u8]) -> Records<'_> {
+    Records {
+        buf,
+        pos: 0,
+        failed: false,
+    }
+}
+
+impl<'a> Records<'a> {
+    /// Byte offset of the next record.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+
+    fn fail(&mut self, offset: usize, reason: FramingFault) -> Option<Result<Record<'a>, FramingError>> {
+        self.failed = true;
+        Some(Err(FramingError { offset, reason }))
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, FramingError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed || self.pos == self.buf.len() {
+            return None;
+        }
+        let start = self.pos;
+        let rest = &self.buf[start..];
+        let Some(prefix) = rest.get(..LENGTH_PREFIX) else {
+            return self.fail(start, FramingFault::Truncated);
+        };
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let Some(body) = rest.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
+            return self.fail(start, FramingFault::Truncated);
+        };
+        match parse_body(body) {
+            Ok(record) => {
+                self.pos = start + LENGTH_PREFIX + len;
+                Some(Ok(record))
+            }
+            Err(reason) => self.fail(start, reason),
+        }
+    }
+}
+
+fn parse_body(body: &[u8]) -> Result<Record<'_>, FramingFault> {
+    let (&flags, mut rest) = body.split_first().ok_or(FramingFault::BodyTooShort)?;
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(FramingFault::UnknownFlags(flags));
+    }
+    let timestamp = if flags & FLAG_TIMESTAMP != 0 {
+        let (ts, tail) = rest.split_first_chunk::<8>().ok_or(FramingFault::BodyTooShort)?;
+        rest = tail;
+        Some(i64::from_le_bytes(*ts))
+    } else {
+        None
+    };
+    let key = if flags & FLAG_KEY != 0 {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or(FramingFault::BodyTooShort)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(FramingFault::BodyTooShort);
+        }
+        let (key, tail) = tail.split_at(len);
+        rest = tail;
+        Some(key)
+    } else {
+        None
+    };
+    Ok(Record {
+        value: rest,
+        key,
+        timestamp,
+    })
+}
+
+/// Counts the records of a framed buffer without decoding them, checking the framing.
+pub fn count_records(buf: &[u8]) -> Result<usize, FramingError> {
+    records(buf).try_fold(0, |n, r| r.map(|_| n + 1))
+}
+
+/// Returns the framed bytes of the record at `index`, for error reports that show the record a
+/// guest could not decode. `None` if the buffer has fewer records or is malformed before it.
+pub fn nth_record(buf: &[u8], index: usize) -> Option<Record<'_>> {
+    records(buf).nth(index).and_then(Result::ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Record<'static>> {
+        vec![
+            Record::value(b"plain"),
+            Record {
+                value: b"v",
+                key: Some(b"key"),
+                timestamp: Some(-42),
+            },
+            Record {
+                value: b"",
+                key: Some(b""),
+                timestamp: None,
+            },
+            Record {
+                value: &[0, 1, 2, 3, 4, 5, 6, 7],
+                key: None,
+                timestamp: Some(i64::MAX),
+            },
+        ]
+    }
+
+    #[test]
+    fn records_round_trip_in_order() {
+        let mut buf = Vec::new();
+        for r in sample() {
+            r.write_to(&mut buf);
+        }
+        let read: Vec<_> = records(&buf).collect::<Result<_, _>>().expect("valid buffer");
+        assert_eq!(read, sample());
+        assert_eq!(buf.len(), sample().iter().map(Record::framed_len).sum::<usize>());
+    }
+
+    #[test]
+    fn eight_byte_value_takes_thirteen_bytes() {
+        assert_eq!(Record::value(&[0; 8]).framed_len(), 13);
+    }
+
+    #[test]
+    fn truncated_buffer_reports_offset_of_broken_record() {
+        let mut buf = Vec::new();
+        Record::value(b"first").write_to(&mut buf);
+        let second_at = buf.len();
+        Record::value(b"second").write_to(&mut buf);
+        buf.pop();
+        let mut it = records(&buf);
+        assert!(it.next().expect("first").is_ok());
+        let err = it.next().expect("second").expect_err("truncated");
+        assert_eq!(
+            err,
+            FramingError {
+                offset: second_at,
+                reason: FramingFault::Truncated
+            }
+        );
+        assert!(it.next().is_none());
+    }
+
+    #[test]
+    fn key_longer_than_body_is_rejected() {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&6u32.to_le_bytes());
+        buf.push(FLAG_KEY);
+        buf.extend_from_slice(&100u32.to_le_bytes());
+        buf.push(b'x');
+        assert_eq!(
+            count_records(&buf).expect_err("bad key length").reason,
+            FramingFault::BodyTooShort
+        );
+    }
+
+    #[test]
+    fn unknown_flags_are_rejected() {
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&1u32.to_le_bytes());
+        buf.push(0x80);
+        assert_eq!(
+            count_records(&buf).expect_err("unknown flag").reason,
+            FramingFault::UnknownFlags(0x80)
+        );
+    }
+
+    #[test]
+    fn record_built_in_place_equals_record_written_whole() {
+        let whole = Record {
+            value: b"value",
+            key: Some(b"k"),
+            timestamp: Some(7),
+        };
+        let mut expected = Vec::new();
+        whole.write_to(&mut expected);
+        let mut buf = Vec::new();
+        let open = begin_record(&mut buf, whole.key, whole.timestamp);
+        buf.extend_from_slice(whole.value);
+        finish_record(&mut buf, open);
+        assert_eq!(buf, expected);
+        let open = begin_record(&mut buf, None, None);
+        abandon_record(&mut buf, open);
+        assert_eq!(buf, expected);
+    }
+
+    #[test]
+    fn nth_record_finds_the_record_by_index() {
+        let mut buf = Vec::new();
+        for r in sample() {
+            r.write_to(&mut buf);
+        }
+        assert_eq!(nth_record(&buf, 1), Some(sample()[1]));
+        assert_eq!(nth_record(&buf, 9), None);
+    }
+}

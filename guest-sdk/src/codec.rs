@@ -1,0 +1,181 @@
+//! How typed values become record bytes and back.
+//!
+//! An operator names a codec for its input and its output; [`Bincode`] is the default. Use
+//! [`Json`] to exchange records with operators written in other languages, [`Text`] for UTF-8
+//! lines, [`Bytes`] for raw payloads, and [`BincodeFixed`] where fixed-width integers matter
+//! (an `u64` is always 8 bytes).
+//!
+//! bincode is named only in this module, so a format-compatible replacement touches one place.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::OperatorError;
+
+/// Encodes values of type `T` into record bytes and decodes them back.
+///
+/// ```
+/// use weir_sdk::codec::{Codec, Text};
+/// let mut buf = Vec::new();
+/// Text.encode(&"hello".to_string(), &mut buf).unwrap();
+/// assert_eq!(Text.decode(&buf).unwrap(), "hello");
+/// ```
+pub trait Codec<T> {
+    /// Appends the encoding of `value` to `out`.
+    fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError>;
+    /// Decodes a whole record value. Trailing bytes are an error.
+    fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError>;
+}
+
+/// serde values in bincode's standard (variable-length integer) encoding. The default codec.
+///
+/// ```
+/// use weir_sdk::codec::{Bincode, Codec};
+/// let mut buf = Vec::new();
+/// Bincode.encode(&(7u32, "x".to_string()), &mut buf).unwrap();
+/// assert_eq!(Bincode.decode(&buf).ok(), Some((7u32, "x".to_string())));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bincode;
+
+/// serde values in bincode's fixed-width integer encoding: an `u64` is 8 little-endian bytes.
+///
+/// ```
+/// use weir_sdk::codec::{BincodeFixed, Codec};
+/// let mut buf = Vec::new();
+/// BincodeFixed.encode(&1u64, &mut buf).unwrap();
+/// assert_eq!(buf, 1u64.to_le_bytes());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BincodeFixed;
+
+/// serde values as JSON text, the codec to share records with operators in other languages.
+///
+/// ```
+/// use weir_sdk::codec::{Codec, Json};
+/// let mut buf = Vec::new();
+/// Json.encode(&vec![1, 2], &mut buf).unwrap();
+/// assert_eq!(buf, b"[1,2]");
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Json;
+
+/// A `String` as its UTF-8 bytes, for text lines.
+///
+/// ```
+/// use weir_sdk::codec::{Codec, Text};
+/// assert!(Text.decode(&[0xff]).is_err());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Text;
+
+/// A `Vec<u8>` as itself.
+///
+/// ```
+/// use weir_sdk::codec::{Bytes, Codec};
+/// assert_eq!(Bytes.decode(b"raw").unwrap(), b"raw".to_vec());
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bytes;
+
+fn encode_failed(codec: &str, err: impl std::fmt::Display) -> OperatorError {
+    OperatorError::Failed(format!("{codec} could not encode an output value: {err}"))
+}
+
+fn decode_failed(codec: &str, err: impl std::fmt::Display) -> OperatorError {
+    OperatorError::Decode(format!("{codec}: {err}"))
+}
+
+fn bincode_encode<T: Serialize, C: bincode::config::Config>(
+    value: &T,
+    out: &mut Vec<u8>,
+    config: C,
+) -> Result<(), OperatorError> {
+    bincode::serde::encode_into_std_write(value, out, config)
+        .map(|_| ())
+        .map_err(|e| encode_failed("bincode", e))
+}
+
+fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
+    bytes: &[u8],
+    config: C,
+) -> Result<T, OperatorError> {
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| decode_failed("bincode", e))?;
+    if read != bytes.len() {
+        return Err(decode_failed(
+            "bincode",
+            format_args!("{} trailing bytes after the value", bytes.len() - read),
+        ));
+    }
+    Ok(value)
+}
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Bincode {
+    fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        bincode_encode(value, out, bincode::config::standard())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError> {
+        bincode_decode(bytes, bincode::config::standard())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for BincodeFixed {
+    fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        bincode_encode(value, out, bincode::config::standard().with_fixed_int_encoding())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError> {
+        bincode_decode(bytes, bincode::config::standard().with_fixed_int_encoding())
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Codec<T> for Json {
+    fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        serde_json::to_writer(out, value).map_err(|e| encode_failed("json", e))
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError> {
+        serde_json::from_slice(bytes).map_err(|e| decode_failed("json", e))
+    }
+}
+
+impl Codec<String> for Text {
+    fn encode(&self, value: &String, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        out.extend_from_slice(value.as_bytes());
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<String, OperatorError> {
+        std::str::from_utf8(bytes)
+            .map(str::to_owned)
+            .map_err(|e| decode_failed("text", format_args!("not UTF-8: {e}")))
+    }
+}
+
+impl Codec<Vec<u8>> for Bytes {
+    fn encode(&self, value: &Vec<u8>, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        out.extend_from_slice(value);
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, OperatorError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bincode_rejects_trailing_bytes() {
+        let mut buf = Vec::new();
+        Bincode.encode(&5u8, &mut buf).unwrap();
+        buf.push(0);
+        let err = <Bincode as Codec<u8>>::decode(&Bincode, &buf).unwrap_err();
+        assert!(matches!(err, OperatorError::Decode(m) if m.contains("1 trailing bytes")));
+    }
+
+    #[test]
+    fn json_decode_error_names_the_codec() {
+        let err = <Json as Codec<u32>>::decode(&Json, b"\"x\"").unwrap_err();
+        assert!(matches!(err, OperatorError::Decode(m) if m.starts_with("json:")));
+    }
+}

@@ -1,0 +1,304 @@
+//! Typed operators built from closures: map, filter, flat-map, key-by.
+//!
+//! Each builder decodes the input value with its input codec and encodes what it produces with
+//! its output codec; both default to [`Bincode`] and are changed with `.input(..)` and
+//! `.output(..)`. Timestamps travel with the record; `map` and `flat_map` drop the key (their
+//! output is no longer keyed), `filter` keeps the record as it is, `key_by` sets the key.
+
+use std::marker::PhantomData;
+
+use weir_framing::Record;
+
+use crate::codec::{Bincode, Codec};
+use crate::operator::{Context, Operator, OperatorError};
+
+/// Collects the values a [`flat_map`] closure produces.
+pub struct Emitter<'a, 'b, T> {
+    ctx: &'a mut Context<'b>,
+    codec: &'a dyn Codec<T>,
+    error: Option<OperatorError>,
+}
+
+impl<T> Emitter<'_, '_, T> {
+    /// Emits one value, with the input record's timestamp. An encoding failure fails the
+    /// operator once the closure returns.
+    pub fn emit(&mut self, value: &T) {
+        if self.error.is_some() {
+            return;
+        }
+        let ts = self.ctx.timestamp();
+        if let Err(e) = self.ctx.emit_encoded(self.codec, value, None, ts) {
+            self.error = Some(e);
+        }
+    }
+}
+
+macro_rules! codec_builders {
+    ($name:ident { $($field:ident),* } in $in:ident out $out:ident) => {
+        impl<F, I, O, CI, CO> $name<F, I, O, CI, CO> {
+            /// Decodes input values with `codec`.
+            pub fn input<D: Codec<I>>(self, codec: D) -> $name<F, I, O, D, CO> {
+                $name { $($field: self.$field,)* $in: codec, $out: self.$out, _types: PhantomData }
+            }
+            /// Encodes output values with `codec`.
+            pub fn output<D: Codec<O>>(self, codec: D) -> $name<F, I, O, CI, D> {
+                $name { $($field: self.$field,)* $in: self.$in, $out: codec, _types: PhantomData }
+            }
+        }
+    };
+}
+
+/// One output value per input value. Built by [`map`].
+pub struct Map<F, I, O, CI = Bincode, CO = Bincode> {
+    f: F,
+    input: CI,
+    output: CO,
+    _types: PhantomData<fn(I) -> O>,
+}
+codec_builders!(Map { f } in input out output);
+
+/// Applies `f` to every value.
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// use weir_sdk::testing::Harness;
+/// let mut h = Harness::open(map(|x: u64| x * 3 + 1), OperatorInfo::new("triple")).unwrap();
+/// h.push_value(&Bincode, &2u64).unwrap();
+/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![7u64]);
+/// ```
+pub fn map<I, O, F: FnMut(I) -> O>(f: F) -> Map<F, I, O> {
+    Map {
+        f,
+        input: Bincode,
+        output: Bincode,
+        _types: PhantomData,
+    }
+}
+
+impl<F, I, O, CI, CO> Operator for Map<F, I, O, CI, CO>
+where
+    F: FnMut(I) -> O,
+    CI: Codec<I>,
+    CO: Codec<O>,
+{
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let value = self.input.decode(record.value)?;
+        let out = (self.f)(value);
+        ctx.emit_encoded(&self.output, &out, None, record.timestamp)
+    }
+}
+
+/// One output value per input value, or a failure. Built by [`try_map`].
+pub struct TryMap<F, I, O, CI = Bincode, CO = Bincode> {
+    f: F,
+    input: CI,
+    output: CO,
+    _types: PhantomData<fn(I) -> O>,
+}
+codec_builders!(TryMap { f } in input out output);
+
+/// Applies `f` to every value; an `Err` fails the subtask with that reason. Return
+/// [`OperatorError::Decode`] for input the operator cannot interpret.
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// use weir_sdk::testing::Harness;
+/// let parse = try_map(|s: String| s.trim().parse::<i64>().map_err(|e| OperatorError::Decode(format!("`{s}`: {e}"))));
+/// let mut h = Harness::open(parse.input(Text), OperatorInfo::new("parse")).unwrap();
+/// h.push(b"42").unwrap();
+/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![42i64]);
+/// assert!(h.push(b"x").is_err());
+/// ```
+pub fn try_map<I, O, F: FnMut(I) -> Result<O, OperatorError>>(f: F) -> TryMap<F, I, O> {
+    TryMap {
+        f,
+        input: Bincode,
+        output: Bincode,
+        _types: PhantomData,
+    }
+}
+
+impl<F, I, O, CI, CO> Operator for TryMap<F, I, O, CI, CO>
+where
+    F: FnMut(I) -> Result<O, OperatorError>,
+    CI: Codec<I>,
+    CO: Codec<O>,
+{
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let value = self.input.decode(record.value)?;
+        let out = (self.f)(value)?;
+        ctx.emit_encoded(&self.output, &out, None, record.timestamp)
+    }
+}
+
+/// Keeps the records whose value passes a predicate. Built by [`filter`].
+pub struct Filter<F, I, CI = Bincode> {
+    f: F,
+    input: CI,
+    _types: PhantomData<fn(&I)>,
+}
+
+/// Keeps the records for which `f` returns `true`, unchanged (key and timestamp included).
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// use weir_sdk::testing::Harness;
+/// let mut h = Harness::open(filter(|x: &u64| x % 2 == 0), OperatorInfo::new("even")).unwrap();
+/// for x in 0..5u64 { h.push_value(&Bincode, &x).unwrap(); }
+/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![0u64, 2, 4]);
+/// ```
+pub fn filter<I, F: FnMut(&I) -> bool>(f: F) -> Filter<F, I> {
+    Filter {
+        f,
+        input: Bincode,
+        _types: PhantomData,
+    }
+}
+
+impl<F, I, CI> Filter<F, I, CI> {
+    /// Decodes input values with `codec`.
+    pub fn input<D: Codec<I>>(self, codec: D) -> Filter<F, I, D> {
+        Filter {
+            f: self.f,
+            input: codec,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, CI> Operator for Filter<F, I, CI>
+where
+    F: FnMut(&I) -> bool,
+    CI: Codec<I>,
+{
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let value = self.input.decode(record.value)?;
+        if (self.f)(&value) {
+            ctx.emit_record(record);
+        }
+        Ok(())
+    }
+}
+
+/// Zero or more output values per input value. Built by [`flat_map`].
+pub struct FlatMap<F, I, O, CI = Bincode, CO = Bincode> {
+    f: F,
+    input: CI,
+    output: CO,
+    _types: PhantomData<fn(I) -> O>,
+}
+codec_builders!(FlatMap { f } in input out output);
+
+/// Calls `f` with every value and an [`Emitter`] for what it produces.
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// use weir_sdk::testing::Harness;
+/// let words = flat_map(|line: String, out: &mut Emitter<String>| {
+///     for w in line.split_whitespace() { out.emit(&w.to_string()); }
+/// });
+/// let mut h = Harness::open(words.input(Text).output(Text), OperatorInfo::new("split")).unwrap();
+/// h.push(b"to be").unwrap();
+/// assert_eq!(h.take_values(&Text).unwrap(), vec!["to", "be"]);
+/// ```
+pub fn flat_map<I, O, F: FnMut(I, &mut Emitter<'_, '_, O>)>(f: F) -> FlatMap<F, I, O> {
+    FlatMap {
+        f,
+        input: Bincode,
+        output: Bincode,
+        _types: PhantomData,
+    }
+}
+
+impl<F, I, O, CI, CO> Operator for FlatMap<F, I, O, CI, CO>
+where
+    F: FnMut(I, &mut Emitter<'_, '_, O>),
+    CI: Codec<I>,
+    CO: Codec<O>,
+{
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let value = self.input.decode(record.value)?;
+        let mut emitter = Emitter {
+            ctx,
+            codec: &self.output,
+            error: None,
+        };
+        (self.f)(value, &mut emitter);
+        emitter.error.map_or(Ok(()), Err)
+    }
+}
+
+/// Sets each record's key from its value. Built by [`key_by`].
+pub struct KeyBy<F, I, K, CI = Bincode, CK = Bincode> {
+    f: F,
+    input: CI,
+    key: CK,
+    /// Reused so that keying a record allocates nothing.
+    key_buf: Vec<u8>,
+    _types: PhantomData<fn(&I) -> K>,
+}
+
+/// Keys every record by `f(value)`, encoded with the key codec; the value bytes pass through
+/// unchanged. A following hash partitioning and keyed state use the key bytes.
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// use weir_sdk::testing::Harness;
+/// let by_word = key_by(|w: &String| w.clone()).input(Text).key(Text);
+/// let mut h = Harness::open(by_word, OperatorInfo::new("key")).unwrap();
+/// h.push(b"owl").unwrap();
+/// let out = h.take_output();
+/// assert_eq!(out[0].key.as_deref(), Some(&b"owl"[..]));
+/// ```
+pub fn key_by<I, K, F: FnMut(&I) -> K>(f: F) -> KeyBy<F, I, K> {
+    KeyBy {
+        f,
+        input: Bincode,
+        key: Bincode,
+        key_buf: Vec::new(),
+        _types: PhantomData,
+    }
+}
+
+impl<F, I, K, CI, CK> KeyBy<F, I, K, CI, CK> {
+    /// Decodes input values with `codec`.
+    pub fn input<D: Codec<I>>(self, codec: D) -> KeyBy<F, I, K, D, CK> {
+        KeyBy {
+            f: self.f,
+            input: codec,
+            key: self.key,
+            key_buf: self.key_buf,
+            _types: PhantomData,
+        }
+    }
+    /// Encodes keys with `codec`.
+    pub fn key<D: Codec<K>>(self, codec: D) -> KeyBy<F, I, K, CI, D> {
+        KeyBy {
+            f: self.f,
+            input: self.input,
+            key: codec,
+            key_buf: self.key_buf,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<F, I, K, CI, CK> Operator for KeyBy<F, I, K, CI, CK>
+where
+    F: FnMut(&I) -> K,
+    CI: Codec<I>,
+    CK: Codec<K>,
+{
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let value = self.input.decode(record.value)?;
+        let key = (self.f)(&value);
+        self.key_buf.clear();
+        self.key.encode(&key, &mut self.key_buf)?;
+        ctx.emit_record(Record {
+            value: record.value,
+            key: Some(&self.key_buf),
+            timestamp: record.timestamp,
+        });
+        Ok(())
+    }
+}

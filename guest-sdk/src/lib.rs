@@ -1,0 +1,100 @@
+//! The weir SDK: write stream operators in Rust and export them from a WebAssembly component.
+//!
+//! An operator is per-record code: a closure given to [`map`], [`filter`], [`flat_map`],
+//! [`key_by`], or a [`ProcessFunction`] with keyed [`ValueState`] and [`MapState`] and timers.
+//! [`export_operators!`] exports any number of them by name from one component; the job manifest
+//! picks one by name for each operator of a job. The SDK implements both the per-record and the
+//! batched exports of the `weir:stream` world from the same code, and the host uses the batched
+//! one.
+//!
+//! ```
+//! use weir_sdk::prelude::*;
+//!
+//! weir_sdk::export_operators! {
+//!     "double" => map(|x: u64| x * 2),
+//!     "positive" => filter(|x: &i64| *x > 0),
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Operators are unit-tested natively with [`testing::Harness`], without wasm.
+//!
+//! Build the crate as a `cdylib` for `wasm32-wasip2`; the result is the component a job names.
+
+extern crate self as weir_sdk;
+
+pub mod bindings;
+pub mod codec;
+mod export;
+mod functions;
+pub mod host;
+mod operator;
+mod process;
+pub mod state;
+pub mod testing;
+
+pub use functions::{
+    Emitter, Filter, FlatMap, KeyBy, Map, TryMap, filter, flat_map, key_by, map, try_map,
+};
+pub use operator::{Context, OpenContext, Operator, OperatorError, OperatorInfo};
+pub use process::{Process, ProcessContext, ProcessFunction, keyed_process, process};
+pub use state::{MapState, ValueState};
+pub use weir_framing::{OwnedRecord, Record};
+
+/// The SDK's version, as it is reported to the host's logs when an operator opens.
+pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Everything an operator crate usually needs.
+pub mod prelude {
+    pub use crate::codec::{Bincode, BincodeFixed, Bytes, Codec, Json, Text};
+    pub use crate::host::{Level, TimeDomain};
+    pub use crate::{
+        Context, Emitter, MapState, OpenContext, Operator, OperatorError, OperatorInfo,
+        ProcessContext, ProcessFunction, Record, ValueState, filter, flat_map, key_by,
+        keyed_process, map, process, try_map,
+    };
+}
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::export::{Component, Registry};
+    pub use wit_bindgen;
+}
+
+/// Exports operators by name from this component.
+///
+/// Each entry is `"name" => expression`, where the expression builds a fresh operator (anything
+/// implementing [`Operator`]); it is evaluated once per operator instance. A job refers to the
+/// operator by the name; opening a name the component does not export fails with an error that
+/// lists the names it does export.
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// weir_sdk::export_operators! {
+///     "lowercase" => map(|s: String| s.to_lowercase()).input(Text).output(Text),
+/// }
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! export_operators {
+    ($($name:literal => $factory:expr),+ $(,)?) => {
+        #[doc(hidden)]
+        pub struct __WeirOperators;
+
+        impl $crate::__private::Registry for __WeirOperators {
+            const NAMES: &'static [&'static str] = &[$($name),+];
+            fn create(
+                name: &str,
+            ) -> ::core::option::Option<::std::boxed::Box<dyn $crate::Operator>> {
+                match name {
+                    $($name => ::core::option::Option::Some(::std::boxed::Box::new($factory)),)+
+                    _ => ::core::option::Option::None,
+                }
+            }
+        }
+
+        #[doc(hidden)]
+        type __WeirComponent = $crate::__private::Component<__WeirOperators>;
+        $crate::bindings::__export_batched_operator!(__WeirComponent with_types_in $crate::bindings);
+    };
+}

@@ -1,0 +1,324 @@
+//! The raw operator interface that every typed function in this SDK compiles down to, and the
+//! contexts the host hands it.
+
+use std::str::FromStr;
+
+use weir_framing::Record;
+
+use crate::codec::Codec;
+use crate::host::{HostApi, Level, StateKind, TimeDomain};
+use crate::state::{MapState, ValueState};
+
+/// Why an operator call failed. Returning one fails the subtask with this reason; the job's
+/// restart strategy decides what follows.
+///
+/// ```
+/// use weir_sdk::OperatorError;
+/// let err = OperatorError::Config("missing key `factor`".into());
+/// assert_eq!(err.to_string(), "bad configuration: missing key `factor`");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorError {
+    /// An input record could not be decoded; the SDK adds the record's position.
+    Decode(String),
+    /// The configuration is missing a key or holds an unusable value.
+    Config(String),
+    /// Saved state could not be restored.
+    State(String),
+    /// Anything else the operator's code reports.
+    Failed(String),
+}
+
+impl std::fmt::Display for OperatorError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OperatorError::Decode(m) => write!(f, "cannot decode record: {m}"),
+            OperatorError::Config(m) => write!(f, "bad configuration: {m}"),
+            OperatorError::State(m) => write!(f, "cannot restore state: {m}"),
+            OperatorError::Failed(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+impl std::error::Error for OperatorError {}
+
+/// Who this operator instance is: the `context` of `open`.
+///
+/// ```
+/// use weir_sdk::OperatorInfo;
+/// let info = OperatorInfo::new("scale").with_config("factor", "3");
+/// assert_eq!(info.config("factor"), Some("3"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorInfo {
+    /// The operator name from the job.
+    pub name: String,
+    /// Index of this parallel instance.
+    pub subtask_index: u32,
+    /// Number of parallel instances.
+    pub parallelism: u32,
+    /// Number of key groups of the job.
+    pub max_parallelism: u32,
+    /// Restart attempt, 0 on the first run.
+    pub attempt: u32,
+    /// Configuration key/values from the job manifest.
+    pub config: Vec<(String, String)>,
+}
+
+impl OperatorInfo {
+    /// Subtask 0 of 1 with no configuration, as a test would open an operator.
+    pub fn new(name: impl Into<String>) -> Self {
+        OperatorInfo {
+            name: name.into(),
+            subtask_index: 0,
+            parallelism: 1,
+            max_parallelism: 128,
+            attempt: 0,
+            config: Vec::new(),
+        }
+    }
+
+    /// Adds a configuration entry.
+    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.config.push((key.into(), value.into()));
+        self
+    }
+
+    /// The last value configured for `key`.
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.config
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What `open` gets: the operator's identity and configuration, and the place to declare state.
+pub struct OpenContext<'a> {
+    pub(crate) info: &'a OperatorInfo,
+    pub(crate) host: &'a mut dyn HostApi,
+}
+
+impl<'a> OpenContext<'a> {
+    /// Builds a context; the export glue and the test harness do this.
+    pub fn new(info: &'a OperatorInfo, host: &'a mut dyn HostApi) -> Self {
+        OpenContext { info, host }
+    }
+
+    /// The instance's identity and configuration.
+    pub fn info(&self) -> &OperatorInfo {
+        self.info
+    }
+
+    /// A configuration value, if set.
+    pub fn config(&self, key: &str) -> Option<&str> {
+        self.info.config(key)
+    }
+
+    /// A configuration value parsed as `T`; a [`OperatorError::Config`] naming the key if it is
+    /// missing or does not parse.
+    ///
+    /// ```
+    /// # use weir_sdk::{OperatorInfo, OpenContext, testing::TestHost};
+    /// let info = OperatorInfo::new("op").with_config("n", "x");
+    /// let mut host = TestHost::default();
+    /// let ctx = OpenContext::new(&info, &mut host);
+    /// assert!(ctx.parse_config::<u32>("n").is_err());
+    /// ```
+    pub fn parse_config<T: FromStr>(&self, key: &str) -> Result<T, OperatorError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let raw = self
+            .config(key)
+            .ok_or_else(|| OperatorError::Config(format!("missing key `{key}`")))?;
+        raw.parse()
+            .map_err(|e| OperatorError::Config(format!("key `{key}` = `{raw}`: {e}")))
+    }
+
+    /// Declares a keyed value state with the default codec.
+    pub fn value_state<T>(&mut self, name: &str) -> ValueState<T> {
+        ValueState::new(self.host.declare_state(name, StateKind::Value))
+    }
+
+    /// Declares a keyed map state with the default codec.
+    pub fn map_state<K, V>(&mut self, name: &str) -> MapState<K, V> {
+        MapState::new(self.host.declare_state(name, StateKind::Map))
+    }
+
+    /// Writes to the task's log.
+    pub fn log(&mut self, level: Level, message: &str) {
+        self.host.log(level, message)
+    }
+}
+
+/// What an operator gets while handling a record or timer: the host, where its output goes, and
+/// the key and timestamp of what it is handling.
+pub struct Context<'a> {
+    pub(crate) host: &'a mut dyn HostApi,
+    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) key: Option<&'a [u8]>,
+    pub(crate) timestamp: Option<i64>,
+}
+
+impl<'a> Context<'a> {
+    /// Builds a context; the export glue and the test harness do this.
+    pub fn new(
+        host: &'a mut dyn HostApi,
+        out: &'a mut Vec<u8>,
+        key: Option<&'a [u8]>,
+        timestamp: Option<i64>,
+    ) -> Self {
+        Context {
+            host,
+            out,
+            key,
+            timestamp,
+        }
+    }
+
+    /// The host services.
+    pub fn host(&mut self) -> &mut dyn HostApi {
+        self.host
+    }
+
+    /// Key bytes of the record or timer being handled.
+    pub fn key(&self) -> Option<&'a [u8]> {
+        self.key
+    }
+
+    /// Event time of the record being handled, or the timer's time in `on_timer`.
+    pub fn timestamp(&self) -> Option<i64> {
+        self.timestamp
+    }
+
+    /// Emits a record as it is.
+    pub fn emit_record(&mut self, record: Record<'_>) {
+        record.write_to(self.out)
+    }
+
+    /// Emits `value`, encoded by `codec` straight into the output, with the given key and
+    /// timestamp.
+    pub fn emit_encoded<T, C: Codec<T> + ?Sized>(
+        &mut self,
+        codec: &C,
+        value: &T,
+        key: Option<&[u8]>,
+        timestamp: Option<i64>,
+    ) -> Result<(), OperatorError> {
+        let open = weir_framing::begin_record(self.out, key, timestamp);
+        match codec.encode(value, self.out) {
+            Ok(()) => {
+                weir_framing::finish_record(self.out, open);
+                Ok(())
+            }
+            Err(e) => {
+                weir_framing::abandon_record(self.out, open);
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers a timer for the current key.
+    ///
+    /// Returns [`OperatorError::Failed`] outside a keyed context.
+    pub fn register_timer(&mut self, domain: TimeDomain, timestamp: i64) -> Result<(), OperatorError> {
+        let key = self.require_key("register a timer")?;
+        self.host.register_timer(domain, key, timestamp);
+        Ok(())
+    }
+
+    /// Deletes a timer of the current key.
+    pub fn delete_timer(&mut self, domain: TimeDomain, timestamp: i64) -> Result<(), OperatorError> {
+        let key = self.require_key("delete a timer")?;
+        self.host.delete_timer(domain, key, timestamp);
+        Ok(())
+    }
+
+    pub(crate) fn require_key(&self, what: &str) -> Result<&'a [u8], OperatorError> {
+        self.key.ok_or_else(|| {
+            OperatorError::Failed(format!(
+                "cannot {what}: the record has no key (add a key_by before this operator)"
+            ))
+        })
+    }
+}
+
+/// The byte-level operator every typed function of this SDK implements. Implement it directly
+/// only when the typed builders do not fit; every method but `process` has a default.
+///
+/// ```
+/// use weir_sdk::{Context, Operator, OperatorError, Record};
+/// /// Passes records on unchanged.
+/// struct Identity;
+/// impl Operator for Identity {
+///     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+///         ctx.emit_record(record);
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait Operator {
+    /// Called once before anything else: declare state, read configuration.
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        let _ = ctx;
+        Ok(())
+    }
+
+    /// Handles one record.
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError>;
+
+    /// The event-time watermark advanced; due event-time timers have already fired.
+    fn on_watermark(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let _ = (watermark, ctx);
+        Ok(())
+    }
+
+    /// A timer registered for `ctx.key()` is due; `ctx.timestamp()` is its time.
+    fn on_timer(&mut self, domain: TimeDomain, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let _ = (domain, ctx);
+        Ok(())
+    }
+
+    /// State kept in the operator's own memory, for a checkpoint.
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, OperatorError> {
+        Ok(Vec::new())
+    }
+
+    /// Restores what `snapshot_state` returned, after `open`.
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        let _ = state;
+        Ok(())
+    }
+
+    /// Input has ended; emit what is left.
+    fn close(&mut self, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let _ = ctx;
+        Ok(())
+    }
+}
+
+impl<O: Operator + ?Sized> Operator for Box<O> {
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        (**self).open(ctx)
+    }
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        (**self).process(record, ctx)
+    }
+    fn on_watermark(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        (**self).on_watermark(watermark, ctx)
+    }
+    fn on_timer(&mut self, domain: TimeDomain, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        (**self).on_timer(domain, ctx)
+    }
+    fn snapshot_state(&mut self) -> Result<Vec<u8>, OperatorError> {
+        (**self).snapshot_state()
+    }
+    fn restore_state(&mut self, state: &[u8]) -> Result<(), OperatorError> {
+        (**self).restore_state(state)
+    }
+    fn close(&mut self, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        (**self).close(ctx)
+    }
+}

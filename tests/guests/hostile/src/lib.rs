@@ -1,0 +1,79 @@
+//! Operators that misbehave on purpose, one way each, so tests can check that the host contains
+//! every kind of failure to the operator that caused it.
+
+use std::hint::black_box;
+
+use weir_sdk::prelude::*;
+
+/// Fails on the record numbered `at` (0-based) in the way `how` names: `panic`, `unreachable`
+/// (a raw wasm trap) or `error` (an operator error).
+struct FailAt {
+    at: u64,
+    how: String,
+    seen: u64,
+}
+
+impl ProcessFunction for FailAt {
+    type In = Vec<u8>;
+    type Out = Vec<u8>;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.at = ctx.parse_config("at")?;
+        self.how = ctx.config("how").unwrap_or("panic").to_string();
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        value: Vec<u8>,
+        ctx: &mut ProcessContext<'_, '_, Vec<u8>>,
+    ) -> Result<(), OperatorError> {
+        let n = self.seen;
+        self.seen += 1;
+        if n == self.at {
+            match self.how.as_str() {
+                "unreachable" => std::process::abort(),
+                "error" => return Err(OperatorError::Failed(format!("refusing record {n}"))),
+                _ => panic!("failing on record {n} as asked"),
+            }
+        }
+        ctx.emit(&value)
+    }
+}
+
+fn spin(_: Vec<u8>) -> Vec<u8> {
+    let mut x = 0u64;
+    loop {
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
+fn grow(_: Vec<u8>) -> Vec<u8> {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        hoard.push(vec![1u8; 1 << 20]);
+        black_box(&hoard);
+    }
+}
+
+/// Doubly recursive so the compiler cannot turn it into a loop.
+fn recurse(n: u64) -> u64 {
+    if n == 0 {
+        return 1;
+    }
+    recurse(black_box(n - 1)).wrapping_add(recurse(black_box(n / 2)))
+}
+
+fn flood(_: Vec<u8>) -> Vec<u8> {
+    loop {
+        println!("{}", "flood ".repeat(100));
+    }
+}
+
+weir_sdk::export_operators! {
+    "fail-at" => process(FailAt { at: 0, how: String::new(), seen: 0 }).input(Bytes).output(Bytes),
+    "spin" => map(spin).input(Bytes).output(Bytes),
+    "grow" => map(grow).input(Bytes).output(Bytes),
+    "recurse" => map(|_: Vec<u8>| recurse(u64::MAX).to_le_bytes().to_vec()).input(Bytes).output(Bytes),
+    "flood" => map(flood).input(Bytes).output(Bytes),
+}

@@ -1,0 +1,20 @@
+//! A valid component of a world that is not weir's: the host must refuse it by name.
+
+wit_bindgen::generate!({
+    inline: "
+        package test:other;
+        world calculator {
+            export add: func(a: u32, b: u32) -> u32;
+        }
+    ",
+});
+
+struct Calculator;
+
+impl Guest for Calculator {
+    fn add(a: u32, b: u32) -> u32 {
+        a.wrapping_add(b)
+    }
+}
+
+export!(Calculator);

@@ -1,0 +1,24 @@
+//! A component built against a future `weir:stream@0.2.0`: the host must name the version it
+//! found and the one it supports.
+
+wit_bindgen::generate!({
+    inline: "
+        package weir:%stream@0.2.0;
+        interface operator {
+            open: func(name: string) -> result<_, string>;
+        }
+        world streaming-operator {
+            export operator;
+        }
+    ",
+});
+
+struct Future;
+
+impl exports::weir::stream::operator::Guest for Future {
+    fn open(_name: String) -> Result<(), String> {
+        Ok(())
+    }
+}
+
+export!(Future);
