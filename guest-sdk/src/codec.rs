@@ -100,8 +100,8 @@ fn bincode_decode<T: DeserializeOwned, C: bincode::config::Config>(
     bytes: &[u8],
     config: C,
 ) -> Result<T, OperatorError> {
-    let (value, read) =
-        bincode::serde::decode_from_slice(bytes, config).map_err(|e| decode_failed("bincode", e))?;
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config)
+        .map_err(|e| decode_failed("bincode", e))?;
     if read != bytes.len() {
         return Err(decode_failed(
             "bincode",
@@ -122,7 +122,11 @@ impl<T: Serialize + DeserializeOwned> Codec<T> for Bincode {
 
 impl<T: Serialize + DeserializeOwned> Codec<T> for BincodeFixed {
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError> {
-        bincode_encode(value, out, bincode::config::standard().with_fixed_int_encoding())
+        bincode_encode(
+            value,
+            out,
+            bincode::config::standard().with_fixed_int_encoding(),
+        )
     }
     fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError> {
         bincode_decode(bytes, bincode::config::standard().with_fixed_int_encoding())

@@ -181,7 +181,8 @@ impl<R: Registry> batch::Guest for Component<R> {
                 let record = record.map_err(|e| {
                     types::OperatorError::Failed(format!("host sent a malformed batch: {e}"))
                 })?;
-                let mut ctx = Context::new(&mut host, &mut instance.out, record.key, record.timestamp);
+                let mut ctx =
+                    Context::new(&mut host, &mut instance.out, record.key, record.timestamp);
                 instance
                     .operator
                     .process(record, &mut ctx)
@@ -190,7 +191,10 @@ impl<R: Registry> batch::Guest for Component<R> {
             // Hand the filled buffer to the host and keep one of the same size for the next
             // batch: the allocator reuses the block the host's copy frees.
             let capacity = instance.out.len();
-            Ok(std::mem::replace(&mut instance.out, Vec::with_capacity(capacity)))
+            Ok(std::mem::replace(
+                &mut instance.out,
+                Vec::with_capacity(capacity),
+            ))
         })
     }
 }

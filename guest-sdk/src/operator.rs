@@ -223,14 +223,22 @@ impl<'a> Context<'a> {
     /// Registers a timer for the current key.
     ///
     /// Returns [`OperatorError::Failed`] outside a keyed context.
-    pub fn register_timer(&mut self, domain: TimeDomain, timestamp: i64) -> Result<(), OperatorError> {
+    pub fn register_timer(
+        &mut self,
+        domain: TimeDomain,
+        timestamp: i64,
+    ) -> Result<(), OperatorError> {
         let key = self.require_key("register a timer")?;
         self.host.register_timer(domain, key, timestamp);
         Ok(())
     }
 
     /// Deletes a timer of the current key.
-    pub fn delete_timer(&mut self, domain: TimeDomain, timestamp: i64) -> Result<(), OperatorError> {
+    pub fn delete_timer(
+        &mut self,
+        domain: TimeDomain,
+        timestamp: i64,
+    ) -> Result<(), OperatorError> {
         let key = self.require_key("delete a timer")?;
         self.host.delete_timer(domain, key, timestamp);
         Ok(())

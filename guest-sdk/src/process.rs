@@ -37,7 +37,8 @@ impl<O> ProcessContext<'_, '_, O> {
 
     /// Emits `value` with an explicit timestamp.
     pub fn emit_at(&mut self, value: &O, timestamp: i64) -> Result<(), OperatorError> {
-        self.ctx.emit_encoded(self.output, value, None, Some(timestamp))
+        self.ctx
+            .emit_encoded(self.output, value, None, Some(timestamp))
     }
 
     /// The current key, decoded with `codec`.
@@ -52,7 +53,8 @@ impl<O> ProcessContext<'_, '_, O> {
 
     /// Fires `on_timer` for the current key once processing time reaches `timestamp`.
     pub fn register_processing_time_timer(&mut self, timestamp: i64) -> Result<(), OperatorError> {
-        self.ctx.register_timer(TimeDomain::ProcessingTime, timestamp)
+        self.ctx
+            .register_timer(TimeDomain::ProcessingTime, timestamp)
     }
 
     /// The current event-time watermark.

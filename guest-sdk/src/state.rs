@@ -153,7 +153,9 @@ impl<K, V, C: Codec<K> + Codec<V>> MapState<K, V, C> {
         let key = ctx.require_key("read keyed state")?;
         let mk = self.encode_key(map_key)?;
         match ctx.host.map_get(self.id, key, &mk) {
-            Some(bytes) => Codec::<V>::decode(&self.codec, &bytes).map(Some).map_err(state_corrupt),
+            Some(bytes) => Codec::<V>::decode(&self.codec, &bytes)
+                .map(Some)
+                .map_err(state_corrupt),
             None => Ok(None),
         }
     }

@@ -71,7 +71,10 @@ impl HostApi for TestHost {
     fn declare_state(&mut self, name: &str, kind: StateKind) -> StateId {
         if let Some(id) = self.state_id(name) {
             let declared = self.states[id as usize].1;
-            assert_eq!(declared, kind, "state `{name}` declared again with another kind");
+            assert_eq!(
+                declared, kind,
+                "state `{name}` declared again with another kind"
+            );
             return id;
         }
         self.states.push((name.to_string(), kind));

@@ -25,9 +25,9 @@ impl ProcessFunction for Scale {
         value: i64,
         ctx: &mut ProcessContext<'_, '_, i64>,
     ) -> Result<(), OperatorError> {
-        let scaled = value.checked_mul(self.factor).ok_or_else(|| {
-            OperatorError::Failed(format!("{value} * {} overflows", self.factor))
-        })?;
+        let scaled = value
+            .checked_mul(self.factor)
+            .ok_or_else(|| OperatorError::Failed(format!("{value} * {} overflows", self.factor)))?;
         ctx.emit(&scaled)
     }
 }
@@ -96,7 +96,9 @@ mod tests {
     #[test]
     fn scale_rejects_a_factor_that_is_not_a_number() {
         let info = OperatorInfo::new("scale").with_config("factor", "three");
-        let err = Harness::open(process(Scale { factor: 1 }), info).err().unwrap();
+        let err = Harness::open(process(Scale { factor: 1 }), info)
+            .err()
+            .unwrap();
         assert!(matches!(err, OperatorError::Config(m) if m.contains("factor")));
     }
 

@@ -5,12 +5,15 @@
 
 use weir_sdk::prelude::*;
 
-/// The words of `line`: lowercased, split on every character that is not alphanumeric, without
-/// empty words.
-pub fn words(line: &str) -> impl Iterator<Item = String> + '_ {
-    line.split(|c: char| !c.is_alphanumeric())
+/// The words of `line`: the line lowercased, then split on every character that is not
+/// alphanumeric, without empty words. (Lowercasing first matters: some capitals lowercase to a
+/// letter plus a combining mark, which is not alphanumeric and so splits the word.)
+pub fn words(line: &str) -> Vec<String> {
+    line.to_lowercase()
+        .split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
-        .map(str::to_lowercase)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// Counts records per key; the key is the word.
@@ -63,7 +66,7 @@ mod tests {
 
     #[test]
     fn words_are_lowercase_alphanumeric_runs() {
-        let w: Vec<_> = words("Hello, World! it's 2x--fast  ").collect();
+        let w = words("Hello, World! it's 2x--fast  ");
         assert_eq!(w, ["hello", "world", "it", "s", "2x", "fast"]);
     }
 

@@ -112,7 +112,11 @@ pub struct OpenRecord {
 pub fn begin_record(buf: &mut Vec<u8>, key: Option<&[u8]>, timestamp: Option<i64>) -> OpenRecord {
     let start = buf.len();
     buf.extend_from_slice(&[0; LENGTH_PREFIX]);
-    let flags = if timestamp.is_some() { FLAG_TIMESTAMP } else { 0 } | if key.is_some() { FLAG_KEY } else { 0 };
+    let flags = if timestamp.is_some() {
+        FLAG_TIMESTAMP
+    } else {
+        0
+    } | if key.is_some() { FLAG_KEY } else { 0 };
     buf.push(flags);
     if let Some(ts) = timestamp {
         buf.extend_from_slice(&ts.to_le_bytes());
@@ -204,7 +208,11 @@ impl<'a> Records<'a> {
         self.pos
     }
 
-    fn fail(&mut self, offset: usize, reason: FramingFault) -> Option<Result<Record<'a>, FramingError>> {
+    fn fail(
+        &mut self,
+        offset: usize,
+        reason: FramingFault,
+    ) -> Option<Result<Record<'a>, FramingError>> {
         self.failed = true;
         Some(Err(FramingError { offset, reason }))
     }
@@ -242,14 +250,18 @@ fn parse_body(body: &[u8]) -> Result<Record<'_>, FramingFault> {
         return Err(FramingFault::UnknownFlags(flags));
     }
     let timestamp = if flags & FLAG_TIMESTAMP != 0 {
-        let (ts, tail) = rest.split_first_chunk::<8>().ok_or(FramingFault::BodyTooShort)?;
+        let (ts, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or(FramingFault::BodyTooShort)?;
         rest = tail;
         Some(i64::from_le_bytes(*ts))
     } else {
         None
     };
     let key = if flags & FLAG_KEY != 0 {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or(FramingFault::BodyTooShort)?;
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or(FramingFault::BodyTooShort)?;
         let len = u32::from_le_bytes(*len) as usize;
         if tail.len() < len {
             return Err(FramingFault::BodyTooShort);
@@ -309,9 +321,14 @@ mod tests {
         for r in sample() {
             r.write_to(&mut buf);
         }
-        let read: Vec<_> = records(&buf).collect::<Result<_, _>>().expect("valid buffer");
+        let read: Vec<_> = records(&buf)
+            .collect::<Result<_, _>>()
+            .expect("valid buffer");
         assert_eq!(read, sample());
-        assert_eq!(buf.len(), sample().iter().map(Record::framed_len).sum::<usize>());
+        assert_eq!(
+            buf.len(),
+            sample().iter().map(Record::framed_len).sum::<usize>()
+        );
     }
 
     #[test]

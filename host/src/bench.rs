@@ -1,0 +1,3 @@
+//! Benchmarks behind `weir bench`.
+
+pub mod chain;

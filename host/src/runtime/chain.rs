@@ -1,0 +1,108 @@
+//! The operator chain of a task: operators joined by forward edges at equal parallelism, run in
+//! one thread. Each operator owns the next as its [`Output`], so a record (or a whole batch)
+//! passes from one to the next by a plain call, as in Flink's `OperatorChain`.
+//!
+//! The chain is built from its tail backwards (each operator needs its output to exist), and
+//! opened in that order too, as Flink opens a chain's operators from the tail.
+
+use std::sync::Arc;
+
+use weir_framing::Record;
+
+use super::output::{ChainError, Output};
+use crate::state::OperatorSnapshot;
+use crate::wasm::{LoadedComponent, OperatorSpec, WasmOperator, WasmRuntime};
+
+/// One operator of a chain: the component it runs and how.
+pub struct ChainSpec {
+    pub component: Arc<LoadedComponent>,
+    pub spec: OperatorSpec,
+}
+
+/// A chain of operators ending in an output.
+pub struct OperatorChain {
+    head: Box<dyn Output>,
+    operators: Vec<String>,
+    batched: Vec<bool>,
+}
+
+impl OperatorChain {
+    /// Instantiates and opens `operators` in chain order, in front of `tail`. `restore` holds a
+    /// snapshot per operator, in chain order, when the chain resumes from a checkpoint.
+    pub fn open(
+        runtime: &WasmRuntime,
+        operators: Vec<ChainSpec>,
+        tail: Box<dyn Output>,
+        restore: Option<&[OperatorSnapshot]>,
+    ) -> Result<Self, ChainError> {
+        if let Some(snapshots) = restore
+            && snapshots.len() != operators.len()
+        {
+            return Err(ChainError::Output(format!(
+                "restoring a chain of {} operators from {} snapshots",
+                operators.len(),
+                snapshots.len()
+            )));
+        }
+        let names = operators.iter().map(|o| o.spec.operator.clone()).collect();
+        let mut batched = vec![false; operators.len()];
+        let mut next = tail;
+        for (i, op) in operators.into_iter().enumerate().rev() {
+            let snapshot = restore.map(|s| &s[i]);
+            let operator = WasmOperator::open(runtime, op.component, op.spec, next, snapshot)?;
+            batched[i] = operator.uses_batches();
+            next = Box::new(operator);
+        }
+        Ok(OperatorChain {
+            head: next,
+            operators: names,
+            batched,
+        })
+    }
+
+    /// Operator names in chain order.
+    pub fn operators(&self) -> &[String] {
+        &self.operators
+    }
+
+    /// Per operator, whether it runs on the batched path.
+    pub fn batched(&self) -> &[bool] {
+        &self.batched
+    }
+
+    /// Runs a framed batch of input records through the chain, to the tail.
+    pub fn process_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
+        self.head.collect_batch(batch)?;
+        self.head.flush()
+    }
+
+    /// Runs one record through the chain, to the tail.
+    pub fn process_record(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+        self.head.collect(record)?;
+        self.head.flush()
+    }
+
+    /// Advances the watermark through the chain, firing due event-time timers on the way.
+    pub fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+        self.head.emit_watermark(watermark)?;
+        self.head.flush()
+    }
+
+    /// Advances processing time, firing due processing-time timers.
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<(), ChainError> {
+        self.head.advance_processing_time(now)?;
+        self.head.flush()
+    }
+
+    /// Snapshots every operator, in chain order, after processing everything before it.
+    pub fn snapshot(&mut self) -> Result<Vec<OperatorSnapshot>, ChainError> {
+        let mut snapshots = Vec::with_capacity(self.operators.len());
+        self.head.snapshot(&mut snapshots)?;
+        Ok(snapshots)
+    }
+
+    /// Ends the input: every operator closes, in chain order, and the tail finishes.
+    pub fn finish(&mut self) -> Result<(), ChainError> {
+        self.head.finish()
+    }
+}

@@ -1,0 +1,428 @@
+//! The keyed state of one operator subtask: value and map states by name, each a hash map from
+//! key bytes to values.
+//!
+//! State is not split by key group while it is written: that would cost a hash per access on
+//! the hot path. A snapshot groups it instead, so a restore at another parallelism can take just
+//! the key groups of its range.
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
+
+use super::key_groups::key_group_of;
+
+/// The shape of a keyed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateKind {
+    /// One value per key.
+    Value,
+    /// A map per key.
+    Map,
+}
+
+/// A misuse of keyed state by the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("state `{name}` is declared as {declared:?} and cannot be redeclared as {requested:?}")]
+    KindMismatch {
+        name: String,
+        declared: StateKind,
+        requested: StateKind,
+    },
+    #[error("state handle {0} was never declared")]
+    UnknownHandle(u32),
+    #[error("state handle {handle} names a {actual:?} state, used as {expected:?}")]
+    WrongKind {
+        handle: u32,
+        actual: StateKind,
+        expected: StateKind,
+    },
+    #[error("more than {0} states declared")]
+    TooManyStates(usize),
+}
+
+type ValueTable = FxHashMap<Box<[u8]>, Vec<u8>>;
+type MapTable = FxHashMap<Box<[u8]>, BTreeMap<Vec<u8>, Vec<u8>>>;
+
+enum Table {
+    Value(ValueTable),
+    Map(MapTable),
+}
+
+impl Table {
+    fn kind(&self) -> StateKind {
+        match self {
+            Table::Value(_) => StateKind::Value,
+            Table::Map(_) => StateKind::Map,
+        }
+    }
+}
+
+struct NamedState {
+    name: String,
+    table: Table,
+}
+
+/// Keyed state of one operator subtask.
+pub struct KeyedStateBackend {
+    states: Vec<NamedState>,
+    max_parallelism: u32,
+    max_states: usize,
+    /// State restored before the operator declared it, by name.
+    restored: FxHashMap<String, StateData>,
+}
+
+/// One state's entries in a snapshot, grouped by key group so a restore can take a range.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StateData {
+    /// key group -> (key, value), sorted.
+    Value(BTreeMap<u32, Vec<(Vec<u8>, Vec<u8>)>>),
+    /// key group -> (key, map entries), sorted.
+    Map(BTreeMap<u32, Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)>>),
+}
+
+/// A copy of an operator subtask's keyed state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedStateSnapshot {
+    /// The job's number of key groups.
+    pub max_parallelism: u32,
+    /// Every state by name.
+    pub states: BTreeMap<String, StateData>,
+}
+
+impl KeyedStateBackend {
+    pub fn new(max_parallelism: u32, max_states: usize) -> Self {
+        KeyedStateBackend {
+            states: Vec::new(),
+            max_parallelism,
+            max_states,
+            restored: FxHashMap::default(),
+        }
+    }
+
+    /// Declares a state, or returns the handle of the one already declared under `name`.
+    pub fn declare(&mut self, name: &str, kind: StateKind) -> Result<u32, StateError> {
+        if let Some(i) = self.states.iter().position(|s| s.name == name) {
+            let declared = self.states[i].table.kind();
+            if declared != kind {
+                return Err(StateError::KindMismatch {
+                    name: name.to_string(),
+                    declared,
+                    requested: kind,
+                });
+            }
+            return Ok(i as u32);
+        }
+        if self.states.len() >= self.max_states {
+            return Err(StateError::TooManyStates(self.max_states));
+        }
+        let mut table = match kind {
+            StateKind::Value => Table::Value(ValueTable::default()),
+            StateKind::Map => Table::Map(MapTable::default()),
+        };
+        if let Some(data) = self.restored.remove(name) {
+            load(&mut table, data);
+        }
+        self.states.push(NamedState {
+            name: name.to_string(),
+            table,
+        });
+        Ok((self.states.len() - 1) as u32)
+    }
+
+    fn table(&mut self, handle: u32) -> Result<&mut Table, StateError> {
+        self.states
+            .get_mut(handle as usize)
+            .map(|s| &mut s.table)
+            .ok_or(StateError::UnknownHandle(handle))
+    }
+
+    fn values(&mut self, handle: u32) -> Result<&mut ValueTable, StateError> {
+        match self.table(handle)? {
+            Table::Value(t) => Ok(t),
+            Table::Map(_) => Err(StateError::WrongKind {
+                handle,
+                actual: StateKind::Map,
+                expected: StateKind::Value,
+            }),
+        }
+    }
+
+    fn maps(&mut self, handle: u32) -> Result<&mut MapTable, StateError> {
+        match self.table(handle)? {
+            Table::Map(t) => Ok(t),
+            Table::Value(_) => Err(StateError::WrongKind {
+                handle,
+                actual: StateKind::Value,
+                expected: StateKind::Map,
+            }),
+        }
+    }
+
+    pub fn value_get(&mut self, handle: u32, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
+        Ok(self.values(handle)?.get(key).map(Vec::as_slice))
+    }
+
+    pub fn value_set(&mut self, handle: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let table = self.values(handle)?;
+        match table.get_mut(key) {
+            Some(existing) => {
+                existing.clear();
+                existing.extend_from_slice(value);
+            }
+            None => {
+                table.insert(key.into(), value.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    pub fn value_clear(&mut self, handle: u32, key: &[u8]) -> Result<(), StateError> {
+        self.values(handle)?.remove(key);
+        Ok(())
+    }
+
+    pub fn map_get(
+        &mut self,
+        handle: u32,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<Option<&[u8]>, StateError> {
+        Ok(self
+            .maps(handle)?
+            .get(key)
+            .and_then(|m| m.get(map_key))
+            .map(Vec::as_slice))
+    }
+
+    pub fn map_put(
+        &mut self,
+        handle: u32,
+        key: &[u8],
+        map_key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StateError> {
+        let table = self.maps(handle)?;
+        let map = match table.get_mut(key) {
+            Some(map) => map,
+            None => table.entry(key.into()).or_default(),
+        };
+        map.insert(map_key.to_vec(), value.to_vec());
+        Ok(())
+    }
+
+    pub fn map_remove(
+        &mut self,
+        handle: u32,
+        key: &[u8],
+        map_key: &[u8],
+    ) -> Result<(), StateError> {
+        let table = self.maps(handle)?;
+        if let Some(map) = table.get_mut(key) {
+            map.remove(map_key);
+            if map.is_empty() {
+                table.remove(key);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn map_entries(
+        &mut self,
+        handle: u32,
+        key: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        Ok(self
+            .maps(handle)?
+            .get(key)
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    pub fn map_clear(&mut self, handle: u32, key: &[u8]) -> Result<(), StateError> {
+        self.maps(handle)?.remove(key);
+        Ok(())
+    }
+
+    /// Number of keys with a value or a non-empty map, over all states.
+    pub fn key_count(&self) -> usize {
+        self.states
+            .iter()
+            .map(|s| match &s.table {
+                Table::Value(t) => t.len(),
+                Table::Map(t) => t.len(),
+            })
+            .sum()
+    }
+
+    /// A copy of all state, grouped by key group. States restored but not (yet) declared by the
+    /// operator are carried along, so a checkpoint taken before the operator touches them loses
+    /// nothing.
+    pub fn snapshot(&self) -> KeyedStateSnapshot {
+        let max = self.max_parallelism;
+        let mut states = BTreeMap::new();
+        for s in &self.states {
+            let data = match &s.table {
+                Table::Value(t) => {
+                    let mut groups: BTreeMap<u32, Vec<_>> = BTreeMap::new();
+                    for (k, v) in t {
+                        groups
+                            .entry(key_group_of(k, max))
+                            .or_default()
+                            .push((k.to_vec(), v.clone()));
+                    }
+                    groups.values_mut().for_each(|g| g.sort());
+                    StateData::Value(groups)
+                }
+                Table::Map(t) => {
+                    let mut groups: BTreeMap<u32, Vec<_>> = BTreeMap::new();
+                    for (k, m) in t {
+                        let entries = m.iter().map(|(mk, v)| (mk.clone(), v.clone())).collect();
+                        groups
+                            .entry(key_group_of(k, max))
+                            .or_default()
+                            .push((k.to_vec(), entries));
+                    }
+                    groups.values_mut().for_each(|g| g.sort());
+                    StateData::Map(groups)
+                }
+            };
+            states.insert(s.name.clone(), data);
+        }
+        for (name, data) in &self.restored {
+            states.insert(name.clone(), data.clone());
+        }
+        KeyedStateSnapshot {
+            max_parallelism: max,
+            states,
+        }
+    }
+
+    /// Takes the key groups in `key_groups` from each snapshot (several when scaling in); a state
+    /// reappears when the operator declares it.
+    pub fn restore(&mut self, snapshots: &[KeyedStateSnapshot], key_groups: Range<u32>) {
+        for snapshot in snapshots {
+            for (name, data) in &snapshot.states {
+                let part = restrict(data, &key_groups);
+                match self.restored.get_mut(name) {
+                    Some(existing) => merge(existing, part),
+                    None => {
+                        self.restored.insert(name.clone(), part);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn restrict(data: &StateData, range: &Range<u32>) -> StateData {
+    match data {
+        StateData::Value(g) => StateData::Value(
+            g.range(range.clone())
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        ),
+        StateData::Map(g) => StateData::Map(
+            g.range(range.clone())
+                .map(|(k, v)| (*k, v.clone()))
+                .collect(),
+        ),
+    }
+}
+
+fn merge(into: &mut StateData, from: StateData) {
+    match (into, from) {
+        (StateData::Value(a), StateData::Value(b)) => a.extend(b),
+        (StateData::Map(a), StateData::Map(b)) => a.extend(b),
+        // Kind conflicts surface when the operator declares the state; keep the first.
+        _ => {}
+    }
+}
+
+fn load(table: &mut Table, data: StateData) {
+    match (table, data) {
+        (Table::Value(t), StateData::Value(groups)) => {
+            for (k, v) in groups.into_values().flatten() {
+                t.insert(k.into(), v);
+            }
+        }
+        (Table::Map(t), StateData::Map(groups)) => {
+            for (k, entries) in groups.into_values().flatten() {
+                t.insert(k.into(), entries.into_iter().collect());
+            }
+        }
+        // A state restored under another kind is dropped; `declare` checks kinds of live states.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::key_groups::key_group_range;
+
+    #[test]
+    fn values_are_scoped_per_key_and_state() {
+        let mut b = KeyedStateBackend::new(128, 10);
+        let count = b.declare("count", StateKind::Value).unwrap();
+        let other = b.declare("other", StateKind::Value).unwrap();
+        b.value_set(count, b"a", b"1").unwrap();
+        b.value_set(other, b"a", b"x").unwrap();
+        assert_eq!(b.value_get(count, b"a").unwrap(), Some(&b"1"[..]));
+        assert_eq!(b.value_get(count, b"b").unwrap(), None);
+        assert_eq!(b.value_get(other, b"a").unwrap(), Some(&b"x"[..]));
+        assert_eq!(b.declare("count", StateKind::Value).unwrap(), count);
+    }
+
+    #[test]
+    fn redeclaring_with_another_kind_is_an_error() {
+        let mut b = KeyedStateBackend::new(128, 10);
+        b.declare("s", StateKind::Value).unwrap();
+        assert!(matches!(
+            b.declare("s", StateKind::Map),
+            Err(StateError::KindMismatch { .. })
+        ));
+        assert!(matches!(
+            b.map_get(0, b"k", b"m"),
+            Err(StateError::WrongKind { .. })
+        ));
+        assert_eq!(b.value_get(7, b"k"), Err(StateError::UnknownHandle(7)));
+    }
+
+    #[test]
+    fn snapshot_split_by_key_group_ranges_restores_every_key_exactly_once() {
+        let mut b = KeyedStateBackend::new(128, 10);
+        let v = b.declare("v", StateKind::Value).unwrap();
+        let m = b.declare("m", StateKind::Map).unwrap();
+        for i in 0..500u32 {
+            let key = i.to_le_bytes();
+            b.value_set(v, &key, &i.to_be_bytes()).unwrap();
+            b.map_put(m, &key, b"x", &key).unwrap();
+        }
+        let snap = b.snapshot();
+        let mut total = 0;
+        for subtask in 0..3 {
+            let mut r = KeyedStateBackend::new(128, 10);
+            r.restore(
+                std::slice::from_ref(&snap),
+                key_group_range(subtask, 128, 3),
+            );
+            let v = r.declare("v", StateKind::Value).unwrap();
+            let m = r.declare("m", StateKind::Map).unwrap();
+            for i in 0..500u32 {
+                let key = i.to_le_bytes();
+                let owned = key_group_range(subtask, 128, 3).contains(&key_group_of(&key, 128));
+                let expected = i.to_be_bytes();
+                assert_eq!(
+                    r.value_get(v, &key).unwrap(),
+                    owned.then_some(&expected[..])
+                );
+                assert_eq!(r.map_get(m, &key, b"x").unwrap().is_some(), owned);
+            }
+            total += r.key_count();
+        }
+        assert_eq!(total, 1000);
+    }
+}

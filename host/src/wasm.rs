@@ -1,0 +1,23 @@
+//! Everything that touches wasmtime: the engine and its component cache, the store each operator
+//! instance lives in, the host side of the `weir:stream` imports, and the operator that the chain
+//! drives. Nothing outside this module names a wasmtime type.
+
+mod bindings;
+mod cache;
+mod engine;
+mod error;
+mod host_impl;
+mod limits;
+mod operator;
+mod stdio;
+mod store;
+
+pub use cache::Origin;
+pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime};
+pub use error::{FailureKind, LoadError, OperatorFailure};
+pub use limits::Limits;
+pub use operator::{ExecutionMode, OperatorSpec, WasmOperator};
+pub use stdio::{LogSink, StderrLog};
+
+/// The WIT package version this host implements, as it appears in export names.
+pub const WIT_VERSION: &str = "0.1.0";

@@ -1,0 +1,7 @@
+//! The only `bindgen!` of the host: Rust types and traits for the `weir:stream` world.
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "batched-operator",
+    imports: { default: trappable },
+});

@@ -1,0 +1,285 @@
+//! The one wasm engine of a process: its configuration, the epoch ticker that enforces call
+//! deadlines, the linker with weir's imports, and the component cache.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
+use wasmtime::{Config, Engine};
+
+use super::WIT_VERSION;
+use super::bindings::BatchedOperator;
+use super::bindings::exports::weir::stream::{batch, operator};
+use super::cache::{DiskCache, Origin, content_hash};
+use super::error::LoadError;
+use super::store::OperatorStore;
+
+/// Engine-wide settings.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled components are kept across restarts; `None` keeps them in memory only.
+    pub cache_dir: Option<PathBuf>,
+    /// Most native stack a guest may use. Task threads have a larger stack than this.
+    pub max_wasm_stack: usize,
+    /// Granularity of call deadlines.
+    pub epoch_tick: Duration,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            cache_dir: None,
+            max_wasm_stack: 512 << 10,
+            epoch_tick: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Capabilities a job grants its guests. Everything is denied unless granted: no files,
+/// sockets, environment or arguments are ever given; clocks read zero unless granted.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Capabilities {
+    /// Real wall-clock and monotonic clocks.
+    pub clocks: bool,
+}
+
+/// A component ready to instantiate: compiled, checked against the `weir:stream` world, linked.
+pub struct LoadedComponent {
+    /// File name (or given name) of the component, for messages.
+    pub name: String,
+    /// Hex SHA-256 of its bytes.
+    pub hash: String,
+    /// Whether it exports the batched fast path.
+    pub has_batch: bool,
+    /// How it was obtained, and how long that took.
+    pub origin: Origin,
+    pub load_time: Duration,
+    pub(crate) pre: InstancePre<OperatorStore>,
+    pub(crate) operator_indices: operator::GuestIndices,
+    pub(crate) batch_indices: Option<batch::GuestIndices>,
+}
+
+impl std::fmt::Debug for LoadedComponent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedComponent")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .field("has_batch", &self.has_batch)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: Engine, tick: Duration) -> Result<Self, LoadError> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(tick);
+                    engine.increment_epoch();
+                }
+            })
+            .map_err(|e| LoadError::Engine(format!("cannot start the epoch thread: {e}")))?;
+        Ok(EpochTicker {
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The wasm side of a process: create one and share it.
+pub struct WasmRuntime {
+    engine: Engine,
+    linker: Linker<OperatorStore>,
+    disk: Option<DiskCache>,
+    memory: Mutex<HashMap<String, Arc<LoadedComponent>>>,
+    epoch_tick: Duration,
+    _ticker: EpochTicker,
+}
+
+impl WasmRuntime {
+    pub fn new(config: RuntimeConfig) -> Result<Self, LoadError> {
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .max_wasm_stack(config.max_wasm_stack)
+            // Without this every synchronous component call pays ~300 ns of async-task
+            // bookkeeping (PERF-NOTES); weir calls guests synchronously.
+            .concurrency_support(false);
+        let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        BatchedOperator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        let disk = config.cache_dir.map(|dir| DiskCache::new(dir, &engine));
+        let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
+        Ok(WasmRuntime {
+            engine,
+            linker,
+            disk,
+            memory: Mutex::new(HashMap::new()),
+            epoch_tick: config.epoch_tick,
+            _ticker: ticker,
+        })
+    }
+
+    pub(crate) fn epoch_tick(&self) -> Duration {
+        self.epoch_tick
+    }
+
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Loads the component at `path`.
+    pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedComponent>, LoadError> {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            component: path.display().to_string(),
+            source,
+        })?;
+        self.load_bytes(&name, &bytes)
+    }
+
+    /// Loads a component from its bytes; `name` is used in messages. Compiles it only if no
+    /// component with the same content was loaded or cached before.
+    pub fn load_bytes(&self, name: &str, bytes: &[u8]) -> Result<Arc<LoadedComponent>, LoadError> {
+        let hash = content_hash(bytes);
+        let mut memory = self.memory.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(loaded) = memory.get(&hash) {
+            return Ok(loaded.clone());
+        }
+        check_header(name, bytes)?;
+        let started = Instant::now();
+        let (component, origin) = match self.disk.as_ref().and_then(|d| d.get(&self.engine, &hash))
+        {
+            Some(c) => (c, Origin::DiskCache),
+            None => {
+                let c = Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile {
+                    component: name.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+                if let Some(disk) = &self.disk {
+                    disk.put(&hash, &c);
+                }
+                (c, Origin::Compiled)
+            }
+        };
+        let load_time = started.elapsed();
+        let loaded = Arc::new(self.link(name, hash.clone(), component, origin, load_time)?);
+        memory.insert(hash, loaded.clone());
+        Ok(loaded)
+    }
+
+    fn link(
+        &self,
+        name: &str,
+        hash: String,
+        component: Component,
+        origin: Origin,
+        load_time: Duration,
+    ) -> Result<LoadedComponent, LoadError> {
+        let exports: Vec<String> = component
+            .component_type()
+            .exports(&self.engine)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        let operator_export = format!("weir:stream/operator@{WIT_VERSION}");
+        if !exports.contains(&operator_export) {
+            if let Some(other) = exports
+                .iter()
+                .find(|e| e.starts_with("weir:stream/operator@"))
+            {
+                return Err(LoadError::WrongVersion {
+                    component: name.to_string(),
+                    found: other.rsplit('@').next().unwrap_or_default().to_string(),
+                    expected: WIT_VERSION,
+                });
+            }
+            return Err(LoadError::WrongWorld {
+                component: name.to_string(),
+                expected: WIT_VERSION,
+                exports: if exports.is_empty() {
+                    "none".into()
+                } else {
+                    exports.join(", ")
+                },
+            });
+        }
+        let has_batch = exports.contains(&format!("weir:stream/batch@{WIT_VERSION}"));
+        let pre =
+            self.linker
+                .instantiate_pre(&component)
+                .map_err(|e| LoadError::UnsupportedImport {
+                    component: name.to_string(),
+                    reason: format!("{e:#}"),
+                })?;
+        let broken = |e: wasmtime::Error| LoadError::WrongWorld {
+            component: name.to_string(),
+            expected: WIT_VERSION,
+            exports: format!("{} (with mismatched signatures: {e:#})", exports.join(", ")),
+        };
+        let operator_indices = operator::GuestIndices::new(&pre).map_err(broken)?;
+        let batch_indices = if has_batch {
+            Some(batch::GuestIndices::new(&pre).map_err(broken)?)
+        } else {
+            None
+        };
+        Ok(LoadedComponent {
+            name: name.to_string(),
+            hash,
+            has_batch,
+            origin,
+            load_time,
+            pre,
+            operator_indices,
+            batch_indices,
+        })
+    }
+}
+
+/// Tells a core module or a non-wasm file from a component before Cranelift sees it, so the
+/// error says what the file is.
+fn check_header(name: &str, bytes: &[u8]) -> Result<(), LoadError> {
+    let not = |reason: &str| LoadError::NotAComponent {
+        component: name.to_string(),
+        reason: reason.to_string(),
+    };
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(not("the file does not start with the wasm magic bytes"));
+    }
+    // Bytes 6..8 are the layer: 0 for a core module, 1 for a component.
+    match u16::from_le_bytes([bytes[6], bytes[7]]) {
+        1 => Ok(()),
+        0 => Err(not(
+            "it is a core wasm module; build the operator for wasm32-wasip2 (or wrap the module \
+             with `wasm-tools component new`)",
+        )),
+        layer => Err(not(&format!("unknown wasm layer {layer}"))),
+    }
+}

@@ -1,0 +1,139 @@
+//! Typed failures of loading a component and of running an operator. Each names the component,
+//! and for a running operator the operator and subtask, so an error reaches its reader with
+//! enough context to act on.
+
+use std::time::Duration;
+
+/// A component could not be loaded as a weir operator component.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read component `{component}`: {source}")]
+    Read {
+        component: String,
+        source: std::io::Error,
+    },
+    /// The bytes are not a wasm component at all.
+    #[error("`{component}` is not a wasm component: {reason}")]
+    NotAComponent { component: String, reason: String },
+    /// A valid component, but of another world.
+    #[error(
+        "`{component}` is not a weir operator: it does not export `weir:stream/operator@{expected}` \
+         (its exports: {exports})"
+    )]
+    WrongWorld {
+        component: String,
+        expected: &'static str,
+        exports: String,
+    },
+    /// A weir operator built against a WIT version this host does not implement.
+    #[error(
+        "`{component}` was built for weir:stream@{found}, but this host implements weir:stream@{expected}"
+    )]
+    WrongVersion {
+        component: String,
+        found: String,
+        expected: &'static str,
+    },
+    /// The component imports something the host does not provide.
+    #[error("`{component}` imports something weir does not provide: {reason}")]
+    UnsupportedImport { component: String, reason: String },
+    /// Cranelift refused the component.
+    #[error("cannot compile `{component}`: {reason}")]
+    Compile { component: String, reason: String },
+    /// The wasm engine could not be set up.
+    #[error("cannot set up the wasm engine: {0}")]
+    Engine(String),
+}
+
+/// An operator instance failed. The instance is unusable afterwards; other instances, of this
+/// job or any other, are unaffected.
+#[derive(Debug, thiserror::Error)]
+#[error("operator `{operator}` (subtask {subtask}) of component `{component}` {kind}")]
+pub struct OperatorFailure {
+    /// The component file name.
+    pub component: String,
+    /// The operator name from the job.
+    pub operator: String,
+    /// The subtask index.
+    pub subtask: u32,
+    /// What went wrong.
+    pub kind: FailureKind,
+}
+
+/// The ways an operator instance fails.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FailureKind {
+    /// `open` named an operator the component does not export.
+    #[error("does not exist: the component exports {available}")]
+    UnknownOperator { available: String },
+    /// One call ran past the CPU deadline.
+    #[error("ran past its CPU deadline of {0:?} in one call")]
+    DeadlineExceeded(Duration),
+    /// The guest tried to grow its linear memory over the cap.
+    #[error("tried to grow its memory to {requested} bytes, over its cap of {cap} bytes")]
+    MemoryCap { requested: usize, cap: usize },
+    /// The guest tried to grow a table over the cap.
+    #[error("tried to grow a table to {requested} elements, over its cap of {cap}")]
+    TableCap { requested: usize, cap: usize },
+    /// The guest's call stack overflowed.
+    #[error("overflowed its call stack (unbounded recursion?)")]
+    StackOverflow,
+    /// The guest panicked; the message is the panic's.
+    #[error("panicked: {0}")]
+    Panic(String),
+    /// The guest wrote more to stdout, stderr and its log than allowed.
+    #[error("wrote more than its cap of {cap} bytes to stdout, stderr and its log")]
+    OutputCap { cap: usize },
+    /// Any other trap.
+    #[error("trapped: {0}")]
+    Trap(String),
+    /// The guest could not decode an input record.
+    #[error("could not decode input record {index} ({preview}): {message}")]
+    Decode {
+        index: u32,
+        message: String,
+        preview: String,
+    },
+    /// The guest rejected its configuration.
+    #[error("rejected its configuration: {0}")]
+    Config(String),
+    /// The guest could not restore its own state.
+    #[error("could not restore its state: {0}")]
+    State(String),
+    /// The guest's code reported a failure.
+    #[error("failed: {0}")]
+    Failed(String),
+    /// The guest broke the host contract (bad state handle, oversized record, malformed output).
+    #[error("broke the host contract: {0}")]
+    Violation(String),
+    /// Instantiation failed.
+    #[error("could not be instantiated: {0}")]
+    Instantiate(String),
+    /// An earlier failure left this instance unusable.
+    #[error("was called after it had failed")]
+    AlreadyFailed,
+}
+
+impl FailureKind {
+    /// Whether the failure comes from what the guest did (as opposed to the host's environment).
+    /// Every kind is a user failure today; the distinction is kept for the restart strategy.
+    pub fn is_user_error(&self) -> bool {
+        !matches!(self, FailureKind::Instantiate(_))
+    }
+}
+
+/// A short, printable preview of a record value for error messages: valid UTF-8 is quoted, other
+/// bytes shown in hex; both cut at 48 bytes.
+pub(crate) fn preview(value: &[u8]) -> String {
+    const MAX: usize = 48;
+    let cut = &value[..value.len().min(MAX)];
+    let more = if value.len() > MAX { "..." } else { "" };
+    match std::str::from_utf8(cut) {
+        Ok(text) => format!("{text:?}{more}, {} bytes", value.len()),
+        Err(_) => {
+            let hex: String = cut.iter().map(|b| format!("{b:02x}")).collect();
+            format!("0x{hex}{more}, {} bytes", value.len())
+        }
+    }
+}

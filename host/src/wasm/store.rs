@@ -1,0 +1,163 @@
+//! The data of an operator instance's store: its sandboxed WASI context, its limits, its keyed
+//! state and timers, and the output its records go to.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use wasmtime::ResourceLimiter;
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{
+    HostMonotonicClock, HostWallClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView,
+};
+
+use super::engine::Capabilities;
+use super::limits::Limits;
+use super::stdio::{GuestLog, GuestStdio};
+use crate::runtime::{ChainError, Output};
+use crate::state::{KeyedStateBackend, TimerService};
+
+/// A limit the guest ran into, recorded so the trap that follows is reported for what it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitHit {
+    Memory { requested: usize, cap: usize },
+    Table { requested: usize, cap: usize },
+}
+
+/// Enforces memory and table caps. Growth over a cap traps at once (rather than letting
+/// `memory.grow` return -1), so the failure is reported as the cap, not as whatever the
+/// guest's allocator does next.
+pub struct GuestLimiter {
+    max_memory: usize,
+    max_table: usize,
+    pub hit: Option<LimitHit>,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_memory {
+            self.hit = Some(LimitHit::Memory {
+                requested: desired,
+                cap: self.max_memory,
+            });
+            wasmtime::bail!("memory cap of {} bytes reached", self.max_memory);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.max_table {
+            self.hit = Some(LimitHit::Table {
+                requested: desired,
+                cap: self.max_table,
+            });
+            wasmtime::bail!("table cap of {} elements reached", self.max_table);
+        }
+        Ok(true)
+    }
+}
+
+/// Clocks for a guest that was not granted any: always zero, so a guest cannot time anything
+/// (no timing side channels, no nondeterminism from the wall clock).
+struct ZeroClock;
+
+impl HostWallClock for ZeroClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::ZERO
+    }
+}
+
+impl HostMonotonicClock for ZeroClock {
+    fn resolution(&self) -> u64 {
+        1_000_000_000
+    }
+    fn now(&self) -> u64 {
+        0
+    }
+}
+
+/// The `T` of an operator instance's `Store<T>`.
+pub struct OperatorStore {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limiter: GuestLimiter,
+    pub limits: Arc<Limits>,
+    pub log: Arc<GuestLog>,
+    pub output: Box<dyn Output>,
+    pub state: KeyedStateBackend,
+    pub timers: TimerService,
+    pub watermark: i64,
+    /// Set by the panic hook of SDK guests just before they trap.
+    pub panic_message: Option<String>,
+    /// Set when the guest broke the host contract, just before the import traps.
+    pub violation: Option<String>,
+    /// A failure further down the chain, raised while this guest was emitting; it travels back
+    /// as a trap of this guest and is reported as itself.
+    pub downstream: Option<ChainError>,
+}
+
+impl OperatorStore {
+    pub fn new(
+        limits: Arc<Limits>,
+        capabilities: Capabilities,
+        log: Arc<GuestLog>,
+        output: Box<dyn Output>,
+        max_parallelism: u32,
+    ) -> Self {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.stdout(GuestStdio::stdout(log.clone()))
+            .stderr(GuestStdio::stderr(log.clone()))
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false);
+        if !capabilities.clocks {
+            wasi.wall_clock(ZeroClock).monotonic_clock(ZeroClock);
+        }
+        OperatorStore {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limiter: GuestLimiter {
+                max_memory: limits.max_memory_bytes,
+                max_table: limits.max_table_elements,
+                hit: None,
+            },
+            state: KeyedStateBackend::new(max_parallelism, limits.max_states),
+            limits,
+            log,
+            output,
+            timers: TimerService::default(),
+            watermark: i64::MIN,
+            panic_message: None,
+            violation: None,
+            downstream: None,
+        }
+    }
+
+    /// Records a contract violation and returns the trap that reports it.
+    pub fn violate(&mut self, message: String) -> wasmtime::Error {
+        let err = wasmtime::format_err!("{message}");
+        self.violation = Some(message);
+        err
+    }
+}
+
+impl WasiView for OperatorStore {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Records through real operator chains: exact results, per-record and batched, state scoping,
+//! snapshots.
+
+use std::collections::BTreeMap;
+
+use weir_framing::{OwnedRecord, Record};
+use weir_host::guests;
+use weir_host::runtime::{ChainError, ChainSpec, CollectingOutput, OperatorChain};
+use weir_host::state::StateData;
+use weir_host::wasm::{ExecutionMode, FailureKind, OperatorSpec};
+
+use crate::support::*;
+
+const WORDCOUNT_OPS: &[&str] = &["tokenize", "key-by-word", "count"];
+
+fn text_values(records: &[OwnedRecord]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).expect("utf-8 output"))
+        .collect()
+}
+
+fn run_wordcount(mode: ExecutionMode, lines_per_batch: usize) -> (Vec<String>, Vec<bool>) {
+    let (mut chain, out) = open_chain(guests::WORDCOUNT, WORDCOUNT_OPS, mode).expect("open");
+    for batch in batches(passage().lines().map(str::as_bytes), lines_per_batch) {
+        chain.process_batch(&batch).expect("process");
+    }
+    chain.finish().expect("finish");
+    assert!(out.lock().finished);
+    (text_values(&out.take_records()), chain.batched().to_vec())
+}
+
+/// Checks word count output lines against the independent count: every update in order
+/// (1, 2, ... per word), the last one equal to the total.
+fn assert_counts_match(lines: &[String]) {
+    let expected = independent_word_count(passage());
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for line in lines {
+        let (word, count) = line.rsplit_once(' ').expect("`word count`");
+        let count: u64 = count.parse().expect("count");
+        let previous = seen.insert(word.to_string(), count).unwrap_or(0);
+        assert_eq!(count, previous + 1, "updates of `{word}` out of order");
+    }
+    assert_eq!(seen, expected);
+    assert_eq!(lines.len() as u64, expected.values().sum::<u64>());
+}
+
+#[test]
+fn wordcount_batched_equals_independent_count() {
+    let (lines, batched) = run_wordcount(ExecutionMode::Batched, 7);
+    assert_eq!(batched, [true, true, true]);
+    assert_counts_match(&lines);
+}
+
+#[test]
+fn wordcount_per_record_equals_independent_count() {
+    let (lines, batched) = run_wordcount(ExecutionMode::PerRecord, 3);
+    assert_eq!(batched, [false, false, false]);
+    assert_counts_match(&lines);
+}
+
+#[test]
+fn per_record_and_batched_modes_produce_identical_output() {
+    assert_eq!(
+        run_wordcount(ExecutionMode::Batched, 1).0,
+        run_wordcount(ExecutionMode::PerRecord, 50).0
+    );
+}
+
+#[test]
+fn a_per_record_operator_can_feed_a_batched_one() {
+    let loaded = load(guests::WORDCOUNT);
+    let specs = WORDCOUNT_OPS
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut spec = OperatorSpec::new(*name);
+            spec.mode = if i == 1 {
+                ExecutionMode::PerRecord
+            } else {
+                ExecutionMode::Batched
+            };
+            ChainSpec {
+                component: loaded.clone(),
+                spec,
+            }
+        })
+        .collect();
+    let out = CollectingOutput::new();
+    let mut chain =
+        OperatorChain::open(runtime(), specs, Box::new(out.clone()), None).expect("open");
+    assert_eq!(chain.batched(), [true, false, true]);
+    for batch in batches(passage().lines().map(str::as_bytes), 4) {
+        chain.process_batch(&batch).expect("process");
+    }
+    chain.finish().expect("finish");
+    assert_counts_match(&text_values(&out.take_records()));
+}
+
+#[test]
+fn keyed_state_is_scoped_per_key() {
+    let (mut chain, out) =
+        open_chain(guests::WORDCOUNT, &["count"], ExecutionMode::Batched).expect("open");
+    let mut batch = Vec::new();
+    for key in ["owl", "cat", "owl", "owl", "cat", "emu"] {
+        Record {
+            value: b"ignored",
+            key: Some(key.as_bytes()),
+            timestamp: Some(5),
+        }
+        .write_to(&mut batch);
+    }
+    chain.process_batch(&batch).expect("process");
+    let records = out.take_records();
+    assert_eq!(
+        text_values(&records),
+        ["owl 1", "cat 1", "owl 2", "owl 3", "cat 2", "emu 1"]
+    );
+    assert!(
+        records
+            .iter()
+            .all(|r| r.timestamp == Some(5) && r.key.is_none())
+    );
+}
+
+#[test]
+fn stateless_chain_parses_scales_filters_and_formats() {
+    let mut spec = vec![OperatorSpec::new("parse"), OperatorSpec::new("scale")];
+    spec[1].config.push(("factor".into(), "3".into()));
+    spec.push(OperatorSpec::new("even"));
+    spec.push(OperatorSpec::new("format"));
+    let (mut chain, out) = open_specs(guests::STATELESS_CHAIN, spec).expect("open");
+    let inputs: Vec<String> = (-5..=20).map(|i| format!(" {i} ")).collect();
+    for batch in batches(inputs.iter().map(|s| s.as_bytes()), 4) {
+        chain.process_batch(&batch).expect("process");
+    }
+    chain.finish().expect("finish");
+    let expected: Vec<String> = (-5i64..=20)
+        .map(|i| i * 3)
+        .filter(|x| x % 2 == 0)
+        .map(|x| x.to_string())
+        .collect();
+    assert_eq!(text_values(&out.take_records()), expected);
+}
+
+#[test]
+fn undecodable_record_fails_with_its_position_and_content() {
+    let (mut chain, _out) =
+        open_chain(guests::STATELESS_CHAIN, &["parse"], ExecutionMode::Batched).expect("open");
+    let batch = &batches([&b"1"[..], b"2", b"twelve", b"4"], 10)[0];
+    let err = chain
+        .process_batch(batch)
+        .expect_err("twelve is not a number");
+    let ChainError::Operator(failure) = &err else {
+        panic!("expected an operator failure, got {err}")
+    };
+    assert_eq!(failure.operator, "parse");
+    assert_eq!(failure.component, "stateless_chain.wasm");
+    match &failure.kind {
+        FailureKind::Decode {
+            index,
+            message,
+            preview,
+        } => {
+            assert_eq!(*index, 2);
+            assert!(message.contains("`twelve` is not an integer"), "{message}");
+            assert!(preview.contains("\"twelve\""), "{preview}");
+        }
+        other => panic!("expected a decode failure, got {other}"),
+    }
+    let text = err.to_string();
+    assert!(
+        text.contains("operator `parse` (subtask 0)") && text.contains("twelve"),
+        "{text}"
+    );
+    // The failed instance refuses further work instead of running on in an unknown state.
+    let again = chain.process_batch(batch).expect_err("already failed");
+    assert!(again.to_string().contains("after it had failed"), "{again}");
+}
+
+#[test]
+fn undecodable_record_in_per_record_mode_is_shown_too() {
+    let (mut chain, _out) = open_chain(
+        guests::STATELESS_CHAIN,
+        &["parse"],
+        ExecutionMode::PerRecord,
+    )
+    .expect("open");
+    let err = chain
+        .process_record(Record::value(b"1e9x"))
+        .expect_err("not a number");
+    assert!(err.to_string().contains("\"1e9x\""), "{err}");
+}
+
+#[test]
+fn bad_configuration_is_reported_as_such() {
+    let spec = OperatorSpec::new("scale").with_config("factor", "three");
+    let err = open_specs(guests::STATELESS_CHAIN, vec![spec])
+        .err()
+        .expect("bad factor");
+    let ChainError::Operator(failure) = err else {
+        panic!("{err}")
+    };
+    assert!(
+        matches!(&failure.kind, FailureKind::Config(m) if m.contains("factor")),
+        "{}",
+        failure.kind
+    );
+}
+
+#[test]
+fn unknown_operator_name_lists_the_exported_ones() {
+    let err = open_chain(guests::WORDCOUNT, &["tokenise"], ExecutionMode::Batched)
+        .err()
+        .expect("no such operator");
+    let text = err.to_string();
+    assert!(
+        text.contains("`tokenise`") && text.contains("tokenize, key-by-word, count"),
+        "{text}"
+    );
+}
+
+#[test]
+fn guest_state_snapshot_restores_into_a_new_instance() {
+    let (mut chain, out) = open_chain(
+        guests::STATELESS_CHAIN,
+        &["parse", "running-total"],
+        ExecutionMode::Batched,
+    )
+    .expect("open");
+    chain
+        .process_batch(&batches([&b"1"[..], b"2", b"3"], 10)[0])
+        .expect("process");
+    let snapshots = chain.snapshot().expect("snapshot");
+    assert_eq!(snapshots.len(), 2);
+    assert_eq!(snapshots[1].operator, "running-total");
+    assert_eq!(snapshots[1].guest_state, 6i64.to_le_bytes());
+    let totals = |records: Vec<OwnedRecord>| -> Vec<i64> {
+        records
+            .iter()
+            .map(|r| {
+                bincode::serde::decode_from_slice(&r.value, bincode::config::standard())
+                    .expect("i64")
+                    .0
+            })
+            .collect()
+    };
+    assert_eq!(totals(out.take_records()), [1, 3, 6]);
+
+    let loaded = load(guests::STATELESS_CHAIN);
+    let specs = ["parse", "running-total"]
+        .iter()
+        .map(|n| ChainSpec {
+            component: loaded.clone(),
+            spec: OperatorSpec::new(*n),
+        })
+        .collect();
+    let restored_out = CollectingOutput::new();
+    let mut restored = OperatorChain::open(
+        runtime(),
+        specs,
+        Box::new(restored_out.clone()),
+        Some(&snapshots),
+    )
+    .expect("restore");
+    restored
+        .process_batch(&batches([&b"4"[..]], 10)[0])
+        .expect("process");
+    assert_eq!(totals(restored_out.take_records()), [10]);
+}
+
+#[test]
+fn keyed_state_snapshot_restores_counts() {
+    let (mut chain, _) =
+        open_chain(guests::WORDCOUNT, WORDCOUNT_OPS, ExecutionMode::Batched).expect("open");
+    chain
+        .process_batch(&batches([&b"owl cat owl"[..]], 10)[0])
+        .expect("process");
+    let snapshots = chain.snapshot().expect("snapshot");
+    assert_eq!(snapshots[2].operator, "count");
+    let StateData::Value(groups) = &snapshots[2].keyed.states["count"] else {
+        panic!("count is a value state")
+    };
+    let mut keys: Vec<&[u8]> = groups
+        .values()
+        .flatten()
+        .map(|(k, _)| k.as_slice())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, [&b"cat"[..], b"owl"]);
+
+    let loaded = load(guests::WORDCOUNT);
+    let specs = WORDCOUNT_OPS
+        .iter()
+        .map(|n| ChainSpec {
+            component: loaded.clone(),
+            spec: OperatorSpec::new(*n),
+        })
+        .collect();
+    let out = CollectingOutput::new();
+    let mut restored =
+        OperatorChain::open(runtime(), specs, Box::new(out.clone()), Some(&snapshots))
+            .expect("restore");
+    restored
+        .process_batch(&batches([&b"owl emu"[..]], 10)[0])
+        .expect("process");
+    assert_eq!(text_values(&out.take_records()), ["owl 3", "emu 1"]);
+}

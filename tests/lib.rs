@@ -1,0 +1,1 @@
+//! The end-to-end tests live in `all/`; this crate has no library code.
