@@ -14,6 +14,7 @@ const GUESTS: &[(&str, &str, &str)] = &[
     ("wordcount", "wordcount", "WORDCOUNT"),
     ("stateless-chain", "stateless_chain", "STATELESS_CHAIN"),
     ("hostile", "hostile", "HOSTILE"),
+    ("timers", "timers", "TIMERS"),
     ("bench-ops", "bench_ops", "BENCH_OPS"),
     ("other-world", "other_world", "OTHER_WORLD"),
     ("wrong-version", "wrong_version", "WRONG_VERSION"),

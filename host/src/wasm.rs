@@ -16,7 +16,7 @@ pub use cache::Origin;
 pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime};
 pub use error::{FailureKind, LoadError, OperatorFailure};
 pub use limits::Limits;
-pub use operator::{ExecutionMode, OperatorSpec, WasmOperator};
+pub use operator::{ExecutionMode, OpenTimings, OperatorSpec, WasmOperator};
 pub use stdio::{LogSink, StderrLog};
 
 /// The WIT package version this host implements, as it appears in export names.

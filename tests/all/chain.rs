@@ -306,3 +306,79 @@ fn keyed_state_snapshot_restores_counts() {
         .expect("process");
     assert_eq!(text_values(&out.take_records()), ["owl 3", "emu 1"]);
 }
+
+fn alarm_chain(domain: &str) -> (OperatorChain, CollectingOutput) {
+    let spec = OperatorSpec::new("alarm")
+        .with_config("delay", "10")
+        .with_config("domain", domain);
+    open_specs(guests::TIMERS, vec![spec]).expect("open alarm")
+}
+
+fn keyed_batch(records: &[(&str, i64, &str)]) -> Vec<u8> {
+    let mut batch = Vec::new();
+    for (key, ts, value) in records {
+        Record {
+            value: value.as_bytes(),
+            key: Some(key.as_bytes()),
+            timestamp: Some(*ts),
+        }
+        .write_to(&mut batch);
+    }
+    batch
+}
+
+#[test]
+fn event_time_timers_fire_in_order_when_the_watermark_passes_them() {
+    let (mut chain, out) = alarm_chain("event");
+    chain
+        .process_batch(&keyed_batch(&[("a", 1, "x"), ("b", 5, "y"), ("a", 3, "z")]))
+        .expect("process");
+    assert!(out.take_records().is_empty());
+    chain.emit_watermark(12).expect("watermark 12");
+    assert_eq!(text_values(&out.take_records()), ["a 11 z"]);
+    chain.emit_watermark(12).expect("same watermark again");
+    chain.emit_watermark(20).expect("watermark 20");
+    let fired = out.take_records();
+    assert_eq!(text_values(&fired), ["a 13 z", "b 15 y"]);
+    assert_eq!(fired[0].timestamp, Some(13));
+    assert_eq!(out.lock().watermarks, [12, 20]);
+}
+
+#[test]
+fn pending_timers_survive_a_snapshot() {
+    let (mut chain, _) = alarm_chain("event");
+    chain
+        .process_batch(&keyed_batch(&[("k", 100, "v")]))
+        .expect("process");
+    let snapshots = chain.snapshot().expect("snapshot");
+    assert_eq!(snapshots[0].timers.event_time, [(110, b"k".to_vec())]);
+
+    let spec = OperatorSpec::new("alarm").with_config("delay", "10");
+    let loaded = load(guests::TIMERS);
+    let out = CollectingOutput::new();
+    let specs = vec![ChainSpec {
+        component: loaded,
+        spec,
+    }];
+    let mut restored =
+        OperatorChain::open(runtime(), specs, Box::new(out.clone()), Some(&snapshots))
+            .expect("restore");
+    restored.emit_watermark(i64::MAX).expect("end of time");
+    assert_eq!(text_values(&out.take_records()), ["k 110 v"]);
+}
+
+#[test]
+fn processing_time_timers_fire_when_processing_time_advances() {
+    let (mut chain, out) = alarm_chain("processing");
+    chain
+        .process_batch(&keyed_batch(&[("p", 1_000, "late")]))
+        .expect("process");
+    chain
+        .emit_watermark(i64::MAX)
+        .expect("event time does not fire them");
+    assert!(out.take_records().is_empty());
+    chain.advance_processing_time(1_009).expect("not yet");
+    assert!(out.take_records().is_empty());
+    chain.advance_processing_time(1_010).expect("now");
+    assert_eq!(text_values(&out.take_records()), ["p 1010 late"]);
+}

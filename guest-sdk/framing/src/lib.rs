@@ -332,6 +332,26 @@ mod tests {
     }
 
     #[test]
+    fn layout_matches_the_documented_examples() {
+        let mut buf = Vec::new();
+        Record::value(&[1, 2]).write_to(&mut buf);
+        assert_eq!(buf, [3, 0, 0, 0, 0, 1, 2]);
+        buf.clear();
+        Record {
+            value: &[0xaa],
+            key: Some(b"k"),
+            timestamp: Some(5),
+        }
+        .write_to(&mut buf);
+        assert_eq!(
+            buf,
+            [
+                15, 0, 0, 0, 3, 5, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, b'k', 0xaa
+            ]
+        );
+    }
+
+    #[test]
     fn eight_byte_value_takes_thirteen_bytes() {
         assert_eq!(Record::value(&[0; 8]).framed_len(), 13);
     }

@@ -90,6 +90,17 @@ pub struct WasmOperator {
     pending: Vec<u8>,
     batch_bytes: usize,
     failed: bool,
+    timings: OpenTimings,
+}
+
+/// Where the time of [`WasmOperator::open`] went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OpenTimings {
+    /// New store and instantiation from the pre-linked component.
+    pub instantiate: std::time::Duration,
+    /// The guest's `open` (and `restore-state`): the first call into a fresh instance, which
+    /// also pays the guest's own start-up.
+    pub open: std::time::Duration,
 }
 
 impl WasmOperator {
@@ -102,6 +113,7 @@ impl WasmOperator {
         output: Box<dyn Output>,
         restore: Option<&OperatorSnapshot>,
     ) -> Result<Self, ChainError> {
+        let started = std::time::Instant::now();
         let source = format!("{}#{}", spec.operator, spec.subtask_index);
         let log = GuestLog::new(source, spec.limits.max_log_bytes, spec.log_sink.clone());
         let data = OperatorStore::new(
@@ -157,7 +169,9 @@ impl WasmOperator {
             pending: Vec::new(),
             batch_bytes: spec.batch_bytes,
             failed: false,
+            timings: OpenTimings::default(),
         };
+        op.timings.instantiate = started.elapsed();
 
         if let Some(snapshot) = restore {
             let range = key_group_range(spec.subtask_index, spec.max_parallelism, spec.parallelism);
@@ -186,7 +200,13 @@ impl WasmOperator {
                 guest.call_restore_state(store, &bytes)
             })?;
         }
+        op.timings.open = started.elapsed() - op.timings.instantiate;
         Ok(op)
+    }
+
+    /// How long opening took.
+    pub fn open_timings(&self) -> OpenTimings {
+        self.timings
     }
 
     /// Whether calls go through the batched path.

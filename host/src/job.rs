@@ -1,0 +1,11 @@
+//! The job model: a TOML manifest, checked and turned into a job graph of chained vertices,
+//! before anything starts (Flink's JobGraph and chaining). Knows nothing of wasm or threads.
+
+mod graph;
+mod manifest;
+
+pub use graph::{
+    ChainedOperator, Edge, JobGraph, JobVertex, OperatorImpl, Partitioning, SinkSpec, SourceSpec,
+    VertexInput, VertexOutput,
+};
+pub use manifest::{JobError, Manifest, load_manifest};

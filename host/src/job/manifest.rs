@@ -1,0 +1,221 @@
+//! The job manifest: what a user writes. Parsed with serde from TOML; `${name}` placeholders in
+//! string values are filled from `--arg name=value` before anything else looks at them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// A manifest that cannot become a job. Every case names what and where.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("cannot read job manifest `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("job manifest `{path}` is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("job manifest uses `${{{name}}}` in {place} but no `--arg {name}=...` was given")]
+    MissingArg { name: String, place: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A source: where records come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceDecl {
+    pub id: String,
+    /// `file` (lines of a text file) or `sequence` (the numbers `0..count`).
+    pub kind: String,
+    pub path: Option<String>,
+    pub count: Option<u64>,
+    /// For `sequence`: `fixed64` (8-byte little-endian integers, the SDK's `BincodeFixed`) or
+    /// `text` (decimal text).
+    pub format: Option<String>,
+    pub parallelism: Option<u32>,
+}
+
+/// One input of an operator or sink: a node id, or several (their union).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Inputs {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Inputs {
+    pub fn ids(&self) -> Vec<&str> {
+        match self {
+            Inputs::One(id) => vec![id.as_str()],
+            Inputs::Many(ids) => ids.iter().map(String::as_str).collect(),
+        }
+    }
+}
+
+/// An operator: a named operator of a wasm component (or a built-in native operator).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperatorDecl {
+    pub id: String,
+    /// Path of the `.wasm` component, relative to the manifest.
+    pub component: Option<String>,
+    /// The operator's name inside the component; defaults to `id`.
+    pub operator: Option<String>,
+    /// A built-in native operator instead of a component (benchmarks compare against these).
+    pub native: Option<String>,
+    pub input: Inputs,
+    /// `forward`, `rebalance`, `hash` or `broadcast`.
+    pub edge: Option<String>,
+    pub parallelism: Option<u32>,
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// A sink: where records end.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkDecl {
+    pub id: String,
+    /// `file`, `stdout` or `discard`.
+    pub kind: String,
+    pub path: Option<String>,
+    pub input: Inputs,
+    pub edge: Option<String>,
+    pub parallelism: Option<u32>,
+}
+
+/// A job manifest as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub name: Option<String>,
+    /// Parallelism of every node that sets none.
+    pub parallelism: Option<u32>,
+    /// Key groups of the job: the most subtasks keyed state can ever be split into.
+    pub max_parallelism: Option<u32>,
+    /// Longest a partly filled network buffer waits before it is sent, in milliseconds.
+    pub buffer_timeout_ms: Option<u64>,
+    #[serde(default, rename = "source")]
+    pub sources: Vec<SourceDecl>,
+    #[serde(default, rename = "operator")]
+    pub operators: Vec<OperatorDecl>,
+    #[serde(default, rename = "sink")]
+    pub sinks: Vec<SinkDecl>,
+    /// Directory relative paths are resolved against (the manifest's own).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// Reads the manifest at `path`, filling `${name}` placeholders from `args`.
+pub fn load_manifest(path: &Path, args: &BTreeMap<String, String>) -> Result<Manifest, JobError> {
+    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut manifest = parse_manifest(&text, args).map_err(|e| match e {
+        JobError::Parse { message, .. } => JobError::Parse {
+            path: path.to_path_buf(),
+            message,
+        },
+        other => other,
+    })?;
+    manifest.base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    Ok(manifest)
+}
+
+/// Parses manifest text; relative paths stay relative to the working directory.
+pub fn parse_manifest(text: &str, args: &BTreeMap<String, String>) -> Result<Manifest, JobError> {
+    let parse_error = |message: String| JobError::Parse {
+        path: PathBuf::from("<text>"),
+        message,
+    };
+    let mut value: toml::Value = toml::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+    substitute(&mut value, args, "the manifest")?;
+    value
+        .try_into()
+        .map_err(|e: toml::de::Error| parse_error(e.to_string()))
+}
+
+fn substitute(value: &mut toml::Value, args: &BTreeMap<String, String>, place: &str) -> Result<(), JobError> {
+    match value {
+        toml::Value::String(s) => *s = fill(s, args, place)?,
+        toml::Value::Array(items) => {
+            for item in items {
+                substitute(item, args, place)?;
+            }
+        }
+        toml::Value::Table(table) => {
+            for (key, item) in table.iter_mut() {
+                substitute(item, args, &format!("`{key}`"))?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn fill(s: &str, args: &BTreeMap<String, String>, place: &str) -> Result<String, JobError> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        let value = args.get(name).ok_or_else(|| JobError::MissingArg {
+            name: name.to_string(),
+            place: place.to_string(),
+        })?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn placeholders_are_filled_from_args() {
+        let m = parse_manifest(
+            r#"
+            [[source]]
+            id = "in"
+            kind = "file"
+            path = "${dir}/${file}.txt"
+            "#,
+            &args(&[("dir", "/data"), ("file", "words")]),
+        )
+        .unwrap();
+        assert_eq!(m.sources[0].path.as_deref(), Some("/data/words.txt"));
+    }
+
+    #[test]
+    fn missing_placeholder_names_the_arg_and_field() {
+        let err = parse_manifest("[[source]]\nid = \"in\"\nkind = \"file\"\npath = \"${input}\"", &args(&[])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "job manifest uses `${input}` in `path` but no `--arg input=...` was given"
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = parse_manifest("[[source]]\nid = \"in\"\nkind = \"file\"\npaht = \"x\"", &args(&[])).unwrap_err();
+        assert!(err.to_string().contains("paht"), "{err}");
+    }
+}
