@@ -64,7 +64,7 @@ codec_builders!(Map { f } in input out output);
 /// use weir_sdk::testing::Harness;
 /// let mut h = Harness::open(map(|x: u64| x * 3 + 1), OperatorInfo::new("triple")).unwrap();
 /// h.push_value(&Bincode, &2u64).unwrap();
-/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![7u64]);
+/// assert_eq!(h.take_values::<u64>(&Bincode).unwrap(), vec![7]);
 /// ```
 pub fn map<I, O, F: FnMut(I) -> O>(f: F) -> Map<F, I, O> {
     Map {
@@ -106,7 +106,7 @@ codec_builders!(TryMap { f } in input out output);
 /// let parse = try_map(|s: String| s.trim().parse::<i64>().map_err(|e| OperatorError::Decode(format!("`{s}`: {e}"))));
 /// let mut h = Harness::open(parse.input(Text), OperatorInfo::new("parse")).unwrap();
 /// h.push(b"42").unwrap();
-/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![42i64]);
+/// assert_eq!(h.take_values::<i64>(&Bincode).unwrap(), vec![42]);
 /// assert!(h.push(b"x").is_err());
 /// ```
 pub fn try_map<I, O, F: FnMut(I) -> Result<O, OperatorError>>(f: F) -> TryMap<F, I, O> {
@@ -145,7 +145,7 @@ pub struct Filter<F, I, CI = Bincode> {
 /// use weir_sdk::testing::Harness;
 /// let mut h = Harness::open(filter(|x: &u64| x % 2 == 0), OperatorInfo::new("even")).unwrap();
 /// for x in 0..5u64 { h.push_value(&Bincode, &x).unwrap(); }
-/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![0u64, 2, 4]);
+/// assert_eq!(h.take_values::<u64>(&Bincode).unwrap(), vec![0, 2, 4]);
 /// ```
 pub fn filter<I, F: FnMut(&I) -> bool>(f: F) -> Filter<F, I> {
     Filter {

@@ -93,8 +93,12 @@ macro_rules! export_operators {
             }
         }
 
+        // Exported only in the component: native builds (tests with the harness) have no
+        // use for the symbols, and native linkers reject their `:` and `@` in names.
         #[doc(hidden)]
+        #[cfg(target_arch = "wasm32")]
         type __WeirComponent = $crate::__private::Component<__WeirOperators>;
+        #[cfg(target_arch = "wasm32")]
         $crate::bindings::__export_batched_operator!(__WeirComponent with_types_in $crate::bindings);
     };
 }

@@ -101,7 +101,7 @@ impl<O> ProcessContext<'_, '_, O> {
 /// let mut h = Harness::open(process(Total::default()), OperatorInfo::new("total")).unwrap();
 /// h.restore_state(&saved).unwrap();
 /// h.push_value(&Bincode, &1i64).unwrap();
-/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![6i64]);
+/// assert_eq!(h.take_values::<i64>(&Bincode).unwrap(), vec![6]);
 /// ```
 pub trait ProcessFunction {
     /// Input value type.

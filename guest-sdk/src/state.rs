@@ -36,7 +36,7 @@ use crate::operator::{Context, OperatorError};
 /// h.push_keyed(b"a", b"x").unwrap();
 /// h.push_keyed(b"a", b"y").unwrap();
 /// h.push_keyed(b"b", b"z").unwrap();
-/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![1u64, 2, 1]);
+/// assert_eq!(h.take_values::<u64>(&Bincode).unwrap(), vec![1, 2, 1]);
 /// ```
 pub struct ValueState<T, C = Bincode> {
     id: StateId,
@@ -90,6 +90,9 @@ impl<T, C: Codec<T>> ValueState<T, C> {
     }
 }
 
+/// Marks the entry types of a [`MapState`] without owning any.
+type Entries<K, V> = fn(K, V) -> (K, V);
+
 /// A map from `K` to `V` per key.
 ///
 /// ```
@@ -114,12 +117,12 @@ impl<T, C: Codec<T>> ValueState<T, C> {
 /// }
 /// let mut h = Harness::open(keyed_process(Distinct { seen: None }).input(Text), OperatorInfo::new("d")).unwrap();
 /// for v in ["x", "y", "x"] { h.push_keyed(b"k", v.as_bytes()).unwrap(); }
-/// assert_eq!(h.take_values(&Bincode).unwrap(), vec![1u64, 2, 2]);
+/// assert_eq!(h.take_values::<u64>(&Bincode).unwrap(), vec![1, 2, 2]);
 /// ```
 pub struct MapState<K, V, C = Bincode> {
     id: StateId,
     codec: C,
-    _entries: PhantomData<fn(K, V) -> (K, V)>,
+    _entries: PhantomData<Entries<K, V>>,
 }
 
 impl<K, V> MapState<K, V> {

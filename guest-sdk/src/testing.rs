@@ -9,12 +9,14 @@ use crate::codec::Codec;
 use crate::host::{HostApi, Level, StateId, StateKind, TimeDomain};
 use crate::operator::{Context, OpenContext, Operator, OperatorError, OperatorInfo};
 
+type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
+
 /// An in-memory [`HostApi`]: keyed state in ordered maps, timers in an ordered set, logs kept.
 #[derive(Debug, Clone)]
 pub struct TestHost {
     states: Vec<(String, StateKind)>,
     values: BTreeMap<(StateId, Vec<u8>), Vec<u8>>,
-    maps: BTreeMap<(StateId, Vec<u8>), BTreeMap<Vec<u8>, Vec<u8>>>,
+    maps: BTreeMap<(StateId, Vec<u8>), MapEntries>,
     timers: BTreeSet<(TimeDomain, i64, Vec<u8>)>,
     watermark: i64,
     processing_time: i64,

@@ -90,7 +90,7 @@ mod tests {
         let info = OperatorInfo::new("scale").with_config("factor", "3");
         let mut h = Harness::open(process(Scale { factor: 1 }), info).unwrap();
         h.push_value(&Bincode, &-4i64).unwrap();
-        assert_eq!(h.take_values(&Bincode).unwrap(), vec![-12i64]);
+        assert_eq!(h.take_values::<i64>(&Bincode).unwrap(), vec![-12]);
     }
 
     #[test]

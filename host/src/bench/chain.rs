@@ -86,7 +86,7 @@ fn run_native(batches: &[Vec<u8>]) -> Result<(Duration, u64)> {
     type Op = Box<dyn FnMut(u64) -> Option<u64>>;
     let mut ops: Vec<Op> = vec![
         Box::new(|x: u64| Some(x.wrapping_mul(3).wrapping_add(1))),
-        Box::new(|x: u64| (x % 2 == 0).then_some(x)),
+        Box::new(|x: u64| x.is_multiple_of(2).then_some(x)),
         Box::new(|x: u64| Some(x / 2)),
     ];
     let (mut first, mut second, mut third) = (Vec::new(), Vec::new(), Vec::new());

@@ -4,6 +4,6 @@ use weir_sdk::prelude::*;
 
 weir_sdk::export_operators! {
     "times-three-plus-one" => map(|x: u64| x.wrapping_mul(3).wrapping_add(1)).input(BincodeFixed).output(BincodeFixed),
-    "even" => filter(|x: &u64| x % 2 == 0).input(BincodeFixed),
+    "even" => filter(|x: &u64| x.is_multiple_of(2)).input(BincodeFixed),
     "half" => map(|x: u64| x / 2).input(BincodeFixed).output(BincodeFixed),
 }

@@ -17,4 +17,6 @@ impl Guest for Calculator {
     }
 }
 
+// Native builds of the workspace link no component exports.
+#[cfg(target_arch = "wasm32")]
 export!(Calculator);

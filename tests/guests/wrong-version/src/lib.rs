@@ -21,4 +21,6 @@ impl exports::weir::stream::operator::Guest for Future {
     }
 }
 
+// Native builds of the workspace link no component exports.
+#[cfg(target_arch = "wasm32")]
 export!(Future);
