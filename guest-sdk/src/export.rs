@@ -86,7 +86,12 @@ fn call_emitting(
 
 fn install_panic_hook() {
     std::panic::set_hook(Box::new(|info| {
-        logging::report_panic(&info.to_string());
+        let message = info.payload_as_str().unwrap_or("a panic without a message");
+        let report = match info.location() {
+            Some(at) => format!("{message} (at {}:{}:{})", at.file(), at.line(), at.column()),
+            None => message.to_string(),
+        };
+        logging::report_panic(&report);
     }));
 }
 

@@ -2,7 +2,13 @@
 //! WebAssembly components. See `docs/architecture.md` for the map of modules.
 
 pub mod bench;
+pub mod cluster;
+pub mod connectors;
 pub mod guests;
+pub mod job;
+pub mod metrics;
+pub mod native;
+pub mod network;
 pub mod runtime;
 pub mod state;
 pub mod wasm;

@@ -1,7 +1,13 @@
-//! The task side of the runtime: the operator chain and the outputs it writes to.
+//! The task side of the runtime: the TaskExecutor and its slots, tasks and their mailbox loop,
+//! the input processor, and the operator chain with the outputs it writes to.
 
 mod chain;
+mod input;
 mod output;
+mod task;
+pub mod task_executor;
 
-pub use chain::{ChainSpec, OperatorChain};
+pub use chain::{ChainLink, ChainSpec, OperatorChain};
+pub use input::{InputProcessor, InputStatus};
 pub use output::{ChainError, CollectedOutput, CollectingOutput, DiscardOutput, Output};
+pub use task::{Mail, Mailbox, Task, TaskFailure, TaskInput};

@@ -6,7 +6,7 @@ mod keyed;
 mod timers;
 
 pub use keyed::{KeyedStateBackend, KeyedStateSnapshot, StateData, StateError, StateKind};
-pub use timers::{TimeDomain, TimerService, TimerSnapshot};
+pub use timers::{TimeDomain, TimerService, TimerSnapshot, processing_time_now};
 
 use serde::{Deserialize, Serialize};
 

@@ -3,5 +3,6 @@
 
 mod chain;
 mod hostile;
+mod job;
 mod loading;
 mod support;

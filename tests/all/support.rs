@@ -12,9 +12,10 @@ use weir_host::wasm::{
 };
 
 /// The process's one runtime, as in production.
-pub fn runtime() -> &'static WasmRuntime {
-    static RUNTIME: OnceLock<WasmRuntime> = OnceLock::new();
-    RUNTIME.get_or_init(|| WasmRuntime::new(RuntimeConfig::default()).expect("wasm runtime"))
+pub fn runtime() -> &'static Arc<WasmRuntime> {
+    static RUNTIME: OnceLock<Arc<WasmRuntime>> = OnceLock::new();
+    RUNTIME
+        .get_or_init(|| Arc::new(WasmRuntime::new(RuntimeConfig::default()).expect("wasm runtime")))
 }
 
 pub fn load(path: &str) -> Arc<LoadedComponent> {

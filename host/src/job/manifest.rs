@@ -121,10 +121,7 @@ pub fn load_manifest(path: &Path, args: &BTreeMap<String, String>) -> Result<Man
         },
         other => other,
     })?;
-    manifest.base_dir = path
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    manifest.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
     Ok(manifest)
 }
 
@@ -141,7 +138,11 @@ pub fn parse_manifest(text: &str, args: &BTreeMap<String, String>) -> Result<Man
         .map_err(|e: toml::de::Error| parse_error(e.to_string()))
 }
 
-fn substitute(value: &mut toml::Value, args: &BTreeMap<String, String>, place: &str) -> Result<(), JobError> {
+fn substitute(
+    value: &mut toml::Value,
+    args: &BTreeMap<String, String>,
+    place: &str,
+) -> Result<(), JobError> {
     match value {
         toml::Value::String(s) => *s = fill(s, args, place)?,
         toml::Value::Array(items) => {
@@ -186,7 +187,10 @@ mod tests {
     use super::*;
 
     fn args(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -206,7 +210,11 @@ mod tests {
 
     #[test]
     fn missing_placeholder_names_the_arg_and_field() {
-        let err = parse_manifest("[[source]]\nid = \"in\"\nkind = \"file\"\npath = \"${input}\"", &args(&[])).unwrap_err();
+        let err = parse_manifest(
+            "[[source]]\nid = \"in\"\nkind = \"file\"\npath = \"${input}\"",
+            &args(&[]),
+        )
+        .unwrap_err();
         assert_eq!(
             err.to_string(),
             "job manifest uses `${input}` in `path` but no `--arg input=...` was given"
@@ -215,7 +223,11 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_rejected() {
-        let err = parse_manifest("[[source]]\nid = \"in\"\nkind = \"file\"\npaht = \"x\"", &args(&[])).unwrap_err();
+        let err = parse_manifest(
+            "[[source]]\nid = \"in\"\nkind = \"file\"\npaht = \"x\"",
+            &args(&[]),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("paht"), "{err}");
     }
 }

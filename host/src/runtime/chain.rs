@@ -10,13 +10,21 @@ use std::sync::Arc;
 use weir_framing::Record;
 
 use super::output::{ChainError, Output};
+use crate::native::NativeOperator;
 use crate::state::OperatorSnapshot;
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmOperator, WasmRuntime};
 
-/// One operator of a chain: the component it runs and how.
+/// One wasm operator of a chain: the component it runs and how.
 pub struct ChainSpec {
     pub component: Arc<LoadedComponent>,
     pub spec: OperatorSpec,
+}
+
+/// One operator of a chain, wasm or built-in native.
+pub enum ChainLink {
+    Wasm(ChainSpec),
+    /// A [`crate::native`] operator by name.
+    Native(String),
 }
 
 /// A chain of operators ending in an output.
@@ -35,23 +43,55 @@ impl OperatorChain {
         tail: Box<dyn Output>,
         restore: Option<&[OperatorSnapshot]>,
     ) -> Result<Self, ChainError> {
+        let links = operators.into_iter().map(ChainLink::Wasm).collect();
+        Self::open_links(runtime, links, tail, restore)
+    }
+
+    /// Like [`OperatorChain::open`], for chains that mix wasm and native operators. Native
+    /// operators keep no checkpointed state; `restore` holds snapshots of the wasm ones only.
+    pub fn open_links(
+        runtime: &WasmRuntime,
+        operators: Vec<ChainLink>,
+        tail: Box<dyn Output>,
+        restore: Option<&[OperatorSnapshot]>,
+    ) -> Result<Self, ChainError> {
+        let wasm_count = operators
+            .iter()
+            .filter(|l| matches!(l, ChainLink::Wasm(_)))
+            .count();
         if let Some(snapshots) = restore
-            && snapshots.len() != operators.len()
+            && snapshots.len() != wasm_count
         {
             return Err(ChainError::Output(format!(
-                "restoring a chain of {} operators from {} snapshots",
-                operators.len(),
+                "restoring a chain of {wasm_count} wasm operators from {} snapshots",
                 snapshots.len()
             )));
         }
-        let names = operators.iter().map(|o| o.spec.operator.clone()).collect();
+        let names = operators
+            .iter()
+            .map(|o| match o {
+                ChainLink::Wasm(w) => w.spec.operator.clone(),
+                ChainLink::Native(n) => n.clone(),
+            })
+            .collect();
         let mut batched = vec![false; operators.len()];
         let mut next = tail;
-        for (i, op) in operators.into_iter().enumerate().rev() {
-            let snapshot = restore.map(|s| &s[i]);
-            let operator = WasmOperator::open(runtime, op.component, op.spec, next, snapshot)?;
-            batched[i] = operator.uses_batches();
-            next = Box::new(operator);
+        let mut wasm_index = wasm_count;
+        for (i, link) in operators.into_iter().enumerate().rev() {
+            next = match link {
+                ChainLink::Wasm(op) => {
+                    wasm_index -= 1;
+                    let snapshot = restore.map(|s| &s[wasm_index]);
+                    let operator =
+                        WasmOperator::open(runtime, op.component, op.spec, next, snapshot)?;
+                    batched[i] = operator.uses_batches();
+                    Box::new(operator)
+                }
+                ChainLink::Native(name) => {
+                    batched[i] = true;
+                    Box::new(NativeOperator::new(&name, next)?)
+                }
+            };
         }
         Ok(OperatorChain {
             head: next,
@@ -79,6 +119,11 @@ impl OperatorChain {
     /// Runs one record through the chain, to the tail.
     pub fn process_record(&mut self, record: Record<'_>) -> Result<(), ChainError> {
         self.head.collect(record)?;
+        self.head.flush()
+    }
+
+    /// Processes whatever operators hold pending; the tail sends what is due.
+    pub fn flush(&mut self) -> Result<(), ChainError> {
         self.head.flush()
     }
 

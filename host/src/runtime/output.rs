@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use weir_framing::{OwnedRecord, Record};
 
+use crate::metrics::TaskMetrics;
 use crate::state::OperatorSnapshot;
 use crate::wasm::OperatorFailure;
 
@@ -67,22 +68,27 @@ pub trait Output: Send {
     }
 }
 
-/// Drops everything: the discard sink.
+/// Drops everything, counting it: the discard sink.
 #[derive(Debug, Default)]
 pub struct DiscardOutput {
-    /// Records dropped so far.
-    pub records: u64,
+    metrics: Arc<TaskMetrics>,
+}
+
+impl DiscardOutput {
+    pub fn new(metrics: Arc<TaskMetrics>) -> Self {
+        DiscardOutput { metrics }
+    }
 }
 
 impl Output for DiscardOutput {
     fn collect(&mut self, _: Record<'_>) -> Result<(), ChainError> {
-        self.records += 1;
+        self.metrics.add_records_out(1);
         Ok(())
     }
     fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
         let n = weir_framing::count_records(batch)
             .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
-        self.records += n as u64;
+        self.metrics.add_records_out(n as u64);
         Ok(())
     }
     fn emit_watermark(&mut self, _: i64) -> Result<(), ChainError> {

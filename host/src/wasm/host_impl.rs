@@ -2,13 +2,11 @@
 //! [`Limits`](super::Limits); a guest past a limit, or passing a handle it never got, traps with
 //! a recorded violation.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use weir_framing::Record;
 
 use super::bindings::weir::stream::{keyed_state, logging, output, timers, types};
 use super::store::OperatorStore;
-use crate::state::{StateError, StateKind, TimeDomain};
+use crate::state::{StateError, StateKind, TimeDomain, processing_time_now};
 
 type Result<T> = wasmtime::Result<T>;
 
@@ -161,14 +159,6 @@ impl timers::Host for OperatorStore {
     fn current_processing_time(&mut self) -> Result<i64> {
         Ok(processing_time_now())
     }
-}
-
-/// The host's processing time: milliseconds since the Unix epoch.
-pub fn processing_time_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl logging::Host for OperatorStore {

@@ -70,7 +70,37 @@ fn flood(_: Vec<u8>) -> Vec<u8> {
     }
 }
 
+/// Passes records on after burning `work` loop iterations on each: a slow operator, to make
+/// backpressure.
+struct Slow {
+    work: u64,
+}
+
+impl ProcessFunction for Slow {
+    type In = Vec<u8>;
+    type Out = Vec<u8>;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.work = ctx.parse_config("work")?;
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        value: Vec<u8>,
+        ctx: &mut ProcessContext<'_, '_, Vec<u8>>,
+    ) -> Result<(), OperatorError> {
+        let mut x = 0u64;
+        for i in 0..self.work {
+            x = black_box(x.wrapping_add(i));
+        }
+        black_box(x);
+        ctx.emit(&value)
+    }
+}
+
 weir_sdk::export_operators! {
+    "slow" => process(Slow { work: 0 }).input(Bytes).output(Bytes),
     "fail-at" => process(FailAt { at: 0, how: String::new(), seen: 0 }).input(Bytes).output(Bytes),
     "spin" => map(spin).input(Bytes).output(Bytes),
     "grow" => map(grow).input(Bytes).output(Bytes),

@@ -1,0 +1,480 @@
+//! From manifest to job graph: nodes checked, edges resolved, operators chained.
+//!
+//! Chaining follows Flink: a node joins its input's chain when that input is its only one, the
+//! edge is `forward`, both run at the same parallelism, and the input feeds nothing else. A
+//! chain is one task per subtask; everything else crosses the network stack.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use super::manifest::{JobError, Manifest};
+use crate::state::key_groups::DEFAULT_MAX_PARALLELISM;
+
+/// How records of an edge are distributed over the consumer's subtasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partitioning {
+    /// Subtask i to subtask i; both sides at the same parallelism.
+    Forward,
+    /// Round robin over all consumer subtasks.
+    Rebalance,
+    /// By key: key bytes -> key group -> subtask, stable across runs and rescaling.
+    Hash,
+    /// Every record to every consumer subtask.
+    Broadcast,
+}
+
+impl Partitioning {
+    fn parse(edge: Option<&str>, node: &str) -> Result<Self, JobError> {
+        match edge.unwrap_or("forward") {
+            "forward" => Ok(Partitioning::Forward),
+            "rebalance" => Ok(Partitioning::Rebalance),
+            "hash" => Ok(Partitioning::Hash),
+            "broadcast" => Ok(Partitioning::Broadcast),
+            other => Err(JobError::Invalid(format!(
+                "`{node}` has edge `{other}`; edges are forward, rebalance, hash or broadcast"
+            ))),
+        }
+    }
+}
+
+/// Where a job's records come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// Lines of a text file, split by byte ranges across subtasks.
+    File { path: PathBuf },
+    /// The integers `0..count`, split across subtasks.
+    Sequence { count: u64, text: bool },
+}
+
+/// Where a job's records end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SinkSpec {
+    /// One line per record: the file itself at parallelism 1, `part-<i>` files in the directory
+    /// above.
+    File {
+        path: PathBuf,
+    },
+    Stdout,
+    Discard,
+}
+
+/// What runs an operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorImpl {
+    /// A named operator of a wasm component.
+    Wasm {
+        component: PathBuf,
+        operator: String,
+    },
+    /// A built-in native operator.
+    Native(String),
+}
+
+/// An operator placed in a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainedOperator {
+    pub id: String,
+    pub implementation: OperatorImpl,
+    pub config: Vec<(String, String)>,
+}
+
+/// An edge between vertices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Edge {
+    pub source: usize,
+    pub target: usize,
+    pub partitioning: Partitioning,
+}
+
+/// Where a vertex's input comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VertexInput {
+    Source(SourceSpec),
+    /// Indices into [`JobGraph::edges`]; more than one is a union of inputs.
+    Edges(Vec<usize>),
+}
+
+/// Where a vertex's output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VertexOutput {
+    Sink(SinkSpec),
+    /// Indices into [`JobGraph::edges`].
+    Edges(Vec<usize>),
+}
+
+/// A chain of nodes, run as one task per subtask.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobVertex {
+    /// Ids of the chained nodes, joined with ` -> `.
+    pub name: String,
+    pub parallelism: u32,
+    pub input: VertexInput,
+    pub operators: Vec<ChainedOperator>,
+    pub output: VertexOutput,
+}
+
+/// A checked job: vertices in topological order and the edges between them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobGraph {
+    pub name: String,
+    pub max_parallelism: u32,
+    pub buffer_timeout_ms: u64,
+    pub vertices: Vec<JobVertex>,
+    pub edges: Vec<Edge>,
+}
+
+impl JobGraph {
+    /// Slots the job needs: with slot sharing (as Flink does by default), one subtask of every
+    /// vertex can share a slot, so the job needs as many slots as its widest vertex.
+    pub fn slots_needed(&self) -> u32 {
+        self.vertices
+            .iter()
+            .map(|v| v.parallelism)
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+enum NodeKind {
+    Source(SourceSpec),
+    Operator(ChainedOperator),
+    Sink(SinkSpec),
+}
+
+struct Node {
+    id: String,
+    kind: NodeKind,
+    parallelism: u32,
+    inputs: Vec<(usize, Partitioning)>,
+    consumers: Vec<usize>,
+}
+
+fn invalid(message: String) -> JobError {
+    JobError::Invalid(message)
+}
+
+impl Manifest {
+    /// Checks the manifest and builds its job graph; `parallelism` overrides the default
+    /// parallelism of nodes that set none.
+    pub fn job_graph(&self, parallelism: Option<u32>) -> Result<JobGraph, JobError> {
+        let default_par = parallelism.or(self.parallelism).unwrap_or(1);
+        let max_parallelism = self.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM);
+        if max_parallelism == 0 || max_parallelism > 32_768 {
+            return Err(invalid(format!(
+                "max_parallelism is {max_parallelism}; it must be between 1 and 32768"
+            )));
+        }
+        let par = |id: &str, p: Option<u32>| -> Result<u32, JobError> {
+            let p = p.unwrap_or(default_par);
+            if p == 0 || p > max_parallelism {
+                return Err(invalid(format!(
+                    "`{id}` has parallelism {p}; it must be between 1 and max_parallelism {max_parallelism}"
+                )));
+            }
+            Ok(p)
+        };
+        // Components ship with the manifest: relative to its directory. Data paths usually come
+        // from `--arg` at run time: relative to the working directory, as a shell user expects.
+        let resolve = |p: &str| -> PathBuf {
+            let path = PathBuf::from(p);
+            if path.is_absolute() {
+                path
+            } else {
+                self.base_dir.join(path)
+            }
+        };
+        let data_path = |p: &str| -> PathBuf { PathBuf::from(p) };
+
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut raw_inputs: Vec<(Vec<String>, Option<String>)> = Vec::new();
+        for s in &self.sources {
+            let spec = match s.kind.as_str() {
+                "file" => SourceSpec::File {
+                    path: data_path(s.path.as_deref().ok_or_else(|| {
+                        invalid(format!("source `{}` of kind file needs a `path`", s.id))
+                    })?),
+                },
+                "sequence" => SourceSpec::Sequence {
+                    count: s.count.ok_or_else(|| {
+                        invalid(format!(
+                            "source `{}` of kind sequence needs a `count`",
+                            s.id
+                        ))
+                    })?,
+                    text: match s.format.as_deref().unwrap_or("fixed64") {
+                        "fixed64" => false,
+                        "text" => true,
+                        other => {
+                            return Err(invalid(format!(
+                                "source `{}` has format `{other}`; formats are fixed64 and text",
+                                s.id
+                            )));
+                        }
+                    },
+                },
+                other => {
+                    return Err(invalid(format!(
+                        "source `{}` has kind `{other}`; sources are file and sequence",
+                        s.id
+                    )));
+                }
+            };
+            nodes.push(Node {
+                id: s.id.clone(),
+                kind: NodeKind::Source(spec),
+                parallelism: par(&s.id, s.parallelism)?,
+                inputs: Vec::new(),
+                consumers: Vec::new(),
+            });
+            raw_inputs.push((Vec::new(), None));
+        }
+        for o in &self.operators {
+            let implementation = match (&o.component, &o.native) {
+                (Some(component), None) => {
+                    let path = resolve(component);
+                    if !path.is_file() {
+                        return Err(invalid(format!(
+                            "operator `{}`: component file `{}` does not exist",
+                            o.id,
+                            path.display()
+                        )));
+                    }
+                    OperatorImpl::Wasm {
+                        component: path,
+                        operator: o.operator.clone().unwrap_or_else(|| o.id.clone()),
+                    }
+                }
+                (None, Some(native)) => OperatorImpl::Native(native.clone()),
+                _ => {
+                    return Err(invalid(format!(
+                        "operator `{}` needs exactly one of `component` and `native`",
+                        o.id
+                    )));
+                }
+            };
+            let config = o
+                .config
+                .iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        toml::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    (k.clone(), v)
+                })
+                .collect();
+            nodes.push(Node {
+                id: o.id.clone(),
+                kind: NodeKind::Operator(ChainedOperator {
+                    id: o.id.clone(),
+                    implementation,
+                    config,
+                }),
+                parallelism: par(&o.id, o.parallelism)?,
+                inputs: Vec::new(),
+                consumers: Vec::new(),
+            });
+            raw_inputs.push((
+                o.input.ids().into_iter().map(String::from).collect(),
+                o.edge.clone(),
+            ));
+        }
+        for s in &self.sinks {
+            let spec = match s.kind.as_str() {
+                "file" => SinkSpec::File {
+                    path: data_path(s.path.as_deref().ok_or_else(|| {
+                        invalid(format!("sink `{}` of kind file needs a `path`", s.id))
+                    })?),
+                },
+                "stdout" => SinkSpec::Stdout,
+                "discard" => SinkSpec::Discard,
+                other => {
+                    return Err(invalid(format!(
+                        "sink `{}` has kind `{other}`; sinks are file, stdout and discard",
+                        s.id
+                    )));
+                }
+            };
+            nodes.push(Node {
+                id: s.id.clone(),
+                kind: NodeKind::Sink(spec),
+                parallelism: par(&s.id, s.parallelism)?,
+                inputs: Vec::new(),
+                consumers: Vec::new(),
+            });
+            raw_inputs.push((
+                s.input.ids().into_iter().map(String::from).collect(),
+                s.edge.clone(),
+            ));
+        }
+        if self.sources.is_empty() {
+            return Err(invalid("the job has no source".into()));
+        }
+        if self.sinks.is_empty() {
+            return Err(invalid("the job has no sink".into()));
+        }
+
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if index.insert(n.id.as_str(), i).is_some() {
+                return Err(invalid(format!("two nodes have the id `{}`", n.id)));
+            }
+        }
+        let mut wiring = Vec::new();
+        for (i, (inputs, edge)) in raw_inputs.iter().enumerate() {
+            let id = nodes[i].id.clone();
+            if !matches!(nodes[i].kind, NodeKind::Source(_)) && inputs.is_empty() {
+                return Err(invalid(format!("`{id}` has no input")));
+            }
+            let partitioning = Partitioning::parse(edge.as_deref(), &id)?;
+            for input in inputs {
+                let &from = index.get(input.as_str()).ok_or_else(|| {
+                    invalid(format!(
+                        "`{id}` reads from `{input}`, which is not a node of the job"
+                    ))
+                })?;
+                if matches!(nodes[from].kind, NodeKind::Sink(_)) {
+                    return Err(invalid(format!(
+                        "`{id}` reads from sink `{input}`; sinks have no output"
+                    )));
+                }
+                if partitioning == Partitioning::Forward
+                    && nodes[from].parallelism != nodes[i].parallelism
+                {
+                    return Err(invalid(format!(
+                        "`{id}` (parallelism {}) reads from `{input}` (parallelism {}) over a forward edge, \
+                         which needs equal parallelism; use rebalance or hash",
+                        nodes[i].parallelism, nodes[from].parallelism
+                    )));
+                }
+                wiring.push((from, i, partitioning));
+            }
+        }
+        for (from, to, partitioning) in wiring {
+            nodes[to].inputs.push((from, partitioning));
+            nodes[from].consumers.push(to);
+        }
+        for n in &nodes {
+            if !matches!(n.kind, NodeKind::Sink(_)) && n.consumers.is_empty() {
+                return Err(invalid(format!(
+                    "the output of `{}` goes nowhere; connect it to an operator or sink",
+                    n.id
+                )));
+            }
+        }
+        let order = topological_order(&nodes)?;
+
+        // Chain: node -> the vertex (and position) it belongs to.
+        let chains_into = |n: &Node, nodes: &[Node]| -> Option<usize> {
+            let [(from, Partitioning::Forward)] = n.inputs.as_slice() else {
+                return None;
+            };
+            let up = &nodes[*from];
+            (up.consumers.len() == 1 && up.parallelism == n.parallelism).then_some(*from)
+        };
+        let mut vertex_of: Vec<Option<usize>> = vec![None; nodes.len()];
+        let mut members: Vec<Vec<usize>> = Vec::new();
+        for &i in &order {
+            match chains_into(&nodes[i], &nodes) {
+                Some(up) => {
+                    let v = vertex_of[up].expect("topological order visits inputs first");
+                    vertex_of[i] = Some(v);
+                    members[v].push(i);
+                }
+                None => {
+                    vertex_of[i] = Some(members.len());
+                    members.push(vec![i]);
+                }
+            }
+        }
+
+        let mut edges = Vec::new();
+        let mut inputs_of: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        let mut outputs_of: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            let target = vertex_of[i].expect("every node placed");
+            for &(from, partitioning) in &n.inputs {
+                let source = vertex_of[from].expect("every node placed");
+                if source == target {
+                    continue;
+                }
+                outputs_of.entry(source).or_default().push(edges.len());
+                inputs_of.entry(target).or_default().push(edges.len());
+                edges.push(Edge {
+                    source,
+                    target,
+                    partitioning,
+                });
+            }
+        }
+
+        let mut vertices = Vec::new();
+        for (v, ids) in members.iter().enumerate() {
+            let first = &nodes[ids[0]];
+            let last = &nodes[*ids.last().expect("non-empty chain")];
+            let input = match &first.kind {
+                NodeKind::Source(spec) => VertexInput::Source(spec.clone()),
+                _ => VertexInput::Edges(inputs_of.remove(&v).unwrap_or_default()),
+            };
+            let output = match &last.kind {
+                NodeKind::Sink(spec) => VertexOutput::Sink(spec.clone()),
+                _ => VertexOutput::Edges(outputs_of.remove(&v).unwrap_or_default()),
+            };
+            let operators = ids
+                .iter()
+                .filter_map(|&i| match &nodes[i].kind {
+                    NodeKind::Operator(op) => Some(op.clone()),
+                    _ => None,
+                })
+                .collect();
+            vertices.push(JobVertex {
+                name: ids
+                    .iter()
+                    .map(|&i| nodes[i].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" -> "),
+                parallelism: first.parallelism,
+                input,
+                operators,
+                output,
+            });
+        }
+        Ok(JobGraph {
+            name: self.name.clone().unwrap_or_else(|| "job".into()),
+            max_parallelism,
+            buffer_timeout_ms: self.buffer_timeout_ms.unwrap_or(100),
+            vertices,
+            edges,
+        })
+    }
+}
+
+/// Kahn's algorithm; a cycle is named by the nodes left on it.
+fn topological_order(nodes: &[Node]) -> Result<Vec<usize>, JobError> {
+    let mut pending: Vec<usize> = nodes.iter().map(|n| n.inputs.len()).collect();
+    let mut ready: Vec<usize> = (0..nodes.len())
+        .filter(|&i| pending[i] == 0)
+        .rev()
+        .collect();
+    let mut order = Vec::with_capacity(nodes.len());
+    while let Some(i) = ready.pop() {
+        order.push(i);
+        for &c in nodes[i].consumers.iter().rev() {
+            pending[c] -= 1;
+            if pending[c] == 0 {
+                ready.push(c);
+            }
+        }
+    }
+    if order.len() < nodes.len() {
+        let cycle: Vec<&str> = (0..nodes.len())
+            .filter(|&i| pending[i] > 0)
+            .map(|i| nodes[i].id.as_str())
+            .collect();
+        return Err(invalid(format!(
+            "the job has a cycle through {}",
+            cycle.join(", ")
+        )));
+    }
+    Ok(order)
+}

@@ -1,0 +1,86 @@
+//! Task metrics, as Flink's task IO metrics: records in and out, and where the task thread's
+//! time went (busy, idle waiting for input, back-pressured waiting for buffers). Counters are
+//! atomics written by the task thread and read by whoever reports them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The metrics of one task (one subtask of a vertex).
+#[derive(Debug, Default)]
+pub struct TaskMetrics {
+    pub records_in: AtomicU64,
+    pub records_out: AtomicU64,
+    idle_ns: AtomicU64,
+    backpressured_ns: AtomicU64,
+    total_ns: AtomicU64,
+}
+
+/// A copy of a task's metrics at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TaskMetricsSnapshot {
+    pub records_in: u64,
+    pub records_out: u64,
+    pub busy: Duration,
+    pub idle: Duration,
+    pub backpressured: Duration,
+}
+
+impl TaskMetricsSnapshot {
+    /// Milliseconds per second the task spent back-pressured (Flink's `backPressuredTimeMsPerSecond`).
+    pub fn backpressured_ms_per_s(&self) -> f64 {
+        per_second(self.backpressured, self.total())
+    }
+    pub fn busy_ms_per_s(&self) -> f64 {
+        per_second(self.busy, self.total())
+    }
+    pub fn idle_ms_per_s(&self) -> f64 {
+        per_second(self.idle, self.total())
+    }
+    fn total(&self) -> Duration {
+        self.busy + self.idle + self.backpressured
+    }
+}
+
+fn per_second(part: Duration, total: Duration) -> f64 {
+    if total.is_zero() {
+        0.0
+    } else {
+        part.as_secs_f64() / total.as_secs_f64() * 1000.0
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl TaskMetrics {
+    pub fn add_records_in(&self, n: u64) {
+        self.records_in.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_records_out(&self, n: u64) {
+        self.records_out.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_idle(&self, d: Duration) {
+        self.idle_ns.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+    pub fn add_backpressured(&self, d: Duration) {
+        self.backpressured_ns.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+    /// The task's wall time so far; busy time is what idle and back-pressure leave of it.
+    pub fn set_elapsed(&self, d: Duration) {
+        self.total_ns.store(nanos(d), Ordering::Relaxed);
+    }
+
+    pub fn snapshot(&self) -> TaskMetricsSnapshot {
+        let idle = Duration::from_nanos(self.idle_ns.load(Ordering::Relaxed));
+        let backpressured = Duration::from_nanos(self.backpressured_ns.load(Ordering::Relaxed));
+        let total = Duration::from_nanos(self.total_ns.load(Ordering::Relaxed));
+        TaskMetricsSnapshot {
+            records_in: self.records_in.load(Ordering::Relaxed),
+            records_out: self.records_out.load(Ordering::Relaxed),
+            busy: total.saturating_sub(idle + backpressured),
+            idle,
+            backpressured,
+        }
+    }
+}

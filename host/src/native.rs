@@ -1,0 +1,157 @@
+//! Built-in native operators: the pipelines of `weir bench pipelines` written in plain Rust, so
+//! the benchmark can run the same jobs with and without the wasm boundary. Values are 8-byte
+//! little-endian integers, as the sequence source writes them and the SDK's `BincodeFixed`
+//! reads them.
+
+use rustc_hash::FxHashMap;
+use weir_framing::Record;
+
+use crate::runtime::{ChainError, Output};
+
+/// The native operators, by the name a manifest gives in `native = "..."`.
+pub const NAMES: &[&str] = &[
+    "times-three-plus-one",
+    "even",
+    "pair",
+    "key-mod-10000",
+    "running-sum",
+];
+
+enum Function {
+    /// x -> x * 3 + 1
+    TimesThreePlusOne,
+    /// keeps even x
+    Even,
+    /// x -> (x, x)
+    Pair,
+    /// x -> key x mod 10000, value 1
+    KeyMod,
+    /// keyed running sum of the values, emitting (key, sum)
+    RunningSum(FxHashMap<u64, u64>),
+}
+
+/// A native operator in a chain: applies its function and passes results to `next`.
+pub struct NativeOperator {
+    name: String,
+    function: Function,
+    next: Box<dyn Output>,
+    out: Vec<u8>,
+}
+
+fn u64_of(bytes: &[u8], what: &str, op: &str) -> Result<u64, ChainError> {
+    bytes.try_into().map(u64::from_le_bytes).map_err(|_| {
+        ChainError::Output(format!(
+            "native operator `{op}` expects 8-byte {what}, got {} bytes",
+            bytes.len()
+        ))
+    })
+}
+
+impl NativeOperator {
+    pub fn new(name: &str, next: Box<dyn Output>) -> Result<Self, ChainError> {
+        let function = match name {
+            "times-three-plus-one" => Function::TimesThreePlusOne,
+            "even" => Function::Even,
+            "pair" => Function::Pair,
+            "key-mod-10000" => Function::KeyMod,
+            "running-sum" => Function::RunningSum(FxHashMap::default()),
+            other => {
+                return Err(ChainError::Output(format!(
+                    "no native operator `{other}`; there are {}",
+                    NAMES.join(", ")
+                )));
+            }
+        };
+        Ok(NativeOperator {
+            name: name.to_string(),
+            function,
+            next,
+            out: Vec::new(),
+        })
+    }
+
+    fn apply(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+        let x = u64_of(record.value, "values", &self.name)?;
+        let out = &mut self.out;
+        match &mut self.function {
+            Function::TimesThreePlusOne => {
+                Record::value(&x.wrapping_mul(3).wrapping_add(1).to_le_bytes()).write_to(out)
+            }
+            Function::Even => {
+                if x % 2 == 0 {
+                    record.write_to(out)
+                }
+            }
+            Function::Pair => {
+                let mut pair = [0u8; 16];
+                pair[..8].copy_from_slice(&x.to_le_bytes());
+                pair[8..].copy_from_slice(&x.to_le_bytes());
+                Record::value(&pair).write_to(out)
+            }
+            Function::KeyMod => Record {
+                value: &1u64.to_le_bytes(),
+                key: Some(&(x % 10_000).to_le_bytes()),
+                timestamp: record.timestamp,
+            }
+            .write_to(out),
+            Function::RunningSum(sums) => {
+                let key_bytes = record.key.ok_or_else(|| {
+                    ChainError::Output("native running-sum needs keyed records".into())
+                })?;
+                let key = u64_of(key_bytes, "keys", "running-sum")?;
+                let sum = sums.entry(key).or_insert(0);
+                *sum = sum.wrapping_add(x);
+                let mut pair = [0u8; 16];
+                pair[..8].copy_from_slice(&key.to_le_bytes());
+                pair[8..].copy_from_slice(&sum.to_le_bytes());
+                Record::value(&pair).write_to(out)
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Output for NativeOperator {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+        self.out.clear();
+        self.apply(record)?;
+        if !self.out.is_empty() {
+            self.next.collect_batch(&self.out)?;
+        }
+        Ok(())
+    }
+
+    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
+        self.out.clear();
+        for record in weir_framing::records(batch) {
+            let record = record.map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+            self.apply(record)?;
+        }
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            let result = self.next.collect_batch(&out);
+            self.out = out;
+            result?;
+        }
+        Ok(())
+    }
+
+    fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+        self.next.emit_watermark(watermark)
+    }
+    fn advance_processing_time(&mut self, now: i64) -> Result<(), ChainError> {
+        self.next.advance_processing_time(now)
+    }
+    fn flush(&mut self) -> Result<(), ChainError> {
+        self.next.flush()
+    }
+    fn snapshot(
+        &mut self,
+        into: &mut Vec<crate::state::OperatorSnapshot>,
+    ) -> Result<(), ChainError> {
+        self.next.snapshot(into)
+    }
+    fn finish(&mut self) -> Result<(), ChainError> {
+        self.next.finish()
+    }
+}

@@ -1,0 +1,36 @@
+//! The network stack of a TaskExecutor, in process: bounded buffer pools, result partitions
+//! and input gates joined by local channels, and the record writer that routes records to
+//! channels. Backpressure is the pools running dry: a writer with no free buffer waits.
+//! Knows nothing of wasm.
+
+mod buffer;
+mod gate;
+mod writer;
+
+pub use buffer::{Buffer, BufferPoolStats, LocalBufferPool, NetworkBufferPool};
+pub use gate::{ChannelEvent, ChannelItem, ChannelSender, InputGate};
+pub use writer::{ChannelSelector, PartitionWriter, RecordWriter};
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Set when a job is cancelled; every blocking wait in the network stack checks it.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A blocking network operation gave up because the job was cancelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the job was cancelled")]
+pub struct Cancelled;
+
+/// How long a blocked wait sleeps before it looks at the cancel flag again.
+pub(crate) const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);

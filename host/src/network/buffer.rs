@@ -1,0 +1,288 @@
+//! Network buffers: fixed-size segments from one bounded pool per TaskExecutor
+//! ([`NetworkBufferPool`]), handed out through a pool per result partition
+//! ([`LocalBufferPool`]) that caps how many a partition, and each of its channels, may hold.
+//!
+//! A [`Buffer`] returns its segment when the last reference to it drops (a broadcast buffer is
+//! shared by every channel). A writer that asks for a buffer when its partition is at its cap,
+//! or the network pool is empty, waits: that wait is backpressure, and it is bounded memory.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use super::{CANCEL_CHECK, CancelFlag, Cancelled};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Pool counters stay consistent under every panic point, so a poisoned lock is still valid.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The TaskExecutor's bounded supply of network memory.
+#[derive(Debug)]
+pub struct NetworkBufferPool {
+    segment_size: usize,
+    total: usize,
+    free: Mutex<Vec<Vec<u8>>>,
+    allocated: AtomicUsize,
+    in_use: AtomicUsize,
+    high_water: AtomicUsize,
+}
+
+/// A snapshot of pool usage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BufferPoolStats {
+    pub segment_size: usize,
+    pub total: usize,
+    pub in_use: usize,
+    pub high_water: usize,
+}
+
+impl NetworkBufferPool {
+    /// A pool of `total` segments of `segment_size` bytes, allocated as they are first needed.
+    pub fn new(segment_size: usize, total: usize) -> Arc<Self> {
+        Arc::new(NetworkBufferPool {
+            segment_size,
+            total,
+            free: Mutex::new(Vec::new()),
+            allocated: AtomicUsize::new(0),
+            in_use: AtomicUsize::new(0),
+            high_water: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn segment_size(&self) -> usize {
+        self.segment_size
+    }
+
+    pub fn stats(&self) -> BufferPoolStats {
+        BufferPoolStats {
+            segment_size: self.segment_size,
+            total: self.total,
+            in_use: self.in_use.load(Ordering::Relaxed),
+            high_water: self.high_water.load(Ordering::Relaxed),
+        }
+    }
+
+    fn try_take(&self) -> Option<Vec<u8>> {
+        let segment = match lock(&self.free).pop() {
+            Some(s) => s,
+            None => {
+                // Claim an allocation slot without overshooting the total.
+                let claimed = self
+                    .allocated
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < self.total).then_some(n + 1)
+                    })
+                    .is_ok();
+                if !claimed {
+                    return None;
+                }
+                Vec::with_capacity(self.segment_size)
+            }
+        };
+        let in_use = self.in_use.fetch_add(1, Ordering::Relaxed) + 1;
+        self.high_water.fetch_max(in_use, Ordering::Relaxed);
+        Some(segment)
+    }
+
+    fn give_back(&self, mut segment: Vec<u8>) {
+        segment.clear();
+        lock(&self.free).push(segment);
+        self.in_use.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct LocalState {
+    outstanding: usize,
+    per_channel: Vec<usize>,
+}
+
+/// The buffers of one result partition: at most `max_buffers` in flight in all, and at most
+/// `max_per_channel` queued on any one channel, so one slow consumer cannot take them all.
+pub struct LocalBufferPool {
+    network: Arc<NetworkBufferPool>,
+    max_buffers: usize,
+    max_per_channel: usize,
+    state: Mutex<LocalState>,
+    returned: Condvar,
+}
+
+impl std::fmt::Debug for LocalBufferPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBufferPool")
+            .field("max_buffers", &self.max_buffers)
+            .field("max_per_channel", &self.max_per_channel)
+            .finish()
+    }
+}
+
+/// Channel index a broadcast buffer is charged to: it is shared by all channels.
+const SHARED: usize = usize::MAX;
+
+impl LocalBufferPool {
+    pub fn new(
+        network: Arc<NetworkBufferPool>,
+        channels: usize,
+        max_buffers: usize,
+        max_per_channel: usize,
+    ) -> Arc<Self> {
+        Arc::new(LocalBufferPool {
+            network,
+            max_buffers: max_buffers.max(1),
+            max_per_channel: max_per_channel.max(1),
+            state: Mutex::new(LocalState {
+                outstanding: 0,
+                per_channel: vec![0; channels],
+            }),
+            returned: Condvar::new(),
+        })
+    }
+
+    pub fn segment_size(&self) -> usize {
+        self.network.segment_size()
+    }
+
+    /// A buffer for `channel` (`None`: shared by all channels), waiting while the partition or
+    /// the channel is at its cap or the network pool is empty. Returns the time spent waiting,
+    /// which is back-pressured time.
+    pub fn request(
+        self: &Arc<Self>,
+        channel: Option<usize>,
+        cancel: &CancelFlag,
+    ) -> Result<(Buffer, Duration), Cancelled> {
+        let started = Instant::now();
+        let channel = channel.unwrap_or(SHARED);
+        let mut state = lock(&self.state);
+        loop {
+            let channel_full =
+                channel != SHARED && state.per_channel[channel] >= self.max_per_channel;
+            if !channel_full && state.outstanding < self.max_buffers {
+                if let Some(segment) = self.network.try_take() {
+                    state.outstanding += 1;
+                    if channel != SHARED {
+                        state.per_channel[channel] += 1;
+                    }
+                    let waited = started.elapsed();
+                    return Ok((
+                        Buffer {
+                            data: segment,
+                            owner: Some((self.clone(), channel)),
+                        },
+                        waited,
+                    ));
+                }
+            }
+            if cancel.is_cancelled() {
+                return Err(Cancelled);
+            }
+            // Local returns notify the condvar; the network pool does not, hence the timeout.
+            state = self
+                .returned
+                .wait_timeout(state, CANCEL_CHECK.min(Duration::from_millis(2)))
+                .map(|(s, _)| s)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+
+    fn give_back(&self, segment: Vec<u8>, channel: usize) {
+        self.network.give_back(segment);
+        let mut state = lock(&self.state);
+        state.outstanding -= 1;
+        if channel != SHARED {
+            state.per_channel[channel] -= 1;
+        }
+        drop(state);
+        self.returned.notify_all();
+    }
+}
+
+/// A network buffer: a segment filled with framed records (possibly starting or ending inside
+/// one: records may span buffers).
+pub struct Buffer {
+    data: Vec<u8>,
+    owner: Option<(Arc<LocalBufferPool>, usize)>,
+}
+
+impl Buffer {
+    /// A buffer outside any pool, for tests.
+    pub fn unpooled(data: Vec<u8>) -> Self {
+        Buffer { data, owner: None }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub(crate) fn data_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.data
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Buffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Buffer({} bytes)", self.data.len())
+    }
+}
+
+impl Drop for Buffer {
+    fn drop(&mut self) {
+        if let Some((pool, channel)) = self.owner.take() {
+            pool.give_back(std::mem::take(&mut self.data), channel);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_channel_blocks_until_its_buffer_returns() {
+        let network = NetworkBufferPool::new(64, 4);
+        let local = LocalBufferPool::new(network.clone(), 2, 3, 1);
+        let cancel = CancelFlag::default();
+        let (first, _) = local.request(Some(0), &cancel).unwrap();
+        // Channel 0 is at its cap of 1; channel 1 is not.
+        let (_second, _) = local.request(Some(1), &cancel).unwrap();
+        let waiter = {
+            let local = local.clone();
+            let cancel = cancel.clone();
+            std::thread::spawn(move || local.request(Some(0), &cancel).map(|(_, waited)| waited))
+        };
+        std::thread::sleep(Duration::from_millis(50));
+        drop(first);
+        let waited = waiter.join().unwrap().unwrap();
+        assert!(waited >= Duration::from_millis(40), "{waited:?}");
+        assert!(network.stats().high_water <= 3);
+    }
+
+    #[test]
+    fn the_network_pool_bounds_every_partition_together() {
+        let network = NetworkBufferPool::new(64, 2);
+        let a = LocalBufferPool::new(network.clone(), 1, 10, 10);
+        let b = LocalBufferPool::new(network.clone(), 1, 10, 10);
+        let cancel = CancelFlag::default();
+        let held = [
+            a.request(None, &cancel).unwrap(),
+            b.request(None, &cancel).unwrap(),
+        ];
+        let cancel_later = cancel.clone();
+        let canceller = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            cancel_later.cancel();
+        });
+        assert_eq!(a.request(None, &cancel).err(), Some(Cancelled));
+        canceller.join().unwrap();
+        assert_eq!(network.stats().in_use, 2);
+        drop(held);
+        assert_eq!(network.stats().in_use, 0);
+    }
+}

@@ -1,0 +1,139 @@
+//! Input gates and the local channels into them. A consumer task has one gate; every producer
+//! subtask that sends to it holds a [`ChannelSender`] for its own channel. Buffers and events
+//! of a channel arrive in the order they were sent; the gate interleaves channels in arrival
+//! order. The queue is bounded by the producers' buffer pools (events are few and small).
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::buffer::Buffer;
+
+/// Events that travel in a channel between buffers, in order with the records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelEvent {
+    /// The producer's event-time watermark advanced.
+    Watermark(i64),
+    /// The producer finished; nothing follows on this channel.
+    EndOfPartition,
+}
+
+/// What a channel carries.
+#[derive(Debug)]
+pub enum ChannelItem {
+    Buffer(Arc<Buffer>),
+    Event(ChannelEvent),
+}
+
+struct GateQueue {
+    items: VecDeque<(usize, ChannelItem)>,
+}
+
+struct GateShared {
+    queue: Mutex<GateQueue>,
+    ready: Condvar,
+}
+
+fn lock(shared: &GateShared) -> MutexGuard<'_, GateQueue> {
+    shared.queue.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The receiving side of a consumer task.
+pub struct InputGate {
+    shared: Arc<GateShared>,
+    channels: usize,
+}
+
+/// The sending side of one channel.
+#[derive(Clone)]
+pub struct ChannelSender {
+    shared: Arc<GateShared>,
+    channel: usize,
+}
+
+impl InputGate {
+    /// A gate with `channels` channels.
+    pub fn new(channels: usize) -> Self {
+        InputGate {
+            shared: Arc::new(GateShared {
+                queue: Mutex::new(GateQueue {
+                    items: VecDeque::new(),
+                }),
+                ready: Condvar::new(),
+            }),
+            channels,
+        }
+    }
+
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// The sender of channel `channel`.
+    pub fn sender(&self, channel: usize) -> ChannelSender {
+        assert!(
+            channel < self.channels,
+            "channel {channel} of a gate with {}",
+            self.channels
+        );
+        ChannelSender {
+            shared: self.shared.clone(),
+            channel,
+        }
+    }
+
+    /// The next item of any channel, waiting at most `timeout`.
+    pub fn poll(&self, timeout: Duration) -> Option<(usize, ChannelItem)> {
+        let mut queue = lock(&self.shared);
+        if let Some(item) = queue.items.pop_front() {
+            return Some(item);
+        }
+        queue = self
+            .shared
+            .ready
+            .wait_timeout(queue, timeout)
+            .map(|(q, _)| q)
+            .unwrap_or_else(|p| p.into_inner().0);
+        queue.items.pop_front()
+    }
+
+    /// Items queued and not yet taken.
+    pub fn queued(&self) -> usize {
+        lock(&self.shared).items.len()
+    }
+}
+
+impl ChannelSender {
+    pub fn send(&self, item: ChannelItem) {
+        lock(&self.shared).items.push_back((self.channel, item));
+        self.shared.ready.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn items_of_a_channel_keep_their_order() {
+        let gate = InputGate::new(2);
+        let (a, b) = (gate.sender(0), gate.sender(1));
+        a.send(ChannelItem::Event(ChannelEvent::Watermark(1)));
+        b.send(ChannelItem::Event(ChannelEvent::Watermark(7)));
+        a.send(ChannelItem::Event(ChannelEvent::EndOfPartition));
+        let got: Vec<_> = std::iter::from_fn(|| gate.poll(Duration::ZERO))
+            .map(|(c, item)| match item {
+                ChannelItem::Event(e) => (c, e),
+                ChannelItem::Buffer(_) => unreachable!("only events sent"),
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (0, ChannelEvent::Watermark(1)),
+                (1, ChannelEvent::Watermark(7)),
+                (0, ChannelEvent::EndOfPartition)
+            ]
+        );
+    }
+}

@@ -1,0 +1,286 @@
+//! The record writer: the tail of a chain whose records go to other tasks. One
+//! [`PartitionWriter`] per outgoing edge picks channels (forward, round robin, key group,
+//! all) and copies records into the channel's current buffer; a full buffer is sent at once, a
+//! partly filled one on flush, on a watermark, at the end, and when the buffer timeout passes.
+//! Records span buffers when they do not fit. A broadcast record is written once into a buffer
+//! that every channel shares.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_framing::Record;
+
+use super::CancelFlag;
+use super::buffer::{Buffer, LocalBufferPool};
+use super::gate::{ChannelEvent, ChannelItem, ChannelSender};
+use crate::metrics::TaskMetrics;
+use crate::runtime::{ChainError, Output};
+use crate::state::key_groups::{key_group_of, subtask_for_key_group};
+
+/// How a partition writer picks channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelSelector {
+    /// The one channel to the consumer subtask with the producer's index.
+    Forward,
+    /// Round robin, record by record.
+    Rebalance,
+    /// Key bytes -> key group -> consumer subtask.
+    KeyGroups { max_parallelism: u32 },
+    /// Every channel, through one shared buffer.
+    Broadcast,
+}
+
+/// Writes the records of one edge into its channels.
+pub struct PartitionWriter {
+    edge: String,
+    selector: ChannelSelector,
+    channels: Vec<ChannelSender>,
+    pool: Arc<LocalBufferPool>,
+    /// Per channel (one shared slot for broadcast): the buffer being filled.
+    current: Vec<Option<Buffer>>,
+    next_channel: usize,
+    scratch: Vec<u8>,
+    cancel: CancelFlag,
+    metrics: Arc<TaskMetrics>,
+}
+
+impl PartitionWriter {
+    /// `edge` names the edge in errors; `channels` are the consumer subtasks' senders in
+    /// subtask order (just one for forward).
+    pub fn new(
+        edge: String,
+        selector: ChannelSelector,
+        channels: Vec<ChannelSender>,
+        pool: Arc<LocalBufferPool>,
+        cancel: CancelFlag,
+        metrics: Arc<TaskMetrics>,
+    ) -> Self {
+        let slots = if selector == ChannelSelector::Broadcast {
+            1
+        } else {
+            channels.len()
+        };
+        PartitionWriter {
+            edge,
+            selector,
+            current: (0..slots).map(|_| None).collect(),
+            channels,
+            pool,
+            next_channel: 0,
+            scratch: Vec::new(),
+            cancel,
+            metrics,
+        }
+    }
+
+    fn select(&mut self, record: &Record<'_>) -> Result<usize, ChainError> {
+        Ok(match self.selector {
+            ChannelSelector::Forward | ChannelSelector::Broadcast => 0,
+            ChannelSelector::Rebalance => {
+                let c = self.next_channel;
+                self.next_channel = (c + 1) % self.channels.len();
+                c
+            }
+            ChannelSelector::KeyGroups { max_parallelism } => {
+                let key = record.key.ok_or_else(|| {
+                    ChainError::Output(format!(
+                        "a record without a key reached the hash edge {}; key the records first (key_by)",
+                        self.edge
+                    ))
+                })?;
+                let group = key_group_of(key, max_parallelism);
+                subtask_for_key_group(group, max_parallelism, self.channels.len() as u32) as usize
+            }
+        })
+    }
+
+    /// Copies framed bytes into the buffers of slot `slot`, sending each buffer that fills.
+    fn write_bytes(&mut self, slot: usize, mut bytes: &[u8]) -> Result<(), ChainError> {
+        let segment = self.pool.segment_size();
+        while !bytes.is_empty() {
+            if self.current[slot].is_none() {
+                let channel = (self.selector != ChannelSelector::Broadcast).then_some(slot);
+                let (buffer, waited) = self
+                    .pool
+                    .request(channel, &self.cancel)
+                    .map_err(|c| ChainError::Output(c.to_string()))?;
+                if !waited.is_zero() {
+                    self.metrics.add_backpressured(waited);
+                }
+                self.current[slot] = Some(buffer);
+            }
+            let buffer = self.current[slot].as_mut().expect("just filled");
+            let data = buffer.data_mut();
+            let n = (segment - data.len()).min(bytes.len());
+            data.extend_from_slice(&bytes[..n]);
+            bytes = &bytes[n..];
+            if data.len() >= segment {
+                self.send_slot(slot);
+            }
+        }
+        Ok(())
+    }
+
+    fn send_slot(&mut self, slot: usize) {
+        let Some(buffer) = self.current[slot].take() else {
+            return;
+        };
+        if buffer.is_empty() {
+            return;
+        }
+        let buffer = Arc::new(buffer);
+        if self.selector == ChannelSelector::Broadcast {
+            for channel in &self.channels {
+                channel.send(ChannelItem::Buffer(buffer.clone()));
+            }
+        } else {
+            self.channels[slot].send(ChannelItem::Buffer(buffer));
+        }
+    }
+
+    fn write_record(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+        let slot = self.select(&record)?;
+        let mut scratch = std::mem::take(&mut self.scratch);
+        scratch.clear();
+        record.write_to(&mut scratch);
+        let result = self.write_bytes(slot, &scratch);
+        self.scratch = scratch;
+        result
+    }
+
+    fn write_batch(&mut self, batch: &[u8]) -> Result<u64, ChainError> {
+        if matches!(
+            self.selector,
+            ChannelSelector::Forward | ChannelSelector::Broadcast
+        ) {
+            let n = weir_framing::count_records(batch)
+                .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+            self.write_bytes(0, batch)?;
+            return Ok(n as u64);
+        }
+        let mut records = weir_framing::records(batch);
+        let mut n = 0;
+        loop {
+            let start = records.position();
+            let Some(record) = records.next() else { break };
+            let record = record.map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+            let slot = self.select(&record)?;
+            self.write_bytes(slot, &batch[start..records.position()])?;
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) {
+        for slot in 0..self.current.len() {
+            self.send_slot(slot);
+        }
+    }
+
+    fn broadcast_event(&mut self, event: ChannelEvent) {
+        self.flush();
+        for channel in &self.channels {
+            channel.send(ChannelItem::Event(event));
+        }
+    }
+}
+
+/// The tail of a chain that feeds other tasks: one partition writer per outgoing edge.
+pub struct RecordWriter {
+    partitions: Vec<PartitionWriter>,
+    buffer_timeout: Duration,
+    oldest_unflushed: Option<Instant>,
+    since_time_check: u32,
+    metrics: Arc<TaskMetrics>,
+}
+
+impl RecordWriter {
+    pub fn new(
+        partitions: Vec<PartitionWriter>,
+        buffer_timeout: Duration,
+        metrics: Arc<TaskMetrics>,
+    ) -> Self {
+        RecordWriter {
+            partitions,
+            buffer_timeout,
+            oldest_unflushed: None,
+            since_time_check: 0,
+            metrics,
+        }
+    }
+
+    /// Sends partly filled buffers once the oldest unsent record waited the buffer timeout.
+    fn flush_if_due(&mut self) {
+        let now = Instant::now();
+        match self.oldest_unflushed {
+            None => self.oldest_unflushed = Some(now),
+            Some(t) if now.duration_since(t) >= self.buffer_timeout => {
+                self.flush_all();
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn flush_all(&mut self) {
+        for p in &mut self.partitions {
+            p.flush();
+        }
+        self.oldest_unflushed = None;
+    }
+}
+
+impl Output for RecordWriter {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+        for p in &mut self.partitions {
+            p.write_record(record)?;
+        }
+        self.metrics.add_records_out(1);
+        self.since_time_check += 1;
+        if self.since_time_check >= 256 {
+            self.since_time_check = 0;
+            self.flush_if_due();
+        }
+        Ok(())
+    }
+
+    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
+        let mut n = 0;
+        for p in &mut self.partitions {
+            n = p.write_batch(batch)?;
+        }
+        self.metrics.add_records_out(n);
+        self.flush_if_due();
+        Ok(())
+    }
+
+    fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+        for p in &mut self.partitions {
+            p.broadcast_event(ChannelEvent::Watermark(watermark));
+        }
+        self.oldest_unflushed = None;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), ChainError> {
+        // A chain flush means "processed what was there", not "send now": buffers go out when
+        // full or when the timeout passes, so small input batches still fill whole buffers.
+        if self.oldest_unflushed.is_some() {
+            self.flush_if_due();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), ChainError> {
+        for p in &mut self.partitions {
+            p.broadcast_event(ChannelEvent::EndOfPartition);
+        }
+        Ok(())
+    }
+}
+
+impl RecordWriter {
+    /// Sends every partly filled buffer now (the task is about to wait for input).
+    pub fn flush_now(&mut self) {
+        self.flush_all();
+    }
+}

@@ -1,0 +1,210 @@
+//! The TaskExecutor: a slot table, the job table, and the services its tasks share (network
+//! buffer pool, wasm runtime with its component cache). It runs each task it is given on a
+//! thread of its own.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use crate::metrics::TaskMetrics;
+use crate::network::{CancelFlag, NetworkBufferPool};
+use crate::runtime::{Mail, Mailbox, Task, TaskFailure};
+use crate::wasm::WasmRuntime;
+
+/// Settings of a TaskExecutor.
+#[derive(Debug, Clone)]
+pub struct TaskExecutorConfig {
+    /// Task slots: how many subtasks of each vertex can run at once (slot sharing puts one
+    /// subtask of every vertex of a job in one slot).
+    pub slots: u32,
+    /// Size of one network buffer.
+    pub segment_bytes: usize,
+    /// Network buffers in all: the memory the network stack may use is their product.
+    pub network_buffers: usize,
+    /// Most buffers queued on one channel before its writer waits.
+    pub buffers_per_channel: usize,
+}
+
+impl Default for TaskExecutorConfig {
+    fn default() -> Self {
+        TaskExecutorConfig {
+            slots: 4,
+            segment_bytes: 32 << 10,
+            network_buffers: 4096,
+            buffers_per_channel: 4,
+        }
+    }
+}
+
+/// The job does not fit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SlotError {
+    #[error("the job needs {needed} task slots but the TaskExecutor has {free} free of {total}")]
+    NotEnoughSlots { needed: u32, free: u32, total: u32 },
+    #[error(
+        "the job needs {needed} network buffers but the TaskExecutor has {total}; give it more \
+         (--network-buffers) or lower the parallelism"
+    )]
+    NotEnoughBuffers { needed: usize, total: usize },
+}
+
+/// Slots held by a job; returned when dropped.
+pub struct SlotAllocation {
+    table: Arc<Mutex<u32>>,
+    slots: u32,
+}
+
+impl Drop for SlotAllocation {
+    fn drop(&mut self) {
+        *self.table.lock().unwrap_or_else(|p| p.into_inner()) += self.slots;
+    }
+}
+
+/// A running task as the job table knows it.
+pub struct RunningTask {
+    pub name: String,
+    pub metrics: Arc<TaskMetrics>,
+    pub mailbox: Arc<Mailbox>,
+    pub thread: JoinHandle<()>,
+}
+
+struct JobEntry {
+    cancel: CancelFlag,
+    mailboxes: Vec<Arc<Mailbox>>,
+}
+
+/// See the module docs.
+pub struct TaskExecutor {
+    config: TaskExecutorConfig,
+    network: Arc<NetworkBufferPool>,
+    runtime: Arc<WasmRuntime>,
+    free_slots: Arc<Mutex<u32>>,
+    jobs: Mutex<BTreeMap<u64, JobEntry>>,
+}
+
+/// Stack of a task thread: wasm runs on it, so it is well above the engine's wasm stack limit.
+const TASK_STACK_BYTES: usize = 16 << 20;
+
+impl TaskExecutor {
+    pub fn new(config: TaskExecutorConfig, runtime: Arc<WasmRuntime>) -> Self {
+        TaskExecutor {
+            network: NetworkBufferPool::new(config.segment_bytes, config.network_buffers),
+            free_slots: Arc::new(Mutex::new(config.slots)),
+            config,
+            runtime,
+            jobs: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &TaskExecutorConfig {
+        &self.config
+    }
+
+    pub fn network(&self) -> &Arc<NetworkBufferPool> {
+        &self.network
+    }
+
+    pub fn runtime(&self) -> &Arc<WasmRuntime> {
+        &self.runtime
+    }
+
+    /// Reserves `slots` slots and checks that `buffers` network buffers can be guaranteed.
+    pub fn allocate(&self, slots: u32, buffers: usize) -> Result<SlotAllocation, SlotError> {
+        if buffers > self.config.network_buffers {
+            return Err(SlotError::NotEnoughBuffers {
+                needed: buffers,
+                total: self.config.network_buffers,
+            });
+        }
+        let mut free = self.free_slots.lock().unwrap_or_else(|p| p.into_inner());
+        if slots > *free {
+            return Err(SlotError::NotEnoughSlots {
+                needed: slots,
+                free: *free,
+                total: self.config.slots,
+            });
+        }
+        *free -= slots;
+        Ok(SlotAllocation {
+            table: self.free_slots.clone(),
+            slots,
+        })
+    }
+
+    /// Free slots now.
+    pub fn free_slots(&self) -> u32 {
+        *self.free_slots.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a job so it can be cancelled.
+    pub fn register_job(&self, job: u64, cancel: CancelFlag) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            job,
+            JobEntry {
+                cancel,
+                mailboxes: Vec::new(),
+            },
+        );
+    }
+
+    pub fn unregister_job(&self, job: u64) {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job);
+    }
+
+    /// Starts `build` on a new thread: it opens the task (instantiating its operators there) and
+    /// runs it.
+    /// When the task ends, its index and result go to `done`.
+    pub fn spawn_task(
+        &self,
+        job: u64,
+        index: usize,
+        name: String,
+        metrics: Arc<TaskMetrics>,
+        done: Sender<(usize, Result<(), TaskFailure>)>,
+        build: impl FnOnce(Arc<Mailbox>) -> Result<Task, TaskFailure> + Send + 'static,
+    ) -> std::io::Result<RunningTask> {
+        let mailbox = Arc::new(Mailbox::default());
+        if let Some(entry) = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&job)
+        {
+            entry.mailboxes.push(mailbox.clone());
+        }
+        let task_mailbox = mailbox.clone();
+        let thread = std::thread::Builder::new()
+            .name(name.clone())
+            .stack_size(TASK_STACK_BYTES)
+            .spawn(move || {
+                let result = build(task_mailbox).and_then(Task::run);
+                // The receiver only goes away once the job is over.
+                let _ = done.send((index, result));
+            })?;
+        Ok(RunningTask {
+            name,
+            metrics,
+            mailbox,
+            thread,
+        })
+    }
+
+    /// Cancels every task of `job`: each stops at its next step or wait.
+    pub fn cancel_job(&self, job: u64) {
+        if let Some(entry) = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&job)
+        {
+            entry.cancel.cancel();
+            for mailbox in &entry.mailboxes {
+                mailbox.send(Mail::Cancel);
+            }
+        }
+    }
+}

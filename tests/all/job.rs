@@ -1,0 +1,480 @@
+//! Whole jobs on the embedded mini-cluster: manifests, partitioning, backpressure, cancel.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weir_host::cluster::{JobFailure, JobResult, MiniCluster, MiniClusterConfig};
+use weir_host::guests;
+use weir_host::job::{JobError, Manifest, load_manifest};
+use weir_host::runtime::task_executor::TaskExecutorConfig;
+use weir_host::state::key_groups::{key_group_of, subtask_for_key_group};
+
+use crate::support::*;
+
+fn cluster(slots: u32) -> MiniCluster {
+    let config = MiniClusterConfig {
+        task_executor: TaskExecutorConfig {
+            slots,
+            ..TaskExecutorConfig::default()
+        },
+        ..MiniClusterConfig::default()
+    };
+    MiniCluster::new(config, runtime().clone())
+}
+
+fn manifest(dir: &Path, text: &str, args: &[(&str, &str)]) -> Result<Manifest, JobError> {
+    let path = dir.join("job.toml");
+    std::fs::write(&path, text).expect("write manifest");
+    let args = args
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    load_manifest(&path, &args)
+}
+
+fn run(dir: &Path, text: &str, parallelism: Option<u32>) -> Result<JobResult, JobFailure> {
+    let graph = manifest(dir, text, &[])
+        .expect("manifest")
+        .job_graph(parallelism)
+        .expect("graph");
+    cluster(graph.slots_needed()).run(&graph)
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn wordcount_manifest() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wordcount/job.toml"),
+    )
+    .expect("example manifest")
+    .replace(
+        "../../target/wasm32-wasip2/release/wordcount.wasm",
+        guests::WORDCOUNT,
+    )
+}
+
+#[test]
+fn wordcount_job_equals_independent_count_at_parallelism_1_2_and_4() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text: String = (0..40).map(|_| passage()).collect();
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let expected = independent_word_count(&text);
+    for parallelism in [1, 2, 4] {
+        let output = dir.path().join(format!("counts-{parallelism}.txt"));
+        let m = manifest(
+            dir.path(),
+            &wordcount_manifest(),
+            &[
+                ("input", input.to_str().expect("utf-8")),
+                ("output", output.to_str().expect("utf-8")),
+            ],
+        )
+        .expect("manifest");
+        let graph = m.job_graph(Some(parallelism)).expect("graph");
+        let result = cluster(parallelism).run(&graph).expect("job");
+        let mut last: BTreeMap<String, u64> = BTreeMap::new();
+        let out = lines(&output);
+        for line in &out {
+            let (word, count) = line.rsplit_once(' ').expect("`word count`");
+            let count = count.parse().expect("count");
+            let previous = last.insert(word.to_string(), count).unwrap_or(0);
+            assert!(
+                count > previous,
+                "counts of `{word}` must grow: {previous} then {count}"
+            );
+        }
+        assert_eq!(last, expected, "parallelism {parallelism}");
+        assert_eq!(out.len() as u64, expected.values().sum::<u64>());
+        let source_in: u64 = result
+            .tasks
+            .iter()
+            .filter(|(n, _)| n.starts_with("lines"))
+            .map(|(_, m)| m.records_in)
+            .sum();
+        assert_eq!(source_in, text.lines().count() as u64);
+    }
+}
+
+/// A job from a sequence source of `count` text numbers, keyed by their text, to a file sink
+/// of `sink_par` part files over `edge`.
+fn partition_job(dir: &Path, edge: &str, count: u64, sink_par: u32) -> String {
+    format!(
+        r#"
+        parallelism = 2
+        buffer_timeout_ms = 5
+        [[source]]
+        id = "numbers"
+        kind = "sequence"
+        count = {count}
+        format = "text"
+        [[operator]]
+        id = "key-by-word"
+        component = "{component}"
+        input = "numbers"
+        [[sink]]
+        id = "out"
+        kind = "file"
+        path = "{out}"
+        input = "key-by-word"
+        edge = "{edge}"
+        parallelism = {sink_par}
+        "#,
+        component = guests::WORDCOUNT,
+        out = dir.join(edge).display(),
+    )
+}
+
+fn parts(dir: &Path, sink_par: u32) -> Vec<Vec<String>> {
+    (0..sink_par)
+        .map(|i| lines(&dir.join(format!("part-{i}"))))
+        .collect()
+}
+
+#[test]
+fn hash_edge_sends_each_key_to_its_key_group_owner_once_and_stably() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(
+        dir.path(),
+        &partition_job(dir.path(), "hash", 5000, 3),
+        None,
+    )
+    .expect("job");
+    let first = parts(&dir.path().join("hash"), 3);
+    let mut all = BTreeSet::new();
+    for (subtask, records) in first.iter().enumerate() {
+        for r in records {
+            let owner = subtask_for_key_group(key_group_of(r.as_bytes(), 128), 128, 3);
+            assert_eq!(owner as usize, subtask, "`{r}` reached the wrong subtask");
+            assert!(all.insert(r.clone()), "`{r}` delivered twice");
+        }
+    }
+    assert_eq!(all.len(), 5000);
+    // Same keys, same subtasks, run after run (order within a part may differ).
+    run(
+        dir.path(),
+        &partition_job(dir.path(), "hash", 5000, 3),
+        None,
+    )
+    .expect("job again");
+    let sorted = |p: Vec<Vec<String>>| -> Vec<BTreeSet<String>> {
+        p.into_iter().map(|v| v.into_iter().collect()).collect()
+    };
+    assert_eq!(sorted(parts(&dir.path().join("hash"), 3)), sorted(first));
+}
+
+#[test]
+fn rebalance_edge_spreads_records_evenly_and_delivers_each_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(
+        dir.path(),
+        &partition_job(dir.path(), "rebalance", 6000, 3),
+        None,
+    )
+    .expect("job");
+    let parts = parts(&dir.path().join("rebalance"), 3);
+    let all: BTreeSet<String> = parts.iter().flatten().cloned().collect();
+    assert_eq!(all.len(), 6000);
+    assert_eq!(parts.iter().map(Vec::len).sum::<usize>(), 6000);
+    for p in &parts {
+        // Two producers, each round robin over three channels.
+        assert!((1998..=2002).contains(&p.len()), "{}", p.len());
+    }
+}
+
+#[test]
+fn broadcast_edge_delivers_every_record_to_every_subtask() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    run(
+        dir.path(),
+        &partition_job(dir.path(), "broadcast", 3000, 3),
+        None,
+    )
+    .expect("job");
+    let expected: BTreeSet<String> = (0..3000).map(|i| i.to_string()).collect();
+    for p in parts(&dir.path().join("broadcast"), 3) {
+        assert_eq!(p.len(), 3000);
+        assert_eq!(p.into_iter().collect::<BTreeSet<_>>(), expected);
+    }
+}
+
+#[test]
+fn forward_edges_over_the_network_keep_subtask_to_subtask() {
+    // Two consumers of one source: nothing chains, both forward edges cross the network.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+        parallelism = 2
+        [[source]]
+        id = "numbers"
+        kind = "sequence"
+        count = 1000
+        format = "text"
+        [[sink]]
+        id = "a"
+        kind = "file"
+        path = "{a}"
+        input = "numbers"
+        [[sink]]
+        id = "b"
+        kind = "file"
+        path = "{b}"
+        input = "numbers"
+        "#,
+        a = dir.path().join("a").display(),
+        b = dir.path().join("b").display()
+    );
+    let graph = manifest(dir.path(), &text, &[])
+        .expect("manifest")
+        .job_graph(None)
+        .expect("graph");
+    assert_eq!(graph.vertices.len(), 3);
+    cluster(2).run(&graph).expect("job");
+    for sink in ["a", "b"] {
+        let p = parts(&dir.path().join(sink), 2);
+        assert_eq!(p[0], (0..500).map(|i| i.to_string()).collect::<Vec<_>>());
+        assert_eq!(p[1], (500..1000).map(|i| i.to_string()).collect::<Vec<_>>());
+    }
+}
+
+fn slow_job(count: u64, work: u64) -> String {
+    format!(
+        r#"
+        [[source]]
+        id = "numbers"
+        kind = "sequence"
+        count = {count}
+        [[operator]]
+        id = "slow"
+        component = "{component}"
+        input = "numbers"
+        edge = "rebalance"
+        config = {{ work = {work} }}
+        [[sink]]
+        id = "out"
+        kind = "discard"
+        input = "slow"
+        "#,
+        component = guests::HOSTILE,
+    )
+}
+
+#[test]
+fn a_slow_operator_backpressures_the_source_with_bounded_buffers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph = manifest(dir.path(), &slow_job(200_000, 2_000), &[])
+        .expect("manifest")
+        .job_graph(None)
+        .expect("graph");
+    let cluster = cluster(1);
+    let result = cluster.run(&graph).expect("job");
+    let source = &result
+        .tasks
+        .iter()
+        .find(|(n, _)| n.starts_with("numbers"))
+        .expect("source task")
+        .1;
+    let slow = &result
+        .tasks
+        .iter()
+        .find(|(n, _)| n.starts_with("slow"))
+        .expect("slow task")
+        .1;
+    assert_eq!(source.records_in, 200_000);
+    assert_eq!(slow.records_out, 200_000);
+    assert!(
+        source.backpressured_ms_per_s() > 500.0,
+        "source back-pressured {} ms/s",
+        source.backpressured_ms_per_s()
+    );
+    // One channel: at most buffers_per_channel (4) queued plus the one being filled.
+    assert!(result.network.high_water <= 5, "{:?}", result.network);
+    assert_eq!(result.network.in_use, 0);
+}
+
+#[test]
+fn cancel_stops_a_running_job_promptly_and_frees_its_slots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph = manifest(dir.path(), &slow_job(u64::MAX / 2, 100), &[])
+        .expect("manifest")
+        .job_graph(Some(2))
+        .expect("graph");
+    let cluster = cluster(2);
+    let job = cluster.submit(&graph).expect("submit");
+    assert_eq!(cluster.task_executor().free_slots(), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    let (read, _, _) = job.monitor().progress();
+    assert!(read > 0, "the job should be running");
+    let cancelled = Instant::now();
+    job.cancel();
+    let err = job.wait().expect_err("cancelled");
+    assert!(matches!(err, JobFailure::Cancelled), "{err}");
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        cancelled.elapsed()
+    );
+    assert_eq!(cluster.task_executor().free_slots(), 2);
+    assert_eq!(cluster.task_executor().network().stats().in_use, 0);
+}
+
+#[test]
+fn a_failing_operator_fails_the_job_with_its_error_and_stops_every_task() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+        parallelism = 2
+        [[source]]
+        id = "numbers"
+        kind = "sequence"
+        count = 100000000
+        [[operator]]
+        id = "fail-at"
+        component = "{component}"
+        input = "numbers"
+        edge = "rebalance"
+        config = {{ at = 1000, how = "panic" }}
+        [[sink]]
+        id = "out"
+        kind = "discard"
+        input = "fail-at"
+        "#,
+        component = guests::HOSTILE
+    );
+    let started = Instant::now();
+    let err = run(dir.path(), &text, None).expect_err("the operator panics");
+    let message = err.to_string();
+    assert!(
+        message.contains("fail-at") && message.contains("panicked: failing on record 1000"),
+        "{message}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+fn graph_error(text: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let component = PathBuf::from(guests::WORDCOUNT);
+    let text = text.replace("WASM", component.to_str().expect("utf-8"));
+    match manifest(dir.path(), &text, &[("in", "x")]) {
+        Err(e) => e.to_string(),
+        Ok(m) => m.job_graph(None).expect_err("invalid job").to_string(),
+    }
+}
+
+const SOURCE: &str = "[[source]]\nid = \"in\"\nkind = \"sequence\"\ncount = 10\n";
+const SINK: &str = "[[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"op\"\n";
+
+#[test]
+fn malformed_manifests_are_refused_with_what_and_where() {
+    let op = |extra: &str| {
+        format!(
+            "{SOURCE}[[operator]]\nid = \"op\"\ncomponent = \"WASM\"\noperator = \"tokenize\"\n{extra}\n{SINK}"
+        )
+    };
+    let cases = [
+        (
+            op("input = \"nope\""),
+            "`op` reads from `nope`, which is not a node of the job",
+        ),
+        (
+            op("input = \"in\"\nedge = \"sideways\""),
+            "`op` has edge `sideways`",
+        ),
+        (
+            op("input = \"in\"\nparallelism = 3"),
+            "over a forward edge, which needs equal parallelism",
+        ),
+        (
+            op("input = [\"in\", \"op\"]\nedge = \"rebalance\""),
+            "cycle through op",
+        ),
+        (
+            format!(
+                "{SOURCE}[[operator]]\nid = \"op\"\ncomponent = \"missing.wasm\"\ninput = \"in\"\n{SINK}"
+            ),
+            "component file",
+        ),
+        (
+            format!("{SOURCE}{SINK}")
+                .replace("input = \"op\"", "input = \"in\"")
+                .replace("count = 10", ""),
+            "needs a `count`",
+        ),
+        (SOURCE.to_string(), "the job has no sink"),
+        (
+            op("input = \"in\"\ncolour = \"red\""),
+            "unknown field `colour`",
+        ),
+        (
+            op("input = \"in\"").replace("[[sink]]", "[[sink]\n"),
+            "not valid",
+        ),
+        (
+            op("input = \"in\"").replace("count = 10", "count = 10\npath = \"${missing}\""),
+            "`${missing}`",
+        ),
+        (
+            format!("{SOURCE}[[sink]]\nid = \"in\"\nkind = \"discard\"\ninput = \"in\"\n"),
+            "two nodes have the id `in`",
+        ),
+        (
+            op("input = \"in\"").replace("kind = \"discard\"", "kind = \"kafka\""),
+            "sinks are file, stdout and discard",
+        ),
+    ];
+    for (text, expected) in cases {
+        let message = graph_error(&text);
+        assert!(
+            message.contains(expected),
+            "expected `{expected}` in: {message}\n--- manifest:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_job_wider_than_the_slots_is_refused_before_it_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let graph = manifest(dir.path(), &slow_job(10, 1), &[])
+        .expect("manifest")
+        .job_graph(Some(3))
+        .expect("graph");
+    let err = cluster(2).submit(&graph).err().expect("too wide");
+    assert_eq!(
+        err.to_string(),
+        "the job needs 3 task slots but the TaskExecutor has 2 free of 2"
+    );
+}
+
+#[test]
+fn chaining_follows_forward_edges_at_equal_parallelism() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = manifest(
+        dir.path(),
+        &wordcount_manifest(),
+        &[("input", "in.txt"), ("output", "out.txt")],
+    )
+    .expect("manifest");
+    let graph = m.job_graph(Some(2)).expect("graph");
+    let names: Vec<_> = graph
+        .vertices
+        .iter()
+        .map(|v| (v.name.as_str(), v.parallelism))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("lines -> tokenize -> key-by-word", 2),
+            ("count", 2),
+            ("counts", 1)
+        ]
+    );
+    let _ = Arc::new(());
+}
