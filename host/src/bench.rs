@@ -1,3 +1,4 @@
 //! Benchmarks behind `weir bench`.
 
 pub mod chain;
+pub mod pipelines;

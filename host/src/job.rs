@@ -8,4 +8,4 @@ pub use graph::{
     ChainedOperator, Edge, JobGraph, JobVertex, OperatorImpl, Partitioning, SinkSpec, SourceSpec,
     VertexInput, VertexOutput,
 };
-pub use manifest::{JobError, Manifest, load_manifest};
+pub use manifest::{JobError, Manifest, load_manifest, parse_manifest};

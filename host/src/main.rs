@@ -61,6 +61,8 @@ struct RunArgs {
 enum BenchCommand {
     /// ns per record of a chain of three wasm operators, per record and batched, next to native.
     Chain(weir_host::bench::chain::ChainArgs),
+    /// records/s and peak RSS of pipelines P1 and P2, wasm and native, at parallelism 1 and 2.
+    Pipelines(weir_host::bench::pipelines::PipelinesArgs),
 }
 
 fn parse_arg(s: &str) -> Result<(String, String), String> {
@@ -173,6 +175,7 @@ fn main() -> Result<()> {
         Command::Run(args) => run(args),
         Command::Bench { which } => match which {
             BenchCommand::Chain(args) => weir_host::bench::chain::run(&args),
+            BenchCommand::Pipelines(args) => weir_host::bench::pipelines::run(&args),
         },
     }
 }

@@ -78,7 +78,7 @@ impl NativeOperator {
                 Record::value(&x.wrapping_mul(3).wrapping_add(1).to_le_bytes()).write_to(out)
             }
             Function::Even => {
-                if x % 2 == 0 {
+                if x.is_multiple_of(2) {
                     record.write_to(out)
                 }
             }

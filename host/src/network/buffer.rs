@@ -156,21 +156,22 @@ impl LocalBufferPool {
         loop {
             let channel_full =
                 channel != SHARED && state.per_channel[channel] >= self.max_per_channel;
-            if !channel_full && state.outstanding < self.max_buffers {
-                if let Some(segment) = self.network.try_take() {
-                    state.outstanding += 1;
-                    if channel != SHARED {
-                        state.per_channel[channel] += 1;
-                    }
-                    let waited = started.elapsed();
-                    return Ok((
-                        Buffer {
-                            data: segment,
-                            owner: Some((self.clone(), channel)),
-                        },
-                        waited,
-                    ));
+            if !channel_full
+                && state.outstanding < self.max_buffers
+                && let Some(segment) = self.network.try_take()
+            {
+                state.outstanding += 1;
+                if channel != SHARED {
+                    state.per_channel[channel] += 1;
                 }
+                let waited = started.elapsed();
+                return Ok((
+                    Buffer {
+                        data: segment,
+                        owner: Some((self.clone(), channel)),
+                    },
+                    waited,
+                ));
             }
             if cancel.is_cancelled() {
                 return Err(Cancelled);

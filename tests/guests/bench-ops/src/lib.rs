@@ -1,9 +1,60 @@
-//! The operators of `weir bench chain`: a map, a filter and a map over 8-byte integers.
+//! The operators of `weir bench chain` and `weir bench pipelines`, over 8-byte little-endian
+//! integers (the sequence source's format and the SDK's `BincodeFixed`). The native operators
+//! of the same names in `weir_host::native` compute the same.
 
 use weir_sdk::prelude::*;
+
+/// x -> (key x mod 10000, value 1). Byte-level, to set the key and value in one step.
+struct KeyMod;
+
+impl Operator for KeyMod {
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let x: u64 = BincodeFixed.decode(record.value)?;
+        ctx.emit_record(Record {
+            value: &1u64.to_le_bytes(),
+            key: Some(&(x % 10_000).to_le_bytes()),
+            timestamp: record.timestamp,
+        });
+        Ok(())
+    }
+}
+
+/// Keyed running sum of the values; emits (key, sum).
+#[derive(Default)]
+struct RunningSum {
+    sum: Option<ValueState<u64, BincodeFixed>>,
+}
+
+impl ProcessFunction for RunningSum {
+    type In = u64;
+    type Out = (u64, u64);
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.sum = Some(ctx.value_state("sum").with_codec(BincodeFixed));
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        value: u64,
+        ctx: &mut ProcessContext<'_, '_, (u64, u64)>,
+    ) -> Result<(), OperatorError> {
+        let state = self
+            .sum
+            .as_ref()
+            .ok_or_else(|| OperatorError::Failed("not open".into()))?;
+        let sum = state.get(ctx)?.unwrap_or(0).wrapping_add(value);
+        state.set(ctx, &sum)?;
+        let key: u64 = ctx.key_as(&BincodeFixed)?;
+        ctx.emit(&(key, sum))
+    }
+}
 
 weir_sdk::export_operators! {
     "times-three-plus-one" => map(|x: u64| x.wrapping_mul(3).wrapping_add(1)).input(BincodeFixed).output(BincodeFixed),
     "even" => filter(|x: &u64| x.is_multiple_of(2)).input(BincodeFixed),
     "half" => map(|x: u64| x / 2).input(BincodeFixed).output(BincodeFixed),
+    "pair" => map(|x: u64| (x, x)).input(BincodeFixed).output(BincodeFixed),
+    "key-mod-10000" => KeyMod,
+    "running-sum" => keyed_process(RunningSum::default()).input(BincodeFixed).output(BincodeFixed),
 }

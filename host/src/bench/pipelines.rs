@@ -1,0 +1,149 @@
+//! `weir bench pipelines`: whole jobs on the mini-cluster, with wasm operators and, in the same
+//! run, the same jobs with native operators (`crate::native`):
+//!
+//! - P1 stateless chain: N longs -> map x*3+1 -> filter even -> map to (x, x) -> discard;
+//! - P2 keyed aggregation: N longs -> (x mod 10000, 1) -> hash by key -> running sum per key in
+//!   keyed state -> discard.
+//!
+//! records/s counts source records over the job's wall time (deployment included). Peak RSS is
+//! the process's high-water mark during the job (reset before each job through
+//! `/proc/self/clear_refs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use crate::cluster::{MiniCluster, MiniClusterConfig};
+use crate::guests;
+use crate::job::parse_manifest;
+use crate::runtime::task_executor::TaskExecutorConfig;
+use crate::wasm::{RuntimeConfig, WasmRuntime};
+
+/// Options of `weir bench pipelines`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelinesArgs {
+    /// Source records per job.
+    #[arg(long, default_value_t = 100_000_000)]
+    pub records: u64,
+    /// Parallelisms to run at.
+    #[arg(long, value_delimiter = ',', default_value = "1,2")]
+    pub parallelism: Vec<u32>,
+    /// Pipelines to run.
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2")]
+    pub pipelines: Vec<String>,
+}
+
+/// Flink 2.3 on this kind of machine at N = 100 million (PERF-NOTES), records/s, by
+/// (pipeline, parallelism).
+fn flink(pipeline: &str, parallelism: u32) -> Option<f64> {
+    match (pipeline, parallelism) {
+        ("p1", 1) => Some(21.0e6),
+        ("p1", 2) => Some(33.8e6),
+        ("p2", 1) => Some(7.8e6),
+        ("p2", 2) => Some(10.2e6),
+        _ => None,
+    }
+}
+
+fn operator(id: &str, input: &str, wasm: bool, edge: &str) -> String {
+    let implementation = if wasm {
+        format!("component = {:?}\noperator = {id:?}", guests::BENCH_OPS)
+    } else {
+        format!("native = {id:?}")
+    };
+    format!("[[operator]]\nid = {id:?}\n{implementation}\ninput = {input:?}\nedge = {edge:?}\n")
+}
+
+fn manifest(pipeline: &str, wasm: bool, records: u64, parallelism: u32) -> Result<String> {
+    let ops = match pipeline {
+        "p1" => [
+            operator("times-three-plus-one", "numbers", wasm, "forward"),
+            operator("even", "times-three-plus-one", wasm, "forward"),
+            operator("pair", "even", wasm, "forward"),
+        ]
+        .concat(),
+        "p2" => [
+            operator("key-mod-10000", "numbers", wasm, "forward"),
+            operator("running-sum", "key-mod-10000", wasm, "hash"),
+        ]
+        .concat(),
+        other => anyhow::bail!("no pipeline `{other}`; there are p1 and p2"),
+    };
+    let last = if pipeline == "p1" {
+        "pair"
+    } else {
+        "running-sum"
+    };
+    Ok(format!(
+        "name = \"{pipeline}\"\nparallelism = {parallelism}\n\
+         [[source]]\nid = \"numbers\"\nkind = \"sequence\"\ncount = {records}\n\
+         {ops}\
+         [[sink]]\nid = \"discard\"\nkind = \"discard\"\ninput = \"{last}\"\n"
+    ))
+}
+
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs the benchmark and prints its results.
+pub fn run(args: &PipelinesArgs) -> Result<()> {
+    let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default())?);
+    for pipeline in &args.pipelines {
+        for &parallelism in &args.parallelism {
+            for wasm in [true, false] {
+                let text = manifest(pipeline, wasm, args.records, parallelism)?;
+                let graph = parse_manifest(&text, &Default::default())?.job_graph(None)?;
+                let cluster = MiniCluster::new(
+                    MiniClusterConfig {
+                        task_executor: TaskExecutorConfig {
+                            slots: parallelism,
+                            ..TaskExecutorConfig::default()
+                        },
+                        ..MiniClusterConfig::default()
+                    },
+                    runtime.clone(),
+                );
+                reset_peak_rss();
+                let result = cluster
+                    .run(&graph)
+                    .with_context(|| format!("{pipeline} at parallelism {parallelism}"))?;
+                let secs = result.duration.max(Duration::from_micros(1)).as_secs_f64();
+                let read: u64 = result
+                    .tasks
+                    .iter()
+                    .filter(|(n, _)| n.starts_with("numbers"))
+                    .map(|(_, m)| m.records_in)
+                    .sum();
+                anyhow::ensure!(
+                    read == args.records,
+                    "{pipeline} read {read} of {} records",
+                    args.records
+                );
+                let rate = args.records as f64 / secs;
+                let mut line = format!(
+                    "bench={pipeline} mode={} parallelism={parallelism} records={} seconds={secs:.2} records_per_s={rate:.0} peak_rss_mb={:.0}",
+                    if wasm { "wasm" } else { "native" },
+                    args.records,
+                    peak_rss_mb().unwrap_or(0.0),
+                );
+                if let Some(peer) = flink(pipeline, parallelism) {
+                    line.push_str(&format!(
+                        " flink_records_per_s={peer:.0} vs_flink={:.2}",
+                        rate / peer
+                    ));
+                }
+                println!("{line}");
+            }
+        }
+    }
+    Ok(())
+}
