@@ -1,33 +1,29 @@
-//! The embedded mini-cluster of `weir run`: a JobMaster's work (wiring a job graph into tasks,
-//! deploying them into slots, watching them, cancelling all when one fails) over one
-//! TaskExecutor, in one process.
+//! The embedded mini-cluster of `weir run`: a JobMaster's work over one TaskExecutor, in one
+//! process. Deploying a job graph into slots (`deploy`), restoring state into it (`restore`),
+//! watching the tasks and cancelling all when one fails, and restarting a failed job from its
+//! latest complete checkpoint by the restart strategy.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver};
+mod deploy;
+mod restore;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::connectors::{FileSink, FileSource, SequenceSource, SourceReader, StdoutSink};
-use crate::job::{
-    JobGraph, OperatorImpl, Partitioning, SinkSpec, SourceSpec, VertexInput, VertexOutput,
-};
+use crate::checkpoint::storage::{self, RestoreError, RestoredState};
+use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent};
+use crate::connectors::{commit_all_pending, recover_transactional_dir};
+use crate::job::{JobGraph, SinkSpec, VertexOutput};
 use crate::metrics::{TaskMetrics, TaskMetricsSnapshot};
-use crate::network::ChannelSelector;
-use crate::network::{
-    BufferPoolStats, CancelFlag, InputGate, LocalBufferPool, PartitionWriter, RecordWriter,
-};
+use crate::network::{BufferPoolStats, CancelFlag, NetworkBufferPool};
 use crate::runtime::task_executor::{
-    RunningTask, SlotAllocation, SlotError, TaskExecutor, TaskExecutorConfig,
+    JobTable, RunningTask, SlotAllocation, SlotError, TaskExecutor, TaskExecutorConfig,
 };
-use crate::runtime::{
-    ChainError, ChainLink, ChainSpec, DiscardOutput, Mail, OperatorChain, Output, Task,
-    TaskFailure, TaskInput,
-};
-use crate::wasm::{
-    Limits, LoadError, LoadedComponent, LogSink, OperatorSpec, StderrLog, WasmRuntime,
-};
+use crate::runtime::{Mail, TaskFailure};
+use crate::wasm::{Limits, LoadError, LogSink, StderrLog, WasmRuntime};
 
 /// Settings of the mini-cluster.
 #[derive(Clone)]
@@ -47,6 +43,62 @@ impl Default for MiniClusterConfig {
     }
 }
 
+/// What happens when a task fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RestartStrategy {
+    /// The job fails with the task.
+    None,
+    /// Restart after `delay`, at most `attempts` times.
+    FixedDelay { attempts: u32, delay: Duration },
+    /// Restart after `initial`, doubling each time up to `max`, at most `attempts` times.
+    ExponentialDelay {
+        attempts: u32,
+        initial: Duration,
+        max: Duration,
+    },
+}
+
+impl RestartStrategy {
+    /// The delay before restart number `restart` (0-based), or `None` when out of attempts.
+    pub fn delay(&self, restart: u32) -> Option<Duration> {
+        match *self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay } => {
+                (restart < attempts).then_some(delay)
+            }
+            RestartStrategy::ExponentialDelay {
+                attempts,
+                initial,
+                max,
+            } => (restart < attempts)
+                .then(|| initial.saturating_mul(1u32 << restart.min(20)).min(max)),
+        }
+    }
+}
+
+/// How a job runs beyond its graph.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub checkpoints: Option<CheckpointConfig>,
+    pub restart: RestartStrategy,
+    /// A savepoint, a `chk-<n>` directory, or a job's checkpoint directory (its newest complete
+    /// checkpoint) to start from.
+    pub restore: Option<PathBuf>,
+    /// Start even if the savepoint holds state of operators the job no longer has.
+    pub allow_non_restored_state: bool,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            checkpoints: None,
+            restart: RestartStrategy::None,
+            restore: None,
+            allow_non_restored_state: false,
+        }
+    }
+}
+
 /// Why a job did not complete.
 #[derive(Debug, thiserror::Error)]
 pub enum JobFailure {
@@ -58,6 +110,13 @@ pub enum JobFailure {
     Spawn(std::io::Error),
     #[error(transparent)]
     Task(Box<TaskFailure>),
+    #[error("cannot restore: {0}")]
+    Restore(#[from] RestoreError),
+    #[error("cannot prepare sink `{dir}`: {source}")]
+    Sink {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
     #[error("the job was cancelled")]
     Cancelled,
 }
@@ -69,6 +128,10 @@ pub struct JobResult {
     pub duration: Duration,
     pub tasks: Vec<(String, TaskMetricsSnapshot)>,
     pub network: BufferPoolStats,
+    /// Checkpoints completed during the last attempt.
+    pub checkpoints: Vec<CompletedCheckpoint>,
+    /// Restarts it took.
+    pub restarts: u32,
 }
 
 /// One process running JobManager and TaskExecutor together.
@@ -77,6 +140,14 @@ pub struct MiniCluster {
     limits: Arc<Limits>,
     log_sink: Arc<dyn LogSink>,
     next_job: AtomicU64,
+}
+
+/// One attempt's setup.
+pub(crate) struct AttemptSetup<'a> {
+    pub checkpoints: Option<&'a CheckpointConfig>,
+    pub restore: Option<&'a RestoredState>,
+    pub allow_non_restored_state: bool,
+    pub attempt: u32,
 }
 
 /// A read-only view of a running job's metrics, for a progress display on another thread.
@@ -104,7 +175,13 @@ impl JobMonitor {
     }
 }
 
-/// A submitted job: watch it, cancel it, wait for it.
+struct CoordinatorHandle {
+    events: Sender<CoordinatorEvent>,
+    thread: JoinHandle<()>,
+    completed: Arc<Mutex<Vec<CompletedCheckpoint>>>,
+}
+
+/// A submitted job attempt: watch it, cancel it, take a savepoint, wait for it.
 pub struct JobHandle {
     monitor: JobMonitor,
     id: u64,
@@ -113,8 +190,30 @@ pub struct JobHandle {
     tasks: Vec<RunningTask>,
     done: Receiver<(usize, Result<(), TaskFailure>)>,
     started: Instant,
-    network: Arc<crate::network::NetworkBufferPool>,
+    network: Arc<NetworkBufferPool>,
+    coordinator: Option<CoordinatorHandle>,
+    jobs: JobTable,
     _slots: SlotAllocation,
+}
+
+/// The transactional sink directories of a graph.
+fn transactional_dirs(graph: &JobGraph) -> Vec<PathBuf> {
+    graph
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.output {
+            VertexOutput::Sink(SinkSpec::File { path }) => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn prepare_sinks(graph: &JobGraph, restored: Option<u64>) -> Result<(), JobFailure> {
+    for dir in transactional_dirs(graph) {
+        recover_transactional_dir(&dir, restored)
+            .map_err(|source| JobFailure::Sink { dir, source })?;
+    }
+    Ok(())
 }
 
 impl MiniCluster {
@@ -132,291 +231,109 @@ impl MiniCluster {
         &self.task_executor
     }
 
-    /// Runs `graph` to completion.
+    /// Runs `graph` to completion, without checkpoints.
     pub fn run(&self, graph: &JobGraph) -> Result<JobResult, JobFailure> {
         self.submit(graph)?.wait()
     }
 
-    /// Checks resources, loads the components and starts every task of `graph`.
+    /// Starts `graph` without checkpoints or restore.
     pub fn submit(&self, graph: &JobGraph) -> Result<JobHandle, JobFailure> {
-        let te = &self.task_executor;
-        let mut components: HashMap<PathBuf, Arc<LoadedComponent>> = HashMap::new();
-        for vertex in &graph.vertices {
-            for op in &vertex.operators {
-                if let OperatorImpl::Wasm { component, .. } = &op.implementation
-                    && !components.contains_key(component)
-                {
-                    components.insert(component.clone(), te.runtime().load_file(component)?);
-                }
-            }
-        }
-
-        let per_channel = te.config().buffers_per_channel;
-        let channels_of_edge = |e: usize| -> usize {
-            let edge = &graph.edges[e];
-            match edge.partitioning {
-                Partitioning::Forward => 1,
-                _ => graph.vertices[edge.target].parallelism as usize,
-            }
-        };
-        let buffers_needed: usize = graph
-            .edges
-            .iter()
-            .enumerate()
-            .map(|(e, edge)| {
-                graph.vertices[edge.source].parallelism as usize
-                    * (channels_of_edge(e) * per_channel + 1)
-            })
-            .sum();
-        let slots = te.allocate(graph.slots_needed(), buffers_needed)?;
-
-        // Gates: a consumer has, per input edge, one channel per producer subtask (one for
-        // forward); `offset[e]` is where edge e's channels start in the target's gate.
-        let mut offset = vec![0usize; graph.edges.len()];
-        let mut gates: Vec<Vec<Option<InputGate>>> = Vec::new();
-        for vertex in &graph.vertices {
-            let mut channels = 0;
-            if let VertexInput::Edges(edges) = &vertex.input {
-                for &e in edges {
-                    offset[e] = channels;
-                    channels += match graph.edges[e].partitioning {
-                        Partitioning::Forward => 1,
-                        _ => graph.vertices[graph.edges[e].source].parallelism as usize,
-                    };
-                }
-            }
-            gates.push(
-                (0..vertex.parallelism)
-                    .map(|_| (channels > 0).then(|| InputGate::new(channels)))
-                    .collect(),
-            );
-        }
-
-        let id = self.next_job.fetch_add(1, Ordering::Relaxed);
-        let cancel = CancelFlag::default();
-        te.register_job(id, cancel.clone());
-        let (done_tx, done_rx) = mpsc::channel();
-        let buffer_timeout = Duration::from_millis(graph.buffer_timeout_ms);
-        let mut tasks = Vec::new();
-        let mut monitored = Vec::new();
-        for (v, vertex) in graph.vertices.iter().enumerate() {
-            for s in 0..vertex.parallelism {
-                let name = format!("{} ({}/{})", vertex.name, s + 1, vertex.parallelism);
-                let metrics = Arc::new(TaskMetrics::default());
-                monitored.push((
-                    metrics.clone(),
-                    matches!(vertex.input, VertexInput::Source(_)),
-                    matches!(vertex.output, VertexOutput::Sink(_)),
-                ));
-                // Outputs to other tasks.
-                let mut partitions = Vec::new();
-                if let VertexOutput::Edges(edges) = &vertex.output {
-                    for &e in edges {
-                        let edge = &graph.edges[e];
-                        let target = &graph.vertices[edge.target];
-                        let senders: Vec<_> = match edge.partitioning {
-                            Partitioning::Forward => vec![
-                                gates[edge.target][s as usize]
-                                    .as_ref()
-                                    .expect("forward target has a gate")
-                                    .sender(offset[e]),
-                            ],
-                            _ => (0..target.parallelism as usize)
-                                .map(|c| {
-                                    gates[edge.target][c]
-                                        .as_ref()
-                                        .expect("edge target has a gate")
-                                        .sender(offset[e] + s as usize)
-                                })
-                                .collect(),
-                        };
-                        let selector = match edge.partitioning {
-                            Partitioning::Forward => ChannelSelector::Forward,
-                            Partitioning::Rebalance => ChannelSelector::Rebalance,
-                            Partitioning::Hash => ChannelSelector::KeyGroups {
-                                max_parallelism: graph.max_parallelism,
-                            },
-                            Partitioning::Broadcast => ChannelSelector::Broadcast,
-                        };
-                        let pool = LocalBufferPool::new(
-                            te.network().clone(),
-                            senders.len(),
-                            senders.len() * per_channel + 1,
-                            per_channel,
-                        );
-                        partitions.push(PartitionWriter::new(
-                            format!("`{}` -> `{}`", vertex.name, target.name),
-                            selector,
-                            senders,
-                            pool,
-                            cancel.clone(),
-                            metrics.clone(),
-                        ));
-                    }
-                }
-                let input = match &vertex.input {
-                    VertexInput::Source(spec) => TaskSourceSpec::Source(spec.clone()),
-                    VertexInput::Edges(_) => {
-                        TaskSourceSpec::Gate(gates[v][s as usize].take().expect("gate taken once"))
-                    }
-                };
-                let sink = match &vertex.output {
-                    VertexOutput::Sink(spec) => Some(spec.clone()),
-                    VertexOutput::Edges(_) => None,
-                };
-                let links: Vec<LinkSpec> = vertex
-                    .operators
-                    .iter()
-                    .map(|op| match &op.implementation {
-                        OperatorImpl::Wasm {
-                            component,
-                            operator,
-                        } => {
-                            let mut spec = OperatorSpec::new(operator.clone());
-                            spec.subtask_index = s;
-                            spec.parallelism = vertex.parallelism;
-                            spec.max_parallelism = graph.max_parallelism;
-                            spec.config = op.config.clone();
-                            spec.limits = self.limits.clone();
-                            spec.log_sink = self.log_sink.clone();
-                            LinkSpec::Wasm(components[component].clone(), spec)
-                        }
-                        OperatorImpl::Native(name) => LinkSpec::Native(name.clone()),
-                    })
-                    .collect();
-                let deployment = Deployment {
-                    name: name.clone(),
-                    subtask: s,
-                    parallelism: vertex.parallelism,
-                    input,
-                    links,
-                    sink,
-                    partitions,
-                    buffer_timeout,
-                    runtime: te.runtime().clone(),
-                    metrics: metrics.clone(),
-                    cancel: cancel.clone(),
-                };
-                let index = tasks.len();
-                let spawned =
-                    te.spawn_task(id, index, name, metrics, done_tx.clone(), move |mailbox| {
-                        deployment.open(mailbox)
-                    });
-                match spawned {
-                    Ok(task) => tasks.push(task),
-                    Err(e) => {
-                        cancel.cancel();
-                        te.unregister_job(id);
-                        return Err(JobFailure::Spawn(e));
-                    }
-                }
-            }
-        }
-        te.unregister_job(id);
-        Ok(JobHandle {
-            monitor: JobMonitor {
-                started: Instant::now(),
-                tasks: monitored,
+        deploy::deploy(
+            self,
+            graph,
+            &AttemptSetup {
+                checkpoints: None,
+                restore: None,
+                allow_non_restored_state: false,
+                attempt: 0,
             },
-            id,
-            name: graph.name.clone(),
-            cancel,
-            tasks,
-            done: done_rx,
-            started: Instant::now(),
-            network: te.network().clone(),
-            _slots: slots,
-        })
+        )
     }
-}
 
-enum TaskSourceSpec {
-    Source(SourceSpec),
-    Gate(InputGate),
-}
+    /// Starts one attempt of `graph` with checkpoints and restore as `options` say; transactional
+    /// sinks are made consistent with the restored checkpoint first.
+    pub fn submit_with(
+        &self,
+        graph: &JobGraph,
+        options: &JobOptions,
+        restore: Option<&RestoredState>,
+        attempt: u32,
+    ) -> Result<JobHandle, JobFailure> {
+        if options.checkpoints.is_some() {
+            prepare_sinks(graph, restore.map(|r| r.metadata.checkpoint))?;
+        }
+        deploy::deploy(
+            self,
+            graph,
+            &AttemptSetup {
+                checkpoints: options.checkpoints.as_ref(),
+                restore,
+                allow_non_restored_state: options.allow_non_restored_state,
+                attempt,
+            },
+        )
+    }
 
-enum LinkSpec {
-    Wasm(Arc<LoadedComponent>, OperatorSpec),
-    Native(String),
-}
-
-/// Everything a task thread needs to open its task.
-struct Deployment {
-    name: String,
-    subtask: u32,
-    parallelism: u32,
-    input: TaskSourceSpec,
-    links: Vec<LinkSpec>,
-    sink: Option<SinkSpec>,
-    partitions: Vec<PartitionWriter>,
-    buffer_timeout: Duration,
-    runtime: Arc<WasmRuntime>,
-    metrics: Arc<TaskMetrics>,
-    cancel: CancelFlag,
-}
-
-impl Deployment {
-    fn open(self, mailbox: Arc<crate::runtime::Mailbox>) -> Result<Task, TaskFailure> {
-        let name = self.name.clone();
-        let chain_failed = |error: ChainError| TaskFailure::Chain {
-            task: name.clone(),
-            error,
+    /// Runs `graph` to completion with checkpoints, restore and restarts as `options` say. A
+    /// failed attempt is restarted from the job's latest complete checkpoint (or what it was
+    /// restored from) while the restart strategy allows.
+    pub fn run_job(&self, graph: &JobGraph, options: &JobOptions) -> Result<JobResult, JobFailure> {
+        let mut restored = match &options.restore {
+            Some(path) => Some(resolve_with_warnings(path)?),
+            None => None,
         };
-        let tail: Box<dyn Output> = match &self.sink {
-            Some(SinkSpec::File { path }) => Box::new(
-                FileSink::create(path, self.subtask, self.parallelism, self.metrics.clone())
-                    .map_err(chain_failed)?,
-            ),
-            Some(SinkSpec::Stdout) => Box::new(StdoutSink::new(self.metrics.clone())),
-            Some(SinkSpec::Discard) => Box::new(DiscardOutput::new(self.metrics.clone())),
-            None => Box::new(RecordWriter::new(
-                self.partitions,
-                self.buffer_timeout,
-                self.metrics.clone(),
-            )),
-        };
-        let links = self
-            .links
-            .into_iter()
-            .map(|l| match l {
-                LinkSpec::Wasm(component, spec) => ChainLink::Wasm(ChainSpec { component, spec }),
-                LinkSpec::Native(n) => ChainLink::Native(n),
-            })
-            .collect();
-        let chain =
-            OperatorChain::open_links(&self.runtime, links, tail, None).map_err(chain_failed)?;
-        let input = match self.input {
-            TaskSourceSpec::Gate(gate) => TaskInput::Gate(gate),
-            TaskSourceSpec::Source(spec) => {
-                let reader: Box<dyn SourceReader> = match spec {
-                    SourceSpec::File { path } => Box::new(
-                        FileSource::open(&path, self.subtask, self.parallelism).map_err(
-                            |error| TaskFailure::Source {
-                                task: self.name.clone(),
-                                error,
-                            },
-                        )?,
-                    ),
-                    SourceSpec::Sequence { count, text } => Box::new(SequenceSource::new(
-                        count,
-                        text,
-                        self.subtask,
-                        self.parallelism,
-                    )),
-                };
-                TaskInput::Source(reader)
+        let mut restarts = 0;
+        loop {
+            let outcome = self
+                .submit_with(graph, options, restored.as_ref(), restarts)?
+                .wait();
+            match outcome {
+                Ok(mut result) => {
+                    if options.checkpoints.is_some() {
+                        for dir in transactional_dirs(graph) {
+                            commit_all_pending(&dir)
+                                .map_err(|source| JobFailure::Sink { dir, source })?;
+                        }
+                    }
+                    result.restarts = restarts;
+                    return Ok(result);
+                }
+                Err(JobFailure::Task(failure)) => {
+                    // Without checkpoints there is nothing consistent to restart from.
+                    let delay = options
+                        .checkpoints
+                        .as_ref()
+                        .and_then(|_| options.restart.delay(restarts));
+                    let Some(delay) = delay else {
+                        return Err(JobFailure::Task(failure));
+                    };
+                    eprintln!(
+                        "job `{}` failed ({failure}); restarting in {delay:?}",
+                        graph.name
+                    );
+                    std::thread::sleep(delay);
+                    restarts += 1;
+                    if let Some(config) = &options.checkpoints
+                        && let Ok(latest) = storage::resolve(&config.dir.join(&graph.name))
+                    {
+                        for warning in &latest.skipped {
+                            eprintln!("warning: {warning}");
+                        }
+                        restored = Some(latest);
+                    }
+                }
+                Err(other) => return Err(other),
             }
-        };
-        Ok(Task {
-            name: self.name,
-            input,
-            chain,
-            metrics: self.metrics,
-            cancel: self.cancel,
-            mailbox,
-            buffer_timeout: self.buffer_timeout,
-        })
+        }
     }
+}
+
+fn resolve_with_warnings(path: &Path) -> Result<RestoredState, JobFailure> {
+    let restored = storage::resolve(path)?;
+    for warning in &restored.skipped {
+        eprintln!("warning: {warning}");
+    }
+    Ok(restored)
 }
 
 impl JobHandle {
@@ -435,6 +352,38 @@ impl JobHandle {
         for task in &self.tasks {
             task.mailbox.send(Mail::Cancel);
         }
+    }
+
+    /// Takes a savepoint into `dir` and waits until it is complete.
+    pub fn savepoint(&self, dir: &Path) -> Result<PathBuf, String> {
+        let coordinator = self
+            .coordinator
+            .as_ref()
+            .ok_or("the job runs without checkpointing")?;
+        let (reply, answer) = mpsc::channel();
+        coordinator
+            .events
+            .send(CoordinatorEvent::Savepoint {
+                dir: dir.to_path_buf(),
+                reply,
+            })
+            .map_err(|_| "the checkpoint coordinator stopped")?;
+        answer
+            .recv()
+            .map_err(|_| "the checkpoint coordinator stopped".to_string())?
+    }
+
+    /// Checkpoints completed so far.
+    pub fn completed_checkpoints(&self) -> Vec<CompletedCheckpoint> {
+        self.coordinator
+            .as_ref()
+            .map(|c| {
+                c.completed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .unwrap_or_default()
     }
 
     /// Current metrics of every task.
@@ -472,9 +421,18 @@ impl JobHandle {
         let duration = self.started.elapsed();
         let tasks = self.metrics();
         let network = self.network.stats();
+        let checkpoints = self.completed_checkpoints();
+        if let Some(c) = self.coordinator {
+            let _ = c.events.send(CoordinatorEvent::Stop);
+            let _ = c.thread.join();
+        }
         for task in self.tasks {
             let _ = task.thread.join();
         }
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
         if let Some(failure) = first_failure {
             return Err(JobFailure::Task(Box::new(failure)));
         }
@@ -486,6 +444,8 @@ impl JobHandle {
             duration,
             tasks,
             network,
+            checkpoints,
+            restarts: 0,
         })
     }
 }

@@ -4,5 +4,9 @@
 mod sink;
 mod source;
 
-pub use sink::{FileSink, StdoutSink};
-pub use source::{FileSource, SequenceSource, SourceError, SourceReader};
+pub use sink::{
+    FileSink, StdoutSink, TransactionalFileSink, commit_all_pending, recover_transactional_dir,
+};
+pub use source::{
+    FileSource, SequenceSource, SourceError, SourceReader, initial_split, redistribute,
+};

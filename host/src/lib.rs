@@ -2,7 +2,9 @@
 //! WebAssembly components. See `docs/architecture.md` for the map of modules.
 
 pub mod bench;
+pub mod checkpoint;
 pub mod cluster;
+mod codec;
 pub mod connectors;
 pub mod guests;
 pub mod job;

@@ -7,9 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use weir_host::cluster::{JobMonitor, JobResult, MiniCluster, MiniClusterConfig};
+use weir_host::checkpoint::CheckpointConfig;
+use weir_host::cluster::{
+    JobFailure, JobMonitor, JobOptions, JobResult, MiniCluster, MiniClusterConfig, RestartStrategy,
+};
+use weir_host::job::JobGraph;
 use weir_host::job::load_manifest;
 use weir_host::runtime::task_executor::TaskExecutorConfig;
 use weir_host::wasm::{RuntimeConfig, WasmRuntime};
@@ -55,6 +59,50 @@ struct RunArgs {
     /// Where compiled components are cached across runs (default: the user's cache directory).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Checkpoint this often (e.g. `1s`, `500ms`); overrides the manifest.
+    #[arg(long, value_parser = parse_duration)]
+    checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go: `<dir>/<job name>/chk-<n>/`. Needed for checkpointing.
+    #[arg(long)]
+    checkpoint_dir: Option<PathBuf>,
+    /// Start from a savepoint, a retained `chk-<n>` directory, or a job's checkpoint directory
+    /// (its newest complete checkpoint).
+    #[arg(long)]
+    from_savepoint: Option<PathBuf>,
+    /// Start even if the savepoint holds state of operators the job no longer has.
+    #[arg(long)]
+    allow_non_restored_state: bool,
+    /// Restarts after a failure (from the latest checkpoint); 0 fails the job at once.
+    #[arg(long, default_value_t = 3)]
+    restart_attempts: u32,
+    /// Delay before a restart; with --restart-backoff it doubles each time up to 1 minute.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    restart_delay: Duration,
+    /// Exponential delay between restarts instead of a fixed one.
+    #[arg(long)]
+    restart_backoff: bool,
+    /// Take a savepoint into this directory (see --savepoint-after).
+    #[arg(long, requires = "savepoint_after")]
+    savepoint_dir: Option<PathBuf>,
+    /// When to take the savepoint, after the job started.
+    #[arg(long, value_parser = parse_duration, requires = "savepoint_dir")]
+    savepoint_after: Option<Duration>,
+}
+
+/// `250ms`, `2s`, `1m`, or a plain number of milliseconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (number, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "ms"), |i| s.split_at(i));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 500ms, 2s or 1m"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}`: the unit must be ms, s or m")),
+    }
 }
 
 #[derive(Subcommand)]
@@ -97,20 +145,88 @@ fn run(args: RunArgs) -> Result<()> {
         ..RuntimeConfig::default()
     })?;
     let cluster = MiniCluster::new(config, Arc::new(runtime));
-    let job = cluster.submit(&graph)?;
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = std::io::stderr().is_terminal().then(|| {
-        let (monitor, done) = (job.monitor(), done.clone());
-        std::thread::spawn(move || show_progress(&monitor, &done))
-    });
-    let result = job.wait();
-    done.store(true, Ordering::Relaxed);
-    if let Some(p) = progress {
-        let _ = p.join();
+    let interval = args
+        .checkpoint_interval
+        .or(graph.checkpoint_interval_ms.map(Duration::from_millis));
+    let checkpoints = match (interval, args.checkpoint_dir) {
+        (Some(interval), Some(dir)) => Some(CheckpointConfig {
+            dir,
+            interval,
+            timeout: Duration::from_millis(graph.checkpoint_timeout_ms),
+            retained: graph.checkpoints_retained,
+        }),
+        (Some(_), None) => bail!("checkpointing needs a directory: pass --checkpoint-dir"),
+        (None, Some(dir)) => Some(CheckpointConfig {
+            dir,
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_millis(graph.checkpoint_timeout_ms),
+            retained: graph.checkpoints_retained,
+        }),
+        (None, None) => None,
+    };
+    if args.savepoint_dir.is_some() && checkpoints.is_none() {
+        bail!("savepoints need checkpointing: pass --checkpoint-dir");
     }
+    let restart = match (args.restart_attempts, args.restart_backoff) {
+        (0, _) => RestartStrategy::None,
+        (attempts, false) => RestartStrategy::FixedDelay {
+            attempts,
+            delay: args.restart_delay,
+        },
+        (attempts, true) => RestartStrategy::ExponentialDelay {
+            attempts,
+            initial: args.restart_delay,
+            max: Duration::from_secs(60),
+        },
+    };
+    let options = JobOptions {
+        checkpoints,
+        restart,
+        restore: args.from_savepoint,
+        allow_non_restored_state: args.allow_non_restored_state,
+    };
+    let result = if let (Some(dir), Some(after)) = (args.savepoint_dir, args.savepoint_after) {
+        // One attempt, with a savepoint taken along the way.
+        let restored = match &options.restore {
+            Some(path) => Some(weir_host::checkpoint::storage::resolve(path)?),
+            None => None,
+        };
+        let job = cluster.submit_with(&graph, &options, restored.as_ref(), 0)?;
+        std::thread::sleep(after);
+        match job.savepoint(&dir) {
+            Ok(path) => eprintln!("savepoint written to {}", path.display()),
+            Err(e) => eprintln!("warning: no savepoint: {e}"),
+        }
+        job.wait()
+    } else {
+        run_with_progress(&cluster, &graph, &options)
+    };
     let result = result.with_context(|| format!("job `{}` failed", graph.name))?;
     report(&result);
     Ok(())
+}
+
+fn run_with_progress(
+    cluster: &MiniCluster,
+    graph: &JobGraph,
+    options: &JobOptions,
+) -> Result<JobResult, JobFailure> {
+    if !std::io::stderr().is_terminal()
+        || options.checkpoints.is_some()
+        || options.restore.is_some()
+    {
+        return cluster.run_job(graph, options);
+    }
+    let job = cluster.submit(graph)?;
+    let done = Arc::new(AtomicBool::new(false));
+    let progress = {
+        let (monitor, done) = (job.monitor(), done.clone());
+        std::thread::spawn(move || show_progress(&monitor, &done))
+    };
+    let result = job.wait();
+    done.store(true, Ordering::Relaxed);
+    let _ = progress.join();
+    result
 }
 
 /// One line on the terminal, rewritten every second: records in and out, and their rates.
@@ -152,11 +268,13 @@ fn report(result: &JobResult) {
         e.5 += 1;
     }
     eprintln!(
-        "job `{}` finished in {:.2} s; network buffers used at most {} of {}",
+        "job `{}` finished in {:.2} s; network buffers used at most {} of {}; {} checkpoints in the last attempt, {} restarts",
         result.name,
         result.duration.as_secs_f64(),
         result.network.high_water,
-        result.network.total
+        result.network.total,
+        result.checkpoints.len(),
+        result.restarts
     );
     for (vertex, (rin, rout, busy, idle, bp, n)) in vertices {
         let n = n as f64;

@@ -147,9 +147,13 @@ impl Output for NativeOperator {
     }
     fn snapshot(
         &mut self,
+        checkpoint: u64,
         into: &mut Vec<crate::state::OperatorSnapshot>,
     ) -> Result<(), ChainError> {
-        self.next.snapshot(into)
+        self.next.snapshot(checkpoint, into)
+    }
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+        self.next.notify_checkpoint_complete(checkpoint)
     }
     fn finish(&mut self) -> Result<(), ChainError> {
         self.next.finish()

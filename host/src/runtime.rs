@@ -10,4 +10,4 @@ pub mod task_executor;
 pub use chain::{ChainLink, ChainSpec, OperatorChain};
 pub use input::{InputProcessor, InputStatus};
 pub use output::{ChainError, CollectedOutput, CollectingOutput, DiscardOutput, Output};
-pub use task::{Mail, Mailbox, Task, TaskFailure, TaskInput};
+pub use task::{Mail, Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};

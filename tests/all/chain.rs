@@ -231,7 +231,7 @@ fn guest_state_snapshot_restores_into_a_new_instance() {
     chain
         .process_batch(&batches([&b"1"[..], b"2", b"3"], 10)[0])
         .expect("process");
-    let snapshots = chain.snapshot().expect("snapshot");
+    let snapshots = chain.snapshot(1).expect("snapshot");
     assert_eq!(snapshots.len(), 2);
     assert_eq!(snapshots[1].operator, "running-total");
     assert_eq!(snapshots[1].guest_state, 6i64.to_le_bytes());
@@ -276,7 +276,7 @@ fn keyed_state_snapshot_restores_counts() {
     chain
         .process_batch(&batches([&b"owl cat owl"[..]], 10)[0])
         .expect("process");
-    let snapshots = chain.snapshot().expect("snapshot");
+    let snapshots = chain.snapshot(1).expect("snapshot");
     assert_eq!(snapshots[2].operator, "count");
     let StateData::Value(groups) = &snapshots[2].keyed.states["count"] else {
         panic!("count is a value state")
@@ -350,7 +350,7 @@ fn pending_timers_survive_a_snapshot() {
     chain
         .process_batch(&keyed_batch(&[("k", 100, "v")]))
         .expect("process");
-    let snapshots = chain.snapshot().expect("snapshot");
+    let snapshots = chain.snapshot(1).expect("snapshot");
     assert_eq!(snapshots[0].timers.event_time, [(110, b"k".to_vec())]);
 
     let spec = OperatorSpec::new("alarm").with_config("delay", "10");

@@ -2,6 +2,7 @@
 //! guest components that `weir-host`'s build script compiled from this repository.
 
 mod chain;
+mod checkpoint;
 mod hostile;
 mod job;
 mod loading;

@@ -1,6 +1,7 @@
 //! Sources: a file's lines split by byte ranges, and a sequence of integers split by ranges.
 //! Each subtask reads only its split.
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -22,90 +23,169 @@ pub trait SourceReader: Send {
     /// Appends framed records to `batch` until it holds about `max_bytes`; `Ok(false)` once the
     /// split is exhausted (the batch may still hold the last records).
     fn next_batch(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> Result<bool, SourceError>;
+
+    /// What is left to read, as ranges (bytes of a file, numbers of a sequence): the source's
+    /// checkpointed position. A reader made from these ranges continues where this one is.
+    fn position(&self) -> Vec<(u64, u64)>;
 }
 
-/// The lines of a text file. Subtask i of p reads the lines that start in the i-th of p equal
-/// byte ranges, so every line is read by exactly one subtask whatever the parallelism.
+/// The range of `0..len` that subtask `subtask` of `parallelism` starts with.
+pub fn initial_split(len: u64, subtask: u32, parallelism: u32) -> (u64, u64) {
+    let at = |i: u32| (u128::from(len) * u128::from(i) / u128::from(parallelism.max(1))) as u64;
+    (at(subtask), at(subtask + 1))
+}
+
+/// Deals the remaining ranges of all old subtasks to `parallelism` new ones: subtask i keeps
+/// old subtask i's ranges when the parallelism is unchanged; otherwise ranges go round robin.
+pub fn redistribute(
+    old: &[(u32, Vec<(u64, u64)>)],
+    subtask: u32,
+    parallelism: u32,
+    old_parallelism: u32,
+) -> Vec<(u64, u64)> {
+    if parallelism == old_parallelism {
+        return old
+            .iter()
+            .filter(|(s, _)| *s == subtask)
+            .flat_map(|(_, r)| r.iter().copied())
+            .collect();
+    }
+    let mut all: Vec<(u64, u64)> = old.iter().flat_map(|(_, r)| r.iter().copied()).collect();
+    all.sort_unstable();
+    all.into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i as u32 % parallelism == subtask)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// The lines of a text file. A range holds the lines that start in it, so the initial splits
+/// (equal byte ranges, one per subtask) read every line exactly once whatever the parallelism,
+/// and a checkpointed position (the next line's offset) resumes exactly.
 pub struct FileSource {
     path: PathBuf,
     reader: BufReader<File>,
-    position: u64,
-    end: u64,
+    ranges: VecDeque<(u64, u64)>,
+    current: Option<(u64, u64)>,
     line: Vec<u8>,
 }
 
 impl FileSource {
+    /// Subtask `subtask`'s initial split of the file.
     pub fn open(path: &Path, subtask: u32, parallelism: u32) -> Result<Self, SourceError> {
-        let io = |source| SourceError::Io {
+        let len = std::fs::metadata(path)
+            .map_err(|source| SourceError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .len();
+        Self::open_ranges(path, vec![initial_split(len, subtask, parallelism)])
+    }
+
+    /// Reads the lines starting in `ranges`, in order.
+    pub fn open_ranges(path: &Path, ranges: Vec<(u64, u64)>) -> Result<Self, SourceError> {
+        let file = File::open(path).map_err(|source| SourceError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let file = File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        let split = |i: u32| len * u64::from(i) / u64::from(parallelism.max(1));
-        let (start, end) = (split(subtask), split(subtask + 1));
-        let mut reader = BufReader::with_capacity(64 << 10, file);
-        let mut position = start;
-        if start > 0 {
-            // The line that starts before our range belongs to the previous subtask: skip to
-            // the first line starting at or after `start`.
-            reader.seek(SeekFrom::Start(start - 1)).map_err(io)?;
-            let mut skipped = Vec::new();
-            position = start - 1 + reader.read_until(b'\n', &mut skipped).map_err(io)? as u64;
-        }
+        })?;
         Ok(FileSource {
             path: path.to_path_buf(),
-            reader,
-            position,
-            end,
+            reader: BufReader::with_capacity(64 << 10, file),
+            ranges: ranges.into(),
+            current: None,
             line: Vec::new(),
         })
+    }
+
+    fn io(&self, source: std::io::Error) -> SourceError {
+        SourceError::Io {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Moves to the first line starting at or after `start`.
+    fn begin(&mut self, start: u64) -> Result<u64, SourceError> {
+        if start == 0 {
+            self.reader
+                .seek(SeekFrom::Start(0))
+                .map_err(|e| self.io(e))?;
+            return Ok(0);
+        }
+        self.reader
+            .seek(SeekFrom::Start(start - 1))
+            .map_err(|e| self.io(e))?;
+        let mut skipped = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut skipped)
+            .map_err(|e| self.io(e))?;
+        Ok(start - 1 + n as u64)
     }
 }
 
 impl SourceReader for FileSource {
     fn next_batch(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> Result<bool, SourceError> {
         while batch.len() < max_bytes {
-            if self.position >= self.end {
-                return Ok(false);
+            let (position, end) = match self.current {
+                Some(c) => c,
+                None => {
+                    let Some((start, end)) = self.ranges.pop_front() else {
+                        return Ok(false);
+                    };
+                    let position = self.begin(start)?;
+                    self.current = Some((position, end));
+                    (position, end)
+                }
+            };
+            if position >= end {
+                self.current = None;
+                continue;
             }
             self.line.clear();
             let n = self
                 .reader
                 .read_until(b'\n', &mut self.line)
-                .map_err(|source| SourceError::Io {
-                    path: self.path.clone(),
-                    source,
-                })?;
+                .map_err(|e| self.io(e))?;
             if n == 0 {
-                return Ok(false);
+                self.current = None;
+                continue;
             }
-            self.position += n as u64;
+            self.current = Some((position + n as u64, end));
             let mut line = self.line.as_slice();
             if let Some(rest) = line.strip_suffix(b"\n") {
                 line = rest.strip_suffix(b"\r").unwrap_or(rest);
             }
             Record::value(line).write_to(batch);
         }
-        Ok(true)
+        Ok(self.current.is_some() || !self.ranges.is_empty())
+    }
+
+    fn position(&self) -> Vec<(u64, u64)> {
+        self.current
+            .filter(|(p, e)| p < e)
+            .into_iter()
+            .chain(self.ranges.iter().copied())
+            .collect()
     }
 }
 
-/// The integers `0..count`; subtask i of p gets the i-th of p contiguous ranges. Values are
-/// 8-byte little-endian (the SDK's `BincodeFixed` for `u64`/`i64`) or decimal text.
+/// The integers of its ranges, in order; subtask i of p starts with the i-th of p contiguous
+/// ranges of `0..count`. Values are 8-byte little-endian (the SDK's `BincodeFixed` for
+/// `u64`/`i64`) or decimal text.
 pub struct SequenceSource {
-    next: u64,
-    end: u64,
+    ranges: VecDeque<(u64, u64)>,
     text: bool,
 }
 
 impl SequenceSource {
     pub fn new(count: u64, text: bool, subtask: u32, parallelism: u32) -> Self {
-        let split =
-            |i: u32| (u128::from(count) * u128::from(i) / u128::from(parallelism.max(1))) as u64;
+        Self::from_ranges(vec![initial_split(count, subtask, parallelism)], text)
+    }
+
+    pub fn from_ranges(ranges: Vec<(u64, u64)>, text: bool) -> Self {
         SequenceSource {
-            next: split(subtask),
-            end: split(subtask + 1),
+            ranges: ranges.into_iter().filter(|(a, b)| a < b).collect(),
             text,
         }
     }
@@ -114,16 +194,25 @@ impl SequenceSource {
 impl SourceReader for SequenceSource {
     fn next_batch(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> Result<bool, SourceError> {
         let mut digits = itoa_buffer();
-        while batch.len() < max_bytes && self.next < self.end {
+        while batch.len() < max_bytes {
+            let Some((next, end)) = self.ranges.front_mut() else {
+                return Ok(false);
+            };
             if self.text {
-                let s = format_u64(self.next, &mut digits);
-                Record::value(s).write_to(batch);
+                Record::value(format_u64(*next, &mut digits)).write_to(batch);
             } else {
-                Record::value(&self.next.to_le_bytes()).write_to(batch);
+                Record::value(&next.to_le_bytes()).write_to(batch);
             }
-            self.next += 1;
+            *next += 1;
+            if *next >= *end {
+                self.ranges.pop_front();
+            }
         }
-        Ok(self.next < self.end)
+        Ok(!self.ranges.is_empty())
+    }
+
+    fn position(&self) -> Vec<(u64, u64)> {
+        self.ranges.iter().copied().collect()
     }
 }
 
@@ -180,6 +269,37 @@ mod tests {
                 .collect();
             assert_eq!(got, lines, "parallelism {parallelism}");
         }
+    }
+
+    #[test]
+    fn a_position_resumes_exactly_even_at_another_parallelism() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        let lines: Vec<String> = (0..500).map(|i| format!("{i}")).collect();
+        writeln!(file, "{}", lines.join("\n")).unwrap();
+        // Two subtasks read one batch each, then "checkpoint".
+        let mut read = Vec::new();
+        let mut old = Vec::new();
+        for subtask in 0..2 {
+            let mut source = FileSource::open(file.path(), subtask, 2).unwrap();
+            let mut batch = Vec::new();
+            source.next_batch(&mut batch, 100).unwrap();
+            read.extend(
+                weir_framing::records(&batch)
+                    .map(|r| String::from_utf8(r.unwrap().value.to_vec()).unwrap()),
+            );
+            old.push((subtask, source.position()));
+        }
+        for subtask in 0..3 {
+            let source =
+                FileSource::open_ranges(file.path(), redistribute(&old, subtask, 3, 2)).unwrap();
+            read.extend(
+                read_all(source)
+                    .into_iter()
+                    .map(|l| String::from_utf8(l).unwrap()),
+            );
+        }
+        read.sort_by_key(|l| l.parse::<u32>().unwrap());
+        assert_eq!(read, lines);
     }
 
     #[test]

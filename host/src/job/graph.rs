@@ -107,6 +107,8 @@ pub enum VertexOutput {
 pub struct JobVertex {
     /// Ids of the chained nodes, joined with ` -> `.
     pub name: String,
+    /// Ids of the chained nodes, in chain order.
+    pub node_ids: Vec<String>,
     pub parallelism: u32,
     pub input: VertexInput,
     pub operators: Vec<ChainedOperator>,
@@ -119,6 +121,9 @@ pub struct JobGraph {
     pub name: String,
     pub max_parallelism: u32,
     pub buffer_timeout_ms: u64,
+    pub checkpoint_interval_ms: Option<u64>,
+    pub checkpoint_timeout_ms: u64,
+    pub checkpoints_retained: usize,
     pub vertices: Vec<JobVertex>,
     pub edges: Vec<Edge>,
 }
@@ -158,6 +163,17 @@ impl Manifest {
     /// parallelism of nodes that set none.
     pub fn job_graph(&self, parallelism: Option<u32>) -> Result<JobGraph, JobError> {
         let default_par = parallelism.or(self.parallelism).unwrap_or(1);
+        let name = self.name.clone().unwrap_or_else(|| "job".into());
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            || name.starts_with('.')
+        {
+            return Err(invalid(format!(
+                "job name `{name}` must be letters, digits, `-`, `_` and `.` (it names the job's checkpoint directory)"
+            )));
+        }
         let max_parallelism = self.max_parallelism.unwrap_or(DEFAULT_MAX_PARALLELISM);
         if max_parallelism == 0 || max_parallelism > 32_768 {
             return Err(invalid(format!(
@@ -316,6 +332,18 @@ impl Manifest {
 
         let mut index: HashMap<&str, usize> = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
+            if n.id.is_empty()
+                || n.id.starts_with('.')
+                || !n
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(invalid(format!(
+                    "node id `{}` must be letters, digits, `-`, `_` and `.` (it names state files)",
+                    n.id
+                )));
+            }
             if index.insert(n.id.as_str(), i).is_some() {
                 return Err(invalid(format!("two nodes have the id `{}`", n.id)));
             }
@@ -428,6 +456,7 @@ impl Manifest {
                 })
                 .collect();
             vertices.push(JobVertex {
+                node_ids: ids.iter().map(|&i| nodes[i].id.clone()).collect(),
                 name: ids
                     .iter()
                     .map(|&i| nodes[i].id.as_str())
@@ -440,9 +469,12 @@ impl Manifest {
             });
         }
         Ok(JobGraph {
-            name: self.name.clone().unwrap_or_else(|| "job".into()),
+            name,
             max_parallelism,
             buffer_timeout_ms: self.buffer_timeout_ms.unwrap_or(100),
+            checkpoint_interval_ms: self.checkpoint_interval_ms,
+            checkpoint_timeout_ms: self.checkpoint_timeout_ms.unwrap_or(60_000),
+            checkpoints_retained: self.checkpoints_retained.unwrap_or(3),
             vertices,
             edges,
         })

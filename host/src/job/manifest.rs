@@ -97,6 +97,12 @@ pub struct Manifest {
     pub max_parallelism: Option<u32>,
     /// Longest a partly filled network buffer waits before it is sent, in milliseconds.
     pub buffer_timeout_ms: Option<u64>,
+    /// Checkpoint every this many milliseconds (needs a checkpoint directory at run time).
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Abandon a checkpoint not complete after this many milliseconds.
+    pub checkpoint_timeout_ms: Option<u64>,
+    /// Complete checkpoints to keep.
+    pub checkpoints_retained: Option<usize>,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceDecl>,
     #[serde(default, rename = "operator")]

@@ -14,6 +14,9 @@ use super::buffer::Buffer;
 pub enum ChannelEvent {
     /// The producer's event-time watermark advanced.
     Watermark(i64),
+    /// Checkpoint barrier `n`: everything before it belongs to checkpoint n, everything after
+    /// to the next.
+    Barrier(u64),
     /// The producer finished; nothing follows on this channel.
     EndOfPartition,
 }

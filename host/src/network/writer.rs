@@ -270,17 +270,22 @@ impl Output for RecordWriter {
         Ok(())
     }
 
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+        _: &mut Vec<crate::state::OperatorSnapshot>,
+    ) -> Result<(), ChainError> {
+        for p in &mut self.partitions {
+            p.broadcast_event(ChannelEvent::Barrier(checkpoint));
+        }
+        self.oldest_unflushed = None;
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), ChainError> {
         for p in &mut self.partitions {
             p.broadcast_event(ChannelEvent::EndOfPartition);
         }
         Ok(())
-    }
-}
-
-impl RecordWriter {
-    /// Sends every partly filled buffer now (the task is about to wait for input).
-    pub fn flush_now(&mut self) {
-        self.flush_all();
     }
 }

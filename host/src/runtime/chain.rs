@@ -44,16 +44,19 @@ impl OperatorChain {
         restore: Option<&[OperatorSnapshot]>,
     ) -> Result<Self, ChainError> {
         let links = operators.into_iter().map(ChainLink::Wasm).collect();
-        Self::open_links(runtime, links, tail, restore)
+        let restore: Option<Vec<Vec<OperatorSnapshot>>> =
+            restore.map(|s| s.iter().map(|one| vec![one.clone()]).collect());
+        Self::open_links(runtime, links, tail, restore.as_deref())
     }
 
     /// Like [`OperatorChain::open`], for chains that mix wasm and native operators. Native
-    /// operators keep no checkpointed state; `restore` holds snapshots of the wasm ones only.
+    /// operators keep no checkpointed state; `restore` holds, per wasm operator, the snapshots
+    /// to restore it from (several when the job was rescaled).
     pub fn open_links(
         runtime: &WasmRuntime,
         operators: Vec<ChainLink>,
         tail: Box<dyn Output>,
-        restore: Option<&[OperatorSnapshot]>,
+        restore: Option<&[Vec<OperatorSnapshot>]>,
     ) -> Result<Self, ChainError> {
         let wasm_count = operators
             .iter()
@@ -81,7 +84,7 @@ impl OperatorChain {
             next = match link {
                 ChainLink::Wasm(op) => {
                     wasm_index -= 1;
-                    let snapshot = restore.map(|s| &s[wasm_index]);
+                    let snapshot = restore.map(|s| s[wasm_index].as_slice());
                     let operator =
                         WasmOperator::open(runtime, op.component, op.spec, next, snapshot)?;
                     batched[i] = operator.uses_batches();
@@ -139,11 +142,17 @@ impl OperatorChain {
         self.head.flush()
     }
 
-    /// Snapshots every operator, in chain order, after processing everything before it.
-    pub fn snapshot(&mut self) -> Result<Vec<OperatorSnapshot>, ChainError> {
+    /// Snapshots every operator for checkpoint `checkpoint`, in chain order, after processing
+    /// everything before the barrier; the tail passes the barrier on.
+    pub fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<OperatorSnapshot>, ChainError> {
         let mut snapshots = Vec::with_capacity(self.operators.len());
-        self.head.snapshot(&mut snapshots)?;
+        self.head.snapshot(checkpoint, &mut snapshots)?;
         Ok(snapshots)
+    }
+
+    /// Tells every operator and the tail that checkpoint `checkpoint` completed.
+    pub fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+        self.head.notify_checkpoint_complete(checkpoint)
     }
 
     /// Ends the input: every operator closes, in chain order, and the tail finishes.

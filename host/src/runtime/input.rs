@@ -4,7 +4,10 @@
 
 use super::chain::OperatorChain;
 use super::output::ChainError;
-use crate::network::{ChannelEvent, ChannelItem};
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::network::{ChannelEvent, ChannelItem, InputGate};
 
 /// Largest record a channel may carry; a longer length prefix means a corrupt stream.
 const MAX_RECORD_BYTES: usize = 1 << 30;
@@ -13,17 +16,27 @@ const MAX_RECORD_BYTES: usize = 1 << 30;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InputStatus {
     More,
+    /// Barrier n has arrived on every open channel: the task snapshots checkpoint n now.
+    Aligned(u64),
     /// Every channel has ended.
     Ended,
 }
 
-/// Per-channel reassembly and watermark state of a task's gate.
+/// Per-channel reassembly, watermark and barrier-alignment state of a task's gate.
+///
+/// Alignment (exactly-once): once barrier n arrives on a channel, that channel's later items
+/// are held back until barrier n has arrived on every open channel; then the task snapshots
+/// and the held items are processed, in their channels' order, before anything new.
 pub struct InputProcessor {
     spill: Vec<Vec<u8>>,
     watermarks: Vec<i64>,
     ended: Vec<bool>,
     open_channels: usize,
     watermark: i64,
+    aligning: Option<u64>,
+    barrier_seen: Vec<bool>,
+    held: Vec<VecDeque<ChannelItem>>,
+    released: VecDeque<(usize, ChannelItem)>,
 }
 
 impl InputProcessor {
@@ -34,6 +47,59 @@ impl InputProcessor {
             ended: vec![false; channels],
             open_channels: channels,
             watermark: i64::MIN,
+            aligning: None,
+            barrier_seen: vec![false; channels],
+            held: (0..channels).map(|_| VecDeque::new()).collect(),
+            released: VecDeque::new(),
+        }
+    }
+
+    /// The next item to process: items held back during an alignment that has completed come
+    /// before new ones from the gate.
+    pub fn next_item(
+        &mut self,
+        gate: &InputGate,
+        timeout: Duration,
+    ) -> Option<(usize, ChannelItem)> {
+        if let Some(item) = self.released.pop_front() {
+            return Some(item);
+        }
+        gate.poll(timeout)
+    }
+
+    fn check_aligned(&mut self) -> Option<u64> {
+        let id = self.aligning?;
+        let all = (0..self.ended.len()).all(|c| self.ended[c] || self.barrier_seen[c]);
+        if !all {
+            return None;
+        }
+        self.aligning = None;
+        self.barrier_seen.iter_mut().for_each(|b| *b = false);
+        for (channel, held) in self.held.iter_mut().enumerate() {
+            self.released
+                .extend(held.drain(..).map(|item| (channel, item)));
+        }
+        Some(id)
+    }
+
+    fn on_barrier(&mut self, channel: usize, id: u64) -> InputStatus {
+        match self.aligning {
+            Some(current) if id < current => return InputStatus::More,
+            Some(current) if id > current => {
+                // A newer checkpoint overtook one that was abandoned: release and start over.
+                self.barrier_seen.iter_mut().for_each(|b| *b = false);
+                for (c, held) in self.held.iter_mut().enumerate() {
+                    self.released.extend(held.drain(..).map(|item| (c, item)));
+                }
+                self.aligning = Some(id);
+            }
+            Some(_) => {}
+            None => self.aligning = Some(id),
+        }
+        self.barrier_seen[channel] = true;
+        match self.check_aligned() {
+            Some(id) => InputStatus::Aligned(id),
+            None => InputStatus::More,
         }
     }
 
@@ -45,7 +111,12 @@ impl InputProcessor {
         item: ChannelItem,
         chain: &mut OperatorChain,
     ) -> Result<(u64, InputStatus), ChainError> {
+        if self.aligning.is_some() && self.barrier_seen[channel] {
+            self.held[channel].push_back(item);
+            return Ok((0, InputStatus::More));
+        }
         match item {
+            ChannelItem::Event(ChannelEvent::Barrier(id)) => Ok((0, self.on_barrier(channel, id))),
             ChannelItem::Buffer(buffer) => Ok((
                 self.on_buffer(channel, buffer.bytes(), chain)?,
                 InputStatus::More,
@@ -67,7 +138,10 @@ impl InputProcessor {
                     self.open_channels -= 1;
                 }
                 self.advance_watermark(chain)?;
-                let status = if self.open_channels == 0 {
+                if let Some(id) = self.check_aligned() {
+                    return Ok((0, InputStatus::Aligned(id)));
+                }
+                let status = if self.open_channels == 0 && self.released.is_empty() {
                     InputStatus::Ended
                 } else {
                     InputStatus::More

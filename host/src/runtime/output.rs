@@ -56,9 +56,20 @@ pub trait Output: Send {
         Ok(())
     }
 
-    /// Adds the snapshots of this output and everything after it, in chain order.
-    fn snapshot(&mut self, into: &mut Vec<OperatorSnapshot>) -> Result<(), ChainError> {
-        let _ = into;
+    /// Checkpoint `checkpoint`: adds the snapshots of this output and everything after it, in
+    /// chain order, and passes the barrier on (the record writer sends it to the next tasks).
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+        into: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), ChainError> {
+        let _ = (checkpoint, into);
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` is complete: transactional sinks commit what it covers.
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+        let _ = checkpoint;
         Ok(())
     }
 

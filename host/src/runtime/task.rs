@@ -9,18 +9,27 @@
 //!    end-of-partition of its channels;
 //! 3. the chain finishes (operators close in order, the tail sends end-of-partition);
 //! 4. on cancel, or on any failure, the loop stops at once and the task reports why.
+//!
+//! Checkpoints: a source task takes checkpoint n when its mailbox says so; any other task when
+//! barrier n has arrived on all its input channels. Either way the chain snapshots (and its tail
+//! sends barrier n on), and the state files are written on another thread.
 
 use std::collections::VecDeque;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::chain::OperatorChain;
 use super::input::{InputProcessor, InputStatus};
 use super::output::ChainError;
+use crate::checkpoint::storage::{encode_state_file, write_atomically};
+use crate::checkpoint::{Ack, CheckpointTargets, CoordinatorEvent, SourceState, StateHandle};
 use crate::connectors::{SourceError, SourceReader};
 use crate::metrics::TaskMetrics;
 use crate::network::{CancelFlag, InputGate};
+use crate::state::OperatorSnapshot;
 use crate::state::processing_time_now;
 
 /// A control action run on the task thread between steps of the default action.
@@ -30,8 +39,12 @@ pub type MailAction = Box<dyn FnOnce(&mut OperatorChain) -> Result<(), ChainErro
 pub enum Mail {
     /// Stop as soon as possible.
     Cancel,
-    /// Run an action with the chain (checkpoint triggers come this way).
+    /// Run an action with the chain.
     Action(MailAction),
+    /// (Sources) snapshot checkpoint n now and send its barrier downstream.
+    TriggerCheckpoint(u64),
+    /// Checkpoint n completed.
+    CheckpointComplete(u64),
 }
 
 /// The queue of control mails of one task.
@@ -69,6 +82,17 @@ pub enum TaskInput {
     Gate(InputGate),
 }
 
+/// What a task needs to take part in checkpoints.
+pub struct TaskCheckpointing {
+    /// The task's index in the job, as the coordinator counts acknowledgements.
+    pub index: usize,
+    pub subtask: u32,
+    /// The source's node id, for a source task.
+    pub source: Option<String>,
+    pub coordinator: Sender<CoordinatorEvent>,
+    pub targets: CheckpointTargets,
+}
+
 /// Why a task stopped without finishing.
 #[derive(Debug, thiserror::Error)]
 pub enum TaskFailure {
@@ -94,6 +118,7 @@ pub struct Task {
     pub cancel: CancelFlag,
     pub mailbox: Arc<Mailbox>,
     pub buffer_timeout: Duration,
+    pub checkpointing: Option<TaskCheckpointing>,
 }
 
 impl Task {
@@ -102,18 +127,42 @@ impl Task {
         let started = Instant::now();
         let result = self.run_loop(started);
         self.metrics.set_elapsed(started.elapsed());
+        if result.is_ok()
+            && let Some(cp) = &self.checkpointing
+        {
+            // No checkpoint can complete without this task from now on.
+            let _ = cp
+                .coordinator
+                .send(CoordinatorEvent::TaskFinished(cp.index));
+        }
         result
+    }
+
+    fn cancelled(&self) -> TaskFailure {
+        TaskFailure::Cancelled {
+            task: self.name.clone(),
+        }
     }
 
     fn chain_failed(&self, error: ChainError) -> TaskFailure {
         if self.cancel.is_cancelled() {
-            return TaskFailure::Cancelled {
-                task: self.name.clone(),
-            };
+            return self.cancelled();
         }
         TaskFailure::Chain {
             task: self.name.clone(),
             error,
+        }
+    }
+
+    fn handle_mail(&mut self, mail: Mail) -> Result<(), TaskFailure> {
+        match mail {
+            Mail::Cancel => Err(self.cancelled()),
+            Mail::Action(action) => action(&mut self.chain).map_err(|e| self.chain_failed(e)),
+            Mail::TriggerCheckpoint(id) => self.checkpoint(id),
+            Mail::CheckpointComplete(id) => self
+                .chain
+                .notify_checkpoint_complete(id)
+                .map_err(|e| self.chain_failed(e)),
         }
     }
 
@@ -126,21 +175,10 @@ impl Task {
         let mut last_tick = Instant::now();
         loop {
             while let Some(mail) = self.mailbox.take() {
-                match mail {
-                    Mail::Cancel => {
-                        return Err(TaskFailure::Cancelled {
-                            task: self.name.clone(),
-                        });
-                    }
-                    Mail::Action(action) => {
-                        action(&mut self.chain).map_err(|e| self.chain_failed(e))?
-                    }
-                }
+                self.handle_mail(mail)?;
             }
             if self.cancel.is_cancelled() {
-                return Err(TaskFailure::Cancelled {
-                    task: self.name.clone(),
-                });
+                return Err(self.cancelled());
             }
             if last_tick.elapsed() >= PROCESSING_TIME_TICK {
                 last_tick = Instant::now();
@@ -175,23 +213,25 @@ impl Task {
                     !more
                 }
                 TaskInput::Gate(gate) => {
+                    let processor = processor.as_mut().expect("gate tasks have a processor");
                     let waiting = Instant::now();
-                    match gate.poll(self.buffer_timeout) {
+                    let next = processor.next_item(gate, self.buffer_timeout);
+                    self.metrics.add_idle(waiting.elapsed());
+                    match next {
                         None => {
-                            self.metrics.add_idle(waiting.elapsed());
                             // Nothing came for a buffer timeout: let partly filled output
                             // buffers go.
                             self.chain.flush().map_err(|e| self.chain_failed(e))?;
                             false
                         }
                         Some((channel, item)) => {
-                            self.metrics.add_idle(waiting.elapsed());
-                            let processor =
-                                processor.as_mut().expect("gate tasks have a processor");
                             let (n, status) = processor
                                 .process(channel, item, &mut self.chain)
                                 .map_err(|e| self.chain_failed(e))?;
                             self.metrics.add_records_in(n);
+                            if let InputStatus::Aligned(id) = status {
+                                self.checkpoint(id)?;
+                            }
                             status == InputStatus::Ended
                         }
                     }
@@ -203,4 +243,82 @@ impl Task {
             }
         }
     }
+
+    /// Takes checkpoint `id`: the synchronous part (operators snapshot, the barrier goes
+    /// downstream) on this thread; the state files are written, and the acknowledgement sent,
+    /// on another, while records keep flowing.
+    fn checkpoint(&mut self, id: u64) -> Result<(), TaskFailure> {
+        let Some(cp) = &self.checkpointing else {
+            return Ok(());
+        };
+        let position = match (&self.input, &cp.source) {
+            (TaskInput::Source(reader), Some(source)) => vec![SourceState {
+                source: source.clone(),
+                subtask: cp.subtask,
+                remaining: reader.position(),
+            }],
+            _ => Vec::new(),
+        };
+        let dir = cp
+            .targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .cloned();
+        let (index, coordinator) = (cp.index, cp.coordinator.clone());
+        let snapshots = self.chain.snapshot(id).map_err(|e| self.chain_failed(e))?;
+        let Some(dir) = dir else {
+            // Abandoned meanwhile; the barrier went on and nobody waits for this task's part.
+            return Ok(());
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("snapshot {id}"))
+            .spawn(move || {
+                let event = match write_snapshots(&dir, &snapshots) {
+                    Ok((handles, bytes)) => CoordinatorEvent::Ack(Ack {
+                        checkpoint: id,
+                        task: index,
+                        handles,
+                        sources: position,
+                        bytes,
+                    }),
+                    Err(reason) => CoordinatorEvent::Declined {
+                        checkpoint: id,
+                        task: index,
+                        reason,
+                    },
+                };
+                // The coordinator is gone only once the job is over.
+                let _ = coordinator.send(event);
+            });
+        spawned.map(|_| ()).map_err(|e| {
+            self.chain_failed(ChainError::Output(format!(
+                "cannot start the snapshot writer: {e}"
+            )))
+        })
+    }
+}
+
+/// Writes one state file per operator snapshot into `dir`; returns their handles and size.
+fn write_snapshots(
+    dir: &Path,
+    snapshots: &[OperatorSnapshot],
+) -> Result<(Vec<StateHandle>, u64), String> {
+    let mut handles = Vec::with_capacity(snapshots.len());
+    let mut total = 0;
+    for snapshot in snapshots {
+        let file = format!("{}-{}.state", snapshot.operator, snapshot.subtask);
+        let bytes = encode_state_file(snapshot);
+        write_atomically(&dir.join(&file), &bytes).map_err(|e| format!("writing `{file}`: {e}"))?;
+        total += bytes.len() as u64;
+        handles.push(StateHandle {
+            operator: snapshot.operator.clone(),
+            subtask: snapshot.subtask,
+            parallelism: snapshot.parallelism,
+            file,
+            bytes: bytes.len() as u64,
+            crc32: crate::checkpoint::storage::state_file_crc(&bytes),
+        });
+    }
+    Ok((handles, total))
 }

@@ -69,10 +69,14 @@ pub struct RunningTask {
     pub thread: JoinHandle<()>,
 }
 
-struct JobEntry {
+/// A job as the TaskExecutor knows it: how to cancel its tasks.
+pub struct JobEntry {
     cancel: CancelFlag,
     mailboxes: Vec<Arc<Mailbox>>,
 }
+
+/// The job table: running jobs by id. A job removes itself when it ends.
+pub type JobTable = Arc<Mutex<BTreeMap<u64, JobEntry>>>;
 
 /// See the module docs.
 pub struct TaskExecutor {
@@ -80,7 +84,7 @@ pub struct TaskExecutor {
     network: Arc<NetworkBufferPool>,
     runtime: Arc<WasmRuntime>,
     free_slots: Arc<Mutex<u32>>,
-    jobs: Mutex<BTreeMap<u64, JobEntry>>,
+    jobs: JobTable,
 }
 
 /// Stack of a task thread: wasm runs on it, so it is well above the engine's wasm stack limit.
@@ -93,7 +97,7 @@ impl TaskExecutor {
             free_slots: Arc::new(Mutex::new(config.slots)),
             config,
             runtime,
-            jobs: Mutex::new(BTreeMap::new()),
+            jobs: JobTable::default(),
         }
     }
 
@@ -146,6 +150,21 @@ impl TaskExecutor {
                 mailboxes: Vec::new(),
             },
         );
+    }
+
+    /// The job table, shared with job handles.
+    pub fn jobs(&self) -> JobTable {
+        self.jobs.clone()
+    }
+
+    /// Jobs running now.
+    pub fn running_jobs(&self) -> Vec<u64> {
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect()
     }
 
     pub fn unregister_job(&self, job: u64) {

@@ -39,6 +39,8 @@ pub enum ExecutionMode {
 pub struct OperatorSpec {
     /// The operator name the component exports.
     pub operator: String,
+    /// The operator's node id in the job, which names its state in checkpoints.
+    pub id: String,
     pub subtask_index: u32,
     pub parallelism: u32,
     pub max_parallelism: u32,
@@ -55,8 +57,10 @@ pub struct OperatorSpec {
 impl OperatorSpec {
     /// Subtask 0 of 1 with default limits.
     pub fn new(operator: impl Into<String>) -> Self {
+        let operator = operator.into();
         OperatorSpec {
-            operator: operator.into(),
+            id: operator.clone(),
+            operator,
             subtask_index: 0,
             parallelism: 1,
             max_parallelism: crate::state::key_groups::DEFAULT_MAX_PARALLELISM,
@@ -82,7 +86,7 @@ pub struct WasmOperator {
     guest: operator::Guest,
     batch: Option<batch::Guest>,
     component: Arc<LoadedComponent>,
-    operator: String,
+    id: String,
     subtask: u32,
     parallelism: u32,
     deadline_ticks: u64,
@@ -111,7 +115,7 @@ impl WasmOperator {
         component: Arc<LoadedComponent>,
         spec: OperatorSpec,
         output: Box<dyn Output>,
-        restore: Option<&OperatorSnapshot>,
+        restore: Option<&[OperatorSnapshot]>,
     ) -> Result<Self, ChainError> {
         let started = std::time::Instant::now();
         let source = format!("{}#{}", spec.operator, spec.subtask_index);
@@ -161,7 +165,7 @@ impl WasmOperator {
             guest,
             batch,
             component: component.clone(),
-            operator: spec.operator.clone(),
+            id: spec.id.clone(),
             subtask: spec.subtask_index,
             parallelism: spec.parallelism,
             deadline_ticks,
@@ -173,14 +177,16 @@ impl WasmOperator {
         };
         op.timings.instantiate = started.elapsed();
 
-        if let Some(snapshot) = restore {
+        if let Some(snapshots) = restore {
             let range = key_group_range(spec.subtask_index, spec.max_parallelism, spec.parallelism);
             let data = op.store.data_mut();
-            data.state
-                .restore(std::slice::from_ref(&snapshot.keyed), range.clone());
-            data.timers.restore(&snapshot.timers, |key| {
-                range.contains(&key_group_of(key, spec.max_parallelism))
-            });
+            let keyed: Vec<_> = snapshots.iter().map(|s| s.keyed.clone()).collect();
+            data.state.restore(&keyed, range.clone());
+            for snapshot in snapshots {
+                data.timers.restore(&snapshot.timers, |key| {
+                    range.contains(&key_group_of(key, spec.max_parallelism))
+                });
+            }
         }
 
         let context = types::Context {
@@ -194,7 +200,11 @@ impl WasmOperator {
         op.call(Input::None, |store, guest, _| {
             guest.call_open(store, &context)
         })?;
-        if let Some(snapshot) = restore {
+        // A guest's own state is restored only into the same subtask at the same parallelism;
+        // the job master refuses to rescale an operator that has any.
+        if let Some([snapshot]) = restore
+            && snapshot.parallelism == spec.parallelism
+        {
             let bytes = snapshot.guest_state.clone();
             op.call(Input::None, |store, guest, _| {
                 guest.call_restore_state(store, &bytes)
@@ -227,7 +237,7 @@ impl WasmOperator {
     fn failure(&self, kind: FailureKind) -> ChainError {
         OperatorFailure {
             component: self.component.name.clone(),
-            operator: self.operator.clone(),
+            operator: self.id.clone(),
             subtask: self.subtask,
             kind,
         }
@@ -433,21 +443,32 @@ impl Output for WasmOperator {
         self.store.data_mut().output.flush()
     }
 
-    fn snapshot(&mut self, into: &mut Vec<OperatorSnapshot>) -> Result<(), ChainError> {
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+        into: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), ChainError> {
         self.flush_pending()?;
         let guest_state = self.call(Input::None, |store, guest, _| {
             guest.call_snapshot_state(store)
         })?;
         let data = self.store.data_mut();
         into.push(OperatorSnapshot {
-            operator: self.operator.clone(),
+            operator: self.id.clone(),
             subtask: self.subtask,
             parallelism: self.parallelism,
             guest_state,
             keyed: data.state.snapshot(),
             timers: data.timers.snapshot(),
         });
-        data.output.snapshot(into)
+        data.output.snapshot(checkpoint, into)
+    }
+
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+        self.store
+            .data_mut()
+            .output
+            .notify_checkpoint_complete(checkpoint)
     }
 
     fn finish(&mut self) -> Result<(), ChainError> {

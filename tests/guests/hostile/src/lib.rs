@@ -6,11 +6,13 @@ use std::hint::black_box;
 use weir_sdk::prelude::*;
 
 /// Fails on the record numbered `at` (0-based) in the way `how` names: `panic`, `unreachable`
-/// (a raw wasm trap) or `error` (an operator error).
+/// (a raw wasm trap) or `error` (an operator error). With `first-attempt-only = true` it fails
+/// only before the job's first restart, to test recovery.
 struct FailAt {
     at: u64,
     how: String,
     seen: u64,
+    armed: bool,
 }
 
 impl ProcessFunction for FailAt {
@@ -20,6 +22,8 @@ impl ProcessFunction for FailAt {
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
         self.at = ctx.parse_config("at")?;
         self.how = ctx.config("how").unwrap_or("panic").to_string();
+        let first_only = ctx.config("first-attempt-only") == Some("true");
+        self.armed = !first_only || ctx.info().attempt == 0;
         Ok(())
     }
 
@@ -30,7 +34,7 @@ impl ProcessFunction for FailAt {
     ) -> Result<(), OperatorError> {
         let n = self.seen;
         self.seen += 1;
-        if n == self.at {
+        if self.armed && n == self.at {
             match self.how.as_str() {
                 "unreachable" => std::process::abort(),
                 "error" => return Err(OperatorError::Failed(format!("refusing record {n}"))),
@@ -101,7 +105,7 @@ impl ProcessFunction for Slow {
 
 weir_sdk::export_operators! {
     "slow" => process(Slow { work: 0 }).input(Bytes).output(Bytes),
-    "fail-at" => process(FailAt { at: 0, how: String::new(), seen: 0 }).input(Bytes).output(Bytes),
+    "fail-at" => process(FailAt { at: 0, how: String::new(), seen: 0, armed: true }).input(Bytes).output(Bytes),
     "spin" => map(spin).input(Bytes).output(Bytes),
     "grow" => map(grow).input(Bytes).output(Bytes),
     "recurse" => map(|_: Vec<u8>| recurse(u64::MAX).to_le_bytes().to_vec()).input(Bytes).output(Bytes),

@@ -1,0 +1,11 @@
+//! Checkpoints, as in Flink: the coordinator injects barriers at the sources, tasks align them
+//! and snapshot their chains, acknowledgements carry the state handles, and a checkpoint is
+//! complete once `_metadata` lists every handle. Pure protocol and storage; no wasm.
+
+pub mod coordinator;
+pub mod storage;
+
+pub use coordinator::{
+    Ack, CheckpointConfig, CheckpointTargets, CompletedCheckpoint, Coordinator, CoordinatorEvent,
+};
+pub use storage::{CheckpointMetadata, RestoreError, RestoredState, SourceState, StateHandle};

@@ -1,0 +1,282 @@
+//! The checkpoint coordinator of a running job (Flink's CheckpointCoordinator), on a thread of
+//! its own:
+//!
+//! 1. every interval, when no checkpoint is in flight and no task has finished, it creates
+//!    `chk-<n>/` and asks the source tasks to trigger checkpoint n (they snapshot their position
+//!    and chains and send barrier n downstream);
+//! 2. each task acknowledges with the handles of the state files it wrote;
+//! 3. with every task's acknowledgement it writes `_metadata` (the checkpoint is complete),
+//!    tells the tasks (transactional sinks commit) and deletes checkpoints beyond the retained
+//!    count;
+//! 4. a checkpoint not complete within the timeout, or declined by a task, is abandoned and its
+//!    directory deleted.
+//!
+//! Savepoints take the same path, written to a directory the requester names and never deleted.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::storage::{
+    CheckpointMetadata, SourceState, StateHandle, checkpoint_dirs, write_metadata,
+};
+
+/// Checkpointing of a job.
+#[derive(Debug, Clone)]
+pub struct CheckpointConfig {
+    /// `<dir>/<job>/chk-<n>/`.
+    pub dir: PathBuf,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Complete checkpoints kept; older ones are deleted.
+    pub retained: usize,
+}
+
+/// A task's acknowledgement of a checkpoint.
+#[derive(Debug, Clone)]
+pub struct Ack {
+    pub checkpoint: u64,
+    pub task: usize,
+    pub handles: Vec<StateHandle>,
+    pub sources: Vec<SourceState>,
+    pub bytes: u64,
+}
+
+/// What the coordinator hears.
+pub enum CoordinatorEvent {
+    Ack(Ack),
+    Declined {
+        checkpoint: u64,
+        task: usize,
+        reason: String,
+    },
+    TaskFinished(usize),
+    /// Take a savepoint into `dir` and reply with it once complete.
+    Savepoint {
+        dir: PathBuf,
+        reply: Sender<Result<PathBuf, String>>,
+    },
+    Stop,
+}
+
+/// A completed checkpoint, for reports and benchmarks.
+#[derive(Debug, Clone)]
+pub struct CompletedCheckpoint {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub duration: Duration,
+    pub bytes: u64,
+}
+
+/// Where each in-flight checkpoint is being written, shared with the tasks.
+pub type CheckpointTargets = Arc<Mutex<BTreeMap<u64, PathBuf>>>;
+
+struct Pending {
+    id: u64,
+    dir: PathBuf,
+    started: Instant,
+    acks: BTreeMap<usize, Ack>,
+    savepoint: Option<Sender<Result<PathBuf, String>>>,
+}
+
+/// Drives checkpoints of one job attempt; see the module docs.
+pub struct Coordinator {
+    pub config: CheckpointConfig,
+    pub job: String,
+    pub max_parallelism: u32,
+    pub tasks: usize,
+    /// Checkpoint ids continue from the one restored.
+    pub next_id: u64,
+    pub targets: CheckpointTargets,
+    pub completed: Arc<Mutex<Vec<CompletedCheckpoint>>>,
+}
+
+impl Coordinator {
+    pub fn job_dir(&self) -> PathBuf {
+        self.config.dir.join(&self.job)
+    }
+
+    /// Runs until `Stop`. `trigger(n)` asks the sources for checkpoint n; `complete(n)` tells
+    /// every task that n completed.
+    pub fn run(
+        mut self,
+        events: Receiver<CoordinatorEvent>,
+        trigger: impl Fn(u64),
+        complete: impl Fn(u64),
+    ) {
+        let mut pending: Option<Pending> = None;
+        let mut finished = 0usize;
+        let mut next_trigger = Instant::now() + self.config.interval;
+        let mut savepoint_requests: Vec<(PathBuf, Sender<Result<PathBuf, String>>)> = Vec::new();
+        loop {
+            let now = Instant::now();
+            if let Some(p) = &pending
+                && now.duration_since(p.started) > self.config.timeout
+            {
+                let p = pending.take().expect("checked");
+                self.abandon(p, "timed out");
+            }
+            if pending.is_none() && finished == 0 {
+                if let Some((dir, reply)) = savepoint_requests.pop() {
+                    pending = self.start(dir, Some(reply), &trigger);
+                } else if now >= next_trigger {
+                    let dir = self.job_dir().join(format!("chk-{}", self.next_id));
+                    pending = self.start(dir, None, &trigger);
+                    next_trigger = now + self.config.interval;
+                }
+            }
+            let wait = next_trigger
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(1));
+            match events.recv_timeout(wait.min(Duration::from_millis(50))) {
+                Ok(CoordinatorEvent::Ack(ack)) => {
+                    if let Some(p) = pending.as_mut().filter(|p| p.id == ack.checkpoint) {
+                        p.acks.insert(ack.task, ack);
+                        if p.acks.len() == self.tasks {
+                            let p = pending.take().expect("checked");
+                            self.finish(p, &complete);
+                        }
+                    }
+                }
+                Ok(CoordinatorEvent::Declined {
+                    checkpoint,
+                    task,
+                    reason,
+                }) => {
+                    if pending.as_ref().is_some_and(|p| p.id == checkpoint) {
+                        let p = pending.take().expect("checked");
+                        self.abandon(p, &format!("task {task} declined: {reason}"));
+                    }
+                }
+                Ok(CoordinatorEvent::TaskFinished(_)) => {
+                    finished += 1;
+                    if let Some(p) = pending.take() {
+                        self.abandon(p, "a task finished before acknowledging");
+                    }
+                    for (_, reply) in savepoint_requests.drain(..) {
+                        let _ = reply.send(Err("the job is finishing".into()));
+                    }
+                }
+                Ok(CoordinatorEvent::Savepoint { dir, reply }) => {
+                    if finished > 0 {
+                        let _ = reply.send(Err("the job is finishing".into()));
+                    } else {
+                        savepoint_requests.push((dir, reply));
+                    }
+                }
+                Ok(CoordinatorEvent::Stop) | Err(RecvTimeoutError::Disconnected) => {
+                    if let Some(p) = pending.take() {
+                        self.abandon(p, "the job stopped");
+                    }
+                    return;
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        dir: PathBuf,
+        savepoint: Option<Sender<Result<PathBuf, String>>>,
+        trigger: &impl Fn(u64),
+    ) -> Option<Pending> {
+        let id = self.next_id;
+        self.next_id += 1;
+        if savepoint.is_none() {
+            // Left over from an attempt that failed before completing it.
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            eprintln!(
+                "warning: cannot create checkpoint directory `{}`: {e}",
+                dir.display()
+            );
+            if let Some(reply) = savepoint {
+                let _ = reply.send(Err(e.to_string()));
+            }
+            return None;
+        }
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, dir.clone());
+        trigger(id);
+        Some(Pending {
+            id,
+            dir,
+            started: Instant::now(),
+            acks: BTreeMap::new(),
+            savepoint,
+        })
+    }
+
+    fn forget(&self, id: u64) {
+        self.targets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
+    }
+
+    fn abandon(&self, p: Pending, reason: &str) {
+        self.forget(p.id);
+        eprintln!("warning: checkpoint {} abandoned: {reason}", p.id);
+        let _ = std::fs::remove_dir_all(&p.dir);
+        if let Some(reply) = p.savepoint {
+            let _ = reply.send(Err(format!("savepoint abandoned: {reason}")));
+        }
+    }
+
+    fn finish(&self, p: Pending, complete: &impl Fn(u64)) {
+        self.forget(p.id);
+        let bytes = p.acks.values().map(|a| a.bytes).sum();
+        let metadata = CheckpointMetadata {
+            job: self.job.clone(),
+            checkpoint: p.id,
+            savepoint: p.savepoint.is_some(),
+            max_parallelism: self.max_parallelism,
+            operators: p
+                .acks
+                .values()
+                .flat_map(|a| a.handles.iter().cloned())
+                .collect(),
+            sources: p
+                .acks
+                .values()
+                .flat_map(|a| a.sources.iter().cloned())
+                .collect(),
+        };
+        if let Err(e) = write_metadata(&p.dir, &metadata) {
+            self.abandon(p, &format!("cannot write _metadata: {e}"));
+            return;
+        }
+        complete(p.id);
+        self.completed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(CompletedCheckpoint {
+                id: p.id,
+                dir: p.dir.clone(),
+                duration: p.started.elapsed(),
+                bytes,
+            });
+        match p.savepoint {
+            Some(reply) => {
+                let _ = reply.send(Ok(p.dir));
+            }
+            None => self.retain(&self.job_dir()),
+        }
+    }
+
+    /// Deletes complete checkpoints beyond the retained count (savepoints live elsewhere).
+    fn retain(&self, job_dir: &Path) {
+        for (_, dir) in checkpoint_dirs(job_dir)
+            .into_iter()
+            .skip(self.config.retained.max(1))
+        {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

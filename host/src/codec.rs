@@ -1,0 +1,30 @@
+//! The host's one binary codec for what it persists (checkpoint metadata and state files).
+//! bincode is named only here, so a format-compatible replacement changes one file.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Bytes that do not decode as the expected type.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(String);
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard()
+}
+
+/// Encodes `value`.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Serializing our own plain data types into a Vec cannot fail.
+    bincode::serde::encode_to_vec(value, config()).expect("encoding host state")
+}
+
+/// Decodes a whole `T` from `bytes`; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let (value, read) = bincode::serde::decode_from_slice(bytes, config())
+        .map_err(|e| CodecError(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(CodecError(format!("{} trailing bytes", bytes.len() - read)));
+    }
+    Ok(value)
+}

@@ -1,0 +1,500 @@
+//! Checkpoints, recovery, savepoints and rescaling, end to end with real guests.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use weir_host::checkpoint::CheckpointConfig;
+use weir_host::checkpoint::storage::resolve;
+use weir_host::cluster::{JobFailure, JobOptions, MiniCluster, MiniClusterConfig, RestartStrategy};
+use weir_host::guests;
+use weir_host::job::{JobGraph, parse_manifest};
+use weir_host::runtime::task_executor::TaskExecutorConfig;
+
+use crate::support::*;
+
+fn cluster() -> MiniCluster {
+    let config = MiniClusterConfig {
+        task_executor: TaskExecutorConfig {
+            slots: 8,
+            ..TaskExecutorConfig::default()
+        },
+        ..MiniClusterConfig::default()
+    };
+    MiniCluster::new(config, runtime().clone())
+}
+
+/// Word count with a slow step (to give checkpoints time) and an optional failing step.
+fn wordcount(input: &Path, output: &Path, work: u64, fail_at: Option<u64>) -> String {
+    let fail = match fail_at {
+        Some(at) => format!(
+            "[[operator]]\nid = \"fail\"\ncomponent = {hostile:?}\noperator = \"fail-at\"\ninput = \"count\"\n\
+             config = {{ at = {at}, how = \"unreachable\", first-attempt-only = true }}\n",
+            hostile = guests::HOSTILE
+        ),
+        None => String::new(),
+    };
+    let last = if fail_at.is_some() { "fail" } else { "count" };
+    format!(
+        r#"
+        name = "wc"
+        [[source]]
+        id = "lines"
+        kind = "file"
+        path = {input:?}
+        [[operator]]
+        id = "tokenize"
+        component = {wc:?}
+        input = "lines"
+        [[operator]]
+        id = "slow"
+        component = {hostile:?}
+        input = "tokenize"
+        config = {{ work = {work} }}
+        [[operator]]
+        id = "key-by-word"
+        component = {wc:?}
+        input = "slow"
+        [[operator]]
+        id = "count"
+        component = {wc:?}
+        input = "key-by-word"
+        edge = "hash"
+        {fail}
+        [[sink]]
+        id = "counts"
+        kind = "file"
+        path = {output:?}
+        input = "{last}"
+        edge = "rebalance"
+        parallelism = 1
+        "#,
+        wc = guests::WORDCOUNT,
+        hostile = guests::HOSTILE,
+    )
+}
+
+fn graph(text: &str, parallelism: u32) -> JobGraph {
+    parse_manifest(text, &Default::default())
+        .expect("manifest")
+        .job_graph(Some(parallelism))
+        .expect("graph")
+}
+
+fn options(dir: &Path, interval_ms: u64) -> JobOptions {
+    JobOptions {
+        checkpoints: Some(CheckpointConfig {
+            dir: dir.to_path_buf(),
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_secs(30),
+            retained: 100,
+        }),
+        restart: RestartStrategy::FixedDelay {
+            attempts: 2,
+            delay: Duration::from_millis(10),
+        },
+        restore: None,
+        allow_non_restored_state: false,
+    }
+}
+
+/// Every line of the committed part files of `dir` (hidden pending files excluded), sorted.
+fn committed_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir") {
+        let entry = entry.expect("entry");
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') {
+            continue;
+        }
+        lines.extend(
+            std::fs::read_to_string(entry.path())
+                .expect("part")
+                .lines()
+                .map(str::to_string),
+        );
+    }
+    lines.sort();
+    lines
+}
+
+fn pending_files(dir: &Path) -> usize {
+    std::fs::read_dir(dir)
+        .expect("output dir")
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with('.'))
+        })
+        .count()
+}
+
+/// The word count output a failure-free run must produce, sorted: `word n` for n = 1..=count.
+fn expected_lines(text: &str) -> Vec<String> {
+    let mut lines: Vec<String> = independent_word_count(text)
+        .into_iter()
+        .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn input(dir: &Path, copies: usize) -> (PathBuf, String) {
+    let text: String = (0..copies).map(|_| passage()).collect();
+    let path = dir.join("input.txt");
+    std::fs::write(&path, &text).expect("input");
+    (path, text)
+}
+
+#[test]
+fn a_guest_that_traps_once_recovers_with_exactly_once_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 100);
+    let out = dir.path().join("out");
+    let words: u64 = independent_word_count(&text).values().sum();
+    // Each of the two counting subtasks sees about half of the words.
+    let job = graph(&wordcount(&input, &out, 200, Some(words / 3)), 2);
+    let result = cluster()
+        .run_job(&job, &options(&dir.path().join("chk"), 20))
+        .expect("job");
+    assert_eq!(result.restarts, 1);
+    assert_eq!(committed_lines(&out), expected_lines(&text));
+    assert_eq!(pending_files(&out), 0);
+}
+
+#[test]
+fn without_restarts_the_failure_is_the_jobs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = input(dir.path(), 2);
+    let job = graph(&wordcount(&input, &dir.path().join("out"), 0, Some(100)), 1);
+    let mut opts = options(&dir.path().join("chk"), 20);
+    opts.restart = RestartStrategy::None;
+    let err = cluster().run_job(&job, &opts).expect_err("fails");
+    assert!(matches!(err, JobFailure::Task(_)), "{err}");
+    assert!(err.to_string().contains("operator `fail`"), "{err}");
+}
+
+/// Runs `job` until at least `checkpoints` checkpoints completed, then cancels it; returns the
+/// completed checkpoint directories.
+fn run_then_cancel(job: &JobGraph, opts: &JobOptions, checkpoints: usize) -> Vec<PathBuf> {
+    let cluster = cluster();
+    let handle = cluster.submit_with(job, opts, None, 0).expect("submit");
+    let started = Instant::now();
+    while handle.completed_checkpoints().len() < checkpoints {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "checkpoints did not complete"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let done: Vec<PathBuf> = handle
+        .completed_checkpoints()
+        .into_iter()
+        .map(|c| c.dir)
+        .collect();
+    handle.cancel();
+    assert!(matches!(handle.wait(), Err(JobFailure::Cancelled) | Ok(_)));
+    done
+}
+
+/// A copy of the sink directory as it stood when checkpoint `n` completed: committed and
+/// pending part files of epochs up to n.
+fn sink_as_of(out: &Path, n: u64, copy: &Path) {
+    std::fs::create_dir_all(copy).expect("copy dir");
+    for entry in std::fs::read_dir(out).expect("out") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        let epoch: u64 = name
+            .trim_start_matches('.')
+            .trim_end_matches(".pending")
+            .rsplit('-')
+            .next()
+            .and_then(|e| e.parse().ok())
+            .expect("part file name ends in its epoch");
+        if epoch <= n {
+            std::fs::copy(out.join(&name), copy.join(&name)).expect("copy part");
+        }
+    }
+}
+
+fn checkpoint_id(dir: &Path) -> u64 {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("chk-"))
+        .and_then(|n| n.parse().ok())
+        .expect("chk-<n>")
+}
+
+#[test]
+fn golden_to_completion_with_checkpoints_and_restored_at_another_parallelism_agree() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let expected = expected_lines(&text);
+
+    // 1. To completion, no checkpoints, parallelism 1.
+    let plain = dir.path().join("plain");
+    cluster()
+        .run(&graph(&wordcount(&input, &plain, 0, None), 1))
+        .expect("plain run");
+    let plain_lines = {
+        let mut l: Vec<String> = std::fs::read_to_string(&plain)
+            .expect("output")
+            .lines()
+            .map(str::to_string)
+            .collect();
+        l.sort();
+        l
+    };
+    assert_eq!(plain_lines, expected);
+
+    // 2. Parallelism 2 with checkpoints.
+    let checkpointed = dir.path().join("checkpointed");
+    let result = cluster()
+        .run_job(
+            &graph(&wordcount(&input, &checkpointed, 2_000, None), 2),
+            &options(&dir.path().join("chk-a"), 10),
+        )
+        .expect("checkpointed run");
+    assert!(!result.checkpoints.is_empty(), "no checkpoint completed");
+    assert_eq!(committed_lines(&checkpointed), expected);
+
+    // 3. Stopped after a few checkpoints, restored from a middle one at parallelism 3.
+    let first = dir.path().join("first");
+    let opts = options(&dir.path().join("chk-b"), 10);
+    let done = run_then_cancel(
+        &graph(&wordcount(&input, &first, 40_000, None), 2),
+        &opts,
+        3,
+    );
+    let middle = &done[done.len() / 2];
+    let resumed = dir.path().join("resumed");
+    sink_as_of(&first, checkpoint_id(middle), &resumed);
+    let mut restore = opts.clone();
+    restore.restore = Some(middle.clone());
+    cluster()
+        .run_job(&graph(&wordcount(&input, &resumed, 0, None), 3), &restore)
+        .expect("restored run");
+    assert_eq!(committed_lines(&resumed), expected);
+}
+
+#[test]
+fn savepoint_at_parallelism_2_restores_at_3_and_at_1_with_equal_counts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let out = dir.path().join("out");
+    let opts = options(&dir.path().join("chk"), 60_000);
+    let job = graph(&wordcount(&input, &out, 5_000, None), 2);
+    let cluster = cluster();
+    let handle = cluster.submit_with(&job, &opts, None, 0).expect("submit");
+    std::thread::sleep(Duration::from_millis(150));
+    let savepoint = handle
+        .savepoint(&dir.path().join("savepoint"))
+        .expect("savepoint");
+    handle.cancel();
+    let _ = handle.wait();
+    let n = resolve(&savepoint)
+        .expect("savepoint readable")
+        .metadata
+        .checkpoint;
+
+    for parallelism in [3, 1] {
+        let target = dir.path().join(format!("out-{parallelism}"));
+        sink_as_of(&out, n, &target);
+        let mut restore = opts.clone();
+        restore.restore = Some(savepoint.clone());
+        cluster
+            .run_job(
+                &graph(&wordcount(&input, &target, 0, None), parallelism),
+                &restore,
+            )
+            .expect("restored run");
+        assert_eq!(
+            committed_lines(&target),
+            expected_lines(&text),
+            "parallelism {parallelism}"
+        );
+    }
+}
+
+#[test]
+fn own_guest_state_cannot_be_rescaled_and_unmatched_state_needs_permission() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let job = |parallelism: u32, with_total: bool| {
+        let total = if with_total {
+            format!(
+                "[[operator]]\nid = \"total\"\ncomponent = {c:?}\noperator = \"running-total\"\ninput = \"parse\"\n",
+                c = guests::STATELESS_CHAIN
+            )
+        } else {
+            String::new()
+        };
+        let last = if with_total { "total" } else { "parse" };
+        graph(
+            &format!(
+                "name = \"totals\"\n[[source]]\nid = \"n\"\nkind = \"sequence\"\ncount = 100000000\nformat = \"text\"\n\
+                 [[operator]]\nid = \"parse\"\ncomponent = {c:?}\ninput = \"n\"\n{total}\
+                 [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"{last}\"\n",
+                c = guests::STATELESS_CHAIN
+            ),
+            parallelism,
+        )
+    };
+    let opts = options(&dir.path().join("chk"), 60_000);
+    let cluster = cluster();
+    let handle = cluster
+        .submit_with(&job(2, true), &opts, None, 0)
+        .expect("submit");
+    std::thread::sleep(Duration::from_millis(100));
+    let savepoint = handle.savepoint(&dir.path().join("sp")).expect("savepoint");
+    handle.cancel();
+    let _ = handle.wait();
+    let restored = resolve(&savepoint).expect("savepoint");
+
+    let err = cluster
+        .submit_with(&job(3, true), &opts, Some(&restored), 0)
+        .err()
+        .expect("cannot rescale");
+    assert!(
+        err.to_string()
+            .contains("operator `total` keeps state of its own"),
+        "{err}"
+    );
+
+    let err = cluster
+        .submit_with(&job(2, false), &opts, Some(&restored), 0)
+        .err()
+        .expect("unmatched");
+    assert!(
+        err.to_string().contains("`total`")
+            && err.to_string().contains("--allow-non-restored-state"),
+        "{err}"
+    );
+    let mut allowed = opts.clone();
+    allowed.allow_non_restored_state = true;
+    let handle = cluster
+        .submit_with(&job(2, false), &allowed, Some(&restored), 0)
+        .expect("dropping allowed");
+    handle.cancel();
+    let _ = handle.wait();
+
+    // Same parallelism: the guest's running total continues.
+    let handle = cluster
+        .submit_with(&job(2, true), &opts, Some(&restored), 0)
+        .expect("same parallelism");
+    handle.cancel();
+    let _ = handle.wait();
+}
+
+#[test]
+fn a_corrupt_latest_checkpoint_falls_back_to_the_one_before() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let out = dir.path().join("out");
+    let opts = options(&dir.path().join("chk"), 10);
+    let done = run_then_cancel(&graph(&wordcount(&input, &out, 40_000, None), 2), &opts, 3);
+    let latest = done.last().expect("a checkpoint");
+    let victim = std::fs::read_dir(latest)
+        .expect("chk dir")
+        .map(|e| e.expect("entry").path())
+        .find(|p| p.extension().is_some_and(|e| e == "state"))
+        .expect("a state file");
+    let mut bytes = std::fs::read(&victim).expect("read");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x5a;
+    std::fs::write(&victim, bytes).expect("corrupt");
+
+    let restored = resolve(&dir.path().join("chk").join("wc")).expect("falls back");
+    assert_eq!(
+        restored.metadata.checkpoint,
+        checkpoint_id(&done[done.len() - 2])
+    );
+    assert!(
+        restored.skipped[0].contains("corrupt"),
+        "{:?}",
+        restored.skipped
+    );
+
+    let resumed = dir.path().join("resumed");
+    sink_as_of(&out, restored.metadata.checkpoint, &resumed);
+    let mut restore = opts.clone();
+    restore.restore = Some(dir.path().join("chk").join("wc"));
+    cluster()
+        .run_job(&graph(&wordcount(&input, &resumed, 0, None), 2), &restore)
+        .expect("restored");
+    assert_eq!(committed_lines(&resumed), expected_lines(&text));
+}
+
+/// The child half of `a_killed_process_resumes_from_its_latest_checkpoint`: runs the job
+/// described by the environment until it is killed. Does nothing unless run by that test.
+#[test]
+#[ignore = "run only as a child process by a_killed_process_resumes_from_its_latest_checkpoint"]
+fn sigkill_child() {
+    let Ok(spec) = std::env::var("WEIR_SIGKILL_CHILD") else {
+        return;
+    };
+    let mut parts = spec.split('|');
+    let (input, out, chk) = (
+        PathBuf::from(parts.next().expect("input")),
+        PathBuf::from(parts.next().expect("output")),
+        PathBuf::from(parts.next().expect("checkpoints")),
+    );
+    let _ = cluster().run_job(
+        &graph(&wordcount(&input, &out, 20_000, None), 2),
+        &options(&chk, 20),
+    );
+}
+
+#[test]
+fn a_killed_process_resumes_from_its_latest_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let (out, chk) = (dir.path().join("out"), dir.path().join("chk"));
+    let mut child = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "checkpoint::sigkill_child",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(
+            "WEIR_SIGKILL_CHILD",
+            format!("{}|{}|{}", input.display(), out.display(), chk.display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("child");
+    let started = Instant::now();
+    let job_dir = chk.join("wc");
+    loop {
+        let complete = weir_host::checkpoint::storage::checkpoint_dirs(&job_dir)
+            .iter()
+            .filter(|(_, d)| d.join("_metadata").exists())
+            .count();
+        if complete >= 2 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the child made no checkpoints"
+        );
+        assert!(
+            child.try_wait().expect("child status").is_none(),
+            "the child finished before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+
+    let mut restore = options(&chk, 20);
+    restore.restore = Some(job_dir);
+    cluster()
+        .run_job(&graph(&wordcount(&input, &out, 0, None), 2), &restore)
+        .expect("resumed");
+    assert_eq!(committed_lines(&out), expected_lines(&text));
+    let _ = BTreeMap::<u8, u8>::new();
+}
