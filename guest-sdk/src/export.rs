@@ -13,6 +13,7 @@ use weir_framing::Record;
 
 use crate::bindings::exports::weir::stream::{batch, operator};
 use crate::bindings::weir::stream::{logging, output, types};
+use crate::cache::CachedHost;
 use crate::host::{WasmHost, from_wit_domain};
 use crate::operator::{Context, OpenContext, Operator, OperatorError, OperatorInfo};
 
@@ -32,6 +33,8 @@ struct Instance {
     operator: Box<dyn Operator>,
     /// Framed output of the current call, reused across calls.
     out: Vec<u8>,
+    /// The host, with value state cached; flushed at the end of every call.
+    host: CachedHost,
 }
 
 thread_local! {
@@ -50,11 +53,17 @@ fn to_wit(err: OperatorError, record_index: u32) -> types::OperatorError {
     }
 }
 
+/// Runs `f` on the instance, then sends the state it wrote to the host, so host-managed state
+/// is exact between calls (when checkpoints are taken).
 fn with_instance<T>(
     f: impl FnOnce(&mut Instance) -> Result<T, types::OperatorError>,
 ) -> Result<T, types::OperatorError> {
     INSTANCE.with(|cell| match cell.borrow_mut().as_mut() {
-        Some(instance) => f(instance),
+        Some(instance) => {
+            let result = f(instance);
+            instance.host.flush();
+            result
+        }
         None => Err(types::OperatorError::Failed(
             "operator called before a successful open".into(),
         )),
@@ -70,9 +79,8 @@ fn call_emitting(
     f: impl FnOnce(&mut dyn Operator, &mut Context<'_>) -> Result<(), OperatorError>,
 ) -> Result<(), types::OperatorError> {
     instance.out.clear();
-    let mut host = WasmHost;
     let result = {
-        let mut ctx = Context::new(&mut host, &mut instance.out, key, timestamp);
+        let mut ctx = Context::new(&mut instance.host, &mut instance.out, key, timestamp);
         f(instance.operator.as_mut(), &mut ctx)
     };
     for record in weir_framing::records(&instance.out) {
@@ -117,6 +125,7 @@ impl<R: Registry> operator::Guest for Component<R> {
             *cell.borrow_mut() = Some(Instance {
                 operator,
                 out: Vec::new(),
+                host: CachedHost::default(),
             })
         });
         Ok(())
@@ -181,13 +190,16 @@ impl<R: Registry> batch::Guest for Component<R> {
     fn process_batch(records: Vec<u8>) -> Result<Vec<u8>, types::OperatorError> {
         with_instance(|instance| {
             instance.out.clear();
-            let mut host = WasmHost;
             for (index, record) in weir_framing::records(&records).enumerate() {
                 let record = record.map_err(|e| {
                     types::OperatorError::Failed(format!("host sent a malformed batch: {e}"))
                 })?;
-                let mut ctx =
-                    Context::new(&mut host, &mut instance.out, record.key, record.timestamp);
+                let mut ctx = Context::new(
+                    &mut instance.host,
+                    &mut instance.out,
+                    record.key,
+                    record.timestamp,
+                );
                 instance
                     .operator
                     .process(record, &mut ctx)

@@ -58,6 +58,12 @@ pub trait HostApi {
     fn declare_state(&mut self, name: &str, kind: StateKind) -> StateId;
     /// The value of `key`, if any.
     fn value_get(&mut self, state: StateId, key: &[u8]) -> Option<Vec<u8>>;
+    /// Calls `f` with the value of `key` without copying it where the host can lend it (the
+    /// guest-side cache does); the typed handles read through this.
+    fn value_with(&mut self, state: StateId, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) {
+        let value = self.value_get(state, key);
+        f(value.as_deref())
+    }
     /// Sets the value of `key`.
     fn value_set(&mut self, state: StateId, key: &[u8], value: &[u8]);
     /// Removes the value of `key`.

@@ -24,6 +24,7 @@
 extern crate self as weir_sdk;
 
 pub mod bindings;
+mod cache;
 pub mod codec;
 mod export;
 mod functions;

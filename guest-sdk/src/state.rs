@@ -4,11 +4,17 @@
 //! timer; every access is scoped to the key of that record or timer. The host groups the state by
 //! key group, so it follows its keys when a job is rescaled.
 
+use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::codec::{Bincode, Codec};
 use crate::host::StateId;
 use crate::operator::{Context, OperatorError};
+
+thread_local! {
+    /// Encoding buffer reused by every state write: no allocation per update.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
 
 /// One value of type `T` per key.
 ///
@@ -67,19 +73,25 @@ impl<T, C: Codec<T>> ValueState<T, C> {
     /// The value of the current key, if any.
     pub fn get(&self, ctx: &mut Context<'_>) -> Result<Option<T>, OperatorError> {
         let key = ctx.require_key("read keyed state")?;
-        match ctx.host.value_get(self.id, key) {
-            Some(bytes) => self.codec.decode(&bytes).map(Some).map_err(state_corrupt),
-            None => Ok(None),
-        }
+        let mut result = Ok(None);
+        ctx.host.value_with(self.id, key, &mut |bytes| {
+            if let Some(bytes) = bytes {
+                result = self.codec.decode(bytes).map(Some).map_err(state_corrupt);
+            }
+        });
+        result
     }
 
     /// Sets the value of the current key.
     pub fn set(&self, ctx: &mut Context<'_>, value: &T) -> Result<(), OperatorError> {
         let key = ctx.require_key("write keyed state")?;
-        let mut bytes = Vec::new();
-        self.codec.encode(value, &mut bytes)?;
-        ctx.host.value_set(self.id, key, &bytes);
-        Ok(())
+        SCRATCH.with(|scratch| {
+            let mut bytes = scratch.borrow_mut();
+            bytes.clear();
+            self.codec.encode(value, &mut bytes)?;
+            ctx.host.value_set(self.id, key, &bytes);
+            Ok(())
+        })
     }
 
     /// Removes the value of the current key.

@@ -3,7 +3,9 @@
 //!
 //! - P1 stateless chain: N longs -> map x*3+1 -> filter even -> map to (x, x) -> discard;
 //! - P2 keyed aggregation: N longs -> (x mod 10000, 1) -> hash by key -> running sum per key in
-//!   keyed state -> discard.
+//!   keyed state -> discard;
+//! - P3: P2 (wasm) with a checkpoint every second, next to P2 without: records/s, checkpoint
+//!   duration and size.
 //!
 //! records/s counts source records over the job's wall time (deployment included). Peak RSS is
 //! the process's high-water mark during the job (reset before each job through
@@ -14,7 +16,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::cluster::{MiniCluster, MiniClusterConfig};
+use crate::checkpoint::CheckpointConfig;
+use crate::cluster::{JobOptions, MiniCluster, MiniClusterConfig};
 use crate::guests;
 use crate::job::parse_manifest;
 use crate::runtime::task_executor::TaskExecutorConfig;
@@ -30,8 +33,11 @@ pub struct PipelinesArgs {
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub parallelism: Vec<u32>,
     /// Pipelines to run.
-    #[arg(long, value_delimiter = ',', default_value = "p1,p2")]
+    #[arg(long, value_delimiter = ',', default_value = "p1,p2,p3")]
     pub pipelines: Vec<String>,
+    /// Operator kinds to run the pipelines with.
+    #[arg(long, value_delimiter = ',', default_value = "wasm,native")]
+    pub modes: Vec<String>,
 }
 
 /// Flink 2.3 on this kind of machine at N = 100 million (PERF-NOTES), records/s, by
@@ -42,6 +48,8 @@ fn flink(pipeline: &str, parallelism: u32) -> Option<f64> {
         ("p1", 2) => Some(33.8e6),
         ("p2", 1) => Some(7.8e6),
         ("p2", 2) => Some(10.2e6),
+        ("p3", 1) => Some(6.9e6),
+        ("p3", 2) => Some(8.7e6),
         _ => None,
     }
 }
@@ -63,12 +71,12 @@ fn manifest(pipeline: &str, wasm: bool, records: u64, parallelism: u32) -> Resul
             operator("pair", "even", wasm, "forward"),
         ]
         .concat(),
-        "p2" => [
+        "p2" | "p3" => [
             operator("key-mod-10000", "numbers", wasm, "forward"),
             operator("running-sum", "key-mod-10000", wasm, "hash"),
         ]
         .concat(),
-        other => anyhow::bail!("no pipeline `{other}`; there are p1 and p2"),
+        other => anyhow::bail!("no pipeline `{other}`; there are p1, p2 and p3"),
     };
     let last = if pipeline == "p1" {
         "pair"
@@ -97,9 +105,22 @@ fn peak_rss_mb() -> Option<f64> {
 /// Runs the benchmark and prints its results.
 pub fn run(args: &PipelinesArgs) -> Result<()> {
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default())?);
+    let checkpoint_root =
+        std::env::temp_dir().join(format!("weir-bench-checkpoints-{}", std::process::id()));
     for pipeline in &args.pipelines {
         for &parallelism in &args.parallelism {
-            for wasm in [true, false] {
+            // P3 is P2 with checkpoints, and only its wasm form keeps checkpointed state.
+            let modes: &[bool] = if pipeline == "p3" {
+                &[true]
+            } else {
+                &[true, false]
+            };
+            let wanted = |wasm: bool| {
+                args.modes
+                    .iter()
+                    .any(|m| m == if wasm { "wasm" } else { "native" })
+            };
+            for &wasm in modes.iter().filter(|&&w| wanted(w)) {
                 let text = manifest(pipeline, wasm, args.records, parallelism)?;
                 let graph = parse_manifest(&text, &Default::default())?.job_graph(None)?;
                 let cluster = MiniCluster::new(
@@ -112,9 +133,18 @@ pub fn run(args: &PipelinesArgs) -> Result<()> {
                     },
                     runtime.clone(),
                 );
+                let options = JobOptions {
+                    checkpoints: (pipeline == "p3").then(|| CheckpointConfig {
+                        dir: checkpoint_root.clone(),
+                        interval: Duration::from_secs(1),
+                        timeout: Duration::from_secs(60),
+                        retained: 2,
+                    }),
+                    ..JobOptions::default()
+                };
                 reset_peak_rss();
                 let result = cluster
-                    .run(&graph)
+                    .run_job(&graph, &options)
                     .with_context(|| format!("{pipeline} at parallelism {parallelism}"))?;
                 let secs = result.duration.max(Duration::from_micros(1)).as_secs_f64();
                 let read: u64 = result
@@ -135,6 +165,25 @@ pub fn run(args: &PipelinesArgs) -> Result<()> {
                     args.records,
                     peak_rss_mb().unwrap_or(0.0),
                 );
+                if pipeline == "p3" {
+                    let n = result.checkpoints.len().max(1) as f64;
+                    let duration_ms = result
+                        .checkpoints
+                        .iter()
+                        .map(|c| c.duration.as_secs_f64() * 1e3)
+                        .sum::<f64>()
+                        / n;
+                    let size_kb = result
+                        .checkpoints
+                        .iter()
+                        .map(|c| c.bytes as f64 / 1024.0)
+                        .sum::<f64>()
+                        / n;
+                    line.push_str(&format!(
+                        " checkpoints={} checkpoint_ms={duration_ms:.1} checkpoint_kib={size_kb:.0}",
+                        result.checkpoints.len()
+                    ));
+                }
                 if let Some(peer) = flink(pipeline, parallelism) {
                     line.push_str(&format!(
                         " flink_records_per_s={peer:.0} vs_flink={:.2}",
@@ -145,5 +194,6 @@ pub fn run(args: &PipelinesArgs) -> Result<()> {
             }
         }
     }
+    let _ = std::fs::remove_dir_all(&checkpoint_root);
     Ok(())
 }

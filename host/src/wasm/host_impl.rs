@@ -98,6 +98,26 @@ impl keyed_state::Host for OperatorStore {
         self.state_result(r)
     }
 
+    fn value_write_batch(&mut self, state: u32, sets: Vec<u8>, clears: Vec<u8>) -> Result<()> {
+        for (batch, clear) in [(&sets, false), (&clears, true)] {
+            for record in weir_framing::records(batch) {
+                let record = record.map_err(|e| self.violate(format!("value-write-batch: {e}")))?;
+                let Some(key) = record.key else {
+                    return Err(self.violate("value-write-batch: a record without a key".into()));
+                };
+                self.check_key(key)?;
+                let r = if clear {
+                    self.state.value_clear(state, key)
+                } else {
+                    self.check_value(record.value)?;
+                    self.state.value_set(state, key, record.value)
+                };
+                self.state_result(r)?;
+            }
+        }
+        Ok(())
+    }
+
     fn map_get(&mut self, state: u32, key: Vec<u8>, map_key: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let r = self
             .state
