@@ -287,7 +287,19 @@ fn report(result: &JobResult) {
     }
 }
 
-fn main() -> Result<()> {
+/// Prints failures as their chain of causes, one line, without a backtrace: the messages name
+/// what failed and where.
+fn main() -> std::process::ExitCode {
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
