@@ -502,3 +502,25 @@ fn a_killed_process_resumes_from_its_latest_checkpoint() {
     assert_eq!(committed_lines(&out), expected_lines(&text));
     let _ = BTreeMap::<u8, u8>::new();
 }
+
+#[test]
+fn only_the_retained_number_of_checkpoints_is_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let out = dir.path().join("out");
+    let mut opts = options(&dir.path().join("chk"), 5);
+    if let Some(c) = opts.checkpoints.as_mut() {
+        c.retained = 2;
+    }
+    let result = cluster()
+        .run_job(&graph(&wordcount(&input, &out, 3_000, None), 2), &opts)
+        .expect("job");
+    assert!(
+        result.checkpoints.len() > 2,
+        "{} checkpoints",
+        result.checkpoints.len()
+    );
+    let kept = weir_host::checkpoint::storage::checkpoint_dirs(&dir.path().join("chk").join("wc"));
+    assert_eq!(kept.len(), 2, "{kept:?}");
+    assert_eq!(committed_lines(&out), expected_lines(&text));
+}

@@ -478,3 +478,47 @@ fn chaining_follows_forward_edges_at_equal_parallelism() {
     );
     let _ = Arc::new(());
 }
+
+#[test]
+fn a_task_with_two_inputs_reads_the_union_of_both() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("union");
+    let text = format!(
+        r#"
+        [[source]]
+        id = "low"
+        kind = "sequence"
+        count = 1000
+        format = "text"
+        [[source]]
+        id = "high"
+        kind = "sequence"
+        count = 2000
+        format = "text"
+        parallelism = 2
+        [[sink]]
+        id = "out"
+        kind = "file"
+        path = "{out}"
+        input = ["low", "high"]
+        edge = "rebalance"
+        "#,
+        out = out.display()
+    );
+    let graph = manifest(dir.path(), &text, &[])
+        .expect("manifest")
+        .job_graph(None)
+        .expect("graph");
+    assert!(
+        matches!(&graph.vertices[2].input, weir_host::job::VertexInput::Edges(e) if e.len() == 2)
+    );
+    cluster(2).run(&graph).expect("job");
+    let mut got: Vec<u64> = lines(&out)
+        .iter()
+        .map(|l| l.parse().expect("number"))
+        .collect();
+    got.sort_unstable();
+    let mut expected: Vec<u64> = (0..1000).chain(0..2000).collect();
+    expected.sort_unstable();
+    assert_eq!(got, expected);
+}
