@@ -192,6 +192,9 @@ pub struct JobHandle {
     started: Instant,
     network: Arc<NetworkBufferPool>,
     coordinator: Option<CoordinatorHandle>,
+    /// File sinks that commit transactionally; their pending files are committed when the
+    /// attempt succeeds.
+    transactional_dirs: Vec<PathBuf>,
     jobs: JobTable,
     _slots: SlotAllocation,
 }
@@ -289,12 +292,6 @@ impl MiniCluster {
                 .wait();
             match outcome {
                 Ok(mut result) => {
-                    if options.checkpoints.is_some() {
-                        for dir in transactional_dirs(graph) {
-                            commit_all_pending(&dir)
-                                .map_err(|source| JobFailure::Sink { dir, source })?;
-                        }
-                    }
                     result.restarts = restarts;
                     return Ok(result);
                 }
@@ -438,6 +435,10 @@ impl JobHandle {
         }
         if cancelled {
             return Err(JobFailure::Cancelled);
+        }
+        // Every task finished: what is still pending belongs to this successful run.
+        for dir in self.transactional_dirs {
+            commit_all_pending(&dir).map_err(|source| JobFailure::Sink { dir, source })?;
         }
         Ok(JobResult {
             name: self.name,

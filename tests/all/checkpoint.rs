@@ -524,3 +524,32 @@ fn only_the_retained_number_of_checkpoints_is_kept() {
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert_eq!(committed_lines(&out), expected_lines(&text));
 }
+
+#[test]
+fn a_run_with_a_savepoint_commits_everything_and_a_rerun_numbers_checkpoints_above_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let chk = dir.path().join("chk");
+    let opts = options(&chk, 10);
+    let cluster = cluster();
+
+    // One attempt with a savepoint along the way, waited for (the CLI's --savepoint-after).
+    let out = dir.path().join("out");
+    let job = graph(&wordcount(&input, &out, 3_000, None), 2);
+    let handle = cluster.submit_with(&job, &opts, None, 0).expect("submit");
+    std::thread::sleep(Duration::from_millis(50));
+    handle.savepoint(&dir.path().join("sp")).expect("savepoint");
+    let first = handle.wait().expect("job");
+    assert_eq!(committed_lines(&out), expected_lines(&text));
+    assert_eq!(pending_files(&out), 0);
+
+    // Run again into the same checkpoint directory: its ids continue above the first run's.
+    let highest = first.checkpoints.iter().map(|c| c.id).max();
+    let out2 = dir.path().join("out2");
+    let second = cluster
+        .run_job(&graph(&wordcount(&input, &out2, 3_000, None), 2), &opts)
+        .expect("second run");
+    let lowest = second.checkpoints.iter().map(|c| c.id).min();
+    assert!(lowest > highest, "{lowest:?} after {highest:?}");
+    assert_eq!(committed_lines(&out2), expected_lines(&text));
+}

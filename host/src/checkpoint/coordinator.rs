@@ -252,7 +252,11 @@ impl Coordinator {
             self.abandon(p, &format!("cannot write _metadata: {e}"));
             return;
         }
-        complete(p.id);
+        // A savepoint commits no side effects (as Flink since 1.15): failover restores from
+        // checkpoints, and output committed on a savepoint would be replayed twice.
+        if p.savepoint.is_none() {
+            complete(p.id);
+        }
         self.completed
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -106,6 +106,15 @@ pub(super) fn deploy(
     let cancel = CancelFlag::default();
     te.register_job(id, cancel.clone());
     let restored_id = setup.restore.map(|r| r.metadata.checkpoint);
+    // Checkpoint ids continue above every `chk-<n>` already in the job's directory (earlier
+    // runs, failed attempts, skipped corrupt ones), so an id never names two checkpoints and
+    // retention by id keeps the newest.
+    let first_checkpoint = setup.checkpoints.map(|config| {
+        let existing = crate::checkpoint::storage::checkpoint_dirs(&config.dir.join(&graph.name))
+            .first()
+            .map_or(0, |(n, _)| *n);
+        existing.max(restored_id.unwrap_or(0)) + 1
+    });
     let (coordinator_tx, coordinator_rx) = mpsc::channel();
     let targets = CheckpointTargets::default();
     let task_count: usize = graph.vertices.iter().map(|v| v.parallelism as usize).sum();
@@ -219,7 +228,7 @@ pub(super) fn deploy(
             let deployment = Deployment {
                 restore,
                 source_ranges,
-                transactional_epoch: setup.checkpoints.map(|_| restored_id.unwrap_or(0) + 1),
+                transactional_epoch: first_checkpoint,
                 checkpointing,
                 name: name.clone(),
                 subtask: s,
@@ -256,7 +265,7 @@ pub(super) fn deploy(
             job: graph.name.clone(),
             max_parallelism: graph.max_parallelism,
             tasks: task_count,
-            next_id: restored_id.unwrap_or(0) + 1,
+            next_id: first_checkpoint.unwrap_or(1),
             targets: targets.clone(),
             completed: Arc::new(Mutex::new(Vec::new())),
         };
@@ -295,6 +304,11 @@ pub(super) fn deploy(
         None => None,
     };
     Ok(JobHandle {
+        transactional_dirs: if setup.checkpoints.is_some() {
+            super::transactional_dirs(graph)
+        } else {
+            Vec::new()
+        },
         coordinator,
         jobs: te.jobs(),
         monitor: JobMonitor {

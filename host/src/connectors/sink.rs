@@ -131,10 +131,24 @@ fn parse_pending(name: &str) -> Option<(u32, u64)> {
     Some((subtask.parse().ok()?, epoch.parse().ok()?))
 }
 
+/// Makes renames and new files in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fs::File::open(dir)?.sync_all()
+}
+
 fn commit(dir: &Path, name: &str) -> std::io::Result<()> {
     let (subtask, epoch) = parse_pending(name)
         .ok_or_else(|| std::io::Error::other(format!("`{name}` is not a pending part file")))?;
-    fs::rename(dir.join(name), dir.join(format!("part-{subtask}-{epoch}")))
+    let target = dir.join(format!("part-{subtask}-{epoch}"));
+    if target.exists() {
+        // Committed output is never replaced: that would hide a duplicate or lose records.
+        return Err(std::io::Error::other(format!(
+            "`{}` is already committed; refusing to overwrite it with `{name}`",
+            target.display()
+        )));
+    }
+    fs::rename(dir.join(name), target)?;
+    sync_dir(dir)
 }
 
 fn pending_files(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
@@ -176,8 +190,7 @@ pub fn commit_all_pending(dir: &Path) -> std::io::Result<()> {
 }
 
 impl TransactionalFileSink {
-    /// Writes into directory `dir`; `epoch` is the checkpoint its first records belong to (one
-    /// past the checkpoint it resumes from).
+    /// Writes into directory `dir`; `epoch` is the first checkpoint id this attempt will use.
     pub fn create(
         dir: &Path,
         subtask: u32,
@@ -212,11 +225,20 @@ impl TransactionalFileSink {
     }
 
     /// Pre-commit: the current epoch's file is made durable and closed.
-    fn close_epoch(&mut self) -> Result<(), ChainError> {
+    /// Pre-commit: the current epoch's file is made durable, closed, and named after
+    /// `checkpoint`, the checkpoint whose completion will commit it (ids can skip when a
+    /// checkpoint is abandoned).
+    fn close_epoch(&mut self, checkpoint: Option<u64>) -> Result<(), ChainError> {
         if let Some(mut w) = self.current.take() {
             w.flush()
                 .and_then(|()| w.get_ref().sync_all())
                 .map_err(|e| self.io_error(e))?;
+            if let Some(id) = checkpoint.filter(|&id| id != self.epoch) {
+                let from = self.dir.join(pending_name(self.subtask, self.epoch));
+                let to = self.dir.join(pending_name(self.subtask, id));
+                fs::rename(from, to).map_err(|e| self.io_error(e))?;
+            }
+            sync_dir(&self.dir).map_err(|e| self.io_error(e))?;
         }
         Ok(())
     }
@@ -240,7 +262,7 @@ impl Output for TransactionalFileSink {
         checkpoint: u64,
         _: &mut Vec<crate::state::OperatorSnapshot>,
     ) -> Result<(), ChainError> {
-        self.close_epoch()?;
+        self.close_epoch(Some(checkpoint))?;
         self.epoch = checkpoint + 1;
         Ok(())
     }
@@ -257,7 +279,7 @@ impl Output for TransactionalFileSink {
     }
 
     fn finish(&mut self) -> Result<(), ChainError> {
-        self.close_epoch()
+        self.close_epoch(None)
     }
 }
 

@@ -235,6 +235,11 @@ impl Output for RecordWriter {
             p.write_record(record)?;
         }
         self.metrics.add_records_out(1);
+        // Start the buffer timeout with the first unsent record, so records that trickle in
+        // one at a time still leave within it.
+        if self.oldest_unflushed.is_none() {
+            self.oldest_unflushed = Some(Instant::now());
+        }
         self.since_time_check += 1;
         if self.since_time_check >= 256 {
             self.since_time_check = 0;

@@ -43,21 +43,28 @@ pub enum SlotError {
     #[error("the job needs {needed} task slots but the TaskExecutor has {free} free of {total}")]
     NotEnoughSlots { needed: u32, free: u32, total: u32 },
     #[error(
-        "the job needs {needed} network buffers but the TaskExecutor has {total}; give it more \
-         (--network-buffers) or lower the parallelism"
+        "the job needs {needed} network buffers but the TaskExecutor has {free} unreserved of \
+         {total}; give it more (--network-buffers) or lower the parallelism"
     )]
-    NotEnoughBuffers { needed: usize, total: usize },
+    NotEnoughBuffers {
+        needed: usize,
+        free: usize,
+        total: usize,
+    },
 }
 
-/// Slots held by a job; returned when dropped.
+/// Slots and network buffers held by a job; returned when dropped.
 pub struct SlotAllocation {
-    table: Arc<Mutex<u32>>,
+    table: Arc<Mutex<(u32, usize)>>,
     slots: u32,
+    buffers: usize,
 }
 
 impl Drop for SlotAllocation {
     fn drop(&mut self) {
-        *self.table.lock().unwrap_or_else(|p| p.into_inner()) += self.slots;
+        let mut free = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        free.0 += self.slots;
+        free.1 += self.buffers;
     }
 }
 
@@ -83,7 +90,9 @@ pub struct TaskExecutor {
     config: TaskExecutorConfig,
     network: Arc<NetworkBufferPool>,
     runtime: Arc<WasmRuntime>,
-    free_slots: Arc<Mutex<u32>>,
+    /// Free slots and unreserved network buffers. Buffers are reserved per job, so jobs
+    /// running side by side can never be promised more than the pool holds.
+    free: Arc<Mutex<(u32, usize)>>,
     jobs: JobTable,
 }
 
@@ -94,7 +103,7 @@ impl TaskExecutor {
     pub fn new(config: TaskExecutorConfig, runtime: Arc<WasmRuntime>) -> Self {
         TaskExecutor {
             network: NetworkBufferPool::new(config.segment_bytes, config.network_buffers),
-            free_slots: Arc::new(Mutex::new(config.slots)),
+            free: Arc::new(Mutex::new((config.slots, config.network_buffers))),
             config,
             runtime,
             jobs: JobTable::default(),
@@ -115,30 +124,33 @@ impl TaskExecutor {
 
     /// Reserves `slots` slots and checks that `buffers` network buffers can be guaranteed.
     pub fn allocate(&self, slots: u32, buffers: usize) -> Result<SlotAllocation, SlotError> {
-        if buffers > self.config.network_buffers {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        if buffers > free.1 {
             return Err(SlotError::NotEnoughBuffers {
                 needed: buffers,
+                free: free.1,
                 total: self.config.network_buffers,
             });
         }
-        let mut free = self.free_slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots > *free {
+        if slots > free.0 {
             return Err(SlotError::NotEnoughSlots {
                 needed: slots,
-                free: *free,
+                free: free.0,
                 total: self.config.slots,
             });
         }
-        *free -= slots;
+        free.0 -= slots;
+        free.1 -= buffers;
         Ok(SlotAllocation {
-            table: self.free_slots.clone(),
+            table: self.free.clone(),
             slots,
+            buffers,
         })
     }
 
     /// Free slots now.
     pub fn free_slots(&self) -> u32 {
-        *self.free_slots.lock().unwrap_or_else(|p| p.into_inner())
+        self.free.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// Registers a job so it can be cancelled.
