@@ -47,7 +47,7 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Everything an operator crate usually needs.
 pub mod prelude {
-    pub use crate::codec::{Bincode, BincodeFixed, Bytes, Codec, Json, Text};
+    pub use crate::codec::{Bincode, BincodeFixed, Bytes, Codec, Fixed, Json, Text};
     pub use crate::host::{Level, TimeDomain};
     pub use crate::{
         Context, Emitter, MapState, OpenContext, Operator, OperatorError, OperatorInfo,

@@ -274,13 +274,22 @@ impl Coordinator {
         }
     }
 
-    /// Deletes complete checkpoints beyond the retained count (savepoints live elsewhere).
+    /// Keeps the newest `retained` complete checkpoints and deletes every `chk-<n>` older than
+    /// the oldest of them, complete or not (savepoints live elsewhere).
     fn retain(&self, job_dir: &Path) {
-        for (_, dir) in checkpoint_dirs(job_dir)
-            .into_iter()
-            .skip(self.config.retained.max(1))
-        {
-            let _ = std::fs::remove_dir_all(dir);
+        let dirs = checkpoint_dirs(job_dir);
+        let complete: Vec<u64> = dirs
+            .iter()
+            .filter(|(_, d)| d.join(super::storage::METADATA).exists())
+            .map(|(n, _)| *n)
+            .collect();
+        let Some(&oldest_kept) = complete.get(self.config.retained.max(1) - 1) else {
+            return;
+        };
+        for (n, dir) in dirs {
+            if n < oldest_kept {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }

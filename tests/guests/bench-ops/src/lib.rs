@@ -1,5 +1,5 @@
 //! The operators of `weir bench chain` and `weir bench pipelines`, over 8-byte little-endian
-//! integers (the sequence source's format and the SDK's `BincodeFixed`). The native operators
+//! integers (the sequence source's format; the SDK's `Fixed` codec). The native operators
 //! of the same names in `weir_host::native` compute the same.
 
 use weir_sdk::prelude::*;
@@ -9,7 +9,7 @@ struct KeyMod;
 
 impl Operator for KeyMod {
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
-        let x: u64 = BincodeFixed.decode(record.value)?;
+        let x: u64 = Fixed.decode(record.value)?;
         ctx.emit_record(Record {
             value: &1u64.to_le_bytes(),
             key: Some(&(x % 10_000).to_le_bytes()),
@@ -22,7 +22,7 @@ impl Operator for KeyMod {
 /// Keyed running sum of the values; emits (key, sum).
 #[derive(Default)]
 struct RunningSum {
-    sum: Option<ValueState<u64, BincodeFixed>>,
+    sum: Option<ValueState<u64, Fixed>>,
 }
 
 impl ProcessFunction for RunningSum {
@@ -30,7 +30,7 @@ impl ProcessFunction for RunningSum {
     type Out = (u64, u64);
 
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
-        self.sum = Some(ctx.value_state("sum").with_codec(BincodeFixed));
+        self.sum = Some(ctx.value_state("sum").with_codec(Fixed));
         Ok(())
     }
 
@@ -45,16 +45,16 @@ impl ProcessFunction for RunningSum {
             .ok_or_else(|| OperatorError::Failed("not open".into()))?;
         let sum = state.get(ctx)?.unwrap_or(0).wrapping_add(value);
         state.set(ctx, &sum)?;
-        let key: u64 = ctx.key_as(&BincodeFixed)?;
+        let key: u64 = ctx.key_as(&Fixed)?;
         ctx.emit(&(key, sum))
     }
 }
 
 weir_sdk::export_operators! {
-    "times-three-plus-one" => map(|x: u64| x.wrapping_mul(3).wrapping_add(1)).input(BincodeFixed).output(BincodeFixed),
-    "even" => filter(|x: &u64| x.is_multiple_of(2)).input(BincodeFixed),
-    "half" => map(|x: u64| x / 2).input(BincodeFixed).output(BincodeFixed),
-    "pair" => map(|x: u64| (x, x)).input(BincodeFixed).output(BincodeFixed),
+    "times-three-plus-one" => map(|x: u64| x.wrapping_mul(3).wrapping_add(1)).input(Fixed).output(Fixed),
+    "even" => filter(|x: &u64| x.is_multiple_of(2)).input(Fixed),
+    "half" => map(|x: u64| x / 2).input(Fixed).output(Fixed),
+    "pair" => map(|x: u64| (x, x)).input(Fixed).output(Fixed),
     "key-mod-10000" => KeyMod,
-    "running-sum" => keyed_process(RunningSum::default()).input(BincodeFixed).output(BincodeFixed),
+    "running-sum" => keyed_process(RunningSum::default()).input(Fixed).output(Fixed),
 }
