@@ -31,6 +31,3 @@ impl CancelFlag {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("the job was cancelled")]
 pub struct Cancelled;
-
-/// How long a blocked wait sleeps before it looks at the cancel flag again.
-pub(crate) const CANCEL_CHECK: std::time::Duration = std::time::Duration::from_millis(20);

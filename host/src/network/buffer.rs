@@ -10,7 +10,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::{CANCEL_CHECK, CancelFlag, Cancelled};
+use super::{CancelFlag, Cancelled};
+
+/// How long a writer waiting for a buffer sleeps before it looks again: segments returned to
+/// the network pool by other partitions do not notify it, and the cancel flag is checked too.
+const BUFFER_POLL: Duration = Duration::from_millis(2);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // Pool counters stay consistent under every panic point, so a poisoned lock is still valid.
@@ -179,7 +183,7 @@ impl LocalBufferPool {
             // Local returns notify the condvar; the network pool does not, hence the timeout.
             state = self
                 .returned
-                .wait_timeout(state, CANCEL_CHECK.min(Duration::from_millis(2)))
+                .wait_timeout(state, BUFFER_POLL)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|p| p.into_inner().0);
         }
