@@ -2,41 +2,61 @@
 //!
 //! Each keyed-state import is a component call (~100+ ns); a keyed operator reading and writing
 //! its state per record would pay two per record. The cache serves reads it has seen and keeps
-//! writes; at the end of every export call the dirty entries go to the host in one
-//! `value-write-batch` per state, so host-managed state is exact whenever the host looks at it
-//! (checkpoints happen between calls). Clean entries are dropped when the cache grows past its
-//! bound; they are only copies.
+//! writes until the host needs them: the export glue flushes it (one `value-write-batch` per
+//! state) before the operator's snapshot, at `close`, and when the cache outgrows its bound.
+//! The host reads keyed state only when it snapshots it, right after `snapshot-state`, so its
+//! copy is exact whenever it looks. A failure loses only the unflushed writes of this instance,
+//! and recovery restores the last checkpoint, which the flush before it made complete.
+//!
+//! Between checkpoints a running aggregate thus costs a hash lookup per record, and a read
+//! followed by a write of the same key (the usual get-then-set) hashes once: the slot of the last
+//! access is remembered.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use hashbrown::HashTable;
 
 use crate::host::{HostApi, Level, StateId, StateKind, TimeDomain, WasmHost};
+use crate::operator::OperatorError;
 
-/// Entries kept across calls before the clean ones are dropped.
+/// Entries kept before the cache is flushed and emptied; bounds its memory (which counts
+/// against the instance's memory limit) for operators with many keys.
 const MAX_CACHED: usize = 1 << 17;
 
-/// FxHash: keys are short byte strings from the operator's own records, and a guest that
-/// feeds itself adversarial keys only slows itself down.
-#[derive(Default)]
-struct FxHasher(u64);
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
-                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-        }
+/// FxHash over the state id and key: keys are short byte strings from the operator's own
+/// records, and a guest that feeds itself adversarial keys only slows itself down.
+#[inline]
+fn hash_key(state: StateId, key: &[u8]) -> u64 {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+    let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(SEED);
+    let mut h = mix(u64::from(state), key.len() as u64);
+    let mut chunks = key.chunks_exact(8);
+    for chunk in &mut chunks {
+        let word: [u8; 8] = chunk.try_into().unwrap_or_default();
+        h = mix(h, u64::from_le_bytes(word));
     }
-    fn finish(&self) -> u64 {
-        self.0
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        let mut word = [0u8; 8];
+        for (w, b) in word.iter_mut().zip(tail) {
+            *w = *b;
+        }
+        h = mix(h, u64::from_le_bytes(word));
+    }
+    h
+}
+
+/// Key equality without a `memcmp` call (a call out of guest code in wasm) for 8-byte keys.
+#[inline]
+fn key_eq(a: &[u8], b: &[u8]) -> bool {
+    match (<&[u8; 8]>::try_from(a), <&[u8; 8]>::try_from(b)) {
+        (Ok(a), Ok(b)) => u64::from_ne_bytes(*a) == u64::from_ne_bytes(*b),
+        _ => a == b,
     }
 }
 
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-struct Entry {
+struct Slot {
+    state: StateId,
+    hash: u64,
+    key: Vec<u8>,
     value: Option<Vec<u8>>,
     dirty: bool,
 }
@@ -45,10 +65,15 @@ struct Entry {
 #[derive(Default)]
 pub struct CachedHost {
     inner: WasmHost,
-    /// By state id (ids are small and dense), then by key.
-    values: Vec<FxMap<Vec<u8>, Entry>>,
-    /// Keys written since the last flush, so a flush touches only them.
-    dirty: Vec<(StateId, Vec<u8>)>,
+    slots: Vec<Slot>,
+    /// Slot indices by hash of (state, key).
+    index: HashTable<u32>,
+    /// The slot of the most recent access.
+    last: Option<u32>,
+    /// Slots written since the last flush, so a flush touches only them.
+    dirty: Vec<u32>,
+    /// The buffer the next write encodes into.
+    spare: Vec<u8>,
     sets: Vec<u8>,
     clears: Vec<u8>,
 }
@@ -56,83 +81,113 @@ pub struct CachedHost {
 impl CachedHost {
     /// Sends every dirty entry to the host, one batch per state.
     pub fn flush(&mut self) {
-        if !self.dirty.is_empty() {
-            let mut dirty = std::mem::take(&mut self.dirty);
-            dirty.sort_unstable_by_key(|(state, _)| *state);
-            let mut i = 0;
-            while i < dirty.len() {
-                let state = dirty[i].0;
-                self.sets.clear();
-                self.clears.clear();
-                while i < dirty.len() && dirty[i].0 == state {
-                    let key = &dirty[i].1;
-                    if let Some(entry) = self.values[state as usize].get_mut(key.as_slice()) {
-                        entry.dirty = false;
-                        let out = if entry.value.is_some() {
-                            &mut self.sets
-                        } else {
-                            &mut self.clears
-                        };
-                        weir_framing::Record {
-                            value: entry.value.as_deref().unwrap_or_default(),
-                            key: Some(key),
-                            timestamp: None,
-                        }
-                        .write_to(out);
-                    }
-                    i += 1;
-                }
-                crate::bindings::weir::stream::keyed_state::value_write_batch(
-                    state,
-                    &self.sets,
-                    &self.clears,
-                );
-            }
-            dirty.clear();
-            self.dirty = dirty;
+        if self.dirty.is_empty() {
+            return;
         }
-        if self.values.iter().map(HashMap::len).sum::<usize>() > MAX_CACHED {
-            self.values.iter_mut().for_each(HashMap::clear);
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable_by_key(|&i| (self.slots[i as usize].state, i));
+        let mut at = 0;
+        while at < dirty.len() {
+            let state = self.slots[dirty[at] as usize].state;
+            self.sets.clear();
+            self.clears.clear();
+            while at < dirty.len() && self.slots[dirty[at] as usize].state == state {
+                let slot = &mut self.slots[dirty[at] as usize];
+                slot.dirty = false;
+                let out = if slot.value.is_some() {
+                    &mut self.sets
+                } else {
+                    &mut self.clears
+                };
+                weir_framing::Record {
+                    value: slot.value.as_deref().unwrap_or_default(),
+                    key: Some(&slot.key),
+                    timestamp: None,
+                }
+                .write_to(out);
+                at += 1;
+            }
+            crate::bindings::weir::stream::keyed_state::value_write_batch(
+                state,
+                &self.sets,
+                &self.clears,
+            );
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
+    /// Keeps the cache within its bound: past it, flushes and starts empty.
+    pub fn trim(&mut self) {
+        if self.slots.len() > MAX_CACHED {
+            self.flush();
+            self.slots.clear();
+            self.index.clear();
+            self.last = None;
         }
     }
 
-    fn entries(&mut self, state: StateId) -> &mut FxMap<Vec<u8>, Entry> {
-        let i = state as usize;
-        if self.values.len() <= i {
-            self.values.resize_with(i + 1, FxMap::default);
+    #[inline]
+    fn find(&mut self, state: StateId, key: &[u8]) -> Option<u32> {
+        if let Some(i) = self.last {
+            let slot = &self.slots[i as usize];
+            if slot.state == state && key_eq(&slot.key, key) {
+                return Some(i);
+            }
         }
-        &mut self.values[i]
+        let hash = hash_key(state, key);
+        let slots = &self.slots;
+        let found = self
+            .index
+            .find(hash, |&i| {
+                let slot = &slots[i as usize];
+                slot.hash == hash && slot.state == state && key_eq(&slot.key, key)
+            })
+            .copied();
+        if found.is_some() {
+            self.last = found;
+        }
+        found
     }
 
-    fn write(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
-        let entries = self.entries(state);
-        let newly_dirty = match entries.get_mut(key) {
-            Some(entry) => {
-                let newly = !entry.dirty;
-                // Reuse the entry's buffer: no allocation per update of a cached key.
-                match (&mut entry.value, value) {
-                    (Some(old), Some(new)) => {
-                        old.clear();
-                        old.extend_from_slice(new);
-                    }
-                    (slot, new) => *slot = new.map(<[u8]>::to_vec),
-                }
-                entry.dirty = true;
-                newly
-            }
+    fn insert(&mut self, state: StateId, key: &[u8], value: Option<Vec<u8>>, dirty: bool) -> u32 {
+        let hash = hash_key(state, key);
+        let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
+        self.slots.push(Slot {
+            state,
+            hash,
+            key: key.to_vec(),
+            value,
+            dirty,
+        });
+        let slots = &self.slots;
+        self.index
+            .insert_unique(hash, i, |&j| slots[j as usize].hash);
+        if dirty {
+            self.dirty.push(i);
+        }
+        self.last = Some(i);
+        i
+    }
+
+    /// The slot of `key`, read from the host on a miss.
+    #[inline]
+    fn slot(&mut self, state: StateId, key: &[u8]) -> u32 {
+        match self.find(state, key) {
+            Some(i) => i,
             None => {
-                entries.insert(
-                    key.to_vec(),
-                    Entry {
-                        value: value.map(<[u8]>::to_vec),
-                        dirty: true,
-                    },
-                );
-                true
+                let value = self.inner.value_get(state, key);
+                self.insert(state, key, value, false)
             }
-        };
-        if newly_dirty {
-            self.dirty.push((state, key.to_vec()));
+        }
+    }
+
+    #[inline]
+    fn mark_dirty(&mut self, i: u32) {
+        let slot = &mut self.slots[i as usize];
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(i);
         }
     }
 }
@@ -142,38 +197,56 @@ impl HostApi for CachedHost {
         self.inner.declare_state(name, kind)
     }
     fn value_get(&mut self, state: StateId, key: &[u8]) -> Option<Vec<u8>> {
-        if let Some(entry) = self.entries(state).get(key) {
-            return entry.value.clone();
-        }
-        let value = self.inner.value_get(state, key);
-        self.entries(state).insert(
-            key.to_vec(),
-            Entry {
-                value: value.clone(),
-                dirty: false,
-            },
-        );
-        value
+        let i = self.slot(state, key);
+        self.slots[i as usize].value.clone()
     }
     fn value_with(&mut self, state: StateId, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) {
-        if let Some(entry) = self.entries(state).get(key) {
-            return f(entry.value.as_deref());
-        }
-        let value = self.inner.value_get(state, key);
-        f(value.as_deref());
-        self.entries(state).insert(
-            key.to_vec(),
-            Entry {
-                value,
-                dirty: false,
-            },
-        );
+        let i = self.slot(state, key);
+        f(self.slots[i as usize].value.as_deref())
     }
     fn value_set(&mut self, state: StateId, key: &[u8], value: &[u8]) {
-        self.write(state, key, Some(value));
+        let _ = self.value_set_with(state, key, &mut |out| {
+            weir_framing::extend_small(out, value);
+            Ok(())
+        });
+    }
+    fn value_set_with(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), OperatorError>,
+    ) -> Result<(), OperatorError> {
+        // Encode into the spare buffer, then swap it with the slot's: no allocation per update
+        // of a cached key, and a failed encode leaves the cache as it was.
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        if let Err(e) = encode(&mut buf) {
+            self.spare = buf;
+            return Err(e);
+        }
+        match self.find(state, key) {
+            Some(i) => {
+                let slot = &mut self.slots[i as usize];
+                match &mut slot.value {
+                    Some(old) => std::mem::swap(old, &mut buf),
+                    None => slot.value = Some(std::mem::take(&mut buf)),
+                }
+                self.spare = buf;
+                self.mark_dirty(i);
+            }
+            None => {
+                self.insert(state, key, Some(buf), true);
+            }
+        }
+        Ok(())
     }
     fn value_clear(&mut self, state: StateId, key: &[u8]) {
-        self.write(state, key, None);
+        let i = match self.find(state, key) {
+            Some(i) => i,
+            None => self.insert(state, key, None, false),
+        };
+        self.slots[i as usize].value = None;
+        self.mark_dirty(i);
     }
     fn map_get(&mut self, state: StateId, key: &[u8], map_key: &[u8]) -> Option<Vec<u8>> {
         self.inner.map_get(state, key, map_key)
@@ -204,5 +277,20 @@ impl HostApi for CachedHost {
     }
     fn log(&mut self, level: Level, message: &str) {
         self.inner.log(level, message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_keys_hash_equal_and_states_separate_them() {
+        assert_eq!(hash_key(1, b"abcdefghij"), hash_key(1, b"abcdefghij"));
+        assert_ne!(hash_key(1, b"abcdefgh"), hash_key(2, b"abcdefgh"));
+        assert_ne!(hash_key(1, b"a"), hash_key(1, b"a\0"));
+        assert!(key_eq(b"12345678", b"12345678"));
+        assert!(!key_eq(b"12345678", b"12345679"));
+        assert!(!key_eq(b"1234567", b"12345678"));
     }
 }

@@ -80,9 +80,11 @@ macro_rules! fixed_width {
     ($($t:ty),*) => {$(
         impl FixedWidth for $t {
             const WIDTH: usize = std::mem::size_of::<$t>();
+            #[inline]
             fn put(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
+            #[inline]
             fn get(bytes: &[u8]) -> Self {
                 let mut b = [0u8; std::mem::size_of::<$t>()];
                 b.copy_from_slice(bytes);
@@ -95,20 +97,24 @@ fixed_width!(u8, u16, u32, u64, i8, i16, i32, i64, f32, f64);
 
 impl<A: FixedWidth, B: FixedWidth> FixedWidth for (A, B) {
     const WIDTH: usize = A::WIDTH + B::WIDTH;
+    #[inline]
     fn put(&self, out: &mut Vec<u8>) {
         self.0.put(out);
         self.1.put(out);
     }
+    #[inline]
     fn get(bytes: &[u8]) -> Self {
         (A::get(&bytes[..A::WIDTH]), B::get(&bytes[A::WIDTH..]))
     }
 }
 
 impl<T: FixedWidth> Codec<T> for Fixed {
+    #[inline]
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError> {
         value.put(out);
         Ok(())
     }
+    #[inline]
     fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError> {
         if bytes.len() != T::WIDTH {
             return Err(decode_failed(
@@ -153,6 +159,7 @@ fn encode_failed(codec: &str, err: impl std::fmt::Display) -> OperatorError {
     OperatorError::Failed(format!("{codec} could not encode an output value: {err}"))
 }
 
+#[cold]
 fn decode_failed(codec: &str, err: impl std::fmt::Display) -> OperatorError {
     OperatorError::Decode(format!("{codec}: {err}"))
 }

@@ -33,7 +33,8 @@ struct Instance {
     operator: Box<dyn Operator>,
     /// Framed output of the current call, reused across calls.
     out: Vec<u8>,
-    /// The host, with value state cached; flushed at the end of every call.
+    /// The host, with value state cached; flushed before snapshots, at close, and when it
+    /// outgrows its bound (see [`crate::cache`]).
     host: CachedHost,
 }
 
@@ -53,15 +54,14 @@ fn to_wit(err: OperatorError, record_index: u32) -> types::OperatorError {
     }
 }
 
-/// Runs `f` on the instance, then sends the state it wrote to the host, so host-managed state
-/// is exact between calls (when checkpoints are taken).
+/// Runs `f` on the instance, then keeps the state cache within its bound.
 fn with_instance<T>(
     f: impl FnOnce(&mut Instance) -> Result<T, types::OperatorError>,
 ) -> Result<T, types::OperatorError> {
     INSTANCE.with(|cell| match cell.borrow_mut().as_mut() {
         Some(instance) => {
             let result = f(instance);
-            instance.host.flush();
+            instance.host.trim();
             result
         }
         None => Err(types::OperatorError::Failed(
@@ -169,7 +169,12 @@ impl<R: Registry> operator::Guest for Component<R> {
     }
 
     fn snapshot_state() -> Result<Vec<u8>, types::OperatorError> {
-        with_instance(|instance| instance.operator.snapshot_state().map_err(|e| to_wit(e, 0)))
+        // The host snapshots keyed state right after this returns: it must hold every write.
+        with_instance(|instance| {
+            let own = instance.operator.snapshot_state().map_err(|e| to_wit(e, 0));
+            instance.host.flush();
+            own
+        })
     }
 
     fn restore_state(state: Vec<u8>) -> Result<(), types::OperatorError> {
@@ -182,7 +187,11 @@ impl<R: Registry> operator::Guest for Component<R> {
     }
 
     fn close() -> Result<(), types::OperatorError> {
-        with_instance(|instance| call_emitting(instance, None, None, |op, ctx| op.close(ctx)))
+        with_instance(|instance| {
+            let result = call_emitting(instance, None, None, |op, ctx| op.close(ctx));
+            instance.host.flush();
+            result
+        })
     }
 }
 
@@ -190,21 +199,10 @@ impl<R: Registry> batch::Guest for Component<R> {
     fn process_batch(records: Vec<u8>) -> Result<Vec<u8>, types::OperatorError> {
         with_instance(|instance| {
             instance.out.clear();
-            for (index, record) in weir_framing::records(&records).enumerate() {
-                let record = record.map_err(|e| {
-                    types::OperatorError::Failed(format!("host sent a malformed batch: {e}"))
-                })?;
-                let mut ctx = Context::new(
-                    &mut instance.host,
-                    &mut instance.out,
-                    record.key,
-                    record.timestamp,
-                );
-                instance
-                    .operator
-                    .process(record, &mut ctx)
-                    .map_err(|e| to_wit(e, u32::try_from(index).unwrap_or(u32::MAX)))?;
-            }
+            instance
+                .operator
+                .process_batch(&records, &mut instance.host, &mut instance.out)
+                .map_err(|f| to_wit(f.error, u32::try_from(f.record_index).unwrap_or(u32::MAX)))?;
             // Hand the filled buffer to the host and keep one of the same size for the next
             // batch: the allocator reuses the block the host's copy frees.
             let capacity = instance.out.len();

@@ -5,6 +5,7 @@
 //! [`testing::Harness`](crate::testing::Harness).
 
 use crate::bindings::weir::stream::{keyed_state, logging, timers, types};
+use crate::operator::OperatorError;
 
 /// Handle of a declared keyed state.
 pub type StateId = u32;
@@ -66,6 +67,20 @@ pub trait HostApi {
     }
     /// Sets the value of `key`.
     fn value_set(&mut self, state: StateId, key: &[u8], value: &[u8]);
+    /// Sets the value of `key` to what `encode` writes into the (empty) buffer it is given;
+    /// nothing changes if it fails. Lets the typed handles encode straight into where the value
+    /// is kept (the guest-side cache's slot) instead of into a temporary.
+    fn value_set_with(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), OperatorError>,
+    ) -> Result<(), OperatorError> {
+        let mut value = Vec::new();
+        encode(&mut value)?;
+        self.value_set(state, key, &value);
+        Ok(())
+    }
     /// Removes the value of `key`.
     fn value_clear(&mut self, state: StateId, key: &[u8]);
     /// The value under `map_key` in the map of `key`, if any.

@@ -4,17 +4,11 @@
 //! timer; every access is scoped to the key of that record or timer. The host groups the state by
 //! key group, so it follows its keys when a job is rescaled.
 
-use std::cell::RefCell;
 use std::marker::PhantomData;
 
 use crate::codec::{Bincode, Codec};
 use crate::host::StateId;
 use crate::operator::{Context, OperatorError};
-
-thread_local! {
-    /// Encoding buffer reused by every state write: no allocation per update.
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
-}
 
 /// One value of type `T` per key.
 ///
@@ -71,6 +65,7 @@ impl<T, C: Codec<T>> ValueState<T, C> {
     }
 
     /// The value of the current key, if any.
+    #[inline]
     pub fn get(&self, ctx: &mut Context<'_>) -> Result<Option<T>, OperatorError> {
         let key = ctx.require_key("read keyed state")?;
         let mut result = Ok(None);
@@ -83,15 +78,11 @@ impl<T, C: Codec<T>> ValueState<T, C> {
     }
 
     /// Sets the value of the current key.
+    #[inline]
     pub fn set(&self, ctx: &mut Context<'_>, value: &T) -> Result<(), OperatorError> {
         let key = ctx.require_key("write keyed state")?;
-        SCRATCH.with(|scratch| {
-            let mut bytes = scratch.borrow_mut();
-            bytes.clear();
-            self.codec.encode(value, &mut bytes)?;
-            ctx.host.value_set(self.id, key, &bytes);
-            Ok(())
-        })
+        ctx.host
+            .value_set_with(self.id, key, &mut |out| self.codec.encode(value, out))
     }
 
     /// Removes the value of the current key.

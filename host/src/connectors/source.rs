@@ -20,13 +20,27 @@ pub enum SourceError {
 
 /// Reads one subtask's split of a source.
 pub trait SourceReader: Send {
-    /// Appends framed records to `batch` until it holds about `max_bytes`; `Ok(false)` once the
-    /// split is exhausted (the batch may still hold the last records).
-    fn next_batch(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> Result<bool, SourceError>;
+    /// Appends framed records to `batch` until it holds about `max_bytes`, and says how many
+    /// (so the task counts its input without another pass) and whether more follow (the batch
+    /// may still hold the last records when none do).
+    fn next_batch(
+        &mut self,
+        batch: &mut Vec<u8>,
+        max_bytes: usize,
+    ) -> Result<SourceBatch, SourceError>;
 
     /// What is left to read, as ranges (bytes of a file, numbers of a sequence): the source's
     /// checkpointed position. A reader made from these ranges continues where this one is.
     fn position(&self) -> Vec<(u64, u64)>;
+}
+
+/// What one [`SourceReader::next_batch`] appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceBatch {
+    /// Records appended.
+    pub records: u64,
+    /// False once the reader is exhausted.
+    pub more: bool,
 }
 
 /// The range of `0..len` that subtask `subtask` of `parallelism` starts with.
@@ -125,13 +139,21 @@ impl FileSource {
 }
 
 impl SourceReader for FileSource {
-    fn next_batch(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> Result<bool, SourceError> {
+    fn next_batch(
+        &mut self,
+        batch: &mut Vec<u8>,
+        max_bytes: usize,
+    ) -> Result<SourceBatch, SourceError> {
+        let mut records = 0;
         while batch.len() < max_bytes {
             let (position, end) = match self.current {
                 Some(c) => c,
                 None => {
                     let Some((start, end)) = self.ranges.pop_front() else {
-                        return Ok(false);
+                        return Ok(SourceBatch {
+                            records,
+                            more: false,
+                        });
                     };
                     let position = self.begin(start)?;
                     self.current = Some((position, end));
@@ -157,8 +179,12 @@ impl SourceReader for FileSource {
                 line = rest.strip_suffix(b"\r").unwrap_or(rest);
             }
             Record::value(line).write_to(batch);
+            records += 1;
         }
-        Ok(self.current.is_some() || !self.ranges.is_empty())
+        Ok(SourceBatch {
+            records,
+            more: self.current.is_some() || !self.ranges.is_empty(),
+        })
     }
 
     fn position(&self) -> Vec<(u64, u64)> {
@@ -192,29 +218,53 @@ impl SequenceSource {
 }
 
 impl SourceReader for SequenceSource {
-    fn next_batch(&mut self, batch: &mut Vec<u8>, max_bytes: usize) -> Result<bool, SourceError> {
+    fn next_batch(
+        &mut self,
+        batch: &mut Vec<u8>,
+        max_bytes: usize,
+    ) -> Result<SourceBatch, SourceError> {
         let mut digits = itoa_buffer();
+        let mut records = 0;
         while batch.len() < max_bytes {
             let Some((next, end)) = self.ranges.front_mut() else {
-                return Ok(false);
+                break;
             };
             if self.text {
                 Record::value(format_u64(*next, &mut digits)).write_to(batch);
+                *next += 1;
+                records += 1;
             } else {
-                Record::value(&next.to_le_bytes()).write_to(batch);
+                // The hot loop of every benchmark: whole 13-byte records from one template, as
+                // many as fit, with one reservation.
+                let room = (max_bytes - batch.len()).div_ceil(FIXED_RECORD_LEN) as u64;
+                let n = room.min(*end - *next);
+                batch.reserve(n as usize * FIXED_RECORD_LEN);
+                let mut record = [0u8; FIXED_RECORD_LEN];
+                record[..4].copy_from_slice(&(FIXED_RECORD_LEN as u32 - 4).to_le_bytes());
+                for x in *next..*next + n {
+                    record[5..].copy_from_slice(&x.to_le_bytes());
+                    batch.extend_from_slice(&record);
+                }
+                *next += n;
+                records += n;
             }
-            *next += 1;
             if *next >= *end {
                 self.ranges.pop_front();
             }
         }
-        Ok(!self.ranges.is_empty())
+        Ok(SourceBatch {
+            records,
+            more: !self.ranges.is_empty(),
+        })
     }
 
     fn position(&self) -> Vec<(u64, u64)> {
         self.ranges.iter().copied().collect()
     }
 }
+
+/// A value-only record of an 8-byte integer: length prefix, flags, value.
+const FIXED_RECORD_LEN: usize = 4 + 1 + 8;
 
 fn itoa_buffer() -> [u8; 20] {
     [0; 20]
@@ -241,9 +291,11 @@ mod tests {
         let mut out = Vec::new();
         loop {
             let mut batch = Vec::new();
-            let more = source.next_batch(&mut batch, 64).unwrap();
+            let read = source.next_batch(&mut batch, 64).unwrap();
+            let before = out.len();
             out.extend(weir_framing::records(&batch).map(|r| r.unwrap().value.to_vec()));
-            if !more {
+            assert_eq!(read.records as usize, out.len() - before);
+            if !read.more {
                 return out;
             }
         }

@@ -190,15 +190,15 @@ impl Task {
             let ended = match &mut self.input {
                 TaskInput::Source(source) => {
                     batch.clear();
-                    let more =
+                    let read =
                         source
                             .next_batch(&mut batch, SOURCE_BATCH_BYTES)
                             .map_err(|error| TaskFailure::Source {
                                 task: self.name.clone(),
                                 error,
                             })?;
-                    let n = weir_framing::count_records(&batch).unwrap_or(0) as u64;
-                    self.metrics.add_records_in(n);
+                    let more = read.more;
+                    self.metrics.add_records_in(read.records);
                     if !batch.is_empty() {
                         self.chain
                             .process_batch(&batch)

@@ -127,6 +127,11 @@ impl WasmRuntime {
             // Without this every synchronous component call pays ~300 ns of async-task
             // bookkeeping (PERF-NOTES); weir calls guests synchronously.
             .concurrency_support(false);
+        // `WEIR_PERF_MAP=1` writes /tmp/perf-<pid>.map so `perf report` can name guest
+        // functions; for profiling only, it costs nothing when unset.
+        if std::env::var_os("WEIR_PERF_MAP").is_some_and(|v| v == "1") {
+            wasm.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&wasm).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
