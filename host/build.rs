@@ -56,6 +56,10 @@ fn main() {
             "profile.release.debug=false",
             "--config",
             "profile.release.strip=\"debuginfo\"",
+            "--config",
+            "profile.release.lto=true",
+            "--config",
+            "profile.release.codegen-units=1",
         ]);
     for (package, _, _) in GUESTS {
         cmd.args(["-p", package]);

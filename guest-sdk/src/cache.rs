@@ -8,9 +8,9 @@
 //! copy is exact whenever it looks. A failure loses only the unflushed writes of this instance,
 //! and recovery restores the last checkpoint, which the flush before it made complete.
 //!
-//! Between checkpoints a running aggregate thus costs a hash lookup per record, and a read
-//! followed by a write of the same key (the usual get-then-set) hashes once: the slot of the last
-//! access is remembered.
+//! Between checkpoints a running aggregate thus costs one hash lookup per record (a get, then a
+//! set of the same key, finds the remembered slot), and slots hold short keys and values
+//! inline, so a lookup touches one slot rather than three allocations.
 
 use hashbrown::HashTable;
 
@@ -28,6 +28,10 @@ fn hash_key(state: StateId, key: &[u8]) -> u64 {
     const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
     let mix = |h: u64, word: u64| (h.rotate_left(5) ^ word).wrapping_mul(SEED);
     let mut h = mix(u64::from(state), key.len() as u64);
+    if let Ok(word) = <&[u8; 8]>::try_from(key) {
+        // The usual key, a number: no loop.
+        return mix(h, u64::from_le_bytes(*word));
+    }
     let mut chunks = key.chunks_exact(8);
     for chunk in &mut chunks {
         let word: [u8; 8] = chunk.try_into().unwrap_or_default();
@@ -53,26 +57,83 @@ fn key_eq(a: &[u8], b: &[u8]) -> bool {
     }
 }
 
+/// Key and value bytes, kept in the slot itself when short: a lookup then touches one slot
+/// instead of following pointers to separate allocations for key and value.
+enum Bytes {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Vec<u8>),
+}
+
+/// Longest key or value kept inline.
+const INLINE: usize = 16;
+
+impl Bytes {
+    #[inline]
+    fn new(from: &[u8]) -> Self {
+        let mut bytes = Bytes::Inline {
+            len: 0,
+            bytes: [0; INLINE],
+        };
+        bytes.set(from);
+        bytes
+    }
+
+    #[inline]
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            Bytes::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Bytes::Heap(v) => v,
+        }
+    }
+
+    #[inline]
+    fn set(&mut self, from: &[u8]) {
+        if from.len() <= INLINE {
+            let mut inline = [0u8; INLINE];
+            // Fixed-size copies for the usual widths: a variable one is a call out of guest
+            // code in wasm.
+            if let Ok(word) = <&[u8; 8]>::try_from(from) {
+                inline[..8].copy_from_slice(word);
+            } else if let Ok(words) = <&[u8; 16]>::try_from(from) {
+                inline = *words;
+            } else {
+                inline[..from.len()].copy_from_slice(from);
+            }
+            *self = Bytes::Inline {
+                len: from.len() as u8,
+                bytes: inline,
+            };
+        } else if let Bytes::Heap(v) = self {
+            v.clear();
+            v.extend_from_slice(from);
+        } else {
+            *self = Bytes::Heap(from.to_vec());
+        }
+    }
+}
+
 struct Slot {
-    state: StateId,
     hash: u64,
-    key: Vec<u8>,
-    value: Option<Vec<u8>>,
+    state: StateId,
     dirty: bool,
+    key: Bytes,
+    value: Option<Bytes>,
 }
 
 /// [`HostApi`] over the component's imports, with value state cached. See the module docs.
 #[derive(Default)]
 pub struct CachedHost {
     inner: WasmHost,
+    /// In first-access order: keys that arrive in a repeating order (most streams) walk this
+    /// sequentially, which the memory system rewards; the index itself stays small.
     slots: Vec<Slot>,
     /// Slot indices by hash of (state, key).
     index: HashTable<u32>,
-    /// The slot of the most recent access.
+    /// The slot of the most recent access: a get-then-set of one key looks up once.
     last: Option<u32>,
     /// Slots written since the last flush, so a flush touches only them.
     dirty: Vec<u32>,
-    /// The buffer the next write encodes into.
+    /// The buffer writes encode into.
     spare: Vec<u8>,
     sets: Vec<u8>,
     clears: Vec<u8>,
@@ -100,8 +161,8 @@ impl CachedHost {
                     &mut self.clears
                 };
                 weir_framing::Record {
-                    value: slot.value.as_deref().unwrap_or_default(),
-                    key: Some(&slot.key),
+                    value: slot.value.as_ref().map_or(&[][..], Bytes::as_slice),
+                    key: Some(slot.key.as_slice()),
                     timestamp: None,
                 }
                 .write_to(out);
@@ -128,37 +189,42 @@ impl CachedHost {
     }
 
     #[inline]
-    fn find(&mut self, state: StateId, key: &[u8]) -> Option<u32> {
+    fn find(&mut self, state: StateId, key: &[u8]) -> Result<u32, u64> {
         if let Some(i) = self.last {
             let slot = &self.slots[i as usize];
-            if slot.state == state && key_eq(&slot.key, key) {
-                return Some(i);
+            if slot.state == state && key_eq(slot.key.as_slice(), key) {
+                return Ok(i);
             }
         }
         let hash = hash_key(state, key);
         let slots = &self.slots;
-        let found = self
-            .index
-            .find(hash, |&i| {
-                let slot = &slots[i as usize];
-                slot.hash == hash && slot.state == state && key_eq(&slot.key, key)
-            })
-            .copied();
-        if found.is_some() {
-            self.last = found;
+        match self.index.find(hash, |&i| {
+            let slot = &slots[i as usize];
+            slot.hash == hash && slot.state == state && key_eq(slot.key.as_slice(), key)
+        }) {
+            Some(&i) => {
+                self.last = Some(i);
+                Ok(i)
+            }
+            None => Err(hash),
         }
-        found
     }
 
-    fn insert(&mut self, state: StateId, key: &[u8], value: Option<Vec<u8>>, dirty: bool) -> u32 {
-        let hash = hash_key(state, key);
+    fn insert(
+        &mut self,
+        hash: u64,
+        state: StateId,
+        key: &[u8],
+        value: Option<&[u8]>,
+        dirty: bool,
+    ) -> u32 {
         let i = u32::try_from(self.slots.len()).unwrap_or(u32::MAX);
         self.slots.push(Slot {
-            state,
             hash,
-            key: key.to_vec(),
-            value,
+            state,
             dirty,
+            key: Bytes::new(key),
+            value: value.map(Bytes::new),
         });
         let slots = &self.slots;
         self.index
@@ -172,22 +238,60 @@ impl CachedHost {
 
     /// The slot of `key`, read from the host on a miss.
     #[inline]
-    fn slot(&mut self, state: StateId, key: &[u8]) -> u32 {
-        match self.find(state, key) {
-            Some(i) => i,
-            None => {
+    fn slot(&mut self, state: StateId, key: &[u8]) -> &Slot {
+        let i = match self.find(state, key) {
+            Ok(i) => i,
+            Err(hash) => {
                 let value = self.inner.value_get(state, key);
-                self.insert(state, key, value, false)
+                self.insert(hash, state, key, value.as_deref(), false)
             }
-        }
+        };
+        &self.slots[i as usize]
     }
 
+    /// The value of `key`, borrowed: the typed handles' read path inside a component.
     #[inline]
-    fn mark_dirty(&mut self, i: u32) {
-        let slot = &mut self.slots[i as usize];
-        if !slot.dirty {
-            slot.dirty = true;
-            self.dirty.push(i);
+    pub(crate) fn value_ref(&mut self, state: StateId, key: &[u8]) -> Option<&[u8]> {
+        self.slot(state, key).value.as_ref().map(Bytes::as_slice)
+    }
+
+    /// Sets `key` to what `encode` writes; the typed handles' write path inside a component.
+    #[inline]
+    pub(crate) fn set_with(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), OperatorError>,
+    ) -> Result<(), OperatorError> {
+        // Encode into the spare buffer first, so a failed encode leaves the cache as it was.
+        let mut buf = std::mem::take(&mut self.spare);
+        buf.clear();
+        let result = encode(&mut buf);
+        if result.is_ok() {
+            self.write(state, key, Some(&buf));
+        }
+        self.spare = buf;
+        result
+    }
+
+    /// Writes `value` (`None` clears) for `key`; a miss needs no read from the host.
+    #[inline]
+    fn write(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
+        match self.find(state, key) {
+            Ok(i) => {
+                let slot = &mut self.slots[i as usize];
+                match (&mut slot.value, value) {
+                    (Some(old), Some(new)) => old.set(new),
+                    (old, new) => *old = new.map(Bytes::new),
+                }
+                if !slot.dirty {
+                    slot.dirty = true;
+                    self.dirty.push(i);
+                }
+            }
+            Err(hash) => {
+                self.insert(hash, state, key, value, true);
+            }
         }
     }
 }
@@ -197,18 +301,16 @@ impl HostApi for CachedHost {
         self.inner.declare_state(name, kind)
     }
     fn value_get(&mut self, state: StateId, key: &[u8]) -> Option<Vec<u8>> {
-        let i = self.slot(state, key);
-        self.slots[i as usize].value.clone()
+        self.slot(state, key)
+            .value
+            .as_ref()
+            .map(|v| v.as_slice().to_vec())
     }
     fn value_with(&mut self, state: StateId, key: &[u8], f: &mut dyn FnMut(Option<&[u8]>)) {
-        let i = self.slot(state, key);
-        f(self.slots[i as usize].value.as_deref())
+        f(self.slot(state, key).value.as_ref().map(Bytes::as_slice))
     }
     fn value_set(&mut self, state: StateId, key: &[u8], value: &[u8]) {
-        let _ = self.value_set_with(state, key, &mut |out| {
-            weir_framing::extend_small(out, value);
-            Ok(())
-        });
+        self.write(state, key, Some(value));
     }
     fn value_set_with(
         &mut self,
@@ -216,37 +318,10 @@ impl HostApi for CachedHost {
         key: &[u8],
         encode: &mut dyn FnMut(&mut Vec<u8>) -> Result<(), OperatorError>,
     ) -> Result<(), OperatorError> {
-        // Encode into the spare buffer, then swap it with the slot's: no allocation per update
-        // of a cached key, and a failed encode leaves the cache as it was.
-        let mut buf = std::mem::take(&mut self.spare);
-        buf.clear();
-        if let Err(e) = encode(&mut buf) {
-            self.spare = buf;
-            return Err(e);
-        }
-        match self.find(state, key) {
-            Some(i) => {
-                let slot = &mut self.slots[i as usize];
-                match &mut slot.value {
-                    Some(old) => std::mem::swap(old, &mut buf),
-                    None => slot.value = Some(std::mem::take(&mut buf)),
-                }
-                self.spare = buf;
-                self.mark_dirty(i);
-            }
-            None => {
-                self.insert(state, key, Some(buf), true);
-            }
-        }
-        Ok(())
+        self.set_with(state, key, encode)
     }
     fn value_clear(&mut self, state: StateId, key: &[u8]) {
-        let i = match self.find(state, key) {
-            Some(i) => i,
-            None => self.insert(state, key, None, false),
-        };
-        self.slots[i as usize].value = None;
-        self.mark_dirty(i);
+        self.write(state, key, None);
     }
     fn map_get(&mut self, state: StateId, key: &[u8], map_key: &[u8]) -> Option<Vec<u8>> {
         self.inner.map_get(state, key, map_key)

@@ -25,7 +25,19 @@ pub trait Codec<T> {
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError>;
     /// Decodes a whole record value. Trailing bytes are an error.
     fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError>;
+    /// Encodes `value` into the start of `out` and returns its length, if this codec gives
+    /// the value a short encoding it can write without a `Vec` (fixed-width numbers); `None`
+    /// sends the SDK to [`encode`](Codec::encode). The SDK's fast path for small records: the
+    /// whole record is assembled on the stack and appended in one piece.
+    #[inline(always)]
+    fn encode_small(&self, value: &T, out: &mut [u8; SMALL_ENCODING]) -> Option<usize> {
+        let _ = (value, out);
+        None
+    }
 }
+
+/// The most bytes [`Codec::encode_small`] writes.
+pub const SMALL_ENCODING: usize = 32;
 
 /// serde values in bincode's standard (variable-length integer) encoding. The default codec.
 ///
@@ -74,21 +86,27 @@ pub trait FixedWidth: Sized {
     fn put(&self, out: &mut Vec<u8>);
     /// Reads from exactly `WIDTH` bytes.
     fn get(bytes: &[u8]) -> Self;
+    /// Writes the little-endian bytes into exactly `WIDTH` bytes.
+    fn write(&self, out: &mut [u8]);
 }
 
 macro_rules! fixed_width {
     ($($t:ty),*) => {$(
         impl FixedWidth for $t {
             const WIDTH: usize = std::mem::size_of::<$t>();
-            #[inline]
+            #[inline(always)]
             fn put(&self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
             }
-            #[inline]
+            #[inline(always)]
             fn get(bytes: &[u8]) -> Self {
                 let mut b = [0u8; std::mem::size_of::<$t>()];
                 b.copy_from_slice(bytes);
                 <$t>::from_le_bytes(b)
+            }
+            #[inline(always)]
+            fn write(&self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes());
             }
         }
     )*};
@@ -106,15 +124,20 @@ impl<A: FixedWidth, B: FixedWidth> FixedWidth for (A, B) {
     fn get(bytes: &[u8]) -> Self {
         (A::get(&bytes[..A::WIDTH]), B::get(&bytes[A::WIDTH..]))
     }
+    #[inline(always)]
+    fn write(&self, out: &mut [u8]) {
+        self.0.write(&mut out[..A::WIDTH]);
+        self.1.write(&mut out[A::WIDTH..]);
+    }
 }
 
 impl<T: FixedWidth> Codec<T> for Fixed {
-    #[inline]
+    #[inline(always)]
     fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError> {
         value.put(out);
         Ok(())
     }
-    #[inline]
+    #[inline(always)]
     fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError> {
         if bytes.len() != T::WIDTH {
             return Err(decode_failed(
@@ -123,6 +146,12 @@ impl<T: FixedWidth> Codec<T> for Fixed {
             ));
         }
         Ok(T::get(bytes))
+    }
+    #[inline(always)]
+    fn encode_small(&self, value: &T, out: &mut [u8; SMALL_ENCODING]) -> Option<usize> {
+        let slot = out.get_mut(..T::WIDTH)?;
+        value.write(slot);
+        Some(T::WIDTH)
     }
 }
 

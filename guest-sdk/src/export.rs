@@ -15,7 +15,9 @@ use crate::bindings::exports::weir::stream::{batch, operator};
 use crate::bindings::weir::stream::{logging, output, types};
 use crate::cache::CachedHost;
 use crate::host::{WasmHost, from_wit_domain};
-use crate::operator::{Context, OpenContext, Operator, OperatorError, OperatorInfo};
+use crate::operator::{
+    BatchHost, Context, HostRef, OpenContext, Operator, OperatorError, OperatorInfo,
+};
 
 /// The operators one component exports, by name. Implemented by
 /// [`export_operators!`](crate::export_operators).
@@ -80,7 +82,12 @@ fn call_emitting(
 ) -> Result<(), types::OperatorError> {
     instance.out.clear();
     let result = {
-        let mut ctx = Context::new(&mut instance.host, &mut instance.out, key, timestamp);
+        let mut ctx = Context::with_host(
+            HostRef::Cached(&mut instance.host),
+            &mut instance.out,
+            key,
+            timestamp,
+        );
         f(instance.operator.as_mut(), &mut ctx)
     };
     for record in weir_framing::records(&instance.out) {
@@ -201,7 +208,11 @@ impl<R: Registry> batch::Guest for Component<R> {
             instance.out.clear();
             instance
                 .operator
-                .process_batch(&records, &mut instance.host, &mut instance.out)
+                .process_batch(
+                    &records,
+                    &mut BatchHost(HostRef::Cached(&mut instance.host)),
+                    &mut instance.out,
+                )
                 .map_err(|f| to_wit(f.error, u32::try_from(f.record_index).unwrap_or(u32::MAX)))?;
             // Hand the filled buffer to the host and keep one of the same size for the next
             // batch: the allocator reuses the block the host's copy frees.

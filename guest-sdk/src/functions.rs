@@ -81,6 +81,7 @@ where
     CI: Codec<I>,
     CO: Codec<O>,
 {
+    #[inline]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let out = (self.f)(value);
@@ -124,6 +125,7 @@ where
     CI: Codec<I>,
     CO: Codec<O>,
 {
+    #[inline]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let out = (self.f)(value)?;
@@ -171,6 +173,7 @@ where
     F: FnMut(&I) -> bool,
     CI: Codec<I>,
 {
+    #[inline]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         if (self.f)(&value) {
@@ -216,6 +219,7 @@ where
     CI: Codec<I>,
     CO: Codec<O>,
 {
+    #[inline]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let mut emitter = Emitter {
@@ -289,6 +293,7 @@ where
     CI: Codec<I>,
     CK: Codec<K>,
 {
+    #[inline]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let key = (self.f)(&value);

@@ -37,7 +37,9 @@ pub mod testing;
 pub use functions::{
     Emitter, Filter, FlatMap, KeyBy, Map, TryMap, filter, flat_map, key_by, map, try_map,
 };
-pub use operator::{BatchFailure, Context, OpenContext, Operator, OperatorError, OperatorInfo};
+pub use operator::{
+    BatchFailure, BatchHost, Context, OpenContext, Operator, OperatorError, OperatorInfo,
+};
 pub use process::{Process, ProcessContext, ProcessFunction, keyed_process, process};
 pub use state::{MapState, ValueState};
 pub use weir_framing::{OwnedRecord, Record};

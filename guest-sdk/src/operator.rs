@@ -5,9 +5,11 @@ use std::str::FromStr;
 
 use weir_framing::Record;
 
-use crate::codec::Codec;
+use crate::cache::CachedHost;
+use crate::codec::{Codec, SMALL_ENCODING};
 use crate::host::{HostApi, Level, StateKind, TimeDomain};
 use crate::state::{MapState, ValueState};
+use weir_framing::{FLAG_TIMESTAMP, LENGTH_PREFIX};
 
 /// Why an operator call failed. Returning one fails the subtask with this reason; the job's
 /// restart strategy decides what follows.
@@ -156,17 +158,71 @@ impl<'a> OpenContext<'a> {
 /// What an operator gets while handling a record or timer: the host, where its output goes, and
 /// the key and timestamp of what it is handling.
 pub struct Context<'a> {
-    pub(crate) host: &'a mut dyn HostApi,
+    pub(crate) host: HostRef<'a>,
     pub(crate) out: &'a mut Vec<u8>,
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) timestamp: Option<i64>,
+    /// The record being handled and its framed bytes, so emitting it unchanged is one copy.
+    current: Option<(Record<'a>, &'a [u8])>,
+}
+
+/// Where a context's host calls go. Inside a component that is the guest-side state cache,
+/// called directly so the per-record state accesses inline; anywhere else (the test harness)
+/// any [`HostApi`], through its vtable.
+pub(crate) enum HostRef<'a> {
+    Cached(&'a mut CachedHost),
+    Dyn(&'a mut dyn HostApi),
+}
+
+impl HostRef<'_> {
+    #[inline(always)]
+    pub(crate) fn api(&mut self) -> &mut dyn HostApi {
+        match self {
+            HostRef::Cached(cache) => *cache,
+            HostRef::Dyn(host) => *host,
+        }
+    }
+
+    #[inline(always)]
+    fn reborrow(&mut self) -> HostRef<'_> {
+        match self {
+            HostRef::Cached(cache) => HostRef::Cached(cache),
+            HostRef::Dyn(host) => HostRef::Dyn(*host),
+        }
+    }
+}
+
+/// The host a batch is handled against; see [`Operator::process_batch`].
+pub struct BatchHost<'a>(pub(crate) HostRef<'a>);
+
+impl<'a> BatchHost<'a> {
+    /// Handles a batch against `host` (the test harness does this).
+    pub fn new(host: &'a mut dyn HostApi) -> Self {
+        BatchHost(HostRef::Dyn(host))
+    }
 }
 
 impl<'a> Context<'a> {
     /// Builds a context; the export glue and the test harness do this.
-    #[inline]
+    #[inline(always)]
     pub fn new(
         host: &'a mut dyn HostApi,
+        out: &'a mut Vec<u8>,
+        key: Option<&'a [u8]>,
+        timestamp: Option<i64>,
+    ) -> Self {
+        Context {
+            host: HostRef::Dyn(host),
+            out,
+            key,
+            timestamp,
+            current: None,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn with_host(
+        host: HostRef<'a>,
         out: &'a mut Vec<u8>,
         key: Option<&'a [u8]>,
         timestamp: Option<i64>,
@@ -176,12 +232,13 @@ impl<'a> Context<'a> {
             out,
             key,
             timestamp,
+            current: None,
         }
     }
 
     /// The host services.
     pub fn host(&mut self) -> &mut dyn HostApi {
-        self.host
+        self.host.api()
     }
 
     /// Key bytes of the record or timer being handled.
@@ -197,14 +254,27 @@ impl<'a> Context<'a> {
     }
 
     /// Emits a record as it is.
-    #[inline]
+    #[inline(always)]
     pub fn emit_record(&mut self, record: Record<'_>) {
+        // Passing on the record being handled (a filter) copies its framed bytes.
+        if let Some((current, framed)) = self.current
+            && std::ptr::eq(current.value, record.value)
+            && current.timestamp == record.timestamp
+            && match (current.key, record.key) {
+                (Some(a), Some(b)) => std::ptr::eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
+        {
+            weir_framing::extend_small(self.out, framed);
+            return;
+        }
         record.write_to(self.out)
     }
 
     /// Emits `value`, encoded by `codec` straight into the output, with the given key and
     /// timestamp.
-    #[inline]
+    #[inline(always)]
     pub fn emit_encoded<T, C: Codec<T> + ?Sized>(
         &mut self,
         codec: &C,
@@ -212,6 +282,29 @@ impl<'a> Context<'a> {
         key: Option<&[u8]>,
         timestamp: Option<i64>,
     ) -> Result<(), OperatorError> {
+        if key.is_none() {
+            let mut small = [0u8; SMALL_ENCODING];
+            if let Some(len) = codec.encode_small(value, &mut small) {
+                // The whole record on the stack, appended in one piece: one capacity check,
+                // and copies of constant length once the codec is inlined.
+                const HEADER: usize = LENGTH_PREFIX + 1 + 8;
+                let mut record = [0u8; HEADER + SMALL_ENCODING];
+                let at = match timestamp {
+                    Some(ts) => {
+                        record[4] = FLAG_TIMESTAMP;
+                        record[5..13].copy_from_slice(&ts.to_le_bytes());
+                        13
+                    }
+                    None => 5,
+                };
+                record[..4].copy_from_slice(&((at - LENGTH_PREFIX + len) as u32).to_le_bytes());
+                record[at..at + len].copy_from_slice(&small[..len]);
+                let start = self.out.len();
+                self.out.extend_from_slice(&record);
+                self.out.truncate(start + at + len);
+                return Ok(());
+            }
+        }
         let open = weir_framing::begin_record(self.out, key, timestamp);
         match codec.encode(value, self.out) {
             Ok(()) => {
@@ -234,7 +327,7 @@ impl<'a> Context<'a> {
         timestamp: i64,
     ) -> Result<(), OperatorError> {
         let key = self.require_key("register a timer")?;
-        self.host.register_timer(domain, key, timestamp);
+        self.host.api().register_timer(domain, key, timestamp);
         Ok(())
     }
 
@@ -245,7 +338,7 @@ impl<'a> Context<'a> {
         timestamp: i64,
     ) -> Result<(), OperatorError> {
         let key = self.require_key("delete a timer")?;
-        self.host.delete_timer(domain, key, timestamp);
+        self.host.api().delete_timer(domain, key, timestamp);
         Ok(())
     }
 
@@ -306,13 +399,21 @@ pub trait Operator {
     fn process_batch(
         &mut self,
         batch: &[u8],
-        host: &mut dyn HostApi,
+        host: &mut BatchHost<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), BatchFailure> {
-        for (record_index, record) in weir_framing::records(batch).enumerate() {
+        let mut records = weir_framing::records(batch);
+        let mut record_index = 0;
+        loop {
+            let start = records.position();
+            let Some(record) = records.next() else {
+                return Ok(());
+            };
             let result = match record {
                 Ok(record) => {
-                    let mut ctx = Context::new(host, out, record.key, record.timestamp);
+                    let mut ctx =
+                        Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
+                    ctx.current = Some((record, &batch[start..records.position()]));
                     self.process(record, &mut ctx)
                 }
                 Err(e) => Err(OperatorError::Failed(format!(
@@ -325,8 +426,8 @@ pub trait Operator {
                     error,
                 });
             }
+            record_index += 1;
         }
-        Ok(())
     }
 
     /// The event-time watermark advanced; due event-time timers have already fired.
@@ -369,7 +470,7 @@ impl<O: Operator + ?Sized> Operator for Box<O> {
     fn process_batch(
         &mut self,
         batch: &[u8],
-        host: &mut dyn HostApi,
+        host: &mut BatchHost<'_>,
         out: &mut Vec<u8>,
     ) -> Result<(), BatchFailure> {
         (**self).process_batch(batch, host, out)

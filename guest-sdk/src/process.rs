@@ -218,6 +218,7 @@ where
         self.function.open(ctx)
     }
 
+    #[inline]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         if self.keyed && record.key.is_none() {
             return Err(OperatorError::Failed(

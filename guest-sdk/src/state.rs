@@ -8,7 +8,7 @@ use std::marker::PhantomData;
 
 use crate::codec::{Bincode, Codec};
 use crate::host::StateId;
-use crate::operator::{Context, OperatorError};
+use crate::operator::{Context, HostRef, OperatorError};
 
 /// One value of type `T` per key.
 ///
@@ -68,8 +68,14 @@ impl<T, C: Codec<T>> ValueState<T, C> {
     #[inline]
     pub fn get(&self, ctx: &mut Context<'_>) -> Result<Option<T>, OperatorError> {
         let key = ctx.require_key("read keyed state")?;
+        if let HostRef::Cached(cache) = &mut ctx.host {
+            return match cache.value_ref(self.id, key) {
+                Some(bytes) => self.codec.decode(bytes).map(Some).map_err(state_corrupt),
+                None => Ok(None),
+            };
+        }
         let mut result = Ok(None);
-        ctx.host.value_with(self.id, key, &mut |bytes| {
+        ctx.host.api().value_with(self.id, key, &mut |bytes| {
             if let Some(bytes) = bytes {
                 result = self.codec.decode(bytes).map(Some).map_err(state_corrupt);
             }
@@ -81,14 +87,20 @@ impl<T, C: Codec<T>> ValueState<T, C> {
     #[inline]
     pub fn set(&self, ctx: &mut Context<'_>, value: &T) -> Result<(), OperatorError> {
         let key = ctx.require_key("write keyed state")?;
-        ctx.host
-            .value_set_with(self.id, key, &mut |out| self.codec.encode(value, out))
+        match &mut ctx.host {
+            HostRef::Cached(cache) => {
+                cache.set_with(self.id, key, |out| self.codec.encode(value, out))
+            }
+            HostRef::Dyn(host) => {
+                host.value_set_with(self.id, key, &mut |out| self.codec.encode(value, out))
+            }
+        }
     }
 
     /// Removes the value of the current key.
     pub fn clear(&self, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let key = ctx.require_key("clear keyed state")?;
-        ctx.host.value_clear(self.id, key);
+        ctx.host.api().value_clear(self.id, key);
         Ok(())
     }
 }
@@ -158,7 +170,7 @@ impl<K, V, C: Codec<K> + Codec<V>> MapState<K, V, C> {
     pub fn get(&self, ctx: &mut Context<'_>, map_key: &K) -> Result<Option<V>, OperatorError> {
         let key = ctx.require_key("read keyed state")?;
         let mk = self.encode_key(map_key)?;
-        match ctx.host.map_get(self.id, key, &mk) {
+        match ctx.host.api().map_get(self.id, key, &mk) {
             Some(bytes) => Codec::<V>::decode(&self.codec, &bytes)
                 .map(Some)
                 .map_err(state_corrupt),
@@ -172,7 +184,7 @@ impl<K, V, C: Codec<K> + Codec<V>> MapState<K, V, C> {
         let mk = self.encode_key(map_key)?;
         let mut bytes = Vec::new();
         self.codec.encode(value, &mut bytes)?;
-        ctx.host.map_put(self.id, key, &mk, &bytes);
+        ctx.host.api().map_put(self.id, key, &mk, &bytes);
         Ok(())
     }
 
@@ -180,7 +192,7 @@ impl<K, V, C: Codec<K> + Codec<V>> MapState<K, V, C> {
     pub fn remove(&self, ctx: &mut Context<'_>, map_key: &K) -> Result<(), OperatorError> {
         let key = ctx.require_key("write keyed state")?;
         let mk = self.encode_key(map_key)?;
-        ctx.host.map_remove(self.id, key, &mk);
+        ctx.host.api().map_remove(self.id, key, &mk);
         Ok(())
     }
 
@@ -188,6 +200,7 @@ impl<K, V, C: Codec<K> + Codec<V>> MapState<K, V, C> {
     pub fn entries(&self, ctx: &mut Context<'_>) -> Result<Vec<(K, V)>, OperatorError> {
         let key = ctx.require_key("read keyed state")?;
         ctx.host
+            .api()
             .map_entries(self.id, key)
             .into_iter()
             .map(|(k, v)| {
@@ -201,7 +214,7 @@ impl<K, V, C: Codec<K> + Codec<V>> MapState<K, V, C> {
     /// Removes every entry for the current key.
     pub fn clear(&self, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let key = ctx.require_key("clear keyed state")?;
-        ctx.host.map_clear(self.id, key);
+        ctx.host.api().map_clear(self.id, key);
         Ok(())
     }
 }

@@ -63,45 +63,67 @@ impl<'a> Record<'a> {
     ///
     /// # Panics
     /// If the record is larger than `u32::MAX` bytes; callers bound record sizes far below that.
-    #[inline]
+    #[inline(always)]
     pub fn write_to(&self, buf: &mut Vec<u8>) {
-        // The hot path of every operator: one reserve, then fixed-size pieces (plain stores
-        // once inlined) and the variable parts through `extend_small`, which avoids a memcpy
-        // call (a runtime call in wasm) for the short keys and values most records have.
+        // The hot path of every operator: the fixed fields go to a stack array appended
+        // whole, key and value through `extend_small`; no placeholder written and patched.
         let body = u32::try_from(self.body_len()).expect("record larger than 4 GiB");
         buf.reserve(LENGTH_PREFIX + body as usize);
-        let flags = if self.timestamp.is_some() {
-            FLAG_TIMESTAMP
-        } else {
-            0
-        } | if self.key.is_some() { FLAG_KEY } else { 0 };
-        buf.extend_from_slice(&body.to_le_bytes());
-        buf.push(flags);
+        let mut header = [0u8; LENGTH_PREFIX + 1 + 8 + 4];
+        header[..4].copy_from_slice(&body.to_le_bytes());
+        let mut at = 5;
         if let Some(ts) = self.timestamp {
-            buf.extend_from_slice(&ts.to_le_bytes());
+            header[4] |= FLAG_TIMESTAMP;
+            header[at..at + 8].copy_from_slice(&ts.to_le_bytes());
+            at += 8;
         }
         if let Some(key) = self.key {
-            buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            header[4] |= FLAG_KEY;
+            header[at..at + 4].copy_from_slice(&(key.len() as u32).to_le_bytes());
+            at += 4;
+        }
+        let start = buf.len();
+        buf.extend_from_slice(&header);
+        buf.truncate(start + at);
+        if let Some(key) = self.key {
             extend_small(buf, key);
         }
         extend_small(buf, self.value);
     }
 }
 
-/// Appends `bytes`, with fixed-size copies for the common short lengths: a variable-length
-/// copy compiles to `memcpy`, which in a wasm guest is a call out of the guest's code, several
-/// times the cost of copying 8 bytes.
-#[inline]
+/// Appends `bytes`, without a variable-length copy for up to 32 bytes: a `memcpy` of unknown
+/// length is a call out of guest code in wasm, several times the cost of the copy. Short input
+/// is assembled in a fixed-size array from two overlapping fixed-size reads, appended whole, and
+/// the excess cut off again.
+#[inline(always)]
 pub fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
-    if let Ok(word) = <&[u8; 8]>::try_from(bytes) {
-        buf.extend_from_slice(word);
-    } else if let Ok(words) = <&[u8; 16]>::try_from(bytes) {
-        buf.extend_from_slice(words);
-    } else if let Ok(word) = <&[u8; 4]>::try_from(bytes) {
-        buf.extend_from_slice(word);
+    let len = bytes.len();
+    let start = buf.len();
+    if len <= 16 {
+        let mut tmp = [0u8; 16];
+        if len >= 8 {
+            tmp[..8].copy_from_slice(&bytes[..8]);
+            tmp[len - 8..len].copy_from_slice(&bytes[len - 8..]);
+        } else if len >= 4 {
+            tmp[..4].copy_from_slice(&bytes[..4]);
+            tmp[len - 4..len].copy_from_slice(&bytes[len - 4..]);
+        } else {
+            for (t, b) in tmp.iter_mut().zip(bytes) {
+                *t = *b;
+            }
+        }
+        buf.extend_from_slice(&tmp);
+    } else if len <= 32 {
+        let mut tmp = [0u8; 32];
+        tmp[..16].copy_from_slice(&bytes[..16]);
+        tmp[len - 16..len].copy_from_slice(&bytes[len - 16..]);
+        buf.extend_from_slice(&tmp);
     } else {
         buf.extend_from_slice(bytes);
+        return;
     }
+    buf.truncate(start + len);
 }
 
 /// A record that owns its bytes, for tests and for the few places that keep records around.
@@ -145,7 +167,7 @@ pub struct OpenRecord {
 
 /// Starts a record in `buf` whose value the caller appends directly after this call, so a codec
 /// can encode into the batch buffer without a temporary. Close it with [`finish_record`].
-#[inline]
+#[inline(always)]
 pub fn begin_record(buf: &mut Vec<u8>, key: Option<&[u8]>, timestamp: Option<i64>) -> OpenRecord {
     let start = buf.len();
     buf.extend_from_slice(&[0; LENGTH_PREFIX]);
@@ -170,7 +192,7 @@ pub fn begin_record(buf: &mut Vec<u8>, key: Option<&[u8]>, timestamp: Option<i64
 ///
 /// # Panics
 /// If the record is larger than `u32::MAX` bytes; callers bound record sizes far below that.
-#[inline]
+#[inline(always)]
 pub fn finish_record(buf: &mut [u8], record: OpenRecord) {
     let body = buf.len() - record.start - LENGTH_PREFIX;
     let body = u32::try_from(body).expect("record larger than 4 GiB");
@@ -262,7 +284,7 @@ impl<'a> Records<'a> {
 impl<'a> Iterator for Records<'a> {
     type Item = Result<Record<'a>, FramingError>;
 
-    #[inline]
+    #[inline(always)]
     fn next(&mut self) -> Option<Self::Item> {
         if self.failed || self.pos == self.buf.len() {
             return None;
@@ -286,7 +308,7 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn parse_body(body: &[u8]) -> Result<Record<'_>, FramingFault> {
     let (&flags, mut rest) = body.split_first().ok_or(FramingFault::BodyTooShort)?;
     if flags & !KNOWN_FLAGS != 0 {

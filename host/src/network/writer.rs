@@ -88,6 +88,10 @@ impl PartitionWriter {
                         self.edge
                     ))
                 })?;
+                if self.channels.len() == 1 {
+                    // Every key group belongs to the one consumer: no hash needed.
+                    return Ok(0);
+                }
                 let group = key_group_of(key, max_parallelism);
                 subtask_for_key_group(group, max_parallelism, self.channels.len() as u32) as usize
             }
