@@ -12,10 +12,9 @@
 //! set of the same key, finds the remembered slot), and slots hold short keys and values
 //! inline, so a lookup touches one slot rather than three allocations.
 
-use hashbrown::HashTable;
-
 use crate::host::{HostApi, Level, StateId, StateKind, TimeDomain, WasmHost};
 use crate::operator::OperatorError;
+use crate::slot_index::SlotIndex;
 
 /// Entries kept before the cache is flushed and emptied; bounds its memory (which counts
 /// against the instance's memory limit) for operators with many keys.
@@ -128,7 +127,7 @@ pub struct CachedHost {
     /// sequentially, which the memory system rewards; the index itself stays small.
     slots: Vec<Slot>,
     /// Slot indices by hash of (state, key).
-    index: HashTable<u32>,
+    index: SlotIndex,
     /// The slot of the most recent access: a get-then-set of one key looks up once.
     last: Option<u32>,
     /// Slots written since the last flush, so a flush touches only them.
@@ -198,11 +197,11 @@ impl CachedHost {
         }
         let hash = hash_key(state, key);
         let slots = &self.slots;
-        match self.index.find(hash, |&i| {
+        match self.index.find(hash, |i| {
             let slot = &slots[i as usize];
             slot.hash == hash && slot.state == state && key_eq(slot.key.as_slice(), key)
         }) {
-            Some(&i) => {
+            Some(i) => {
                 self.last = Some(i);
                 Ok(i)
             }
@@ -227,8 +226,7 @@ impl CachedHost {
             value: value.map(Bytes::new),
         });
         let slots = &self.slots;
-        self.index
-            .insert_unique(hash, i, |&j| slots[j as usize].hash);
+        self.index.insert(hash, i, |j| slots[j as usize].hash);
         if dirty {
             self.dirty.push(i);
         }

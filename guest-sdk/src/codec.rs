@@ -96,7 +96,7 @@ macro_rules! fixed_width {
             const WIDTH: usize = std::mem::size_of::<$t>();
             #[inline(always)]
             fn put(&self, out: &mut Vec<u8>) {
-                out.extend_from_slice(&self.to_le_bytes());
+                weir_framing::append_array(out, &self.to_le_bytes());
             }
             #[inline(always)]
             fn get(bytes: &[u8]) -> Self {

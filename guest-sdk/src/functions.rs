@@ -307,3 +307,105 @@ where
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use weir_framing::{OwnedRecord, Record};
+
+    use crate::codec::{Bincode, Fixed};
+    use crate::functions::{filter, map};
+    use crate::operator::OperatorInfo;
+    use crate::testing::Harness;
+
+    fn framed(records: &[Record<'_>]) -> Vec<u8> {
+        let mut batch = Vec::new();
+        for r in records {
+            r.write_to(&mut batch);
+        }
+        batch
+    }
+
+    /// Values of every width the fast paths special-case, with and without key and timestamp.
+    fn mixed_records(values: &[Vec<u8>]) -> Vec<Record<'_>> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| Record {
+                value: v,
+                key: (i % 3 == 1).then_some(&v[..v.len().min(5)]),
+                timestamp: (i % 2 == 0).then_some(i as i64 * 1000 - 7),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_filter_over_a_batch_passes_on_exactly_the_records_it_keeps() {
+        let values: Vec<Vec<u8>> = (0..40u8).map(|n| vec![n; usize::from(n)]).collect();
+        let records = mixed_records(&values);
+        let mut h = Harness::open(
+            filter(|v: &Vec<u8>| !v.len().is_multiple_of(3)).input(crate::codec::Bytes),
+            OperatorInfo::new("f"),
+        )
+        .unwrap();
+        h.push_batch(&framed(&records)).unwrap();
+        let expected: Vec<OwnedRecord> = records
+            .iter()
+            .filter(|r| !r.value.len().is_multiple_of(3))
+            .map(|r| OwnedRecord::from(*r))
+            .collect();
+        assert_eq!(h.take_output(), expected);
+    }
+
+    #[test]
+    fn fixed_width_output_is_framed_as_the_general_path_frames_it() {
+        let values: Vec<Vec<u8>> = (0..10u64)
+            .map(|n| (n * 977).to_le_bytes().to_vec())
+            .collect();
+        let records: Vec<Record<'_>> = mixed_records(&values);
+        // The fast path (Fixed, on the stack) and the general one (Bincode's fixed-width
+        // cousin goes through encode) must produce the same records.
+        let mut fast = Harness::open(
+            map(|x: u64| (x, x + 1)).input(Fixed).output(Fixed),
+            OperatorInfo::new("fast"),
+        )
+        .unwrap();
+        fast.push_batch(&framed(&records)).unwrap();
+        let mut general = Harness::open(
+            map(|x: u64| (x, x + 1))
+                .input(Fixed)
+                .output(crate::codec::BincodeFixed),
+            OperatorInfo::new("general"),
+        )
+        .unwrap();
+        general.push_batch(&framed(&records)).unwrap();
+        let fast = fast.take_output();
+        assert_eq!(fast, general.take_output());
+        let expected: Vec<OwnedRecord> = records
+            .iter()
+            .map(|r| {
+                let x = u64::from_le_bytes(r.value.try_into().unwrap());
+                let mut value = x.to_le_bytes().to_vec();
+                value.extend_from_slice(&(x + 1).to_le_bytes());
+                OwnedRecord {
+                    value,
+                    key: None,
+                    timestamp: r.timestamp,
+                }
+            })
+            .collect();
+        assert_eq!(fast, expected);
+    }
+
+    #[test]
+    fn a_failing_record_in_a_batch_is_reported_with_its_index() {
+        let values: Vec<Vec<u8>> = vec![1u64.to_le_bytes().to_vec(), vec![1, 2, 3]];
+        let mut h = Harness::open(
+            map(|x: u64| x).input(Fixed).output(Bincode),
+            OperatorInfo::new("m"),
+        )
+        .unwrap();
+        let failure = h.push_batch(&framed(&mixed_records(&values))).unwrap_err();
+        assert_eq!(failure.record_index, 1);
+        assert_eq!(h.take_output().len(), 1);
+    }
+}

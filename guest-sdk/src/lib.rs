@@ -31,6 +31,7 @@ mod functions;
 pub mod host;
 mod operator;
 mod process;
+mod slot_index;
 pub mod state;
 pub mod testing;
 

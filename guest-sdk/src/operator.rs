@@ -300,7 +300,7 @@ impl<'a> Context<'a> {
                 record[..4].copy_from_slice(&((at - LENGTH_PREFIX + len) as u32).to_le_bytes());
                 record[at..at + len].copy_from_slice(&small[..len]);
                 let start = self.out.len();
-                self.out.extend_from_slice(&record);
+                weir_framing::append_array(self.out, &record);
                 self.out.truncate(start + at + len);
                 return Ok(());
             }

@@ -7,7 +7,9 @@ use weir_framing::{OwnedRecord, Record};
 
 use crate::codec::Codec;
 use crate::host::{HostApi, Level, StateId, StateKind, TimeDomain};
-use crate::operator::{Context, OpenContext, Operator, OperatorError, OperatorInfo};
+use crate::operator::{
+    BatchFailure, BatchHost, Context, OpenContext, Operator, OperatorError, OperatorInfo,
+};
 
 type MapEntries = BTreeMap<Vec<u8>, Vec<u8>>;
 
@@ -163,6 +165,13 @@ impl<O: Operator> Harness<O> {
     pub fn push_record(&mut self, record: Record<'_>) -> Result<(), OperatorError> {
         let mut ctx = Context::new(&mut self.host, &mut self.out, record.key, record.timestamp);
         self.operator.process(record, &mut ctx)
+    }
+
+    /// Processes a framed batch the way a component does (through
+    /// [`Operator::process_batch`]), stopping at the first failing record.
+    pub fn push_batch(&mut self, batch: &[u8]) -> Result<(), BatchFailure> {
+        self.operator
+            .process_batch(batch, &mut BatchHost::new(&mut self.host), &mut self.out)
     }
 
     /// Processes an unkeyed record without timestamp.

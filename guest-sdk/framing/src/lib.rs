@@ -14,7 +14,7 @@
 //!
 //! A value-only record of 8 bytes takes 13 bytes. All integers are little-endian and unaligned.
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 use std::fmt;
 
@@ -83,12 +83,28 @@ impl<'a> Record<'a> {
             at += 4;
         }
         let start = buf.len();
-        buf.extend_from_slice(&header);
+        append_array(buf, &header);
         buf.truncate(start + at);
         if let Some(key) = self.key {
             extend_small(buf, key);
         }
         extend_small(buf, self.value);
+    }
+}
+
+/// Appends a fixed-size array with plain stores. `Vec::extend_from_slice` is not always inlined,
+/// and out of line the length is no longer a constant: in a wasm guest the copy then becomes a
+/// `memory.copy`, a call out of guest code that costs more than the record.
+#[inline(always)]
+pub fn append_array<const N: usize>(buf: &mut Vec<u8>, bytes: &[u8; N]) {
+    buf.reserve(N);
+    let len = buf.len();
+    // SAFETY: `reserve` made room for N more bytes after `len`; the copy initialises exactly
+    // those, from an array that cannot overlap the vector's buffer.
+    #[allow(unsafe_code)]
+    unsafe {
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.as_mut_ptr().add(len), N);
+        buf.set_len(len + N);
     }
 }
 
@@ -113,12 +129,12 @@ pub fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
                 *t = *b;
             }
         }
-        buf.extend_from_slice(&tmp);
+        append_array(buf, &tmp);
     } else if len <= 32 {
         let mut tmp = [0u8; 32];
         tmp[..16].copy_from_slice(&bytes[..16]);
         tmp[len - 16..len].copy_from_slice(&bytes[len - 16..]);
-        buf.extend_from_slice(&tmp);
+        append_array(buf, &tmp);
     } else {
         buf.extend_from_slice(bytes);
         return;
@@ -170,7 +186,7 @@ pub struct OpenRecord {
 #[inline(always)]
 pub fn begin_record(buf: &mut Vec<u8>, key: Option<&[u8]>, timestamp: Option<i64>) -> OpenRecord {
     let start = buf.len();
-    buf.extend_from_slice(&[0; LENGTH_PREFIX]);
+    append_array(buf, &[0; LENGTH_PREFIX]);
     let flags = if timestamp.is_some() {
         FLAG_TIMESTAMP
     } else {
@@ -178,10 +194,10 @@ pub fn begin_record(buf: &mut Vec<u8>, key: Option<&[u8]>, timestamp: Option<i64
     } | if key.is_some() { FLAG_KEY } else { 0 };
     buf.push(flags);
     if let Some(ts) = timestamp {
-        buf.extend_from_slice(&ts.to_le_bytes());
+        append_array(buf, &ts.to_le_bytes());
     }
     if let Some(key) = key {
-        buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        append_array(buf, &(key.len() as u32).to_le_bytes());
         extend_small(buf, key);
     }
     OpenRecord { start }
@@ -511,6 +527,20 @@ mod tests {
                 records(cut).try_fold(0, |n, r| r.map(|_| n + 1));
             assert_eq!(count_records(cut), read, "cut at {end}");
         }
+    }
+
+    #[test]
+    fn small_copies_append_exactly_the_bytes_at_every_length() {
+        let source: Vec<u8> = (1..=48).collect();
+        for len in 0..=source.len() {
+            let mut buf = vec![0xee; 3];
+            extend_small(&mut buf, &source[..len]);
+            assert_eq!(&buf[..3], &[0xee; 3]);
+            assert_eq!(&buf[3..], &source[..len], "length {len}");
+        }
+        let mut buf = vec![1];
+        append_array(&mut buf, &[2, 3, 4]);
+        assert_eq!(buf, [1, 2, 3, 4]);
     }
 
     #[test]
