@@ -39,6 +39,9 @@ pub struct PartitionWriter {
     /// Per channel (one shared slot for broadcast): the buffer being filled.
     current: Vec<Option<Buffer>>,
     next_channel: usize,
+    /// For key-group edges: the channel of every key group, so routing a record costs a hash
+    /// and a lookup instead of two divisions.
+    channel_of_group: Vec<u32>,
     scratch: Vec<u8>,
     cancel: CancelFlag,
     metrics: Arc<TaskMetrics>,
@@ -60,9 +63,18 @@ impl PartitionWriter {
         } else {
             channels.len()
         };
+        let channel_of_group = match selector {
+            ChannelSelector::KeyGroups { max_parallelism } => (0..max_parallelism)
+                .map(|group| {
+                    subtask_for_key_group(group, max_parallelism, channels.len() as u32)
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         PartitionWriter {
             edge,
             selector,
+            channel_of_group,
             current: (0..slots).map(|_| None).collect(),
             channels,
             pool,
@@ -93,7 +105,7 @@ impl PartitionWriter {
                     return Ok(0);
                 }
                 let group = key_group_of(key, max_parallelism);
-                subtask_for_key_group(group, max_parallelism, self.channels.len() as u32) as usize
+                self.channel_of_group[group as usize] as usize
             }
         })
     }

@@ -12,6 +12,7 @@ pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 /// A stable 32-bit hash of key bytes: FNV-1a over the bytes, then murmur3's finalizer to spread
 /// the bits (FNV alone clusters short keys in the low bits that the modulo keeps). Stable across
 /// runs, platforms and versions: changing it would move every key's state.
+#[inline]
 pub fn key_hash(key: &[u8]) -> u32 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in key {
@@ -28,8 +29,15 @@ pub fn key_hash(key: &[u8]) -> u32 {
 }
 
 /// The key group of `key` under `max_parallelism` key groups.
+#[inline]
 pub fn key_group_of(key: &[u8], max_parallelism: u32) -> u32 {
-    key_hash(key) % max_parallelism
+    let hash = key_hash(key);
+    if max_parallelism.is_power_of_two() {
+        // The same result without a division (the default, 128, is a power of two).
+        hash & (max_parallelism - 1)
+    } else {
+        hash % max_parallelism
+    }
 }
 
 /// The subtask that owns `key_group` at `parallelism` (Flink's
