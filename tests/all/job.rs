@@ -104,6 +104,40 @@ fn wordcount_job_equals_independent_count_at_parallelism_1_2_and_4() {
     }
 }
 
+#[test]
+fn a_keyed_count_over_more_keys_than_the_guest_state_cache_holds_stays_exact() {
+    // The SDK's cache of value state holds 2^17 entries; past that it writes everything back
+    // and starts empty, so the second pass over 140,000 words reads every count from the host.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let words: Vec<String> = (0..140_000).map(|i| format!("w{i}")).collect();
+    let pass: String = words
+        .chunks(100)
+        .map(|line| line.join(" ") + "\n")
+        .collect();
+    let text = pass.repeat(2);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("counts.txt");
+    let m = manifest(
+        dir.path(),
+        &wordcount_manifest(),
+        &[
+            ("input", input.to_str().expect("utf-8")),
+            ("output", output.to_str().expect("utf-8")),
+        ],
+    )
+    .expect("manifest");
+    let graph = m.job_graph(Some(1)).expect("graph");
+    cluster(1).run(&graph).expect("job");
+    let mut last: BTreeMap<String, u64> = BTreeMap::new();
+    for line in lines(&output) {
+        let (word, count) = line.rsplit_once(' ').expect("`word count`");
+        last.insert(word.to_string(), count.parse().expect("count"));
+    }
+    assert_eq!(last, independent_word_count(&text));
+    assert!(last.values().all(|&n| n == 2));
+}
+
 /// A job from a sequence source of `count` text numbers, keyed by their text, to a file sink
 /// of `sink_par` part files over `edge`.
 fn partition_job(dir: &Path, edge: &str, count: u64, sink_par: u32) -> String {

@@ -65,9 +65,7 @@ impl PartitionWriter {
         };
         let channel_of_group = match selector {
             ChannelSelector::KeyGroups { max_parallelism } => (0..max_parallelism)
-                .map(|group| {
-                    subtask_for_key_group(group, max_parallelism, channels.len() as u32)
-                })
+                .map(|group| subtask_for_key_group(group, max_parallelism, channels.len() as u32))
                 .collect(),
             _ => Vec::new(),
         };
