@@ -7,6 +7,9 @@
 //! - P3: P2 (wasm) with a checkpoint every second, next to P2 without: records/s, checkpoint
 //!   duration and size.
 //!
+//! With `--runs N` every job runs N times (the modes taking turns) and the best run is
+//! reported, with the median and all rates: on a shared machine one run can be off by 2x.
+//!
 //! records/s counts source records over the job's wall time (deployment included; the component
 //! is compiled once before the first job, as a cluster's component cache would have it). Peak RSS is
 //! the process's high-water mark during the job (reset before each job through
@@ -39,6 +42,9 @@ pub struct PipelinesArgs {
     /// Operator kinds to run the pipelines with.
     #[arg(long, value_delimiter = ',', default_value = "wasm,native")]
     pub modes: Vec<String>,
+    /// Runs of each job; the best is reported, with the median and every rate.
+    #[arg(long, default_value_t = 1)]
+    pub runs: u32,
 }
 
 /// Flink 2.3 on this kind of machine at N = 100 million (PERF-NOTES), records/s, by
@@ -103,8 +109,132 @@ fn peak_rss_mb() -> Option<f64> {
     Some(kb / 1024.0)
 }
 
+/// What one job run measured.
+struct Run {
+    seconds: f64,
+    records_per_s: f64,
+    peak_rss_mb: f64,
+    /// P3: checkpoints completed, mean duration (ms) and mean size (KiB).
+    checkpoints: Option<(usize, f64, f64)>,
+}
+
+fn run_once(
+    runtime: &Arc<WasmRuntime>,
+    args: &PipelinesArgs,
+    pipeline: &str,
+    parallelism: u32,
+    wasm: bool,
+    checkpoint_root: &std::path::Path,
+) -> Result<Run> {
+    let text = manifest(pipeline, wasm, args.records, parallelism)?;
+    let graph = parse_manifest(&text, &Default::default())?.job_graph(None)?;
+    let cluster = MiniCluster::new(
+        MiniClusterConfig {
+            task_executor: TaskExecutorConfig {
+                slots: parallelism,
+                ..TaskExecutorConfig::default()
+            },
+            ..MiniClusterConfig::default()
+        },
+        runtime.clone(),
+    );
+    let options = JobOptions {
+        checkpoints: (pipeline == "p3").then(|| CheckpointConfig {
+            dir: checkpoint_root.to_path_buf(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(60),
+            retained: 2,
+        }),
+        ..JobOptions::default()
+    };
+    reset_peak_rss();
+    let result = cluster
+        .run_job(&graph, &options)
+        .with_context(|| format!("{pipeline} at parallelism {parallelism}"))?;
+    let seconds = result.duration.max(Duration::from_micros(1)).as_secs_f64();
+    let read: u64 = result
+        .tasks
+        .iter()
+        .filter(|(n, _)| n.starts_with("numbers"))
+        .map(|(_, m)| m.records_in)
+        .sum();
+    anyhow::ensure!(
+        read == args.records,
+        "{pipeline} read {read} of {} records",
+        args.records
+    );
+    let checkpoints = (pipeline == "p3").then(|| {
+        if result.checkpoints.is_empty() {
+            return (0, 0.0, 0.0);
+        }
+        let n = result.checkpoints.len() as f64;
+        let ms = result
+            .checkpoints
+            .iter()
+            .map(|c| c.duration.as_secs_f64() * 1e3)
+            .sum::<f64>()
+            / n;
+        let kib = result
+            .checkpoints
+            .iter()
+            .map(|c| c.bytes as f64 / 1024.0)
+            .sum::<f64>()
+            / n;
+        (result.checkpoints.len(), ms, kib)
+    });
+    Ok(Run {
+        seconds,
+        records_per_s: args.records as f64 / seconds,
+        peak_rss_mb: peak_rss_mb().unwrap_or(0.0),
+        checkpoints,
+    })
+}
+
+/// One line for the runs of one pipeline, parallelism and mode: the best run's numbers, the
+/// median rate, and every rate (this kind of machine varies from run to run).
+fn report(pipeline: &str, parallelism: u32, wasm: bool, records: u64, runs: &[Run]) -> String {
+    let mut rates: Vec<f64> = runs.iter().map(|r| r.records_per_s).collect();
+    rates.sort_by(f64::total_cmp);
+    let median = rates[rates.len() / 2];
+    let best = runs
+        .iter()
+        .max_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s))
+        .expect("at least one run");
+    let mut line = format!(
+        "bench={pipeline} mode={} parallelism={parallelism} records={records} seconds={:.2} records_per_s={:.0} peak_rss_mb={:.0}",
+        if wasm { "wasm" } else { "native" },
+        best.seconds,
+        best.records_per_s,
+        runs.iter().map(|r| r.peak_rss_mb).fold(0.0, f64::max),
+    );
+    if runs.len() > 1 {
+        let all: Vec<String> = runs
+            .iter()
+            .map(|r| format!("{:.0}", r.records_per_s))
+            .collect();
+        line.push_str(&format!(
+            " runs={} median_records_per_s={median:.0} all_records_per_s={}",
+            runs.len(),
+            all.join(",")
+        ));
+    }
+    if let Some((n, ms, kib)) = best.checkpoints {
+        line.push_str(&format!(
+            " checkpoints={n} checkpoint_ms={ms:.1} checkpoint_kib={kib:.0}"
+        ));
+    }
+    if let Some(peer) = flink(pipeline, parallelism) {
+        line.push_str(&format!(
+            " flink_records_per_s={peer:.0} vs_flink={:.2}",
+            best.records_per_s / peer
+        ));
+    }
+    line
+}
+
 /// Runs the benchmark and prints its results.
 pub fn run(args: &PipelinesArgs) -> Result<()> {
+    anyhow::ensure!(args.runs > 0, "--runs must be at least 1");
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default())?);
     let started = std::time::Instant::now();
     runtime
@@ -119,87 +249,38 @@ pub fn run(args: &PipelinesArgs) -> Result<()> {
     for pipeline in &args.pipelines {
         for &parallelism in &args.parallelism {
             // P3 is P2 with checkpoints, and only its wasm form keeps checkpointed state.
-            let modes: &[bool] = if pipeline == "p3" {
-                &[true]
+            let modes: Vec<bool> = if pipeline == "p3" {
+                vec![true]
             } else {
-                &[true, false]
+                vec![true, false]
             };
-            let wanted = |wasm: bool| {
-                args.modes
-                    .iter()
-                    .any(|m| m == if wasm { "wasm" } else { "native" })
-            };
-            for &wasm in modes.iter().filter(|&&w| wanted(w)) {
-                let text = manifest(pipeline, wasm, args.records, parallelism)?;
-                let graph = parse_manifest(&text, &Default::default())?.job_graph(None)?;
-                let cluster = MiniCluster::new(
-                    MiniClusterConfig {
-                        task_executor: TaskExecutorConfig {
-                            slots: parallelism,
-                            ..TaskExecutorConfig::default()
-                        },
-                        ..MiniClusterConfig::default()
-                    },
-                    runtime.clone(),
-                );
-                let options = JobOptions {
-                    checkpoints: (pipeline == "p3").then(|| CheckpointConfig {
-                        dir: checkpoint_root.clone(),
-                        interval: Duration::from_secs(1),
-                        timeout: Duration::from_secs(60),
-                        retained: 2,
-                    }),
-                    ..JobOptions::default()
-                };
-                reset_peak_rss();
-                let result = cluster
-                    .run_job(&graph, &options)
-                    .with_context(|| format!("{pipeline} at parallelism {parallelism}"))?;
-                let secs = result.duration.max(Duration::from_micros(1)).as_secs_f64();
-                let read: u64 = result
-                    .tasks
-                    .iter()
-                    .filter(|(n, _)| n.starts_with("numbers"))
-                    .map(|(_, m)| m.records_in)
-                    .sum();
-                anyhow::ensure!(
-                    read == args.records,
-                    "{pipeline} read {read} of {} records",
-                    args.records
-                );
-                let rate = args.records as f64 / secs;
-                let mut line = format!(
-                    "bench={pipeline} mode={} parallelism={parallelism} records={} seconds={secs:.2} records_per_s={rate:.0} peak_rss_mb={:.0}",
-                    if wasm { "wasm" } else { "native" },
-                    args.records,
-                    peak_rss_mb().unwrap_or(0.0),
-                );
-                if pipeline == "p3" {
-                    let n = result.checkpoints.len().max(1) as f64;
-                    let duration_ms = result
-                        .checkpoints
+            let modes: Vec<bool> = modes
+                .into_iter()
+                .filter(|&wasm| {
+                    args.modes
                         .iter()
-                        .map(|c| c.duration.as_secs_f64() * 1e3)
-                        .sum::<f64>()
-                        / n;
-                    let size_kb = result
-                        .checkpoints
-                        .iter()
-                        .map(|c| c.bytes as f64 / 1024.0)
-                        .sum::<f64>()
-                        / n;
-                    line.push_str(&format!(
-                        " checkpoints={} checkpoint_ms={duration_ms:.1} checkpoint_kib={size_kb:.0}",
-                        result.checkpoints.len()
-                    ));
+                        .any(|m| m == if wasm { "wasm" } else { "native" })
+                })
+                .collect();
+            // Runs alternate between the modes, so a machine that drifts affects both alike.
+            let mut runs: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
+            for _ in 0..args.runs {
+                for (i, &wasm) in modes.iter().enumerate() {
+                    runs[i].push(run_once(
+                        &runtime,
+                        args,
+                        pipeline,
+                        parallelism,
+                        wasm,
+                        &checkpoint_root,
+                    )?);
                 }
-                if let Some(peer) = flink(pipeline, parallelism) {
-                    line.push_str(&format!(
-                        " flink_records_per_s={peer:.0} vs_flink={:.2}",
-                        rate / peer
-                    ));
-                }
-                println!("{line}");
+            }
+            for (wasm, runs) in modes.iter().zip(&runs) {
+                println!(
+                    "{}",
+                    report(pipeline, parallelism, *wasm, args.records, runs)
+                );
             }
         }
     }
