@@ -149,6 +149,54 @@ fn run_wasm(
     Ok((started.elapsed(), counter.0.load(Ordering::Relaxed)))
 }
 
+/// Keyed records as P2's running sum sees them: key x mod 10000, value 1.
+fn keyed_batches(records: u64, per_batch: usize) -> Vec<Vec<u8>> {
+    let mut batches = Vec::new();
+    let mut current = Vec::new();
+    for x in 0..records {
+        Record {
+            value: &1u64.to_le_bytes(),
+            key: Some(&(x % 10_000).to_le_bytes()),
+            timestamp: None,
+        }
+        .write_to(&mut current);
+        if (x + 1) % per_batch as u64 == 0 {
+            batches.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
+}
+
+/// The keyed running sum alone, in one thread: the per-record cost of keyed state in a guest
+/// (through the SDK's state cache) next to the native operator's hash map.
+fn run_keyed(runtime: &WasmRuntime, wasm: bool, batches: &[Vec<u8>]) -> Result<(Duration, u64)> {
+    let counter = Counter::default();
+    let mut head: Box<dyn Output> = if wasm {
+        let component = runtime.load_file(Path::new(guests::BENCH_OPS))?;
+        Box::new(WasmOperator::open(
+            runtime,
+            component,
+            OperatorSpec::new("running-sum"),
+            Box::new(counter.clone()),
+            None,
+        )?)
+    } else {
+        Box::new(crate::native::NativeOperator::new(
+            "running-sum",
+            Box::new(counter.clone()),
+        )?)
+    };
+    let started = Instant::now();
+    for batch in batches {
+        head.collect_batch(batch)?;
+    }
+    head.finish()?;
+    Ok((started.elapsed(), counter.0.load(Ordering::Relaxed)))
+}
+
 fn ns_per_record(elapsed: Duration, records: u64) -> f64 {
     elapsed.as_nanos() as f64 / records.max(1) as f64
 }
@@ -207,6 +255,22 @@ pub fn run(args: &ChainArgs) -> Result<()> {
                 expected_output(records)
             );
         }
+    }
+    let keyed = keyed_batches(args.records, args.batch);
+    for wasm in [false, true] {
+        let (time, count) = run_keyed(&runtime, wasm, &keyed)?;
+        if count != args.records {
+            bail!(
+                "keyed sum emitted {count} records, expected {}",
+                args.records
+            );
+        }
+        println!(
+            "bench=keyed-sum mode={} records={} keys=10000 ns_per_record={:.2}",
+            if wasm { "batched" } else { "native" },
+            args.records,
+            ns_per_record(time, args.records)
+        );
     }
     let native_ns = ns_per_record(native_time, args.records);
     let batched_ns = ns_per_record(batched_time, args.records);
