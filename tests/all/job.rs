@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use weir_host::cluster::{JobFailure, JobResult, MiniCluster, MiniClusterConfig};
 use weir_host::guests;
-use weir_host::job::{JobError, Manifest, load_manifest};
+use weir_host::job::{JobError, JobGraph, Manifest, load_manifest};
 use weir_host::runtime::task_executor::TaskExecutorConfig;
 use weir_host::state::key_groups::{key_group_of, subtask_for_key_group};
 
@@ -61,6 +61,21 @@ fn wordcount_manifest() -> String {
     )
 }
 
+/// The example word count job over `input`, writing `output`.
+fn wordcount_graph(dir: &Path, input: &Path, output: &Path, parallelism: u32) -> JobGraph {
+    manifest(
+        dir,
+        &wordcount_manifest(),
+        &[
+            ("input", input.to_str().expect("utf-8")),
+            ("output", output.to_str().expect("utf-8")),
+        ],
+    )
+    .expect("manifest")
+    .job_graph(Some(parallelism))
+    .expect("graph")
+}
+
 #[test]
 fn wordcount_job_equals_independent_count_at_parallelism_1_2_and_4() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -70,16 +85,7 @@ fn wordcount_job_equals_independent_count_at_parallelism_1_2_and_4() {
     let expected = independent_word_count(&text);
     for parallelism in [1, 2, 4] {
         let output = dir.path().join(format!("counts-{parallelism}.txt"));
-        let m = manifest(
-            dir.path(),
-            &wordcount_manifest(),
-            &[
-                ("input", input.to_str().expect("utf-8")),
-                ("output", output.to_str().expect("utf-8")),
-            ],
-        )
-        .expect("manifest");
-        let graph = m.job_graph(Some(parallelism)).expect("graph");
+        let graph = wordcount_graph(dir.path(), &input, &output, parallelism);
         let result = cluster(parallelism).run(&graph).expect("job");
         let mut last: BTreeMap<String, u64> = BTreeMap::new();
         let out = lines(&output);
@@ -118,16 +124,7 @@ fn a_keyed_count_over_more_keys_than_the_guest_state_cache_holds_stays_exact() {
     let input = dir.path().join("input.txt");
     std::fs::write(&input, &text).expect("input");
     let output = dir.path().join("counts.txt");
-    let m = manifest(
-        dir.path(),
-        &wordcount_manifest(),
-        &[
-            ("input", input.to_str().expect("utf-8")),
-            ("output", output.to_str().expect("utf-8")),
-        ],
-    )
-    .expect("manifest");
-    let graph = m.job_graph(Some(1)).expect("graph");
+    let graph = wordcount_graph(dir.path(), &input, &output, 1);
     cluster(1).run(&graph).expect("job");
     let mut last: BTreeMap<String, u64> = BTreeMap::new();
     for line in lines(&output) {
