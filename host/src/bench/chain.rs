@@ -1,6 +1,7 @@
 //! `weir bench chain`: what the wasm boundary costs. A chain of three operators (map x*3+1,
 //! filter even, map x/2) over 8-byte integers, as wasm guests in batched and per-record mode and
-//! as native Rust closures with the same framing work, in one run; plus compile, deserialize and
+//! as native Rust closures with the same framing work, in one run; the keyed running sum alone
+//! (what keyed state costs a guest) next to the native operator; plus compile, deserialize and
 //! instantiation time and resident memory per instance.
 //!
 //! Output: one result per line, space-separated `key=value` pairs.
