@@ -274,7 +274,7 @@ impl CachedHost {
 
     /// Writes `value` (`None` clears) for `key`; a miss needs no read from the host.
     #[inline]
-    fn write(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
+    pub(crate) fn write(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
         match self.find(state, key) {
             Ok(i) => {
                 let slot = &mut self.slots[i as usize];

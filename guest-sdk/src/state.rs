@@ -6,7 +6,7 @@
 
 use std::marker::PhantomData;
 
-use crate::codec::{Bincode, Codec};
+use crate::codec::{Bincode, Codec, SMALL_ENCODING};
 use crate::host::StateId;
 use crate::operator::{Context, HostRef, OperatorError};
 
@@ -89,7 +89,15 @@ impl<T, C: Codec<T>> ValueState<T, C> {
         let key = ctx.require_key("write keyed state")?;
         match &mut ctx.host {
             HostRef::Cached(cache) => {
-                cache.set_with(self.id, key, |out| self.codec.encode(value, out))
+                let mut small = [0u8; SMALL_ENCODING];
+                match self.codec.encode_small(value, &mut small) {
+                    // Fixed-width values go from the stack straight into the slot.
+                    Some(len) => {
+                        cache.write(self.id, key, Some(&small[..len]));
+                        Ok(())
+                    }
+                    None => cache.set_with(self.id, key, |out| self.codec.encode(value, out)),
+                }
             }
             HostRef::Dyn(host) => {
                 host.value_set_with(self.id, key, &mut |out| self.codec.encode(value, out))
