@@ -115,9 +115,19 @@ struct Slot {
     hash: u64,
     state: StateId,
     dirty: bool,
+    /// False once a write went straight to the host: `value` is then not the host's value and
+    /// the next read fetches it.
+    known: bool,
     key: Bytes,
     value: Option<Bytes>,
 }
+
+/// Writes of longer keys or values skip the cache and go to the host at once. The host checks
+/// its size limits (far above these) when a value reaches it; through the cache an oversized
+/// value would only be refused at the next checkpoint, by then far from the call that wrote it.
+/// It also keeps big values out of guest memory.
+const MAX_CACHED_KEY: usize = 1 << 10;
+const MAX_CACHED_VALUE: usize = 64 << 10;
 
 /// [`HostApi`] over the component's imports, with value state cached. See the module docs.
 #[derive(Default)]
@@ -153,6 +163,11 @@ impl CachedHost {
             self.clears.clear();
             while at < dirty.len() && self.slots[dirty[at] as usize].state == state {
                 let slot = &mut self.slots[dirty[at] as usize];
+                if !slot.dirty {
+                    // Written straight to the host since it turned dirty.
+                    at += 1;
+                    continue;
+                }
                 slot.dirty = false;
                 let out = if slot.value.is_some() {
                     &mut self.sets
@@ -222,6 +237,7 @@ impl CachedHost {
             hash,
             state,
             dirty,
+            known: true,
             key: Bytes::new(key),
             value: value.map(Bytes::new),
         });
@@ -238,7 +254,15 @@ impl CachedHost {
     #[inline]
     fn slot(&mut self, state: StateId, key: &[u8]) -> &Slot {
         let i = match self.find(state, key) {
-            Ok(i) => i,
+            Ok(i) => {
+                if !self.slots[i as usize].known {
+                    let value = self.inner.value_get(state, key);
+                    let slot = &mut self.slots[i as usize];
+                    slot.value = value.as_deref().map(Bytes::new);
+                    slot.known = true;
+                }
+                i
+            }
             Err(hash) => {
                 let value = self.inner.value_get(state, key);
                 self.insert(hash, state, key, value.as_deref(), false)
@@ -275,9 +299,13 @@ impl CachedHost {
     /// Writes `value` (`None` clears) for `key`; a miss needs no read from the host.
     #[inline]
     pub(crate) fn write(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
+        if key.len() > MAX_CACHED_KEY || value.is_some_and(|v| v.len() > MAX_CACHED_VALUE) {
+            return self.write_through(state, key, value);
+        }
         match self.find(state, key) {
             Ok(i) => {
                 let slot = &mut self.slots[i as usize];
+                slot.known = true;
                 match (&mut slot.value, value) {
                     (Some(old), Some(new)) => old.set(new),
                     (old, new) => *old = new.map(Bytes::new),
@@ -290,6 +318,21 @@ impl CachedHost {
             Err(hash) => {
                 self.insert(hash, state, key, value, true);
             }
+        }
+    }
+
+    /// Sends a write to the host now and forgets what the cache knew of the key.
+    #[cold]
+    fn write_through(&mut self, state: StateId, key: &[u8], value: Option<&[u8]>) {
+        match value {
+            Some(value) => self.inner.value_set(state, key, value),
+            None => self.inner.value_clear(state, key),
+        }
+        if let Ok(i) = self.find(state, key) {
+            let slot = &mut self.slots[i as usize];
+            slot.dirty = false;
+            slot.known = false;
+            slot.value = None;
         }
     }
 }

@@ -28,7 +28,8 @@ pub trait Codec<T> {
     /// Encodes `value` into the start of `out` and returns its length, if this codec gives
     /// the value a short encoding it can write without a `Vec` (fixed-width numbers); `None`
     /// sends the SDK to [`encode`](Codec::encode). The SDK's fast path for small records: the
-    /// whole record is assembled on the stack and appended in one piece.
+    /// whole record is assembled on the stack and appended in one piece. A length over
+    /// [`SMALL_ENCODING`] is treated as `None`.
     #[inline(always)]
     fn encode_small(&self, value: &T, out: &mut [u8; SMALL_ENCODING]) -> Option<usize> {
         let _ = (value, out);
@@ -86,8 +87,13 @@ pub trait FixedWidth: Sized {
     fn put(&self, out: &mut Vec<u8>);
     /// Reads from exactly `WIDTH` bytes.
     fn get(bytes: &[u8]) -> Self;
-    /// Writes the little-endian bytes into exactly `WIDTH` bytes.
-    fn write(&self, out: &mut [u8]);
+    /// Writes the little-endian bytes into exactly `WIDTH` bytes. The default goes through
+    /// `put`; the numbers and pairs of this crate write directly.
+    fn write(&self, out: &mut [u8]) {
+        let mut bytes = Vec::with_capacity(Self::WIDTH);
+        self.put(&mut bytes);
+        out.copy_from_slice(&bytes);
+    }
 }
 
 macro_rules! fixed_width {

@@ -1,8 +1,8 @@
 //! What an operator may ask of the host: keyed state, timers, clocks and logging.
 //!
 //! Operators reach the host only through [`HostApi`], never through the raw imports, so the same
-//! operator runs inside a wasm component ([`WasmHost`]) and in the native
-//! [`testing::Harness`](crate::testing::Harness).
+//! operator runs inside a wasm component (over the imports, behind the SDK's cache of value
+//! state) and in the native [`testing::Harness`](crate::testing::Harness).
 
 use crate::bindings::weir::stream::{keyed_state, logging, timers, types};
 use crate::operator::OperatorError;
@@ -105,9 +105,10 @@ pub trait HostApi {
     fn log(&mut self, level: Level, message: &str);
 }
 
-/// [`HostApi`] over the component's imports. Only usable inside a wasm component.
+/// [`HostApi`] over the component's imports. Crate-private: value state written through the
+/// SDK waits in its cache until a checkpoint, so a direct read of the imports could miss it.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct WasmHost;
+pub(crate) struct WasmHost;
 
 fn wit_domain(domain: TimeDomain) -> types::TimeDomain {
     match domain {

@@ -284,7 +284,10 @@ impl<'a> Context<'a> {
     ) -> Result<(), OperatorError> {
         if key.is_none() {
             let mut small = [0u8; SMALL_ENCODING];
-            if let Some(len) = codec.encode_small(value, &mut small) {
+            if let Some(len) = codec
+                .encode_small(value, &mut small)
+                .filter(|&len| len <= SMALL_ENCODING)
+            {
                 // The whole record on the stack, appended in one piece: one capacity check,
                 // and copies of constant length once the codec is inlined.
                 const HEADER: usize = LENGTH_PREFIX + 1 + 8;

@@ -90,7 +90,11 @@ impl<T, C: Codec<T>> ValueState<T, C> {
         match &mut ctx.host {
             HostRef::Cached(cache) => {
                 let mut small = [0u8; SMALL_ENCODING];
-                match self.codec.encode_small(value, &mut small) {
+                match self
+                    .codec
+                    .encode_small(value, &mut small)
+                    .filter(|&len| len <= SMALL_ENCODING)
+                {
                     // Fixed-width values go from the stack straight into the slot.
                     Some(len) => {
                         cache.write(self.id, key, Some(&small[..len]));

@@ -382,3 +382,60 @@ fn processing_time_timers_fire_when_processing_time_advances() {
     chain.advance_processing_time(1_010).expect("now");
     assert_eq!(text_values(&out.take_records()), ["p 1010 late"]);
 }
+
+#[test]
+fn state_of_every_size_reads_back_and_reaches_the_snapshot() {
+    // Small values wait in the guest's cache; big ones go to the host at once. A key that
+    // turns big after a small write must not get the small value back at the snapshot, read
+    // in between or not.
+    let writes = [
+        ("a", "10"),
+        ("b", "100000"),
+        ("a", "100000"),
+        ("a", "20"),
+        ("c", "7"),
+        ("b", "5"),
+        ("c", "90000"),
+    ];
+    for read in ["true", "false"] {
+        let spec = OperatorSpec::new("hoard").with_config("read", read);
+        let (mut chain, out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+        let batch = keyed_batch(
+            &writes
+                .iter()
+                .map(|(k, size)| (*k, 0, *size))
+                .collect::<Vec<_>>(),
+        );
+        chain.process_batch(&batch).expect("process");
+        let lengths: Vec<String> = out
+            .take_records()
+            .into_iter()
+            .map(|r| String::from_utf8(r.value).expect("utf-8"))
+            .collect();
+        assert_eq!(
+            lengths,
+            writes.map(|(_, size)| size.to_string()),
+            "read {read}"
+        );
+
+        let snapshots = chain.snapshot(1).expect("snapshot");
+        let StateData::Value(groups) = &snapshots[0].keyed.states["hoard"] else {
+            panic!("hoard is a value state")
+        };
+        let mut sizes: Vec<(String, usize)> = groups
+            .values()
+            .flatten()
+            .map(|(k, v)| (String::from_utf8(k.clone()).expect("utf-8"), v.len()))
+            .collect();
+        sizes.sort();
+        assert_eq!(
+            sizes,
+            [
+                ("a".to_string(), 20),
+                ("b".to_string(), 5),
+                ("c".to_string(), 90000)
+            ],
+            "read {read}"
+        );
+    }
+}

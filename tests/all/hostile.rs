@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use weir_framing::Record;
 use weir_host::guests;
 use weir_host::runtime::{ChainError, OperatorChain};
 use weir_host::wasm::{ExecutionMode, FailureKind, Limits, OperatorSpec};
@@ -172,5 +173,41 @@ fn stdout_flood_hits_the_output_cap_and_reaches_the_log_until_then() {
             .all(|(source, stream, line)| source == "flood#0"
                 && stream == "stdout"
                 && line.starts_with("flood flood"))
+    );
+}
+
+#[test]
+fn a_state_value_over_the_limit_fails_the_call_that_writes_it() {
+    // No checkpoint follows: the guest-side state cache must not hold the value back.
+    let mut spec = OperatorSpec::new("hoard");
+    spec.limits = Arc::new(Limits {
+        max_state_value_bytes: 1 << 20,
+        ..Limits::default()
+    });
+    let (mut chain, out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    let mut batch = Vec::new();
+    for (key, size) in [("a", "100"), ("b", "2000000")] {
+        Record {
+            value: size.as_bytes(),
+            key: Some(key.as_bytes()),
+            timestamp: None,
+        }
+        .write_to(&mut batch);
+    }
+    let err = chain.process_batch(&batch).expect_err("over the limit");
+    let ChainError::Operator(failure) = err else {
+        panic!("expected an operator failure, got {err}")
+    };
+    assert_eq!(failure.operator, "hoard");
+    let FailureKind::Violation(message) = &failure.kind else {
+        panic!("expected a violation, got {:?}", failure.kind)
+    };
+    assert!(
+        message.contains("state value of 2000000 bytes exceeds the limit of 1048576 bytes"),
+        "{message}"
+    );
+    assert!(
+        out.take_records().is_empty(),
+        "nothing of the failed batch goes on"
     );
 }

@@ -103,6 +103,47 @@ impl ProcessFunction for Slow {
     }
 }
 
+/// Sets its key's state to as many bytes as the record's value names (decimal text), reads
+/// the state back and emits its length (decimal text): state of any size, up to more than the
+/// host allows. With `read = false` it only writes, and emits the size it wrote.
+#[derive(Default)]
+struct Hoard {
+    state: Option<ValueState<Vec<u8>, Bytes>>,
+    read: bool,
+}
+
+impl ProcessFunction for Hoard {
+    type In = String;
+    type Out = String;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.state = Some(ctx.value_state("hoard").with_codec(Bytes));
+        self.read = ctx.config("read") != Some("false");
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        size: String,
+        ctx: &mut ProcessContext<'_, '_, String>,
+    ) -> Result<(), OperatorError> {
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| OperatorError::Failed("not open".into()))?;
+        let size: usize = size
+            .parse()
+            .map_err(|e| OperatorError::Decode(format!("`{size}`: {e}")))?;
+        state.set(ctx, &vec![b'x'; size])?;
+        let stored = if self.read {
+            state.get(ctx)?.map_or(0, |v| v.len())
+        } else {
+            size
+        };
+        ctx.emit(&stored.to_string())
+    }
+}
+
 weir_sdk::export_operators! {
     "slow" => process(Slow { work: 0 }).input(Bytes).output(Bytes),
     "fail-at" => process(FailAt { at: 0, how: String::new(), seen: 0, armed: true }).input(Bytes).output(Bytes),
@@ -110,4 +151,5 @@ weir_sdk::export_operators! {
     "grow" => map(grow).input(Bytes).output(Bytes),
     "recurse" => map(|_: Vec<u8>| recurse(u64::MAX).to_le_bytes().to_vec()).input(Bytes).output(Bytes),
     "flood" => map(flood).input(Bytes).output(Bytes),
+    "hoard" => keyed_process(Hoard::default()).input(Text).output(Text),
 }
