@@ -89,15 +89,7 @@ impl Bytes {
     fn set(&mut self, from: &[u8]) {
         if from.len() <= INLINE {
             let mut inline = [0u8; INLINE];
-            // Fixed-size copies for the usual widths: a variable one is a call out of guest
-            // code in wasm.
-            if let Ok(word) = <&[u8; 8]>::try_from(from) {
-                inline[..8].copy_from_slice(word);
-            } else if let Ok(words) = <&[u8; 16]>::try_from(from) {
-                inline = *words;
-            } else {
-                inline[..from.len()].copy_from_slice(from);
-            }
+            weir_framing::copy_small(&mut inline, from);
             *self = Bytes::Inline {
                 len: from.len() as u8,
                 bytes: inline,

@@ -9,7 +9,6 @@ use crate::cache::CachedHost;
 use crate::codec::{Codec, SMALL_ENCODING};
 use crate::host::{HostApi, Level, StateKind, TimeDomain};
 use crate::state::{MapState, ValueState};
-use weir_framing::{FLAG_TIMESTAMP, LENGTH_PREFIX};
 
 /// Why an operator call failed. Returning one fails the subtask with this reason; the job's
 /// restart strategy decides what follows.
@@ -288,23 +287,14 @@ impl<'a> Context<'a> {
                 .encode_small(value, &mut small)
                 .filter(|&len| len <= SMALL_ENCODING)
             {
-                // The whole record on the stack, appended in one piece: one capacity check,
-                // and copies of constant length once the codec is inlined.
-                const HEADER: usize = LENGTH_PREFIX + 1 + 8;
-                let mut record = [0u8; HEADER + SMALL_ENCODING];
-                let at = match timestamp {
-                    Some(ts) => {
-                        record[4] = FLAG_TIMESTAMP;
-                        record[5..13].copy_from_slice(&ts.to_le_bytes());
-                        13
-                    }
-                    None => 5,
-                };
-                record[..4].copy_from_slice(&((at - LENGTH_PREFIX + len) as u32).to_le_bytes());
-                record[at..at + len].copy_from_slice(&small[..len]);
-                let start = self.out.len();
-                weir_framing::append_array(self.out, &record);
-                self.out.truncate(start + at + len);
+                // Framed on the stack and appended in one piece (Record::write_to's short
+                // path); copies of constant length once the codec is inlined.
+                Record {
+                    value: &small[..len],
+                    key: None,
+                    timestamp,
+                }
+                .write_to(self.out);
                 return Ok(());
             }
         }
