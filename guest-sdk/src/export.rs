@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::marker::PhantomData;
 
-use weir_framing::Record;
+use weir_framing::{BatchWriter, Record};
 
 use crate::bindings::exports::weir::stream::{batch, operator};
 use crate::bindings::weir::stream::{logging, output, types};
@@ -34,7 +34,7 @@ pub struct Component<R>(PhantomData<R>);
 struct Instance {
     operator: Box<dyn Operator>,
     /// Framed output of the current call, reused across calls.
-    out: Vec<u8>,
+    out: BatchWriter,
     /// The host, with value state cached; flushed before snapshots, at close, and when it
     /// outgrows its bound (see [`crate::cache`]).
     host: CachedHost,
@@ -90,7 +90,7 @@ fn call_emitting(
         );
         f(instance.operator.as_mut(), &mut ctx)
     };
-    for record in weir_framing::records(&instance.out) {
+    for record in weir_framing::records(instance.out.as_bytes()) {
         let record = record.map_err(|e| {
             types::OperatorError::Failed(format!("SDK produced malformed output: {e}"))
         })?;
@@ -131,7 +131,7 @@ impl<R: Registry> operator::Guest for Component<R> {
         INSTANCE.with(|cell| {
             *cell.borrow_mut() = Some(Instance {
                 operator,
-                out: Vec::new(),
+                out: BatchWriter::new(),
                 host: CachedHost::default(),
             })
         });
@@ -217,10 +217,10 @@ impl<R: Registry> batch::Guest for Component<R> {
             // Hand the filled buffer to the host and keep one of the same size for the next
             // batch: the allocator reuses the block the host's copy frees.
             let capacity = instance.out.len();
-            Ok(std::mem::replace(
-                &mut instance.out,
-                Vec::with_capacity(capacity),
-            ))
+            Ok(
+                std::mem::replace(&mut instance.out, BatchWriter::with_capacity(capacity))
+                    .into_vec(),
+            )
         })
     }
 }

@@ -81,7 +81,7 @@ where
     CI: Codec<I>,
     CO: Codec<O>,
 {
-    #[inline]
+    #[inline(always)]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let out = (self.f)(value);
@@ -125,7 +125,7 @@ where
     CI: Codec<I>,
     CO: Codec<O>,
 {
-    #[inline]
+    #[inline(always)]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let out = (self.f)(value)?;
@@ -173,7 +173,7 @@ where
     F: FnMut(&I) -> bool,
     CI: Codec<I>,
 {
-    #[inline]
+    #[inline(always)]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         if (self.f)(&value) {
@@ -219,7 +219,7 @@ where
     CI: Codec<I>,
     CO: Codec<O>,
 {
-    #[inline]
+    #[inline(always)]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let mut emitter = Emitter {
@@ -293,7 +293,7 @@ where
     CI: Codec<I>,
     CK: Codec<K>,
 {
-    #[inline]
+    #[inline(always)]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let value = self.input.decode(record.value)?;
         let key = (self.f)(&value);

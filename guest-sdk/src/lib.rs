@@ -43,7 +43,7 @@ pub use operator::{
 };
 pub use process::{Process, ProcessContext, ProcessFunction, keyed_process, process};
 pub use state::{MapState, ValueState};
-pub use weir_framing::{OwnedRecord, Record};
+pub use weir_framing::{BatchWriter, OwnedRecord, Record};
 
 /// The SDK's version, as it is reported to the host's logs when an operator opens.
 pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");

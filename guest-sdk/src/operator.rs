@@ -3,7 +3,7 @@
 
 use std::str::FromStr;
 
-use weir_framing::Record;
+use weir_framing::{BatchWriter, Record};
 
 use crate::cache::CachedHost;
 use crate::codec::{Codec, SMALL_ENCODING};
@@ -158,11 +158,12 @@ impl<'a> OpenContext<'a> {
 /// the key and timestamp of what it is handling.
 pub struct Context<'a> {
     pub(crate) host: HostRef<'a>,
-    pub(crate) out: &'a mut Vec<u8>,
+    pub(crate) out: &'a mut BatchWriter,
     pub(crate) key: Option<&'a [u8]>,
     pub(crate) timestamp: Option<i64>,
-    /// The record being handled and its framed bytes, so emitting it unchanged is one copy.
-    current: Option<(Record<'a>, &'a [u8])>,
+    /// The record being handled and its framed bytes if it stands alone, so emitting it
+    /// unchanged is one copy.
+    current: Option<(Record<'a>, Option<&'a [u8]>)>,
 }
 
 /// Where a context's host calls go. Inside a component that is the guest-side state cache,
@@ -206,7 +207,7 @@ impl<'a> Context<'a> {
     #[inline(always)]
     pub fn new(
         host: &'a mut dyn HostApi,
-        out: &'a mut Vec<u8>,
+        out: &'a mut BatchWriter,
         key: Option<&'a [u8]>,
         timestamp: Option<i64>,
     ) -> Self {
@@ -222,7 +223,7 @@ impl<'a> Context<'a> {
     #[inline(always)]
     pub(crate) fn with_host(
         host: HostRef<'a>,
-        out: &'a mut Vec<u8>,
+        out: &'a mut BatchWriter,
         key: Option<&'a [u8]>,
         timestamp: Option<i64>,
     ) -> Self {
@@ -255,8 +256,9 @@ impl<'a> Context<'a> {
     /// Emits a record as it is.
     #[inline(always)]
     pub fn emit_record(&mut self, record: Record<'_>) {
-        // Passing on the record being handled (a filter) copies its framed bytes.
-        if let Some((current, framed)) = self.current
+        // Passing on a lone record being handled (a filter) copies its framed bytes; an entry
+        // of a block goes on as an entry of the output's block.
+        if let Some((current, Some(framed))) = self.current
             && std::ptr::eq(current.value, record.value)
             && current.timestamp == record.timestamp
             && match (current.key, record.key) {
@@ -265,10 +267,10 @@ impl<'a> Context<'a> {
                 _ => false,
             }
         {
-            weir_framing::extend_small(self.out, framed);
+            self.out.push_framed(framed);
             return;
         }
-        record.write_to(self.out)
+        self.out.push(record)
     }
 
     /// Emits `value`, encoded by `codec` straight into the output, with the given key and
@@ -287,25 +289,25 @@ impl<'a> Context<'a> {
                 .encode_small(value, &mut small)
                 .filter(|&len| len <= SMALL_ENCODING)
             {
-                // Framed on the stack and appended in one piece (Record::write_to's short
-                // path); copies of constant length once the codec is inlined.
-                Record {
+                // Encoded on the stack and appended in one piece, usually as one more entry
+                // of the output's block; copies of constant length once the codec is inlined.
+                self.out.push(Record {
                     value: &small[..len],
                     key: None,
                     timestamp,
-                }
-                .write_to(self.out);
+                });
                 return Ok(());
             }
         }
-        let open = weir_framing::begin_record(self.out, key, timestamp);
-        match codec.encode(value, self.out) {
+        let out = self.out.raw();
+        let open = weir_framing::begin_record(out, key, timestamp);
+        match codec.encode(value, out) {
             Ok(()) => {
-                weir_framing::finish_record(self.out, open);
+                weir_framing::finish_record(out, open);
                 Ok(())
             }
             Err(e) => {
-                weir_framing::abandon_record(self.out, open);
+                weir_framing::abandon_record(out, open);
                 Err(e)
             }
         }
@@ -393,33 +395,27 @@ pub trait Operator {
         &mut self,
         batch: &[u8],
         host: &mut BatchHost<'_>,
-        out: &mut Vec<u8>,
+        out: &mut BatchWriter,
     ) -> Result<(), BatchFailure> {
         let mut records = weir_framing::records(batch);
         let mut record_index = 0;
-        loop {
-            let start = records.position();
-            let Some(record) = records.next() else {
-                return Ok(());
-            };
-            let result = match record {
-                Ok(record) => {
-                    let mut ctx =
-                        Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
-                    ctx.current = Some((record, &batch[start..records.position()]));
-                    self.process(record, &mut ctx)
-                }
-                Err(e) => Err(OperatorError::Failed(format!(
-                    "the host sent a malformed batch: {e}"
-                ))),
-            };
-            if let Err(error) = result {
+        while let Some((record, framed)) = records.next_with_bytes() {
+            let mut ctx = Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
+            ctx.current = Some((record, framed));
+            if let Err(error) = self.process(record, &mut ctx) {
                 return Err(BatchFailure {
                     record_index,
                     error,
                 });
             }
             record_index += 1;
+        }
+        match records.fault() {
+            None => Ok(()),
+            Some(fault) => Err(BatchFailure {
+                record_index,
+                error: OperatorError::Failed(format!("the host sent a malformed batch: {fault}")),
+            }),
         }
     }
 
@@ -464,7 +460,7 @@ impl<O: Operator + ?Sized> Operator for Box<O> {
         &mut self,
         batch: &[u8],
         host: &mut BatchHost<'_>,
-        out: &mut Vec<u8>,
+        out: &mut BatchWriter,
     ) -> Result<(), BatchFailure> {
         (**self).process_batch(batch, host, out)
     }

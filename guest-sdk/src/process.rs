@@ -218,7 +218,7 @@ where
         self.function.open(ctx)
     }
 
-    #[inline]
+    #[inline(always)]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         if self.keyed && record.key.is_none() {
             return Err(OperatorError::Failed(

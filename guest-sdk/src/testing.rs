@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use weir_framing::{OwnedRecord, Record};
+use weir_framing::{BatchWriter, OwnedRecord, Record};
 
 use crate::codec::Codec;
 use crate::host::{HostApi, Level, StateId, StateKind, TimeDomain};
@@ -146,7 +146,7 @@ impl HostApi for TestHost {
 pub struct Harness<O> {
     operator: O,
     host: TestHost,
-    out: Vec<u8>,
+    out: BatchWriter,
 }
 
 impl<O: Operator> Harness<O> {
@@ -157,7 +157,7 @@ impl<O: Operator> Harness<O> {
         Ok(Harness {
             operator,
             host,
-            out: Vec::new(),
+            out: BatchWriter::new(),
         })
     }
 
@@ -235,7 +235,7 @@ impl<O: Operator> Harness<O> {
 
     /// Everything emitted since the last take.
     pub fn take_output(&mut self) -> Vec<OwnedRecord> {
-        let records = weir_framing::records(&self.out)
+        let records = weir_framing::records(self.out.as_bytes())
             .map(|r| OwnedRecord::from(r.expect("the SDK writes valid framing")))
             .collect();
         self.out.clear();

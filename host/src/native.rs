@@ -4,7 +4,7 @@
 //! reads them.
 
 use rustc_hash::FxHashMap;
-use weir_framing::Record;
+use weir_framing::{BatchWriter, Record};
 
 use crate::runtime::{ChainError, Output};
 
@@ -35,7 +35,7 @@ pub struct NativeOperator {
     name: String,
     function: Function,
     next: Box<dyn Output>,
-    out: Vec<u8>,
+    out: BatchWriter,
 }
 
 fn u64_of(bytes: &[u8], what: &str, op: &str) -> Result<u64, ChainError> {
@@ -66,7 +66,7 @@ impl NativeOperator {
             name: name.to_string(),
             function,
             next,
-            out: Vec::new(),
+            out: BatchWriter::new(),
         })
     }
 
@@ -74,26 +74,25 @@ impl NativeOperator {
         let x = u64_of(record.value, "values", &self.name)?;
         let out = &mut self.out;
         match &mut self.function {
-            Function::TimesThreePlusOne => {
-                Record::value(&x.wrapping_mul(3).wrapping_add(1).to_le_bytes()).write_to(out)
-            }
+            Function::TimesThreePlusOne => out.push(Record::value(
+                &x.wrapping_mul(3).wrapping_add(1).to_le_bytes(),
+            )),
             Function::Even => {
                 if x.is_multiple_of(2) {
-                    record.write_to(out)
+                    out.push(record)
                 }
             }
             Function::Pair => {
                 let mut pair = [0u8; 16];
                 pair[..8].copy_from_slice(&x.to_le_bytes());
                 pair[8..].copy_from_slice(&x.to_le_bytes());
-                Record::value(&pair).write_to(out)
+                out.push(Record::value(&pair))
             }
-            Function::KeyMod => Record {
+            Function::KeyMod => out.push(Record {
                 value: &1u64.to_le_bytes(),
                 key: Some(&(x % 10_000).to_le_bytes()),
                 timestamp: record.timestamp,
-            }
-            .write_to(out),
+            }),
             Function::RunningSum(sums) => {
                 let key_bytes = record.key.ok_or_else(|| {
                     ChainError::Output("native running-sum needs keyed records".into())
@@ -104,7 +103,7 @@ impl NativeOperator {
                 let mut pair = [0u8; 16];
                 pair[..8].copy_from_slice(&key.to_le_bytes());
                 pair[8..].copy_from_slice(&sum.to_le_bytes());
-                Record::value(&pair).write_to(out)
+                out.push(Record::value(&pair))
             }
         }
         Ok(())
@@ -116,20 +115,23 @@ impl Output for NativeOperator {
         self.out.clear();
         self.apply(record)?;
         if !self.out.is_empty() {
-            self.next.collect_batch(&self.out)?;
+            self.next.collect_batch(self.out.as_bytes())?;
         }
         Ok(())
     }
 
     fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
         self.out.clear();
-        for record in weir_framing::records(batch) {
-            let record = record.map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+        let mut records = weir_framing::records(batch);
+        while let Some((record, _)) = records.next_with_bytes() {
             self.apply(record)?;
+        }
+        if let Some(e) = records.fault() {
+            return Err(ChainError::Output(format!("malformed batch: {e}")));
         }
         if !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
-            let result = self.next.collect_batch(&out);
+            let result = self.next.collect_batch(out.as_bytes());
             self.out = out;
             result?;
         }

@@ -13,16 +13,35 @@
 //! ```
 //!
 //! A value-only record of 8 bytes takes 13 bytes. All integers are little-endian and unaligned.
+//!
+//! Records of one shape in a row (same flags, same key and value lengths) can share a block,
+//! which frames them once: a stream of fixed-width values then costs its bytes and little more,
+//! and counting or checking it reads one header per block. A reader sees the block's entries
+//! as records like any other; [`BatchWriter`] makes blocks where they fit.
+//!
+//! ```text
+//! length:     u32 LE   bytes that follow, excluding this field
+//! flags:      u8       bit 2 (block) set; bits 0 and 1 as above, for every entry
+//! key length: u32 LE   present if bit 1
+//! value len:  u32 LE
+//! entries:             each [timestamp i64 LE if bit 0][key][value]; at least one byte each,
+//!                      and the rest of the block is a whole number of them
+//! ```
 
 #![deny(unsafe_code)]
 
-use std::fmt;
+mod read;
+mod writer;
+
+pub use read::{FramingError, FramingFault, Records, count_records, nth_record, records};
+pub use writer::{BatchWriter, MAX_BLOCK_ENTRIES_BYTES};
 
 /// Flag bit: the record carries an event timestamp.
 pub const FLAG_TIMESTAMP: u8 = 0b01;
 /// Flag bit: the record carries a key.
 pub const FLAG_KEY: u8 = 0b10;
-const KNOWN_FLAGS: u8 = FLAG_TIMESTAMP | FLAG_KEY;
+/// Flag bit: a block of records of one shape, not a single record.
+pub const FLAG_BLOCK: u8 = 0b100;
 /// Bytes of the length prefix.
 pub const LENGTH_PREFIX: usize = 4;
 
@@ -247,201 +266,6 @@ pub fn finish_record(buf: &mut [u8], record: OpenRecord) {
 #[inline]
 pub fn abandon_record(buf: &mut Vec<u8>, record: OpenRecord) {
     buf.truncate(record.start);
-}
-
-/// A buffer that does not follow the framing. Carries the byte offset where the fault is, so a
-/// corrupt buffer can be located.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FramingError {
-    /// Byte offset of the record that is malformed.
-    pub offset: usize,
-    /// What is wrong with it.
-    pub reason: FramingFault,
-}
-
-/// The ways a buffer can break the framing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FramingFault {
-    /// The buffer ends inside a length prefix or record body.
-    Truncated,
-    /// The record body is too short for the fields its flags announce.
-    BodyTooShort,
-    /// Flag bits that this version does not define are set.
-    UnknownFlags(u8),
-}
-
-impl fmt::Display for FramingError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.reason {
-            FramingFault::Truncated => write!(f, "record at byte {} is truncated", self.offset),
-            FramingFault::BodyTooShort => write!(
-                f,
-                "record at byte {} is shorter than its flags announce",
-                self.offset
-            ),
-            FramingFault::UnknownFlags(flags) => write!(
-                f,
-                "record at byte {} has unknown flags {flags:#04x}",
-                self.offset
-            ),
-        }
-    }
-}
-
-impl std::error::Error for FramingError {}
-
-/// Iterates over the records of a framed buffer. Stops after the first error.
-#[derive(Debug, Clone)]
-pub struct Records<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    failed: bool,
-}
-
-/// Reads the records of `buf`.
-#[inline]
-pub fn records(buf: &[u8]) -> Records<'_> {
-    Records {
-        buf,
-        pos: 0,
-        failed: false,
-    }
-}
-
-impl<'a> Records<'a> {
-    /// Byte offset of the next record.
-    pub fn position(&self) -> usize {
-        self.pos
-    }
-
-    #[cold]
-    fn fail(
-        &mut self,
-        offset: usize,
-        reason: FramingFault,
-    ) -> Option<Result<Record<'a>, FramingError>> {
-        self.failed = true;
-        Some(Err(FramingError { offset, reason }))
-    }
-}
-
-impl<'a> Iterator for Records<'a> {
-    type Item = Result<Record<'a>, FramingError>;
-
-    #[inline(always)]
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.pos == self.buf.len() {
-            return None;
-        }
-        let start = self.pos;
-        let rest = &self.buf[start..];
-        let Some(prefix) = rest.get(..LENGTH_PREFIX) else {
-            return self.fail(start, FramingFault::Truncated);
-        };
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        let Some(body) = rest.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
-            return self.fail(start, FramingFault::Truncated);
-        };
-        match parse_body(body) {
-            Ok(record) => {
-                self.pos = start + LENGTH_PREFIX + len;
-                Some(Ok(record))
-            }
-            Err(reason) => self.fail(start, reason),
-        }
-    }
-}
-
-#[inline(always)]
-fn parse_body(body: &[u8]) -> Result<Record<'_>, FramingFault> {
-    let (&flags, mut rest) = body.split_first().ok_or(FramingFault::BodyTooShort)?;
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(FramingFault::UnknownFlags(flags));
-    }
-    let timestamp = if flags & FLAG_TIMESTAMP != 0 {
-        let (ts, tail) = rest
-            .split_first_chunk::<8>()
-            .ok_or(FramingFault::BodyTooShort)?;
-        rest = tail;
-        Some(i64::from_le_bytes(*ts))
-    } else {
-        None
-    };
-    let key = if flags & FLAG_KEY != 0 {
-        let (len, tail) = rest
-            .split_first_chunk::<4>()
-            .ok_or(FramingFault::BodyTooShort)?;
-        let len = u32::from_le_bytes(*len) as usize;
-        if tail.len() < len {
-            return Err(FramingFault::BodyTooShort);
-        }
-        let (key, tail) = tail.split_at(len);
-        rest = tail;
-        Some(key)
-    } else {
-        None
-    };
-    Ok(Record {
-        value: rest,
-        key,
-        timestamp,
-    })
-}
-
-/// Counts the records of a framed buffer without decoding them, checking the framing. Every
-/// batch a guest returns passes through here, so it only reads the length prefix, the flags and
-/// a key length per record.
-pub fn count_records(buf: &[u8]) -> Result<usize, FramingError> {
-    let mut pos = 0;
-    let mut count = 0;
-    while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
-        let fail = |reason| FramingError {
-            offset: pos,
-            reason,
-        };
-        let Some((prefix, rest)) = rest.split_first_chunk::<LENGTH_PREFIX>() else {
-            return Err(fail(FramingFault::Truncated));
-        };
-        let len = u32::from_le_bytes(*prefix) as usize;
-        let Some(body) = rest.get(..len) else {
-            return Err(fail(FramingFault::Truncated));
-        };
-        check_body(body).map_err(fail)?;
-        pos += LENGTH_PREFIX + len;
-        count += 1;
-    }
-    Ok(count)
-}
-
-/// The checks of `parse_body` without building the record.
-#[inline]
-fn check_body(body: &[u8]) -> Result<(), FramingFault> {
-    let Some(&flags) = body.first() else {
-        return Err(FramingFault::BodyTooShort);
-    };
-    if flags & !KNOWN_FLAGS != 0 {
-        return Err(FramingFault::UnknownFlags(flags));
-    }
-    let mut need = 1;
-    if flags & FLAG_TIMESTAMP != 0 {
-        need += 8;
-    }
-    if flags & FLAG_KEY != 0 {
-        let Some(len) = body.get(need..need + 4) else {
-            return Err(FramingFault::BodyTooShort);
-        };
-        need += 4 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
-    }
-    if body.len() < need {
-        return Err(FramingFault::BodyTooShort);
-    }
-    Ok(())
-}
-
-/// Returns the framed bytes of the record at `index`, for error reports that show the record a
-/// guest could not decode. `None` if the buffer has fewer records or is malformed before it.
-pub fn nth_record(buf: &[u8], index: usize) -> Option<Record<'_>> {
-    records(buf).nth(index).and_then(Result::ok)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use weir_framing::Record;
+use weir_framing::{BatchWriter, Record};
 
 use crate::guests;
 use crate::runtime::{ChainError, ChainSpec, OperatorChain, Output};
@@ -60,18 +60,15 @@ impl Output for Counter {
 
 fn input_batches(records: u64, per_batch: usize) -> Vec<Vec<u8>> {
     let mut batches = Vec::new();
-    let mut current = Vec::with_capacity(per_batch * 13);
+    let mut current = BatchWriter::new();
     for x in 0..records {
-        Record::value(&x.to_le_bytes()).write_to(&mut current);
-        if current.len() >= per_batch * 13 {
-            batches.push(std::mem::replace(
-                &mut current,
-                Vec::with_capacity(per_batch * 13),
-            ));
+        current.push(Record::value(&x.to_le_bytes()));
+        if (x + 1) % per_batch as u64 == 0 {
+            batches.push(std::mem::take(&mut current).into_vec());
         }
     }
     if !current.is_empty() {
-        batches.push(current);
+        batches.push(current.into_vec());
     }
     batches
 }
@@ -90,29 +87,37 @@ fn run_native(batches: &[Vec<u8>]) -> Result<(Duration, u64)> {
         Box::new(|x: u64| x.is_multiple_of(2).then_some(x)),
         Box::new(|x: u64| Some(x / 2)),
     ];
-    let (mut first, mut second, mut third) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut first, mut second, mut third) =
+        (BatchWriter::new(), BatchWriter::new(), BatchWriter::new());
     let mut count = 0u64;
     let started = Instant::now();
     for batch in batches {
         apply(&mut ops[0], batch, &mut first)?;
-        apply(&mut ops[1], &first, &mut second)?;
-        apply(&mut ops[2], &second, &mut third)?;
-        count += weir_framing::count_records(black_box(&third))? as u64;
+        apply(&mut ops[1], first.as_bytes(), &mut second)?;
+        apply(&mut ops[2], second.as_bytes(), &mut third)?;
+        count += weir_framing::count_records(black_box(third.as_bytes()))? as u64;
     }
     Ok((started.elapsed(), count))
 }
 
 /// One native operator over a framed batch: decode each value, apply, frame the result.
-fn apply(op: &mut dyn FnMut(u64) -> Option<u64>, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+fn apply(
+    op: &mut dyn FnMut(u64) -> Option<u64>,
+    input: &[u8],
+    out: &mut BatchWriter,
+) -> Result<()> {
     out.clear();
-    for record in weir_framing::records(input) {
-        let record = record.context("malformed native batch")?;
+    let mut records = weir_framing::records(input);
+    while let Some((record, _)) = records.next_with_bytes() {
         let bytes: [u8; 8] = record.value.try_into().context("8-byte record")?;
         if let Some(y) = op(u64::from_le_bytes(bytes)) {
-            Record::value(&y.to_le_bytes()).write_to(out);
+            out.push(Record::value(&y.to_le_bytes()));
         }
     }
-    Ok(())
+    match records.fault() {
+        None => Ok(()),
+        Some(e) => Err(e.clone()).context("malformed native batch"),
+    }
 }
 
 fn open_chain(
@@ -153,20 +158,19 @@ fn run_wasm(
 /// Keyed records as P2's running sum sees them: key x mod 10000, value 1.
 fn keyed_batches(records: u64, per_batch: usize) -> Vec<Vec<u8>> {
     let mut batches = Vec::new();
-    let mut current = Vec::new();
+    let mut current = BatchWriter::new();
     for x in 0..records {
-        Record {
+        current.push(Record {
             value: &1u64.to_le_bytes(),
             key: Some(&(x % 10_000).to_le_bytes()),
             timestamp: None,
-        }
-        .write_to(&mut current);
+        });
         if (x + 1) % per_batch as u64 == 0 {
-            batches.push(std::mem::take(&mut current));
+            batches.push(std::mem::take(&mut current).into_vec());
         }
     }
     if !current.is_empty() {
-        batches.push(current);
+        batches.push(current.into_vec());
     }
     batches
 }

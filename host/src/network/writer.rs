@@ -174,15 +174,21 @@ impl PartitionWriter {
         }
         let mut records = weir_framing::records(batch);
         let mut n = 0;
-        loop {
-            let start = records.position();
-            let Some(record) = records.next() else { break };
-            let record = record.map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
-            let slot = self.select(&record)?;
-            self.write_bytes(slot, &batch[start..records.position()])?;
+        while let Some((record, framed)) = records.next_with_bytes() {
+            match framed {
+                Some(framed) => {
+                    let slot = self.select(&record)?;
+                    self.write_bytes(slot, framed)?;
+                }
+                // An entry of a block: framed alone for its channel.
+                None => self.write_record(record)?,
+            }
             n += 1;
         }
-        Ok(n)
+        match records.fault() {
+            None => Ok(n),
+            Some(e) => Err(ChainError::Output(format!("malformed batch: {e}"))),
+        }
     }
 
     fn flush(&mut self) {
@@ -306,5 +312,85 @@ impl Output for RecordWriter {
             p.broadcast_event(ChannelEvent::EndOfPartition);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::network::{InputGate, NetworkBufferPool};
+    use weir_framing::{BatchWriter, OwnedRecord};
+
+    /// Writes `batch` through a writer with `selector` into `channels` channels of 64-byte
+    /// segments (so blocks span segments), and returns what each channel received, parsed.
+    fn route(selector: ChannelSelector, channels: usize, batch: &[u8]) -> Vec<Vec<OwnedRecord>> {
+        let gate = InputGate::new(channels);
+        let network = NetworkBufferPool::new(64, 1024);
+        let pool = LocalBufferPool::new(network, channels, 1024, 1024);
+        let senders = (0..channels).map(|c| gate.sender(c)).collect();
+        let metrics = Arc::new(TaskMetrics::default());
+        let mut writer = PartitionWriter::new(
+            "test".into(),
+            selector,
+            senders,
+            pool,
+            CancelFlag::default(),
+            metrics,
+        );
+        let n = writer.write_batch(batch).expect("write");
+        assert_eq!(n as usize, weir_framing::count_records(batch).unwrap());
+        writer.flush();
+        let mut bytes = vec![Vec::new(); channels];
+        while let Some((channel, item)) = gate.poll(Duration::ZERO) {
+            if let ChannelItem::Buffer(buffer) = item {
+                bytes[channel].extend_from_slice(buffer.bytes());
+            }
+        }
+        bytes
+            .iter()
+            .map(|b| {
+                weir_framing::records(b)
+                    .map(|r| OwnedRecord::from(r.expect("valid channel stream")))
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn keyed_blocks(n: u64) -> (Vec<u8>, Vec<OwnedRecord>) {
+        let mut writer = BatchWriter::new();
+        let mut records = Vec::new();
+        for x in 0..n {
+            let record = OwnedRecord {
+                value: x.to_le_bytes().to_vec(),
+                key: Some((x % 7).to_le_bytes().to_vec()),
+                timestamp: Some(x as i64),
+            };
+            writer.push(record.as_record());
+            records.push(record);
+        }
+        (writer.into_vec(), records)
+    }
+
+    #[test]
+    fn blocks_cross_forward_channels_whole_and_reach_key_groups_entry_by_entry() {
+        let (batch, records) = keyed_blocks(1000);
+        assert!(batch.len() < records.len() * records[0].as_record().framed_len());
+        assert_eq!(
+            route(ChannelSelector::Forward, 1, &batch),
+            vec![records.clone()]
+        );
+        let max_parallelism = 128;
+        let received = route(ChannelSelector::KeyGroups { max_parallelism }, 3, &batch);
+        for (channel, got) in received.iter().enumerate() {
+            let expected: Vec<_> = records
+                .iter()
+                .filter(|r| {
+                    let group = key_group_of(r.key.as_deref().unwrap(), max_parallelism);
+                    subtask_for_key_group(group, max_parallelism, 3) as usize == channel
+                })
+                .cloned()
+                .collect();
+            assert_eq!(got, &expected, "channel {channel}");
+        }
     }
 }

@@ -191,13 +191,13 @@ impl InputProcessor {
                 return Ok(0);
             }
             chain.process_batch(spill)?;
+            records += count(spill)?;
             spill.clear();
-            records += 1;
         }
-        let (complete, n) = complete_prefix(bytes)?;
+        let complete = complete_prefix(bytes)?;
         if complete > 0 {
             chain.process_batch(&bytes[..complete])?;
-            records += n;
+            records += count(&bytes[..complete])?;
         }
         self.spill[channel].extend_from_slice(&bytes[complete..]);
         Ok(records)
@@ -214,16 +214,22 @@ fn record_len(prefix: &[u8]) -> Result<usize, ChainError> {
     Ok(len)
 }
 
-/// Length in bytes, and number, of the complete records at the start of `bytes`.
-fn complete_prefix(bytes: &[u8]) -> Result<(usize, u64), ChainError> {
-    let (mut pos, mut n) = (0, 0);
+/// Length in bytes of the complete records (and blocks) at the start of `bytes`.
+fn complete_prefix(bytes: &[u8]) -> Result<usize, ChainError> {
+    let mut pos = 0;
     while bytes.len() - pos >= 4 {
         let end = pos + 4 + record_len(&bytes[pos..])?;
         if end > bytes.len() {
             break;
         }
         pos = end;
-        n += 1;
     }
-    Ok((pos, n))
+    Ok(pos)
+}
+
+/// Records in complete framed bytes, block entries included.
+fn count(bytes: &[u8]) -> Result<u64, ChainError> {
+    weir_framing::count_records(bytes)
+        .map(|n| n as u64)
+        .map_err(|e| ChainError::Output(format!("malformed input: {e}")))
 }

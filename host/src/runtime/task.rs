@@ -171,7 +171,7 @@ impl Task {
             TaskInput::Gate(gate) => Some(InputProcessor::new(gate.channels())),
             TaskInput::Source(_) => None,
         };
-        let mut batch = Vec::with_capacity(SOURCE_BATCH_BYTES + 1024);
+        let mut batch = weir_framing::BatchWriter::with_capacity(SOURCE_BATCH_BYTES + 1024);
         let mut last_tick = Instant::now();
         loop {
             while let Some(mail) = self.mailbox.take() {
@@ -201,7 +201,7 @@ impl Task {
                     self.metrics.add_records_in(read.records);
                     if !batch.is_empty() {
                         self.chain
-                            .process_batch(&batch)
+                            .process_batch(batch.as_bytes())
                             .map_err(|e| self.chain_failed(e))?;
                     }
                     if !more {

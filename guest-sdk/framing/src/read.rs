@@ -1,0 +1,332 @@
+//! Reading framed buffers: records one by one, whether they stand alone or sit in a block, and
+//! counting them with the framing checked.
+
+use std::fmt;
+
+use crate::{FLAG_BLOCK, FLAG_KEY, FLAG_TIMESTAMP, LENGTH_PREFIX, Record};
+
+const RECORD_FLAGS: u8 = FLAG_TIMESTAMP | FLAG_KEY;
+
+/// A buffer that does not follow the framing. Carries the byte offset where the fault is, so a
+/// corrupt buffer can be located.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FramingError {
+    /// Byte offset of the record (or block) that is malformed.
+    pub offset: usize,
+    /// What is wrong with it.
+    pub reason: FramingFault,
+}
+
+/// The ways a buffer can break the framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingFault {
+    /// The buffer ends inside a length prefix or record body.
+    Truncated,
+    /// The record body is too short for the fields its flags announce.
+    BodyTooShort,
+    /// Flag bits that this version does not define are set.
+    UnknownFlags(u8),
+    /// A block whose entries have no bytes, or whose body is not a whole number of entries.
+    BadBlock,
+}
+
+impl fmt::Display for FramingError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = self.offset;
+        match self.reason {
+            FramingFault::Truncated => write!(f, "record at byte {at} is truncated"),
+            FramingFault::BodyTooShort => {
+                write!(f, "record at byte {at} is shorter than its flags announce")
+            }
+            FramingFault::UnknownFlags(flags) => {
+                write!(f, "record at byte {at} has unknown flags {flags:#04x}")
+            }
+            FramingFault::BadBlock => write!(
+                f,
+                "block at byte {at} is not a whole number of non-empty entries"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for FramingError {}
+
+/// The shape of a block's entries, read from its header.
+#[derive(Debug, Clone, Copy)]
+struct BlockLayout {
+    /// 8 when the entries have a timestamp, else 0.
+    timestamp_len: usize,
+    has_key: bool,
+    /// 0 when the entries have no key.
+    key_len: usize,
+    stride: usize,
+    /// Bytes of the block body before the first entry.
+    header: usize,
+}
+
+/// Reads a block header from `body` (the bytes after the length prefix) and checks that the
+/// rest is a whole number of entries.
+#[inline]
+fn block_layout(body: &[u8]) -> Result<BlockLayout, FramingFault> {
+    let flags = body[0];
+    let mut at = 1;
+    let read_u32 = |at: &mut usize| -> Result<usize, FramingFault> {
+        let bytes = body.get(*at..*at + 4).ok_or(FramingFault::BodyTooShort)?;
+        *at += 4;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize)
+    };
+    let key_len = if flags & FLAG_KEY != 0 {
+        Some(read_u32(&mut at)?)
+    } else {
+        None
+    };
+    let value_len = read_u32(&mut at)?;
+    let timestamp = flags & FLAG_TIMESTAMP != 0;
+    let stride = usize::from(timestamp) * 8;
+    let stride = stride
+        .checked_add(key_len.unwrap_or(0))
+        .and_then(|s| s.checked_add(value_len))
+        .ok_or(FramingFault::BadBlock)?;
+    if stride == 0 || !(body.len() - at).is_multiple_of(stride) {
+        return Err(FramingFault::BadBlock);
+    }
+    Ok(BlockLayout {
+        timestamp_len: usize::from(timestamp) * 8,
+        has_key: key_len.is_some(),
+        key_len: key_len.unwrap_or(0),
+        stride,
+        header: at,
+    })
+}
+
+/// Iterates over the records of a framed buffer, the entries of blocks included. Stops after
+/// the first error.
+///
+/// Hot loops call [`Records::next_with_bytes`] and ask [`Records::fault`] at the end: an
+/// `Option<Result<Record, _>>` per record makes the compiler assemble the record's pointer
+/// from byte-sized pieces on the stack (the error's fields overlap it), and reading it back
+/// stalls on every record.
+#[derive(Debug, Clone)]
+pub struct Records<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    fault: Option<FramingError>,
+    /// Where the block being read ends; at or before `pos` outside a block.
+    block_end: usize,
+    block: BlockLayout,
+}
+
+/// Reads the records of `buf`.
+#[inline]
+pub fn records(buf: &[u8]) -> Records<'_> {
+    Records {
+        buf,
+        pos: 0,
+        fault: None,
+        block_end: 0,
+        block: BlockLayout {
+            timestamp_len: 0,
+            has_key: false,
+            key_len: 0,
+            stride: 1,
+            header: 0,
+        },
+    }
+}
+
+impl<'a> Records<'a> {
+    /// The next record, with its own framed bytes when it stands alone (so it can be passed on
+    /// with one copy); `None` for those bytes when the record is an entry of a block. `None`
+    /// at the end of the buffer and at a fault, which [`Records::fault`] then tells.
+    #[inline(always)]
+    pub fn next_with_bytes(&mut self) -> Option<(Record<'a>, Option<&'a [u8]>)> {
+        loop {
+            if self.pos < self.block_end {
+                return Some((self.next_entry(), None));
+            }
+            if self.pos >= self.buf.len() || self.fault.is_some() {
+                return None;
+            }
+            let start = self.pos;
+            let rest = &self.buf[start..];
+            let Some(prefix) = rest.get(..LENGTH_PREFIX) else {
+                return self.fail(start, FramingFault::Truncated);
+            };
+            let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+            let Some(body) = rest.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
+                return self.fail(start, FramingFault::Truncated);
+            };
+            if body.first().is_some_and(|flags| flags & FLAG_BLOCK != 0) {
+                match check_flags(body[0] & !FLAG_BLOCK).and_then(|()| block_layout(body)) {
+                    Ok(layout) => {
+                        self.block = layout;
+                        self.pos = start + LENGTH_PREFIX + layout.header;
+                        self.block_end = start + LENGTH_PREFIX + len;
+                        continue;
+                    }
+                    Err(reason) => return self.fail(start, reason),
+                }
+            }
+            return match parse_body(body) {
+                Ok(record) => {
+                    self.pos = start + LENGTH_PREFIX + len;
+                    Some((record, Some(&rest[..LENGTH_PREFIX + len])))
+                }
+                Err(reason) => self.fail(start, reason),
+            };
+        }
+    }
+
+    /// Why reading stopped before the end of the buffer, if it did.
+    #[inline]
+    pub fn fault(&self) -> Option<&FramingError> {
+        self.fault.as_ref()
+    }
+
+    /// The entry at `pos` of the block being read; its layout was checked with the header.
+    #[inline(always)]
+    fn next_entry(&mut self) -> Record<'a> {
+        let layout = self.block;
+        let start = self.pos;
+        self.pos += layout.stride;
+        let key_start = start + layout.timestamp_len;
+        let value_start = key_start + layout.key_len;
+        let timestamp = (layout.timestamp_len != 0).then(|| {
+            let mut ts = [0u8; 8];
+            ts.copy_from_slice(&self.buf[start..start + 8]);
+            i64::from_le_bytes(ts)
+        });
+        let key = layout.has_key.then(|| &self.buf[key_start..value_start]);
+        Record {
+            value: &self.buf[value_start..start + layout.stride],
+            key,
+            timestamp,
+        }
+    }
+
+    #[cold]
+    fn fail<T>(&mut self, offset: usize, reason: FramingFault) -> Option<T> {
+        self.fault = Some(FramingError { offset, reason });
+        None
+    }
+}
+
+impl<'a> Iterator for Records<'a> {
+    type Item = Result<Record<'a>, FramingError>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.next_with_bytes() {
+            Some((record, _)) => Some(Ok(record)),
+            // Reported once; the iterator then ends.
+            None => self.fault.take().map(|fault| {
+                self.pos = self.buf.len();
+                self.block_end = 0;
+                Err(fault)
+            }),
+        }
+    }
+}
+
+#[inline(always)]
+fn check_flags(flags: u8) -> Result<(), FramingFault> {
+    if flags & !RECORD_FLAGS != 0 {
+        return Err(FramingFault::UnknownFlags(flags));
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn parse_body(body: &[u8]) -> Result<Record<'_>, FramingFault> {
+    let (&flags, mut rest) = body.split_first().ok_or(FramingFault::BodyTooShort)?;
+    check_flags(flags)?;
+    let timestamp = if flags & FLAG_TIMESTAMP != 0 {
+        let (ts, tail) = rest
+            .split_first_chunk::<8>()
+            .ok_or(FramingFault::BodyTooShort)?;
+        rest = tail;
+        Some(i64::from_le_bytes(*ts))
+    } else {
+        None
+    };
+    let key = if flags & FLAG_KEY != 0 {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or(FramingFault::BodyTooShort)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(FramingFault::BodyTooShort);
+        }
+        let (key, tail) = tail.split_at(len);
+        rest = tail;
+        Some(key)
+    } else {
+        None
+    };
+    Ok(Record {
+        value: rest,
+        key,
+        timestamp,
+    })
+}
+
+/// Counts the records of a framed buffer without decoding them, checking the framing. Every
+/// batch a guest returns passes through here, so it reads only the length prefix, the flags and
+/// a key length per record, and a block's header (its entries are counted by division).
+pub fn count_records(buf: &[u8]) -> Result<usize, FramingError> {
+    let mut pos = 0;
+    let mut count = 0;
+    while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
+        let fail = |reason| FramingError {
+            offset: pos,
+            reason,
+        };
+        let Some((prefix, rest)) = rest.split_first_chunk::<LENGTH_PREFIX>() else {
+            return Err(fail(FramingFault::Truncated));
+        };
+        let len = u32::from_le_bytes(*prefix) as usize;
+        let Some(body) = rest.get(..len) else {
+            return Err(fail(FramingFault::Truncated));
+        };
+        count += count_body(body).map_err(fail)?;
+        pos += LENGTH_PREFIX + len;
+    }
+    Ok(count)
+}
+
+/// The checks of `parse_body` (or of a block header) without building records: how many
+/// records `body` holds.
+#[inline]
+fn count_body(body: &[u8]) -> Result<usize, FramingFault> {
+    let Some(&flags) = body.first() else {
+        return Err(FramingFault::BodyTooShort);
+    };
+    if flags & FLAG_BLOCK != 0 {
+        check_flags(flags & !FLAG_BLOCK)?;
+        let layout = block_layout(body)?;
+        return Ok((body.len() - layout.header) / layout.stride);
+    }
+    check_flags(flags)?;
+    let mut need = 1;
+    if flags & FLAG_TIMESTAMP != 0 {
+        need += 8;
+    }
+    if flags & FLAG_KEY != 0 {
+        let Some(len) = body.get(need..need + 4) else {
+            return Err(FramingFault::BodyTooShort);
+        };
+        need =
+            need.saturating_add(4 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize);
+    }
+    if body.len() < need {
+        return Err(FramingFault::BodyTooShort);
+    }
+    Ok(1)
+}
+
+/// The record at `index` (block entries count one each), for error reports that show the
+/// record a guest could not decode. `None` if the buffer has fewer records or is malformed
+/// before it.
+pub fn nth_record(buf: &[u8], index: usize) -> Option<Record<'_>> {
+    records(buf).nth(index).and_then(Result::ok)
+}
