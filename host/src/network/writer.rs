@@ -4,11 +4,17 @@
 //! partly filled one on flush, on a watermark, at the end, and when the buffer timeout passes.
 //! Records span buffers when they do not fit. A broadcast record is written once into a buffer
 //! that every channel shares.
+//!
+//! Records of edges that pick a channel per record (rebalance, key groups), and records
+//! written one at a time, first collect in a staging batch per channel of at most about one
+//! buffer, so records of one shape stay in blocks on their way to the consumer (see
+//! `weir_framing::BatchWriter`); a full staging batch moves into buffers in one copy. Whole
+//! batches on forward and broadcast edges go into buffers as they are.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_framing::Record;
+use weir_framing::{BatchWriter, Record};
 
 use super::CancelFlag;
 use super::buffer::{Buffer, LocalBufferPool};
@@ -42,7 +48,8 @@ pub struct PartitionWriter {
     /// For key-group edges: the channel of every key group, so routing a record costs a hash
     /// and a lookup instead of two divisions.
     channel_of_group: Vec<u32>,
-    scratch: Vec<u8>,
+    /// Per channel (one for forward and broadcast): records not yet in a buffer.
+    staged: Vec<BatchWriter>,
     cancel: CancelFlag,
     metrics: Arc<TaskMetrics>,
 }
@@ -77,7 +84,7 @@ impl PartitionWriter {
             channels,
             pool,
             next_channel: 0,
-            scratch: Vec::new(),
+            staged: (0..slots).map(|_| BatchWriter::new()).collect(),
             cancel,
             metrics,
         }
@@ -152,37 +159,54 @@ impl PartitionWriter {
         }
     }
 
+    fn picks_per_record(&self) -> bool {
+        matches!(
+            self.selector,
+            ChannelSelector::Rebalance | ChannelSelector::KeyGroups { .. }
+        )
+    }
+
     fn write_record(&mut self, record: Record<'_>) -> Result<(), ChainError> {
         let slot = self.select(&record)?;
-        let mut scratch = std::mem::take(&mut self.scratch);
-        scratch.clear();
-        record.write_to(&mut scratch);
-        let result = self.write_bytes(slot, &scratch);
-        self.scratch = scratch;
+        self.stage(slot, record)
+    }
+
+    /// Adds a record to channel `slot`'s staging batch, moving the batch into buffers once it
+    /// holds a buffer's worth.
+    #[inline]
+    fn stage(&mut self, slot: usize, record: Record<'_>) -> Result<(), ChainError> {
+        self.staged[slot].push(record);
+        if self.staged[slot].len() >= self.pool.segment_size() {
+            self.unstage(slot)?;
+        }
+        Ok(())
+    }
+
+    fn unstage(&mut self, slot: usize) -> Result<(), ChainError> {
+        if self.staged[slot].is_empty() {
+            return Ok(());
+        }
+        let staged = std::mem::take(&mut self.staged[slot]);
+        let result = self.write_bytes(slot, staged.as_bytes());
+        self.staged[slot] = staged;
+        self.staged[slot].clear();
         result
     }
 
     fn write_batch(&mut self, batch: &[u8]) -> Result<u64, ChainError> {
-        if matches!(
-            self.selector,
-            ChannelSelector::Forward | ChannelSelector::Broadcast
-        ) {
+        if !self.picks_per_record() {
             let n = weir_framing::count_records(batch)
                 .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+            // After single records written before it.
+            self.unstage(0)?;
             self.write_bytes(0, batch)?;
             return Ok(n as u64);
         }
         let mut records = weir_framing::records(batch);
         let mut n = 0;
-        while let Some((record, framed)) = records.next_with_bytes() {
-            match framed {
-                Some(framed) => {
-                    let slot = self.select(&record)?;
-                    self.write_bytes(slot, framed)?;
-                }
-                // An entry of a block: framed alone for its channel.
-                None => self.write_record(record)?,
-            }
+        while let Some((record, _)) = records.next_with_bytes() {
+            let slot = self.select(&record)?;
+            self.stage(slot, record)?;
             n += 1;
         }
         match records.fault() {
@@ -191,17 +215,23 @@ impl PartitionWriter {
         }
     }
 
-    fn flush(&mut self) {
+    /// Sends every record written so far.
+    fn flush(&mut self) -> Result<(), ChainError> {
+        for slot in 0..self.staged.len() {
+            self.unstage(slot)?;
+        }
         for slot in 0..self.current.len() {
             self.send_slot(slot);
         }
+        Ok(())
     }
 
-    fn broadcast_event(&mut self, event: ChannelEvent) {
-        self.flush();
+    fn broadcast_event(&mut self, event: ChannelEvent) -> Result<(), ChainError> {
+        self.flush()?;
         for channel in &self.channels {
             channel.send(ChannelItem::Event(event));
         }
+        Ok(())
     }
 }
 
@@ -230,22 +260,24 @@ impl RecordWriter {
     }
 
     /// Sends partly filled buffers once the oldest unsent record waited the buffer timeout.
-    fn flush_if_due(&mut self) {
+    fn flush_if_due(&mut self) -> Result<(), ChainError> {
         let now = Instant::now();
         match self.oldest_unflushed {
             None => self.oldest_unflushed = Some(now),
             Some(t) if now.duration_since(t) >= self.buffer_timeout => {
-                self.flush_all();
+                self.flush_all()?;
             }
             Some(_) => {}
         }
+        Ok(())
     }
 
-    fn flush_all(&mut self) {
+    fn flush_all(&mut self) -> Result<(), ChainError> {
         for p in &mut self.partitions {
-            p.flush();
+            p.flush()?;
         }
         self.oldest_unflushed = None;
+        Ok(())
     }
 }
 
@@ -263,7 +295,7 @@ impl Output for RecordWriter {
         self.since_time_check += 1;
         if self.since_time_check >= 256 {
             self.since_time_check = 0;
-            self.flush_if_due();
+            self.flush_if_due()?;
         }
         Ok(())
     }
@@ -274,13 +306,12 @@ impl Output for RecordWriter {
             n = p.write_batch(batch)?;
         }
         self.metrics.add_records_out(n);
-        self.flush_if_due();
-        Ok(())
+        self.flush_if_due()
     }
 
     fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
         for p in &mut self.partitions {
-            p.broadcast_event(ChannelEvent::Watermark(watermark));
+            p.broadcast_event(ChannelEvent::Watermark(watermark))?;
         }
         self.oldest_unflushed = None;
         Ok(())
@@ -290,7 +321,7 @@ impl Output for RecordWriter {
         // A chain flush means "processed what was there", not "send now": buffers go out when
         // full or when the timeout passes, so small input batches still fill whole buffers.
         if self.oldest_unflushed.is_some() {
-            self.flush_if_due();
+            self.flush_if_due()?;
         }
         Ok(())
     }
@@ -301,7 +332,7 @@ impl Output for RecordWriter {
         _: &mut Vec<crate::state::OperatorSnapshot>,
     ) -> Result<(), ChainError> {
         for p in &mut self.partitions {
-            p.broadcast_event(ChannelEvent::Barrier(checkpoint));
+            p.broadcast_event(ChannelEvent::Barrier(checkpoint))?;
         }
         self.oldest_unflushed = None;
         Ok(())
@@ -309,7 +340,7 @@ impl Output for RecordWriter {
 
     fn finish(&mut self) -> Result<(), ChainError> {
         for p in &mut self.partitions {
-            p.broadcast_event(ChannelEvent::EndOfPartition);
+            p.broadcast_event(ChannelEvent::EndOfPartition)?;
         }
         Ok(())
     }
@@ -321,11 +352,16 @@ mod tests {
     use crate::network::{InputGate, NetworkBufferPool};
     use weir_framing::{BatchWriter, OwnedRecord};
 
-    /// Writes `batch` through a writer with `selector` into `channels` channels of 64-byte
-    /// segments (so blocks span segments), and returns what each channel received, parsed.
-    fn route(selector: ChannelSelector, channels: usize, batch: &[u8]) -> Vec<Vec<OwnedRecord>> {
+    /// Writes `batch` through a writer with `selector` into `channels` channels of 1 KiB
+    /// segments (so blocks span segments), and returns what each channel received, parsed,
+    /// and the bytes sent in all.
+    fn route(
+        selector: ChannelSelector,
+        channels: usize,
+        batch: &[u8],
+    ) -> (Vec<Vec<OwnedRecord>>, usize) {
         let gate = InputGate::new(channels);
-        let network = NetworkBufferPool::new(64, 1024);
+        let network = NetworkBufferPool::new(1024, 1024);
         let pool = LocalBufferPool::new(network, channels, 1024, 1024);
         let senders = (0..channels).map(|c| gate.sender(c)).collect();
         let metrics = Arc::new(TaskMetrics::default());
@@ -339,21 +375,22 @@ mod tests {
         );
         let n = writer.write_batch(batch).expect("write");
         assert_eq!(n as usize, weir_framing::count_records(batch).unwrap());
-        writer.flush();
+        writer.flush().expect("flush");
         let mut bytes = vec![Vec::new(); channels];
         while let Some((channel, item)) = gate.poll(Duration::ZERO) {
             if let ChannelItem::Buffer(buffer) = item {
                 bytes[channel].extend_from_slice(buffer.bytes());
             }
         }
-        bytes
+        let received = bytes
             .iter()
             .map(|b| {
                 weir_framing::records(b)
                     .map(|r| OwnedRecord::from(r.expect("valid channel stream")))
                     .collect()
             })
-            .collect()
+            .collect();
+        (received, bytes.iter().map(Vec::len).sum())
     }
 
     fn keyed_blocks(n: u64) -> (Vec<u8>, Vec<OwnedRecord>) {
@@ -372,15 +409,14 @@ mod tests {
     }
 
     #[test]
-    fn blocks_cross_forward_channels_whole_and_reach_key_groups_entry_by_entry() {
+    fn blocks_cross_forward_channels_whole_and_stay_blocks_per_key_group_channel() {
         let (batch, records) = keyed_blocks(1000);
         assert!(batch.len() < records.len() * records[0].as_record().framed_len());
-        assert_eq!(
-            route(ChannelSelector::Forward, 1, &batch),
-            vec![records.clone()]
-        );
+        let (forward, sent) = route(ChannelSelector::Forward, 1, &batch);
+        assert_eq!(forward, vec![records.clone()]);
+        assert_eq!(sent, batch.len());
         let max_parallelism = 128;
-        let received = route(ChannelSelector::KeyGroups { max_parallelism }, 3, &batch);
+        let (received, sent) = route(ChannelSelector::KeyGroups { max_parallelism }, 3, &batch);
         for (channel, got) in received.iter().enumerate() {
             let expected: Vec<_> = records
                 .iter()
@@ -392,5 +428,11 @@ mod tests {
                 .collect();
             assert_eq!(got, &expected, "channel {channel}");
         }
+        // Each channel's records still travel in blocks: fewer bytes than framed one by one.
+        let framed: usize = records.iter().map(|r| r.as_record().framed_len()).sum();
+        assert!(
+            sent < framed * 3 / 4,
+            "{sent} bytes sent for {framed} framed"
+        );
     }
 }
