@@ -194,14 +194,23 @@ impl CachedHost {
         }
     }
 
-    #[inline]
+    /// The slot of (`state`, `key`), or the hash to insert it under. The check of the last
+    /// slot is inlined into every access (a set after a get of the same key ends there); the
+    /// index lookup is not, to keep the callers small.
+    #[inline(always)]
     fn find(&mut self, state: StateId, key: &[u8]) -> Result<u32, u64> {
-        if let Some(i) = self.last {
-            let slot = &self.slots[i as usize];
-            if slot.state == state && key_eq(slot.key.as_slice(), key) {
-                return Ok(i);
-            }
+        if let Some(i) = self.last
+            && let Some(slot) = self.slots.get(i as usize)
+            && slot.state == state
+            && key_eq(slot.key.as_slice(), key)
+        {
+            return Ok(i);
         }
+        self.find_indexed(state, key)
+    }
+
+    #[inline(never)]
+    fn find_indexed(&mut self, state: StateId, key: &[u8]) -> Result<u32, u64> {
         let hash = hash_key(state, key);
         let slots = &self.slots;
         match self.index.find(hash, |i| {

@@ -7,10 +7,12 @@
 
 use std::marker::PhantomData;
 
-use weir_framing::Record;
+use weir_framing::{BatchWriter, Record};
 
 use crate::codec::{Bincode, Codec};
-use crate::operator::{Context, Operator, OperatorError};
+use crate::operator::{
+    BatchFailure, BatchHost, Context, Operator, OperatorError, encode_into, for_each_record,
+};
 
 /// Collects the values a [`flat_map`] closure produces.
 pub struct Emitter<'a, 'b, T> {
@@ -86,6 +88,19 @@ where
         let value = self.input.decode(record.value)?;
         let out = (self.f)(value);
         ctx.emit_encoded(&self.output, &out, None, record.timestamp)
+    }
+
+    fn process_batch(
+        &mut self,
+        batch: &[u8],
+        _: &mut BatchHost<'_>,
+        out: &mut BatchWriter,
+    ) -> Result<(), BatchFailure> {
+        // No context per record: a map needs no host.
+        for_each_record(batch, |record, _| {
+            let value = self.input.decode(record.value)?;
+            encode_into(out, &self.output, &(self.f)(value), None, record.timestamp)
+        })
     }
 }
 
@@ -180,6 +195,25 @@ where
             ctx.emit_record(record);
         }
         Ok(())
+    }
+
+    fn process_batch(
+        &mut self,
+        batch: &[u8],
+        _: &mut BatchHost<'_>,
+        out: &mut BatchWriter,
+    ) -> Result<(), BatchFailure> {
+        // No context per record: a filter needs no host. A kept record is one copy of its
+        // framed bytes, or of its entry into the output's block.
+        for_each_record(batch, |record, framed| {
+            if (self.f)(&self.input.decode(record.value)?) {
+                match framed {
+                    Some(framed) => out.push_framed(framed),
+                    None => out.push(record),
+                }
+            }
+            Ok(())
+        })
     }
 }
 
@@ -394,6 +428,72 @@ mod tests {
             })
             .collect();
         assert_eq!(fast, expected);
+    }
+
+    /// 1,000 timestamped 8-byte values in blocks, as a source writes them.
+    fn blocked(values: impl Iterator<Item = u64>) -> (Vec<u8>, Vec<OwnedRecord>) {
+        let mut writer = weir_framing::BatchWriter::new();
+        let records: Vec<OwnedRecord> = values
+            .map(|x| OwnedRecord {
+                value: x.to_le_bytes().to_vec(),
+                key: None,
+                timestamp: Some(x as i64 - 500),
+            })
+            .collect();
+        for r in &records {
+            writer.push(r.as_record());
+        }
+        (writer.into_vec(), records)
+    }
+
+    #[test]
+    fn maps_and_filters_over_blocks_see_every_entry_with_its_timestamp() {
+        let (batch, records) = blocked(0..1000);
+        let mut evens = Harness::open(
+            filter(|x: &u64| x.is_multiple_of(2)).input(Fixed),
+            OperatorInfo::new("even"),
+        )
+        .unwrap();
+        evens.push_batch(&batch).unwrap();
+        let kept: Vec<OwnedRecord> = records.iter().step_by(2).cloned().collect();
+        assert_eq!(evens.take_output(), kept);
+        let mut triple = Harness::open(
+            map(|x: u64| x * 3).input(Fixed).output(Fixed),
+            OperatorInfo::new("triple"),
+        )
+        .unwrap();
+        triple.push_batch(&batch).unwrap();
+        let tripled: Vec<OwnedRecord> = records
+            .iter()
+            .map(|r| OwnedRecord {
+                value: (u64::from_le_bytes(r.value[..].try_into().unwrap()) * 3)
+                    .to_le_bytes()
+                    .to_vec(),
+                ..r.clone()
+            })
+            .collect();
+        assert_eq!(triple.take_output(), tripled);
+    }
+
+    #[test]
+    fn a_failing_entry_of_a_block_is_reported_with_its_index() {
+        let (batch, _) = blocked(0..1000);
+        let mut h = Harness::open(
+            crate::functions::try_map(|x: u64| {
+                if x == 700 {
+                    Err(crate::OperatorError::Failed("seven hundred".into()))
+                } else {
+                    Ok(x)
+                }
+            })
+            .input(Fixed)
+            .output(Fixed),
+            OperatorInfo::new("m"),
+        )
+        .unwrap();
+        let failure = h.push_batch(&batch).unwrap_err();
+        assert_eq!(failure.record_index, 700);
+        assert_eq!(h.take_output().len(), 700);
     }
 
     #[test]

@@ -283,34 +283,7 @@ impl<'a> Context<'a> {
         key: Option<&[u8]>,
         timestamp: Option<i64>,
     ) -> Result<(), OperatorError> {
-        if key.is_none() {
-            let mut small = [0u8; SMALL_ENCODING];
-            if let Some(len) = codec
-                .encode_small(value, &mut small)
-                .filter(|&len| len <= SMALL_ENCODING)
-            {
-                // Encoded on the stack and appended in one piece, usually as one more entry
-                // of the output's block; copies of constant length once the codec is inlined.
-                self.out.push(Record {
-                    value: &small[..len],
-                    key: None,
-                    timestamp,
-                });
-                return Ok(());
-            }
-        }
-        let out = self.out.raw();
-        let open = weir_framing::begin_record(out, key, timestamp);
-        match codec.encode(value, out) {
-            Ok(()) => {
-                weir_framing::finish_record(out, open);
-                Ok(())
-            }
-            Err(e) => {
-                weir_framing::abandon_record(out, open);
-                Err(e)
-            }
-        }
+        encode_into(self.out, codec, value, key, timestamp)
     }
 
     /// Registers a timer for the current key.
@@ -343,6 +316,78 @@ impl<'a> Context<'a> {
             Some(key) => Ok(key),
             None => Err(no_key(what)),
         }
+    }
+}
+
+/// Appends `value`, encoded by `codec`, as a record with `key` and `timestamp`.
+#[inline(always)]
+pub(crate) fn encode_into<T, C: Codec<T> + ?Sized>(
+    out: &mut BatchWriter,
+    codec: &C,
+    value: &T,
+    key: Option<&[u8]>,
+    timestamp: Option<i64>,
+) -> Result<(), OperatorError> {
+    if key.is_none() {
+        let mut small = [0u8; SMALL_ENCODING];
+        if let Some(len) = codec
+            .encode_small(value, &mut small)
+            .filter(|&len| len <= SMALL_ENCODING)
+        {
+            // Encoded on the stack and appended in one piece, usually as one more entry of the
+            // output's block; copies of constant length once the codec is inlined.
+            out.push(Record {
+                value: &small[..len],
+                key: None,
+                timestamp,
+            });
+            return Ok(());
+        }
+    }
+    let out = out.raw();
+    let open = weir_framing::begin_record(out, key, timestamp);
+    match codec.encode(value, out) {
+        Ok(()) => {
+            weir_framing::finish_record(out, open);
+            Ok(())
+        }
+        Err(e) => {
+            weir_framing::abandon_record(out, open);
+            Err(e)
+        }
+    }
+}
+
+/// The batch loop of operators that need neither the host nor a context (maps, filters): `each`
+/// gets every record of `batch`, with its framed bytes when it stands alone. Stops at the first
+/// failure, reporting the record's index.
+#[inline(always)]
+pub(crate) fn for_each_record(
+    batch: &[u8],
+    mut each: impl FnMut(Record<'_>, Option<&[u8]>) -> Result<(), OperatorError>,
+) -> Result<(), BatchFailure> {
+    let mut records = weir_framing::records(batch);
+    let mut record_index = 0;
+    while let Some((record, framed)) = records.next_with_bytes() {
+        if let Err(error) = each(record, framed) {
+            return Err(BatchFailure {
+                record_index,
+                error,
+            });
+        }
+        record_index += 1;
+    }
+    match records.fault() {
+        None => Ok(()),
+        Some(fault) => Err(malformed_batch(record_index, fault)),
+    }
+}
+
+#[cold]
+fn malformed_batch(record_index: usize, fault: &weir_framing::FramingError) -> BatchFailure {
+    BatchFailure {
+        record_index,
+        error: OperatorError::Failed(format!("the host sent a malformed batch: {fault}")),
     }
 }
 
@@ -412,10 +457,7 @@ pub trait Operator {
         }
         match records.fault() {
             None => Ok(()),
-            Some(fault) => Err(BatchFailure {
-                record_index,
-                error: OperatorError::Failed(format!("the host sent a malformed batch: {fault}")),
-            }),
+            Some(fault) => Err(malformed_batch(record_index, fault)),
         }
     }
 
