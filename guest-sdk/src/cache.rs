@@ -254,22 +254,66 @@ impl CachedHost {
     /// The slot of `key`, read from the host on a miss.
     #[inline]
     fn slot(&mut self, state: StateId, key: &[u8]) -> &Slot {
-        let i = match self.find(state, key) {
+        let i = self.slot_index(state, key);
+        &self.slots[i as usize]
+    }
+
+    /// The number of `key`'s slot, read from the host on a miss: with [`CachedHost::value_at`]
+    /// and [`CachedHost::write_at`], a read-modify-write of one key in one lookup.
+    #[inline(always)]
+    pub(crate) fn slot_index(&mut self, state: StateId, key: &[u8]) -> u32 {
+        match self.find(state, key) {
+            Ok(i) if self.slots[i as usize].known => i,
+            found => self.read_from_host(state, key, found),
+        }
+    }
+
+    /// A key the cache does not know yet (`found` is the result of `find`), or whose value
+    /// went straight to the host: read from the host into its slot.
+    #[cold]
+    #[inline(never)]
+    fn read_from_host(&mut self, state: StateId, key: &[u8], found: Result<u32, u64>) -> u32 {
+        let value = self.inner.value_get(state, key);
+        match found {
             Ok(i) => {
-                if !self.slots[i as usize].known {
-                    let value = self.inner.value_get(state, key);
-                    let slot = &mut self.slots[i as usize];
-                    slot.value = value.as_deref().map(Bytes::new);
-                    slot.known = true;
-                }
+                let slot = &mut self.slots[i as usize];
+                slot.value = value.as_deref().map(Bytes::new);
+                slot.known = true;
                 i
             }
-            Err(hash) => {
-                let value = self.inner.value_get(state, key);
-                self.insert(hash, state, key, value.as_deref(), false)
-            }
-        };
-        &self.slots[i as usize]
+            Err(hash) => self.insert(hash, state, key, value.as_deref(), false),
+        }
+    }
+
+    /// The value in slot `i` (from [`CachedHost::slot_index`]).
+    #[inline]
+    pub(crate) fn value_at(&self, i: u32) -> Option<&[u8]> {
+        self.slots[i as usize].value.as_ref().map(Bytes::as_slice)
+    }
+
+    /// Sets the value of slot `i`, which [`CachedHost::slot_index`] gave for (`state`, `key`).
+    #[inline]
+    pub(crate) fn write_at(&mut self, i: u32, state: StateId, key: &[u8], value: &[u8]) {
+        if key.len() > MAX_CACHED_KEY || value.len() > MAX_CACHED_VALUE {
+            return self.write_through(state, key, Some(value));
+        }
+        self.store(i, Some(value));
+        self.last = Some(i);
+    }
+
+    /// Replaces the value in slot `i` and marks it for the next flush.
+    #[inline(always)]
+    fn store(&mut self, i: u32, value: Option<&[u8]>) {
+        let slot = &mut self.slots[i as usize];
+        slot.known = true;
+        match (&mut slot.value, value) {
+            (Some(old), Some(new)) => old.set(new),
+            (old, new) => *old = new.map(Bytes::new),
+        }
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(i);
+        }
     }
 
     /// The value of `key`, borrowed: the typed handles' read path inside a component.
@@ -304,18 +348,7 @@ impl CachedHost {
             return self.write_through(state, key, value);
         }
         match self.find(state, key) {
-            Ok(i) => {
-                let slot = &mut self.slots[i as usize];
-                slot.known = true;
-                match (&mut slot.value, value) {
-                    (Some(old), Some(new)) => old.set(new),
-                    (old, new) => *old = new.map(Bytes::new),
-                }
-                if !slot.dirty {
-                    slot.dirty = true;
-                    self.dirty.push(i);
-                }
-            }
+            Ok(i) => self.store(i, value),
             Err(hash) => {
                 self.insert(hash, state, key, value, true);
             }

@@ -31,6 +31,7 @@ mod functions;
 pub mod host;
 mod operator;
 mod process;
+mod reduce;
 mod slot_index;
 pub mod state;
 pub mod testing;
@@ -42,6 +43,7 @@ pub use operator::{
     BatchFailure, BatchHost, Context, OpenContext, Operator, OperatorError, OperatorInfo,
 };
 pub use process::{Process, ProcessContext, ProcessFunction, keyed_process, process};
+pub use reduce::{Reduce, reduce};
 pub use state::{MapState, ValueState};
 pub use weir_framing::{BatchWriter, OwnedRecord, Record};
 
@@ -55,7 +57,7 @@ pub mod prelude {
     pub use crate::{
         Context, Emitter, MapState, OpenContext, Operator, OperatorError, OperatorInfo,
         ProcessContext, ProcessFunction, Record, ValueState, filter, flat_map, key_by,
-        keyed_process, map, process, try_map,
+        keyed_process, map, process, reduce, try_map,
     };
 }
 

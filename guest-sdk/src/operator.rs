@@ -328,21 +328,19 @@ pub(crate) fn encode_into<T, C: Codec<T> + ?Sized>(
     key: Option<&[u8]>,
     timestamp: Option<i64>,
 ) -> Result<(), OperatorError> {
-    if key.is_none() {
-        let mut small = [0u8; SMALL_ENCODING];
-        if let Some(len) = codec
-            .encode_small(value, &mut small)
-            .filter(|&len| len <= SMALL_ENCODING)
-        {
-            // Encoded on the stack and appended in one piece, usually as one more entry of the
-            // output's block; copies of constant length once the codec is inlined.
-            out.push(Record {
-                value: &small[..len],
-                key: None,
-                timestamp,
-            });
-            return Ok(());
-        }
+    let mut small = [0u8; SMALL_ENCODING];
+    if let Some(len) = codec
+        .encode_small(value, &mut small)
+        .filter(|&len| len <= SMALL_ENCODING)
+    {
+        // Encoded on the stack and appended in one piece, usually as one more entry of the
+        // output's block; copies of constant length once the codec is inlined.
+        out.push(Record {
+            value: &small[..len],
+            key,
+            timestamp,
+        });
+        return Ok(());
     }
     let out = out.raw();
     let open = weir_framing::begin_record(out, key, timestamp);

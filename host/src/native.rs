@@ -26,7 +26,7 @@ enum Function {
     Pair,
     /// x -> key x mod 10000, value 1
     KeyMod,
-    /// keyed running sum of the values, emitting (key, sum)
+    /// keyed running sum of the values, emitting the sum with its key
     RunningSum(FxHashMap<u64, u64>),
 }
 
@@ -100,10 +100,11 @@ impl NativeOperator {
                 let key = u64_of(key_bytes, "keys", "running-sum")?;
                 let sum = sums.entry(key).or_insert(0);
                 *sum = sum.wrapping_add(x);
-                let mut pair = [0u8; 16];
-                pair[..8].copy_from_slice(&key.to_le_bytes());
-                pair[8..].copy_from_slice(&sum.to_le_bytes());
-                out.push(Record::value(&pair))
+                out.push(Record {
+                    value: &sum.to_le_bytes(),
+                    key: Some(key_bytes),
+                    timestamp: record.timestamp,
+                })
             }
         }
         Ok(())

@@ -439,3 +439,71 @@ fn state_of_every_size_reads_back_and_reaches_the_snapshot() {
         );
     }
 }
+
+/// `n` numbers as the sequence source writes them: 8-byte values in blocks.
+fn number_batches(numbers: std::ops::Range<u64>, per_batch: u64) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut writer = weir_framing::BatchWriter::new();
+    for x in numbers {
+        writer.push(Record::value(&x.to_le_bytes()));
+        if (x + 1) % per_batch == 0 {
+            out.push(std::mem::take(&mut writer).into_vec());
+        }
+    }
+    out.push(writer.into_vec());
+    out
+}
+
+/// Checks the running sums `key-mod-10000 -> running-sum` emitted for `numbers`, given how many
+/// times each key was seen before: every output is its key's count so far.
+fn check_running_sums(
+    records: Vec<OwnedRecord>,
+    numbers: std::ops::Range<u64>,
+    seen: &mut BTreeMap<u64, u64>,
+) {
+    assert_eq!(records.len() as u64, numbers.end - numbers.start);
+    for (x, record) in numbers.zip(records) {
+        let key = u64::from_le_bytes(record.key.expect("keyed output")[..].try_into().unwrap());
+        assert_eq!(key, x % 10_000);
+        let count = seen.entry(key).or_insert(0);
+        *count += 1;
+        let sum = u64::from_le_bytes(record.value[..].try_into().expect("8-byte sum"));
+        assert_eq!(sum, *count, "record {x}");
+    }
+}
+
+#[test]
+fn a_reduce_in_a_component_sums_every_key_exactly_across_a_snapshot() {
+    const OPS: &[&str] = &["key-mod-10000", "running-sum"];
+    let (mut chain, out) =
+        open_chain(guests::BENCH_OPS, OPS, ExecutionMode::Batched).expect("open");
+    let mut seen = BTreeMap::new();
+    for batch in number_batches(0..25_000, 1000) {
+        chain.process_batch(&batch).expect("process");
+    }
+    check_running_sums(out.take_records(), 0..25_000, &mut seen);
+    let snapshots = chain.snapshot(1).expect("snapshot");
+    let StateData::Value(groups) = &snapshots[1].keyed.states["reduce"] else {
+        panic!("the accumulators are a value state")
+    };
+    assert_eq!(groups.values().map(Vec::len).sum::<usize>(), 10_000);
+
+    let (mut restored, restored_out) = {
+        let loaded = load(guests::BENCH_OPS);
+        let specs = OPS
+            .iter()
+            .map(|n| ChainSpec {
+                component: loaded.clone(),
+                spec: OperatorSpec::new(*n),
+            })
+            .collect();
+        let out = CollectingOutput::new();
+        let chain = OperatorChain::open(runtime(), specs, Box::new(out.clone()), Some(&snapshots))
+            .expect("restore");
+        (chain, out)
+    };
+    for batch in number_batches(25_000..40_000, 1000) {
+        restored.process_batch(&batch).expect("process");
+    }
+    check_running_sums(restored_out.take_records(), 25_000..40_000, &mut seen);
+}

@@ -33,7 +33,9 @@
 mod read;
 mod writer;
 
-pub use read::{FramingError, FramingFault, Records, count_records, nth_record, records};
+pub use read::{
+    FramingError, FramingFault, Records, count_keyed_records, count_records, nth_record, records,
+};
 pub use writer::{BatchWriter, MAX_BLOCK_ENTRIES_BYTES};
 
 /// Flag bit: the record carries an event timestamp.

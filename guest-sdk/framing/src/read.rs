@@ -274,8 +274,14 @@ fn parse_body(body: &[u8]) -> Result<Record<'_>, FramingFault> {
 /// batch a guest returns passes through here, so it reads only the length prefix, the flags and
 /// a key length per record, and a block's header (its entries are counted by division).
 pub fn count_records(buf: &[u8]) -> Result<usize, FramingError> {
+    count_keyed_records(buf).map(|(records, _)| records)
+}
+
+/// As [`count_records`], and how many of the records have a key: whether a batch can go to a
+/// key-partitioned edge whole, without a look at each record.
+pub fn count_keyed_records(buf: &[u8]) -> Result<(usize, usize), FramingError> {
     let mut pos = 0;
-    let mut count = 0;
+    let (mut count, mut keyed) = (0, 0);
     while let Some(rest) = buf.get(pos..).filter(|r| !r.is_empty()) {
         let fail = |reason| FramingError {
             offset: pos,
@@ -288,10 +294,14 @@ pub fn count_records(buf: &[u8]) -> Result<usize, FramingError> {
         let Some(body) = rest.get(..len) else {
             return Err(fail(FramingFault::Truncated));
         };
-        count += count_body(body).map_err(fail)?;
+        let records = count_body(body).map_err(fail)?;
+        count += records;
+        if body[0] & FLAG_KEY != 0 {
+            keyed += records;
+        }
         pos += LENGTH_PREFIX + len;
     }
-    Ok(count)
+    Ok((count, keyed))
 }
 
 /// The checks of `parse_body` (or of a block header) without building records: how many

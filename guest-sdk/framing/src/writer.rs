@@ -3,7 +3,7 @@
 
 use crate::{
     FLAG_BLOCK, FLAG_KEY, FLAG_TIMESTAMP, LENGTH_PREFIX, Record, SMALL, append_array, copy_small,
-    records,
+    extend_small, records,
 };
 
 /// Most bytes of entries in one block. Keeps a block within a network segment most of the
@@ -154,21 +154,18 @@ impl BatchWriter {
             let mut entry = [0u8; SMALL];
             copy_small(&mut entry, record.value);
             append_array(&mut self.buf, &entry);
+            self.buf.truncate(start + len);
         } else {
-            let mut entry = [0u8; 8 + 2 * SMALL];
-            let mut at = 0;
+            // Piece by piece: a zeroed stack array for the whole entry would be a `memset`
+            // call in a wasm guest.
             if let Some(ts) = record.timestamp {
-                entry[..8].copy_from_slice(&ts.to_le_bytes());
-                at = 8;
+                append_array(&mut self.buf, &ts.to_le_bytes());
             }
             if let Some(key) = record.key {
-                copy_small(&mut entry[at..], key);
-                at += key.len();
+                extend_small(&mut self.buf, key);
             }
-            copy_small(&mut entry[at..], record.value);
-            append_array(&mut self.buf, &entry);
+            extend_small(&mut self.buf, record.value);
         }
-        self.buf.truncate(start + len);
         self.block_entries += len;
         self.set_block_length();
     }

@@ -175,16 +175,31 @@ fn keyed_batches(records: u64, per_batch: usize) -> Vec<Vec<u8>> {
     batches
 }
 
+/// How the keyed running sum is computed.
+#[derive(Debug, Clone, Copy)]
+enum KeyedSum {
+    Native,
+    /// The SDK's `reduce`: one state-cache lookup per record.
+    WasmReduce,
+    /// A process function reading and writing a `ValueState` per record.
+    WasmValueState,
+}
+
 /// The keyed running sum alone, in one thread: the per-record cost of keyed state in a guest
 /// (through the SDK's state cache) next to the native operator's hash map.
-fn run_keyed(runtime: &WasmRuntime, wasm: bool, batches: &[Vec<u8>]) -> Result<(Duration, u64)> {
+fn run_keyed(runtime: &WasmRuntime, how: KeyedSum, batches: &[Vec<u8>]) -> Result<(Duration, u64)> {
     let counter = Counter::default();
-    let mut head: Box<dyn Output> = if wasm {
+    let wasm_operator = match how {
+        KeyedSum::Native => None,
+        KeyedSum::WasmReduce => Some("running-sum"),
+        KeyedSum::WasmValueState => Some("running-sum-value-state"),
+    };
+    let mut head: Box<dyn Output> = if let Some(operator) = wasm_operator {
         let component = runtime.load_file(Path::new(guests::BENCH_OPS))?;
         Box::new(WasmOperator::open(
             runtime,
             component,
-            OperatorSpec::new("running-sum"),
+            OperatorSpec::new(operator),
             Box::new(counter.clone()),
             None,
         )?)
@@ -262,8 +277,12 @@ pub fn run(args: &ChainArgs) -> Result<()> {
         }
     }
     let keyed = keyed_batches(args.records, args.batch);
-    for wasm in [false, true] {
-        let (time, count) = run_keyed(&runtime, wasm, &keyed)?;
+    for (how, mode) in [
+        (KeyedSum::Native, "native"),
+        (KeyedSum::WasmReduce, "batched"),
+        (KeyedSum::WasmValueState, "batched-value-state"),
+    ] {
+        let (time, count) = run_keyed(&runtime, how, &keyed)?;
         if count != args.records {
             bail!(
                 "keyed sum emitted {count} records, expected {}",
@@ -271,8 +290,7 @@ pub fn run(args: &ChainArgs) -> Result<()> {
             );
         }
         println!(
-            "bench=keyed-sum mode={} records={} keys=10000 ns_per_record={:.2}",
-            if wasm { "batched" } else { "native" },
+            "bench=keyed-sum mode={mode} records={} keys=10000 ns_per_record={:.2}",
             args.records,
             ns_per_record(time, args.records)
         );

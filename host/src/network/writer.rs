@@ -99,12 +99,7 @@ impl PartitionWriter {
                 c
             }
             ChannelSelector::KeyGroups { max_parallelism } => {
-                let key = record.key.ok_or_else(|| {
-                    ChainError::Output(format!(
-                        "a record without a key reached the hash edge {}; key the records first (key_by)",
-                        self.edge
-                    ))
-                })?;
+                let key = record.key.ok_or_else(|| self.missing_key())?;
                 if self.channels.len() == 1 {
                     // Every key group belongs to the one consumer: no hash needed.
                     return Ok(0);
@@ -113,6 +108,14 @@ impl PartitionWriter {
                 self.channel_of_group[group as usize] as usize
             }
         })
+    }
+
+    #[cold]
+    fn missing_key(&self) -> ChainError {
+        ChainError::Output(format!(
+            "a record without a key reached the hash edge {}; key the records first (key_by)",
+            self.edge
+        ))
     }
 
     /// Copies framed bytes into the buffers of slot `slot`, sending each buffer that fills.
@@ -198,6 +201,17 @@ impl PartitionWriter {
             let n = weir_framing::count_records(batch)
                 .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
             // After single records written before it.
+            self.unstage(0)?;
+            self.write_bytes(0, batch)?;
+            return Ok(n as u64);
+        }
+        if self.channels.len() == 1 {
+            // One consumer: every record goes to it, as the batch is; only keys are checked.
+            let (n, keyed) = weir_framing::count_keyed_records(batch)
+                .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+            if matches!(self.selector, ChannelSelector::KeyGroups { .. }) && keyed < n {
+                return Err(self.missing_key());
+            }
             self.unstage(0)?;
             self.write_bytes(0, batch)?;
             return Ok(n as u64);
@@ -352,6 +366,20 @@ mod tests {
     use crate::network::{InputGate, NetworkBufferPool};
     use weir_framing::{BatchWriter, OwnedRecord};
 
+    fn writer(selector: ChannelSelector, gate: &InputGate) -> PartitionWriter {
+        let channels = gate.channels();
+        let network = NetworkBufferPool::new(1024, 1024);
+        let pool = LocalBufferPool::new(network, channels, 1024, 1024);
+        PartitionWriter::new(
+            "test".into(),
+            selector,
+            (0..channels).map(|c| gate.sender(c)).collect(),
+            pool,
+            CancelFlag::default(),
+            Arc::new(TaskMetrics::default()),
+        )
+    }
+
     /// Writes `batch` through a writer with `selector` into `channels` channels of 1 KiB
     /// segments (so blocks span segments), and returns what each channel received, parsed,
     /// and the bytes sent in all.
@@ -361,18 +389,7 @@ mod tests {
         batch: &[u8],
     ) -> (Vec<Vec<OwnedRecord>>, usize) {
         let gate = InputGate::new(channels);
-        let network = NetworkBufferPool::new(1024, 1024);
-        let pool = LocalBufferPool::new(network, channels, 1024, 1024);
-        let senders = (0..channels).map(|c| gate.sender(c)).collect();
-        let metrics = Arc::new(TaskMetrics::default());
-        let mut writer = PartitionWriter::new(
-            "test".into(),
-            selector,
-            senders,
-            pool,
-            CancelFlag::default(),
-            metrics,
-        );
+        let mut writer = writer(selector, &gate);
         let n = writer.write_batch(batch).expect("write");
         assert_eq!(n as usize, weir_framing::count_records(batch).unwrap());
         writer.flush().expect("flush");
@@ -434,5 +451,32 @@ mod tests {
             sent < framed * 3 / 4,
             "{sent} bytes sent for {framed} framed"
         );
+    }
+
+    #[test]
+    fn a_key_group_edge_refuses_a_record_without_a_key_at_any_parallelism() {
+        let (mut batch, _) = keyed_blocks(10);
+        Record::value(b"no key").write_to(&mut batch);
+        for channels in [1, 3] {
+            let gate = InputGate::new(channels);
+            let mut writer = writer(
+                ChannelSelector::KeyGroups {
+                    max_parallelism: 128,
+                },
+                &gate,
+            );
+            let err = writer.write_batch(&batch).expect_err("unkeyed record");
+            assert!(err.to_string().contains("without a key"), "{err}");
+        }
+        // One consumer takes a keyed batch whole.
+        let (batch, records) = keyed_blocks(100);
+        let (received, sent) = route(
+            ChannelSelector::KeyGroups {
+                max_parallelism: 128,
+            },
+            1,
+            &batch,
+        );
+        assert_eq!((received, sent), (vec![records], batch.len()));
     }
 }

@@ -1,6 +1,7 @@
 //! The operators of `weir bench chain` and `weir bench pipelines`, over 8-byte little-endian
 //! integers (the sequence source's format; the SDK's `Fixed` codec). The native operators
-//! of the same names in `weir_host::native` compute the same.
+//! of the same names in `weir_host::native` compute the same (`running-sum`: the running sum of
+//! each key, with its key).
 
 use weir_sdk::prelude::*;
 
@@ -8,6 +9,7 @@ use weir_sdk::prelude::*;
 struct KeyMod;
 
 impl Operator for KeyMod {
+    #[inline(always)]
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let x: u64 = Fixed.decode(record.value)?;
         ctx.emit_record(Record {
@@ -19,7 +21,8 @@ impl Operator for KeyMod {
     }
 }
 
-/// Keyed running sum of the values; emits (key, sum).
+/// Keyed running sum of the values through a `ValueState` read and written per record; emits
+/// (key, sum). `running-sum` computes the same with the SDK's `reduce`.
 #[derive(Default)]
 struct RunningSum {
     sum: Option<ValueState<u64, Fixed>>,
@@ -56,5 +59,6 @@ weir_sdk::export_operators! {
     "half" => map(|x: u64| x / 2).input(Fixed).output(Fixed),
     "pair" => map(|x: u64| (x, x)).input(Fixed).output(Fixed),
     "key-mod-10000" => KeyMod,
-    "running-sum" => keyed_process(RunningSum::default()).input(Fixed).output(Fixed),
+    "running-sum" => reduce(|sum: u64, x: u64| sum.wrapping_add(x)).codec(Fixed),
+    "running-sum-value-state" => keyed_process(RunningSum::default()).input(Fixed).output(Fixed),
 }

@@ -1,0 +1,199 @@
+//! Keyed reduce: a running aggregate per key, kept in keyed state.
+
+use std::marker::PhantomData;
+
+use weir_framing::Record;
+
+use crate::codec::{Bincode, Codec, SMALL_ENCODING};
+use crate::host::{StateId, StateKind};
+use crate::operator::{Context, HostRef, OpenContext, Operator, OperatorError, encode_into};
+
+/// Folds each key's values into an accumulator kept in keyed state. Built by [`reduce`].
+pub struct Reduce<F, T, C = Bincode> {
+    f: F,
+    codec: C,
+    state: Option<StateId>,
+    _types: PhantomData<fn(T, T) -> T>,
+}
+
+/// Combines every value with the accumulator of its key, `f(accumulator, value)`, and emits the
+/// new accumulator with the record's key and timestamp; a key's first value is its first
+/// accumulator. As Flink's `KeyedStream::reduce`: the accumulators are keyed state, so they
+/// are checkpointed and follow their keys when the job is rescaled. Values, accumulators and
+/// output share one codec (default [`Bincode`], changed with `.codec(..)`). Records need a key.
+///
+/// Inside a component a record costs one lookup in the state cache, read and write together.
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// use weir_sdk::testing::Harness;
+/// let mut h = Harness::open(reduce(|sum: u64, x: u64| sum + x).codec(Fixed), OperatorInfo::new("sum")).unwrap();
+/// for (key, x) in [("a", 1u64), ("b", 10), ("a", 2)] {
+///     h.push_keyed(key.as_bytes(), &x.to_le_bytes()).unwrap();
+/// }
+/// assert_eq!(h.take_values::<u64>(&Fixed).unwrap(), vec![1, 10, 3]);
+/// ```
+pub fn reduce<T, F: FnMut(T, T) -> T>(f: F) -> Reduce<F, T> {
+    Reduce {
+        f,
+        codec: Bincode,
+        state: None,
+        _types: PhantomData,
+    }
+}
+
+impl<F, T, C> Reduce<F, T, C> {
+    /// Encodes values, accumulators and output with `codec`.
+    pub fn codec<D: Codec<T>>(self, codec: D) -> Reduce<F, T, D> {
+        Reduce {
+            f: self.f,
+            codec,
+            state: self.state,
+            _types: PhantomData,
+        }
+    }
+}
+
+fn state_corrupt(err: OperatorError) -> OperatorError {
+    OperatorError::State(format!("stored accumulator does not decode: {err}"))
+}
+
+impl<F, T, C> Reduce<F, T, C>
+where
+    F: FnMut(T, T) -> T,
+    C: Codec<T>,
+{
+    /// The new accumulator of `key`, stored: one cache lookup inside a component.
+    #[inline(always)]
+    fn accumulate(
+        &mut self,
+        state: StateId,
+        key: &[u8],
+        value: T,
+        ctx: &mut Context<'_>,
+    ) -> Result<T, OperatorError> {
+        match &mut ctx.host {
+            HostRef::Cached(cache) => {
+                let slot = cache.slot_index(state, key);
+                let acc = match cache.value_at(slot) {
+                    Some(bytes) => {
+                        let acc = self.codec.decode(bytes).map_err(state_corrupt)?;
+                        (self.f)(acc, value)
+                    }
+                    None => value,
+                };
+                let mut small = [0u8; SMALL_ENCODING];
+                match self
+                    .codec
+                    .encode_small(&acc, &mut small)
+                    .filter(|&len| len <= SMALL_ENCODING)
+                {
+                    Some(len) => cache.write_at(slot, state, key, &small[..len]),
+                    None => {
+                        let mut bytes = Vec::new();
+                        self.codec.encode(&acc, &mut bytes)?;
+                        cache.write_at(slot, state, key, &bytes);
+                    }
+                }
+                Ok(acc)
+            }
+            HostRef::Dyn(host) => {
+                let acc = match host.value_get(state, key) {
+                    Some(bytes) => {
+                        let acc = self.codec.decode(&bytes).map_err(state_corrupt)?;
+                        (self.f)(acc, value)
+                    }
+                    None => value,
+                };
+                let mut bytes = Vec::new();
+                self.codec.encode(&acc, &mut bytes)?;
+                host.value_set(state, key, &bytes);
+                Ok(acc)
+            }
+        }
+    }
+}
+
+impl<F, T, C> Operator for Reduce<F, T, C>
+where
+    F: FnMut(T, T) -> T,
+    C: Codec<T>,
+{
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.state = Some(ctx.host.declare_state("reduce", StateKind::Value));
+        Ok(())
+    }
+
+    #[inline(always)]
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let (Some(state), Some(key)) = (self.state, record.key) else {
+            return Err(OperatorError::Failed(match self.state {
+                None => "reduce called before open".into(),
+                Some(_) => "reduce got a record without a key (add a key_by before it)".into(),
+            }));
+        };
+        let value = self.codec.decode(record.value)?;
+        let acc = self.accumulate(state, key, value, ctx)?;
+        encode_into(ctx.out, &self.codec, &acc, Some(key), record.timestamp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::OperatorInfo;
+    use crate::codec::Fixed;
+    use crate::testing::Harness;
+
+    #[test]
+    fn each_key_folds_its_own_values_and_keeps_key_and_timestamp() {
+        let mut h = Harness::open(
+            reduce(|acc: u64, x: u64| acc * 10 + x).codec(Fixed),
+            OperatorInfo::new("r"),
+        )
+        .unwrap();
+        let mut writer = weir_framing::BatchWriter::new();
+        let input = [
+            (b"k1", 1u64, 5i64),
+            (b"k2", 2, 6),
+            (b"k1", 3, 7),
+            (b"k1", 4, 8),
+        ];
+        for (key, x, ts) in input {
+            writer.push(Record {
+                value: &x.to_le_bytes(),
+                key: Some(key),
+                timestamp: Some(ts),
+            });
+        }
+        h.push_batch(writer.as_bytes()).unwrap();
+        let out: Vec<(Vec<u8>, u64, i64)> = h
+            .take_output()
+            .into_iter()
+            .map(|r| {
+                let sum = u64::from_le_bytes(r.value[..].try_into().unwrap());
+                (r.key.unwrap(), sum, r.timestamp.unwrap())
+            })
+            .collect();
+        assert_eq!(
+            out,
+            vec![
+                (b"k1".to_vec(), 1, 5),
+                (b"k2".to_vec(), 2, 6),
+                (b"k1".to_vec(), 13, 7),
+                (b"k1".to_vec(), 134, 8),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_record_without_a_key_fails_clearly() {
+        let mut h = Harness::open(
+            reduce(|a: u64, b: u64| a + b).codec(Fixed),
+            OperatorInfo::new("r"),
+        )
+        .unwrap();
+        let err = h.push(&1u64.to_le_bytes()).unwrap_err();
+        assert!(err.to_string().contains("without a key"), "{err}");
+    }
+}
