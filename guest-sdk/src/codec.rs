@@ -35,6 +35,29 @@ pub trait Codec<T> {
         let _ = (value, out);
         None
     }
+    /// The width of every encoding, for codecs that encode all values of `T` in the same
+    /// number of bytes (at most [`SMALL_ENCODING`]): maps then write a block of records
+    /// straight into the output with [`encode_fixed`](Codec::encode_fixed).
+    #[inline(always)]
+    fn fixed_width(&self) -> Option<usize> {
+        None
+    }
+    /// Writes `value` into `out`, which is exactly [`fixed_width`](Codec::fixed_width) bytes
+    /// long. Called only when that is `Some`; the default goes through `encode_small`.
+    #[inline(always)]
+    fn encode_fixed(&self, value: &T, out: &mut [u8]) -> Result<(), OperatorError> {
+        let mut small = [0u8; SMALL_ENCODING];
+        match self.encode_small(value, &mut small) {
+            Some(len) if len == out.len() => {
+                out.copy_from_slice(&small[..len]);
+                Ok(())
+            }
+            _ => Err(OperatorError::Failed(format!(
+                "the codec promised encodings of {} bytes and broke that promise",
+                out.len()
+            ))),
+        }
+    }
 }
 
 /// The most bytes [`Codec::encode_small`] writes.
@@ -152,6 +175,15 @@ impl<T: FixedWidth> Codec<T> for Fixed {
             ));
         }
         Ok(T::get(bytes))
+    }
+    #[inline(always)]
+    fn fixed_width(&self) -> Option<usize> {
+        (T::WIDTH <= SMALL_ENCODING).then_some(T::WIDTH)
+    }
+    #[inline(always)]
+    fn encode_fixed(&self, value: &T, out: &mut [u8]) -> Result<(), OperatorError> {
+        value.write(out);
+        Ok(())
     }
     #[inline(always)]
     fn encode_small(&self, value: &T, out: &mut [u8; SMALL_ENCODING]) -> Option<usize> {

@@ -7,11 +7,13 @@
 
 use std::marker::PhantomData;
 
-use weir_framing::{BatchWriter, Record};
+use weir_framing::{BatchWriter, Block, Item, Record};
 
+use crate::codec::SMALL_ENCODING;
 use crate::codec::{Bincode, Codec};
 use crate::operator::{
-    BatchFailure, BatchHost, Context, Operator, OperatorError, encode_into, for_each_record,
+    BatchFailure, BatchHost, Context, Operator, OperatorError, encode_into, for_each_item,
+    for_each_record_of,
 };
 
 /// Collects the values a [`flat_map`] closure produces.
@@ -96,11 +98,79 @@ where
         _: &mut BatchHost<'_>,
         out: &mut BatchWriter,
     ) -> Result<(), BatchFailure> {
-        // No context per record: a map needs no host.
-        for_each_record(batch, |record, _| {
-            let value = self.input.decode(record.value)?;
-            encode_into(out, &self.output, &(self.f)(value), None, record.timestamp)
+        // No context per record: a map needs no host. A block of unkeyed records with an
+        // output codec of one width is mapped straight into an output block.
+        for_each_item(batch, |item, out_index| {
+            if let Item::Block(block) = item
+                && block.key_len().is_none()
+                && let Some(width) = self.output.fixed_width()
+                && let Some(done) = self.map_block(block, width, out)
+            {
+                return done.map_err(|(i, error)| BatchFailure {
+                    record_index: out_index + i,
+                    error,
+                });
+            }
+            for_each_record_of(item, out_index, |record, _| {
+                let value = self.input.decode(record.value)?;
+                encode_into(out, &self.output, &(self.f)(value), None, record.timestamp)
+            })
         })
+    }
+}
+
+/// Bytes a block entry of a fixed-width output is shaped from, never read.
+const ZEROS: [u8; SMALL_ENCODING] = [0; SMALL_ENCODING];
+
+impl<F, I, O, CI, CO> Map<F, I, O, CI, CO>
+where
+    F: FnMut(I) -> O,
+    CI: Codec<I>,
+    CO: Codec<O>,
+{
+    /// Maps every entry of `block` into entries of an output block, `width` bytes of value
+    /// each (timestamps kept); `None` if the output cannot be a block, else the outcome with
+    /// the index in the block of a failing record.
+    #[inline(always)]
+    fn map_block(
+        &mut self,
+        block: Block<'_>,
+        width: usize,
+        out: &mut BatchWriter,
+    ) -> Option<Result<(), (usize, OperatorError)>> {
+        let ts_len = if block.has_timestamp() { 8 } else { 0 };
+        let like = Record {
+            value: &ZEROS[..width],
+            key: None,
+            timestamp: block.has_timestamp().then_some(0),
+        };
+        let count = block.len();
+        let region = out.reserve_entries(&like, count)?;
+        let mut written = 0;
+        let mut result = Ok(());
+        let entries = block.entries().chunks_exact(block.stride());
+        for (entry, slot) in entries.zip(region.chunks_exact_mut(ts_len + width)) {
+            let value = match self.input.decode(&entry[ts_len..]) {
+                Ok(value) => value,
+                Err(e) => {
+                    result = Err((written, e));
+                    break;
+                }
+            };
+            if ts_len != 0 {
+                slot[..8].copy_from_slice(&entry[..8]);
+            }
+            if let Err(e) = self
+                .output
+                .encode_fixed(&(self.f)(value), &mut slot[ts_len..])
+            {
+                result = Err((written, e));
+                break;
+            }
+            written += 1;
+        }
+        out.commit_entries(&like, count, written);
+        Some(result)
     }
 }
 
@@ -204,16 +274,65 @@ where
         out: &mut BatchWriter,
     ) -> Result<(), BatchFailure> {
         // No context per record: a filter needs no host. A kept record is one copy of its
-        // framed bytes, or of its entry into the output's block.
-        for_each_record(batch, |record, framed| {
-            if (self.f)(&self.input.decode(record.value)?) {
-                match framed {
-                    Some(framed) => out.push_framed(framed),
-                    None => out.push(record),
+        // framed bytes, or of its entry into an output block.
+        for_each_item(batch, |item, out_index| {
+            if let Item::Block(block) = item
+                && let Some(done) = self.filter_block(block, out)
+            {
+                return done.map_err(|(i, error)| BatchFailure {
+                    record_index: out_index + i,
+                    error,
+                });
+            }
+            for_each_record_of(item, out_index, |record, framed| {
+                if (self.f)(&self.input.decode(record.value)?) {
+                    match framed {
+                        Some(framed) => out.push_framed(framed),
+                        None => out.push(record),
+                    }
+                }
+                Ok(())
+            })
+        })
+    }
+}
+
+impl<F, I, CI> Filter<F, I, CI>
+where
+    F: FnMut(&I) -> bool,
+    CI: Codec<I>,
+{
+    /// Copies the entries of `block` that pass into an output block; `None` if they cannot go
+    /// into one, else the outcome with the index in the block of a failing record.
+    #[inline(always)]
+    fn filter_block(
+        &mut self,
+        block: Block<'_>,
+        out: &mut BatchWriter,
+    ) -> Option<Result<(), (usize, OperatorError)>> {
+        let like = block.records().next()?.ok()?;
+        let count = block.len();
+        let stride = block.stride();
+        let value_at = block.value_offset();
+        let region = out.reserve_entries(&like, count)?;
+        let mut kept = 0;
+        let mut result = Ok(());
+        for (i, entry) in block.entries().chunks_exact(stride).enumerate() {
+            match self.input.decode(&entry[value_at..]) {
+                Ok(value) => {
+                    if (self.f)(&value) {
+                        weir_framing::copy_entry(&mut region[kept * stride..], entry);
+                        kept += 1;
+                    }
+                }
+                Err(e) => {
+                    result = Err((i, e));
+                    break;
                 }
             }
-            Ok(())
-        })
+        }
+        out.commit_entries(&like, count, kept);
+        Some(result)
     }
 }
 
@@ -494,6 +613,32 @@ mod tests {
         let failure = h.push_batch(&batch).unwrap_err();
         assert_eq!(failure.record_index, 700);
         assert_eq!(h.take_output().len(), 700);
+    }
+
+    #[test]
+    fn a_record_a_map_or_filter_cannot_decode_inside_a_block_is_reported_with_its_index() {
+        let mut writer = weir_framing::BatchWriter::new();
+        writer.push(Record::value(&7u32.to_le_bytes()));
+        writer.push(Record::value(&8u32.to_le_bytes()));
+        for x in 0..100u64 {
+            writer.push(Record::value(&x.to_le_bytes()));
+        }
+        let mut m = Harness::open(
+            map(|x: u32| x + 1).input(Fixed).output(Fixed),
+            OperatorInfo::new("m"),
+        )
+        .unwrap();
+        let failure = m.push_batch(writer.as_bytes()).unwrap_err();
+        assert_eq!(failure.record_index, 2);
+        assert_eq!(m.take_values::<u32>(&Fixed).unwrap(), vec![8, 9]);
+        let mut f = Harness::open(
+            filter(|x: &u32| *x > 7).input(Fixed),
+            OperatorInfo::new("f"),
+        )
+        .unwrap();
+        let failure = f.push_batch(writer.as_bytes()).unwrap_err();
+        assert_eq!(failure.record_index, 2);
+        assert_eq!(f.take_values::<u32>(&Fixed).unwrap(), vec![8]);
     }
 
     #[test]

@@ -356,28 +356,54 @@ pub(crate) fn encode_into<T, C: Codec<T> + ?Sized>(
     }
 }
 
-/// The batch loop of operators that need neither the host nor a context (maps, filters): `each`
-/// gets every record of `batch`, with its framed bytes when it stands alone. Stops at the first
-/// failure, reporting the record's index.
+/// The batch loop of operators that need neither the host nor a context (maps, filters):
+/// `each` gets every item of `batch` (a lone record or a block) with the index of its first
+/// record, and reports a failure with the failing record's index.
 #[inline(always)]
-pub(crate) fn for_each_record(
+pub(crate) fn for_each_item(
     batch: &[u8],
-    mut each: impl FnMut(Record<'_>, Option<&[u8]>) -> Result<(), OperatorError>,
+    mut each: impl FnMut(weir_framing::Item<'_>, usize) -> Result<(), BatchFailure>,
 ) -> Result<(), BatchFailure> {
-    let mut records = weir_framing::records(batch);
+    let mut items = weir_framing::items(batch);
     let mut record_index = 0;
-    while let Some((record, framed)) = records.next_with_bytes() {
-        if let Err(error) = each(record, framed) {
-            return Err(BatchFailure {
-                record_index,
-                error,
-            });
-        }
-        record_index += 1;
+    for item in &mut items {
+        each(item, record_index)?;
+        record_index += match item {
+            weir_framing::Item::Record(..) => 1,
+            weir_framing::Item::Block(block) => block.len(),
+        };
     }
-    match records.fault() {
+    match items.fault() {
         None => Ok(()),
         Some(fault) => Err(malformed_batch(record_index, fault)),
+    }
+}
+
+/// Runs `each` on every record of `item` (whose first record has index `first_index`), with
+/// its framed bytes when it stands alone.
+#[inline(always)]
+pub(crate) fn for_each_record_of(
+    item: weir_framing::Item<'_>,
+    first_index: usize,
+    mut each: impl FnMut(Record<'_>, Option<&[u8]>) -> Result<(), OperatorError>,
+) -> Result<(), BatchFailure> {
+    let failed = |i: usize| {
+        move |error| BatchFailure {
+            record_index: first_index + i,
+            error,
+        }
+    };
+    match item {
+        weir_framing::Item::Record(record, framed) => each(record, Some(framed)).map_err(failed(0)),
+        weir_framing::Item::Block(block) => {
+            let mut records = block.records();
+            let mut i = 0;
+            while let Some((record, _)) = records.next_with_bytes() {
+                each(record, None).map_err(failed(i))?;
+                i += 1;
+            }
+            Ok(())
+        }
     }
 }
 

@@ -34,7 +34,8 @@ mod read;
 mod writer;
 
 pub use read::{
-    FramingError, FramingFault, Records, count_keyed_records, count_records, nth_record, records,
+    Block, FramingError, FramingFault, Item, Items, Records, count_keyed_records, count_records,
+    items, nth_record, records,
 };
 pub use writer::{BatchWriter, MAX_BLOCK_ENTRIES_BYTES};
 
@@ -189,6 +190,18 @@ pub fn extend_small(buf: &mut Vec<u8>, bytes: &[u8]) {
     copy_small(&mut tmp, bytes);
     append_array(buf, &tmp);
     buf.truncate(start + bytes.len());
+}
+
+/// Copies `src` to the start of `dst` in pieces of at most 32 bytes (see [`copy_small`]): a
+/// block entry of a few dozen bytes without a `memcpy` call in a wasm guest.
+#[inline(always)]
+pub fn copy_entry(dst: &mut [u8], src: &[u8]) {
+    let mut at = 0;
+    while src.len() - at > SMALL {
+        copy_small(&mut dst[at..], &src[at..at + SMALL]);
+        at += SMALL;
+    }
+    copy_small(&mut dst[at..], &src[at..]);
 }
 
 /// A record that owns its bytes, for tests and for the few places that keep records around.

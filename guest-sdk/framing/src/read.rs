@@ -228,6 +228,148 @@ impl<'a> Iterator for Records<'a> {
     }
 }
 
+/// A run of records of one shape, as one block of a batch: what a loop over its entries needs
+/// to handle them without the framing of each (see [`items`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Block<'a> {
+    entries: &'a [u8],
+    layout: BlockLayout,
+}
+
+impl<'a> Block<'a> {
+    /// Records in the block.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.entries.len() / self.layout.stride
+    }
+
+    /// True for a block without entries.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Bytes of each entry: timestamp (8 if any), key, value.
+    #[inline]
+    pub fn stride(&self) -> usize {
+        self.layout.stride
+    }
+
+    /// Whether the entries carry a timestamp (their first 8 bytes).
+    #[inline]
+    pub fn has_timestamp(&self) -> bool {
+        self.layout.timestamp_len != 0
+    }
+
+    /// The key length, if the entries have keys (after the timestamp).
+    #[inline]
+    pub fn key_len(&self) -> Option<usize> {
+        self.layout.has_key.then_some(self.layout.key_len)
+    }
+
+    /// Where the value starts in an entry.
+    #[inline]
+    pub fn value_offset(&self) -> usize {
+        self.layout.timestamp_len + self.layout.key_len
+    }
+
+    /// The entries' bytes, `stride` each.
+    #[inline]
+    pub fn entries(&self) -> &'a [u8] {
+        self.entries
+    }
+
+    /// The records of the block.
+    #[inline]
+    pub fn records(&self) -> Records<'a> {
+        Records {
+            buf: self.entries,
+            pos: 0,
+            fault: None,
+            block_end: self.entries.len(),
+            block: self.layout,
+        }
+    }
+}
+
+/// A record standing alone, or a block of records of one shape.
+#[derive(Debug, Clone, Copy)]
+pub enum Item<'a> {
+    /// A record with its framed bytes.
+    Record(Record<'a>, &'a [u8]),
+    /// A block.
+    Block(Block<'a>),
+}
+
+/// Iterates over the items of a framed buffer: lone records and whole blocks, for loops that
+/// treat a block's entries together. Stops at the first fault, which [`Items::fault`] tells.
+#[derive(Debug, Clone)]
+pub struct Items<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    fault: Option<FramingError>,
+}
+
+/// Reads the items of `buf`.
+#[inline]
+pub fn items(buf: &[u8]) -> Items<'_> {
+    Items {
+        buf,
+        pos: 0,
+        fault: None,
+    }
+}
+
+impl<'a> Items<'a> {
+    /// Why reading stopped before the end of the buffer, if it did.
+    #[inline]
+    pub fn fault(&self) -> Option<&FramingError> {
+        self.fault.as_ref()
+    }
+
+    #[cold]
+    fn fail(&mut self, offset: usize, reason: FramingFault) -> Option<Item<'a>> {
+        self.fault = Some(FramingError { offset, reason });
+        None
+    }
+}
+
+impl<'a> Iterator for Items<'a> {
+    type Item = Item<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<Item<'a>> {
+        if self.pos >= self.buf.len() || self.fault.is_some() {
+            return None;
+        }
+        let start = self.pos;
+        let rest = &self.buf[start..];
+        let Some(prefix) = rest.get(..LENGTH_PREFIX) else {
+            return self.fail(start, FramingFault::Truncated);
+        };
+        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+        let Some(body) = rest.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
+            return self.fail(start, FramingFault::Truncated);
+        };
+        let item = if body.first().is_some_and(|flags| flags & FLAG_BLOCK != 0) {
+            match check_flags(body[0] & !FLAG_BLOCK).and_then(|()| block_layout(body)) {
+                Ok(layout) => Item::Block(Block {
+                    entries: &body[layout.header..],
+                    layout,
+                }),
+                Err(reason) => return self.fail(start, reason),
+            }
+        } else {
+            match parse_body(body) {
+                Ok(record) => Item::Record(record, &rest[..LENGTH_PREFIX + len]),
+                Err(reason) => return self.fail(start, reason),
+            }
+        };
+        self.pos = start + LENGTH_PREFIX + len;
+        Some(item)
+    }
+}
+
 #[inline(always)]
 fn check_flags(flags: u8) -> Result<(), FramingFault> {
     if flags & !RECORD_FLAGS != 0 {

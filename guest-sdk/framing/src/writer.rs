@@ -217,8 +217,60 @@ impl BatchWriter {
         record.write_to(&mut self.buf);
     }
 
+    /// Room for `count` more records shaped like `like` (same flags, key and value lengths) at
+    /// the end of a block: the open block when it has their layout, else a new one. The caller
+    /// writes entries (timestamp, key, value; [`BatchWriter::entry_len_of`] bytes each) into
+    /// the returned bytes from the start and then calls [`BatchWriter::commit_entries`] with how
+    /// many it wrote, before anything else touches the batch. `None` for records that never go
+    /// into blocks (a key or value over 32 bytes, or nothing at all).
+    ///
+    /// This is the loop of maps and filters over a block: no layout check or length update per
+    /// record.
+    pub fn reserve_entries(&mut self, like: &Record<'_>, count: usize) -> Option<&mut [u8]> {
+        let layout = layout_of(like);
+        if layout == NO_LAYOUT {
+            return None;
+        }
+        if layout != self.block_layout {
+            self.open_empty_block(like, layout);
+        }
+        self.last_layout = CLOSED;
+        let start = self.buf.len();
+        self.buf.resize(start + count * entry_len(like), 0);
+        Some(&mut self.buf[start..])
+    }
+
+    /// Ends a [`BatchWriter::reserve_entries`]: keeps the first `written` of the reserved
+    /// entries.
+    pub fn commit_entries(&mut self, like: &Record<'_>, reserved: usize, written: usize) {
+        let stride = entry_len(like);
+        let end = self.buf.len() - (reserved - written.min(reserved)) * stride;
+        self.buf.truncate(end);
+        self.block_entries += written.min(reserved) * stride;
+        if self.block_entries == 0 {
+            // Nothing went in: no empty block left behind.
+            self.buf.truncate(self.block_start);
+            self.block_layout = CLOSED;
+            return;
+        }
+        self.set_block_length();
+    }
+
+    /// Bytes of one block entry of a record like `record`.
+    #[inline]
+    pub fn entry_len_of(record: &Record<'_>) -> usize {
+        entry_len(record)
+    }
+
     /// Writes a block header for records like `first` and `first` as its first entry.
     fn open_block(&mut self, first: &Record<'_>, layout: u32) {
+        self.open_empty_block(first, layout);
+        self.append_entry(first);
+    }
+
+    /// Writes a block header for records like `like`; the block starts empty.
+    fn open_empty_block(&mut self, like: &Record<'_>, layout: u32) {
+        let first = like;
         self.block_start = self.buf.len();
         let flags = FLAG_BLOCK
             | if first.timestamp.is_some() {
@@ -238,7 +290,6 @@ impl BatchWriter {
         self.block_layout = layout;
         self.block_entries = 0;
         self.last_layout = CLOSED;
-        self.append_entry(first);
     }
 }
 
@@ -404,5 +455,79 @@ mod tests {
             assert_eq!(it.next_with_bytes().unwrap().1, None);
         }
         assert!(it.next_with_bytes().is_none());
+    }
+
+    #[test]
+    fn reserved_entries_extend_or_open_blocks_and_keep_only_what_was_written() {
+        let like = Record {
+            value: &[0; 4],
+            key: None,
+            timestamp: Some(0),
+        };
+        let mut writer = BatchWriter::new();
+        writer.push(Record::value(b"lone"));
+        // A new block: three entries reserved, two written.
+        let region = writer.reserve_entries(&like, 3).expect("blockable");
+        assert_eq!(region.len(), 3 * 12);
+        for (i, entry) in region.chunks_exact_mut(12).take(2).enumerate() {
+            entry[..8].copy_from_slice(&(i as i64).to_le_bytes());
+            entry[8..].copy_from_slice(&[i as u8; 4]);
+        }
+        writer.commit_entries(&like, 3, 2);
+        // The same layout pushed after it joins that block.
+        writer.push(Record {
+            value: &[9; 4],
+            key: None,
+            timestamp: Some(9),
+        });
+        // Nothing written into a new block leaves no block behind.
+        let before = writer.len();
+        writer
+            .reserve_entries(&Record::value(&[0; 2]), 5)
+            .expect("blockable");
+        writer.commit_entries(&Record::value(&[0; 2]), 5, 0);
+        assert_eq!(writer.len(), before);
+        assert!(
+            writer
+                .reserve_entries(&Record::value(&[0; 40]), 1)
+                .is_none()
+        );
+        let got: Vec<(Vec<u8>, Option<i64>)> = read(writer.as_bytes())
+            .iter()
+            .map(|r| (r.value.to_vec(), r.timestamp))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (b"lone".to_vec(), None),
+                (vec![0; 4], Some(0)),
+                (vec![1; 4], Some(1)),
+                (vec![9; 4], Some(9)),
+            ]
+        );
+        // Items: the lone record, then one block of all three entries.
+        let items: Vec<_> = crate::items(writer.as_bytes()).collect();
+        assert_eq!(items.len(), 2);
+        let crate::Item::Block(block) = items[1] else {
+            panic!("a block")
+        };
+        assert_eq!(
+            (block.len(), block.stride(), block.value_offset()),
+            (3, 12, 8)
+        );
+        assert!(block.has_timestamp() && block.key_len().is_none());
+        let entries: Vec<_> = block.records().map(Result::unwrap).collect();
+        assert_eq!(entries, read(writer.as_bytes())[1..]);
+    }
+
+    #[test]
+    fn entries_copy_whole_at_every_length() {
+        let source: Vec<u8> = (1..=100).collect();
+        for len in 0..=source.len() {
+            let mut dst = vec![0u8; len + 3];
+            crate::copy_entry(&mut dst, &source[..len]);
+            assert_eq!(&dst[..len], &source[..len]);
+            assert_eq!(&dst[len..], &[0, 0, 0]);
+        }
     }
 }
