@@ -459,6 +459,93 @@ where
         });
         Ok(())
     }
+
+    fn process_batch(
+        &mut self,
+        batch: &[u8],
+        _: &mut BatchHost<'_>,
+        out: &mut BatchWriter,
+    ) -> Result<(), BatchFailure> {
+        // No context per record: keying needs no host. A block whose keys have one width
+        // (a Fixed key codec) becomes a block of keyed entries directly.
+        for_each_item(batch, |item, out_index| {
+            if let Item::Block(block) = item
+                && let Some(width) = self.key.fixed_width()
+                && let Some(done) = self.key_block(block, width, out)
+            {
+                return done.map_err(|(i, error)| BatchFailure {
+                    record_index: out_index + i,
+                    error,
+                });
+            }
+            for_each_record_of(item, out_index, |record, _| {
+                let value = self.input.decode(record.value)?;
+                let key = (self.f)(&value);
+                self.key_buf.clear();
+                self.key.encode(&key, &mut self.key_buf)?;
+                out.push(Record {
+                    value: record.value,
+                    key: Some(&self.key_buf),
+                    timestamp: record.timestamp,
+                });
+                Ok(())
+            })
+        })
+    }
+}
+
+impl<F, I, K, CI, CK> KeyBy<F, I, K, CI, CK>
+where
+    F: FnMut(&I) -> K,
+    CI: Codec<I>,
+    CK: Codec<K>,
+{
+    /// Keys every entry of `block` into an output block of entries with `width`-byte keys;
+    /// `None` if the output cannot be a block, else the outcome with the index in the block
+    /// of a failing record.
+    #[inline(always)]
+    fn key_block(
+        &mut self,
+        block: Block<'_>,
+        width: usize,
+        out: &mut BatchWriter,
+    ) -> Option<Result<(), (usize, OperatorError)>> {
+        let ts_len = if block.has_timestamp() { 8 } else { 0 };
+        let value_at = block.value_offset();
+        let value_len = block.stride() - value_at;
+        let like = Record {
+            value: ZEROS.get(..value_len)?,
+            key: Some(&ZEROS[..width]),
+            timestamp: block.has_timestamp().then_some(0),
+        };
+        let count = block.len();
+        let region = out.reserve_entries(&like, count)?;
+        let mut written = 0;
+        let mut result = Ok(());
+        let entries = block.entries().chunks_exact(block.stride());
+        for (entry, slot) in entries.zip(region.chunks_exact_mut(ts_len + width + value_len)) {
+            let value_bytes = &entry[value_at..];
+            let value = match self.input.decode(value_bytes) {
+                Ok(value) => value,
+                Err(e) => {
+                    result = Err((written, e));
+                    break;
+                }
+            };
+            if ts_len != 0 {
+                slot[..8].copy_from_slice(&entry[..8]);
+            }
+            let (key, rest) = slot[ts_len..].split_at_mut(width);
+            if let Err(e) = self.key.encode_fixed(&(self.f)(&value), key) {
+                result = Err((written, e));
+                break;
+            }
+            weir_framing::copy_small(rest, value_bytes);
+            written += 1;
+        }
+        out.commit_entries(&like, count, written);
+        Some(result)
+    }
 }
 
 #[cfg(test)]
@@ -592,6 +679,30 @@ mod tests {
             })
             .collect();
         assert_eq!(triple.take_output(), tripled);
+    }
+
+    #[test]
+    fn key_by_over_blocks_keys_every_entry_as_record_by_record() {
+        let (batch, records) = blocked(0..1000);
+        let key_of = |x: &u64| x % 7;
+        let mut h = Harness::open(
+            crate::functions::key_by(key_of).input(Fixed).key(Fixed),
+            OperatorInfo::new("k"),
+        )
+        .unwrap();
+        h.push_batch(&batch).unwrap();
+        let expected: Vec<OwnedRecord> = records
+            .iter()
+            .map(|r| OwnedRecord {
+                key: Some(
+                    key_of(&u64::from_le_bytes(r.value[..].try_into().unwrap()))
+                        .to_le_bytes()
+                        .to_vec(),
+                ),
+                ..r.clone()
+            })
+            .collect();
+        assert_eq!(h.take_output(), expected);
     }
 
     #[test]

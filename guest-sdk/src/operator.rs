@@ -184,7 +184,7 @@ impl HostRef<'_> {
     }
 
     #[inline(always)]
-    fn reborrow(&mut self) -> HostRef<'_> {
+    pub(crate) fn reborrow(&mut self) -> HostRef<'_> {
         match self {
             HostRef::Cached(cache) => HostRef::Cached(cache),
             HostRef::Dyn(host) => HostRef::Dyn(*host),

@@ -2,11 +2,15 @@
 
 use std::marker::PhantomData;
 
-use weir_framing::Record;
+use weir_framing::{BatchWriter, Block, Item, Record};
 
+use crate::cache::CachedHost;
 use crate::codec::{Bincode, Codec, SMALL_ENCODING};
 use crate::host::{StateId, StateKind};
-use crate::operator::{Context, HostRef, OpenContext, Operator, OperatorError, encode_into};
+use crate::operator::{
+    BatchFailure, BatchHost, Context, HostRef, OpenContext, Operator, OperatorError, encode_into,
+    for_each_item, for_each_record_of,
+};
 
 /// Folds each key's values into an accumulator kept in keyed state. Built by [`reduce`].
 pub struct Reduce<F, T, C = Bincode> {
@@ -136,7 +140,94 @@ where
         let acc = self.accumulate(state, key, value, ctx)?;
         encode_into(ctx.out, &self.codec, &acc, Some(key), record.timestamp)
     }
+
+    fn process_batch(
+        &mut self,
+        batch: &[u8],
+        host: &mut BatchHost<'_>,
+        out: &mut BatchWriter,
+    ) -> Result<(), BatchFailure> {
+        // A block of keyed entries, in a component, with a codec of one width: each entry's
+        // accumulator is written straight into an output block.
+        for_each_item(batch, |item, out_index| {
+            if let Item::Block(block) = item
+                && let (Some(state), Some(width)) = (self.state, self.codec.fixed_width())
+                && let HostRef::Cached(cache) = &mut host.0
+                && let Some(done) = self.reduce_block(block, state, width, cache, out)
+            {
+                return done.map_err(|(i, error)| BatchFailure {
+                    record_index: out_index + i,
+                    error,
+                });
+            }
+            for_each_record_of(item, out_index, |record, _| {
+                let mut ctx =
+                    Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
+                self.process(record, &mut ctx)
+            })
+        })
+    }
 }
+
+impl<F, T, C> Reduce<F, T, C>
+where
+    F: FnMut(T, T) -> T,
+    C: Codec<T>,
+{
+    /// Folds every entry of `block` into its key's accumulator and writes the accumulators,
+    /// `width` bytes each with the entries' keys and timestamps, into an output block; `None`
+    /// if the block has no keys or the output cannot be a block, else the outcome with the
+    /// index in the block of a failing record.
+    #[inline(always)]
+    fn reduce_block(
+        &mut self,
+        block: Block<'_>,
+        state: StateId,
+        width: usize,
+        cache: &mut CachedHost,
+        out: &mut BatchWriter,
+    ) -> Option<Result<(), (usize, OperatorError)>> {
+        let key_len = block.key_len()?;
+        let ts_len = if block.has_timestamp() { 8 } else { 0 };
+        let value_at = block.value_offset();
+        let like = Record {
+            value: &ZEROS[..width],
+            key: Some(ZEROS.get(..key_len)?),
+            timestamp: block.has_timestamp().then_some(0),
+        };
+        let count = block.len();
+        let region = out.reserve_entries(&like, count)?;
+        let mut written = 0;
+        let mut result = Ok(());
+        let entries = block.entries().chunks_exact(block.stride());
+        for (entry, slot) in entries.zip(region.chunks_exact_mut(value_at + width)) {
+            let key = &entry[ts_len..value_at];
+            let step = self.codec.decode(&entry[value_at..]).and_then(|value| {
+                let i = cache.slot_index(state, key);
+                let acc = match cache.value_at(i) {
+                    Some(bytes) => {
+                        (self.f)(self.codec.decode(bytes).map_err(state_corrupt)?, value)
+                    }
+                    None => value,
+                };
+                self.codec.encode_fixed(&acc, &mut slot[value_at..])?;
+                cache.write_at(i, state, key, &slot[value_at..]);
+                Ok(())
+            });
+            if let Err(e) = step {
+                result = Err((written, e));
+                break;
+            }
+            weir_framing::copy_entry(slot, &entry[..value_at]);
+            written += 1;
+        }
+        out.commit_entries(&like, count, written);
+        Some(result)
+    }
+}
+
+/// Bytes an output entry is shaped from, never read.
+const ZEROS: [u8; SMALL_ENCODING] = [0; SMALL_ENCODING];
 
 #[cfg(test)]
 mod tests {

@@ -507,3 +507,26 @@ fn a_reduce_in_a_component_sums_every_key_exactly_across_a_snapshot() {
     }
     check_running_sums(restored_out.take_records(), 25_000..40_000, &mut seen);
 }
+
+#[test]
+fn map_key_by_and_reduce_of_pairs_sum_every_key_exactly() {
+    // P2 as the benchmark runs it in wasm: (x mod 10000, 1), keyed by the first field, summed.
+    const OPS: &[&str] = &["pair-mod-10000", "key-by-first", "sum-pairs"];
+    let (mut chain, out) =
+        open_chain(guests::BENCH_OPS, OPS, ExecutionMode::Batched).expect("open");
+    for batch in number_batches(0..30_000, 1000) {
+        chain.process_batch(&batch).expect("process");
+    }
+    let records = out.take_records();
+    assert_eq!(records.len(), 30_000);
+    let mut seen: BTreeMap<u64, u64> = BTreeMap::new();
+    for (x, record) in (0..30_000u64).zip(records) {
+        let key = x % 10_000;
+        let count = seen.entry(key).or_insert(0);
+        *count += 1;
+        let mut expected = key.to_le_bytes().to_vec();
+        expected.extend_from_slice(&count.to_le_bytes());
+        assert_eq!(record.key, Some(key.to_le_bytes().to_vec()), "record {x}");
+        assert_eq!(record.value, expected, "record {x}");
+    }
+}

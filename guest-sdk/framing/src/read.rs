@@ -279,6 +279,22 @@ impl<'a> Block<'a> {
         self.entries
     }
 
+    /// The record of `entry`, one of this block's entries.
+    #[inline]
+    pub fn record(&self, entry: &'a [u8]) -> Record<'a> {
+        let key_start = self.layout.timestamp_len;
+        let value_start = key_start + self.layout.key_len;
+        Record {
+            value: &entry[value_start..],
+            key: self.layout.has_key.then(|| &entry[key_start..value_start]),
+            timestamp: (key_start != 0).then(|| {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&entry[..8]);
+                i64::from_le_bytes(ts)
+            }),
+        }
+    }
+
     /// The records of the block.
     #[inline]
     pub fn records(&self) -> Records<'a> {

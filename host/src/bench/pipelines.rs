@@ -78,6 +78,15 @@ fn manifest(pipeline: &str, wasm: bool, records: u64, parallelism: u32) -> Resul
             operator("pair", "even", wasm, "forward"),
         ]
         .concat(),
+        // In wasm as a Flink job writes it with the SDK's builders: map to (x mod 10000, 1),
+        // key by the first field, reduce to (key, sum). The native operators do the same in
+        // two steps: (key x mod 10000, value 1), then the sum per key.
+        "p2" | "p3" if wasm => [
+            operator("pair-mod-10000", "numbers", wasm, "forward"),
+            operator("key-by-first", "pair-mod-10000", wasm, "forward"),
+            operator("sum-pairs", "key-by-first", wasm, "hash"),
+        ]
+        .concat(),
         "p2" | "p3" => [
             operator("key-mod-10000", "numbers", wasm, "forward"),
             operator("running-sum", "key-mod-10000", wasm, "hash"),
@@ -85,10 +94,10 @@ fn manifest(pipeline: &str, wasm: bool, records: u64, parallelism: u32) -> Resul
         .concat(),
         other => anyhow::bail!("no pipeline `{other}`; there are p1, p2 and p3"),
     };
-    let last = if pipeline == "p1" {
-        "pair"
-    } else {
-        "running-sum"
+    let last = match (pipeline, wasm) {
+        ("p1", _) => "pair",
+        (_, true) => "sum-pairs",
+        (_, false) => "running-sum",
     };
     Ok(format!(
         "name = \"{pipeline}\"\nparallelism = {parallelism}\n\

@@ -99,6 +99,11 @@ impl NetworkBufferPool {
 struct LocalState {
     outstanding: usize,
     per_channel: Vec<usize>,
+    /// Writers asleep in `request`, the channel the last of them waits for, and whether that
+    /// channel's cap (not the partition's or the network's) is what it waits on.
+    waiting: usize,
+    wanted: usize,
+    channel_bound: bool,
 }
 
 /// The buffers of one result partition: at most `max_buffers` in flight in all, and at most
@@ -137,6 +142,9 @@ impl LocalBufferPool {
             state: Mutex::new(LocalState {
                 outstanding: 0,
                 per_channel: vec![0; channels],
+                waiting: 0,
+                wanted: SHARED,
+                channel_bound: false,
             }),
             returned: Condvar::new(),
         })
@@ -181,11 +189,15 @@ impl LocalBufferPool {
                 return Err(Cancelled);
             }
             // Local returns notify the condvar; the network pool does not, hence the timeout.
+            state.waiting += 1;
+            state.wanted = channel;
+            state.channel_bound = channel_full;
             state = self
                 .returned
                 .wait_timeout(state, BUFFER_POLL)
                 .map(|(s, _)| s)
                 .unwrap_or_else(|p| p.into_inner().0);
+            state.waiting -= 1;
         }
     }
 
@@ -196,8 +208,18 @@ impl LocalBufferPool {
         if channel != SHARED {
             state.per_channel[channel] -= 1;
         }
+        // A writer waiting for its channel wakes once half the channel's buffers are back,
+        // not at every one: each wake is a system call and a switch between threads, and a
+        // writer that refills one buffer per wake spends its time waking up.
+        let wake = state.waiting > 0
+            && state.outstanding < self.max_buffers
+            && (!state.channel_bound
+                || state.per_channel[state.wanted] + self.max_per_channel.div_ceil(2)
+                    <= self.max_per_channel);
         drop(state);
-        self.returned.notify_all();
+        if wake {
+            self.returned.notify_all();
+        }
     }
 }
 
@@ -267,6 +289,30 @@ mod tests {
         let waited = waiter.join().unwrap().unwrap();
         assert!(waited >= Duration::from_millis(40), "{waited:?}");
         assert!(network.stats().high_water <= 3);
+    }
+
+    #[test]
+    fn a_writer_blocked_on_its_channel_proceeds_once_buffers_come_back() {
+        let network = NetworkBufferPool::new(64, 16);
+        let local = LocalBufferPool::new(network, 2, 9, 4);
+        let cancel = CancelFlag::default();
+        let mut held: Vec<Buffer> = (0..4)
+            .map(|_| local.request(Some(0), &cancel).unwrap().0)
+            .collect();
+        let other = local.request(Some(1), &cancel).unwrap().0;
+        let waiter = {
+            let local = local.clone();
+            let cancel = cancel.clone();
+            std::thread::spawn(move || local.request(Some(0), &cancel).map(|(b, _)| b))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        // A return on another channel does not help channel 0; two of its own do.
+        drop(other);
+        held.truncate(2);
+        let buffer = waiter.join().unwrap().unwrap();
+        drop(buffer);
+        drop(held);
+        assert_eq!(local.request(Some(0), &cancel).map(|_| ()), Ok(()));
     }
 
     #[test]

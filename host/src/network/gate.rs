@@ -30,6 +30,9 @@ pub enum ChannelItem {
 
 struct GateQueue {
     items: VecDeque<(usize, ChannelItem)>,
+    /// The consumer sleeps on the condvar: only then does a send wake it (a wake is a
+    /// system call, and a costly one between the cores of a virtual machine).
+    consumer_waiting: bool,
 }
 
 struct GateShared {
@@ -61,6 +64,7 @@ impl InputGate {
             shared: Arc::new(GateShared {
                 queue: Mutex::new(GateQueue {
                     items: VecDeque::new(),
+                    consumer_waiting: false,
                 }),
                 ready: Condvar::new(),
             }),
@@ -91,12 +95,14 @@ impl InputGate {
         if let Some(item) = queue.items.pop_front() {
             return Some(item);
         }
+        queue.consumer_waiting = true;
         queue = self
             .shared
             .ready
             .wait_timeout(queue, timeout)
             .map(|(q, _)| q)
             .unwrap_or_else(|p| p.into_inner().0);
+        queue.consumer_waiting = false;
         queue.items.pop_front()
     }
 
@@ -108,8 +114,13 @@ impl InputGate {
 
 impl ChannelSender {
     pub fn send(&self, item: ChannelItem) {
-        lock(&self.shared).items.push_back((self.channel, item));
-        self.shared.ready.notify_one();
+        let mut queue = lock(&self.shared);
+        queue.items.push_back((self.channel, item));
+        let wake = queue.consumer_waiting;
+        drop(queue);
+        if wake {
+            self.shared.ready.notify_one();
+        }
     }
 }
 

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use weir_framing::{BatchWriter, Record};
+use weir_framing::{BatchWriter, Item, Record};
 
 use super::CancelFlag;
 use super::buffer::{Buffer, LocalBufferPool};
@@ -216,14 +216,29 @@ impl PartitionWriter {
             self.write_bytes(0, batch)?;
             return Ok(n as u64);
         }
-        let mut records = weir_framing::records(batch);
+        let mut items = weir_framing::items(batch);
         let mut n = 0;
-        while let Some((record, _)) = records.next_with_bytes() {
-            let slot = self.select(&record)?;
-            self.stage(slot, record)?;
-            n += 1;
+        for item in &mut items {
+            match item {
+                Item::Record(record, _) => {
+                    let slot = self.select(&record)?;
+                    self.stage(slot, record)?;
+                    n += 1;
+                }
+                // Entries go to their channels' staging blocks as they are.
+                Item::Block(block) => {
+                    for entry in block.entries().chunks_exact(block.stride()) {
+                        let slot = self.select(&block.record(entry))?;
+                        self.staged[slot].push_entry(&block, entry);
+                        if self.staged[slot].len() >= self.pool.segment_size() {
+                            self.unstage(slot)?;
+                        }
+                    }
+                    n += block.len() as u64;
+                }
+            }
         }
-        match records.fault() {
+        match items.fault() {
             None => Ok(n),
             Some(e) => Err(ChainError::Output(format!("malformed batch: {e}"))),
         }

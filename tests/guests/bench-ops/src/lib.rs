@@ -59,6 +59,11 @@ weir_sdk::export_operators! {
     "half" => map(|x: u64| x / 2).input(Fixed).output(Fixed),
     "pair" => map(|x: u64| (x, x)).input(Fixed).output(Fixed),
     "key-mod-10000" => KeyMod,
+    // P2 as a Flink job writes it: map to the pair (x mod 10000, 1), key by its first field,
+    // reduce pairs of one key to (key, sum).
+    "pair-mod-10000" => map(|x: u64| (x % 10_000, 1u64)).input(Fixed).output(Fixed),
+    "key-by-first" => key_by(|&(key, _): &(u64, u64)| key).input(Fixed).key(Fixed),
+    "sum-pairs" => reduce(|(key, sum): (u64, u64), (_, x): (u64, u64)| (key, sum.wrapping_add(x))).codec(Fixed),
     "running-sum" => reduce(|sum: u64, x: u64| sum.wrapping_add(x)).codec(Fixed),
     "running-sum-value-state" => keyed_process(RunningSum::default()).input(Fixed).output(Fixed),
 }
