@@ -209,7 +209,7 @@ impl CachedHost {
         self.find_indexed(state, key)
     }
 
-    #[inline(never)]
+    #[inline]
     fn find_indexed(&mut self, state: StateId, key: &[u8]) -> Result<u32, u64> {
         let hash = hash_key(state, key);
         let slots = &self.slots;

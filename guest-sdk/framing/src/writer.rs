@@ -271,7 +271,7 @@ impl BatchWriter {
     /// Appends `entry`, an entry of `block` (see [`crate::items`]), as an entry of the open
     /// block when it has `block`'s layout, else of a new one: a record moved from one batch to
     /// another (a partitioner's channel) without being decoded.
-    #[inline]
+    #[inline(always)]
     pub fn push_entry(&mut self, block: &Block<'_>, entry: &[u8]) {
         let layout = block_layout_of(block);
         if layout == NO_LAYOUT {

@@ -227,8 +227,18 @@ impl PartitionWriter {
                 }
                 // Entries go to their channels' staging blocks as they are.
                 Item::Block(block) => {
+                    let key_at = block.value_offset() - block.key_len().unwrap_or(0);
                     for entry in block.entries().chunks_exact(block.stride()) {
-                        let slot = self.select(&block.record(entry))?;
+                        let slot = match self.selector {
+                            ChannelSelector::KeyGroups { max_parallelism }
+                                if block.key_len().is_some() =>
+                            {
+                                let key = &entry[key_at..block.value_offset()];
+                                self.channel_of_group[key_group_of(key, max_parallelism) as usize]
+                                    as usize
+                            }
+                            _ => self.select(&block.record(entry))?,
+                        };
                         self.staged[slot].push_entry(&block, entry);
                         if self.staged[slot].len() >= self.pool.segment_size() {
                             self.unstage(slot)?;

@@ -32,7 +32,7 @@ impl Default for TaskExecutorConfig {
             slots: 4,
             segment_bytes: 32 << 10,
             network_buffers: 4096,
-            buffers_per_channel: 4,
+            buffers_per_channel: 16,
         }
     }
 }

@@ -9,23 +9,36 @@ use std::ops::Range;
 /// Key groups of a job unless it sets its own (Flink's default for small jobs).
 pub const DEFAULT_MAX_PARALLELISM: u32 = 128;
 
-/// A stable 32-bit hash of key bytes: FNV-1a over the bytes, then murmur3's finalizer to spread
-/// the bits (FNV alone clusters short keys in the low bits that the modulo keeps). Stable across
-/// runs, platforms and versions: changing it would move every key's state.
+/// A stable 32-bit hash of key bytes: the bytes as little-endian 64-bit words (the last one
+/// zero-padded), each mixed into the state with a multiply and a rotation, the length folded
+/// in, then murmur3's 64-bit finalizer to spread the bits. A word at a time, so the usual key
+/// (an 8-byte number) costs two multiplies before the finalizer instead of one per byte: the
+/// partitioner of every hash edge computes this for each record. Stable across runs, platforms
+/// and versions: changing it would move every key's state.
 #[inline]
 pub fn key_hash(key: &[u8]) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in key {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+    const MULTIPLIER: u64 = 0xff51_afd7_ed55_8ccd;
+    let mix = |h: u64, word: u64| (h ^ word).wrapping_mul(MULTIPLIER).rotate_left(29);
+    let mut h = SEED ^ key.len() as u64;
+    let mut words = key.chunks_exact(8);
+    for word in &mut words {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(word);
+        h = mix(h, u64::from_le_bytes(bytes));
     }
-    let mut x = (h ^ (h >> 32)) as u32;
-    x ^= x >> 16;
-    x = x.wrapping_mul(0x85eb_ca6b);
-    x ^= x >> 13;
-    x = x.wrapping_mul(0xc2b2_ae35);
-    x ^= x >> 16;
-    x
+    let tail = words.remainder();
+    if !tail.is_empty() {
+        let mut bytes = [0u8; 8];
+        bytes[..tail.len()].copy_from_slice(tail);
+        h = mix(h, u64::from_le_bytes(bytes));
+    }
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    h as u32
 }
 
 /// The key group of `key` under `max_parallelism` key groups.
@@ -81,7 +94,23 @@ mod tests {
     fn key_hash_is_stable() {
         // Pinned values: a change here moves every key's state to another key group.
         let pinned = [key_hash(b""), key_hash(b"hello"), key_hash(b"owl")];
-        assert_eq!(pinned, [3_323_002_737, 2_790_968_998, 3_310_102_806]);
+        assert_eq!(pinned, [2_762_682_090, 2_444_559_570, 2_151_243_900]);
+    }
+
+    #[test]
+    fn numeric_keys_spread_over_key_groups_and_padding_does_not_collide() {
+        let mut counts = [0u32; 128];
+        for i in 0..12_800u64 {
+            counts[key_group_of(&i.to_le_bytes(), 128) as usize] += 1;
+        }
+        let (min, max) = (counts.iter().min().copied(), counts.iter().max().copied());
+        assert!(
+            min.unwrap_or(0) > 50 && max.unwrap_or(u32::MAX) < 160,
+            "{min:?}..{max:?}"
+        );
+        // A short key and the same key zero-padded are different keys.
+        assert_ne!(key_hash(b"ab"), key_hash(b"ab\0"));
+        assert_ne!(key_hash(b""), key_hash(&[0; 8]));
     }
 
     #[test]
