@@ -54,9 +54,9 @@ macro_rules! codec_builders {
 
 /// One output value per input value. Built by [`map`].
 pub struct Map<F, I, O, CI = Bincode, CO = Bincode> {
-    f: F,
-    input: CI,
-    output: CO,
+    pub(crate) f: F,
+    pub(crate) input: CI,
+    pub(crate) output: CO,
     _types: PhantomData<fn(I) -> O>,
 }
 codec_builders!(Map { f } in input out output);
@@ -120,7 +120,7 @@ where
 }
 
 /// Bytes a block entry of a fixed-width output is shaped from, never read.
-const ZEROS: [u8; SMALL_ENCODING] = [0; SMALL_ENCODING];
+pub(crate) const ZEROS: [u8; SMALL_ENCODING] = [0; SMALL_ENCODING];
 
 impl<F, I, O, CI, CO> Map<F, I, O, CI, CO>
 where

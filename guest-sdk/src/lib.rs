@@ -29,6 +29,7 @@ pub mod codec;
 mod export;
 mod functions;
 pub mod host;
+mod keyed_map;
 mod operator;
 mod process;
 mod reduce;
@@ -39,6 +40,7 @@ pub mod testing;
 pub use functions::{
     Emitter, Filter, FlatMap, KeyBy, Map, TryMap, filter, flat_map, key_by, map, try_map,
 };
+pub use keyed_map::KeyedMap;
 pub use operator::{
     BatchFailure, BatchHost, Context, OpenContext, Operator, OperatorError, OperatorInfo,
 };

@@ -78,13 +78,12 @@ fn manifest(pipeline: &str, wasm: bool, records: u64, parallelism: u32) -> Resul
             operator("pair", "even", wasm, "forward"),
         ]
         .concat(),
-        // In wasm as a Flink job writes it with the SDK's builders: map to (x mod 10000, 1),
-        // key by the first field, reduce to (key, sum). The native operators do the same in
+        // In wasm as a Flink job writes it, with the SDK's builders: map to (x mod 10000, 1)
+        // keyed by its first field, reduce to (key, sum). The native operators do the same in
         // two steps: (key x mod 10000, value 1), then the sum per key.
         "p2" | "p3" if wasm => [
-            operator("pair-mod-10000", "numbers", wasm, "forward"),
-            operator("key-by-first", "pair-mod-10000", wasm, "forward"),
-            operator("sum-pairs", "key-by-first", wasm, "hash"),
+            operator("keyed-pair-mod-10000", "numbers", wasm, "forward"),
+            operator("sum-pairs", "keyed-pair-mod-10000", wasm, "hash"),
         ]
         .concat(),
         "p2" | "p3" => [

@@ -63,6 +63,11 @@ weir_sdk::export_operators! {
     // reduce pairs of one key to (key, sum).
     "pair-mod-10000" => map(|x: u64| (x % 10_000, 1u64)).input(Fixed).output(Fixed),
     "key-by-first" => key_by(|&(key, _): &(u64, u64)| key).input(Fixed).key(Fixed),
+    // The two above in one operator: Flink's map and keyBy's key selector in one pass.
+    "keyed-pair-mod-10000" => map(|x: u64| (x % 10_000, 1u64))
+        .input(Fixed)
+        .output(Fixed)
+        .key_by(|&(key, _): &(u64, u64)| key, Fixed),
     "sum-pairs" => reduce(|(key, sum): (u64, u64), (_, x): (u64, u64)| (key, sum.wrapping_add(x))).codec(Fixed),
     "running-sum" => reduce(|sum: u64, x: u64| sum.wrapping_add(x)).codec(Fixed),
     "running-sum-value-state" => keyed_process(RunningSum::default()).input(Fixed).output(Fixed),
