@@ -399,6 +399,17 @@ mod tests {
     }
 
     #[test]
+    fn a_block_matches_the_documented_example() {
+        let mut writer = BatchWriter::new();
+        writer.push(Record::value(&[1]));
+        writer.push(Record::value(&[2]));
+        assert_eq!(
+            writer.as_bytes(),
+            [7, 0, 0, 0, FLAG_BLOCK, 1, 0, 0, 0, 1, 2]
+        );
+    }
+
+    #[test]
     fn raw_writes_end_the_open_block() {
         let mut writer = BatchWriter::new();
         writer.push(Record::value(&[1; 8]));
