@@ -12,8 +12,8 @@ use weir_framing::{BatchWriter, Block, Item, Record};
 use crate::codec::SMALL_ENCODING;
 use crate::codec::{Bincode, Codec};
 use crate::operator::{
-    BatchFailure, BatchHost, Context, Operator, OperatorError, encode_into, for_each_item,
-    for_each_record_of,
+    BatchFailure, BatchHost, Context, Operator, OperatorError, block_outcome, encode_into,
+    for_each_item, for_each_record_of,
 };
 
 /// Collects the values a [`flat_map`] closure produces.
@@ -106,10 +106,7 @@ where
                 && let Some(width) = self.output.fixed_width()
                 && let Some(done) = self.map_block(block, width, out)
             {
-                return done.map_err(|(i, error)| BatchFailure {
-                    record_index: out_index + i,
-                    error,
-                });
+                return block_outcome(done, out_index);
             }
             for_each_record_of(item, out_index, |record, _| {
                 let value = self.input.decode(record.value)?;
@@ -279,10 +276,7 @@ where
             if let Item::Block(block) = item
                 && let Some(done) = self.filter_block(block, out)
             {
-                return done.map_err(|(i, error)| BatchFailure {
-                    record_index: out_index + i,
-                    error,
-                });
+                return block_outcome(done, out_index);
             }
             for_each_record_of(item, out_index, |record, framed| {
                 if (self.f)(&self.input.decode(record.value)?) {
@@ -473,10 +467,7 @@ where
                 && let Some(width) = self.key.fixed_width()
                 && let Some(done) = self.key_block(block, width, out)
             {
-                return done.map_err(|(i, error)| BatchFailure {
-                    record_index: out_index + i,
-                    error,
-                });
+                return block_outcome(done, out_index);
             }
             for_each_record_of(item, out_index, |record, _| {
                 let value = self.input.decode(record.value)?;

@@ -7,8 +7,8 @@ use weir_framing::{BatchWriter, Block, Item, Record};
 use crate::codec::{Codec, SMALL_ENCODING};
 use crate::functions::{Map, ZEROS};
 use crate::operator::{
-    BatchFailure, BatchHost, Context, Operator, OperatorError, encode_into, for_each_item,
-    for_each_record_of,
+    BatchFailure, BatchHost, Context, Operator, OperatorError, block_outcome, encode_into,
+    for_each_item, for_each_record_of,
 };
 
 /// A [`Map`] that keys each output by `key(&output)`. Built by [`Map::key_by`].
@@ -157,10 +157,7 @@ where
                     (self.key_codec.fixed_width(), self.map.output.fixed_width())
                 && let Some(done) = self.map_block(block, key_width, width, out)
             {
-                return done.map_err(|(i, error)| BatchFailure {
-                    record_index: out_index + i,
-                    error,
-                });
+                return block_outcome(done, out_index);
             }
             for_each_record_of(item, out_index, |record, _| self.map_one(record, out))
         })

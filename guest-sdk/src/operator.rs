@@ -379,6 +379,19 @@ pub(crate) fn for_each_item(
     }
 }
 
+/// A block loop's outcome (the index of a failing record counted from the block's start) as
+/// the batch's, the block starting at record `first_index`.
+#[inline(always)]
+pub(crate) fn block_outcome(
+    done: Result<(), (usize, OperatorError)>,
+    first_index: usize,
+) -> Result<(), BatchFailure> {
+    done.map_err(|(i, error)| BatchFailure {
+        record_index: first_index + i,
+        error,
+    })
+}
+
 /// Runs `each` on every record of `item` (whose first record has index `first_index`), with
 /// its framed bytes when it stands alone.
 #[inline(always)]

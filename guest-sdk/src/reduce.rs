@@ -8,8 +8,8 @@ use crate::cache::CachedHost;
 use crate::codec::{Bincode, Codec, SMALL_ENCODING};
 use crate::host::{StateId, StateKind};
 use crate::operator::{
-    BatchFailure, BatchHost, Context, HostRef, OpenContext, Operator, OperatorError, encode_into,
-    for_each_item, for_each_record_of,
+    BatchFailure, BatchHost, Context, HostRef, OpenContext, Operator, OperatorError, block_outcome,
+    encode_into, for_each_item, for_each_record_of,
 };
 
 /// Folds each key's values into an accumulator kept in keyed state. Built by [`reduce`].
@@ -155,10 +155,7 @@ where
                 && let HostRef::Cached(cache) = &mut host.0
                 && let Some(done) = self.reduce_block(block, state, width, cache, out)
             {
-                return done.map_err(|(i, error)| BatchFailure {
-                    record_index: out_index + i,
-                    error,
-                });
+                return block_outcome(done, out_index);
             }
             for_each_record_of(item, out_index, |record, _| {
                 let mut ctx =

@@ -147,33 +147,18 @@ impl<'a> Records<'a> {
             if self.pos >= self.buf.len() || self.fault.is_some() {
                 return None;
             }
-            let start = self.pos;
-            let rest = &self.buf[start..];
-            let Some(prefix) = rest.get(..LENGTH_PREFIX) else {
-                return self.fail(start, FramingFault::Truncated);
-            };
-            let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-            let Some(body) = rest.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
-                return self.fail(start, FramingFault::Truncated);
-            };
-            if body.first().is_some_and(|flags| flags & FLAG_BLOCK != 0) {
-                match check_flags(body[0] & !FLAG_BLOCK).and_then(|()| block_layout(body)) {
-                    Ok(layout) => {
-                        self.block = layout;
-                        self.pos = start + LENGTH_PREFIX + layout.header;
-                        self.block_end = start + LENGTH_PREFIX + len;
-                        continue;
-                    }
-                    Err(reason) => return self.fail(start, reason),
+            match read_item(self.buf, self.pos) {
+                Ok((Item::Record(record, framed), end)) => {
+                    self.pos = end;
+                    return Some((record, Some(framed)));
                 }
+                Ok((Item::Block(block), end)) => {
+                    self.block = block.layout;
+                    self.pos = end - block.entries.len();
+                    self.block_end = end;
+                }
+                Err(reason) => return self.fail(self.pos, reason),
             }
-            return match parse_body(body) {
-                Ok(record) => {
-                    self.pos = start + LENGTH_PREFIX + len;
-                    Some((record, Some(&rest[..LENGTH_PREFIX + len])))
-                }
-                Err(reason) => self.fail(start, reason),
-            };
         }
     }
 
@@ -358,32 +343,39 @@ impl<'a> Iterator for Items<'a> {
         if self.pos >= self.buf.len() || self.fault.is_some() {
             return None;
         }
-        let start = self.pos;
-        let rest = &self.buf[start..];
-        let Some(prefix) = rest.get(..LENGTH_PREFIX) else {
-            return self.fail(start, FramingFault::Truncated);
-        };
-        let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
-        let Some(body) = rest.get(LENGTH_PREFIX..LENGTH_PREFIX + len) else {
-            return self.fail(start, FramingFault::Truncated);
-        };
-        let item = if body.first().is_some_and(|flags| flags & FLAG_BLOCK != 0) {
-            match check_flags(body[0] & !FLAG_BLOCK).and_then(|()| block_layout(body)) {
-                Ok(layout) => Item::Block(Block {
-                    entries: &body[layout.header..],
-                    layout,
-                }),
-                Err(reason) => return self.fail(start, reason),
+        match read_item(self.buf, self.pos) {
+            Ok((item, end)) => {
+                self.pos = end;
+                Some(item)
             }
-        } else {
-            match parse_body(body) {
-                Ok(record) => Item::Record(record, &rest[..LENGTH_PREFIX + len]),
-                Err(reason) => return self.fail(start, reason),
-            }
-        };
-        self.pos = start + LENGTH_PREFIX + len;
-        Some(item)
+            Err(reason) => self.fail(self.pos, reason),
+        }
     }
+}
+
+/// The record or block that starts at `start` of `buf`, and where it ends.
+#[inline(always)]
+fn read_item(buf: &[u8], start: usize) -> Result<(Item<'_>, usize), FramingFault> {
+    let rest = &buf[start..];
+    let prefix = rest.get(..LENGTH_PREFIX).ok_or(FramingFault::Truncated)?;
+    let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
+    // Checked: a length near u32::MAX must not wrap on a 32-bit target.
+    let framed = LENGTH_PREFIX
+        .checked_add(len)
+        .and_then(|end| rest.get(..end))
+        .ok_or(FramingFault::Truncated)?;
+    let body = &framed[LENGTH_PREFIX..];
+    let item = if body.first().is_some_and(|flags| flags & FLAG_BLOCK != 0) {
+        check_flags(body[0] & !FLAG_BLOCK)?;
+        let layout = block_layout(body)?;
+        Item::Block(Block {
+            entries: &body[layout.header..],
+            layout,
+        })
+    } else {
+        Item::Record(parse_body(body)?, framed)
+    };
+    Ok((item, start + framed.len()))
 }
 
 #[inline(always)]
@@ -483,8 +475,8 @@ fn count_body(body: &[u8]) -> Result<usize, FramingFault> {
         let Some(len) = body.get(need..need + 4) else {
             return Err(FramingFault::BodyTooShort);
         };
-        need =
-            need.saturating_add(4 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize);
+        let key_len = u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        need = need.saturating_add(4).saturating_add(key_len);
     }
     if body.len() < need {
         return Err(FramingFault::BodyTooShort);
