@@ -54,7 +54,7 @@ struct RunArgs {
     #[arg(long)]
     slots: Option<u32>,
     /// Network buffers of the TaskExecutor (32 KiB each).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 16384)]
     network_buffers: usize,
     /// Where compiled components are cached across runs (default: the user's cache directory).
     #[arg(long)]

@@ -20,4 +20,4 @@ pub use operator::{ExecutionMode, OpenTimings, OperatorSpec, WasmOperator};
 pub use stdio::{LogSink, StderrLog};
 
 /// The WIT package version this host implements, as it appears in export names.
-pub const WIT_VERSION: &str = "0.1.0";
+pub const WIT_VERSION: &str = "0.2.0";

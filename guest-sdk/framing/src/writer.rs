@@ -240,6 +240,8 @@ impl BatchWriter {
     /// record.
     pub fn reserve_entries(&mut self, like: &Record<'_>, count: usize) -> Option<&mut [u8]> {
         let layout = layout_of(like);
+        // Checked: on a 32-bit target a huge block of short entries could wrap the size.
+        let bytes = count.checked_mul(entry_len(like))?;
         if layout == NO_LAYOUT {
             return None;
         }
@@ -248,7 +250,7 @@ impl BatchWriter {
         }
         self.last_layout = CLOSED;
         let start = self.buf.len();
-        self.buf.resize(start + count * entry_len(like), 0);
+        self.buf.resize(start.checked_add(bytes)?, 0);
         Some(&mut self.buf[start..])
     }
 
@@ -540,6 +542,10 @@ mod tests {
                 .reserve_entries(&Record::value(&[0; 40]), 1)
                 .is_none()
         );
+        // A size that does not fit in usize is refused, the batch unchanged.
+        let before = writer.as_bytes().to_vec();
+        assert!(writer.reserve_entries(&like, usize::MAX / 4).is_none());
+        assert_eq!(writer.as_bytes(), before);
         let got: Vec<(Vec<u8>, Option<i64>)> = read(writer.as_bytes())
             .iter()
             .map(|r| (r.value.to_vec(), r.timestamp))

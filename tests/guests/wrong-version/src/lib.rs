@@ -1,11 +1,11 @@
-//! A component built against a future `weir:stream@0.2.0`: the host must name the version it
+//! A component built against a future `weir:stream@0.3.0`: the host must name the version it
 //! found and the one it supports.
 // Natively (workspace tests) nothing is exported, so nothing is used.
 #![cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
 
 wit_bindgen::generate!({
     inline: "
-        package weir:%stream@0.2.0;
+        package weir:%stream@0.3.0;
         interface operator {
             open: func(name: string) -> result<_, string>;
         }
