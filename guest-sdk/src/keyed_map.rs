@@ -16,6 +16,8 @@ pub struct KeyedMap<F, G, I, O, K, CI, CO, CK> {
     map: Map<F, I, O, CI, CO>,
     key: G,
     key_codec: CK,
+    /// Reused for keys whose codec has no short encoding.
+    key_buf: Vec<u8>,
     _types: PhantomData<fn(&O) -> K>,
 }
 
@@ -42,6 +44,7 @@ impl<F, I, O, CI, CO> Map<F, I, O, CI, CO> {
             map: self,
             key,
             key_codec: codec,
+            key_buf: Vec::new(),
             _types: PhantomData,
         }
     }
@@ -74,13 +77,13 @@ where
                 record.timestamp,
             ),
             None => {
-                let mut bytes = Vec::new();
-                self.key_codec.encode(&key, &mut bytes)?;
+                self.key_buf.clear();
+                self.key_codec.encode(&key, &mut self.key_buf)?;
                 encode_into(
                     out,
                     &self.map.output,
                     &output,
-                    Some(&bytes),
+                    Some(&self.key_buf),
                     record.timestamp,
                 )
             }

@@ -6,6 +6,7 @@ use weir_framing::{BatchWriter, Block, Item, Record};
 
 use crate::cache::CachedHost;
 use crate::codec::{Bincode, Codec, SMALL_ENCODING};
+use crate::functions::ZEROS;
 use crate::host::{StateId, StateKind};
 use crate::operator::{
     BatchFailure, BatchHost, Context, HostRef, OpenContext, Operator, OperatorError, block_outcome,
@@ -17,6 +18,8 @@ pub struct Reduce<F, T, C = Bincode> {
     f: F,
     codec: C,
     state: Option<StateId>,
+    /// Reused for accumulators whose codec has no short encoding.
+    encoded: Vec<u8>,
     _types: PhantomData<fn(T, T) -> T>,
 }
 
@@ -42,6 +45,7 @@ pub fn reduce<T, F: FnMut(T, T) -> T>(f: F) -> Reduce<F, T> {
         f,
         codec: Bincode,
         state: None,
+        encoded: Vec::new(),
         _types: PhantomData,
     }
 }
@@ -53,6 +57,7 @@ impl<F, T, C> Reduce<F, T, C> {
             f: self.f,
             codec,
             state: self.state,
+            encoded: self.encoded,
             _types: PhantomData,
         }
     }
@@ -67,6 +72,18 @@ where
     F: FnMut(T, T) -> T,
     C: Codec<T>,
 {
+    /// `value` folded into the accumulator stored as `stored`, or the first accumulator.
+    #[inline(always)]
+    fn fold(&mut self, stored: Option<&[u8]>, value: T) -> Result<T, OperatorError> {
+        match stored {
+            Some(bytes) => Ok((self.f)(
+                self.codec.decode(bytes).map_err(state_corrupt)?,
+                value,
+            )),
+            None => Ok(value),
+        }
+    }
+
     /// The new accumulator of `key`, stored: one cache lookup inside a component.
     #[inline(always)]
     fn accumulate(
@@ -79,13 +96,7 @@ where
         match &mut ctx.host {
             HostRef::Cached(cache) => {
                 let slot = cache.slot_index(state, key);
-                let acc = match cache.value_at(slot) {
-                    Some(bytes) => {
-                        let acc = self.codec.decode(bytes).map_err(state_corrupt)?;
-                        (self.f)(acc, value)
-                    }
-                    None => value,
-                };
+                let acc = self.fold(cache.value_at(slot), value)?;
                 let mut small = [0u8; SMALL_ENCODING];
                 match self
                     .codec
@@ -94,24 +105,18 @@ where
                 {
                     Some(len) => cache.write_at(slot, state, key, &small[..len]),
                     None => {
-                        let mut bytes = Vec::new();
-                        self.codec.encode(&acc, &mut bytes)?;
-                        cache.write_at(slot, state, key, &bytes);
+                        self.encoded.clear();
+                        self.codec.encode(&acc, &mut self.encoded)?;
+                        cache.write_at(slot, state, key, &self.encoded);
                     }
                 }
                 Ok(acc)
             }
             HostRef::Dyn(host) => {
-                let acc = match host.value_get(state, key) {
-                    Some(bytes) => {
-                        let acc = self.codec.decode(&bytes).map_err(state_corrupt)?;
-                        (self.f)(acc, value)
-                    }
-                    None => value,
-                };
-                let mut bytes = Vec::new();
-                self.codec.encode(&acc, &mut bytes)?;
-                host.value_set(state, key, &bytes);
+                let acc = self.fold(host.value_get(state, key).as_deref(), value)?;
+                self.encoded.clear();
+                self.codec.encode(&acc, &mut self.encoded)?;
+                host.value_set(state, key, &self.encoded);
                 Ok(acc)
             }
         }
@@ -201,12 +206,7 @@ where
             let key = &entry[ts_len..value_at];
             let step = self.codec.decode(&entry[value_at..]).and_then(|value| {
                 let i = cache.slot_index(state, key);
-                let acc = match cache.value_at(i) {
-                    Some(bytes) => {
-                        (self.f)(self.codec.decode(bytes).map_err(state_corrupt)?, value)
-                    }
-                    None => value,
-                };
+                let acc = self.fold(cache.value_at(i), value)?;
                 self.codec.encode_fixed(&acc, &mut slot[value_at..])?;
                 cache.write_at(i, state, key, &slot[value_at..]);
                 Ok(())
@@ -222,9 +222,6 @@ where
         Some(result)
     }
 }
-
-/// Bytes an output entry is shaped from, never read.
-const ZEROS: [u8; SMALL_ENCODING] = [0; SMALL_ENCODING];
 
 #[cfg(test)]
 mod tests {

@@ -289,18 +289,8 @@ fn keyed_state_snapshot_restores_counts() {
     keys.sort();
     assert_eq!(keys, [&b"cat"[..], b"owl"]);
 
-    let loaded = load(guests::WORDCOUNT);
-    let specs = WORDCOUNT_OPS
-        .iter()
-        .map(|n| ChainSpec {
-            component: loaded.clone(),
-            spec: OperatorSpec::new(*n),
-        })
-        .collect();
-    let out = CollectingOutput::new();
-    let mut restored =
-        OperatorChain::open(runtime(), specs, Box::new(out.clone()), Some(&snapshots))
-            .expect("restore");
+    let (mut restored, out) =
+        restore_chain(guests::WORDCOUNT, WORDCOUNT_OPS, &snapshots).expect("restore");
     restored
         .process_batch(&batches([&b"owl emu"[..]], 10)[0])
         .expect("process");
@@ -488,20 +478,8 @@ fn a_reduce_in_a_component_sums_every_key_exactly_across_a_snapshot() {
     };
     assert_eq!(groups.values().map(Vec::len).sum::<usize>(), 10_000);
 
-    let (mut restored, restored_out) = {
-        let loaded = load(guests::BENCH_OPS);
-        let specs = OPS
-            .iter()
-            .map(|n| ChainSpec {
-                component: loaded.clone(),
-                spec: OperatorSpec::new(*n),
-            })
-            .collect();
-        let out = CollectingOutput::new();
-        let chain = OperatorChain::open(runtime(), specs, Box::new(out.clone()), Some(&snapshots))
-            .expect("restore");
-        (chain, out)
-    };
+    let (mut restored, restored_out) =
+        restore_chain(guests::BENCH_OPS, OPS, &snapshots).expect("restore");
     for batch in number_batches(25_000..40_000, 1000) {
         restored.process_batch(&batch).expect("process");
     }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use weir_framing::Record;
 use weir_host::runtime::{ChainError, ChainSpec, CollectingOutput, OperatorChain};
+use weir_host::state::OperatorSnapshot;
 use weir_host::wasm::{
     ExecutionMode, LoadedComponent, LogSink, OperatorSpec, RuntimeConfig, WasmRuntime,
 };
@@ -45,6 +46,24 @@ pub fn open_specs(
     component: &str,
     specs: Vec<OperatorSpec>,
 ) -> Result<(OperatorChain, CollectingOutput), ChainError> {
+    open_specs_restored(component, specs, None)
+}
+
+/// Opens a chain of `operators` of one component restored from `snapshots`.
+pub fn restore_chain(
+    component: &str,
+    operators: &[&str],
+    snapshots: &[OperatorSnapshot],
+) -> Result<(OperatorChain, CollectingOutput), ChainError> {
+    let specs = operators.iter().map(|n| OperatorSpec::new(*n)).collect();
+    open_specs_restored(component, specs, Some(snapshots))
+}
+
+fn open_specs_restored(
+    component: &str,
+    specs: Vec<OperatorSpec>,
+    snapshots: Option<&[OperatorSnapshot]>,
+) -> Result<(OperatorChain, CollectingOutput), ChainError> {
     let loaded = load(component);
     let chain_specs = specs
         .into_iter()
@@ -54,7 +73,7 @@ pub fn open_specs(
         })
         .collect();
     let out = CollectingOutput::new();
-    let chain = OperatorChain::open(runtime(), chain_specs, Box::new(out.clone()), None)?;
+    let chain = OperatorChain::open(runtime(), chain_specs, Box::new(out.clone()), snapshots)?;
     Ok((chain, out))
 }
 

@@ -64,6 +64,24 @@ struct BlockLayout {
     header: usize,
 }
 
+impl BlockLayout {
+    /// The record of one entry of a block of this layout.
+    #[inline(always)]
+    fn record<'a>(&self, entry: &'a [u8]) -> Record<'a> {
+        let key_start = self.timestamp_len;
+        let value_start = key_start + self.key_len;
+        Record {
+            value: &entry[value_start..],
+            key: self.has_key.then(|| &entry[key_start..value_start]),
+            timestamp: (key_start != 0).then(|| {
+                let mut ts = [0u8; 8];
+                ts.copy_from_slice(&entry[..8]);
+                i64::from_le_bytes(ts)
+            }),
+        }
+    }
+}
+
 /// Reads a block header from `body` (the bytes after the length prefix) and checks that the
 /// rest is a whole number of entries.
 #[inline]
@@ -171,22 +189,9 @@ impl<'a> Records<'a> {
     /// The entry at `pos` of the block being read; its layout was checked with the header.
     #[inline(always)]
     fn next_entry(&mut self) -> Record<'a> {
-        let layout = self.block;
         let start = self.pos;
-        self.pos += layout.stride;
-        let key_start = start + layout.timestamp_len;
-        let value_start = key_start + layout.key_len;
-        let timestamp = (layout.timestamp_len != 0).then(|| {
-            let mut ts = [0u8; 8];
-            ts.copy_from_slice(&self.buf[start..start + 8]);
-            i64::from_le_bytes(ts)
-        });
-        let key = layout.has_key.then(|| &self.buf[key_start..value_start]);
-        Record {
-            value: &self.buf[value_start..start + layout.stride],
-            key,
-            timestamp,
-        }
+        self.pos += self.block.stride;
+        self.block.record(&self.buf[start..self.pos])
     }
 
     #[cold]
@@ -267,17 +272,7 @@ impl<'a> Block<'a> {
     /// The record of `entry`, one of this block's entries.
     #[inline]
     pub fn record(&self, entry: &'a [u8]) -> Record<'a> {
-        let key_start = self.layout.timestamp_len;
-        let value_start = key_start + self.layout.key_len;
-        Record {
-            value: &entry[value_start..],
-            key: self.layout.has_key.then(|| &entry[key_start..value_start]),
-            timestamp: (key_start != 0).then(|| {
-                let mut ts = [0u8; 8];
-                ts.copy_from_slice(&entry[..8]);
-                i64::from_le_bytes(ts)
-            }),
-        }
+        self.layout.record(entry)
     }
 
     /// The records of the block.
