@@ -428,6 +428,9 @@ impl HostApi for CachedHost {
     fn log(&mut self, level: Level, message: &str) {
         self.inner.log(level, message)
     }
+    fn emit_batch(&mut self, records: &[u8]) -> bool {
+        self.inner.emit_batch(records)
+    }
 }
 
 #[cfg(test)]

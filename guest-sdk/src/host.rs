@@ -103,6 +103,14 @@ pub trait HostApi {
     fn current_processing_time(&mut self) -> i64;
     /// Writes a message to the task's log.
     fn log(&mut self, level: Level, message: &str);
+    /// Hands framed records produced so far in the current call to the host ahead of the
+    /// call's result, and says whether it took them; a host that cannot (the default, as the
+    /// test harness) leaves them in the call's output. Keeps a call that fans out to many
+    /// records from holding them all in guest memory.
+    fn emit_batch(&mut self, records: &[u8]) -> bool {
+        let _ = records;
+        false
+    }
 }
 
 /// [`HostApi`] over the component's imports. Crate-private: value state written through the
@@ -170,6 +178,10 @@ impl HostApi for WasmHost {
             Level::Error => logging::Level::Error,
         };
         logging::log(level, message)
+    }
+    fn emit_batch(&mut self, records: &[u8]) -> bool {
+        crate::bindings::weir::stream::output::emit_batch(records);
+        true
     }
 }
 

@@ -154,6 +154,12 @@ impl<'a> OpenContext<'a> {
     }
 }
 
+/// Bytes of output one call gathers before it hands them to the host (`output.emit-batch`).
+/// A quarter of a mebibyte: large enough that a flush is rare next to the records it carries,
+/// small enough that a flat_map emitting millions of records per input stays far inside a
+/// guest's memory cap.
+pub const OUTPUT_FLUSH_BYTES: usize = 256 << 10;
+
 /// What an operator gets while handling a record or timer: the host, where its output goes, and
 /// the key and timestamp of what it is handling.
 pub struct Context<'a> {
@@ -268,9 +274,27 @@ impl<'a> Context<'a> {
             }
         {
             self.out.push_framed(framed);
-            return;
+        } else {
+            self.out.push(record);
         }
-        self.out.push(record)
+        self.after_emit();
+    }
+
+    /// Past [`OUTPUT_FLUSH_BYTES`] of output in one call, hands it to the host, so a call that
+    /// fans out to many records holds at most about that much in guest memory.
+    #[inline(always)]
+    fn after_emit(&mut self) {
+        if self.out.len() >= OUTPUT_FLUSH_BYTES {
+            self.flush_output();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn flush_output(&mut self) {
+        if self.host.api().emit_batch(self.out.as_bytes()) {
+            self.out.clear();
+        }
     }
 
     /// Emits `value`, encoded by `codec` straight into the output, with the given key and
@@ -283,7 +307,9 @@ impl<'a> Context<'a> {
         key: Option<&[u8]>,
         timestamp: Option<i64>,
     ) -> Result<(), OperatorError> {
-        encode_into(self.out, codec, value, key, timestamp)
+        encode_into(self.out, codec, value, key, timestamp)?;
+        self.after_emit();
+        Ok(())
     }
 
     /// Registers a timer for the current key.

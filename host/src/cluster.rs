@@ -4,7 +4,10 @@
 //! latest complete checkpoint by the restart strategy.
 
 mod deploy;
+mod limits;
 mod restore;
+
+pub use limits::{LimitMaximums, LimitTooHigh, job_limits};
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -15,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::storage::{self, RestoreError, RestoredState};
 use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent};
-use crate::connectors::{commit_all_pending, recover_transactional_dir};
+use crate::connectors::{
+    commit_all_pending, committed_parts, create_output_dir, recover_transactional_dir,
+};
 use crate::job::{JobGraph, SinkSpec, VertexOutput};
 use crate::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use crate::network::{BufferPoolStats, CancelFlag, NetworkBufferPool};
@@ -29,7 +34,10 @@ use crate::wasm::{Limits, LoadError, LogSink, StderrLog, WasmRuntime};
 #[derive(Clone)]
 pub struct MiniClusterConfig {
     pub task_executor: TaskExecutorConfig,
+    /// Limits of a job that sets none of its own.
     pub limits: Arc<Limits>,
+    /// The most a job may set.
+    pub limit_maximums: LimitMaximums,
     pub log_sink: Arc<dyn LogSink>,
 }
 
@@ -38,6 +46,7 @@ impl Default for MiniClusterConfig {
         MiniClusterConfig {
             task_executor: TaskExecutorConfig::default(),
             limits: Arc::new(Limits::default()),
+            limit_maximums: LimitMaximums::default(),
             log_sink: Arc::new(StderrLog),
         }
     }
@@ -112,11 +121,25 @@ pub enum JobFailure {
     Task(Box<TaskFailure>),
     #[error("cannot restore: {0}")]
     Restore(#[from] RestoreError),
-    #[error("cannot prepare sink `{dir}`: {source}")]
+    #[error("cannot prepare sink `{dir}`")]
     Sink {
         dir: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "cannot write checkpoints under `{dir}`; pass a --checkpoint-dir this process can write"
+    )]
+    CheckpointDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "output directory `{dir}` already holds committed output of an earlier run ({parts}); \
+         remove it or write elsewhere, or continue that run with --from-savepoint"
+    )]
+    OutputExists { dir: PathBuf, parts: String },
+    #[error(transparent)]
+    Limits(#[from] LimitTooHigh),
     #[error("the job was cancelled")]
     Cancelled,
 }
@@ -138,6 +161,7 @@ pub struct JobResult {
 pub struct MiniCluster {
     task_executor: TaskExecutor,
     limits: Arc<Limits>,
+    limit_maximums: LimitMaximums,
     log_sink: Arc<dyn LogSink>,
     next_job: AtomicU64,
 }
@@ -211,6 +235,48 @@ fn transactional_dirs(graph: &JobGraph) -> Vec<PathBuf> {
         .collect()
 }
 
+/// What can be known before a job starts about why it could not end well: the checkpoint
+/// directory must take files, and a fresh (not restored) checkpointed run must not meet
+/// committed output of an earlier run, which it could neither keep nor replace.
+fn preflight(graph: &JobGraph, options: &JobOptions) -> Result<(), JobFailure> {
+    let Some(config) = &options.checkpoints else {
+        return Ok(());
+    };
+    let dir = config.dir.join(&graph.name);
+    probe_writable(&dir).map_err(|source| JobFailure::CheckpointDir {
+        dir: dir.clone(),
+        source,
+    })?;
+    if options.restore.is_some() {
+        return Ok(());
+    }
+    for dir in transactional_dirs(graph) {
+        let parts = committed_parts(&dir).map_err(|source| JobFailure::Sink {
+            dir: dir.clone(),
+            source,
+        })?;
+        if !parts.is_empty() {
+            let mut names: Vec<&str> = parts.iter().take(3).map(|(n, _)| n.as_str()).collect();
+            if parts.len() > 3 {
+                names.push("...");
+            }
+            return Err(JobFailure::OutputExists {
+                dir,
+                parts: names.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and writes, syncs and removes a file in it.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    create_output_dir(dir)?;
+    let probe = dir.join(format!(".weir-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(&probe)
+}
+
 fn prepare_sinks(graph: &JobGraph, restored: Option<u64>) -> Result<(), JobFailure> {
     for dir in transactional_dirs(graph) {
         recover_transactional_dir(&dir, restored)
@@ -225,6 +291,7 @@ impl MiniCluster {
         MiniCluster {
             task_executor: TaskExecutor::new(config.task_executor, runtime),
             limits: config.limits,
+            limit_maximums: config.limit_maximums,
             log_sink: config.log_sink,
             next_job: AtomicU64::new(1),
         }
@@ -262,6 +329,9 @@ impl MiniCluster {
         restore: Option<&RestoredState>,
         attempt: u32,
     ) -> Result<JobHandle, JobFailure> {
+        if attempt == 0 {
+            preflight(graph, options)?;
+        }
         if options.checkpoints.is_some() {
             prepare_sinks(graph, restore.map(|r| r.metadata.checkpoint))?;
         }

@@ -3,9 +3,10 @@
 
 mod graph;
 mod manifest;
+pub mod units;
 
 pub use graph::{
-    ChainedOperator, Edge, JobGraph, JobVertex, OperatorImpl, Partitioning, SinkSpec, SourceSpec,
-    VertexInput, VertexOutput,
+    ChainedOperator, Edge, JobGraph, JobLimits, JobVertex, OperatorImpl, Partitioning, SinkSpec,
+    SourceSpec, VertexInput, VertexOutput,
 };
 pub use manifest::{JobError, Manifest, load_manifest, parse_manifest};

@@ -72,9 +72,10 @@ struct RunArgs {
     /// Start even if the savepoint holds state of operators the job no longer has.
     #[arg(long)]
     allow_non_restored_state: bool,
-    /// Restarts after a failure (from the latest checkpoint); 0 fails the job at once.
-    #[arg(long, default_value_t = 3)]
-    restart_attempts: u32,
+    /// Restarts after a failure (from the latest checkpoint; needs --checkpoint-dir); 0 fails
+    /// the job at once.
+    #[arg(long)]
+    restart_attempts: Option<u32>,
     /// Delay before a restart; with --restart-backoff it doubles each time up to 1 minute.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     restart_delay: Duration,
@@ -84,25 +85,27 @@ struct RunArgs {
     /// Take a savepoint into this directory (see --savepoint-after).
     #[arg(long, requires = "savepoint_after")]
     savepoint_dir: Option<PathBuf>,
+    /// Longest one call into an operator may run (e.g. `5s`); overrides the manifest's
+    /// `call_deadline`.
+    #[arg(long, value_parser = parse_duration)]
+    call_deadline: Option<Duration>,
+    /// Largest memory of one operator instance (e.g. `256MiB`); overrides `memory_limit`.
+    #[arg(long, value_parser = parse_bytes)]
+    memory_limit: Option<u64>,
+    /// Most keyed state one operator subtask may hold (e.g. `2GiB`); overrides `state_limit`.
+    #[arg(long, value_parser = parse_bytes)]
+    state_limit: Option<u64>,
     /// When to take the savepoint, after the job started.
     #[arg(long, value_parser = parse_duration, requires = "savepoint_dir")]
     savepoint_after: Option<Duration>,
 }
 
-/// `250ms`, `2s`, `1m`, or a plain number of milliseconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (number, unit) = s
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((s, "ms"), |i| s.split_at(i));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 500ms, 2s or 1m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{s}`: the unit must be ms, s or m")),
-    }
+    weir_host::job::units::parse_duration(s)
+}
+
+fn parse_bytes(s: &str) -> Result<u64, String> {
+    weir_host::job::units::parse_bytes(s)
 }
 
 #[derive(Subcommand)]
@@ -129,9 +132,18 @@ fn default_cache_dir() -> Option<PathBuf> {
 fn run(args: RunArgs) -> Result<()> {
     let vars: BTreeMap<String, String> = args.args.into_iter().collect();
     let manifest = load_manifest(&args.manifest, &vars)?;
-    let graph = manifest
+    let mut graph = manifest
         .job_graph(args.parallelism)
         .with_context(|| format!("job manifest `{}`", args.manifest.display()))?;
+    if let Some(deadline) = args.call_deadline {
+        graph.limits.call_deadline = Some(deadline);
+    }
+    if let Some(bytes) = args.memory_limit {
+        graph.limits.memory_bytes = Some(bytes);
+    }
+    if let Some(bytes) = args.state_limit {
+        graph.limits.state_bytes = Some(bytes);
+    }
     let config = MiniClusterConfig {
         task_executor: TaskExecutorConfig {
             slots: args.slots.unwrap_or(graph.slots_needed()),
@@ -167,7 +179,14 @@ fn run(args: RunArgs) -> Result<()> {
     if args.savepoint_dir.is_some() && checkpoints.is_none() {
         bail!("savepoints need checkpointing: pass --checkpoint-dir");
     }
-    let restart = match (args.restart_attempts, args.restart_backoff) {
+    if checkpoints.is_none() && args.restart_attempts.is_some_and(|n| n > 0) {
+        bail!(
+            "--restart-attempts needs checkpointing (a restart resumes from the latest \
+             checkpoint): pass --checkpoint-dir"
+        );
+    }
+    let restart_attempts = args.restart_attempts.unwrap_or(3);
+    let restart = match (restart_attempts, args.restart_backoff) {
         (0, _) => RestartStrategy::None,
         (attempts, false) => RestartStrategy::FixedDelay {
             attempts,

@@ -158,6 +158,9 @@ impl Output for NativeOperator {
     fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
         self.next.notify_checkpoint_complete(checkpoint)
     }
+    fn end_input(&mut self) -> Result<(), ChainError> {
+        self.next.end_input()
+    }
     fn finish(&mut self) -> Result<(), ChainError> {
         self.next.finish()
     }

@@ -25,6 +25,11 @@ impl CancelFlag {
     pub fn is_cancelled(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+    /// The flag itself, for layers that must not name this type (a guest's store checks it to
+    /// stop a running call).
+    pub fn shared(&self) -> Arc<AtomicBool> {
+        self.0.clone()
+    }
 }
 
 /// A blocking network operation gave up because the job was cancelled.

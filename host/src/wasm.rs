@@ -11,13 +11,18 @@ mod limits;
 mod operator;
 mod stdio;
 mod store;
+mod waits;
 
 pub use cache::Origin;
 pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime};
 pub use error::{FailureKind, LoadError, OperatorFailure};
 pub use limits::Limits;
 pub use operator::{ExecutionMode, OpenTimings, OperatorSpec, WasmOperator};
-pub use stdio::{LogSink, StderrLog};
+pub use stdio::{ECHOED_LINES, LogSink, StderrLog};
 
 /// The WIT package version this host implements, as it appears in export names.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.2.1";
+
+/// The versions whose components this host loads: every 0.2.x up to its own (0.2.1 only
+/// added an import).
+pub const COMPATIBLE_WIT_VERSIONS: &[&str] = &["0.2.1", "0.2.0"];

@@ -211,3 +211,190 @@ fn a_state_value_over_the_limit_fails_the_call_that_writes_it() {
         "nothing of the failed batch goes on"
     );
 }
+
+#[test]
+fn a_flood_is_echoed_to_the_log_only_up_to_a_bound_of_lines() {
+    let log = Arc::new(CollectingLog::default());
+    let mut spec = OperatorSpec::new("flood");
+    spec.log_sink = log.clone();
+    let (mut chain, _out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    let err = chain
+        .process_batch(&batches([&b"x"[..]], 1)[0])
+        .expect_err("flood");
+    let ChainError::Operator(failure) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(
+        failure.kind,
+        FailureKind::OutputCap {
+            cap: Limits::default().max_log_bytes
+        }
+    );
+    let lines = log.lines.lock().expect("log");
+    // The default cap lets ~1,700 lines of 600 bytes through; the log shows the bound and one
+    // line saying the rest is not shown.
+    assert_eq!(lines.len(), weir_host::wasm::ECHOED_LINES + 1);
+    assert!(
+        lines[lines.len() - 1].2.contains("the rest is not shown"),
+        "{:?}",
+        lines.last()
+    );
+}
+
+#[test]
+fn a_sleep_without_the_clock_capability_is_refused_at_once_by_name() {
+    let started = Instant::now();
+    match hostile_failure("sleep", Limits::default(), &[("millis", "90000")]) {
+        FailureKind::Violation(message) => assert!(
+            message.contains("tried to wait 90s") && message.contains("grants no clock"),
+            "{message}"
+        ),
+        other => panic!("expected a refused wait, got {other}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn a_sleep_with_clocks_granted_is_cut_at_the_call_deadline_and_named() {
+    let mut spec = OperatorSpec::new("sleep");
+    spec.capabilities.clocks = true;
+    spec.limits = Arc::new(Limits {
+        call_deadline: Duration::from_millis(300),
+        ..Limits::default()
+    });
+    spec.config = vec![("millis".into(), u64::MAX.to_string())];
+    let (mut chain, _out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    let started = Instant::now();
+    let err = chain
+        .process_batch(&batches([&b"x"[..]], 1)[0])
+        .expect_err("the sleep outlasts the deadline");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let ChainError::Operator(failure) = err else {
+        panic!("{err}")
+    };
+    match failure.kind {
+        FailureKind::BlockedPastDeadline { deadline, wait } => {
+            assert_eq!(deadline, Duration::from_millis(300));
+            assert!(wait.contains("a wait of"), "{wait}");
+        }
+        other => panic!("expected a wait cut at the deadline, got {other}"),
+    }
+}
+
+#[test]
+fn a_short_sleep_with_clocks_granted_completes() {
+    let mut spec = OperatorSpec::new("sleep");
+    spec.capabilities.clocks = true;
+    spec.config = vec![("millis".into(), "20".into())];
+    let (mut chain, out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    chain
+        .process_batch(&batches([&b"a"[..], &b"b"[..]], 2)[0])
+        .expect("short sleeps are fine");
+    chain.finish().expect("finish");
+    let values: Vec<Vec<u8>> = out.take_records().into_iter().map(|r| r.value).collect();
+    assert_eq!(values, [b"a".to_vec(), b"b".to_vec()]);
+}
+
+#[test]
+fn a_record_over_the_limit_in_a_returned_batch_is_refused() {
+    match hostile_failure("big-record", Limits::default(), &[]) {
+        FailureKind::Violation(message) => assert!(
+            message.contains("a record of 20971520 bytes, over the record limit of 16777216"),
+            "{message}"
+        ),
+        other => panic!("expected the record limit, got {other}"),
+    }
+}
+
+#[test]
+fn keyed_state_past_its_byte_limit_fails_the_operator_with_a_state_error() {
+    let mut spec = OperatorSpec::new("hoard");
+    spec.limits = Arc::new(Limits {
+        max_state_bytes: 8 << 20,
+        ..Limits::default()
+    });
+    spec.config = vec![("read".into(), "false".into())];
+    let (mut chain, out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    // A new 1 MiB value per key, for 100 keys: the ninth crosses 8 MiB.
+    let keys: Vec<String> = (0..100).map(|k| format!("key-{k}")).collect();
+    let mut batch = Vec::new();
+    for key in &keys {
+        Record {
+            value: b"1048576",
+            key: Some(key.as_bytes()),
+            timestamp: None,
+        }
+        .write_to(&mut batch);
+    }
+    let err = chain
+        .process_batch(&batch)
+        .expect_err("over the state limit");
+    let ChainError::Operator(failure) = err else {
+        panic!("expected an operator failure, got {err}")
+    };
+    assert_eq!(failure.operator, "hoard");
+    let FailureKind::State(message) = &failure.kind else {
+        panic!("expected a state failure, got {:?}", failure.kind)
+    };
+    assert!(
+        message.contains("over the limit of 8388608 bytes per operator subtask"),
+        "{message}"
+    );
+    assert!(out.take_records().is_empty());
+}
+
+/// Records through `chain` into a counting tail.
+fn count_out(
+    operator: OperatorSpec,
+    inputs: usize,
+) -> Result<weir_host::metrics::TaskMetricsSnapshot, ChainError> {
+    let metrics = Arc::new(weir_host::metrics::TaskMetrics::default());
+    let loaded = load(guests::HOSTILE);
+    let mut chain = OperatorChain::open(
+        runtime(),
+        vec![weir_host::runtime::ChainSpec {
+            component: loaded,
+            spec: operator,
+        }],
+        Box::new(weir_host::runtime::DiscardOutput::new(metrics.clone())),
+        None,
+    )?;
+    let values: Vec<Vec<u8>> = (0..inputs).map(|i| vec![i as u8]).collect();
+    chain.process_batch(&batches(values.iter().map(Vec::as_slice), inputs)[0])?;
+    chain.finish()?;
+    Ok(metrics.snapshot())
+}
+
+#[test]
+fn fan_out_beyond_guest_memory_is_handed_to_the_host_during_the_call() {
+    // 20 inputs of 200,000 outputs each: ~100 MB of framed output from one batch call, with a
+    // guest memory cap of 32 MiB. Without partial output the guest would hit the cap.
+    for mode in [ExecutionMode::Batched, ExecutionMode::PerRecord] {
+        let mut spec = OperatorSpec::new("fan-out");
+        spec.mode = mode;
+        spec.limits = Arc::new(Limits {
+            max_memory_bytes: 32 << 20,
+            ..Limits::default()
+        });
+        spec.config = vec![("per-input".into(), "200000".into())];
+        let counted = count_out(spec, 20).unwrap_or_else(|e| panic!("{mode:?}: {e}"));
+        assert_eq!(counted.records_out, 20 * 200_000, "{mode:?}");
+    }
+}
+
+#[test]
+fn fan_out_keeps_the_order_of_records_across_partial_outputs() {
+    let mut spec = OperatorSpec::new("fan-out");
+    spec.config = vec![("per-input".into(), "50000".into())];
+    let (mut chain, out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    chain
+        .process_batch(&batches([&b"a"[..], &b"b"[..]], 2)[0])
+        .expect("fan out");
+    chain.finish().expect("finish");
+    let values: Vec<Vec<u8>> = out.take_records().into_iter().map(|r| r.value).collect();
+    let expected: Vec<Vec<u8>> = (0..2)
+        .flat_map(|_| (0..50_000u64).map(|i| [i.to_le_bytes(), i.to_be_bytes()].concat()))
+        .collect();
+    assert_eq!(values.len(), expected.len());
+    assert!(values == expected, "records out of order or changed");
+}

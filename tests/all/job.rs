@@ -430,7 +430,8 @@ fn malformed_manifests_are_refused_with_what_and_where() {
         ),
         (
             op("input = [\"in\", \"op\"]\nedge = \"rebalance\""),
-            "cycle through op",
+            // The sink reads from the cycle but is not on it.
+            "the job has a cycle through op\n",
         ),
         (
             format!(
@@ -467,7 +468,7 @@ fn malformed_manifests_are_refused_with_what_and_where() {
         ),
     ];
     for (text, expected) in cases {
-        let message = graph_error(&text);
+        let message = graph_error(&text) + "\n";
         assert!(
             message.contains(expected),
             "expected `{expected}` in: {message}\n--- manifest:\n{text}"
@@ -557,4 +558,112 @@ fn a_task_with_two_inputs_reads_the_union_of_both() {
     let mut expected: Vec<u64> = (0..1000).chain(0..2000).collect();
     expected.sort_unstable();
     assert_eq!(got, expected);
+}
+
+#[test]
+fn a_failed_subtask_stops_a_sibling_spinning_in_its_guest_at_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Subtask 0 fails on its first record, subtask 1 loops forever inside its guest; the
+    // manifest's deadline is a minute, so only cancellation can end the job quickly.
+    let text = format!(
+        r#"
+        parallelism = 2
+        call_deadline = "60s"
+        [[source]]
+        id = "numbers"
+        kind = "sequence"
+        count = 1000
+        [[operator]]
+        id = "fail-or-spin"
+        component = "{component}"
+        input = "numbers"
+        edge = "rebalance"
+        [[sink]]
+        id = "out"
+        kind = "discard"
+        input = "fail-or-spin"
+        "#,
+        component = guests::HOSTILE
+    );
+    let started = Instant::now();
+    let err = run(dir.path(), &text, None).expect_err("subtask 0 fails");
+    let message = err.to_string();
+    assert!(
+        message.contains("subtask 0") && message.contains("subtask 0 fails at once"),
+        "{message}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "the spinning sibling held the job for {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_unknown_operator_name_is_reported_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        r#"
+        [[source]]
+        id = "numbers"
+        kind = "sequence"
+        count = 10
+        [[operator]]
+        id = "counter"
+        component = "{component}"
+        operator = "nope"
+        input = "numbers"
+        [[sink]]
+        id = "out"
+        kind = "discard"
+        input = "counter"
+        "#,
+        component = guests::WORDCOUNT
+    );
+    let message = run(dir.path(), &text, None)
+        .expect_err("no such operator")
+        .to_string();
+    assert!(
+        message.contains(
+            "names operator `nope`, which the component does not export (it exports tokenize, \
+             key-by-word, count)"
+        ),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_job_asking_for_more_than_the_cluster_allows_is_refused_before_it_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "state_limit = \"64GiB\"\n[[source]]\nid = \"n\"\nkind = \"sequence\"\ncount = 10\n\
+         [[operator]]\nid = \"count\"\ncomponent = \"{}\"\ninput = \"n\"\n\
+         [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"count\"\n",
+        guests::WORDCOUNT
+    );
+    let err = run(dir.path(), &text, None).expect_err("over the maximum");
+    assert!(matches!(err, JobFailure::Limits(_)), "{err}");
+    assert!(
+        err.to_string()
+            .contains("state_limit = 68719476736 bytes, over this cluster's maximum"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_manifest_memory_limit_reaches_the_operators() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = format!(
+        "memory_limit = \"24MiB\"\n[[source]]\nid = \"n\"\nkind = \"sequence\"\ncount = 1\n\
+         [[operator]]\nid = \"grow\"\ncomponent = \"{}\"\ninput = \"n\"\n\
+         [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"grow\"\n",
+        guests::HOSTILE
+    );
+    let message = run(dir.path(), &text, None)
+        .expect_err("grows past the cap")
+        .to_string();
+    assert!(
+        message.contains("over its cap of 25165824 bytes"),
+        "{message}"
+    );
 }

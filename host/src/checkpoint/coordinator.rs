@@ -3,13 +3,20 @@
 //!
 //! 1. every interval, when no checkpoint is in flight and no task has finished, it creates
 //!    `chk-<n>/` and asks the source tasks to trigger checkpoint n (they snapshot their position
-//!    and chains and send barrier n downstream);
+//!    and chains and send barrier n downstream); sources that have ended take part too;
 //! 2. each task acknowledges with the handles of the state files it wrote;
 //! 3. with every task's acknowledgement it writes `_metadata` (the checkpoint is complete),
 //!    tells the tasks (transactional sinks commit) and deletes checkpoints beyond the retained
 //!    count;
 //! 4. a checkpoint not complete within the timeout, or declined by a task, is abandoned and its
-//!    directory deleted.
+//!    directory deleted;
+//! 5. once every source has ended its input, it triggers the final checkpoint at once (not at
+//!    the next interval): its barriers follow every record, so it covers all output; its
+//!    completion lets the tasks finish. A final checkpoint abandoned three times in a row
+//!    fails the job rather than leaving it waiting.
+//!
+//! The checkpoint a job was restored from is never deleted (Flink's NO_CLAIM mode): the job
+//! does not own it, and a restart before the first new checkpoint needs it.
 //!
 //! Savepoints take the same path, written to a directory the requester names and never deleted.
 
@@ -52,6 +59,8 @@ pub enum CoordinatorEvent {
         task: usize,
         reason: String,
     },
+    /// A source task's input ended.
+    EndOfInput(usize),
     TaskFinished(usize),
     /// Take a savepoint into `dir` and reply with it once complete.
     Savepoint {
@@ -79,7 +88,12 @@ struct Pending {
     started: Instant,
     acks: BTreeMap<usize, Ack>,
     savepoint: Option<Sender<Result<PathBuf, String>>>,
+    /// The final checkpoint: every source had ended when it was triggered.
+    last: bool,
 }
+
+/// Final checkpoints abandoned in a row before the job fails.
+const FINAL_CHECKPOINT_ATTEMPTS: u32 = 3;
 
 /// Drives checkpoints of one job attempt; see the module docs.
 pub struct Coordinator {
@@ -87,6 +101,10 @@ pub struct Coordinator {
     pub job: String,
     pub max_parallelism: u32,
     pub tasks: usize,
+    /// Source tasks among them.
+    pub sources: usize,
+    /// The checkpoint the job was restored from, which retention never deletes.
+    pub restored_from: Option<PathBuf>,
     /// Checkpoint ids continue from the one restored.
     pub next_id: u64,
     pub targets: CheckpointTargets,
@@ -98,16 +116,21 @@ impl Coordinator {
         self.config.dir.join(&self.job)
     }
 
-    /// Runs until `Stop`. `trigger(n)` asks the sources for checkpoint n; `complete(n)` tells
-    /// every task that n completed.
+    /// Runs until `Stop`. `trigger(n)` asks the sources for checkpoint n; `complete(n, last)`
+    /// tells every task that n completed (`last`: it is the final checkpoint); `fail(reason)`
+    /// fails the job.
     pub fn run(
         mut self,
         events: Receiver<CoordinatorEvent>,
         trigger: impl Fn(u64),
-        complete: impl Fn(u64),
+        complete: impl Fn(u64, bool),
+        fail: impl Fn(String),
     ) {
         let mut pending: Option<Pending> = None;
         let mut finished = 0usize;
+        let mut ended_sources = std::collections::BTreeSet::new();
+        let mut final_done = false;
+        let mut final_failures = 0u32;
         let mut next_trigger = Instant::now() + self.config.interval;
         let mut savepoint_requests: Vec<(PathBuf, Sender<Result<PathBuf, String>>)> = Vec::new();
         loop {
@@ -116,9 +139,30 @@ impl Coordinator {
                 && now.duration_since(p.started) > self.config.timeout
             {
                 let p = pending.take().expect("checked");
+                final_failures += u32::from(p.last);
                 self.abandon(p, "timed out");
             }
-            if pending.is_none() && finished == 0 {
+            let ending = ended_sources.len() >= self.sources;
+            if ending && final_failures >= FINAL_CHECKPOINT_ATTEMPTS {
+                fail(format!(
+                    "the final checkpoint of job `{}` failed {final_failures} times in a row; \
+                     see the warnings above",
+                    self.job
+                ));
+                final_failures = 0;
+                final_done = true;
+            }
+            if pending.is_none() && finished == 0 && ending && !final_done {
+                for (_, reply) in savepoint_requests.drain(..) {
+                    let _ = reply.send(Err("the job is finishing".into()));
+                }
+                let dir = self.job_dir().join(format!("chk-{}", self.next_id));
+                pending = self.start(dir, None, &trigger);
+                match pending.as_mut() {
+                    Some(p) => p.last = true,
+                    None => final_failures += 1,
+                }
+            } else if pending.is_none() && finished == 0 && !ending {
                 if let Some((dir, reply)) = savepoint_requests.pop() {
                     pending = self.start(dir, Some(reply), &trigger);
                 } else if now >= next_trigger {
@@ -136,7 +180,9 @@ impl Coordinator {
                         p.acks.insert(ack.task, ack);
                         if p.acks.len() == self.tasks {
                             let p = pending.take().expect("checked");
-                            self.finish(p, &complete);
+                            let last = p.last;
+                            let completed = self.finish(p, &complete);
+                            final_done |= last && completed;
                         }
                     }
                 }
@@ -147,8 +193,12 @@ impl Coordinator {
                 }) => {
                     if pending.as_ref().is_some_and(|p| p.id == checkpoint) {
                         let p = pending.take().expect("checked");
+                        final_failures += u32::from(p.last);
                         self.abandon(p, &format!("task {task} declined: {reason}"));
                     }
+                }
+                Ok(CoordinatorEvent::EndOfInput(task)) => {
+                    ended_sources.insert(task);
                 }
                 Ok(CoordinatorEvent::TaskFinished(_)) => {
                     finished += 1;
@@ -160,7 +210,7 @@ impl Coordinator {
                     }
                 }
                 Ok(CoordinatorEvent::Savepoint { dir, reply }) => {
-                    if finished > 0 {
+                    if finished > 0 || ended_sources.len() >= self.sources {
                         let _ = reply.send(Err("the job is finishing".into()));
                     } else {
                         savepoint_requests.push((dir, reply));
@@ -210,6 +260,7 @@ impl Coordinator {
             started: Instant::now(),
             acks: BTreeMap::new(),
             savepoint,
+            last: false,
         })
     }
 
@@ -229,13 +280,15 @@ impl Coordinator {
         }
     }
 
-    fn finish(&self, p: Pending, complete: &impl Fn(u64)) {
+    /// Completes `p`; whether it could.
+    fn finish(&self, p: Pending, complete: &impl Fn(u64, bool)) -> bool {
         self.forget(p.id);
         let bytes = p.acks.values().map(|a| a.bytes).sum();
         let metadata = CheckpointMetadata {
             job: self.job.clone(),
             checkpoint: p.id,
             savepoint: p.savepoint.is_some(),
+            final_checkpoint: p.last,
             max_parallelism: self.max_parallelism,
             operators: p
                 .acks
@@ -250,12 +303,12 @@ impl Coordinator {
         };
         if let Err(e) = write_metadata(&p.dir, &metadata) {
             self.abandon(p, &format!("cannot write _metadata: {e}"));
-            return;
+            return false;
         }
         // A savepoint commits no side effects (as Flink since 1.15): failover restores from
         // checkpoints, and output committed on a savepoint would be replayed twice.
         if p.savepoint.is_none() {
-            complete(p.id);
+            complete(p.id, p.last);
         }
         self.completed
             .lock()
@@ -272,6 +325,7 @@ impl Coordinator {
             }
             None => self.retain(&self.job_dir()),
         }
+        true
     }
 
     /// Keeps the newest `retained` complete checkpoints and deletes every `chk-<n>` older than
@@ -286,8 +340,13 @@ impl Coordinator {
         let Some(&oldest_kept) = complete.get(self.config.retained.max(1) - 1) else {
             return;
         };
+        let restored = self
+            .restored_from
+            .as_ref()
+            .and_then(|d| std::fs::canonicalize(d).ok());
         for (n, dir) in dirs {
-            if n < oldest_kept {
+            let is_restored = restored.is_some() && std::fs::canonicalize(&dir).ok() == restored;
+            if n < oldest_kept && !is_restored {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }

@@ -66,6 +66,9 @@ pub struct CheckpointMetadata {
     pub job: String,
     pub checkpoint: u64,
     pub savepoint: bool,
+    /// The job's final checkpoint: taken after every source ended, it holds the finished job,
+    /// and a restore from it has nothing left to run.
+    pub final_checkpoint: bool,
     pub max_parallelism: u32,
     pub operators: Vec<StateHandle>,
     pub sources: Vec<SourceState>,
@@ -490,6 +493,7 @@ mod tests {
                 job: "j".into(),
                 checkpoint: n,
                 savepoint: false,
+                final_checkpoint: false,
                 max_parallelism: 128,
                 operators: vec![handle],
                 sources: vec![],

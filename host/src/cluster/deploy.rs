@@ -42,6 +42,11 @@ pub(super) fn deploy(
     setup: &AttemptSetup<'_>,
 ) -> Result<JobHandle, JobFailure> {
     let te = &cluster.task_executor;
+    let limits = Arc::new(super::job_limits(
+        &cluster.limits,
+        &cluster.limit_maximums,
+        &graph.limits,
+    )?);
     let mut components: HashMap<PathBuf, Arc<LoadedComponent>> = HashMap::new();
     for vertex in &graph.vertices {
         for op in &vertex.operators {
@@ -107,13 +112,21 @@ pub(super) fn deploy(
     te.register_job(id, cancel.clone());
     let restored_id = setup.restore.map(|r| r.metadata.checkpoint);
     // Checkpoint ids continue above every `chk-<n>` already in the job's directory (earlier
-    // runs, failed attempts, skipped corrupt ones), so an id never names two checkpoints and
-    // retention by id keeps the newest.
+    // runs, failed attempts, skipped corrupt ones) and every part file a transactional sink
+    // committed, so an id never names two checkpoints, retention by id keeps the newest, and a
+    // part file is never committed twice under one name.
     let first_checkpoint = setup.checkpoints.map(|config| {
         let existing = crate::checkpoint::storage::checkpoint_dirs(&config.dir.join(&graph.name))
             .first()
             .map_or(0, |(n, _)| *n);
-        existing.max(restored_id.unwrap_or(0)) + 1
+        let committed = super::transactional_dirs(graph)
+            .iter()
+            .filter_map(|dir| crate::connectors::committed_parts(dir).ok())
+            .flatten()
+            .map(|(_, epoch)| epoch)
+            .max()
+            .unwrap_or(0);
+        existing.max(committed).max(restored_id.unwrap_or(0)) + 1
     });
     let (coordinator_tx, coordinator_rx) = mpsc::channel();
     let targets = CheckpointTargets::default();
@@ -202,8 +215,9 @@ pub(super) fn deploy(
                         spec.config = op.config.clone();
                         spec.id = op.id.clone();
                         spec.attempt = setup.attempt;
-                        spec.limits = cluster.limits.clone();
+                        spec.limits = limits.clone();
                         spec.log_sink = cluster.log_sink.clone();
+                        spec.cancel = Some(cancel.shared());
                         LinkSpec::Wasm(components[component].clone(), spec)
                     }
                     OperatorImpl::Native(name) => LinkSpec::Native(name.clone()),
@@ -265,6 +279,8 @@ pub(super) fn deploy(
             job: graph.name.clone(),
             max_parallelism: graph.max_parallelism,
             tasks: task_count,
+            sources: tasks.iter().filter(|t| t.source).count(),
+            restored_from: setup.restore.map(|r| r.dir.clone()),
             next_id: first_checkpoint.unwrap_or(1),
             targets: targets.clone(),
             completed: Arc::new(Mutex::new(Vec::new())),
@@ -276,6 +292,7 @@ pub(super) fn deploy(
             .map(|t| t.task.mailbox.clone())
             .collect();
         let all: Vec<Arc<Mailbox>> = tasks.iter().map(|t| t.task.mailbox.clone()).collect();
+        let done = done_tx.clone();
         let thread = std::thread::Builder::new()
             .name("checkpoint-coordinator".into())
             .spawn(move || {
@@ -286,7 +303,13 @@ pub(super) fn deploy(
                             .iter()
                             .for_each(|m| m.send(Mail::TriggerCheckpoint(n)))
                     },
-                    |n| all.iter().for_each(|m| m.send(Mail::CheckpointComplete(n))),
+                    |id, last| {
+                        all.iter()
+                            .for_each(|m| m.send(Mail::CheckpointComplete { id, last }))
+                    },
+                    |reason| {
+                        let _ = done.send((usize::MAX, Err(TaskFailure::Checkpoint(reason))));
+                    },
                 )
             });
         (coordinator_tx.clone(), thread, completed)
@@ -425,6 +448,7 @@ impl Deployment {
             mailbox,
             buffer_timeout: self.buffer_timeout,
             checkpointing: self.checkpointing,
+            ending: Default::default(),
         })
     }
 }

@@ -11,6 +11,47 @@ use weir_framing::Record;
 use crate::metrics::TaskMetrics;
 use crate::runtime::{ChainError, Output};
 
+/// Creates `dir` and its parents. A file where a directory must go is named as such (the
+/// system's own error, `File exists`, names neither the file nor the problem).
+pub fn create_output_dir(dir: &Path) -> std::io::Result<()> {
+    for ancestor in dir.ancestors().filter(|a| !a.as_os_str().is_empty()) {
+        if let Ok(meta) = fs::metadata(ancestor)
+            && !meta.is_dir()
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::NotADirectory,
+                format!("`{}` is a file, not a directory", ancestor.display()),
+            ));
+        }
+    }
+    fs::create_dir_all(dir)
+}
+
+/// Committed part files (`part-<subtask>-<checkpoint>`) in a transactional sink's directory:
+/// (name, checkpoint), sorted by name.
+pub fn committed_parts(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
+    let mut out = Vec::new();
+    match fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let name = entry?.file_name().to_string_lossy().into_owned();
+                let epoch = name
+                    .strip_prefix("part-")
+                    .and_then(|rest| rest.split_once('-'))
+                    .and_then(|(s, n)| Some((s.parse::<u32>().ok()?, n.parse::<u64>().ok()?)))
+                    .map(|(_, n)| n);
+                if let Some(epoch) = epoch {
+                    out.push((name, epoch));
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Writes each record's value as one line.
 pub struct FileSink {
     path: PathBuf,
@@ -36,7 +77,7 @@ impl FileSink {
             ChainError::Output(format!("cannot write `{}`: {e}", file_path.display()))
         };
         if let Some(dir) = file_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir).map_err(io)?;
+            create_output_dir(dir).map_err(io)?;
         }
         let file = File::create(&file_path).map_err(io)?;
         Ok(FileSink {
@@ -197,7 +238,7 @@ impl TransactionalFileSink {
         epoch: u64,
         metrics: Arc<TaskMetrics>,
     ) -> Result<Self, ChainError> {
-        fs::create_dir_all(dir)
+        create_output_dir(dir)
             .map_err(|e| ChainError::Output(format!("cannot create `{}`: {e}", dir.display())))?;
         Ok(TransactionalFileSink {
             dir: dir.to_path_buf(),

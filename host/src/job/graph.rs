@@ -124,8 +124,21 @@ pub struct JobGraph {
     pub checkpoint_interval_ms: Option<u64>,
     pub checkpoint_timeout_ms: u64,
     pub checkpoints_retained: usize,
+    /// Limits the job asks for its operators; unset ones take the cluster's defaults.
+    pub limits: JobLimits,
     pub vertices: Vec<JobVertex>,
     pub edges: Vec<Edge>,
+}
+
+/// Sandbox limits a job sets for each of its operator subtasks, within the cluster's maximums.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JobLimits {
+    /// Longest one call into a guest may run.
+    pub call_deadline: Option<std::time::Duration>,
+    /// Largest linear memory of a guest.
+    pub memory_bytes: Option<u64>,
+    /// Most bytes of keyed state an operator subtask may hold.
+    pub state_bytes: Option<u64>,
 }
 
 impl JobGraph {
@@ -475,6 +488,7 @@ impl Manifest {
             checkpoint_interval_ms: self.checkpoint_interval_ms,
             checkpoint_timeout_ms: self.checkpoint_timeout_ms.unwrap_or(60_000),
             checkpoints_retained: self.checkpoints_retained.unwrap_or(3),
+            limits: self.limits()?,
             vertices,
             edges,
         })
@@ -499,8 +513,19 @@ fn topological_order(nodes: &[Node]) -> Result<Vec<usize>, JobError> {
         }
     }
     if order.len() < nodes.len() {
+        // Nodes left over lie on a cycle or downstream of one; peel off, again and again,
+        // those that feed nothing left over, so only the cycle is named.
+        let mut left: Vec<bool> = pending.iter().map(|&p| p > 0).collect();
+        loop {
+            let leaf =
+                (0..nodes.len()).find(|&i| left[i] && !nodes[i].consumers.iter().any(|&c| left[c]));
+            match leaf {
+                Some(i) => left[i] = false,
+                None => break,
+            }
+        }
         let cycle: Vec<&str> = (0..nodes.len())
-            .filter(|&i| pending[i] > 0)
+            .filter(|&i| left[i])
             .map(|i| nodes[i].id.as_str())
             .collect();
         return Err(invalid(format!(

@@ -103,6 +103,12 @@ pub struct Manifest {
     pub checkpoint_timeout_ms: Option<u64>,
     /// Complete checkpoints to keep.
     pub checkpoints_retained: Option<usize>,
+    /// Longest one call into an operator may run (`30s`, `500ms`).
+    pub call_deadline: Option<String>,
+    /// Largest memory of an operator instance (`512MiB`).
+    pub memory_limit: Option<String>,
+    /// Most keyed state an operator subtask may hold (`1GiB`).
+    pub state_limit: Option<String>,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceDecl>,
     #[serde(default, rename = "operator")]
@@ -112,6 +118,31 @@ pub struct Manifest {
     /// Directory relative paths are resolved against (the manifest's own).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+impl Manifest {
+    /// The sandbox limits the manifest sets, parsed.
+    pub fn limits(&self) -> Result<crate::job::JobLimits, JobError> {
+        let invalid =
+            |key: &str, e: String| JobError::Invalid(format!("`{key}` in the manifest: {e}"));
+        Ok(crate::job::JobLimits {
+            call_deadline: self
+                .call_deadline
+                .as_deref()
+                .map(|s| super::units::parse_duration(s).map_err(|e| invalid("call_deadline", e)))
+                .transpose()?,
+            memory_bytes: self
+                .memory_limit
+                .as_deref()
+                .map(|s| super::units::parse_bytes(s).map_err(|e| invalid("memory_limit", e)))
+                .transpose()?,
+            state_bytes: self
+                .state_limit
+                .as_deref()
+                .map(|s| super::units::parse_bytes(s).map_err(|e| invalid("state_limit", e)))
+                .transpose()?,
+        })
+    }
 }
 
 /// Reads the manifest at `path`, filling `${name}` placeholders from `args`.
@@ -224,6 +255,28 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "job manifest uses `${input}` in `path` but no `--arg input=...` was given"
+        );
+    }
+
+    #[test]
+    fn limits_parse_with_units_and_a_bad_one_names_its_key() {
+        let m = parse_manifest(
+            "call_deadline = \"5s\"\nmemory_limit = \"64MiB\"\nstate_limit = \"1GiB\"",
+            &args(&[]),
+        )
+        .unwrap();
+        let limits = m.limits().unwrap();
+        assert_eq!(
+            limits.call_deadline,
+            Some(std::time::Duration::from_secs(5))
+        );
+        assert_eq!(limits.memory_bytes, Some(64 << 20));
+        assert_eq!(limits.state_bytes, Some(1 << 30));
+        let bad = parse_manifest("state_limit = \"lots\"", &args(&[])).unwrap();
+        let err = bad.limits().unwrap_err().to_string();
+        assert!(
+            err.contains("`state_limit`") && err.contains("`lots`"),
+            "{err}"
         );
     }
 

@@ -17,6 +17,10 @@ pub enum ChannelEvent {
     /// Checkpoint barrier `n`: everything before it belongs to checkpoint n, everything after
     /// to the next.
     Barrier(u64),
+    /// The producer's input ended and its operators have closed: no records follow, only
+    /// barriers until `EndOfPartition` (a job with checkpoints takes its final checkpoint
+    /// between the two).
+    EndOfData,
     /// The producer finished; nothing follows on this channel.
     EndOfPartition,
 }

@@ -281,6 +281,8 @@ pub struct RecordWriter {
     oldest_unflushed: Option<Instant>,
     since_time_check: u32,
     metrics: Arc<TaskMetrics>,
+    /// End-of-data went out.
+    data_ended: bool,
 }
 
 impl RecordWriter {
@@ -295,6 +297,7 @@ impl RecordWriter {
             oldest_unflushed: None,
             since_time_check: 0,
             metrics,
+            data_ended: false,
         }
     }
 
@@ -377,7 +380,19 @@ impl Output for RecordWriter {
         Ok(())
     }
 
+    fn end_input(&mut self) -> Result<(), ChainError> {
+        if !self.data_ended {
+            self.data_ended = true;
+            for p in &mut self.partitions {
+                p.broadcast_event(ChannelEvent::EndOfData)?;
+            }
+            self.oldest_unflushed = None;
+        }
+        Ok(())
+    }
+
     fn finish(&mut self) -> Result<(), ChainError> {
+        self.end_input()?;
         for p in &mut self.partitions {
             p.broadcast_event(ChannelEvent::EndOfPartition)?;
         }

@@ -155,7 +155,13 @@ impl OperatorChain {
         self.head.notify_checkpoint_complete(checkpoint)
     }
 
-    /// Ends the input: every operator closes, in chain order, and the tail finishes.
+    /// Ends the input: every operator closes, in chain order, and the tail sends end-of-data.
+    pub fn end_input(&mut self) -> Result<(), ChainError> {
+        self.head.end_input()
+    }
+
+    /// Finishes the chain (ending the input first if that has not happened): the tail ends its
+    /// partitions or closes its sink.
     pub fn finish(&mut self) -> Result<(), ChainError> {
         self.head.finish()
     }

@@ -18,6 +18,9 @@ pub enum InputStatus {
     More,
     /// Barrier n has arrived on every open channel: the task snapshots checkpoint n now.
     Aligned(u64),
+    /// Every channel has sent end-of-data: the task ends its chain's input now, then asks
+    /// [`InputProcessor::status`] what else the same item completed.
+    EndOfData,
     /// Every channel has ended.
     Ended,
 }
@@ -32,6 +35,10 @@ pub struct InputProcessor {
     watermarks: Vec<i64>,
     ended: Vec<bool>,
     open_channels: usize,
+    /// Channels that sent end-of-data (or ended).
+    data_ended: Vec<bool>,
+    /// End-of-data of every channel was reported.
+    data_end_reported: bool,
     watermark: i64,
     aligning: Option<u64>,
     barrier_seen: Vec<bool>,
@@ -46,6 +53,8 @@ impl InputProcessor {
             watermarks: vec![i64::MIN; channels],
             ended: vec![false; channels],
             open_channels: channels,
+            data_ended: vec![false; channels],
+            data_end_reported: false,
             watermark: i64::MIN,
             aligning: None,
             barrier_seen: vec![false; channels],
@@ -126,35 +135,53 @@ impl InputProcessor {
                 self.advance_watermark(chain)?;
                 Ok((0, InputStatus::More))
             }
+            ChannelItem::Event(ChannelEvent::EndOfData) => {
+                self.end_data(channel, chain)?;
+                Ok((0, self.status()))
+            }
             ChannelItem::Event(ChannelEvent::EndOfPartition) => {
-                if !self.spill[channel].is_empty() {
-                    return Err(ChainError::Output(format!(
-                        "input channel {channel} ended inside a record ({} bytes of it arrived)",
-                        self.spill[channel].len()
-                    )));
-                }
+                self.end_data(channel, chain)?;
                 if !self.ended[channel] {
                     self.ended[channel] = true;
                     self.open_channels -= 1;
                 }
-                self.advance_watermark(chain)?;
-                if let Some(id) = self.check_aligned() {
-                    return Ok((0, InputStatus::Aligned(id)));
-                }
-                let status = if self.open_channels == 0 && self.released.is_empty() {
-                    InputStatus::Ended
-                } else {
-                    InputStatus::More
-                };
-                Ok((0, status))
+                Ok((0, self.status()))
             }
         }
+    }
+
+    /// What the input has reached, most urgent first: the end of data (which the task must
+    /// act on before any snapshot that follows it), an alignment, the end of every channel.
+    pub fn status(&mut self) -> InputStatus {
+        if !self.data_end_reported && self.data_ended.iter().all(|&e| e) {
+            self.data_end_reported = true;
+            return InputStatus::EndOfData;
+        }
+        if let Some(id) = self.check_aligned() {
+            return InputStatus::Aligned(id);
+        }
+        if self.open_channels == 0 && self.released.is_empty() {
+            InputStatus::Ended
+        } else {
+            InputStatus::More
+        }
+    }
+
+    fn end_data(&mut self, channel: usize, chain: &mut OperatorChain) -> Result<(), ChainError> {
+        if !self.spill[channel].is_empty() {
+            return Err(ChainError::Output(format!(
+                "input channel {channel} ended inside a record ({} bytes of it arrived)",
+                self.spill[channel].len()
+            )));
+        }
+        self.data_ended[channel] = true;
+        self.advance_watermark(chain)
     }
 
     /// The combined watermark is the least of the open channels'; it only moves forward.
     fn advance_watermark(&mut self, chain: &mut OperatorChain) -> Result<(), ChainError> {
         let combined = (0..self.watermarks.len())
-            .filter(|&c| !self.ended[c])
+            .filter(|&c| !self.data_ended[c])
             .map(|c| self.watermarks[c])
             .min()
             .unwrap_or(i64::MAX);

@@ -73,7 +73,17 @@ pub trait Output: Send {
         Ok(())
     }
 
-    /// The input has ended: emit what is left and release resources.
+    /// The input has ended: operators close and emit what is left, and the tail tells the
+    /// next tasks that no records follow. The chain stays open for barriers: a job with
+    /// checkpoints takes its final checkpoint after this and before `finish`. Operators that
+    /// pass records on must pass this on too; a tail may ignore it.
+    fn end_input(&mut self) -> Result<(), ChainError> {
+        Ok(())
+    }
+
+    /// The task is done (after `end_input`, and with checkpoints after the final checkpoint):
+    /// release resources; the tail ends its partitions. Implementations call `end_input`
+    /// first if it has not run.
     fn finish(&mut self) -> Result<(), ChainError> {
         Ok(())
     }

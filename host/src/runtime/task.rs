@@ -5,10 +5,16 @@
 //! Life of a task:
 //! 1. its thread opens the chain (instantiating the operators) and the input;
 //! 2. the loop runs until the input ends: a source then emits the final watermark (end of
-//!    event time, which fires every event-time timer), a gate passes on the watermarks and
-//!    end-of-partition of its channels;
-//! 3. the chain finishes (operators close in order, the tail sends end-of-partition);
-//! 4. on cancel, or on any failure, the loop stops at once and the task reports why.
+//!    event time, which fires every event-time timer); a gate task, once every channel sent
+//!    end-of-data;
+//! 3. the chain's input ends: operators close in order and may emit their last records, and
+//!    the tail sends end-of-data downstream;
+//! 4. with checkpoints (Flink's FLIP-147), the task keeps taking part in checkpoints until the
+//!    job's final checkpoint completes: the coordinator triggers it once every source has
+//!    ended, so it covers every record, and its completion commits the last output of
+//!    transactional sinks through the normal path;
+//! 5. the chain finishes (the tail sends end-of-partition, sinks close);
+//! 6. on cancel, or on any failure, the loop stops at once and the task reports why.
 //!
 //! Checkpoints: a source task takes checkpoint n when its mailbox says so; any other task when
 //! barrier n has arrived on all its input channels. Either way the chain snapshots (and its tail
@@ -18,7 +24,7 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::chain::OperatorChain;
@@ -43,8 +49,9 @@ pub enum Mail {
     Action(MailAction),
     /// (Sources) snapshot checkpoint n now and send its barrier downstream.
     TriggerCheckpoint(u64),
-    /// Checkpoint n completed.
-    CheckpointComplete(u64),
+    /// Checkpoint n completed; `last` when it is the job's final checkpoint, after which
+    /// the task finishes.
+    CheckpointComplete { id: u64, last: bool },
 }
 
 /// The queue of control mails of one task.
@@ -52,6 +59,8 @@ pub enum Mail {
 pub struct Mailbox {
     mails: Mutex<VecDeque<Mail>>,
     pending: AtomicBool,
+    /// Wakes a task that has nothing but mail to wait for (its input ended).
+    arrived: Condvar,
 }
 
 impl Mailbox {
@@ -61,6 +70,15 @@ impl Mailbox {
             .unwrap_or_else(|p| p.into_inner())
             .push_back(mail);
         self.pending.store(true, Ordering::Release);
+        self.arrived.notify_one();
+    }
+
+    /// Waits until mail arrives, at most `timeout`.
+    fn wait(&self, timeout: Duration) {
+        let mails = self.mails.lock().unwrap_or_else(|p| p.into_inner());
+        if mails.is_empty() {
+            let _ = self.arrived.wait_timeout(mails, timeout);
+        }
     }
 
     fn take(&self) -> Option<Mail> {
@@ -102,6 +120,9 @@ pub enum TaskFailure {
     Source { task: String, error: SourceError },
     #[error("task {task} was cancelled")]
     Cancelled { task: String },
+    /// The job could not take a checkpoint it needs (its final one).
+    #[error("{0}")]
+    Checkpoint(String),
 }
 
 /// Bytes of source records per batch handed to the chain.
@@ -119,7 +140,23 @@ pub struct Task {
     pub mailbox: Arc<Mailbox>,
     pub buffer_timeout: Duration,
     pub checkpointing: Option<TaskCheckpointing>,
+    /// Starts as `Default::default()`.
+    pub(crate) ending: Ending,
 }
+
+/// Where a task stands on its way to finishing.
+#[derive(Debug, Default)]
+pub(crate) struct Ending {
+    /// The chain's input ended (its operators closed).
+    input_ended: bool,
+    /// Every input channel ended (gate tasks), or the source has nothing more (sources).
+    channels_ended: bool,
+    /// The job's final checkpoint completed.
+    final_checkpoint_done: bool,
+}
+
+/// How long a task with nothing but mail to wait for sleeps between looks at its cancel flag.
+const IDLE_WAIT: Duration = Duration::from_millis(50);
 
 impl Task {
     /// Runs the mailbox loop to the end of the input.
@@ -159,11 +196,35 @@ impl Task {
             Mail::Cancel => Err(self.cancelled()),
             Mail::Action(action) => action(&mut self.chain).map_err(|e| self.chain_failed(e)),
             Mail::TriggerCheckpoint(id) => self.checkpoint(id),
-            Mail::CheckpointComplete(id) => self
-                .chain
-                .notify_checkpoint_complete(id)
-                .map_err(|e| self.chain_failed(e)),
+            Mail::CheckpointComplete { id, last } => {
+                self.ending.final_checkpoint_done |= last;
+                self.chain
+                    .notify_checkpoint_complete(id)
+                    .map_err(|e| self.chain_failed(e))
+            }
         }
+    }
+
+    /// Ends the chain's input; a source tells the coordinator, which triggers the final
+    /// checkpoint once every source has.
+    fn end_input(&mut self) -> Result<(), TaskFailure> {
+        self.chain.end_input().map_err(|e| self.chain_failed(e))?;
+        self.ending.input_ended = true;
+        if let Some(cp) = &self.checkpointing
+            && cp.source.is_some()
+        {
+            let _ = cp.coordinator.send(CoordinatorEvent::EndOfInput(cp.index));
+        }
+        Ok(())
+    }
+
+    /// Whether the task is done: its input ended and, with checkpoints, the final checkpoint
+    /// completed.
+    fn done(&self) -> bool {
+        let e = &self.ending;
+        e.input_ended
+            && e.channels_ended
+            && (self.checkpointing.is_none() || e.final_checkpoint_done)
     }
 
     fn run_loop(&mut self, started: Instant) -> Result<(), TaskFailure> {
@@ -180,14 +241,24 @@ impl Task {
             if self.cancel.is_cancelled() {
                 return Err(self.cancelled());
             }
-            if last_tick.elapsed() >= PROCESSING_TIME_TICK {
+            if self.done() {
+                self.chain.finish().map_err(|e| self.chain_failed(e))?;
+                return Ok(());
+            }
+            if self.ending.channels_ended {
+                // Only mail can move the task on now: the final checkpoint's trigger (for a
+                // source), its completion, or a cancel.
+                self.mailbox.wait(IDLE_WAIT);
+                continue;
+            }
+            if !self.ending.input_ended && last_tick.elapsed() >= PROCESSING_TIME_TICK {
                 last_tick = Instant::now();
                 self.metrics.set_elapsed(started.elapsed());
                 self.chain
                     .advance_processing_time(processing_time_now())
                     .map_err(|e| self.chain_failed(e))?;
             }
-            let ended = match &mut self.input {
+            match &mut self.input {
                 TaskInput::Source(source) => {
                     batch.clear();
                     let read =
@@ -209,37 +280,38 @@ impl Task {
                         self.chain
                             .emit_watermark(i64::MAX)
                             .map_err(|e| self.chain_failed(e))?;
+                        self.end_input()?;
+                        self.ending.channels_ended = true;
                     }
-                    !more
                 }
                 TaskInput::Gate(gate) => {
                     let processor = processor.as_mut().expect("gate tasks have a processor");
                     let waiting = Instant::now();
                     let next = processor.next_item(gate, self.buffer_timeout);
                     self.metrics.add_idle(waiting.elapsed());
-                    match next {
-                        None => {
-                            // Nothing came for a buffer timeout: let partly filled output
-                            // buffers go.
-                            self.chain.flush().map_err(|e| self.chain_failed(e))?;
-                            false
-                        }
-                        Some((channel, item)) => {
-                            let (n, status) = processor
-                                .process(channel, item, &mut self.chain)
-                                .map_err(|e| self.chain_failed(e))?;
-                            self.metrics.add_records_in(n);
-                            if let InputStatus::Aligned(id) = status {
-                                self.checkpoint(id)?;
+                    let Some((channel, item)) = next else {
+                        // Nothing came for a buffer timeout: let partly filled output buffers
+                        // go.
+                        self.chain.flush().map_err(|e| self.chain_failed(e))?;
+                        continue;
+                    };
+                    let (n, mut status) = processor
+                        .process(channel, item, &mut self.chain)
+                        .map_err(|e| self.chain_failed(e))?;
+                    self.metrics.add_records_in(n);
+                    loop {
+                        match status {
+                            InputStatus::More => break,
+                            InputStatus::EndOfData => self.end_input()?,
+                            InputStatus::Aligned(id) => self.checkpoint(id)?,
+                            InputStatus::Ended => {
+                                self.ending.channels_ended = true;
+                                break;
                             }
-                            status == InputStatus::Ended
                         }
+                        status = processor.status();
                     }
                 }
-            };
-            if ended {
-                self.chain.finish().map_err(|e| self.chain_failed(e))?;
-                return Ok(());
             }
         }
     }

@@ -41,6 +41,19 @@ pub enum StateError {
     },
     #[error("more than {0} states declared")]
     TooManyStates(usize),
+    #[error(
+        "keyed state would grow to {bytes} bytes, over the limit of {limit} bytes per operator \
+         subtask (raise it with --state-limit or `state_limit` in the job manifest)"
+    )]
+    LimitExceeded { bytes: usize, limit: usize },
+}
+
+/// What one entry costs beyond its key and value bytes: the hash slot or tree node and the
+/// headers of the allocations behind it. An estimate; it makes many tiny entries count.
+const ENTRY_OVERHEAD: usize = 48;
+
+fn entry_bytes(key: usize, value: usize) -> usize {
+    key + value + ENTRY_OVERHEAD
 }
 
 type ValueTable = FxHashMap<Box<[u8]>, Vec<u8>>;
@@ -72,6 +85,11 @@ pub struct KeyedStateBackend {
     max_states: usize,
     /// State restored before the operator declared it, by name.
     restored: FxHashMap<String, StateData>,
+    /// Estimated bytes held, restored state included.
+    bytes: usize,
+    /// The most `bytes` may reach: guards the host's memory against an operator that keeps
+    /// state without bound.
+    max_bytes: usize,
 }
 
 /// One state's entries in a snapshot, grouped by key group so a restore can take a range.
@@ -99,7 +117,33 @@ impl KeyedStateBackend {
             max_parallelism,
             max_states,
             restored: FxHashMap::default(),
+            bytes: 0,
+            max_bytes: usize::MAX,
         }
+    }
+
+    /// Bounds the bytes of state held (see [`StateError::LimitExceeded`]).
+    pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
+        self.max_bytes = max_bytes;
+        self
+    }
+
+    /// Estimated bytes of state held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Admits a change of `added` bytes in and `removed` bytes out, or refuses it whole.
+    fn account(&mut self, added: usize, removed: usize) -> Result<(), StateError> {
+        let bytes = self.bytes.saturating_sub(removed).saturating_add(added);
+        if added > removed && bytes > self.max_bytes {
+            return Err(StateError::LimitExceeded {
+                bytes,
+                limit: self.max_bytes,
+            });
+        }
+        self.bytes = bytes;
+        Ok(())
     }
 
     /// Declares a state, or returns the handle of the one already declared under `name`.
@@ -166,6 +210,11 @@ impl KeyedStateBackend {
     }
 
     pub fn value_set(&mut self, handle: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
+        let old = self.values(handle)?.get(key).map(Vec::len);
+        match old {
+            Some(old) => self.account(value.len(), old)?,
+            None => self.account(entry_bytes(key.len(), value.len()), 0)?,
+        }
         let table = self.values(handle)?;
         match table.get_mut(key) {
             Some(existing) => {
@@ -180,7 +229,9 @@ impl KeyedStateBackend {
     }
 
     pub fn value_clear(&mut self, handle: u32, key: &[u8]) -> Result<(), StateError> {
-        self.values(handle)?.remove(key);
+        if let Some(old) = self.values(handle)?.remove(key) {
+            self.account(0, entry_bytes(key.len(), old.len()))?;
+        }
         Ok(())
     }
 
@@ -205,6 +256,18 @@ impl KeyedStateBackend {
         value: &[u8],
     ) -> Result<(), StateError> {
         let table = self.maps(handle)?;
+        let (added, removed) = match table.get(key) {
+            None => (
+                entry_bytes(key.len(), 0) + entry_bytes(map_key.len(), value.len()),
+                0,
+            ),
+            Some(map) => match map.get(map_key) {
+                Some(old) => (value.len(), old.len()),
+                None => (entry_bytes(map_key.len(), value.len()), 0),
+            },
+        };
+        self.account(added, removed)?;
+        let table = self.maps(handle)?;
         let map = match table.get_mut(key) {
             Some(map) => map,
             None => table.entry(key.into()).or_default(),
@@ -220,13 +283,17 @@ impl KeyedStateBackend {
         map_key: &[u8],
     ) -> Result<(), StateError> {
         let table = self.maps(handle)?;
+        let mut removed = 0;
         if let Some(map) = table.get_mut(key) {
-            map.remove(map_key);
+            if let Some(old) = map.remove(map_key) {
+                removed += entry_bytes(map_key.len(), old.len());
+            }
             if map.is_empty() {
                 table.remove(key);
+                removed += entry_bytes(key.len(), 0);
             }
         }
-        Ok(())
+        self.account(0, removed)
     }
 
     pub fn map_entries(
@@ -242,7 +309,10 @@ impl KeyedStateBackend {
     }
 
     pub fn map_clear(&mut self, handle: u32, key: &[u8]) -> Result<(), StateError> {
-        self.maps(handle)?.remove(key);
+        if let Some(map) = self.maps(handle)?.remove(key) {
+            let entries: usize = map.iter().map(|(k, v)| entry_bytes(k.len(), v.len())).sum();
+            self.account(0, entries + entry_bytes(key.len(), 0))?;
+        }
         Ok(())
     }
 
@@ -306,6 +376,7 @@ impl KeyedStateBackend {
         for snapshot in snapshots {
             for (name, data) in &snapshot.states {
                 let part = restrict(data, &key_groups);
+                self.bytes = self.bytes.saturating_add(data_bytes(&part));
                 match self.restored.get_mut(name) {
                     Some(existing) => merge(existing, part),
                     None => {
@@ -329,6 +400,28 @@ fn restrict(data: &StateData, range: &Range<u32>) -> StateData {
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
         ),
+    }
+}
+
+/// The estimate of [`KeyedStateBackend::bytes`] for restored entries.
+fn data_bytes(data: &StateData) -> usize {
+    match data {
+        StateData::Value(groups) => groups
+            .values()
+            .flatten()
+            .map(|(k, v)| entry_bytes(k.len(), v.len()))
+            .sum(),
+        StateData::Map(groups) => groups
+            .values()
+            .flatten()
+            .map(|(k, entries)| {
+                entry_bytes(k.len(), 0)
+                    + entries
+                        .iter()
+                        .map(|(mk, v)| entry_bytes(mk.len(), v.len()))
+                        .sum::<usize>()
+            })
+            .sum(),
     }
 }
 
@@ -424,5 +517,35 @@ mod tests {
             total += r.key_count();
         }
         assert_eq!(total, 1000);
+    }
+
+    #[test]
+    fn state_over_its_byte_limit_is_refused_and_freed_bytes_count_again() {
+        let mut b = KeyedStateBackend::new(128, 10).with_max_bytes(10_000);
+        let v = b.declare("v", StateKind::Value).unwrap();
+        let m = b.declare("m", StateKind::Map).unwrap();
+        b.value_set(v, b"a", &[0; 4_000]).unwrap();
+        b.map_put(m, b"a", b"x", &[0; 4_000]).unwrap();
+        let err = b.value_set(v, b"b", &[0; 4_000]).unwrap_err();
+        assert!(
+            matches!(err, StateError::LimitExceeded { limit: 10_000, bytes } if bytes > 10_000),
+            "{err}"
+        );
+        assert_eq!(
+            b.value_get(v, b"b").unwrap(),
+            None,
+            "a refused write leaves no trace"
+        );
+        // Replacing a value with a smaller one, clearing and removing give bytes back.
+        b.value_set(v, b"a", &[0; 10]).unwrap();
+        b.value_set(v, b"b", &[0; 3_000]).unwrap();
+        b.map_remove(m, b"a", b"x").unwrap();
+        b.value_clear(v, b"a").unwrap();
+        b.value_clear(v, b"b").unwrap();
+        assert_eq!(b.bytes(), 0);
+        b.map_put(m, b"k", b"1", &[0; 4_000]).unwrap();
+        b.map_put(m, b"k", b"2", &[0; 4_000]).unwrap();
+        b.map_clear(m, b"k").unwrap();
+        assert_eq!(b.bytes(), 0);
     }
 }

@@ -11,12 +11,12 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
-use super::WIT_VERSION;
 use super::bindings::BatchedOperator;
 use super::bindings::exports::weir::stream::{batch, operator};
 use super::cache::{DiskCache, Origin, content_hash};
 use super::error::LoadError;
 use super::store::OperatorStore;
+use super::{COMPATIBLE_WIT_VERSIONS, WIT_VERSION};
 
 /// Engine-wide settings.
 #[derive(Debug, Clone)]
@@ -138,6 +138,8 @@ impl WasmRuntime {
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         BatchedOperator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
+        super::waits::guard_clock_waits(&mut linker)
+            .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
         let disk = config.cache_dir.map(|dir| DiskCache::new(dir, &engine));
         let ticker = EpochTicker::start(engine.clone(), config.epoch_tick)?;
         Ok(WasmRuntime {
@@ -214,8 +216,10 @@ impl WasmRuntime {
             .exports(&self.engine)
             .map(|(n, _)| n.to_string())
             .collect();
-        let operator_export = format!("weir:stream/operator@{WIT_VERSION}");
-        if !exports.contains(&operator_export) {
+        let version = COMPATIBLE_WIT_VERSIONS
+            .iter()
+            .find(|v| exports.contains(&format!("weir:stream/operator@{v}")));
+        let Some(version) = version else {
             if let Some(other) = exports
                 .iter()
                 .find(|e| e.starts_with("weir:stream/operator@"))
@@ -235,8 +239,8 @@ impl WasmRuntime {
                     exports.join(", ")
                 },
             });
-        }
-        let has_batch = exports.contains(&format!("weir:stream/batch@{WIT_VERSION}"));
+        };
+        let has_batch = exports.contains(&format!("weir:stream/batch@{version}"));
         let pre =
             self.linker
                 .instantiate_pre(&component)

@@ -65,8 +65,13 @@ pub struct OperatorFailure {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FailureKind {
     /// `open` named an operator the component does not export.
-    #[error("does not exist: the component exports {available}")]
-    UnknownOperator { available: String },
+    #[error(
+        "names operator `{requested}`, which the component does not export (it exports {available})"
+    )]
+    UnknownOperator {
+        requested: String,
+        available: String,
+    },
     /// One call ran past the CPU deadline.
     #[error("ran past its CPU deadline of {0:?} in one call")]
     DeadlineExceeded(Duration),
@@ -76,6 +81,21 @@ pub enum FailureKind {
     /// The guest tried to grow a table over the cap.
     #[error("tried to grow a table to {requested} elements, over its cap of {cap}")]
     TableCap { requested: usize, cap: usize },
+    /// The guest was waiting (a sleep or a timed poll) when its call ran out of time.
+    #[error(
+        "ran past its CPU deadline of {deadline:?} in one call while blocked in {wait}; waits are \
+         cut short at the call's deadline"
+    )]
+    BlockedPastDeadline { deadline: Duration, wait: String },
+    /// The job was cancelled while the guest was running; the call was stopped.
+    #[error("was stopped because the job was cancelled")]
+    Cancelled,
+    /// The guest accessed linear memory out of bounds.
+    #[error(
+        "accessed memory out of bounds; most likely its stack overflowed (wasm guests keep their \
+         stack in linear memory, so unbounded recursion shows as an out-of-bounds access)"
+    )]
+    OutOfBoundsMemory,
     /// The guest's call stack overflowed.
     #[error("overflowed its call stack (unbounded recursion?)")]
     StackOverflow,
@@ -98,8 +118,8 @@ pub enum FailureKind {
     /// The guest rejected its configuration.
     #[error("rejected its configuration: {0}")]
     Config(String),
-    /// The guest could not restore its own state.
-    #[error("could not restore its state: {0}")]
+    /// The guest reported a state failure (restoring its own state, or keyed state).
+    #[error("failed on its state: {0}")]
     State(String),
     /// The guest's code reported a failure.
     #[error("failed: {0}")]

@@ -33,7 +33,14 @@ impl OperatorStore {
     }
 
     fn state_result<T>(&mut self, r: std::result::Result<T, StateError>) -> Result<T> {
-        r.map_err(|e| self.violate(e.to_string()))
+        r.map_err(|e| match e {
+            StateError::LimitExceeded { .. } => {
+                let message = e.to_string();
+                self.state_limit = Some(message.clone());
+                wasmtime::format_err!("{message}")
+            }
+            other => self.violate(other.to_string()),
+        })
     }
 }
 
@@ -58,11 +65,34 @@ impl output::Host for OperatorStore {
             key: key.as_deref(),
             timestamp,
         };
-        match self.output.collect(record) {
+        let result = self.output.collect(record);
+        self.pass_on(result)
+    }
+
+    fn emit_batch(&mut self, records: Vec<u8>) -> Result<()> {
+        if let Err(problem) = super::operator::check_output_batch(&records, &self.limits) {
+            return Err(self.violate(format!("emit-batch: {problem}")));
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let result = self.output.collect_batch(&records);
+        self.pass_on(result)
+    }
+}
+
+impl OperatorStore {
+    /// Hands checked output to the next operator; a failure there travels back as this
+    /// guest's trap and is reported as itself.
+    fn pass_on(
+        &mut self,
+        result: std::result::Result<(), crate::runtime::ChainError>,
+    ) -> Result<()> {
+        match result {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.downstream = Some(e);
-                wasmtime::bail!("the next operator failed while taking an emitted record")
+                wasmtime::bail!("the next operator failed while taking emitted records")
             }
         }
     }

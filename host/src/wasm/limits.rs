@@ -25,6 +25,11 @@ pub struct Limits {
     pub max_state_key_bytes: usize,
     /// Largest value (or map entry) of keyed state.
     pub max_state_value_bytes: usize,
+    /// Bytes of keyed state an instance may hold in the host (keys, values and an estimate of
+    /// each entry's overhead). Guards the host's RAM against an operator that keeps state
+    /// without bound: it fails with a state error naming itself long before the machine runs
+    /// out of memory.
+    pub max_state_bytes: usize,
     /// Most timers an instance may have pending. Timers live in host memory.
     pub max_timers: usize,
     /// Most states an instance may declare.
@@ -42,6 +47,7 @@ impl Default for Limits {
             max_batch_output_bytes: 256 << 20,
             max_state_key_bytes: 64 << 10,
             max_state_value_bytes: 16 << 20,
+            max_state_bytes: 1 << 30,
             max_timers: 10_000_000,
             max_states: 1_000,
         }

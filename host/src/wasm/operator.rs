@@ -19,7 +19,7 @@ use super::engine::{Capabilities, LoadedComponent, WasmRuntime};
 use super::error::{FailureKind, OperatorFailure, preview};
 use super::limits::Limits;
 use super::stdio::{GuestLog, LogSink, OutputCapExceeded, StderrLog};
-use super::store::{LimitHit, OperatorStore};
+use super::store::{CallClock, Interruption, LimitHit, OperatorStore};
 use crate::runtime::{ChainError, Output};
 use crate::state::key_groups::{key_group_of, key_group_range};
 use crate::state::{OperatorSnapshot, TimeDomain};
@@ -52,6 +52,9 @@ pub struct OperatorSpec {
     /// Bytes of records gathered before a batched call when records arrive one at a time.
     pub batch_bytes: usize,
     pub log_sink: Arc<dyn LogSink>,
+    /// The job's cancel flag: once set, a call in progress stops within an epoch tick, so a
+    /// failed sibling or a cancelled job never waits for this guest's deadline.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl OperatorSpec {
@@ -71,6 +74,7 @@ impl OperatorSpec {
             mode: ExecutionMode::Batched,
             batch_bytes: 32 << 10,
             log_sink: Arc::new(StderrLog),
+            cancel: None,
         }
     }
 
@@ -86,14 +90,18 @@ pub struct WasmOperator {
     guest: operator::Guest,
     batch: Option<batch::Guest>,
     component: Arc<LoadedComponent>,
+    /// The operator's node id in the job.
     id: String,
+    /// The operator name the component exports.
+    operator: String,
     subtask: u32,
     parallelism: u32,
-    deadline_ticks: u64,
     call_deadline: std::time::Duration,
     pending: Vec<u8>,
     batch_bytes: usize,
     failed: bool,
+    /// `close` ran: the input ended; only snapshots and completions follow.
+    closed: bool,
     timings: OpenTimings,
 }
 
@@ -120,19 +128,43 @@ impl WasmOperator {
         let started = std::time::Instant::now();
         let source = format!("{}#{}", spec.operator, spec.subtask_index);
         let log = GuestLog::new(source, spec.limits.max_log_bytes, spec.log_sink.clone());
+        let tick = runtime.epoch_tick();
+        let deadline_ticks =
+            u64::try_from(spec.limits.call_deadline.as_nanos() / tick.as_nanos().max(1) + 1)
+                .unwrap_or(u64::MAX);
+        let clock = CallClock {
+            deadline_ticks,
+            ticks_left: deadline_ticks,
+            tick,
+            cancel: spec.cancel.clone(),
+            interrupted: None,
+        };
         let data = OperatorStore::new(
             spec.limits.clone(),
             spec.capabilities,
             log,
             output,
             spec.max_parallelism,
+            clock,
         );
         let mut store = Store::new(runtime.engine(), data);
         store.limiter(|s| &mut s.limiter);
-        store.epoch_deadline_trap();
-        let tick = runtime.epoch_tick().as_nanos().max(1);
-        let deadline_ticks = (spec.limits.call_deadline.as_nanos() / tick + 1) as u64;
-        store.set_epoch_deadline(deadline_ticks);
+        // Woken every tick while a call runs: spends the call's budget and watches the cancel
+        // flag, so both a runaway call and a cancelled job stop within one tick.
+        store.epoch_deadline_callback(|mut ctx| {
+            let clock = &mut ctx.data_mut().clock;
+            let why = if clock.cancelled() {
+                Interruption::Cancelled
+            } else if clock.ticks_left <= 1 {
+                Interruption::Deadline
+            } else {
+                clock.ticks_left -= 1;
+                return Ok(wasmtime::UpdateDeadline::Continue(1));
+            };
+            clock.interrupted = Some(why);
+            Err(wasmtime::Error::from(Trap::Interrupt))
+        });
+        store.set_epoch_deadline(1);
 
         let fail = |kind| -> ChainError {
             OperatorFailure {
@@ -166,13 +198,14 @@ impl WasmOperator {
             batch,
             component: component.clone(),
             id: spec.id.clone(),
+            operator: spec.operator.clone(),
             subtask: spec.subtask_index,
             parallelism: spec.parallelism,
-            deadline_ticks,
             call_deadline: spec.limits.call_deadline,
             pending: Vec::new(),
             batch_bytes: spec.batch_bytes,
             failed: false,
+            closed: false,
             timings: OpenTimings::default(),
         };
         op.timings.instantiate = started.elapsed();
@@ -259,13 +292,16 @@ impl WasmOperator {
         if self.failed {
             return Err(self.failure(FailureKind::AlreadyFailed));
         }
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        let clock = &mut self.store.data_mut().clock;
+        clock.ticks_left = clock.deadline_ticks;
+        clock.interrupted = None;
+        self.store.set_epoch_deadline(1);
         let result = f(&mut self.store, &self.guest, self.batch.as_ref());
         match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(guest_error)) => {
                 self.failed = true;
-                Err(self.failure(guest_failure(guest_error, input)))
+                Err(self.failure(guest_failure(guest_error, input, &self.operator)))
             }
             Err(trap) => {
                 self.failed = true;
@@ -281,11 +317,24 @@ impl WasmOperator {
         if let Some(downstream) = data.downstream.take() {
             return downstream;
         }
-        let kind = if let Some(hit) = data.limiter.hit.take() {
+        let kind = if let Some(why) = data.clock.interrupted.take() {
+            match why {
+                Interruption::Cancelled => FailureKind::Cancelled,
+                Interruption::Deadline => match data.blocked_in.take() {
+                    Some(wait) => FailureKind::BlockedPastDeadline {
+                        deadline: self.call_deadline,
+                        wait,
+                    },
+                    None => FailureKind::DeadlineExceeded(self.call_deadline),
+                },
+            }
+        } else if let Some(hit) = data.limiter.hit.take() {
             match hit {
                 LimitHit::Memory { requested, cap } => FailureKind::MemoryCap { requested, cap },
                 LimitHit::Table { requested, cap } => FailureKind::TableCap { requested, cap },
             }
+        } else if let Some(message) = data.state_limit.take() {
+            FailureKind::State(message)
         } else if let Some(violation) = data.violation.take() {
             FailureKind::Violation(violation)
         } else if data.log.overflowed() || trap.downcast_ref::<OutputCapExceeded>().is_some() {
@@ -298,6 +347,10 @@ impl WasmOperator {
             match trap.downcast_ref::<Trap>() {
                 Some(Trap::Interrupt) => FailureKind::DeadlineExceeded(self.call_deadline),
                 Some(Trap::StackOverflow) => FailureKind::StackOverflow,
+                // wasm32 guests keep a shadow stack in linear memory below their data; running
+                // off its end is an access below address 0 or into freed pages, which is almost
+                // always unbounded recursion.
+                Some(Trap::MemoryOutOfBounds) => FailureKind::OutOfBoundsMemory,
                 Some(code) => FailureKind::Trap(code.to_string()),
                 None => FailureKind::Trap(format!("{trap:#}")),
             }
@@ -306,23 +359,13 @@ impl WasmOperator {
     }
 
     fn process_batch_now(&mut self, records: &[u8]) -> Result<(), ChainError> {
-        let max_out = self.store.data().limits.max_batch_output_bytes;
         let out = self.call(Input::Batch(records), |store, _, batch| match batch {
             Some(b) => b.call_process_batch(store, records),
             None => wasmtime::bail!("process-batch called on a per-record operator"),
         })?;
-        if out.len() > max_out {
+        if let Err(problem) = check_output_batch(&out, &self.store.data().limits) {
             self.failed = true;
-            return Err(self.failure(FailureKind::Violation(format!(
-                "one batch produced {} bytes of output, over the limit of {max_out}",
-                out.len()
-            ))));
-        }
-        if let Err(e) = weir_framing::count_records(&out) {
-            self.failed = true;
-            return Err(self.failure(FailureKind::Violation(format!(
-                "returned a malformed batch: {e}"
-            ))));
+            return Err(self.failure(FailureKind::Violation(problem)));
         }
         if out.is_empty() {
             return Ok(());
@@ -361,6 +404,36 @@ impl WasmOperator {
     }
 }
 
+/// Checks framed records a guest hands over in one piece: its framing, its size, and every
+/// record against the record limit (as the per-record `emit` checks each record).
+pub(crate) fn check_output_batch(out: &[u8], limits: &Limits) -> Result<(), String> {
+    let max_out = limits.max_batch_output_bytes;
+    if out.len() > max_out {
+        return Err(format!(
+            "one batch produced {} bytes of output, over the limit of {max_out}",
+            out.len()
+        ));
+    }
+    weir_framing::count_records(out).map_err(|e| format!("returned a malformed batch: {e}"))?;
+    // A record is never longer than the batch that holds it, and block entries are at most
+    // 32 bytes: only a large batch needs a look at its lone records.
+    let max = limits.max_record_bytes;
+    if out.len() > max {
+        for (index, item) in weir_framing::items(out).enumerate() {
+            if let weir_framing::Item::Record(record, _) = item {
+                let longest = record.value.len().max(record.key.map_or(0, <[u8]>::len));
+                if longest > max {
+                    return Err(format!(
+                        "item {index} of an output batch is a record of {longest} bytes, over \
+                         the record limit of {max} bytes"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// What a guest call processes.
 #[derive(Clone, Copy)]
 enum Input<'a> {
@@ -369,7 +442,7 @@ enum Input<'a> {
     Batch(&'a [u8]),
 }
 
-fn guest_failure(error: types::OperatorError, input: Input<'_>) -> FailureKind {
+fn guest_failure(error: types::OperatorError, input: Input<'_>, operator: &str) -> FailureKind {
     match error {
         types::OperatorError::Decode(d) => FailureKind::Decode {
             preview: match input {
@@ -382,9 +455,10 @@ fn guest_failure(error: types::OperatorError, input: Input<'_>) -> FailureKind {
             message: d.message,
         },
         types::OperatorError::Config(m) => FailureKind::Config(m),
-        types::OperatorError::UnknownOperator(available) => {
-            FailureKind::UnknownOperator { available }
-        }
+        types::OperatorError::UnknownOperator(available) => FailureKind::UnknownOperator {
+            requested: operator.to_string(),
+            available,
+        },
         types::OperatorError::State(m) => FailureKind::State(m),
         types::OperatorError::Failed(m) => FailureKind::Failed(m),
     }
@@ -471,12 +545,21 @@ impl Output for WasmOperator {
             .notify_checkpoint_complete(checkpoint)
     }
 
-    fn finish(&mut self) -> Result<(), ChainError> {
+    fn end_input(&mut self) -> Result<(), ChainError> {
+        if self.closed {
+            return Ok(());
+        }
         self.flush_pending()?;
         self.call(Input::None, |store, guest, _| guest.call_close(store))?;
+        self.closed = true;
         self.store.data().log.flush_partial();
         let output = &mut self.store.data_mut().output;
         output.flush()?;
-        output.finish()
+        output.end_input()
+    }
+
+    fn finish(&mut self) -> Result<(), ChainError> {
+        self.end_input()?;
+        self.store.data_mut().output.finish()
     }
 }

@@ -37,8 +37,15 @@ pub struct OutputCapExceeded {
     pub cap: usize,
 }
 
+/// Lines of one instance passed on to the log sink; later lines still count against the byte
+/// cap but are not shown, so a guest printing in a loop cannot flood the host's log before the
+/// cap stops it.
+pub const ECHOED_LINES: usize = 1_000;
+
 struct LogState {
     written: usize,
+    /// Lines passed to the sink so far.
+    echoed: usize,
     overflowed: bool,
     partial_stdout: Vec<u8>,
     partial_stderr: Vec<u8>,
@@ -66,6 +73,7 @@ impl GuestLog {
             sink,
             state: Mutex::new(LogState {
                 written: 0,
+                echoed: 0,
                 overflowed: false,
                 partial_stdout: Vec::new(),
                 partial_stderr: Vec::new(),
@@ -100,25 +108,48 @@ impl GuestLog {
     pub fn message(&self, level: &str, message: &str) -> Result<(), OutputCapExceeded> {
         let mut state = self.lock();
         self.charge(&mut state, message.len())?;
-        drop(state);
         for line in message.lines() {
-            self.sink.line(&self.source, level, line);
+            self.echo(&mut state, level, line);
         }
         Ok(())
+    }
+
+    /// Passes a line to the sink while the instance is within [`ECHOED_LINES`]; says once
+    /// when it stops.
+    fn echo(&self, state: &mut LogState, stream: &str, line: &str) {
+        state.echoed += 1;
+        if state.echoed <= ECHOED_LINES {
+            self.sink.line(&self.source, stream, line);
+        } else if state.echoed == ECHOED_LINES + 1 {
+            self.sink.line(
+                &self.source,
+                stream,
+                &format!(
+                    "(more output than {ECHOED_LINES} lines: the rest is not shown; it still \
+                     counts toward the cap of {} bytes)",
+                    self.cap
+                ),
+            );
+        }
     }
 
     fn write(&self, stream: Stream, bytes: &[u8]) -> Result<(), OutputCapExceeded> {
         let mut state = self.lock();
         self.charge(&mut state, bytes.len())?;
+        let state = &mut *state;
         let (name, partial) = match stream {
             Stream::Stdout => ("stdout", &mut state.partial_stdout),
             Stream::Stderr => ("stderr", &mut state.partial_stderr),
         };
         partial.extend_from_slice(bytes);
+        let mut lines = Vec::new();
         while let Some(end) = partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = partial.drain(..=end).collect();
+            lines.push(line);
+        }
+        for line in lines {
             let text = String::from_utf8_lossy(&line[..line.len() - 1]);
-            self.sink.line(&self.source, name, &text);
+            self.echo(state, name, &text);
         }
         Ok(())
     }
@@ -131,8 +162,7 @@ impl GuestLog {
             ("stderr", std::mem::take(&mut state.partial_stderr)),
         ] {
             if !partial.is_empty() {
-                self.sink
-                    .line(&self.source, name, &String::from_utf8_lossy(&partial));
+                self.echo(&mut state, name, &String::from_utf8_lossy(&partial));
             }
         }
     }

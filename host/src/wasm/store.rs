@@ -2,6 +2,7 @@
 //! state and timers, and the output its records go to.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use wasmtime::ResourceLimiter;
@@ -88,6 +89,45 @@ impl HostMonotonicClock for ZeroClock {
     }
 }
 
+/// Why a running call was stopped from outside the guest's own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interruption {
+    /// The call ran past the CPU deadline.
+    Deadline,
+    /// The job was cancelled (a sibling failed, or the user stopped it).
+    Cancelled,
+}
+
+/// The budget of the call in progress, kept in epoch ticks: the epoch callback spends one tick
+/// each time the engine's epoch advances, and checks the job's cancel flag, so a call stops
+/// within a tick of its deadline or of a cancellation.
+pub struct CallClock {
+    /// Ticks a call may run.
+    pub deadline_ticks: u64,
+    /// Ticks the call in progress has left.
+    pub ticks_left: u64,
+    /// Length of one tick.
+    pub tick: Duration,
+    /// The job's cancel flag; `None` for an operator outside a job (tests, benchmarks).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Set by the epoch callback just before it stops the call.
+    pub interrupted: Option<Interruption>,
+}
+
+impl CallClock {
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    }
+
+    /// What is left of the current call's deadline.
+    pub fn remaining(&self) -> Duration {
+        self.tick
+            .saturating_mul(u32::try_from(self.ticks_left).unwrap_or(u32::MAX))
+    }
+}
+
 /// The `T` of an operator instance's `Store<T>`.
 pub struct OperatorStore {
     wasi: WasiCtx,
@@ -99,10 +139,18 @@ pub struct OperatorStore {
     pub state: KeyedStateBackend,
     pub timers: TimerService,
     pub watermark: i64,
+    pub clock: CallClock,
+    /// Whether the guest may read real clocks (and so wait on them).
+    pub clocks_granted: bool,
     /// Set by the panic hook of SDK guests just before they trap.
     pub panic_message: Option<String>,
     /// Set when the guest broke the host contract, just before the import traps.
     pub violation: Option<String>,
+    /// Set when keyed state passed its byte limit, just before the import traps.
+    pub state_limit: Option<String>,
+    /// The wait the guest entered last in this call (`sleep of 90s`), so a deadline that
+    /// passes while it waits is reported as such.
+    pub blocked_in: Option<String>,
     /// A failure further down the chain, raised while this guest was emitting; it travels back
     /// as a trap of this guest and is reported as itself.
     pub downstream: Option<ChainError>,
@@ -115,6 +163,7 @@ impl OperatorStore {
         log: Arc<GuestLog>,
         output: Box<dyn Output>,
         max_parallelism: u32,
+        clock: CallClock,
     ) -> Self {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestStdio::stdout(log.clone()))
@@ -133,14 +182,19 @@ impl OperatorStore {
                 max_table: limits.max_table_elements,
                 hit: None,
             },
-            state: KeyedStateBackend::new(max_parallelism, limits.max_states),
+            state: KeyedStateBackend::new(max_parallelism, limits.max_states)
+                .with_max_bytes(limits.max_state_bytes),
             limits,
             log,
             output,
             timers: TimerService::default(),
             watermark: i64::MIN,
+            clock,
+            clocks_granted: capabilities.clocks,
             panic_message: None,
             violation: None,
+            state_limit: None,
+            blocked_in: None,
             downstream: None,
         }
     }

@@ -144,7 +144,91 @@ impl ProcessFunction for Hoard {
     }
 }
 
+/// Sleeps `millis` (config) on every record: a guest blocked in a host call.
+struct Sleep {
+    millis: u64,
+}
+
+impl ProcessFunction for Sleep {
+    type In = Vec<u8>;
+    type Out = Vec<u8>;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.millis = ctx.parse_config("millis")?;
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        value: Vec<u8>,
+        ctx: &mut ProcessContext<'_, '_, Vec<u8>>,
+    ) -> Result<(), OperatorError> {
+        std::thread::sleep(std::time::Duration::from_millis(self.millis));
+        ctx.emit(&value)
+    }
+}
+
+/// Emits `per-input` (config) records of 16 bytes for every input: fan-out far beyond what a
+/// guest could hold in memory at once.
+struct FanOut {
+    per_input: u64,
+}
+
+impl ProcessFunction for FanOut {
+    type In = Vec<u8>;
+    type Out = Vec<u8>;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.per_input = ctx.parse_config("per-input")?;
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        _: Vec<u8>,
+        ctx: &mut ProcessContext<'_, '_, Vec<u8>>,
+    ) -> Result<(), OperatorError> {
+        for i in 0..self.per_input {
+            ctx.emit(&[i.to_le_bytes(), i.to_be_bytes()].concat())?;
+        }
+        Ok(())
+    }
+}
+
+/// Subtask 0 fails on its first record; every other subtask spins forever: a cancelled job
+/// must stop the spinning sibling at once.
+#[derive(Default)]
+struct FailOrSpin {
+    subtask: u32,
+}
+
+impl ProcessFunction for FailOrSpin {
+    type In = Vec<u8>;
+    type Out = Vec<u8>;
+
+    fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
+        self.subtask = ctx.info().subtask_index;
+        Ok(())
+    }
+
+    fn process_element(
+        &mut self,
+        value: Vec<u8>,
+        ctx: &mut ProcessContext<'_, '_, Vec<u8>>,
+    ) -> Result<(), OperatorError> {
+        if self.subtask == 0 {
+            return Err(OperatorError::Failed("subtask 0 fails at once".into()));
+        }
+        spin(value.clone());
+        ctx.emit(&value)
+    }
+}
+
 weir_sdk::export_operators! {
+    "sleep" => process(Sleep { millis: 0 }).input(Bytes).output(Bytes),
+    "fan-out" => process(FanOut { per_input: 0 }).input(Bytes).output(Bytes),
+    "fail-or-spin" => process(FailOrSpin::default()).input(Bytes).output(Bytes),
+    "big-record" => map(|_: Vec<u8>| vec![7u8; 20 << 20]).input(Bytes).output(Bytes),
     "slow" => process(Slow { work: 0 }).input(Bytes).output(Bytes),
     "fail-at" => process(FailAt { at: 0, how: String::new(), seen: 0, armed: true }).input(Bytes).output(Bytes),
     "spin" => map(spin).input(Bytes).output(Bytes),
