@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::storage::{self, RestoreError, RestoredState};
 use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent};
-use crate::connectors::{
-    commit_all_pending, committed_parts, create_output_dir, recover_transactional_dir,
-};
+use crate::connectors::{committed_parts, create_output_dir, recover_transactional_dir};
 use crate::job::{JobGraph, SinkSpec, VertexOutput};
 use crate::metrics::{TaskMetrics, TaskMetricsSnapshot};
 use crate::network::{BufferPoolStats, CancelFlag, NetworkBufferPool};
@@ -140,6 +138,11 @@ pub enum JobFailure {
     OutputExists { dir: PathBuf, parts: String },
     #[error(transparent)]
     Limits(#[from] LimitTooHigh),
+    #[error("cannot restart from checkpoint `{checkpoint}`, the latest the job completed")]
+    Restart {
+        checkpoint: PathBuf,
+        source: RestoreError,
+    },
     #[error("the job was cancelled")]
     Cancelled,
 }
@@ -172,6 +175,9 @@ pub(crate) struct AttemptSetup<'a> {
     pub restore: Option<&'a RestoredState>,
     pub allow_non_restored_state: bool,
     pub attempt: u32,
+    /// Checkpoints retention must not delete: what this attempt restores from, and what the
+    /// job was first restored from (the job does not own it: Flink's NO_CLAIM mode).
+    pub protected: Vec<PathBuf>,
 }
 
 /// A read-only view of a running job's metrics, for a progress display on another thread.
@@ -216,9 +222,6 @@ pub struct JobHandle {
     started: Instant,
     network: Arc<NetworkBufferPool>,
     coordinator: Option<CoordinatorHandle>,
-    /// File sinks that commit transactionally; their pending files are committed when the
-    /// attempt succeeds.
-    transactional_dirs: Vec<PathBuf>,
     jobs: JobTable,
     _slots: SlotAllocation,
 }
@@ -316,6 +319,7 @@ impl MiniCluster {
                 restore: None,
                 allow_non_restored_state: false,
                 attempt: 0,
+                protected: Vec::new(),
             },
         )
     }
@@ -328,6 +332,19 @@ impl MiniCluster {
         options: &JobOptions,
         restore: Option<&RestoredState>,
         attempt: u32,
+    ) -> Result<JobHandle, JobFailure> {
+        self.submit_attempt(graph, options, restore, attempt, None)
+    }
+
+    /// As [`submit_with`](Self::submit_with); `original` is the checkpoint the job was first
+    /// restored from, which no attempt may delete.
+    fn submit_attempt(
+        &self,
+        graph: &JobGraph,
+        options: &JobOptions,
+        restore: Option<&RestoredState>,
+        attempt: u32,
+        original: Option<&Path>,
     ) -> Result<JobHandle, JobFailure> {
         if attempt == 0 {
             preflight(graph, options)?;
@@ -343,6 +360,11 @@ impl MiniCluster {
                 restore,
                 allow_non_restored_state: options.allow_non_restored_state,
                 attempt,
+                protected: restore
+                    .map(|r| r.dir.clone())
+                    .into_iter()
+                    .chain(original.map(Path::to_path_buf))
+                    .collect(),
             },
         )
     }
@@ -351,15 +373,36 @@ impl MiniCluster {
     /// failed attempt is restarted from the job's latest complete checkpoint (or what it was
     /// restored from) while the restart strategy allows.
     pub fn run_job(&self, graph: &JobGraph, options: &JobOptions) -> Result<JobResult, JobFailure> {
-        let mut restored = match &options.restore {
+        let original = match &options.restore {
             Some(path) => Some(resolve_with_warnings(path)?),
             None => None,
         };
+        if let Some(restored) = original.as_ref().filter(|r| r.metadata.final_checkpoint) {
+            // The job finished in that checkpoint: nothing is left to run, and its output is
+            // committed once the sinks are made consistent with it.
+            if options.checkpoints.is_some() {
+                prepare_sinks(graph, Some(restored.metadata.checkpoint))?;
+            }
+            eprintln!(
+                "job `{}` had finished in `{}`; nothing left to run",
+                graph.name,
+                restored.dir.display()
+            );
+            return Ok(JobResult::nothing_left(&graph.name));
+        }
+        let original_dir = original.as_ref().map(|r| r.dir.clone());
+        let mut restored = original;
         let mut restarts = 0;
         loop {
-            let outcome = self
-                .submit_with(graph, options, restored.as_ref(), restarts)?
-                .wait();
+            let handle = self.submit_attempt(
+                graph,
+                options,
+                restored.as_ref(),
+                restarts,
+                original_dir.as_deref(),
+            )?;
+            let completed = handle.completed_list();
+            let outcome = handle.wait();
             match outcome {
                 Ok(mut result) => {
                     result.restarts = restarts;
@@ -380,13 +423,23 @@ impl MiniCluster {
                     );
                     std::thread::sleep(delay);
                     restarts += 1;
-                    if let Some(config) = &options.checkpoints
-                        && let Ok(latest) = storage::resolve(&config.dir.join(&graph.name))
-                    {
-                        for warning in &latest.skipped {
-                            eprintln!("warning: {warning}");
-                        }
-                        restored = Some(latest);
+                    // The latest checkpoint this run completed; failing that, what it was
+                    // restored from (kept: nothing of this run deletes it). An unreadable
+                    // latest checkpoint fails the job rather than going back further, which
+                    // would repeat output the transactional sinks already committed.
+                    let latest = completed
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .last()
+                        .map(|c| c.dir.clone());
+                    if let Some(dir) = latest {
+                        restored =
+                            Some(
+                                storage::resolve(&dir).map_err(|source| JobFailure::Restart {
+                                    checkpoint: dir.clone(),
+                                    source,
+                                })?,
+                            );
                     }
                 }
                 Err(other) => return Err(other),
@@ -401,6 +454,20 @@ fn resolve_with_warnings(path: &Path) -> Result<RestoredState, JobFailure> {
         eprintln!("warning: {warning}");
     }
     Ok(restored)
+}
+
+impl JobResult {
+    /// The result of a job restored from its final checkpoint.
+    fn nothing_left(name: &str) -> Self {
+        JobResult {
+            name: name.to_string(),
+            duration: Duration::ZERO,
+            tasks: Vec::new(),
+            network: BufferPoolStats::default(),
+            checkpoints: Vec::new(),
+            restarts: 0,
+        }
+    }
 }
 
 impl JobHandle {
@@ -438,6 +505,14 @@ impl JobHandle {
         answer
             .recv()
             .map_err(|_| "the checkpoint coordinator stopped".to_string())?
+    }
+
+    /// The coordinator's list of completed checkpoints, which outlives `wait`.
+    fn completed_list(&self) -> Arc<Mutex<Vec<CompletedCheckpoint>>> {
+        self.coordinator
+            .as_ref()
+            .map(|c| c.completed.clone())
+            .unwrap_or_default()
     }
 
     /// Checkpoints completed so far.
@@ -505,10 +580,6 @@ impl JobHandle {
         }
         if cancelled {
             return Err(JobFailure::Cancelled);
-        }
-        // Every task finished: what is still pending belongs to this successful run.
-        for dir in self.transactional_dirs {
-            commit_all_pending(&dir).map_err(|source| JobFailure::Sink { dir, source })?;
         }
         Ok(JobResult {
             name: self.name,

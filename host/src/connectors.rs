@@ -5,8 +5,8 @@ mod sink;
 mod source;
 
 pub use sink::{
-    FileSink, StdoutSink, TransactionalFileSink, commit_all_pending, committed_parts,
-    create_output_dir, recover_transactional_dir,
+    FileSink, StdoutSink, TransactionalFileSink, committed_parts, create_output_dir,
+    recover_transactional_dir,
 };
 pub use source::{
     FileSource, SequenceSource, SourceError, SourceReader, initial_split, redistribute,

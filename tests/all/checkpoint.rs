@@ -174,9 +174,25 @@ fn without_restarts_the_failure_is_the_jobs() {
     assert!(err.to_string().contains("operator `fail`"), "{err}");
 }
 
+/// The word count job whose source, after its first batch, waits for `checkpoints` completed
+/// checkpoints: they fall mid-job however slow or busy the machine.
+fn waiting(text: &str, checkpoints: usize) -> String {
+    text.replacen(
+        "kind = \"file\"\n",
+        &format!("kind = \"file\"\n        wait_for_checkpoints = {checkpoints}\n"),
+        1,
+    )
+}
+
 /// Runs `job` until at least `checkpoints` checkpoints completed, then cancels it; returns the
-/// completed checkpoint directories.
+/// completed checkpoint directories. The job's source must wait for them (see [`waiting`]).
 fn run_then_cancel(job: &JobGraph, opts: &JobOptions, checkpoints: usize) -> Vec<PathBuf> {
+    assert!(
+        job.vertices[0]
+            .source_waits_for_checkpoints
+            .is_some_and(|n| n >= checkpoints as u64),
+        "the job could end before the checkpoints the test needs"
+    );
     let cluster = cluster();
     let handle = cluster.submit_with(job, opts, None, 0).expect("submit");
     let started = Instant::now();
@@ -265,7 +281,7 @@ fn golden_to_completion_with_checkpoints_and_restored_at_another_parallelism_agr
     let first = dir.path().join("first");
     let opts = options(&dir.path().join("chk-b"), 10);
     let done = run_then_cancel(
-        &graph(&wordcount(&input, &first, 40_000, None), 2),
+        &graph(&waiting(&wordcount(&input, &first, 2_000, None), 3), 2),
         &opts,
         3,
     );
@@ -394,7 +410,11 @@ fn a_corrupt_latest_checkpoint_falls_back_to_the_one_before() {
     let (input, text) = input(dir.path(), 300);
     let out = dir.path().join("out");
     let opts = options(&dir.path().join("chk"), 10);
-    let done = run_then_cancel(&graph(&wordcount(&input, &out, 40_000, None), 2), &opts, 3);
+    let done = run_then_cancel(
+        &graph(&waiting(&wordcount(&input, &out, 2_000, None), 3), 2),
+        &opts,
+        3,
+    );
     let latest = done.last().expect("a checkpoint");
     let victim = std::fs::read_dir(latest)
         .expect("chk dir")
@@ -513,7 +533,10 @@ fn only_the_retained_number_of_checkpoints_is_kept() {
         c.retained = 2;
     }
     let result = cluster()
-        .run_job(&graph(&wordcount(&input, &out, 20_000, None), 2), &opts)
+        .run_job(
+            &graph(&waiting(&wordcount(&input, &out, 2_000, None), 3), 2),
+            &opts,
+        )
         .expect("job");
     assert!(
         result.checkpoints.len() > 2,
@@ -568,4 +591,209 @@ fn a_run_with_a_savepoint_commits_everything_and_a_rerun_numbers_checkpoints_abo
         "{lowest:?} after {highest:?}"
     );
     assert_eq!(committed_lines(&out2), expected_lines(&text));
+}
+
+/// Checkpoint ids of the complete checkpoints under a job's checkpoint directory.
+fn complete_checkpoints(job_dir: &Path) -> Vec<u64> {
+    weir_host::checkpoint::storage::checkpoint_dirs(job_dir)
+        .into_iter()
+        .filter(|(_, d)| d.join("_metadata").exists())
+        .map(|(n, _)| n)
+        .collect()
+}
+
+#[test]
+fn a_run_restored_from_an_older_checkpoint_of_its_own_directory_keeps_it_and_ends_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let chk = dir.path().join("chk");
+    let first = dir.path().join("first");
+    let opts = options(&chk, 10);
+    let done = run_then_cancel(
+        &graph(&waiting(&wordcount(&input, &first, 2_000, None), 3), 2),
+        &opts,
+        3,
+    );
+    // Restore from the oldest retained checkpoint, into the same checkpoint directory, keeping
+    // only one complete checkpoint: retention must not take the one restored from.
+    let oldest = done[0].clone();
+    let resumed = dir.path().join("resumed");
+    sink_as_of(&first, checkpoint_id(&oldest), &resumed);
+    let mut restore = options(&chk, 10);
+    if let Some(c) = restore.checkpoints.as_mut() {
+        c.retained = 1;
+    }
+    restore.restore = Some(oldest.clone());
+    let result = cluster()
+        .run_job(
+            &graph(&waiting(&wordcount(&input, &resumed, 2_000, None), 2), 2),
+            &restore,
+        )
+        .expect("restored run");
+    assert!(result.checkpoints.len() >= 2, "{:?}", result.checkpoints);
+    assert!(
+        oldest.join("_metadata").exists(),
+        "the checkpoint restored from was deleted"
+    );
+    assert_eq!(committed_lines(&resumed), expected_lines(&text));
+    assert_eq!(pending_files(&resumed), 0);
+    // Retention kept the newest (the final checkpoint) and the one restored from.
+    let kept = complete_checkpoints(&chk.join("wc"));
+    let newest = result.checkpoints.last().expect("final checkpoint").id;
+    assert!(
+        kept.contains(&newest) && kept.contains(&checkpoint_id(&oldest)),
+        "{kept:?}"
+    );
+}
+
+#[test]
+fn a_restart_of_a_restored_run_resumes_from_that_runs_latest_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let chk = dir.path().join("chk");
+    let first = dir.path().join("first");
+    let opts = options(&chk, 10);
+    let done = run_then_cancel(
+        &graph(&waiting(&wordcount(&input, &first, 2_000, None), 2), 2),
+        &opts,
+        2,
+    );
+    let oldest = done[0].clone();
+    let resumed = dir.path().join("resumed");
+    sink_as_of(&first, checkpoint_id(&oldest), &resumed);
+    // The restored run completes two checkpoints of its own (its source waits for them), then
+    // a guest traps once. The restart must start from the newest of them: starting again from
+    // `oldest` would commit, a second time, output its checkpoints already committed.
+    let words: u64 = independent_word_count(&text).values().sum();
+    let mut restore = opts.clone();
+    restore.restore = Some(oldest);
+    let result = cluster()
+        .run_job(
+            &graph(
+                &waiting(&wordcount(&input, &resumed, 200, Some(words / 3)), 2),
+                2,
+            ),
+            &restore,
+        )
+        .expect("restored run with a restart");
+    assert_eq!(result.restarts, 1);
+    assert_eq!(committed_lines(&resumed), expected_lines(&text));
+    assert_eq!(pending_files(&resumed), 0);
+}
+
+#[test]
+fn a_job_restored_wider_than_its_splits_keeps_checkpointing_and_commits_through_its_final_checkpoint()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 300);
+    let chk = dir.path().join("chk");
+    let first = dir.path().join("first");
+    let opts = options(&chk, 10);
+    // At parallelism 1 the file is one split; restored at 3, two source subtasks get nothing
+    // and end at once, which must not stop checkpoints.
+    let done = run_then_cancel(
+        &graph(&waiting(&wordcount(&input, &first, 2_000, None), 2), 1),
+        &opts,
+        2,
+    );
+    let middle = done[done.len() - 1].clone();
+    let resumed = dir.path().join("resumed");
+    sink_as_of(&first, checkpoint_id(&middle), &resumed);
+    let mut restore = opts.clone();
+    restore.restore = Some(middle);
+    let result = cluster()
+        .run_job(
+            &graph(&waiting(&wordcount(&input, &resumed, 2_000, None), 2), 3),
+            &restore,
+        )
+        .expect("restored run");
+    assert!(result.checkpoints.len() >= 3, "{:?}", result.checkpoints);
+    let last = result.checkpoints.last().expect("a final checkpoint");
+    assert!(
+        resolve(&last.dir)
+            .expect("final checkpoint readable")
+            .metadata
+            .final_checkpoint
+    );
+    assert_eq!(committed_lines(&resumed), expected_lines(&text));
+    assert_eq!(pending_files(&resumed), 0);
+
+    // Restored from its final checkpoint, the job has nothing left to do.
+    let mut again = opts.clone();
+    again.restore = Some(last.dir.clone());
+    let rerun = cluster()
+        .run_job(&graph(&wordcount(&input, &resumed, 0, None), 3), &again)
+        .expect("nothing left");
+    assert!(rerun.tasks.is_empty());
+    assert_eq!(committed_lines(&resumed), expected_lines(&text));
+}
+
+#[test]
+fn a_short_checkpointed_job_commits_all_its_output_through_the_final_checkpoint() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, text) = input(dir.path(), 2);
+    let out = dir.path().join("out");
+    // The interval is far longer than the job: only the final checkpoint happens.
+    let result = cluster()
+        .run_job(
+            &graph(&wordcount(&input, &out, 0, None), 2),
+            &options(&dir.path().join("chk"), 60_000),
+        )
+        .expect("job");
+    assert_eq!(result.checkpoints.len(), 1, "{:?}", result.checkpoints);
+    let only = &result.checkpoints[0];
+    assert!(
+        resolve(&only.dir)
+            .expect("readable")
+            .metadata
+            .final_checkpoint
+    );
+    assert_eq!(committed_lines(&out), expected_lines(&text));
+    assert_eq!(pending_files(&out), 0);
+}
+
+#[test]
+fn an_unwritable_checkpoint_directory_is_refused_before_the_job_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = input(dir.path(), 1);
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, "not a directory").expect("file");
+    let err = cluster()
+        .run_job(
+            &graph(&wordcount(&input, &dir.path().join("out"), 0, None), 1),
+            &options(&blocker.join("chk"), 10),
+        )
+        .expect_err("unwritable");
+    assert!(matches!(err, JobFailure::CheckpointDir { .. }), "{err}");
+    let message = format!("{err}: {}", std::error::Error::source(&err).expect("cause"));
+    assert!(
+        message.contains("cannot write checkpoints under")
+            && message.contains("--checkpoint-dir")
+            && message.contains("is a file, not a directory"),
+        "{message}"
+    );
+    assert!(!dir.path().join("out").exists(), "the job must not start");
+}
+
+#[test]
+fn a_fresh_run_into_an_output_directory_with_committed_output_is_refused_before_it_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = input(dir.path(), 2);
+    let out = dir.path().join("out");
+    let job = graph(&wordcount(&input, &out, 0, None), 2);
+    cluster()
+        .run_job(&job, &options(&dir.path().join("chk"), 60_000))
+        .expect("first run");
+    let before = committed_lines(&out);
+    let err = cluster()
+        .run_job(&job, &options(&dir.path().join("chk"), 60_000))
+        .expect_err("output exists");
+    assert!(matches!(err, JobFailure::OutputExists { .. }), "{err}");
+    assert!(
+        err.to_string().contains("already holds committed output")
+            && err.to_string().contains("part-0-"),
+        "{err}"
+    );
+    assert_eq!(committed_lines(&out), before, "the output is untouched");
+    assert_eq!(pending_files(&out), 0);
 }

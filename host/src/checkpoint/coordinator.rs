@@ -103,8 +103,8 @@ pub struct Coordinator {
     pub tasks: usize,
     /// Source tasks among them.
     pub sources: usize,
-    /// The checkpoint the job was restored from, which retention never deletes.
-    pub restored_from: Option<PathBuf>,
+    /// Checkpoints retention never deletes: those the job was restored from.
+    pub protected: Vec<PathBuf>,
     /// Checkpoint ids continue from the one restored.
     pub next_id: u64,
     pub targets: CheckpointTargets,
@@ -340,13 +340,14 @@ impl Coordinator {
         let Some(&oldest_kept) = complete.get(self.config.retained.max(1) - 1) else {
             return;
         };
-        let restored = self
-            .restored_from
-            .as_ref()
-            .and_then(|d| std::fs::canonicalize(d).ok());
+        let protected: Vec<PathBuf> = self
+            .protected
+            .iter()
+            .filter_map(|d| std::fs::canonicalize(d).ok())
+            .collect();
         for (n, dir) in dirs {
-            let is_restored = restored.is_some() && std::fs::canonicalize(&dir).ok() == restored;
-            if n < oldest_kept && !is_restored {
+            let is_protected = std::fs::canonicalize(&dir).is_ok_and(|d| protected.contains(&d));
+            if n < oldest_kept && !is_protected {
                 let _ = std::fs::remove_dir_all(dir);
             }
         }

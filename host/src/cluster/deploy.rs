@@ -252,6 +252,7 @@ pub(super) fn deploy(
                 sink,
                 partitions,
                 buffer_timeout,
+                wait_for_checkpoints: vertex.source_waits_for_checkpoints,
                 runtime: te.runtime().clone(),
                 metrics: metrics.clone(),
                 cancel: cancel.clone(),
@@ -280,7 +281,7 @@ pub(super) fn deploy(
             max_parallelism: graph.max_parallelism,
             tasks: task_count,
             sources: tasks.iter().filter(|t| t.source).count(),
-            restored_from: setup.restore.map(|r| r.dir.clone()),
+            protected: setup.protected.clone(),
             next_id: first_checkpoint.unwrap_or(1),
             targets: targets.clone(),
             completed: Arc::new(Mutex::new(Vec::new())),
@@ -327,11 +328,6 @@ pub(super) fn deploy(
         None => None,
     };
     Ok(JobHandle {
-        transactional_dirs: if setup.checkpoints.is_some() {
-            super::transactional_dirs(graph)
-        } else {
-            Vec::new()
-        },
         coordinator,
         jobs: te.jobs(),
         monitor: JobMonitor {
@@ -376,6 +372,7 @@ struct Deployment {
     sink: Option<SinkSpec>,
     partitions: Vec<PartitionWriter>,
     buffer_timeout: Duration,
+    wait_for_checkpoints: Option<u64>,
     runtime: Arc<WasmRuntime>,
     metrics: Arc<TaskMetrics>,
     cancel: CancelFlag,
@@ -449,6 +446,7 @@ impl Deployment {
             buffer_timeout: self.buffer_timeout,
             checkpointing: self.checkpointing,
             ending: Default::default(),
+            wait_for_checkpoints: self.wait_for_checkpoints,
         })
     }
 }

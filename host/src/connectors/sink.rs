@@ -151,8 +151,8 @@ impl Output for StdoutSink {
 /// barrier n the file is flushed, synced and closed (pre-commit); when checkpoint n completes it
 /// is renamed to `part-<subtask>-<n>` (commit). On recovery from checkpoint n, pending files up
 /// to n are committed and later ones deleted ([`recover_transactional_dir`]), so the committed
-/// output holds every record exactly once after any failure. When the job finishes, the job
-/// master commits what is left ([`commit_all_pending`]).
+/// output holds every record exactly once after any failure. A finishing job commits its last
+/// epoch through its final checkpoint, like any other.
 pub struct TransactionalFileSink {
     dir: PathBuf,
     subtask: u32,
@@ -218,14 +218,6 @@ pub fn recover_transactional_dir(dir: &Path, restored: Option<u64>) -> std::io::
             Some(n) if epoch <= n => commit(dir, &name)?,
             _ => fs::remove_file(dir.join(&name))?,
         }
-    }
-    Ok(())
-}
-
-/// After the job finished: commits every pending file (all belong to the successful run).
-pub fn commit_all_pending(dir: &Path) -> std::io::Result<()> {
-    for (name, _) in pending_files(dir)? {
-        commit(dir, &name)?;
     }
     Ok(())
 }

@@ -113,6 +113,9 @@ pub struct JobVertex {
     pub input: VertexInput,
     pub operators: Vec<ChainedOperator>,
     pub output: VertexOutput,
+    /// For a source vertex: after its first batch, each subtask reads on only once this many
+    /// checkpoints have completed (see the manifest's `wait_for_checkpoints`).
+    pub source_waits_for_checkpoints: Option<u64>,
 }
 
 /// A checked job: vertices in topological order and the edges between them.
@@ -161,6 +164,8 @@ enum NodeKind {
 
 struct Node {
     id: String,
+    /// A source's `wait_for_checkpoints`.
+    waits_for_checkpoints: Option<u64>,
     kind: NodeKind,
     parallelism: u32,
     inputs: Vec<(usize, Partitioning)>,
@@ -250,6 +255,7 @@ impl Manifest {
             };
             nodes.push(Node {
                 id: s.id.clone(),
+                waits_for_checkpoints: s.wait_for_checkpoints,
                 kind: NodeKind::Source(spec),
                 parallelism: par(&s.id, s.parallelism)?,
                 inputs: Vec::new(),
@@ -293,6 +299,7 @@ impl Manifest {
                 })
                 .collect();
             nodes.push(Node {
+                waits_for_checkpoints: None,
                 id: o.id.clone(),
                 kind: NodeKind::Operator(ChainedOperator {
                     id: o.id.clone(),
@@ -325,6 +332,7 @@ impl Manifest {
                 }
             };
             nodes.push(Node {
+                waits_for_checkpoints: None,
                 id: s.id.clone(),
                 kind: NodeKind::Sink(spec),
                 parallelism: par(&s.id, s.parallelism)?,
@@ -479,6 +487,7 @@ impl Manifest {
                 input,
                 operators,
                 output,
+                source_waits_for_checkpoints: first.waits_for_checkpoints,
             });
         }
         Ok(JobGraph {

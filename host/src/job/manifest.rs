@@ -35,6 +35,10 @@ pub struct SourceDecl {
     /// `text` (decimal text).
     pub format: Option<String>,
     pub parallelism: Option<u32>,
+    /// After its first batch, read on only once this many checkpoints have completed (with
+    /// checkpointing; ignored without). Flink's tests use such a source (`FiniteTestSource`)
+    /// so that checkpoints fall in the middle of a short job on any machine, however slow.
+    pub wait_for_checkpoints: Option<u64>,
 }
 
 /// One input of an operator or sink: a node id, or several (their union).

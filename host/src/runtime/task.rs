@@ -142,6 +142,9 @@ pub struct Task {
     pub checkpointing: Option<TaskCheckpointing>,
     /// Starts as `Default::default()`.
     pub(crate) ending: Ending,
+    /// (Sources, with checkpoints) after the first batch, wait for this many checkpoints to
+    /// complete before reading on.
+    pub wait_for_checkpoints: Option<u64>,
 }
 
 /// Where a task stands on its way to finishing.
@@ -153,6 +156,10 @@ pub(crate) struct Ending {
     channels_ended: bool,
     /// The job's final checkpoint completed.
     final_checkpoint_done: bool,
+    /// Checkpoints completed since the task started.
+    checkpoints_completed: u64,
+    /// (Sources) the first batch was read.
+    read_a_batch: bool,
 }
 
 /// How long a task with nothing but mail to wait for sleeps between looks at its cancel flag.
@@ -198,6 +205,7 @@ impl Task {
             Mail::TriggerCheckpoint(id) => self.checkpoint(id),
             Mail::CheckpointComplete { id, last } => {
                 self.ending.final_checkpoint_done |= last;
+                self.ending.checkpoints_completed += 1;
                 self.chain
                     .notify_checkpoint_complete(id)
                     .map_err(|e| self.chain_failed(e))
@@ -258,7 +266,13 @@ impl Task {
                     .advance_processing_time(processing_time_now())
                     .map_err(|e| self.chain_failed(e))?;
             }
+            let waiting = self.checkpointing.is_some()
+                && self.ending.read_a_batch
+                && self
+                    .wait_for_checkpoints
+                    .is_some_and(|n| self.ending.checkpoints_completed < n);
             match &mut self.input {
+                TaskInput::Source(_) if waiting => self.mailbox.wait(IDLE_WAIT),
                 TaskInput::Source(source) => {
                     batch.clear();
                     let read =
@@ -269,6 +283,7 @@ impl Task {
                                 error,
                             })?;
                     let more = read.more;
+                    self.ending.read_a_batch = true;
                     self.metrics.add_records_in(read.records);
                     if !batch.is_empty() {
                         self.chain
