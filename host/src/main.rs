@@ -72,8 +72,8 @@ struct RunArgs {
     /// Start even if the savepoint holds state of operators the job no longer has.
     #[arg(long)]
     allow_non_restored_state: bool,
-    /// Restarts after a failure (from the latest checkpoint; needs --checkpoint-dir); 0 fails
-    /// the job at once.
+    /// Restarts after a failure (from the latest checkpoint, so it needs --checkpoint-dir;
+    /// default 3 with checkpoints); 0 fails the job at once.
     #[arg(long)]
     restart_attempts: Option<u32>,
     /// Delay before a restart; with --restart-backoff it doubles each time up to 1 minute.
@@ -179,25 +179,12 @@ fn run(args: RunArgs) -> Result<()> {
     if args.savepoint_dir.is_some() && checkpoints.is_none() {
         bail!("savepoints need checkpointing: pass --checkpoint-dir");
     }
-    if checkpoints.is_none() && args.restart_attempts.is_some_and(|n| n > 0) {
-        bail!(
-            "--restart-attempts needs checkpointing (a restart resumes from the latest \
-             checkpoint): pass --checkpoint-dir"
-        );
-    }
-    let restart_attempts = args.restart_attempts.unwrap_or(3);
-    let restart = match (restart_attempts, args.restart_backoff) {
-        (0, _) => RestartStrategy::None,
-        (attempts, false) => RestartStrategy::FixedDelay {
-            attempts,
-            delay: args.restart_delay,
-        },
-        (attempts, true) => RestartStrategy::ExponentialDelay {
-            attempts,
-            initial: args.restart_delay,
-            max: Duration::from_secs(60),
-        },
-    };
+    let restart = restart_strategy(
+        args.restart_attempts,
+        args.restart_delay,
+        args.restart_backoff,
+        checkpoints.is_some(),
+    )?;
     let options = JobOptions {
         checkpoints,
         restart,
@@ -223,6 +210,31 @@ fn run(args: RunArgs) -> Result<()> {
     let result = result.with_context(|| format!("job `{}` failed", graph.name))?;
     report(&result);
     Ok(())
+}
+
+/// The restart strategy the flags ask for: 3 attempts by default with checkpoints, none
+/// without (a restart resumes from a checkpoint, so asking for restarts needs them).
+fn restart_strategy(
+    attempts: Option<u32>,
+    delay: Duration,
+    backoff: bool,
+    checkpointing: bool,
+) -> Result<RestartStrategy> {
+    if !checkpointing && attempts.is_some_and(|n| n > 0) {
+        bail!(
+            "--restart-attempts needs checkpointing (a restart resumes from the latest \
+             checkpoint): pass --checkpoint-dir"
+        );
+    }
+    Ok(match (attempts.unwrap_or(3), backoff) {
+        (0, _) => RestartStrategy::None,
+        (attempts, false) => RestartStrategy::FixedDelay { attempts, delay },
+        (attempts, true) => RestartStrategy::ExponentialDelay {
+            attempts,
+            initial: delay,
+            max: Duration::from_secs(60),
+        },
+    })
 }
 
 fn run_with_progress(
@@ -326,5 +338,28 @@ fn run_cli() -> Result<()> {
             BenchCommand::Chain(args) => weir_host::bench::chain::run(&args),
             BenchCommand::Pipelines(args) => weir_host::bench::pipelines::run(&args),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_attempts_without_checkpoints_are_refused_with_the_flag_to_add() {
+        let second = Duration::from_secs(1);
+        let err = restart_strategy(Some(2), second, false, false).unwrap_err();
+        assert!(err.to_string().contains("pass --checkpoint-dir"), "{err}");
+        assert_eq!(
+            restart_strategy(None, second, false, true).unwrap(),
+            RestartStrategy::FixedDelay {
+                attempts: 3,
+                delay: second
+            }
+        );
+        assert_eq!(
+            restart_strategy(Some(0), second, false, false).unwrap(),
+            RestartStrategy::None
+        );
     }
 }

@@ -398,3 +398,13 @@ fn fan_out_keeps_the_order_of_records_across_partial_outputs() {
     assert_eq!(values.len(), expected.len());
     assert!(values == expected, "records out of order or changed");
 }
+
+#[test]
+fn a_shadow_stack_overflow_in_linear_memory_is_named_as_a_likely_stack_overflow() {
+    let kind = hostile_failure("deep-frames", Limits::default(), &[]);
+    assert_eq!(kind, FailureKind::OutOfBoundsMemory);
+    assert!(
+        kind.to_string()
+            .contains("most likely its stack overflowed")
+    );
+}

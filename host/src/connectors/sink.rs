@@ -321,6 +321,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_output_path_under_a_regular_file_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("notes.txt");
+        fs::write(&file, "x").unwrap();
+        let metrics = Arc::new(TaskMetrics::default());
+        let Err(err) = FileSink::create(&file.join("out"), 0, 2, metrics.clone()) else {
+            panic!("a directory under a file")
+        };
+        let expected = format!("`{}` is a file, not a directory", file.display());
+        assert!(err.to_string().contains(&expected), "{err}");
+        let Err(err) = TransactionalFileSink::create(&file.join("out"), 0, 1, metrics) else {
+            panic!("a directory under a file")
+        };
+        assert!(err.to_string().contains(&expected), "{err}");
+    }
+
+    #[test]
     fn pending_files_commit_on_completion_and_recovery_drops_later_epochs() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(TaskMetrics::default());

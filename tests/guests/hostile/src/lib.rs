@@ -144,6 +144,18 @@ impl ProcessFunction for Hoard {
     }
 }
 
+/// Recursion with a 64 KiB frame in linear memory: overflows the guest's shadow stack (1 MiB
+/// in wasm32-wasip2 binaries) long before the host's stack limit.
+fn deep_frames(n: u64) -> u64 {
+    let mut frame = [0u8; 64 << 10];
+    frame[(n % 1024) as usize] = n as u8;
+    let frame = black_box(frame);
+    if n == 0 {
+        return frame[0] as u64;
+    }
+    deep_frames(black_box(n + 1)).wrapping_add(frame[n as usize % 1024] as u64)
+}
+
 /// Sleeps `millis` (config) on every record: a guest blocked in a host call.
 struct Sleep {
     millis: u64,
@@ -225,6 +237,7 @@ impl ProcessFunction for FailOrSpin {
 }
 
 weir_sdk::export_operators! {
+    "deep-frames" => map(|_: Vec<u8>| deep_frames(1).to_le_bytes().to_vec()).input(Bytes).output(Bytes),
     "sleep" => process(Sleep { millis: 0 }).input(Bytes).output(Bytes),
     "fan-out" => process(FanOut { per_input: 0 }).input(Bytes).output(Bytes),
     "fail-or-spin" => process(FailOrSpin::default()).input(Bytes).output(Bytes),
