@@ -143,6 +143,11 @@ pub enum JobFailure {
         checkpoint: PathBuf,
         source: RestoreError,
     },
+    #[error(
+        "the job finished in checkpoint `{checkpoint}`: nothing is left to run from it (`run_job` \
+         and `weir run` without --savepoint-dir end such a job at once)"
+    )]
+    Finished { checkpoint: PathBuf },
     #[error("the job was cancelled")]
     Cancelled,
 }
@@ -241,7 +246,7 @@ fn transactional_dirs(graph: &JobGraph) -> Vec<PathBuf> {
 /// What can be known before a job starts about why it could not end well: the checkpoint
 /// directory must take files, and a fresh (not restored) checkpointed run must not meet
 /// committed output of an earlier run, which it could neither keep nor replace.
-fn preflight(graph: &JobGraph, options: &JobOptions) -> Result<(), JobFailure> {
+fn preflight(graph: &JobGraph, options: &JobOptions, restoring: bool) -> Result<(), JobFailure> {
     let Some(config) = &options.checkpoints else {
         return Ok(());
     };
@@ -250,7 +255,7 @@ fn preflight(graph: &JobGraph, options: &JobOptions) -> Result<(), JobFailure> {
         dir: dir.clone(),
         source,
     })?;
-    if options.restore.is_some() {
+    if restoring || options.restore.is_some() {
         return Ok(());
     }
     for dir in transactional_dirs(graph) {
@@ -346,8 +351,13 @@ impl MiniCluster {
         attempt: u32,
         original: Option<&Path>,
     ) -> Result<JobHandle, JobFailure> {
+        if let Some(restored) = restore.filter(|r| r.metadata.final_checkpoint) {
+            return Err(JobFailure::Finished {
+                checkpoint: restored.dir.clone(),
+            });
+        }
         if attempt == 0 {
-            preflight(graph, options)?;
+            preflight(graph, options, restore.is_some())?;
         }
         if options.checkpoints.is_some() {
             prepare_sinks(graph, restore.map(|r| r.metadata.checkpoint))?;
@@ -378,17 +388,7 @@ impl MiniCluster {
             None => None,
         };
         if let Some(restored) = original.as_ref().filter(|r| r.metadata.final_checkpoint) {
-            // The job finished in that checkpoint: nothing is left to run, and its output is
-            // committed once the sinks are made consistent with it.
-            if options.checkpoints.is_some() {
-                prepare_sinks(graph, Some(restored.metadata.checkpoint))?;
-            }
-            eprintln!(
-                "job `{}` had finished in `{}`; nothing left to run",
-                graph.name,
-                restored.dir.display()
-            );
-            return Ok(JobResult::nothing_left(&graph.name));
+            return finished_in(graph, options, restored, 0);
         }
         let original_dir = original.as_ref().map(|r| r.dir.clone());
         let mut restored = original;
@@ -446,6 +446,27 @@ impl MiniCluster {
             }
         }
     }
+}
+
+/// The end of a job whose final checkpoint is `restored`: nothing is left to run, and its
+/// output is complete once the sinks are made consistent with that checkpoint.
+fn finished_in(
+    graph: &JobGraph,
+    options: &JobOptions,
+    restored: &RestoredState,
+    restarts: u32,
+) -> Result<JobResult, JobFailure> {
+    if options.checkpoints.is_some() {
+        prepare_sinks(graph, Some(restored.metadata.checkpoint))?;
+    }
+    eprintln!(
+        "job `{}` had finished in `{}`; nothing left to run",
+        graph.name,
+        restored.dir.display()
+    );
+    let mut result = JobResult::nothing_left(&graph.name);
+    result.restarts = restarts;
+    Ok(result)
 }
 
 fn resolve_with_warnings(path: &Path) -> Result<RestoredState, JobFailure> {

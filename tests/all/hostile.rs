@@ -408,3 +408,35 @@ fn a_shadow_stack_overflow_in_linear_memory_is_named_as_a_likely_stack_overflow(
             .contains("most likely its stack overflowed")
     );
 }
+
+#[test]
+fn a_cancelled_job_stops_a_guest_that_waits_with_clocks_granted() {
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut spec = OperatorSpec::new("sleep");
+    spec.capabilities.clocks = true;
+    spec.cancel = Some(cancel.clone());
+    spec.config = vec![("millis".into(), "600000".into())];
+    spec.limits = Arc::new(Limits {
+        call_deadline: Duration::from_secs(600),
+        ..Limits::default()
+    });
+    let (mut chain, _out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    let canceller = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        cancel.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    let started = Instant::now();
+    let err = chain
+        .process_batch(&batches([&b"x"[..]], 1)[0])
+        .expect_err("cancelled while waiting");
+    canceller.join().expect("canceller");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let ChainError::Operator(failure) = err else {
+        panic!("{err}")
+    };
+    assert_eq!(failure.kind, FailureKind::Cancelled);
+}

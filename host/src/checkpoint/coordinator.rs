@@ -75,6 +75,8 @@ pub enum CoordinatorEvent {
 pub struct CompletedCheckpoint {
     pub id: u64,
     pub dir: PathBuf,
+    /// A savepoint: the user's, not the job's to restart from.
+    pub savepoint: bool,
     pub duration: Duration,
     pub bytes: u64,
 }
@@ -183,6 +185,7 @@ impl Coordinator {
                             let last = p.last;
                             let completed = self.finish(p, &complete);
                             final_done |= last && completed;
+                            final_failures += u32::from(last && !completed);
                         }
                     }
                 }
@@ -316,6 +319,7 @@ impl Coordinator {
             .push(CompletedCheckpoint {
                 id: p.id,
                 dir: p.dir.clone(),
+                savepoint: p.savepoint.is_some(),
                 duration: p.started.elapsed(),
                 bytes,
             });

@@ -381,9 +381,18 @@ struct Deployment {
 impl Deployment {
     fn open(self, mailbox: Arc<crate::runtime::Mailbox>) -> Result<Task, TaskFailure> {
         let name = self.name.clone();
-        let chain_failed = |error: ChainError| TaskFailure::Chain {
-            task: name.clone(),
-            error,
+        let cancel = self.cancel.clone();
+        // A cancel that stops a guest's `open` or `restore-state` is the job's cancellation,
+        // not the guest's failure.
+        let chain_failed = |error: ChainError| {
+            if cancel.is_cancelled() {
+                TaskFailure::Cancelled { task: name.clone() }
+            } else {
+                TaskFailure::Chain {
+                    task: name.clone(),
+                    error,
+                }
+            }
         };
         let tail: Box<dyn Output> = match &self.sink {
             Some(SinkSpec::File { path }) => match self.transactional_epoch {

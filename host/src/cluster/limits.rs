@@ -10,8 +10,11 @@ use crate::wasm::Limits;
 /// The most a job may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LimitMaximums {
+    /// Longest call deadline a job may set.
     pub call_deadline: Duration,
+    /// Largest guest memory a job may set.
     pub memory_bytes: u64,
+    /// Most keyed state per subtask a job may set.
     pub state_bytes: u64,
 }
 

@@ -140,7 +140,8 @@ pub struct Task {
     pub mailbox: Arc<Mailbox>,
     pub buffer_timeout: Duration,
     pub checkpointing: Option<TaskCheckpointing>,
-    /// Starts as `Default::default()`.
+    /// How far the task is on its way to finishing; a new task starts with
+    /// `Default::default()` (nothing ended yet).
     pub(crate) ending: Ending,
     /// (Sources, with checkpoints) after the first batch, wait for this many checkpoints to
     /// complete before reading on.

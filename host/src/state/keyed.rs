@@ -41,6 +41,7 @@ pub enum StateError {
     },
     #[error("more than {0} states declared")]
     TooManyStates(usize),
+    /// The operator subtask holds as much keyed state as its limit allows.
     #[error(
         "keyed state would grow to {bytes} bytes, over the limit of {limit} bytes per operator \
          subtask (raise it with --state-limit or `state_limit` in the job manifest)"
@@ -167,7 +168,11 @@ impl KeyedStateBackend {
             StateKind::Map => Table::Map(MapTable::default()),
         };
         if let Some(data) = self.restored.remove(name) {
-            load(&mut table, data);
+            let bytes = data_bytes(&data);
+            if !load(&mut table, data) {
+                // Restored under another kind: dropped, so its bytes no longer count.
+                self.bytes = self.bytes.saturating_sub(bytes);
+            }
         }
         self.states.push(NamedState {
             name: name.to_string(),
@@ -371,12 +376,16 @@ impl KeyedStateBackend {
     }
 
     /// Takes the key groups in `key_groups` from each snapshot (several when scaling in); a state
-    /// reappears when the operator declares it.
-    pub fn restore(&mut self, snapshots: &[KeyedStateSnapshot], key_groups: Range<u32>) {
+    /// reappears when the operator declares it. Refuses state over the byte limit, so a job
+    /// restored under a lower limit fails as it opens, not at some later write.
+    pub fn restore(
+        &mut self,
+        snapshots: &[KeyedStateSnapshot],
+        key_groups: Range<u32>,
+    ) -> Result<(), StateError> {
         for snapshot in snapshots {
             for (name, data) in &snapshot.states {
                 let part = restrict(data, &key_groups);
-                self.bytes = self.bytes.saturating_add(data_bytes(&part));
                 match self.restored.get_mut(name) {
                     Some(existing) => merge(existing, part),
                     None => {
@@ -385,6 +394,9 @@ impl KeyedStateBackend {
                 }
             }
         }
+        // Counted once merged: a part dropped for a kind conflict holds no memory.
+        let restored: usize = self.restored.values().map(data_bytes).sum();
+        self.account(restored, 0)
     }
 }
 
@@ -434,20 +446,23 @@ fn merge(into: &mut StateData, from: StateData) {
     }
 }
 
-fn load(table: &mut Table, data: StateData) {
+/// Loads restored entries into a declared state's table; false if the kinds differ and the
+/// entries were dropped (`declare` checks the kinds of live states).
+fn load(table: &mut Table, data: StateData) -> bool {
     match (table, data) {
         (Table::Value(t), StateData::Value(groups)) => {
             for (k, v) in groups.into_values().flatten() {
                 t.insert(k.into(), v);
             }
+            true
         }
         (Table::Map(t), StateData::Map(groups)) => {
             for (k, entries) in groups.into_values().flatten() {
                 t.insert(k.into(), entries.into_iter().collect());
             }
+            true
         }
-        // A state restored under another kind is dropped; `declare` checks kinds of live states.
-        _ => {}
+        _ => false,
     }
 }
 
@@ -501,7 +516,8 @@ mod tests {
             r.restore(
                 std::slice::from_ref(&snap),
                 key_group_range(subtask, 128, 3),
-            );
+            )
+            .unwrap();
             let v = r.declare("v", StateKind::Value).unwrap();
             let m = r.declare("m", StateKind::Map).unwrap();
             for i in 0..500u32 {
@@ -547,5 +563,32 @@ mod tests {
         b.map_put(m, b"k", b"2", &[0; 4_000]).unwrap();
         b.map_clear(m, b"k").unwrap();
         assert_eq!(b.bytes(), 0);
+    }
+
+    #[test]
+    fn restored_state_counts_once_declared_and_not_when_dropped_for_its_kind() {
+        let mut b = KeyedStateBackend::new(128, 10);
+        let v = b.declare("v", StateKind::Value).unwrap();
+        let m = b.declare("m", StateKind::Value).unwrap();
+        b.value_set(v, b"a", &[0; 1_000]).unwrap();
+        b.value_set(m, b"a", &[0; 1_000]).unwrap();
+        let snapshot = b.snapshot();
+        let held = b.bytes();
+
+        let mut r = KeyedStateBackend::new(128, 10);
+        r.restore(std::slice::from_ref(&snapshot), 0..128).unwrap();
+        assert_eq!(r.bytes(), held);
+        r.declare("v", StateKind::Value).unwrap();
+        assert_eq!(r.bytes(), held);
+        // `m` was a value state; declared as a map its entries are dropped.
+        r.declare("m", StateKind::Map).unwrap();
+        assert_eq!(r.bytes(), held / 2);
+
+        // Under a lower limit the restore itself fails.
+        let mut small = KeyedStateBackend::new(128, 10).with_max_bytes(held - 1);
+        assert!(matches!(
+            small.restore(std::slice::from_ref(&snapshot), 0..128),
+            Err(StateError::LimitExceeded { .. })
+        ));
     }
 }

@@ -55,6 +55,7 @@ impl types::Host for OperatorStore {}
 
 impl output::Host for OperatorStore {
     fn emit(&mut self, value: Vec<u8>, key: Option<Vec<u8>>, timestamp: Option<i64>) -> Result<()> {
+        self.check_open()?;
         let max = self.limits.max_record_bytes;
         self.check_len("emitted value", value.len(), max)?;
         if let Some(k) = &key {
@@ -70,6 +71,7 @@ impl output::Host for OperatorStore {
     }
 
     fn emit_batch(&mut self, records: Vec<u8>) -> Result<()> {
+        self.check_open()?;
         if let Err(problem) = super::operator::check_output_batch(&records, &self.limits) {
             return Err(self.violate(format!("emit-batch: {problem}")));
         }
@@ -82,6 +84,17 @@ impl output::Host for OperatorStore {
 }
 
 impl OperatorStore {
+    fn check_open(&mut self) -> Result<()> {
+        if self.closed {
+            return Err(self.violate(
+                "emitted a record after `close`: its input has ended and the operators after \
+                 it have closed"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// Hands checked output to the next operator; a failure there travels back as this
     /// guest's trap and is reported as itself.
     fn pass_on(

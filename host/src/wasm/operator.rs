@@ -100,8 +100,6 @@ pub struct WasmOperator {
     pending: Vec<u8>,
     batch_bytes: usize,
     failed: bool,
-    /// `close` ran: the input ended; only snapshots and completions follow.
-    closed: bool,
     timings: OpenTimings,
 }
 
@@ -138,6 +136,7 @@ impl WasmOperator {
             tick,
             cancel: spec.cancel.clone(),
             interrupted: None,
+            waits: Default::default(),
         };
         let data = OperatorStore::new(
             spec.limits.clone(),
@@ -153,6 +152,10 @@ impl WasmOperator {
         // flag, so both a runaway call and a cancelled job stop within one tick.
         store.epoch_deadline_callback(|mut ctx| {
             let clock = &mut ctx.data_mut().clock;
+            let waited = clock.waits.take_waited().as_nanos() / clock.tick.as_nanos().max(1);
+            clock.ticks_left = clock
+                .ticks_left
+                .saturating_sub(u64::try_from(waited).unwrap_or(u64::MAX));
             let why = if clock.cancelled() {
                 Interruption::Cancelled
             } else if clock.ticks_left <= 1 {
@@ -205,7 +208,6 @@ impl WasmOperator {
             pending: Vec::new(),
             batch_bytes: spec.batch_bytes,
             failed: false,
-            closed: false,
             timings: OpenTimings::default(),
         };
         op.timings.instantiate = started.elapsed();
@@ -214,7 +216,10 @@ impl WasmOperator {
             let range = key_group_range(spec.subtask_index, spec.max_parallelism, spec.parallelism);
             let data = op.store.data_mut();
             let keyed: Vec<_> = snapshots.iter().map(|s| s.keyed.clone()).collect();
-            data.state.restore(&keyed, range.clone());
+            if let Err(e) = data.state.restore(&keyed, range.clone()) {
+                return Err(op.failure(FailureKind::State(e.to_string())));
+            }
+            let data = op.store.data_mut();
             for snapshot in snapshots {
                 data.timers.restore(&snapshot.timers, |key| {
                     range.contains(&key_group_of(key, spec.max_parallelism))
@@ -292,9 +297,7 @@ impl WasmOperator {
         if self.failed {
             return Err(self.failure(FailureKind::AlreadyFailed));
         }
-        let clock = &mut self.store.data_mut().clock;
-        clock.ticks_left = clock.deadline_ticks;
-        clock.interrupted = None;
+        self.store.data_mut().clock.start_call();
         self.store.set_epoch_deadline(1);
         let result = f(&mut self.store, &self.guest, self.batch.as_ref());
         match result {
@@ -320,7 +323,7 @@ impl WasmOperator {
         let kind = if let Some(why) = data.clock.interrupted.take() {
             match why {
                 Interruption::Cancelled => FailureKind::Cancelled,
-                Interruption::Deadline => match data.blocked_in.take() {
+                Interruption::Deadline => match data.clock.waits.take_cut() {
                     Some(wait) => FailureKind::BlockedPastDeadline {
                         deadline: self.call_deadline,
                         wait,
@@ -546,12 +549,12 @@ impl Output for WasmOperator {
     }
 
     fn end_input(&mut self) -> Result<(), ChainError> {
-        if self.closed {
+        if self.store.data().closed {
             return Ok(());
         }
         self.flush_pending()?;
         self.call(Input::None, |store, guest, _| guest.call_close(store))?;
-        self.closed = true;
+        self.store.data_mut().closed = true;
         self.store.data().log.flush_partial();
         let output = &mut self.store.data_mut().output;
         output.flush()?;

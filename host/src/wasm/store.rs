@@ -14,6 +14,7 @@ use wasmtime_wasi::{
 use super::engine::Capabilities;
 use super::limits::Limits;
 use super::stdio::{GuestLog, GuestStdio};
+use super::waits::WaitLedger;
 use crate::runtime::{ChainError, Output};
 use crate::state::{KeyedStateBackend, TimerService};
 
@@ -112,9 +113,20 @@ pub struct CallClock {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Set by the epoch callback just before it stops the call.
     pub interrupted: Option<Interruption>,
+    /// What the guest's waits in the host cost (epoch ticks that pass meanwhile go unseen).
+    pub waits: Arc<WaitLedger>,
 }
 
 impl CallClock {
+    /// A fresh budget for the next call.
+    pub fn start_call(&mut self) {
+        self.ticks_left = self.deadline_ticks;
+        self.interrupted = None;
+        self.waits.take_waited();
+        self.waits.take_cut();
+    }
+
+    /// Whether the job was cancelled: the call must stop.
     pub fn cancelled(&self) -> bool {
         self.cancel
             .as_ref()
@@ -125,6 +137,7 @@ impl CallClock {
     pub fn remaining(&self) -> Duration {
         self.tick
             .saturating_mul(u32::try_from(self.ticks_left).unwrap_or(u32::MAX))
+            .saturating_sub(self.waits.pending())
     }
 }
 
@@ -146,11 +159,11 @@ pub struct OperatorStore {
     pub panic_message: Option<String>,
     /// Set when the guest broke the host contract, just before the import traps.
     pub violation: Option<String>,
+    /// `close` returned: the input ended and the operators after this one have closed, so
+    /// a record emitted now (from `snapshot-state`, say) would reach nobody.
+    pub closed: bool,
     /// Set when keyed state passed its byte limit, just before the import traps.
     pub state_limit: Option<String>,
-    /// The wait the guest entered last in this call (`sleep of 90s`), so a deadline that
-    /// passes while it waits is reported as such.
-    pub blocked_in: Option<String>,
     /// A failure further down the chain, raised while this guest was emitting; it travels back
     /// as a trap of this guest and is reported as itself.
     pub downstream: Option<ChainError>,
@@ -194,7 +207,7 @@ impl OperatorStore {
             panic_message: None,
             violation: None,
             state_limit: None,
-            blocked_in: None,
+            closed: false,
             downstream: None,
         }
     }
