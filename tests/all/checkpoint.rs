@@ -602,23 +602,39 @@ fn complete_checkpoints(job_dir: &Path) -> Vec<u64> {
         .collect()
 }
 
+/// A word count stopped after `checkpoints` checkpoints at `parallelism`, under `dir/chk`:
+/// its completed checkpoints, oldest first, and a copy of its sink directory as of the one
+/// `pick` chooses, in `dir/resumed` (the sink a restore from it continues).
+fn stopped_run(
+    dir: &Path,
+    input: &Path,
+    parallelism: u32,
+    checkpoints: usize,
+    pick: impl Fn(&[PathBuf]) -> PathBuf,
+) -> (Vec<PathBuf>, PathBuf, PathBuf) {
+    let first = dir.join("first");
+    let done = run_then_cancel(
+        &graph(
+            &waiting(&wordcount(input, &first, 2_000, None), checkpoints),
+            parallelism,
+        ),
+        &options(&dir.join("chk"), 10),
+        checkpoints,
+    );
+    let chosen = pick(&done);
+    let resumed = dir.join("resumed");
+    sink_as_of(&first, checkpoint_id(&chosen), &resumed);
+    (done, chosen, resumed)
+}
+
 #[test]
 fn a_run_restored_from_an_older_checkpoint_of_its_own_directory_keeps_it_and_ends_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, text) = input(dir.path(), 300);
     let chk = dir.path().join("chk");
-    let first = dir.path().join("first");
-    let opts = options(&chk, 10);
-    let done = run_then_cancel(
-        &graph(&waiting(&wordcount(&input, &first, 2_000, None), 3), 2),
-        &opts,
-        3,
-    );
     // Restore from the oldest retained checkpoint, into the same checkpoint directory, keeping
     // only one complete checkpoint: retention must not take the one restored from.
-    let oldest = done[0].clone();
-    let resumed = dir.path().join("resumed");
-    sink_as_of(&first, checkpoint_id(&oldest), &resumed);
+    let (_, oldest, resumed) = stopped_run(dir.path(), &input, 2, 3, |done| done[0].clone());
     let mut restore = options(&chk, 10);
     if let Some(c) = restore.checkpoints.as_mut() {
         c.retained = 1;
@@ -650,17 +666,8 @@ fn a_run_restored_from_an_older_checkpoint_of_its_own_directory_keeps_it_and_end
 fn a_restart_of_a_restored_run_resumes_from_that_runs_latest_checkpoint() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, text) = input(dir.path(), 300);
-    let chk = dir.path().join("chk");
-    let first = dir.path().join("first");
-    let opts = options(&chk, 10);
-    let done = run_then_cancel(
-        &graph(&waiting(&wordcount(&input, &first, 2_000, None), 2), 2),
-        &opts,
-        2,
-    );
-    let oldest = done[0].clone();
-    let resumed = dir.path().join("resumed");
-    sink_as_of(&first, checkpoint_id(&oldest), &resumed);
+    let opts = options(&dir.path().join("chk"), 10);
+    let (_, oldest, resumed) = stopped_run(dir.path(), &input, 2, 2, |done| done[0].clone());
     // The restored run completes two checkpoints of its own (its source waits for them), then
     // a guest traps once. The restart must start from the newest of them: starting again from
     // `oldest` would commit, a second time, output its checkpoints already committed.
@@ -686,19 +693,12 @@ fn a_job_restored_wider_than_its_splits_keeps_checkpointing_and_commits_through_
  {
     let dir = tempfile::tempdir().expect("tempdir");
     let (input, text) = input(dir.path(), 300);
-    let chk = dir.path().join("chk");
-    let first = dir.path().join("first");
-    let opts = options(&chk, 10);
+    let opts = options(&dir.path().join("chk"), 10);
     // At parallelism 1 the file is one split; restored at 3, two source subtasks get nothing
     // and end at once, which must not stop checkpoints.
-    let done = run_then_cancel(
-        &graph(&waiting(&wordcount(&input, &first, 2_000, None), 2), 1),
-        &opts,
-        2,
-    );
-    let middle = done[done.len() - 1].clone();
-    let resumed = dir.path().join("resumed");
-    sink_as_of(&first, checkpoint_id(&middle), &resumed);
+    let (_, middle, resumed) = stopped_run(dir.path(), &input, 1, 2, |done| {
+        done.last().expect("a checkpoint").clone()
+    });
     let mut restore = opts.clone();
     restore.restore = Some(middle);
     let result = cluster()

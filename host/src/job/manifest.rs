@@ -127,24 +127,23 @@ pub struct Manifest {
 impl Manifest {
     /// The sandbox limits the manifest sets, parsed.
     pub fn limits(&self) -> Result<crate::job::JobLimits, JobError> {
-        let invalid =
-            |key: &str, e: String| JobError::Invalid(format!("`{key}` in the manifest: {e}"));
+        fn parsed<T>(
+            key: &str,
+            value: &Option<String>,
+            parse: fn(&str) -> Result<T, String>,
+        ) -> Result<Option<T>, JobError> {
+            value
+                .as_deref()
+                .map(|s| {
+                    parse(s).map_err(|e| JobError::Invalid(format!("`{key}` in the manifest: {e}")))
+                })
+                .transpose()
+        }
+        use super::units::{parse_bytes, parse_duration};
         Ok(crate::job::JobLimits {
-            call_deadline: self
-                .call_deadline
-                .as_deref()
-                .map(|s| super::units::parse_duration(s).map_err(|e| invalid("call_deadline", e)))
-                .transpose()?,
-            memory_bytes: self
-                .memory_limit
-                .as_deref()
-                .map(|s| super::units::parse_bytes(s).map_err(|e| invalid("memory_limit", e)))
-                .transpose()?,
-            state_bytes: self
-                .state_limit
-                .as_deref()
-                .map(|s| super::units::parse_bytes(s).map_err(|e| invalid("state_limit", e)))
-                .transpose()?,
+            call_deadline: parsed("call_deadline", &self.call_deadline, parse_duration)?,
+            memory_bytes: parsed("memory_limit", &self.memory_limit, parse_bytes)?,
+            state_bytes: parsed("state_limit", &self.state_limit, parse_bytes)?,
         })
     }
 }
