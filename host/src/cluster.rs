@@ -117,8 +117,9 @@ pub enum JobFailure {
     Spawn(std::io::Error),
     #[error(transparent)]
     Task(Box<TaskFailure>),
+    /// The cause is part of the message, not a `source`, so it is printed once.
     #[error("cannot restore: {0}")]
-    Restore(#[from] RestoreError),
+    Restore(RestoreError),
     #[error("cannot prepare sink `{dir}`")]
     Sink {
         dir: PathBuf,
@@ -475,6 +476,12 @@ fn resolve_with_warnings(path: &Path) -> Result<RestoredState, JobFailure> {
         eprintln!("warning: {warning}");
     }
     Ok(restored)
+}
+
+impl From<RestoreError> for JobFailure {
+    fn from(e: RestoreError) -> Self {
+        JobFailure::Restore(e)
+    }
 }
 
 impl JobResult {

@@ -797,3 +797,38 @@ fn a_fresh_run_into_an_output_directory_with_committed_output_is_refused_before_
     assert_eq!(committed_lines(&out), before, "the output is untouched");
     assert_eq!(pending_files(&out), 0);
 }
+
+/// An error and its causes as the `weir` binary prints them: `a: b: c`.
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+#[test]
+fn a_missing_savepoint_is_named_once_with_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (input, _) = input(dir.path(), 1);
+    let missing = dir.path().join("no-such-savepoint");
+    let mut opts = options(&dir.path().join("chk"), 10);
+    opts.restore = Some(missing.clone());
+    let err = cluster()
+        .run_job(
+            &graph(&wordcount(&input, &dir.path().join("out"), 0, None), 1),
+            &opts,
+        )
+        .expect_err("nothing to restore");
+    let chain = error_chain(&err);
+    assert_eq!(
+        chain,
+        format!(
+            "cannot restore: cannot read `{}`: no such directory",
+            missing.display()
+        )
+    );
+}

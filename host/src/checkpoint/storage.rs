@@ -96,10 +96,10 @@ enum GroupEntries {
 /// Why a checkpoint cannot be restored.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("`{path}` is corrupt: {reason}")]
     Corrupt { path: PathBuf, reason: String },
@@ -110,9 +110,9 @@ pub enum RestoreError {
 }
 
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> RestoreError + '_ {
-    move |source| RestoreError::Io {
+    move |error| RestoreError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -394,7 +394,7 @@ pub fn resolve(path: &Path) -> Result<RestoredState, RestoreError> {
     if !path.exists() {
         return Err(RestoreError::Io {
             path: path.to_path_buf(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+            error: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
         });
     }
     Err(RestoreError::NoCheckpoint(path.to_path_buf()))

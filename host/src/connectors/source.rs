@@ -11,10 +11,10 @@ use weir_framing::{BatchWriter, Record};
 /// A source could not read its input.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
-    #[error("cannot read `{path}`: {source}")]
+    #[error("cannot read `{path}`: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -88,9 +88,9 @@ impl FileSource {
     /// Subtask `subtask`'s initial split of the file.
     pub fn open(path: &Path, subtask: u32, parallelism: u32) -> Result<Self, SourceError> {
         let len = std::fs::metadata(path)
-            .map_err(|source| SourceError::Io {
+            .map_err(|error| SourceError::Io {
                 path: path.to_path_buf(),
-                source,
+                error,
             })?
             .len();
         Self::open_ranges(path, vec![initial_split(len, subtask, parallelism)])
@@ -98,9 +98,9 @@ impl FileSource {
 
     /// Reads the lines starting in `ranges`, in order.
     pub fn open_ranges(path: &Path, ranges: Vec<(u64, u64)>) -> Result<Self, SourceError> {
-        let file = File::open(path).map_err(|source| SourceError::Io {
+        let file = File::open(path).map_err(|error| SourceError::Io {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         Ok(FileSource {
             path: path.to_path_buf(),
@@ -111,10 +111,10 @@ impl FileSource {
         })
     }
 
-    fn io(&self, source: std::io::Error) -> SourceError {
+    fn io(&self, error: std::io::Error) -> SourceError {
         SourceError::Io {
             path: self.path.clone(),
-            source,
+            error,
         }
     }
 

@@ -9,10 +9,10 @@ use serde::Deserialize;
 /// A manifest that cannot become a job. Every case names what and where.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
-    #[error("cannot read job manifest `{path}`: {source}")]
+    #[error("cannot read job manifest `{path}`: {error}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("job manifest `{path}` is not valid: {message}")]
     Parse { path: PathBuf, message: String },
@@ -150,9 +150,9 @@ impl Manifest {
 
 /// Reads the manifest at `path`, filling `${name}` placeholders from `args`.
 pub fn load_manifest(path: &Path, args: &BTreeMap<String, String>) -> Result<Manifest, JobError> {
-    let text = std::fs::read_to_string(path).map_err(|source| JobError::Read {
+    let text = std::fs::read_to_string(path).map_err(|error| JobError::Read {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let mut manifest = parse_manifest(&text, args).map_err(|e| match e {
         JobError::Parse { message, .. } => JobError::Parse {

@@ -166,9 +166,9 @@ impl WasmRuntime {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.display().to_string());
-        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
             component: path.display().to_string(),
-            source,
+            error,
         })?;
         self.load_bytes(&name, &bytes)
     }

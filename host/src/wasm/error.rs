@@ -8,10 +8,10 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file could not be read.
-    #[error("cannot read component `{component}`: {source}")]
+    #[error("cannot read component `{component}`: {error}")]
     Read {
         component: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     /// The bytes are not a wasm component at all.
     #[error("`{component}` is not a wasm component: {reason}")]
