@@ -119,11 +119,11 @@ pub struct CallClock {
 
 impl CallClock {
     /// A fresh budget for the next call.
+    #[inline]
     pub fn start_call(&mut self) {
         self.ticks_left = self.deadline_ticks;
         self.interrupted = None;
-        self.waits.take_waited();
-        self.waits.take_cut();
+        self.waits.reset();
     }
 
     /// Whether the job was cancelled: the call must stop.

@@ -39,9 +39,22 @@ pub struct WaitLedger {
     waited_nanos: AtomicU64,
     /// The wait that was cut at the deadline, described.
     cut: Mutex<Option<String>>,
+    /// Any wait happened since the last reset: lets the start of every call skip the reset
+    /// (a call into a guest is on the per-record path).
+    used: AtomicBool,
 }
 
 impl WaitLedger {
+    /// Forgets the waits of the previous call.
+    #[inline]
+    pub fn reset(&self) {
+        if self.used.load(Ordering::Relaxed) {
+            self.used.store(false, Ordering::Relaxed);
+            self.take_waited();
+            self.take_cut();
+        }
+    }
+
     /// Time waited since the last look, now charged.
     pub fn take_waited(&self) -> Duration {
         Duration::from_nanos(self.waited_nanos.swap(0, Ordering::Relaxed))
@@ -60,6 +73,7 @@ impl WaitLedger {
     fn charge(&self, waited: Duration) {
         let nanos = u64::try_from(waited.as_nanos()).unwrap_or(u64::MAX);
         self.waited_nanos.fetch_add(nanos, Ordering::Relaxed);
+        self.used.store(true, Ordering::Relaxed);
     }
 }
 
