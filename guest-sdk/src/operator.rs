@@ -24,7 +24,8 @@ pub enum OperatorError {
     Decode(String),
     /// The configuration is missing a key or holds an unusable value.
     Config(String),
-    /// Saved state could not be restored.
+    /// State could not be read: the operator's own saved state, or a keyed state value that
+    /// does not decode.
     State(String),
     /// Anything else the operator's code reports.
     Failed(String),
@@ -35,7 +36,7 @@ impl std::fmt::Display for OperatorError {
         match self {
             OperatorError::Decode(m) => write!(f, "cannot decode record: {m}"),
             OperatorError::Config(m) => write!(f, "bad configuration: {m}"),
-            OperatorError::State(m) => write!(f, "cannot restore state: {m}"),
+            OperatorError::State(m) => write!(f, "state error: {m}"),
             OperatorError::Failed(m) => write!(f, "{m}"),
         }
     }
