@@ -25,7 +25,7 @@ use crate::network::{BufferPoolStats, CancelFlag, NetworkBufferPool};
 use crate::runtime::task_executor::{
     JobTable, RunningTask, SlotAllocation, SlotError, TaskExecutor, TaskExecutorConfig,
 };
-use crate::runtime::{Mail, TaskFailure};
+use crate::runtime::{Mail, NativeOperators, TaskFailure};
 use crate::wasm::{Limits, LoadError, LogSink, StderrLog, WasmRuntime};
 
 /// Settings of the mini-cluster.
@@ -36,6 +36,8 @@ pub struct MiniClusterConfig {
     pub limits: Arc<Limits>,
     /// The most a job may set.
     pub limit_maximums: LimitMaximums,
+    /// Native operators jobs may name (`native = "..."`); none by default.
+    pub native_operators: Option<Arc<dyn NativeOperators>>,
     pub log_sink: Arc<dyn LogSink>,
 }
 
@@ -45,6 +47,7 @@ impl Default for MiniClusterConfig {
             task_executor: TaskExecutorConfig::default(),
             limits: Arc::new(Limits::default()),
             limit_maximums: LimitMaximums::default(),
+            native_operators: None,
             log_sink: Arc::new(StderrLog),
         }
     }
@@ -171,6 +174,7 @@ pub struct MiniCluster {
     task_executor: TaskExecutor,
     limits: Arc<Limits>,
     limit_maximums: LimitMaximums,
+    native_operators: Option<Arc<dyn NativeOperators>>,
     log_sink: Arc<dyn LogSink>,
     next_job: AtomicU64,
 }
@@ -301,6 +305,7 @@ impl MiniCluster {
             task_executor: TaskExecutor::new(config.task_executor, runtime),
             limits: config.limits,
             limit_maximums: config.limit_maximums,
+            native_operators: config.native_operators,
             log_sink: config.log_sink,
             next_job: AtomicU64::new(1),
         }

@@ -7,7 +7,7 @@ mod output;
 mod task;
 pub mod task_executor;
 
-pub use chain::{ChainLink, ChainSpec, OperatorChain};
+pub use chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
 pub use input::{InputProcessor, InputStatus};
 pub use output::{ChainError, CollectedOutput, CollectingOutput, DiscardOutput, Output};
 pub use task::{Mail, Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};

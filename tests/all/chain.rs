@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::guests;
 use weir_framing::{OwnedRecord, Record};
-use weir_host::guests;
 use weir_host::runtime::{ChainError, ChainSpec, CollectingOutput, OperatorChain};
 use weir_host::state::StateData;
 use weir_host::wasm::{ExecutionMode, FailureKind, OperatorSpec};

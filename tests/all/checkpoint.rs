@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::guests;
 use weir_host::checkpoint::CheckpointConfig;
 use weir_host::checkpoint::storage::resolve;
 use weir_host::cluster::{JobFailure, JobOptions, MiniCluster, MiniClusterConfig, RestartStrategy};
-use weir_host::guests;
 use weir_host::job::{JobGraph, parse_manifest};
 use weir_host::runtime::task_executor::TaskExecutorConfig;
 

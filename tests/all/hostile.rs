@@ -4,8 +4,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::guests;
 use weir_framing::Record;
-use weir_host::guests;
 use weir_host::runtime::{ChainError, OperatorChain};
 use weir_host::wasm::{ExecutionMode, FailureKind, Limits, OperatorSpec};
 

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::guests;
 use weir_host::cluster::{JobFailure, JobResult, MiniCluster, MiniClusterConfig};
-use weir_host::guests;
 use weir_host::job::{JobError, JobGraph, Manifest, load_manifest};
 use weir_host::runtime::task_executor::TaskExecutorConfig;
 use weir_host::state::key_groups::{key_group_of, subtask_for_key_group};

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use weir_host::guests;
+use crate::guests;
 use weir_host::wasm::{LoadError, Origin, RuntimeConfig, WasmRuntime};
 
 use crate::support::*;

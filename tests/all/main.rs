@@ -1,7 +1,11 @@
 //! One integration-test binary (as wasmtime does) so the host links once. Every test runs real
-//! guest components that `weir-host`'s build script compiled from this repository.
+//! guest components that this crate's build script compiled from this repository.
 
 mod chain;
+/// Paths of the guests `build.rs` built.
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
 mod checkpoint;
 mod hostile;
 mod job;

@@ -23,8 +23,8 @@ use crate::network::{
 };
 use crate::runtime::task_executor::RunningTask;
 use crate::runtime::{
-    ChainError, ChainLink, ChainSpec, DiscardOutput, Mail, Mailbox, OperatorChain, Output, Task,
-    TaskCheckpointing, TaskFailure, TaskInput,
+    ChainError, ChainLink, ChainSpec, DiscardOutput, Mail, Mailbox, NativeOperators, OperatorChain,
+    Output, Task, TaskCheckpointing, TaskFailure, TaskInput,
 };
 use crate::state::OperatorSnapshot;
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmRuntime};
@@ -253,6 +253,7 @@ pub(super) fn deploy(
                 partitions,
                 buffer_timeout,
                 wait_for_checkpoints: vertex.source_waits_for_checkpoints,
+                natives: cluster.native_operators.clone(),
                 runtime: te.runtime().clone(),
                 metrics: metrics.clone(),
                 cancel: cancel.clone(),
@@ -373,6 +374,7 @@ struct Deployment {
     partitions: Vec<PartitionWriter>,
     buffer_timeout: Duration,
     wait_for_checkpoints: Option<u64>,
+    natives: Option<Arc<dyn NativeOperators>>,
     runtime: Arc<WasmRuntime>,
     metrics: Arc<TaskMetrics>,
     cancel: CancelFlag,
@@ -421,8 +423,14 @@ impl Deployment {
                 LinkSpec::Native(n) => ChainLink::Native(n),
             })
             .collect();
-        let chain = OperatorChain::open_links(&self.runtime, links, tail, self.restore.as_deref())
-            .map_err(chain_failed)?;
+        let chain = OperatorChain::open_links(
+            &self.runtime,
+            self.natives.as_deref(),
+            links,
+            tail,
+            self.restore.as_deref(),
+        )
+        .map_err(chain_failed)?;
         let input = match self.input {
             TaskSourceSpec::Gate(gate) => TaskInput::Gate(gate),
             TaskSourceSpec::Source(spec) => {

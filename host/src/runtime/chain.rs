@@ -10,7 +10,6 @@ use std::sync::Arc;
 use weir_framing::Record;
 
 use super::output::{ChainError, Output};
-use crate::native::NativeOperator;
 use crate::state::OperatorSnapshot;
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmOperator, WasmRuntime};
 
@@ -20,11 +19,19 @@ pub struct ChainSpec {
     pub spec: OperatorSpec,
 }
 
-/// One operator of a chain, wasm or built-in native.
+/// One operator of a chain, wasm or native.
 pub enum ChainLink {
     Wasm(ChainSpec),
-    /// A [`crate::native`] operator by name.
+    /// A native operator by name, made by the process's [`NativeOperators`].
     Native(String),
+}
+
+/// Operators written in Rust and built into the process that runs the tasks, by the name a
+/// manifest gives in `native = "..."`. The runtime has none of its own: the benchmark brings
+/// the native twins of its wasm operators, to price the wasm boundary.
+pub trait NativeOperators: Send + Sync {
+    /// A new instance of operator `name` passing its results to `next`.
+    fn create(&self, name: &str, next: Box<dyn Output>) -> Result<Box<dyn Output>, ChainError>;
 }
 
 /// A chain of operators ending in an output.
@@ -46,7 +53,7 @@ impl OperatorChain {
         let links = operators.into_iter().map(ChainLink::Wasm).collect();
         let restore: Option<Vec<Vec<OperatorSnapshot>>> =
             restore.map(|s| s.iter().map(|one| vec![one.clone()]).collect());
-        Self::open_links(runtime, links, tail, restore.as_deref())
+        Self::open_links(runtime, None, links, tail, restore.as_deref())
     }
 
     /// Like [`OperatorChain::open`], for chains that mix wasm and native operators. Native
@@ -54,6 +61,7 @@ impl OperatorChain {
     /// to restore it from (several when the job was rescaled).
     pub fn open_links(
         runtime: &WasmRuntime,
+        natives: Option<&dyn NativeOperators>,
         operators: Vec<ChainLink>,
         tail: Box<dyn Output>,
         restore: Option<&[Vec<OperatorSnapshot>]>,
@@ -92,7 +100,13 @@ impl OperatorChain {
                 }
                 ChainLink::Native(name) => {
                     batched[i] = true;
-                    Box::new(NativeOperator::new(&name, next)?)
+                    let natives = natives.ok_or_else(|| {
+                        ChainError::Output(format!(
+                            "the job asks for native operator `{name}`, but this runtime has no \
+                             native operators"
+                        ))
+                    })?;
+                    natives.create(&name, next)?
                 }
             };
         }

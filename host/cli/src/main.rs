@@ -33,11 +33,6 @@ struct Cli {
 enum Command {
     /// Runs a job on an embedded mini-cluster (JobManager and TaskExecutor in this process).
     Run(RunArgs),
-    /// Runs a benchmark and prints one `key=value` line per result.
-    Bench {
-        #[command(subcommand)]
-        which: BenchCommand,
-    },
 }
 
 #[derive(clap::Args)]
@@ -106,14 +101,6 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 
 fn parse_bytes(s: &str) -> Result<u64, String> {
     weir_host::job::units::parse_bytes(s)
-}
-
-#[derive(Subcommand)]
-enum BenchCommand {
-    /// ns per record of a chain of three wasm operators, per record and batched, next to native.
-    Chain(weir_host::bench::chain::ChainArgs),
-    /// records/s and peak RSS of pipelines P1 and P2, wasm and native, at parallelism 1 and 2.
-    Pipelines(weir_host::bench::pipelines::PipelinesArgs),
 }
 
 fn parse_arg(s: &str) -> Result<(String, String), String> {
@@ -334,10 +321,6 @@ fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
-        Command::Bench { which } => match which {
-            BenchCommand::Chain(args) => weir_host::bench::chain::run(&args),
-            BenchCommand::Pipelines(args) => weir_host::bench::pipelines::run(&args),
-        },
     }
 }
 

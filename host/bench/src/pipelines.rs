@@ -1,4 +1,4 @@
-//! `weir bench pipelines`: whole jobs on the mini-cluster, with wasm operators and, in the same
+//! `weir-bench pipelines`: whole jobs on the mini-cluster, with wasm operators and, in the same
 //! run, the same jobs with native operators (`crate::native`):
 //!
 //! - P1 stateless chain: N longs -> map x*3+1 -> filter even -> map to (x, x) -> discard;
@@ -20,14 +20,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::checkpoint::CheckpointConfig;
-use crate::cluster::{JobOptions, MiniCluster, MiniClusterConfig};
 use crate::guests;
-use crate::job::parse_manifest;
-use crate::runtime::task_executor::TaskExecutorConfig;
-use crate::wasm::{RuntimeConfig, WasmRuntime};
+use weir_host::checkpoint::CheckpointConfig;
+use weir_host::cluster::{JobOptions, MiniCluster, MiniClusterConfig};
+use weir_host::job::parse_manifest;
+use weir_host::runtime::task_executor::TaskExecutorConfig;
+use weir_host::wasm::{RuntimeConfig, WasmRuntime};
 
-/// Options of `weir bench pipelines`.
+/// Options of `weir-bench pipelines`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipelinesArgs {
     /// Source records per job.
@@ -142,6 +142,7 @@ fn run_once(
                 slots: parallelism,
                 ..TaskExecutorConfig::default()
             },
+            native_operators: Some(Arc::new(crate::native::BenchNatives)),
             ..MiniClusterConfig::default()
         },
         runtime.clone(),

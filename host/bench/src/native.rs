@@ -1,4 +1,4 @@
-//! Built-in native operators: the pipelines of `weir bench pipelines` written in plain Rust, so
+//! Built-in native operators: the pipelines of `weir-bench pipelines` written in plain Rust, so
 //! the benchmark can run the same jobs with and without the wasm boundary. Values are 8-byte
 //! little-endian integers, as the sequence source writes them and the SDK's `BincodeFixed`
 //! reads them.
@@ -6,7 +6,7 @@
 use rustc_hash::FxHashMap;
 use weir_framing::{BatchWriter, Record};
 
-use crate::runtime::{ChainError, Output};
+use weir_host::runtime::{ChainError, NativeOperators, Output};
 
 /// The native operators, by the name a manifest gives in `native = "..."`.
 pub const NAMES: &[&str] = &[
@@ -151,7 +151,7 @@ impl Output for NativeOperator {
     fn snapshot(
         &mut self,
         checkpoint: u64,
-        into: &mut Vec<crate::state::OperatorSnapshot>,
+        into: &mut Vec<weir_host::state::OperatorSnapshot>,
     ) -> Result<(), ChainError> {
         self.next.snapshot(checkpoint, into)
     }
@@ -163,5 +163,14 @@ impl Output for NativeOperator {
     }
     fn finish(&mut self) -> Result<(), ChainError> {
         self.next.finish()
+    }
+}
+
+/// The native operators, for the mini-cluster of `weir-bench pipelines`.
+pub struct BenchNatives;
+
+impl NativeOperators for BenchNatives {
+    fn create(&self, name: &str, next: Box<dyn Output>) -> Result<Box<dyn Output>, ChainError> {
+        Ok(Box::new(NativeOperator::new(name, next)?))
     }
 }

@@ -1,4 +1,4 @@
-//! `weir bench chain`: what the wasm boundary costs. A chain of three operators (map x*3+1,
+//! `weir-bench chain`: what the wasm boundary costs. A chain of three operators (map x*3+1,
 //! filter even, map x/2) over 8-byte integers, as wasm guests in batched and per-record mode and
 //! as native Rust closures with the same framing work, in one run; the keyed running sum alone
 //! (what keyed state costs a guest) next to the native operator; plus compile, deserialize and
@@ -16,10 +16,10 @@ use anyhow::{Context, Result, bail};
 use weir_framing::{BatchWriter, Record};
 
 use crate::guests;
-use crate::runtime::{ChainError, ChainSpec, OperatorChain, Output};
-use crate::wasm::{ExecutionMode, OperatorSpec, RuntimeConfig, WasmOperator, WasmRuntime};
+use weir_host::runtime::{ChainError, ChainSpec, OperatorChain, Output};
+use weir_host::wasm::{ExecutionMode, OperatorSpec, RuntimeConfig, WasmOperator, WasmRuntime};
 
-/// Options of `weir bench chain`.
+/// Options of `weir-bench chain`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ChainArgs {
     /// Records through the native and batched chains.

@@ -1,0 +1,21 @@
+//! Builds the operators of `weir bench` (the bench-ops guest).
+
+use std::path::PathBuf;
+
+use weir_guest_build::Guest;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("set by cargo"));
+    let root = manifest_dir
+        .ancestors()
+        .nth(2)
+        .expect("host/cli/ lives two levels below the workspace root");
+    weir_guest_build::build(
+        root,
+        &[Guest {
+            package: "bench-ops",
+            stem: "bench_ops",
+            constant: "BENCH_OPS",
+        }],
+    );
+}

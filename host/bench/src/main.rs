@@ -1,0 +1,47 @@
+//! `weir-bench`: what the wasm boundary costs, and what whole pipelines reach, on this machine.
+//! Prints one `key=value` line per result. A binary of its own, so that building the `weir`
+//! command (and a TaskManager) never builds the benchmark's guest.
+
+mod chain;
+mod native;
+mod pipelines;
+
+/// The benchmark's guest, built by `build.rs`.
+mod guests {
+    include!(concat!(env!("OUT_DIR"), "/guests.rs"));
+}
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weir-bench",
+    version,
+    about = "Benchmarks of weir; one `key=value` line per result"
+)]
+struct Cli {
+    #[command(subcommand)]
+    which: Bench,
+}
+
+#[derive(Subcommand)]
+enum Bench {
+    /// ns per record of a chain of three wasm operators, per record and batched, next to native.
+    Chain(chain::ChainArgs),
+    /// records/s and peak RSS of pipelines P1 and P2, wasm and native, at parallelism 1 and 2.
+    Pipelines(pipelines::PipelinesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let result = match Cli::parse().which {
+        Bench::Chain(args) => chain::run(&args),
+        Bench::Pipelines(args) => pipelines::run(&args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

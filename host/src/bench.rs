@@ -1,4 +1,0 @@
-//! Benchmarks behind `weir bench`.
-
-pub mod chain;
-pub mod pipelines;
