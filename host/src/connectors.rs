@@ -5,7 +5,7 @@ mod sink;
 mod source;
 
 pub use sink::{
-    FileSink, StdoutSink, TransactionalFileSink, committed_parts, create_output_dir,
+    DiscardSink, FileSink, StdoutSink, TransactionalFileSink, committed_parts, create_output_dir,
     recover_transactional_dir,
 };
 pub use source::{

@@ -9,7 +9,7 @@ mod writer;
 
 pub use buffer::{Buffer, BufferPoolStats, LocalBufferPool, NetworkBufferPool};
 pub use gate::{ChannelEvent, ChannelItem, ChannelSender, InputGate};
-pub use writer::{ChannelSelector, PartitionWriter, RecordWriter};
+pub use writer::{ChannelSelector, PartitionWriter, RecordWriter, WriteError};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

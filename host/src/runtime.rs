@@ -9,5 +9,5 @@ pub mod task_executor;
 
 pub use chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
 pub use input::{InputProcessor, InputStatus};
-pub use output::{ChainError, CollectedOutput, CollectingOutput, DiscardOutput, Output};
+pub use output::{CollectedOutput, CollectingOutput, NetworkOutput};
 pub use task::{Mail, Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use crate::guests;
 use weir_framing::{OwnedRecord, Record};
-use weir_host::runtime::{ChainError, ChainSpec, CollectingOutput, OperatorChain};
+use weir_host::runtime::{ChainSpec, CollectingOutput, OperatorChain};
 use weir_host::state::StateData;
 use weir_host::wasm::{ExecutionMode, FailureKind, OperatorSpec};
 
@@ -151,9 +151,7 @@ fn undecodable_record_fails_with_its_position_and_content() {
     let err = chain
         .process_batch(batch)
         .expect_err("twelve is not a number");
-    let ChainError::Operator(failure) = &err else {
-        panic!("expected an operator failure, got {err}")
-    };
+    let failure = operator_failure(&err);
     assert_eq!(failure.operator, "parse");
     assert_eq!(failure.component, "stateless_chain.wasm");
     match &failure.kind {
@@ -198,9 +196,7 @@ fn bad_configuration_is_reported_as_such() {
     let err = open_specs(guests::STATELESS_CHAIN, vec![spec])
         .err()
         .expect("bad factor");
-    let ChainError::Operator(failure) = err else {
-        panic!("{err}")
-    };
+    let failure = operator_failure(&err);
     assert!(
         matches!(&failure.kind, FailureKind::Config(m) if m.contains("factor")),
         "{}",

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use crate::guests;
 use weir_framing::Record;
-use weir_host::runtime::{ChainError, OperatorChain};
+use weir_host::runtime::OperatorChain;
+use weir_host::stream::StreamError;
 use weir_host::wasm::{ExecutionMode, FailureKind, Limits, OperatorSpec};
 
 use crate::support::*;
@@ -65,12 +66,10 @@ fn hostile_failure(operator: &str, limits: Limits, config: &[(&str, &str)]) -> F
         .process_batch(&batches(records.iter().map(Vec::as_slice), 10)[0])
         .expect_err("the hostile operator must fail");
     bystander.still_counts();
-    let ChainError::Operator(failure) = err else {
-        panic!("expected an operator failure, got {err}")
-    };
+    let failure = operator_failure(&err);
     assert_eq!((failure.operator.as_str(), failure.subtask), (operator, 0));
     assert_eq!(failure.component, "hostile.wasm");
-    failure.kind
+    failure.kind.clone()
 }
 
 #[test]
@@ -161,9 +160,7 @@ fn stdout_flood_hits_the_output_cap_and_reaches_the_log_until_then() {
         .process_batch(&batches([&b"x"[..]], 1)[0])
         .expect_err("flood");
     bystander.still_counts();
-    let ChainError::Operator(failure) = err else {
-        panic!("{err}")
-    };
+    let failure = operator_failure(&err);
     assert_eq!(failure.kind, FailureKind::OutputCap { cap: 64 << 10 });
     let lines = log.lines.lock().expect("log");
     assert!(lines.len() > 50, "captured {} lines", lines.len());
@@ -195,9 +192,7 @@ fn a_state_value_over_the_limit_fails_the_call_that_writes_it() {
         .write_to(&mut batch);
     }
     let err = chain.process_batch(&batch).expect_err("over the limit");
-    let ChainError::Operator(failure) = err else {
-        panic!("expected an operator failure, got {err}")
-    };
+    let failure = operator_failure(&err);
     assert_eq!(failure.operator, "hoard");
     let FailureKind::Violation(message) = &failure.kind else {
         panic!("expected a violation, got {:?}", failure.kind)
@@ -221,9 +216,7 @@ fn a_flood_is_echoed_to_the_log_only_up_to_a_bound_of_lines() {
     let err = chain
         .process_batch(&batches([&b"x"[..]], 1)[0])
         .expect_err("flood");
-    let ChainError::Operator(failure) = err else {
-        panic!("{err}")
-    };
+    let failure = operator_failure(&err);
     assert_eq!(
         failure.kind,
         FailureKind::OutputCap {
@@ -269,10 +262,8 @@ fn a_sleep_with_clocks_granted_is_cut_at_the_call_deadline_and_named() {
         .process_batch(&batches([&b"x"[..]], 1)[0])
         .expect_err("the sleep outlasts the deadline");
     assert!(started.elapsed() < Duration::from_secs(20));
-    let ChainError::Operator(failure) = err else {
-        panic!("{err}")
-    };
-    match failure.kind {
+    let failure = operator_failure(&err);
+    match failure.kind.clone() {
         FailureKind::BlockedPastDeadline { deadline, wait } => {
             assert_eq!(deadline, Duration::from_millis(300));
             assert!(wait.contains("a wait of"), "{wait}");
@@ -329,9 +320,7 @@ fn keyed_state_past_its_byte_limit_fails_the_operator_with_a_state_error() {
     let err = chain
         .process_batch(&batch)
         .expect_err("over the state limit");
-    let ChainError::Operator(failure) = err else {
-        panic!("expected an operator failure, got {err}")
-    };
+    let failure = operator_failure(&err);
     assert_eq!(failure.operator, "hoard");
     let FailureKind::State(message) = &failure.kind else {
         panic!("expected a state failure, got {:?}", failure.kind)
@@ -347,7 +336,7 @@ fn keyed_state_past_its_byte_limit_fails_the_operator_with_a_state_error() {
 fn count_out(
     operator: OperatorSpec,
     inputs: usize,
-) -> Result<weir_host::metrics::TaskMetricsSnapshot, ChainError> {
+) -> Result<weir_host::metrics::TaskMetricsSnapshot, StreamError> {
     let metrics = Arc::new(weir_host::metrics::TaskMetrics::default());
     let loaded = load(guests::HOSTILE);
     let mut chain = OperatorChain::open(
@@ -356,7 +345,7 @@ fn count_out(
             component: loaded,
             spec: operator,
         }],
-        Box::new(weir_host::runtime::DiscardOutput::new(metrics.clone())),
+        Box::new(weir_host::connectors::DiscardSink::new(metrics.clone())),
         None,
     )?;
     let values: Vec<Vec<u8>> = (0..inputs).map(|i| vec![i as u8]).collect();
@@ -435,8 +424,6 @@ fn a_cancelled_job_stops_a_guest_that_waits_with_clocks_granted() {
         "{:?}",
         started.elapsed()
     );
-    let ChainError::Operator(failure) = err else {
-        panic!("{err}")
-    };
+    let failure = operator_failure(&err);
     assert_eq!(failure.kind, FailureKind::Cancelled);
 }

@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use weir_framing::Record;
-use weir_host::runtime::{ChainError, ChainSpec, CollectingOutput, OperatorChain};
+use weir_host::runtime::{ChainSpec, CollectingOutput, OperatorChain};
 use weir_host::state::OperatorSnapshot;
+use weir_host::stream::StreamError;
 use weir_host::wasm::{
-    ExecutionMode, LoadedComponent, LogSink, OperatorSpec, RuntimeConfig, WasmRuntime,
+    ExecutionMode, LoadedComponent, LogSink, OperatorFailure, OperatorSpec, RuntimeConfig,
+    WasmRuntime,
 };
 
 /// The process's one runtime, as in production.
@@ -30,7 +32,7 @@ pub fn open_chain(
     component: &str,
     operators: &[&str],
     mode: ExecutionMode,
-) -> Result<(OperatorChain, CollectingOutput), ChainError> {
+) -> Result<(OperatorChain, CollectingOutput), StreamError> {
     let specs = operators
         .iter()
         .map(|name| {
@@ -45,7 +47,7 @@ pub fn open_chain(
 pub fn open_specs(
     component: &str,
     specs: Vec<OperatorSpec>,
-) -> Result<(OperatorChain, CollectingOutput), ChainError> {
+) -> Result<(OperatorChain, CollectingOutput), StreamError> {
     open_specs_restored(component, specs, None)
 }
 
@@ -54,7 +56,7 @@ pub fn restore_chain(
     component: &str,
     operators: &[&str],
     snapshots: &[OperatorSnapshot],
-) -> Result<(OperatorChain, CollectingOutput), ChainError> {
+) -> Result<(OperatorChain, CollectingOutput), StreamError> {
     let specs = operators.iter().map(|n| OperatorSpec::new(*n)).collect();
     open_specs_restored(component, specs, Some(snapshots))
 }
@@ -63,7 +65,7 @@ fn open_specs_restored(
     component: &str,
     specs: Vec<OperatorSpec>,
     snapshots: Option<&[OperatorSnapshot]>,
-) -> Result<(OperatorChain, CollectingOutput), ChainError> {
+) -> Result<(OperatorChain, CollectingOutput), StreamError> {
     let loaded = load(component);
     let chain_specs = specs
         .into_iter()
@@ -75,6 +77,12 @@ fn open_specs_restored(
     let out = CollectingOutput::new();
     let chain = OperatorChain::open(runtime(), chain_specs, Box::new(out.clone()), snapshots)?;
     Ok((chain, out))
+}
+
+/// The wasm operator's failure inside `err`, which must be one.
+pub fn operator_failure(err: &StreamError) -> &OperatorFailure {
+    err.failure::<OperatorFailure>()
+        .unwrap_or_else(|| panic!("expected a wasm operator's failure, got {err}"))
 }
 
 /// Frames `values` as unkeyed records, `per_batch` to a buffer.

@@ -16,7 +16,8 @@ use anyhow::{Context, Result, bail};
 use weir_framing::{BatchWriter, Record};
 
 use crate::guests;
-use weir_host::runtime::{ChainError, ChainSpec, OperatorChain, Output};
+use weir_host::runtime::{ChainSpec, OperatorChain};
+use weir_host::stream::{Output, StreamError};
 use weir_host::wasm::{ExecutionMode, OperatorSpec, RuntimeConfig, WasmOperator, WasmRuntime};
 
 /// Options of `weir-bench chain`.
@@ -43,17 +44,17 @@ const OPERATORS: [&str; 3] = ["times-three-plus-one", "even", "half"];
 struct Counter(Arc<AtomicU64>);
 
 impl Output for Counter {
-    fn collect(&mut self, _: Record<'_>) -> Result<(), ChainError> {
+    fn collect(&mut self, _: Record<'_>) -> Result<(), StreamError> {
         self.0.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
-    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
+    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
         let n =
-            weir_framing::count_records(batch).map_err(|e| ChainError::Output(e.to_string()))?;
+            weir_framing::count_records(batch).map_err(|e| StreamError::Output(e.to_string()))?;
         self.0.fetch_add(n as u64, Ordering::Relaxed);
         Ok(())
     }
-    fn emit_watermark(&mut self, _: i64) -> Result<(), ChainError> {
+    fn emit_watermark(&mut self, _: i64) -> Result<(), StreamError> {
         Ok(())
     }
 }

@@ -6,7 +6,8 @@
 use rustc_hash::FxHashMap;
 use weir_framing::{BatchWriter, Record};
 
-use weir_host::runtime::{ChainError, NativeOperators, Output};
+use weir_host::runtime::NativeOperators;
+use weir_host::stream::{Output, StreamError};
 
 /// The native operators, by the name a manifest gives in `native = "..."`.
 pub const NAMES: &[&str] = &[
@@ -38,9 +39,9 @@ pub struct NativeOperator {
     out: BatchWriter,
 }
 
-fn u64_of(bytes: &[u8], what: &str, op: &str) -> Result<u64, ChainError> {
+fn u64_of(bytes: &[u8], what: &str, op: &str) -> Result<u64, StreamError> {
     bytes.try_into().map(u64::from_le_bytes).map_err(|_| {
-        ChainError::Output(format!(
+        StreamError::Output(format!(
             "native operator `{op}` expects 8-byte {what}, got {} bytes",
             bytes.len()
         ))
@@ -48,7 +49,7 @@ fn u64_of(bytes: &[u8], what: &str, op: &str) -> Result<u64, ChainError> {
 }
 
 impl NativeOperator {
-    pub fn new(name: &str, next: Box<dyn Output>) -> Result<Self, ChainError> {
+    pub fn new(name: &str, next: Box<dyn Output>) -> Result<Self, StreamError> {
         let function = match name {
             "times-three-plus-one" => Function::TimesThreePlusOne,
             "even" => Function::Even,
@@ -56,7 +57,7 @@ impl NativeOperator {
             "key-mod-10000" => Function::KeyMod,
             "running-sum" => Function::RunningSum(FxHashMap::default()),
             other => {
-                return Err(ChainError::Output(format!(
+                return Err(StreamError::Output(format!(
                     "no native operator `{other}`; there are {}",
                     NAMES.join(", ")
                 )));
@@ -70,7 +71,7 @@ impl NativeOperator {
         })
     }
 
-    fn apply(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn apply(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         let x = u64_of(record.value, "values", &self.name)?;
         let out = &mut self.out;
         match &mut self.function {
@@ -95,7 +96,7 @@ impl NativeOperator {
             }),
             Function::RunningSum(sums) => {
                 let key_bytes = record.key.ok_or_else(|| {
-                    ChainError::Output("native running-sum needs keyed records".into())
+                    StreamError::Output("native running-sum needs keyed records".into())
                 })?;
                 let key = u64_of(key_bytes, "keys", "running-sum")?;
                 let sum = sums.entry(key).or_insert(0);
@@ -112,7 +113,7 @@ impl NativeOperator {
 }
 
 impl Output for NativeOperator {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.out.clear();
         self.apply(record)?;
         if !self.out.is_empty() {
@@ -121,14 +122,14 @@ impl Output for NativeOperator {
         Ok(())
     }
 
-    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
+    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
         self.out.clear();
         let mut records = weir_framing::records(batch);
         while let Some((record, _)) = records.next_with_bytes() {
             self.apply(record)?;
         }
         if let Some(e) = records.fault() {
-            return Err(ChainError::Output(format!("malformed batch: {e}")));
+            return Err(StreamError::Output(format!("malformed batch: {e}")));
         }
         if !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
@@ -139,29 +140,29 @@ impl Output for NativeOperator {
         Ok(())
     }
 
-    fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+    fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
         self.next.emit_watermark(watermark)
     }
-    fn advance_processing_time(&mut self, now: i64) -> Result<(), ChainError> {
+    fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
         self.next.advance_processing_time(now)
     }
-    fn flush(&mut self) -> Result<(), ChainError> {
+    fn flush(&mut self) -> Result<(), StreamError> {
         self.next.flush()
     }
     fn snapshot(
         &mut self,
         checkpoint: u64,
         into: &mut Vec<weir_host::state::OperatorSnapshot>,
-    ) -> Result<(), ChainError> {
+    ) -> Result<(), StreamError> {
         self.next.snapshot(checkpoint, into)
     }
-    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
         self.next.notify_checkpoint_complete(checkpoint)
     }
-    fn end_input(&mut self) -> Result<(), ChainError> {
+    fn end_input(&mut self) -> Result<(), StreamError> {
         self.next.end_input()
     }
-    fn finish(&mut self) -> Result<(), ChainError> {
+    fn finish(&mut self) -> Result<(), StreamError> {
         self.next.finish()
     }
 }
@@ -170,7 +171,7 @@ impl Output for NativeOperator {
 pub struct BenchNatives;
 
 impl NativeOperators for BenchNatives {
-    fn create(&self, name: &str, next: Box<dyn Output>) -> Result<Box<dyn Output>, ChainError> {
+    fn create(&self, name: &str, next: Box<dyn Output>) -> Result<Box<dyn Output>, StreamError> {
         Ok(Box::new(NativeOperator::new(name, next)?))
     }
 }

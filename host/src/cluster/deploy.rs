@@ -12,7 +12,8 @@ use super::restore::RestorePlan;
 use super::{AttemptSetup, CoordinatorHandle, JobFailure, JobHandle, JobMonitor, MiniCluster};
 use crate::checkpoint::{CheckpointTargets, Coordinator};
 use crate::connectors::{
-    FileSink, FileSource, SequenceSource, SourceReader, StdoutSink, TransactionalFileSink,
+    DiscardSink, FileSink, FileSource, SequenceSource, SourceReader, StdoutSink,
+    TransactionalFileSink,
 };
 use crate::job::{
     JobGraph, OperatorImpl, Partitioning, SinkSpec, SourceSpec, VertexInput, VertexOutput,
@@ -23,10 +24,11 @@ use crate::network::{
 };
 use crate::runtime::task_executor::RunningTask;
 use crate::runtime::{
-    ChainError, ChainLink, ChainSpec, DiscardOutput, Mail, Mailbox, NativeOperators, OperatorChain,
-    Output, Task, TaskCheckpointing, TaskFailure, TaskInput,
+    ChainLink, ChainSpec, Mail, Mailbox, NativeOperators, NetworkOutput, OperatorChain, Task,
+    TaskCheckpointing, TaskFailure, TaskInput,
 };
 use crate::state::OperatorSnapshot;
+use crate::stream::{Output, StreamError};
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmRuntime};
 
 struct SpawnedTask {
@@ -386,7 +388,7 @@ impl Deployment {
         let cancel = self.cancel.clone();
         // A cancel that stops a guest's `open` or `restore-state` is the job's cancellation,
         // not the guest's failure.
-        let chain_failed = |error: ChainError| {
+        let chain_failed = |error: StreamError| {
             if cancel.is_cancelled() {
                 TaskFailure::Cancelled { task: name.clone() }
             } else {
@@ -408,12 +410,12 @@ impl Deployment {
                 ),
             },
             Some(SinkSpec::Stdout) => Box::new(StdoutSink::new(self.metrics.clone())),
-            Some(SinkSpec::Discard) => Box::new(DiscardOutput::new(self.metrics.clone())),
-            None => Box::new(RecordWriter::new(
+            Some(SinkSpec::Discard) => Box::new(DiscardSink::new(self.metrics.clone())),
+            None => Box::new(NetworkOutput(RecordWriter::new(
                 self.partitions,
                 self.buffer_timeout,
                 self.metrics.clone(),
-            )),
+            ))),
         };
         let links = self
             .links

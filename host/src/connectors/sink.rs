@@ -1,5 +1,5 @@
 //! Sinks, as the tail outputs of chains: lines to a file (or a part file per subtask), lines to
-//! stdout. The discard sink is `runtime::DiscardOutput`.
+//! stdout, nowhere (counting them).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use weir_framing::Record;
 
 use crate::metrics::TaskMetrics;
-use crate::runtime::{ChainError, Output};
+use crate::stream::{Output, StreamError};
 
 /// Creates `dir` and its parents. A file where a directory must go is named as such (the
 /// system's own error, `File exists`, names neither the file nor the problem).
@@ -52,6 +52,34 @@ pub fn committed_parts(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
     Ok(out)
 }
 
+/// Drops everything, counting it: the discard sink.
+#[derive(Debug, Default)]
+pub struct DiscardSink {
+    metrics: Arc<TaskMetrics>,
+}
+
+impl DiscardSink {
+    pub fn new(metrics: Arc<TaskMetrics>) -> Self {
+        DiscardSink { metrics }
+    }
+}
+
+impl Output for DiscardSink {
+    fn collect(&mut self, _: Record<'_>) -> Result<(), StreamError> {
+        self.metrics.add_records_out(1);
+        Ok(())
+    }
+    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
+        let n = weir_framing::count_records(batch)
+            .map_err(|e| StreamError::Output(format!("malformed batch: {e}")))?;
+        self.metrics.add_records_out(n as u64);
+        Ok(())
+    }
+    fn emit_watermark(&mut self, _: i64) -> Result<(), StreamError> {
+        Ok(())
+    }
+}
+
 /// Writes each record's value as one line.
 pub struct FileSink {
     path: PathBuf,
@@ -67,14 +95,14 @@ impl FileSink {
         subtask: u32,
         parallelism: u32,
         metrics: Arc<TaskMetrics>,
-    ) -> Result<Self, ChainError> {
+    ) -> Result<Self, StreamError> {
         let file_path = if parallelism == 1 {
             path.to_path_buf()
         } else {
             path.join(format!("part-{subtask}"))
         };
         let io = |e: std::io::Error| {
-            ChainError::Output(format!("cannot write `{}`: {e}", file_path.display()))
+            StreamError::Output(format!("cannot write `{}`: {e}", file_path.display()))
         };
         if let Some(dir) = file_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             create_output_dir(dir).map_err(io)?;
@@ -87,13 +115,13 @@ impl FileSink {
         })
     }
 
-    fn io_error(&self, e: std::io::Error) -> ChainError {
-        ChainError::Output(format!("cannot write `{}`: {e}", self.path.display()))
+    fn io_error(&self, e: std::io::Error) -> StreamError {
+        StreamError::Output(format!("cannot write `{}`: {e}", self.path.display()))
     }
 }
 
 impl Output for FileSink {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.out
             .write_all(record.value)
             .and_then(|()| self.out.write_all(b"\n"))
@@ -102,11 +130,11 @@ impl Output for FileSink {
         Ok(())
     }
 
-    fn emit_watermark(&mut self, _: i64) -> Result<(), ChainError> {
+    fn emit_watermark(&mut self, _: i64) -> Result<(), StreamError> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), ChainError> {
+    fn finish(&mut self) -> Result<(), StreamError> {
         self.out
             .flush()
             .and_then(|()| self.out.get_ref().sync_all())
@@ -126,23 +154,23 @@ impl StdoutSink {
 }
 
 impl Output for StdoutSink {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         let mut out = std::io::stdout().lock();
         out.write_all(record.value)
             .and_then(|()| out.write_all(b"\n"))
-            .map_err(|e| ChainError::Output(format!("cannot write to stdout: {e}")))?;
+            .map_err(|e| StreamError::Output(format!("cannot write to stdout: {e}")))?;
         self.metrics.add_records_out(1);
         Ok(())
     }
 
-    fn emit_watermark(&mut self, _: i64) -> Result<(), ChainError> {
+    fn emit_watermark(&mut self, _: i64) -> Result<(), StreamError> {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), ChainError> {
+    fn finish(&mut self) -> Result<(), StreamError> {
         std::io::stdout()
             .flush()
-            .map_err(|e| ChainError::Output(format!("cannot write to stdout: {e}")))
+            .map_err(|e| StreamError::Output(format!("cannot write to stdout: {e}")))
     }
 }
 
@@ -229,9 +257,9 @@ impl TransactionalFileSink {
         subtask: u32,
         epoch: u64,
         metrics: Arc<TaskMetrics>,
-    ) -> Result<Self, ChainError> {
+    ) -> Result<Self, StreamError> {
         create_output_dir(dir)
-            .map_err(|e| ChainError::Output(format!("cannot create `{}`: {e}", dir.display())))?;
+            .map_err(|e| StreamError::Output(format!("cannot create `{}`: {e}", dir.display())))?;
         Ok(TransactionalFileSink {
             dir: dir.to_path_buf(),
             subtask,
@@ -241,14 +269,14 @@ impl TransactionalFileSink {
         })
     }
 
-    fn io_error(&self, e: std::io::Error) -> ChainError {
-        ChainError::Output(format!(
+    fn io_error(&self, e: std::io::Error) -> StreamError {
+        StreamError::Output(format!(
             "cannot write pending part file in `{}`: {e}",
             self.dir.display()
         ))
     }
 
-    fn writer(&mut self) -> Result<&mut BufWriter<File>, ChainError> {
+    fn writer(&mut self) -> Result<&mut BufWriter<File>, StreamError> {
         if self.current.is_none() {
             let path = self.dir.join(pending_name(self.subtask, self.epoch));
             let file = File::create(&path).map_err(|e| self.io_error(e))?;
@@ -261,7 +289,7 @@ impl TransactionalFileSink {
     /// Pre-commit: the current epoch's file is made durable, closed, and named after
     /// `checkpoint`, the checkpoint whose completion will commit it (ids can skip when a
     /// checkpoint is abandoned).
-    fn close_epoch(&mut self, checkpoint: Option<u64>) -> Result<(), ChainError> {
+    fn close_epoch(&mut self, checkpoint: Option<u64>) -> Result<(), StreamError> {
         if let Some(mut w) = self.current.take() {
             w.flush()
                 .and_then(|()| w.get_ref().sync_all())
@@ -278,7 +306,7 @@ impl TransactionalFileSink {
 }
 
 impl Output for TransactionalFileSink {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         let w = self.writer()?;
         let written = w.write_all(record.value).and_then(|()| w.write_all(b"\n"));
         written.map_err(|e| self.io_error(e))?;
@@ -286,7 +314,7 @@ impl Output for TransactionalFileSink {
         Ok(())
     }
 
-    fn emit_watermark(&mut self, _: i64) -> Result<(), ChainError> {
+    fn emit_watermark(&mut self, _: i64) -> Result<(), StreamError> {
         Ok(())
     }
 
@@ -294,13 +322,13 @@ impl Output for TransactionalFileSink {
         &mut self,
         checkpoint: u64,
         _: &mut Vec<crate::state::OperatorSnapshot>,
-    ) -> Result<(), ChainError> {
+    ) -> Result<(), StreamError> {
         self.close_epoch(Some(checkpoint))?;
         self.epoch = checkpoint + 1;
         Ok(())
     }
 
-    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
         let own = pending_files(&self.dir).map_err(|e| self.io_error(e))?;
         for (name, epoch) in own {
             let mine = parse_pending(&name).is_some_and(|(s, _)| s == self.subtask);
@@ -311,7 +339,7 @@ impl Output for TransactionalFileSink {
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), ChainError> {
+    fn finish(&mut self) -> Result<(), StreamError> {
         self.close_epoch(None)
     }
 }

@@ -20,8 +20,21 @@ use super::CancelFlag;
 use super::buffer::{Buffer, LocalBufferPool};
 use super::gate::{ChannelEvent, ChannelItem, ChannelSender};
 use crate::metrics::TaskMetrics;
-use crate::runtime::{ChainError, Output};
 use crate::state::key_groups::{key_group_of, subtask_for_key_group};
+
+/// Why the network could not take records.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The job was cancelled while the writer waited for a buffer.
+    #[error("the job was cancelled")]
+    Cancelled,
+    /// A record without a key reached a key-group edge.
+    #[error("a record without a key reached the hash edge {edge}; key the records first (key_by)")]
+    MissingKey { edge: String },
+    /// A batch handed to the writer is not in the record framing.
+    #[error("malformed batch: {0}")]
+    Malformed(weir_framing::FramingError),
+}
 
 /// How a partition writer picks channels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,7 +103,7 @@ impl PartitionWriter {
         }
     }
 
-    fn select(&mut self, record: &Record<'_>) -> Result<usize, ChainError> {
+    fn select(&mut self, record: &Record<'_>) -> Result<usize, WriteError> {
         Ok(match self.selector {
             ChannelSelector::Forward | ChannelSelector::Broadcast => 0,
             ChannelSelector::Rebalance => {
@@ -111,15 +124,14 @@ impl PartitionWriter {
     }
 
     #[cold]
-    fn missing_key(&self) -> ChainError {
-        ChainError::Output(format!(
-            "a record without a key reached the hash edge {}; key the records first (key_by)",
-            self.edge
-        ))
+    fn missing_key(&self) -> WriteError {
+        WriteError::MissingKey {
+            edge: self.edge.clone(),
+        }
     }
 
     /// Copies framed bytes into the buffers of slot `slot`, sending each buffer that fills.
-    fn write_bytes(&mut self, slot: usize, mut bytes: &[u8]) -> Result<(), ChainError> {
+    fn write_bytes(&mut self, slot: usize, mut bytes: &[u8]) -> Result<(), WriteError> {
         let segment = self.pool.segment_size();
         while !bytes.is_empty() {
             if self.current[slot].is_none() {
@@ -127,7 +139,7 @@ impl PartitionWriter {
                 let (buffer, waited) = self
                     .pool
                     .request(channel, &self.cancel)
-                    .map_err(|c| ChainError::Output(c.to_string()))?;
+                    .map_err(|_| WriteError::Cancelled)?;
                 if !waited.is_zero() {
                     self.metrics.add_backpressured(waited);
                 }
@@ -169,7 +181,7 @@ impl PartitionWriter {
         )
     }
 
-    fn write_record(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn write_record(&mut self, record: Record<'_>) -> Result<(), WriteError> {
         let slot = self.select(&record)?;
         self.stage(slot, record)
     }
@@ -177,7 +189,7 @@ impl PartitionWriter {
     /// Adds a record to channel `slot`'s staging batch, moving the batch into buffers once it
     /// holds a buffer's worth.
     #[inline]
-    fn stage(&mut self, slot: usize, record: Record<'_>) -> Result<(), ChainError> {
+    fn stage(&mut self, slot: usize, record: Record<'_>) -> Result<(), WriteError> {
         self.staged[slot].push(record);
         if self.staged[slot].len() >= self.pool.segment_size() {
             self.unstage(slot)?;
@@ -185,7 +197,7 @@ impl PartitionWriter {
         Ok(())
     }
 
-    fn unstage(&mut self, slot: usize) -> Result<(), ChainError> {
+    fn unstage(&mut self, slot: usize) -> Result<(), WriteError> {
         if self.staged[slot].is_empty() {
             return Ok(());
         }
@@ -196,10 +208,9 @@ impl PartitionWriter {
         result
     }
 
-    fn write_batch(&mut self, batch: &[u8]) -> Result<u64, ChainError> {
+    fn write_batch(&mut self, batch: &[u8]) -> Result<u64, WriteError> {
         if !self.picks_per_record() {
-            let n = weir_framing::count_records(batch)
-                .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+            let n = weir_framing::count_records(batch).map_err(WriteError::Malformed)?;
             // After single records written before it.
             self.unstage(0)?;
             self.write_bytes(0, batch)?;
@@ -207,8 +218,8 @@ impl PartitionWriter {
         }
         if self.channels.len() == 1 {
             // One consumer: every record goes to it, as the batch is; only keys are checked.
-            let (n, keyed) = weir_framing::count_keyed_records(batch)
-                .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+            let (n, keyed) =
+                weir_framing::count_keyed_records(batch).map_err(WriteError::Malformed)?;
             if matches!(self.selector, ChannelSelector::KeyGroups { .. }) && keyed < n {
                 return Err(self.missing_key());
             }
@@ -250,12 +261,12 @@ impl PartitionWriter {
         }
         match items.fault() {
             None => Ok(n),
-            Some(e) => Err(ChainError::Output(format!("malformed batch: {e}"))),
+            Some(e) => Err(WriteError::Malformed(e.clone())),
         }
     }
 
     /// Sends every record written so far.
-    fn flush(&mut self) -> Result<(), ChainError> {
+    fn flush(&mut self) -> Result<(), WriteError> {
         for slot in 0..self.staged.len() {
             self.unstage(slot)?;
         }
@@ -265,7 +276,7 @@ impl PartitionWriter {
         Ok(())
     }
 
-    fn broadcast_event(&mut self, event: ChannelEvent) -> Result<(), ChainError> {
+    fn broadcast_event(&mut self, event: ChannelEvent) -> Result<(), WriteError> {
         self.flush()?;
         for channel in &self.channels {
             channel.send(ChannelItem::Event(event));
@@ -301,8 +312,9 @@ impl RecordWriter {
         }
     }
 
-    /// Sends partly filled buffers once the oldest unsent record waited the buffer timeout.
-    fn flush_if_due(&mut self) -> Result<(), ChainError> {
+    /// Starts the buffer timeout, or sends partly filled buffers once the oldest unsent record
+    /// waited it.
+    fn send_if_due(&mut self) -> Result<(), WriteError> {
         let now = Instant::now();
         match self.oldest_unflushed {
             None => self.oldest_unflushed = Some(now),
@@ -314,7 +326,8 @@ impl RecordWriter {
         Ok(())
     }
 
-    fn flush_all(&mut self) -> Result<(), ChainError> {
+    /// Sends every partly filled buffer now.
+    pub fn flush_all(&mut self) -> Result<(), WriteError> {
         for p in &mut self.partitions {
             p.flush()?;
         }
@@ -323,8 +336,9 @@ impl RecordWriter {
     }
 }
 
-impl Output for RecordWriter {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+impl RecordWriter {
+    /// Writes one record to every outgoing edge.
+    pub fn write_record(&mut self, record: Record<'_>) -> Result<(), WriteError> {
         for p in &mut self.partitions {
             p.write_record(record)?;
         }
@@ -337,66 +351,53 @@ impl Output for RecordWriter {
         self.since_time_check += 1;
         if self.since_time_check >= 256 {
             self.since_time_check = 0;
-            self.flush_if_due()?;
+            self.send_if_due()?;
         }
         Ok(())
     }
 
-    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
+    /// Writes a framed batch to every outgoing edge.
+    pub fn write_batch(&mut self, batch: &[u8]) -> Result<(), WriteError> {
         let mut n = 0;
         for p in &mut self.partitions {
             n = p.write_batch(batch)?;
         }
         self.metrics.add_records_out(n);
-        self.flush_if_due()
+        self.send_if_due()
     }
 
-    fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+    /// Sends an event on every channel of every edge, after the records written before it.
+    pub fn broadcast_event(&mut self, event: ChannelEvent) -> Result<(), WriteError> {
         for p in &mut self.partitions {
-            p.broadcast_event(ChannelEvent::Watermark(watermark))?;
+            p.broadcast_event(event)?;
         }
         self.oldest_unflushed = None;
         Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ChainError> {
-        // A chain flush means "processed what was there", not "send now": buffers go out when
-        // full or when the timeout passes, so small input batches still fill whole buffers.
+    /// Sends partly filled buffers if the oldest record in them has waited the buffer timeout.
+    /// (A chain's flush means "processed what was there", not "send now": buffers go out when
+    /// full or when the timeout passes, so small input batches still fill whole buffers.)
+    pub fn flush_if_due(&mut self) -> Result<(), WriteError> {
         if self.oldest_unflushed.is_some() {
-            self.flush_if_due()?;
+            self.send_if_due()?;
         }
         Ok(())
     }
 
-    fn snapshot(
-        &mut self,
-        checkpoint: u64,
-        _: &mut Vec<crate::state::OperatorSnapshot>,
-    ) -> Result<(), ChainError> {
-        for p in &mut self.partitions {
-            p.broadcast_event(ChannelEvent::Barrier(checkpoint))?;
-        }
-        self.oldest_unflushed = None;
-        Ok(())
-    }
-
-    fn end_input(&mut self) -> Result<(), ChainError> {
+    /// Tells every consumer that no records follow (once); barriers still may.
+    pub fn end_of_data(&mut self) -> Result<(), WriteError> {
         if !self.data_ended {
             self.data_ended = true;
-            for p in &mut self.partitions {
-                p.broadcast_event(ChannelEvent::EndOfData)?;
-            }
-            self.oldest_unflushed = None;
+            self.broadcast_event(ChannelEvent::EndOfData)?;
         }
         Ok(())
     }
 
-    fn finish(&mut self) -> Result<(), ChainError> {
-        self.end_input()?;
-        for p in &mut self.partitions {
-            p.broadcast_event(ChannelEvent::EndOfPartition)?;
-        }
-        Ok(())
+    /// Ends every channel, after end-of-data if it has not gone out.
+    pub fn end_of_partition(&mut self) -> Result<(), WriteError> {
+        self.end_of_data()?;
+        self.broadcast_event(ChannelEvent::EndOfPartition)
     }
 }
 

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use weir_framing::Record;
 
-use super::output::{ChainError, Output};
 use crate::state::OperatorSnapshot;
+use crate::stream::{Output, StreamError};
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmOperator, WasmRuntime};
 
 /// One wasm operator of a chain: the component it runs and how.
@@ -31,7 +31,7 @@ pub enum ChainLink {
 /// the native twins of its wasm operators, to price the wasm boundary.
 pub trait NativeOperators: Send + Sync {
     /// A new instance of operator `name` passing its results to `next`.
-    fn create(&self, name: &str, next: Box<dyn Output>) -> Result<Box<dyn Output>, ChainError>;
+    fn create(&self, name: &str, next: Box<dyn Output>) -> Result<Box<dyn Output>, StreamError>;
 }
 
 /// A chain of operators ending in an output.
@@ -49,7 +49,7 @@ impl OperatorChain {
         operators: Vec<ChainSpec>,
         tail: Box<dyn Output>,
         restore: Option<&[OperatorSnapshot]>,
-    ) -> Result<Self, ChainError> {
+    ) -> Result<Self, StreamError> {
         let links = operators.into_iter().map(ChainLink::Wasm).collect();
         let restore: Option<Vec<Vec<OperatorSnapshot>>> =
             restore.map(|s| s.iter().map(|one| vec![one.clone()]).collect());
@@ -65,7 +65,7 @@ impl OperatorChain {
         operators: Vec<ChainLink>,
         tail: Box<dyn Output>,
         restore: Option<&[Vec<OperatorSnapshot>]>,
-    ) -> Result<Self, ChainError> {
+    ) -> Result<Self, StreamError> {
         let wasm_count = operators
             .iter()
             .filter(|l| matches!(l, ChainLink::Wasm(_)))
@@ -73,7 +73,7 @@ impl OperatorChain {
         if let Some(snapshots) = restore
             && snapshots.len() != wasm_count
         {
-            return Err(ChainError::Output(format!(
+            return Err(StreamError::Output(format!(
                 "restoring a chain of {wasm_count} wasm operators from {} snapshots",
                 snapshots.len()
             )));
@@ -101,7 +101,7 @@ impl OperatorChain {
                 ChainLink::Native(name) => {
                     batched[i] = true;
                     let natives = natives.ok_or_else(|| {
-                        ChainError::Output(format!(
+                        StreamError::Output(format!(
                             "the job asks for native operator `{name}`, but this runtime has no \
                              native operators"
                         ))
@@ -128,55 +128,55 @@ impl OperatorChain {
     }
 
     /// Runs a framed batch of input records through the chain, to the tail.
-    pub fn process_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
+    pub fn process_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
         self.head.collect_batch(batch)?;
         self.head.flush()
     }
 
     /// Runs one record through the chain, to the tail.
-    pub fn process_record(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    pub fn process_record(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.head.collect(record)?;
         self.head.flush()
     }
 
     /// Processes whatever operators hold pending; the tail sends what is due.
-    pub fn flush(&mut self) -> Result<(), ChainError> {
+    pub fn flush(&mut self) -> Result<(), StreamError> {
         self.head.flush()
     }
 
     /// Advances the watermark through the chain, firing due event-time timers on the way.
-    pub fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+    pub fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
         self.head.emit_watermark(watermark)?;
         self.head.flush()
     }
 
     /// Advances processing time, firing due processing-time timers.
-    pub fn advance_processing_time(&mut self, now: i64) -> Result<(), ChainError> {
+    pub fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
         self.head.advance_processing_time(now)?;
         self.head.flush()
     }
 
     /// Snapshots every operator for checkpoint `checkpoint`, in chain order, after processing
     /// everything before the barrier; the tail passes the barrier on.
-    pub fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<OperatorSnapshot>, ChainError> {
+    pub fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<OperatorSnapshot>, StreamError> {
         let mut snapshots = Vec::with_capacity(self.operators.len());
         self.head.snapshot(checkpoint, &mut snapshots)?;
         Ok(snapshots)
     }
 
     /// Tells every operator and the tail that checkpoint `checkpoint` completed.
-    pub fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+    pub fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
         self.head.notify_checkpoint_complete(checkpoint)
     }
 
     /// Ends the input: every operator closes, in chain order, and the tail sends end-of-data.
-    pub fn end_input(&mut self) -> Result<(), ChainError> {
+    pub fn end_input(&mut self) -> Result<(), StreamError> {
         self.head.end_input()
     }
 
     /// Finishes the chain (ending the input first if that has not happened): the tail ends its
     /// partitions or closes its sink.
-    pub fn finish(&mut self) -> Result<(), ChainError> {
+    pub fn finish(&mut self) -> Result<(), StreamError> {
         self.head.finish()
     }
 }

@@ -3,7 +3,7 @@
 //! to the chain without copying them, and combines the channels' watermarks.
 
 use super::chain::OperatorChain;
-use super::output::ChainError;
+use crate::stream::StreamError;
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -119,7 +119,7 @@ impl InputProcessor {
         channel: usize,
         item: ChannelItem,
         chain: &mut OperatorChain,
-    ) -> Result<(u64, InputStatus), ChainError> {
+    ) -> Result<(u64, InputStatus), StreamError> {
         if self.aligning.is_some() && self.barrier_seen[channel] {
             self.held[channel].push_back(item);
             return Ok((0, InputStatus::More));
@@ -167,9 +167,9 @@ impl InputProcessor {
         }
     }
 
-    fn end_data(&mut self, channel: usize, chain: &mut OperatorChain) -> Result<(), ChainError> {
+    fn end_data(&mut self, channel: usize, chain: &mut OperatorChain) -> Result<(), StreamError> {
         if !self.spill[channel].is_empty() {
-            return Err(ChainError::Output(format!(
+            return Err(StreamError::Output(format!(
                 "input channel {channel} ended inside a record ({} bytes of it arrived)",
                 self.spill[channel].len()
             )));
@@ -179,7 +179,7 @@ impl InputProcessor {
     }
 
     /// The combined watermark is the least of the open channels'; it only moves forward.
-    fn advance_watermark(&mut self, chain: &mut OperatorChain) -> Result<(), ChainError> {
+    fn advance_watermark(&mut self, chain: &mut OperatorChain) -> Result<(), StreamError> {
         let combined = (0..self.watermarks.len())
             .filter(|&c| !self.data_ended[c])
             .map(|c| self.watermarks[c])
@@ -197,7 +197,7 @@ impl InputProcessor {
         channel: usize,
         mut bytes: &[u8],
         chain: &mut OperatorChain,
-    ) -> Result<u64, ChainError> {
+    ) -> Result<u64, StreamError> {
         let mut records = 0;
         let spill = &mut self.spill[channel];
         if !spill.is_empty() {
@@ -231,10 +231,10 @@ impl InputProcessor {
     }
 }
 
-fn record_len(prefix: &[u8]) -> Result<usize, ChainError> {
+fn record_len(prefix: &[u8]) -> Result<usize, StreamError> {
     let len = u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize;
     if len > MAX_RECORD_BYTES {
-        return Err(ChainError::Output(format!(
+        return Err(StreamError::Output(format!(
             "an input record claims {len} bytes, over the limit of {MAX_RECORD_BYTES}: the stream is corrupt"
         )));
     }
@@ -242,7 +242,7 @@ fn record_len(prefix: &[u8]) -> Result<usize, ChainError> {
 }
 
 /// Length in bytes of the complete records (and blocks) at the start of `bytes`.
-fn complete_prefix(bytes: &[u8]) -> Result<usize, ChainError> {
+fn complete_prefix(bytes: &[u8]) -> Result<usize, StreamError> {
     let mut pos = 0;
     while bytes.len() - pos >= 4 {
         let end = pos + 4 + record_len(&bytes[pos..])?;
@@ -255,8 +255,8 @@ fn complete_prefix(bytes: &[u8]) -> Result<usize, ChainError> {
 }
 
 /// Records in complete framed bytes, block entries included.
-fn count(bytes: &[u8]) -> Result<u64, ChainError> {
+fn count(bytes: &[u8]) -> Result<u64, StreamError> {
     weir_framing::count_records(bytes)
         .map(|n| n as u64)
-        .map_err(|e| ChainError::Output(format!("malformed input: {e}")))
+        .map_err(|e| StreamError::Output(format!("malformed input: {e}")))
 }

@@ -1,119 +1,58 @@
-//! Where an operator's records go: the next operator of the chain, or the chain's tail (the
-//! record writer of the task, a collecting output in tests). Mirrors Flink's `Output`: records,
-//! watermarks and lifecycle calls travel down the chain through the same interface.
+//! Outputs of the runtime: the adapter that makes the network's record writer a chain's tail,
+//! and a collecting output for tests.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use weir_framing::{OwnedRecord, Record};
 
-use crate::metrics::TaskMetrics;
+use crate::network::{ChannelEvent, RecordWriter, WriteError};
 use crate::state::OperatorSnapshot;
-use crate::wasm::OperatorFailure;
+use crate::stream::{Output, StreamError};
 
-/// Why a chain stopped.
-#[derive(Debug, thiserror::Error)]
-pub enum ChainError {
-    /// An operator failed; the failure names it.
-    #[error(transparent)]
-    Operator(Box<OperatorFailure>),
-    /// The chain's tail could not take records.
-    #[error("the chain's output failed: {0}")]
-    Output(String),
+fn network_failed(e: WriteError) -> StreamError {
+    StreamError::Output(e.to_string())
 }
 
-impl From<OperatorFailure> for ChainError {
-    fn from(f: OperatorFailure) -> Self {
-        ChainError::Operator(Box::new(f))
-    }
-}
+/// The tail of a chain whose records go to other tasks: records and batches into the record
+/// writer, watermarks and barriers as events on every channel, the end of input as
+/// end-of-data, the end of the task as end-of-partition.
+pub struct NetworkOutput(pub RecordWriter);
 
-/// The receiving end of an operator: the next operator, or the chain's tail.
-pub trait Output: Send {
-    /// One record.
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError>;
-
-    /// A framed batch of records. The default takes them one by one; batch-aware outputs
-    /// override it to pass the buffer on whole.
-    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
-        for record in weir_framing::records(batch) {
-            let record = record.map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
-            self.collect(record)?;
-        }
-        Ok(())
+impl Output for NetworkOutput {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
+        self.0.write_record(record).map_err(network_failed)
     }
 
-    /// The event-time watermark advanced.
-    fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError>;
-
-    /// Processing time advanced to `now` (milliseconds since the epoch).
-    fn advance_processing_time(&mut self, now: i64) -> Result<(), ChainError> {
-        let _ = now;
-        Ok(())
+    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
+        self.0.write_batch(batch).map_err(network_failed)
     }
 
-    /// Processes whatever is buffered, so nothing emitted so far stays behind.
-    fn flush(&mut self) -> Result<(), ChainError> {
-        Ok(())
+    fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
+        self.0
+            .broadcast_event(ChannelEvent::Watermark(watermark))
+            .map_err(network_failed)
     }
 
-    /// Checkpoint `checkpoint`: adds the snapshots of this output and everything after it, in
-    /// chain order, and passes the barrier on (the record writer sends it to the next tasks).
+    fn flush(&mut self) -> Result<(), StreamError> {
+        self.0.flush_if_due().map_err(network_failed)
+    }
+
     fn snapshot(
         &mut self,
         checkpoint: u64,
-        into: &mut Vec<OperatorSnapshot>,
-    ) -> Result<(), ChainError> {
-        let _ = (checkpoint, into);
-        Ok(())
+        _: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), StreamError> {
+        self.0
+            .broadcast_event(ChannelEvent::Barrier(checkpoint))
+            .map_err(network_failed)
     }
 
-    /// Checkpoint `checkpoint` is complete: transactional sinks commit what it covers.
-    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
-        let _ = checkpoint;
-        Ok(())
+    fn end_input(&mut self) -> Result<(), StreamError> {
+        self.0.end_of_data().map_err(network_failed)
     }
 
-    /// The input has ended: operators close and emit what is left, and the tail tells the
-    /// next tasks that no records follow. The chain stays open for barriers: a job with
-    /// checkpoints takes its final checkpoint after this and before `finish`. Operators that
-    /// pass records on must pass this on too; a tail may ignore it.
-    fn end_input(&mut self) -> Result<(), ChainError> {
-        Ok(())
-    }
-
-    /// The task is done (after `end_input`, and with checkpoints after the final checkpoint):
-    /// release resources; the tail ends its partitions. Implementations call `end_input`
-    /// first if it has not run.
-    fn finish(&mut self) -> Result<(), ChainError> {
-        Ok(())
-    }
-}
-
-/// Drops everything, counting it: the discard sink.
-#[derive(Debug, Default)]
-pub struct DiscardOutput {
-    metrics: Arc<TaskMetrics>,
-}
-
-impl DiscardOutput {
-    pub fn new(metrics: Arc<TaskMetrics>) -> Self {
-        DiscardOutput { metrics }
-    }
-}
-
-impl Output for DiscardOutput {
-    fn collect(&mut self, _: Record<'_>) -> Result<(), ChainError> {
-        self.metrics.add_records_out(1);
-        Ok(())
-    }
-    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), ChainError> {
-        let n = weir_framing::count_records(batch)
-            .map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
-        self.metrics.add_records_out(n as u64);
-        Ok(())
-    }
-    fn emit_watermark(&mut self, _: i64) -> Result<(), ChainError> {
-        Ok(())
+    fn finish(&mut self) -> Result<(), StreamError> {
+        self.0.end_of_partition().map_err(network_failed)
     }
 }
 
@@ -148,15 +87,15 @@ impl CollectingOutput {
 }
 
 impl Output for CollectingOutput {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.lock().records.push(record.into());
         Ok(())
     }
-    fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+    fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
         self.lock().watermarks.push(watermark);
         Ok(())
     }
-    fn finish(&mut self) -> Result<(), ChainError> {
+    fn finish(&mut self) -> Result<(), StreamError> {
         self.lock().finished = true;
         Ok(())
     }

@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use super::chain::OperatorChain;
 use super::input::{InputProcessor, InputStatus};
-use super::output::ChainError;
 use crate::checkpoint::storage::{encode_state_file, write_atomically};
 use crate::checkpoint::{Ack, CheckpointTargets, CoordinatorEvent, SourceState, StateHandle};
 use crate::connectors::{SourceError, SourceReader};
@@ -37,9 +36,10 @@ use crate::metrics::TaskMetrics;
 use crate::network::{CancelFlag, InputGate};
 use crate::state::OperatorSnapshot;
 use crate::state::processing_time_now;
+use crate::stream::StreamError;
 
 /// A control action run on the task thread between steps of the default action.
-pub type MailAction = Box<dyn FnOnce(&mut OperatorChain) -> Result<(), ChainError> + Send>;
+pub type MailAction = Box<dyn FnOnce(&mut OperatorChain) -> Result<(), StreamError> + Send>;
 
 /// A control mail.
 pub enum Mail {
@@ -115,7 +115,7 @@ pub struct TaskCheckpointing {
 #[derive(Debug, thiserror::Error)]
 pub enum TaskFailure {
     #[error("task {task} failed: {error}")]
-    Chain { task: String, error: ChainError },
+    Chain { task: String, error: StreamError },
     #[error("task {task} failed: {error}")]
     Source { task: String, error: SourceError },
     #[error("task {task} was cancelled")]
@@ -189,7 +189,7 @@ impl Task {
         }
     }
 
-    fn chain_failed(&self, error: ChainError) -> TaskFailure {
+    fn chain_failed(&self, error: StreamError) -> TaskFailure {
         if self.cancel.is_cancelled() {
             return self.cancelled();
         }
@@ -380,7 +380,7 @@ impl Task {
                 let _ = coordinator.send(event);
             });
         spawned.map(|_| ()).map_err(|e| {
-            self.chain_failed(ChainError::Output(format!(
+            self.chain_failed(StreamError::Output(format!(
                 "cannot start the snapshot writer: {e}"
             )))
         })

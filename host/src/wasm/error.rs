@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::stream::{FailureClass, OperatorIdentity, StreamError};
+
 /// A component could not be loaded as a weir operator component.
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -136,10 +138,28 @@ pub enum FailureKind {
 }
 
 impl FailureKind {
-    /// Whether the failure comes from what the guest did (as opposed to the host's environment).
-    /// Every kind is a user failure today; the distinction is kept for the restart strategy.
-    pub fn is_user_error(&self) -> bool {
-        !matches!(self, FailureKind::Instantiate(_))
+    /// Who is to blame: the guest for everything it did, the runtime for an instance it could
+    /// not create.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            FailureKind::Instantiate(_) => FailureClass::Internal,
+            _ => FailureClass::User,
+        }
+    }
+}
+
+/// A wasm operator's failure, as the operator contract carries it: the identity and class as
+/// data, this failure (with its component and kind) as the error a caller may downcast to.
+impl From<OperatorFailure> for StreamError {
+    fn from(failure: OperatorFailure) -> Self {
+        StreamError::Operator {
+            identity: OperatorIdentity {
+                operator: failure.operator.clone(),
+                subtask: failure.subtask,
+            },
+            class: failure.kind.class(),
+            failure: Box::new(failure),
+        }
     }
 }
 

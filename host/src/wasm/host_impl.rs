@@ -99,7 +99,7 @@ impl OperatorStore {
     /// guest's trap and is reported as itself.
     fn pass_on(
         &mut self,
-        result: std::result::Result<(), crate::runtime::ChainError>,
+        result: std::result::Result<(), crate::stream::StreamError>,
     ) -> Result<()> {
         match result {
             Ok(()) => Ok(()),

@@ -20,9 +20,9 @@ use super::error::{FailureKind, OperatorFailure, preview};
 use super::limits::Limits;
 use super::stdio::{GuestLog, LogSink, OutputCapExceeded, StderrLog};
 use super::store::{CallClock, Interruption, LimitHit, OperatorStore};
-use crate::runtime::{ChainError, Output};
 use crate::state::key_groups::{key_group_of, key_group_range};
 use crate::state::{OperatorSnapshot, TimeDomain};
+use crate::stream::{Output, StreamError};
 
 /// How the host calls a guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -122,7 +122,7 @@ impl WasmOperator {
         spec: OperatorSpec,
         output: Box<dyn Output>,
         restore: Option<&[OperatorSnapshot]>,
-    ) -> Result<Self, ChainError> {
+    ) -> Result<Self, StreamError> {
         let started = std::time::Instant::now();
         let source = format!("{}#{}", spec.operator, spec.subtask_index);
         let log = GuestLog::new(source, spec.limits.max_log_bytes, spec.log_sink.clone());
@@ -169,7 +169,7 @@ impl WasmOperator {
         });
         store.set_epoch_deadline(1);
 
-        let fail = |kind| -> ChainError {
+        let fail = |kind| -> StreamError {
             OperatorFailure {
                 component: component.name.clone(),
                 operator: spec.operator.clone(),
@@ -272,7 +272,7 @@ impl WasmOperator {
         self.store.data().state.key_count()
     }
 
-    fn failure(&self, kind: FailureKind) -> ChainError {
+    fn failure(&self, kind: FailureKind) -> StreamError {
         OperatorFailure {
             component: self.component.name.clone(),
             operator: self.id.clone(),
@@ -283,7 +283,7 @@ impl WasmOperator {
     }
 
     /// Makes one call into the guest under the call deadline and turns every way it can fail
-    /// into a [`ChainError`]. `input` is what the call processes, to show the record a decode
+    /// into a [`StreamError`]. `input` is what the call processes, to show the record a decode
     /// failure names.
     fn call<R>(
         &mut self,
@@ -293,7 +293,7 @@ impl WasmOperator {
             &operator::Guest,
             Option<&batch::Guest>,
         ) -> wasmtime::Result<Result<R, types::OperatorError>>,
-    ) -> Result<R, ChainError> {
+    ) -> Result<R, StreamError> {
         if self.failed {
             return Err(self.failure(FailureKind::AlreadyFailed));
         }
@@ -314,7 +314,7 @@ impl WasmOperator {
     }
 
     /// Names a trap by what caused it, most specific cause first.
-    fn classify(&mut self, trap: wasmtime::Error) -> ChainError {
+    fn classify(&mut self, trap: wasmtime::Error) -> StreamError {
         self.store.data().log.flush_partial();
         let data = self.store.data_mut();
         if let Some(downstream) = data.downstream.take() {
@@ -361,7 +361,7 @@ impl WasmOperator {
         self.failure(kind)
     }
 
-    fn process_batch_now(&mut self, records: &[u8]) -> Result<(), ChainError> {
+    fn process_batch_now(&mut self, records: &[u8]) -> Result<(), StreamError> {
         let out = self.call(Input::Batch(records), |store, _, batch| match batch {
             Some(b) => b.call_process_batch(store, records),
             None => wasmtime::bail!("process-batch called on a per-record operator"),
@@ -376,13 +376,13 @@ impl WasmOperator {
         self.store.data_mut().output.collect_batch(&out)
     }
 
-    fn process_element_now(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn process_element_now(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.call(Input::Record(record.value), |store, guest, _| {
             guest.call_process_element(store, record.value, record.key, record.timestamp)
         })
     }
 
-    fn flush_pending(&mut self) -> Result<(), ChainError> {
+    fn flush_pending(&mut self) -> Result<(), StreamError> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -393,7 +393,7 @@ impl WasmOperator {
         result
     }
 
-    fn fire_timers(&mut self, domain: TimeDomain, time: i64) -> Result<(), ChainError> {
+    fn fire_timers(&mut self, domain: TimeDomain, time: i64) -> Result<(), StreamError> {
         let wit_domain = match domain {
             TimeDomain::EventTime => types::TimeDomain::EventTime,
             TimeDomain::ProcessingTime => types::TimeDomain::ProcessingTime,
@@ -468,7 +468,7 @@ fn guest_failure(error: types::OperatorError, input: Input<'_>, operator: &str) 
 }
 
 impl Output for WasmOperator {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), ChainError> {
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         if self.batch.is_none() {
             return self.process_element_now(record);
         }
@@ -479,11 +479,11 @@ impl Output for WasmOperator {
         Ok(())
     }
 
-    fn collect_batch(&mut self, records: &[u8]) -> Result<(), ChainError> {
+    fn collect_batch(&mut self, records: &[u8]) -> Result<(), StreamError> {
         if self.batch.is_none() {
             for record in weir_framing::records(records) {
                 let record =
-                    record.map_err(|e| ChainError::Output(format!("malformed batch: {e}")))?;
+                    record.map_err(|e| StreamError::Output(format!("malformed batch: {e}")))?;
                 self.collect(record)?;
             }
             return Ok(());
@@ -495,7 +495,7 @@ impl Output for WasmOperator {
         self.flush_pending()
     }
 
-    fn emit_watermark(&mut self, watermark: i64) -> Result<(), ChainError> {
+    fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
         self.flush_pending()?;
         let data = self.store.data_mut();
         if watermark <= data.watermark {
@@ -509,13 +509,13 @@ impl Output for WasmOperator {
         self.store.data_mut().output.emit_watermark(watermark)
     }
 
-    fn advance_processing_time(&mut self, now: i64) -> Result<(), ChainError> {
+    fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
         self.flush_pending()?;
         self.fire_timers(TimeDomain::ProcessingTime, now)?;
         self.store.data_mut().output.advance_processing_time(now)
     }
 
-    fn flush(&mut self) -> Result<(), ChainError> {
+    fn flush(&mut self) -> Result<(), StreamError> {
         self.flush_pending()?;
         self.store.data_mut().output.flush()
     }
@@ -524,7 +524,7 @@ impl Output for WasmOperator {
         &mut self,
         checkpoint: u64,
         into: &mut Vec<OperatorSnapshot>,
-    ) -> Result<(), ChainError> {
+    ) -> Result<(), StreamError> {
         self.flush_pending()?;
         let guest_state = self.call(Input::None, |store, guest, _| {
             guest.call_snapshot_state(store)
@@ -541,14 +541,14 @@ impl Output for WasmOperator {
         data.output.snapshot(checkpoint, into)
     }
 
-    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), ChainError> {
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
         self.store
             .data_mut()
             .output
             .notify_checkpoint_complete(checkpoint)
     }
 
-    fn end_input(&mut self) -> Result<(), ChainError> {
+    fn end_input(&mut self) -> Result<(), StreamError> {
         if self.store.data().closed {
             return Ok(());
         }
@@ -561,7 +561,7 @@ impl Output for WasmOperator {
         output.end_input()
     }
 
-    fn finish(&mut self) -> Result<(), ChainError> {
+    fn finish(&mut self) -> Result<(), StreamError> {
         self.end_input()?;
         self.store.data_mut().output.finish()
     }

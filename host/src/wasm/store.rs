@@ -15,8 +15,8 @@ use super::engine::Capabilities;
 use super::limits::Limits;
 use super::stdio::{GuestLog, GuestStdio};
 use super::waits::WaitLedger;
-use crate::runtime::{ChainError, Output};
 use crate::state::{KeyedStateBackend, TimerService};
+use crate::stream::{Output, StreamError};
 
 /// A limit the guest ran into, recorded so the trap that follows is reported for what it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,7 +166,7 @@ pub struct OperatorStore {
     pub state_limit: Option<String>,
     /// A failure further down the chain, raised while this guest was emitting; it travels back
     /// as a trap of this guest and is reported as itself.
-    pub downstream: Option<ChainError>,
+    pub downstream: Option<StreamError>,
 }
 
 impl OperatorStore {

@@ -1,0 +1,125 @@
+//! The layering of the runtime, checked against the code: each module may name only the
+//! modules below it. The operator contract (`stream`) and the state layer are the floor; the
+//! network, the connectors, checkpoint storage, the job model and the wasm layer stand on it
+//! and know nothing of each other's callers; the runtime drives them; the cluster deploys
+//! into the runtime.
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// Module -> the modules of this crate it may name (besides itself).
+    const ALLOWED: &[(&str, &[&str])] = &[
+        ("codec", &[]),
+        ("metrics", &[]),
+        ("state", &[]),
+        ("stream", &["state"]),
+        ("network", &["metrics", "state"]),
+        ("connectors", &["metrics", "state", "stream"]),
+        ("checkpoint", &["codec", "state"]),
+        ("job", &["state"]),
+        ("wasm", &["state", "stream"]),
+        (
+            "runtime",
+            &[
+                "checkpoint",
+                "connectors",
+                "metrics",
+                "network",
+                "state",
+                "stream",
+                "wasm",
+            ],
+        ),
+    ];
+
+    /// The modules of this crate a source text names: `crate::x` anywhere, and every
+    /// top-level name of a grouped `use crate::{x, y::z}`.
+    fn named_modules(text: &str) -> BTreeSet<String> {
+        let mut names = BTreeSet::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("crate::") {
+            rest = &rest[at + "crate::".len()..];
+            if let Some(group) = rest.strip_prefix('{') {
+                let mut depth = 1;
+                let mut item = String::new();
+                for c in group.chars() {
+                    match c {
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
+                    }
+                    if depth == 0 || (depth == 1 && c == ',') {
+                        if let Some(first) = item.trim().split("::").next()
+                            && !first.is_empty()
+                        {
+                            names.insert(first.to_string());
+                        }
+                        item.clear();
+                        if depth == 0 {
+                            break;
+                        }
+                    } else if depth >= 1 {
+                        item.push(c);
+                    }
+                }
+            } else {
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                names.insert(name);
+            }
+        }
+        names
+    }
+
+    /// Every `.rs` file of module `module`: its root file and everything under its folder.
+    fn module_files(src: &Path, module: &str) -> Vec<std::path::PathBuf> {
+        let mut files = vec![src.join(format!("{module}.rs"))];
+        let mut dirs = vec![src.join(module)];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.is_dir() {
+                    dirs.push(path);
+                } else if path.extension().is_some_and(|e| e == "rs") {
+                    files.push(path);
+                }
+            }
+        }
+        files.retain(|f| f.exists());
+        files
+    }
+
+    #[test]
+    fn every_module_names_only_the_modules_below_it() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut wrong = Vec::new();
+        for (module, allowed) in ALLOWED {
+            let files = module_files(&src, module);
+            assert!(!files.is_empty(), "module `{module}` has no files");
+            for file in files {
+                let text = std::fs::read_to_string(&file).expect("source file");
+                for named in named_modules(&text) {
+                    if named != *module && !allowed.contains(&named.as_str()) {
+                        wrong.push(format!("{} names `crate::{named}`", file.display()));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "layering broken:\n{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn grouped_and_nested_imports_are_seen() {
+        let names = named_modules(
+            "use crate::{runtime::{Output, Mail}, wasm::X};\nfn f() { crate::cluster::run(); }",
+        );
+        assert_eq!(
+            names.into_iter().collect::<Vec<_>>(),
+            ["cluster", "runtime", "wasm"]
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! The operator contract: what every operator and every chain tail implements, and how they
+//! fail. It sits below the runtime, the network stack, the wasm layer and the connectors, and
+//! names none of them: a wasm operator, a native one, a sink and the network adapter all speak
+//! [`Output`] and [`StreamError`], and the runtime drives them without knowing which is which.
+//! Operator snapshots are [`crate::state::OperatorSnapshot`], from the state layer below.
+
+use weir_framing::Record;
+
+use crate::state::OperatorSnapshot;
+
+/// Who is to blame for a failure: what the restart strategy and the user need to know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    /// The operator's own code, or its input: a restart replays the same input, so it helps
+    /// only if the failure does not repeat.
+    User,
+    /// Something outside the job: a file system, a network, a sink.
+    External,
+    /// The runtime itself (an instance that cannot be created, a broken invariant).
+    Internal,
+}
+
+/// Which operator subtask failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorIdentity {
+    /// The operator's node id in the job.
+    pub operator: String,
+    pub subtask: u32,
+}
+
+/// Why a chain stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum StreamError {
+    /// An operator failed. `failure` says how, in the words of the layer that runs it (a wasm
+    /// operator's is a `wasm::OperatorFailure`, which [`StreamError::failure`] downcasts to);
+    /// it is part of the message, not a `source`, so it is printed once.
+    #[error("{failure}")]
+    Operator {
+        identity: OperatorIdentity,
+        class: FailureClass,
+        failure: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The chain's tail could not take records.
+    #[error("the chain's output failed: {0}")]
+    Output(String),
+}
+
+impl StreamError {
+    /// Who is to blame.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            StreamError::Operator { class, .. } => *class,
+            StreamError::Output(_) => FailureClass::External,
+        }
+    }
+
+    /// The operator's own failure, as the type of the layer that ran it.
+    pub fn failure<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        match self {
+            StreamError::Operator { failure, .. } => failure.downcast_ref(),
+            StreamError::Output(_) => None,
+        }
+    }
+
+    /// The operator's own failure, taken out.
+    pub fn into_failure<E: std::error::Error + 'static>(self) -> Result<E, Self> {
+        match self {
+            StreamError::Operator {
+                identity,
+                class,
+                failure,
+            } => match failure.downcast::<E>() {
+                Ok(e) => Ok(*e),
+                Err(failure) => Err(StreamError::Operator {
+                    identity,
+                    class,
+                    failure,
+                }),
+            },
+            other => Err(other),
+        }
+    }
+}
+
+/// The receiving end of an operator: the next operator, or the chain's tail.
+pub trait Output: Send {
+    /// One record.
+    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError>;
+
+    /// A framed batch of records. The default takes them one by one; batch-aware outputs
+    /// override it to pass the buffer on whole.
+    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
+        for record in weir_framing::records(batch) {
+            let record =
+                record.map_err(|e| StreamError::Output(format!("malformed batch: {e}")))?;
+            self.collect(record)?;
+        }
+        Ok(())
+    }
+
+    /// The event-time watermark advanced.
+    fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError>;
+
+    /// Processing time advanced to `now` (milliseconds since the epoch).
+    fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
+        let _ = now;
+        Ok(())
+    }
+
+    /// Processes whatever is buffered, so nothing emitted so far stays behind.
+    fn flush(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint`: adds the snapshots of this output and everything after it, in
+    /// chain order, and passes the barrier on (the record writer sends it to the next tasks).
+    fn snapshot(
+        &mut self,
+        checkpoint: u64,
+        into: &mut Vec<OperatorSnapshot>,
+    ) -> Result<(), StreamError> {
+        let _ = (checkpoint, into);
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` is complete: transactional sinks commit what it covers.
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
+        let _ = checkpoint;
+        Ok(())
+    }
+
+    /// The input has ended: operators close and emit what is left, and the tail tells the
+    /// next tasks that no records follow. The chain stays open for barriers: a job with
+    /// checkpoints takes its final checkpoint after this and before `finish`. Operators that
+    /// pass records on must pass this on too; a tail may ignore it.
+    fn end_input(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+
+    /// The task is done (after `end_input`, and with checkpoints after the final checkpoint):
+    /// release resources; the tail ends its partitions. Implementations call `end_input`
+    /// first if it has not run.
+    fn finish(&mut self) -> Result<(), StreamError> {
+        Ok(())
+    }
+}
