@@ -4,10 +4,12 @@
 mod chain;
 mod input;
 mod output;
+mod stream_operator;
 mod task;
 pub mod task_executor;
 
 pub use chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
 pub use input::{InputProcessor, InputStatus};
 pub use output::{CollectedOutput, CollectingOutput, NetworkOutput};
+pub use stream_operator::{RestoreStateError, StreamOperator, WasmOperator};
 pub use task::{Mail, Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};

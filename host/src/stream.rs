@@ -6,7 +6,7 @@
 
 use weir_framing::Record;
 
-use crate::state::OperatorSnapshot;
+use crate::state::{KeyedStateBackend, OperatorSnapshot, TimeDomain, TimerService};
 
 /// Who is to blame for a failure: what the restart strategy and the user need to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,4 +143,86 @@ pub trait Output: Send {
     fn finish(&mut self) -> Result<(), StreamError> {
         Ok(())
     }
+}
+
+/// What a user function reaches while it is called: its operator subtask's keyed state and
+/// timers, its event-time watermark, and where its records go. The stream operator owns it and
+/// lends it to the function for each call.
+pub struct FunctionContext {
+    pub state: KeyedStateBackend,
+    pub timers: TimerService,
+    /// The operator's event-time watermark; `i64::MIN` before the first.
+    pub watermark: i64,
+    pub output: Box<dyn Output>,
+    /// `close` returned: the input ended and the operators after this one have closed, so a
+    /// record emitted now would reach nobody.
+    pub closed: bool,
+}
+
+impl FunctionContext {
+    pub fn new(state: KeyedStateBackend, output: Box<dyn Output>) -> Self {
+        FunctionContext {
+            state,
+            timers: TimerService::default(),
+            watermark: i64::MIN,
+            output,
+            closed: false,
+        }
+    }
+
+    /// A context with nothing in it, to stand in while the real one is lent out.
+    pub fn empty() -> Self {
+        Self::new(KeyedStateBackend::new(1, 0), Box::new(Nowhere))
+    }
+}
+
+/// The output of an empty [`FunctionContext`]: nothing may reach it.
+struct Nowhere;
+
+impl Output for Nowhere {
+    fn collect(&mut self, _: Record<'_>) -> Result<(), StreamError> {
+        Err(StreamError::Output(
+            "a record was emitted outside a call of its operator".into(),
+        ))
+    }
+    fn emit_watermark(&mut self, _: i64) -> Result<(), StreamError> {
+        Ok(())
+    }
+}
+
+/// What an operator does, without the machinery every operator shares (the stream operator
+/// owns that). A wasm component implements it, one instance per operator subtask; so can
+/// native and host-side operators. Records a call emits go to `ctx.output`.
+pub trait UserFunction: Send {
+    /// Whether records go in a batch at a time ([`process_batch`](Self::process_batch)) rather
+    /// than one by one.
+    fn takes_batches(&self) -> bool;
+    /// Every record of a framed batch, in order.
+    fn process_batch(&mut self, ctx: &mut FunctionContext, batch: &[u8])
+    -> Result<(), StreamError>;
+    /// One record.
+    fn process_record(
+        &mut self,
+        ctx: &mut FunctionContext,
+        record: Record<'_>,
+    ) -> Result<(), StreamError>;
+    /// A timer of `key` is due at `timestamp`.
+    fn on_timer(
+        &mut self,
+        ctx: &mut FunctionContext,
+        domain: TimeDomain,
+        key: &[u8],
+        timestamp: i64,
+    ) -> Result<(), StreamError>;
+    /// The watermark advanced (due event-time timers have fired).
+    fn on_watermark(
+        &mut self,
+        ctx: &mut FunctionContext,
+        watermark: i64,
+    ) -> Result<(), StreamError>;
+    /// The state the function keeps itself, for a checkpoint; keyed state must be in
+    /// `ctx.state` when this returns.
+    fn snapshot_state(&mut self, ctx: &mut FunctionContext) -> Result<Vec<u8>, StreamError>;
+    /// The input ended: last chance to emit.
+    fn close(&mut self, ctx: &mut FunctionContext) -> Result<(), StreamError>;
 }

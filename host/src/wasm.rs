@@ -1,14 +1,15 @@
 //! Everything that touches wasmtime: the engine and its component cache, the store each operator
-//! instance lives in, the host side of the `weir:stream` imports, and the operator that the chain
-//! drives. Nothing outside this module names a wasmtime type.
+//! instance lives in, the host side of the `weir:stream` imports, and the user function the
+//! runtime's stream operator drives. Nothing outside this module names a wasmtime type.
 
 mod bindings;
 mod cache;
 mod engine;
 mod error;
+mod function;
 mod host_impl;
 mod limits;
-mod operator;
+mod spec;
 mod stdio;
 mod store;
 mod waits;
@@ -16,8 +17,9 @@ mod waits;
 pub use cache::Origin;
 pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime};
 pub use error::{FailureKind, LoadError, OperatorFailure};
+pub use function::{OpenTimings, WasmFunction};
 pub use limits::Limits;
-pub use operator::{ExecutionMode, OpenTimings, OperatorSpec, WasmOperator};
+pub use spec::{ExecutionMode, OperatorSpec};
 pub use stdio::{ECHOED_LINES, LogSink, StderrLog};
 
 /// The WIT package version this host implements, as it appears in export names.

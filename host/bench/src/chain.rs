@@ -16,9 +16,9 @@ use anyhow::{Context, Result, bail};
 use weir_framing::{BatchWriter, Record};
 
 use crate::guests;
-use weir_host::runtime::{ChainSpec, OperatorChain};
+use weir_host::runtime::{ChainSpec, OperatorChain, WasmOperator};
 use weir_host::stream::{Output, StreamError};
-use weir_host::wasm::{ExecutionMode, OperatorSpec, RuntimeConfig, WasmOperator, WasmRuntime};
+use weir_host::wasm::{ExecutionMode, OperatorSpec, RuntimeConfig, WasmRuntime};
 
 /// Options of `weir-bench chain`.
 #[derive(Debug, Clone, clap::Args)]
@@ -327,8 +327,8 @@ pub fn run(args: &ChainArgs) -> Result<()> {
             Box::new(Counter::default()),
             None,
         )?;
-        instantiate += op.open_timings().instantiate;
-        first_call += op.open_timings().open;
+        instantiate += op.function().open_timings().instantiate;
+        first_call += op.function().open_timings().open;
         live.push(op);
     }
     let n = args.instances.max(1) as f64;

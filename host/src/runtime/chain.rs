@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use weir_framing::Record;
 
+use super::stream_operator::WasmOperator;
 use crate::state::OperatorSnapshot;
 use crate::stream::{Output, StreamError};
-use crate::wasm::{LoadedComponent, OperatorSpec, WasmOperator, WasmRuntime};
+use crate::wasm::{LoadedComponent, OperatorSpec, WasmRuntime};
 
 /// One wasm operator of a chain: the component it runs and how.
 pub struct ChainSpec {

@@ -66,26 +66,26 @@ impl output::Host for OperatorStore {
             key: key.as_deref(),
             timestamp,
         };
-        let result = self.output.collect(record);
+        let result = self.ctx.output.collect(record);
         self.pass_on(result)
     }
 
     fn emit_batch(&mut self, records: Vec<u8>) -> Result<()> {
         self.check_open()?;
-        if let Err(problem) = super::operator::check_output_batch(&records, &self.limits) {
+        if let Err(problem) = super::function::check_output_batch(&records, &self.limits) {
             return Err(self.violate(format!("emit-batch: {problem}")));
         }
         if records.is_empty() {
             return Ok(());
         }
-        let result = self.output.collect_batch(&records);
+        let result = self.ctx.output.collect_batch(&records);
         self.pass_on(result)
     }
 }
 
 impl OperatorStore {
     fn check_open(&mut self) -> Result<()> {
-        if self.closed {
+        if self.ctx.closed {
             return Err(self.violate(
                 "emitted a record after `close`: its input has ended and the operators after \
                  it have closed"
@@ -117,12 +117,13 @@ impl keyed_state::Host for OperatorStore {
             keyed_state::StateKind::Value => StateKind::Value,
             keyed_state::StateKind::Map => StateKind::Map,
         };
-        let r = self.state.declare(&name, kind);
+        let r = self.ctx.state.declare(&name, kind);
         self.state_result(r)
     }
 
     fn value_get(&mut self, state: u32, key: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let r = self
+            .ctx
             .state
             .value_get(state, &key)
             .map(|v| v.map(<[u8]>::to_vec));
@@ -132,12 +133,12 @@ impl keyed_state::Host for OperatorStore {
     fn value_set(&mut self, state: u32, key: Vec<u8>, value: Vec<u8>) -> Result<()> {
         self.check_key(&key)?;
         self.check_value(&value)?;
-        let r = self.state.value_set(state, &key, &value);
+        let r = self.ctx.state.value_set(state, &key, &value);
         self.state_result(r)
     }
 
     fn value_clear(&mut self, state: u32, key: Vec<u8>) -> Result<()> {
-        let r = self.state.value_clear(state, &key);
+        let r = self.ctx.state.value_clear(state, &key);
         self.state_result(r)
     }
 
@@ -150,10 +151,10 @@ impl keyed_state::Host for OperatorStore {
                 };
                 self.check_key(key)?;
                 let r = if clear {
-                    self.state.value_clear(state, key)
+                    self.ctx.state.value_clear(state, key)
                 } else {
                     self.check_value(record.value)?;
-                    self.state.value_set(state, key, record.value)
+                    self.ctx.state.value_set(state, key, record.value)
                 };
                 self.state_result(r)?;
             }
@@ -163,6 +164,7 @@ impl keyed_state::Host for OperatorStore {
 
     fn map_get(&mut self, state: u32, key: Vec<u8>, map_key: Vec<u8>) -> Result<Option<Vec<u8>>> {
         let r = self
+            .ctx
             .state
             .map_get(state, &key, &map_key)
             .map(|v| v.map(<[u8]>::to_vec));
@@ -179,22 +181,22 @@ impl keyed_state::Host for OperatorStore {
         self.check_key(&key)?;
         self.check_value(&map_key)?;
         self.check_value(&value)?;
-        let r = self.state.map_put(state, &key, &map_key, &value);
+        let r = self.ctx.state.map_put(state, &key, &map_key, &value);
         self.state_result(r)
     }
 
     fn map_remove(&mut self, state: u32, key: Vec<u8>, map_key: Vec<u8>) -> Result<()> {
-        let r = self.state.map_remove(state, &key, &map_key);
+        let r = self.ctx.state.map_remove(state, &key, &map_key);
         self.state_result(r)
     }
 
     fn map_entries(&mut self, state: u32, key: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let r = self.state.map_entries(state, &key);
+        let r = self.ctx.state.map_entries(state, &key);
         self.state_result(r)
     }
 
     fn map_clear(&mut self, state: u32, key: Vec<u8>) -> Result<()> {
-        let r = self.state.map_clear(state, &key);
+        let r = self.ctx.state.map_clear(state, &key);
         self.state_result(r)
     }
 }
@@ -202,21 +204,21 @@ impl keyed_state::Host for OperatorStore {
 impl timers::Host for OperatorStore {
     fn register(&mut self, d: types::TimeDomain, key: Vec<u8>, timestamp: i64) -> Result<()> {
         self.check_key(&key)?;
-        if self.timers.len() >= self.limits.max_timers {
+        if self.ctx.timers.len() >= self.limits.max_timers {
             let max = self.limits.max_timers;
             return Err(self.violate(format!("more than {max} pending timers")));
         }
-        self.timers.register(domain(d), &key, timestamp);
+        self.ctx.timers.register(domain(d), &key, timestamp);
         Ok(())
     }
 
     fn delete(&mut self, d: types::TimeDomain, key: Vec<u8>, timestamp: i64) -> Result<()> {
-        self.timers.delete(domain(d), &key, timestamp);
+        self.ctx.timers.delete(domain(d), &key, timestamp);
         Ok(())
     }
 
     fn current_watermark(&mut self) -> Result<i64> {
-        Ok(self.watermark)
+        Ok(self.ctx.watermark)
     }
 
     fn current_processing_time(&mut self) -> Result<i64> {

@@ -15,8 +15,7 @@ use super::engine::Capabilities;
 use super::limits::Limits;
 use super::stdio::{GuestLog, GuestStdio};
 use super::waits::WaitLedger;
-use crate::state::{KeyedStateBackend, TimerService};
-use crate::stream::{Output, StreamError};
+use crate::stream::{FunctionContext, StreamError};
 
 /// A limit the guest ran into, recorded so the trap that follows is reported for what it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,10 +147,9 @@ pub struct OperatorStore {
     pub limiter: GuestLimiter,
     pub limits: Arc<Limits>,
     pub log: Arc<GuestLog>,
-    pub output: Box<dyn Output>,
-    pub state: KeyedStateBackend,
-    pub timers: TimerService,
-    pub watermark: i64,
+    /// The operator's keyed state, timers, watermark and output, lent by the stream operator
+    /// for the call in progress (an empty context between calls).
+    pub ctx: FunctionContext,
     pub clock: CallClock,
     /// Whether the guest may read real clocks (and so wait on them).
     pub clocks_granted: bool,
@@ -159,9 +157,6 @@ pub struct OperatorStore {
     pub panic_message: Option<String>,
     /// Set when the guest broke the host contract, just before the import traps.
     pub violation: Option<String>,
-    /// `close` returned: the input ended and the operators after this one have closed, so
-    /// a record emitted now (from `snapshot-state`, say) would reach nobody.
-    pub closed: bool,
     /// Set when keyed state passed its byte limit, just before the import traps.
     pub state_limit: Option<String>,
     /// A failure further down the chain, raised while this guest was emitting; it travels back
@@ -174,8 +169,6 @@ impl OperatorStore {
         limits: Arc<Limits>,
         capabilities: Capabilities,
         log: Arc<GuestLog>,
-        output: Box<dyn Output>,
-        max_parallelism: u32,
         clock: CallClock,
     ) -> Self {
         let mut wasi = WasiCtxBuilder::new();
@@ -195,19 +188,14 @@ impl OperatorStore {
                 max_table: limits.max_table_elements,
                 hit: None,
             },
-            state: KeyedStateBackend::new(max_parallelism, limits.max_states)
-                .with_max_bytes(limits.max_state_bytes),
             limits,
             log,
-            output,
-            timers: TimerService::default(),
-            watermark: i64::MIN,
+            ctx: FunctionContext::empty(),
             clock,
             clocks_granted: capabilities.clocks,
             panic_message: None,
             violation: None,
             state_limit: None,
-            closed: false,
             downstream: None,
         }
     }

@@ -1,11 +1,11 @@
-//! An operator subtask: one component instance in its own store, driven by the chain through
-//! [`Output`].
+//! A wasm operator's user function: one component instance in its own store, called by the
+//! runtime's stream operator through [`UserFunction`]. For each call the operator's
+//! [`FunctionContext`] (keyed state, timers, watermark, output) moves into the store, where the
+//! host imports reach it, and back out when the call returns.
 //!
-//! In batched mode, records arriving one at a time (from a per-record upstream, or emitted from
-//! timers) gather in a pending buffer that goes into the guest in one `process-batch` call when
-//! it fills or when the chain flushes; a batch that arrives whole goes in as it is. In
-//! per-record mode each record is one `process-element` call, and the guest's `emit` calls the
-//! next operator before returning.
+//! In per-record mode each record is one `process-element` call, and the guest's `emit`
+//! passes records to the next operator before returning; in batched mode a batch is one
+//! `process-batch` call whose result is checked and passed on whole.
 
 use std::sync::Arc;
 
@@ -15,77 +15,17 @@ use weir_framing::Record;
 
 use super::bindings::exports::weir::stream::{batch, operator};
 use super::bindings::weir::stream::types;
-use super::engine::{Capabilities, LoadedComponent, WasmRuntime};
+use super::engine::{LoadedComponent, WasmRuntime};
 use super::error::{FailureKind, OperatorFailure, preview};
 use super::limits::Limits;
-use super::stdio::{GuestLog, LogSink, OutputCapExceeded, StderrLog};
+use super::spec::{ExecutionMode, OperatorSpec};
+use super::stdio::{GuestLog, OutputCapExceeded};
 use super::store::{CallClock, Interruption, LimitHit, OperatorStore};
-use crate::state::key_groups::{key_group_of, key_group_range};
-use crate::state::{OperatorSnapshot, TimeDomain};
-use crate::stream::{Output, StreamError};
+use crate::state::TimeDomain;
+use crate::stream::{FunctionContext, StreamError, UserFunction};
 
-/// How the host calls a guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExecutionMode {
-    /// The batched fast path when the component exports it, per record otherwise.
-    #[default]
-    Batched,
-    /// One call per record, even when the component exports the batched path.
-    PerRecord,
-}
-
-/// What an operator subtask is and how it runs.
-#[derive(Clone)]
-pub struct OperatorSpec {
-    /// The operator name the component exports.
-    pub operator: String,
-    /// The operator's node id in the job, which names its state in checkpoints.
-    pub id: String,
-    pub subtask_index: u32,
-    pub parallelism: u32,
-    pub max_parallelism: u32,
-    pub attempt: u32,
-    pub config: Vec<(String, String)>,
-    pub limits: Arc<Limits>,
-    pub capabilities: Capabilities,
-    pub mode: ExecutionMode,
-    /// Bytes of records gathered before a batched call when records arrive one at a time.
-    pub batch_bytes: usize,
-    pub log_sink: Arc<dyn LogSink>,
-    /// The job's cancel flag: once set, a call in progress stops within an epoch tick, so a
-    /// failed sibling or a cancelled job never waits for this guest's deadline.
-    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
-}
-
-impl OperatorSpec {
-    /// Subtask 0 of 1 with default limits.
-    pub fn new(operator: impl Into<String>) -> Self {
-        let operator = operator.into();
-        OperatorSpec {
-            id: operator.clone(),
-            operator,
-            subtask_index: 0,
-            parallelism: 1,
-            max_parallelism: crate::state::key_groups::DEFAULT_MAX_PARALLELISM,
-            attempt: 0,
-            config: Vec::new(),
-            limits: Arc::new(Limits::default()),
-            capabilities: Capabilities::default(),
-            mode: ExecutionMode::Batched,
-            batch_bytes: 32 << 10,
-            log_sink: Arc::new(StderrLog),
-            cancel: None,
-        }
-    }
-
-    pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        self.config.push((key.into(), value.into()));
-        self
-    }
-}
-
-/// One operator subtask. See the module docs.
-pub struct WasmOperator {
+/// One operator subtask's component instance. See the module docs.
+pub struct WasmFunction {
     store: Store<OperatorStore>,
     guest: operator::Guest,
     batch: Option<batch::Guest>,
@@ -95,15 +35,12 @@ pub struct WasmOperator {
     /// The operator name the component exports.
     operator: String,
     subtask: u32,
-    parallelism: u32,
     call_deadline: std::time::Duration,
-    pending: Vec<u8>,
-    batch_bytes: usize,
     failed: bool,
     timings: OpenTimings,
 }
 
-/// Where the time of [`WasmOperator::open`] went.
+/// Where the time of [`WasmFunction::open`] went.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OpenTimings {
     /// New store and instantiation from the pre-linked component.
@@ -113,15 +50,16 @@ pub struct OpenTimings {
     pub open: std::time::Duration,
 }
 
-impl WasmOperator {
-    /// Instantiates `component` for `spec`, restores `restore` if given, and opens the guest.
-    /// Records it emits go to `output`.
+impl WasmFunction {
+    /// Instantiates `component` for `spec` and opens the guest with `ctx` (whose keyed state
+    /// and timers are already restored, so the guest finds them as it declares its states),
+    /// then gives it back `guest_state`, the bytes of an earlier `snapshot-state`.
     pub fn open(
         runtime: &WasmRuntime,
         component: Arc<LoadedComponent>,
-        spec: OperatorSpec,
-        output: Box<dyn Output>,
-        restore: Option<&[OperatorSnapshot]>,
+        spec: &OperatorSpec,
+        ctx: &mut FunctionContext,
+        guest_state: Option<&[u8]>,
     ) -> Result<Self, StreamError> {
         let started = std::time::Instant::now();
         let source = format!("{}#{}", spec.operator, spec.subtask_index);
@@ -138,14 +76,7 @@ impl WasmOperator {
             interrupted: None,
             waits: Default::default(),
         };
-        let data = OperatorStore::new(
-            spec.limits.clone(),
-            spec.capabilities,
-            log,
-            output,
-            spec.max_parallelism,
-            clock,
-        );
+        let data = OperatorStore::new(spec.limits.clone(), spec.capabilities, log, clock);
         let mut store = Store::new(runtime.engine(), data);
         store.limiter(|s| &mut s.limiter);
         // Woken every tick while a call runs: spends the call's budget and watches the cancel
@@ -195,7 +126,7 @@ impl WasmOperator {
             _ => None,
         };
 
-        let mut op = WasmOperator {
+        let mut function = WasmFunction {
             store,
             guest,
             batch,
@@ -203,30 +134,11 @@ impl WasmOperator {
             id: spec.id.clone(),
             operator: spec.operator.clone(),
             subtask: spec.subtask_index,
-            parallelism: spec.parallelism,
             call_deadline: spec.limits.call_deadline,
-            pending: Vec::new(),
-            batch_bytes: spec.batch_bytes,
             failed: false,
             timings: OpenTimings::default(),
         };
-        op.timings.instantiate = started.elapsed();
-
-        if let Some(snapshots) = restore {
-            let range = key_group_range(spec.subtask_index, spec.max_parallelism, spec.parallelism);
-            let data = op.store.data_mut();
-            let keyed: Vec<_> = snapshots.iter().map(|s| s.keyed.clone()).collect();
-            if let Err(e) = data.state.restore(&keyed, range.clone()) {
-                return Err(op.failure(FailureKind::State(e.to_string())));
-            }
-            let data = op.store.data_mut();
-            for snapshot in snapshots {
-                data.timers.restore(&snapshot.timers, |key| {
-                    range.contains(&key_group_of(key, spec.max_parallelism))
-                });
-            }
-        }
-
+        function.timings.instantiate = started.elapsed();
         let context = types::Context {
             operator_name: spec.operator.clone(),
             subtask_index: spec.subtask_index,
@@ -235,21 +147,16 @@ impl WasmOperator {
             attempt: spec.attempt,
             config: spec.config.clone(),
         };
-        op.call(Input::None, |store, guest, _| {
+        function.call(ctx, Input::None, |store, guest, _| {
             guest.call_open(store, &context)
         })?;
-        // A guest's own state is restored only into the same subtask at the same parallelism;
-        // the job master refuses to rescale an operator that has any.
-        if let Some([snapshot]) = restore
-            && snapshot.parallelism == spec.parallelism
-        {
-            let bytes = snapshot.guest_state.clone();
-            op.call(Input::None, |store, guest, _| {
-                guest.call_restore_state(store, &bytes)
+        if let Some(bytes) = guest_state {
+            function.call(ctx, Input::None, |store, guest, _| {
+                guest.call_restore_state(store, bytes)
             })?;
         }
-        op.timings.open = started.elapsed() - op.timings.instantiate;
-        Ok(op)
+        function.timings.open = started.elapsed() - function.timings.instantiate;
+        Ok(function)
     }
 
     /// How long opening took.
@@ -257,19 +164,9 @@ impl WasmOperator {
         self.timings
     }
 
-    /// Whether calls go through the batched path.
-    pub fn uses_batches(&self) -> bool {
-        self.batch.is_some()
-    }
-
-    /// The component this operator runs.
+    /// The component this function runs.
     pub fn component(&self) -> &LoadedComponent {
         &self.component
-    }
-
-    /// Number of keys in host-managed keyed state.
-    pub fn keyed_state_keys(&self) -> usize {
-        self.store.data().state.key_count()
     }
 
     fn failure(&self, kind: FailureKind) -> StreamError {
@@ -282,11 +179,12 @@ impl WasmOperator {
         .into()
     }
 
-    /// Makes one call into the guest under the call deadline and turns every way it can fail
-    /// into a [`StreamError`]. `input` is what the call processes, to show the record a decode
-    /// failure names.
+    /// Makes one call into the guest under the call deadline, with `ctx` lent to the store,
+    /// and turns every way it can fail into a [`StreamError`]. `input` is what the call
+    /// processes, to show the record a decode failure names.
     fn call<R>(
         &mut self,
+        ctx: &mut FunctionContext,
         input: Input<'_>,
         f: impl FnOnce(
             &mut Store<OperatorStore>,
@@ -297,9 +195,12 @@ impl WasmOperator {
         if self.failed {
             return Err(self.failure(FailureKind::AlreadyFailed));
         }
-        self.store.data_mut().clock.start_call();
+        let data = self.store.data_mut();
+        data.clock.start_call();
+        std::mem::swap(&mut data.ctx, ctx);
         self.store.set_epoch_deadline(1);
         let result = f(&mut self.store, &self.guest, self.batch.as_ref());
+        std::mem::swap(&mut self.store.data_mut().ctx, ctx);
         match result {
             Ok(Ok(r)) => Ok(r),
             Ok(Err(guest_error)) => {
@@ -360,9 +261,19 @@ impl WasmOperator {
         };
         self.failure(kind)
     }
+}
 
-    fn process_batch_now(&mut self, records: &[u8]) -> Result<(), StreamError> {
-        let out = self.call(Input::Batch(records), |store, _, batch| match batch {
+impl UserFunction for WasmFunction {
+    fn takes_batches(&self) -> bool {
+        self.batch.is_some()
+    }
+
+    fn process_batch(
+        &mut self,
+        ctx: &mut FunctionContext,
+        records: &[u8],
+    ) -> Result<(), StreamError> {
+        let out = self.call(ctx, Input::Batch(records), |store, _, batch| match batch {
             Some(b) => b.call_process_batch(store, records),
             None => wasmtime::bail!("process-batch called on a per-record operator"),
         })?;
@@ -373,37 +284,55 @@ impl WasmOperator {
         if out.is_empty() {
             return Ok(());
         }
-        self.store.data_mut().output.collect_batch(&out)
+        ctx.output.collect_batch(&out)
     }
 
-    fn process_element_now(&mut self, record: Record<'_>) -> Result<(), StreamError> {
-        self.call(Input::Record(record.value), |store, guest, _| {
+    fn process_record(
+        &mut self,
+        ctx: &mut FunctionContext,
+        record: Record<'_>,
+    ) -> Result<(), StreamError> {
+        self.call(ctx, Input::Record(record.value), |store, guest, _| {
             guest.call_process_element(store, record.value, record.key, record.timestamp)
         })
     }
 
-    fn flush_pending(&mut self) -> Result<(), StreamError> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let pending = std::mem::take(&mut self.pending);
-        let result = self.process_batch_now(&pending);
-        self.pending = pending;
-        self.pending.clear();
-        result
-    }
-
-    fn fire_timers(&mut self, domain: TimeDomain, time: i64) -> Result<(), StreamError> {
-        let wit_domain = match domain {
+    fn on_timer(
+        &mut self,
+        ctx: &mut FunctionContext,
+        domain: TimeDomain,
+        key: &[u8],
+        timestamp: i64,
+    ) -> Result<(), StreamError> {
+        let domain = match domain {
             TimeDomain::EventTime => types::TimeDomain::EventTime,
             TimeDomain::ProcessingTime => types::TimeDomain::ProcessingTime,
         };
-        while let Some((ts, key)) = self.store.data_mut().timers.pop_due(domain, time) {
-            self.call(Input::None, |store, guest, _| {
-                guest.call_on_timer(store, wit_domain, &key, ts)
-            })?;
-        }
-        Ok(())
+        self.call(ctx, Input::None, |store, guest, _| {
+            guest.call_on_timer(store, domain, key, timestamp)
+        })
+    }
+
+    fn on_watermark(
+        &mut self,
+        ctx: &mut FunctionContext,
+        watermark: i64,
+    ) -> Result<(), StreamError> {
+        self.call(ctx, Input::None, |store, guest, _| {
+            guest.call_on_watermark(store, watermark)
+        })
+    }
+
+    fn snapshot_state(&mut self, ctx: &mut FunctionContext) -> Result<Vec<u8>, StreamError> {
+        self.call(ctx, Input::None, |store, guest, _| {
+            guest.call_snapshot_state(store)
+        })
+    }
+
+    fn close(&mut self, ctx: &mut FunctionContext) -> Result<(), StreamError> {
+        let result = self.call(ctx, Input::None, |store, guest, _| guest.call_close(store));
+        self.store.data().log.flush_partial();
+        result
     }
 }
 
@@ -464,105 +393,5 @@ fn guest_failure(error: types::OperatorError, input: Input<'_>, operator: &str) 
         },
         types::OperatorError::State(m) => FailureKind::State(m),
         types::OperatorError::Failed(m) => FailureKind::Failed(m),
-    }
-}
-
-impl Output for WasmOperator {
-    fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
-        if self.batch.is_none() {
-            return self.process_element_now(record);
-        }
-        record.write_to(&mut self.pending);
-        if self.pending.len() >= self.batch_bytes {
-            self.flush_pending()?;
-        }
-        Ok(())
-    }
-
-    fn collect_batch(&mut self, records: &[u8]) -> Result<(), StreamError> {
-        if self.batch.is_none() {
-            for record in weir_framing::records(records) {
-                let record =
-                    record.map_err(|e| StreamError::Output(format!("malformed batch: {e}")))?;
-                self.collect(record)?;
-            }
-            return Ok(());
-        }
-        if self.pending.is_empty() {
-            return self.process_batch_now(records);
-        }
-        self.pending.extend_from_slice(records);
-        self.flush_pending()
-    }
-
-    fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
-        self.flush_pending()?;
-        let data = self.store.data_mut();
-        if watermark <= data.watermark {
-            return Ok(());
-        }
-        data.watermark = watermark;
-        self.fire_timers(TimeDomain::EventTime, watermark)?;
-        self.call(Input::None, |store, guest, _| {
-            guest.call_on_watermark(store, watermark)
-        })?;
-        self.store.data_mut().output.emit_watermark(watermark)
-    }
-
-    fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
-        self.flush_pending()?;
-        self.fire_timers(TimeDomain::ProcessingTime, now)?;
-        self.store.data_mut().output.advance_processing_time(now)
-    }
-
-    fn flush(&mut self) -> Result<(), StreamError> {
-        self.flush_pending()?;
-        self.store.data_mut().output.flush()
-    }
-
-    fn snapshot(
-        &mut self,
-        checkpoint: u64,
-        into: &mut Vec<OperatorSnapshot>,
-    ) -> Result<(), StreamError> {
-        self.flush_pending()?;
-        let guest_state = self.call(Input::None, |store, guest, _| {
-            guest.call_snapshot_state(store)
-        })?;
-        let data = self.store.data_mut();
-        into.push(OperatorSnapshot {
-            operator: self.id.clone(),
-            subtask: self.subtask,
-            parallelism: self.parallelism,
-            guest_state,
-            keyed: data.state.snapshot(),
-            timers: data.timers.snapshot(),
-        });
-        data.output.snapshot(checkpoint, into)
-    }
-
-    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
-        self.store
-            .data_mut()
-            .output
-            .notify_checkpoint_complete(checkpoint)
-    }
-
-    fn end_input(&mut self) -> Result<(), StreamError> {
-        if self.store.data().closed {
-            return Ok(());
-        }
-        self.flush_pending()?;
-        self.call(Input::None, |store, guest, _| guest.call_close(store))?;
-        self.store.data_mut().closed = true;
-        self.store.data().log.flush_partial();
-        let output = &mut self.store.data_mut().output;
-        output.flush()?;
-        output.end_input()
-    }
-
-    fn finish(&mut self) -> Result<(), StreamError> {
-        self.end_input()?;
-        self.store.data_mut().output.finish()
     }
 }
