@@ -38,6 +38,10 @@ pub struct MiniClusterConfig {
     pub limit_maximums: LimitMaximums,
     /// Native operators jobs may name (`native = "..."`); none by default.
     pub native_operators: Option<Arc<dyn NativeOperators>>,
+    /// Task deployment descriptors go through their serialized form on their way to the
+    /// TaskExecutor, as they would to one in another process (on by default: every job then
+    /// proves its descriptors travel).
+    pub descriptors_over_the_wire: bool,
     pub log_sink: Arc<dyn LogSink>,
 }
 
@@ -48,6 +52,7 @@ impl Default for MiniClusterConfig {
             limits: Arc::new(Limits::default()),
             limit_maximums: LimitMaximums::default(),
             native_operators: None,
+            descriptors_over_the_wire: true,
             log_sink: Arc::new(StderrLog),
         }
     }
@@ -152,6 +157,10 @@ pub enum JobFailure {
          and `weir run` without --savepoint-dir end such a job at once)"
     )]
     Finished { checkpoint: PathBuf },
+    #[error(transparent)]
+    Submit(#[from] crate::runtime::SubmitError),
+    #[error("{0}")]
+    Descriptor(String),
     #[error("the job was cancelled")]
     Cancelled,
 }
@@ -175,6 +184,7 @@ pub struct MiniCluster {
     limits: Arc<Limits>,
     limit_maximums: LimitMaximums,
     native_operators: Option<Arc<dyn NativeOperators>>,
+    descriptors_over_the_wire: bool,
     log_sink: Arc<dyn LogSink>,
     next_job: AtomicU64,
 }
@@ -306,6 +316,7 @@ impl MiniCluster {
             limits: config.limits,
             limit_maximums: config.limit_maximums,
             native_operators: config.native_operators,
+            descriptors_over_the_wire: config.descriptors_over_the_wire,
             log_sink: config.log_sink,
             next_job: AtomicU64::new(1),
         }

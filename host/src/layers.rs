@@ -24,7 +24,9 @@ mod tests {
             "runtime",
             &[
                 "checkpoint",
+                "codec",
                 "connectors",
+                "job",
                 "metrics",
                 "network",
                 "state",

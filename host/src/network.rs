@@ -8,7 +8,7 @@ mod gate;
 mod writer;
 
 pub use buffer::{Buffer, BufferPoolStats, LocalBufferPool, NetworkBufferPool};
-pub use gate::{ChannelEvent, ChannelItem, ChannelSender, InputGate};
+pub use gate::{ChannelEvent, ChannelItem, ChannelSender, GateSenders, InputGate};
 pub use writer::{ChannelSelector, PartitionWriter, RecordWriter, WriteError};
 
 use std::sync::Arc;

@@ -2,9 +2,11 @@
 //! the input processor, and the operator chain with the outputs it writes to.
 
 mod chain;
+pub mod deployment;
 mod input;
 mod output;
 mod stream_operator;
+mod submit;
 mod task;
 pub mod task_executor;
 
@@ -12,4 +14,5 @@ pub use chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
 pub use input::{InputProcessor, InputStatus};
 pub use output::{CollectedOutput, CollectingOutput, NetworkOutput};
 pub use stream_operator::{RestoreStateError, StreamOperator, WasmOperator};
+pub use submit::{JobConnection, SubmitError};
 pub use task::{Mail, Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};

@@ -667,3 +667,33 @@ fn a_manifest_memory_limit_reaches_the_operators() {
         "{message}"
     );
 }
+
+#[test]
+fn tasks_deployed_from_serialized_descriptors_produce_what_directly_deployed_tasks_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.txt");
+    let text: String = (0..20).map(|_| passage()).collect();
+    std::fs::write(&input, &text).expect("input");
+    let mut outputs = Vec::new();
+    for over_the_wire in [false, true] {
+        let output = dir.path().join(format!("out-{over_the_wire}"));
+        let graph = wordcount_graph(dir.path(), &input, &output, 2);
+        let cluster = MiniCluster::new(
+            MiniClusterConfig {
+                task_executor: TaskExecutorConfig {
+                    slots: graph.slots_needed(),
+                    ..TaskExecutorConfig::default()
+                },
+                descriptors_over_the_wire: over_the_wire,
+                ..MiniClusterConfig::default()
+            },
+            runtime().clone(),
+        );
+        cluster.run(&graph).expect("job");
+        let mut lines = lines(&output);
+        lines.sort();
+        outputs.push(lines);
+    }
+    assert!(!outputs[0].is_empty());
+    assert_eq!(outputs[0], outputs[1]);
+}

@@ -1,35 +1,27 @@
-//! Wiring a job graph into tasks: gates and result partitions, buffer pools, the state each
-//! task restores, and the checkpoint coordinator; then starting the tasks.
+//! Deploying a job graph: checks resources, loads the components (the blobs the TaskExecutor
+//! resolves by hash), plans what each task restores, describes every subtask as a serializable
+//! task deployment descriptor (its chain, its gate and the consumers' channels, its state as
+//! file handles) and submits it to the TaskExecutor; then starts the checkpoint coordinator.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::restore::RestorePlan;
 use super::{AttemptSetup, CoordinatorHandle, JobFailure, JobHandle, JobMonitor, MiniCluster};
 use crate::checkpoint::{CheckpointTargets, Coordinator};
-use crate::connectors::{
-    DiscardSink, FileSink, FileSource, SequenceSource, SourceReader, StdoutSink,
-    TransactionalFileSink,
-};
-use crate::job::{
-    JobGraph, OperatorImpl, Partitioning, SinkSpec, SourceSpec, VertexInput, VertexOutput,
-};
-use crate::metrics::TaskMetrics;
-use crate::network::{
-    CancelFlag, ChannelSelector, InputGate, LocalBufferPool, PartitionWriter, RecordWriter,
+use crate::job::{JobGraph, OperatorImpl, Partitioning, VertexInput, VertexOutput};
+use crate::network::CancelFlag;
+use crate::runtime::deployment::{
+    BlobKey, ChannelDescriptor, GateDescriptor, GateId, InputDescriptor, OperatorDescriptor,
+    OutputDescriptor, PartitionDescriptor, Selector, TaskDeploymentDescriptor,
 };
 use crate::runtime::task_executor::RunningTask;
-use crate::runtime::{
-    ChainLink, ChainSpec, Mail, Mailbox, NativeOperators, NetworkOutput, OperatorChain, Task,
-    TaskCheckpointing, TaskFailure, TaskInput,
-};
-use crate::state::OperatorSnapshot;
-use crate::stream::{Output, StreamError};
-use crate::wasm::{LoadedComponent, OperatorSpec, WasmRuntime};
+use crate::runtime::{JobConnection, Mail, Mailbox, TaskFailure};
+use crate::wasm::{Capabilities, ExecutionMode, LoadedComponent};
 
 struct SpawnedTask {
     task: RunningTask,
@@ -90,23 +82,17 @@ pub(super) fn deploy(
     // Gates: a consumer has, per input edge, one channel per producer subtask (one for
     // forward); `offset[e]` is where edge e's channels start in the target's gate.
     let mut offset = vec![0usize; graph.edges.len()];
-    let mut gates: Vec<Vec<Option<InputGate>>> = Vec::new();
-    for vertex in &graph.vertices {
-        let mut channels = 0;
+    let mut gate_channels = vec![0usize; graph.vertices.len()];
+    for (v, vertex) in graph.vertices.iter().enumerate() {
         if let VertexInput::Edges(edges) = &vertex.input {
             for &e in edges {
-                offset[e] = channels;
-                channels += match graph.edges[e].partitioning {
+                offset[e] = gate_channels[v];
+                gate_channels[v] += match graph.edges[e].partitioning {
                     Partitioning::Forward => 1,
                     _ => graph.vertices[graph.edges[e].source].parallelism as usize,
                 };
             }
         }
-        gates.push(
-            (0..vertex.parallelism)
-                .map(|_| (channels > 0).then(|| InputGate::new(channels)))
-                .collect(),
-        );
     }
 
     let id = cluster.next_job.fetch_add(1, Ordering::Relaxed);
@@ -134,145 +120,136 @@ pub(super) fn deploy(
     let targets = CheckpointTargets::default();
     let task_count: usize = graph.vertices.iter().map(|v| v.parallelism as usize).sum();
     let (done_tx, done_rx) = mpsc::channel();
-    let buffer_timeout = Duration::from_millis(graph.buffer_timeout_ms);
+    let connection = JobConnection {
+        cancel: cancel.clone(),
+        coordinator: setup.checkpoints.map(|_| coordinator_tx.clone()),
+        targets: targets.clone(),
+        done: done_tx.clone(),
+        log_sink: cluster.log_sink.clone(),
+        natives: cluster.native_operators.clone(),
+    };
+    let gate = |v: usize, s: u32| GateDescriptor {
+        id: GateId {
+            job: id,
+            vertex: v,
+            subtask: s,
+        },
+        channels: gate_channels[v],
+    };
     let mut tasks = Vec::new();
     let mut monitored = Vec::new();
     for (v, vertex) in graph.vertices.iter().enumerate() {
         for s in 0..vertex.parallelism {
-            let name = format!("{} ({}/{})", vertex.name, s + 1, vertex.parallelism);
-            let metrics = Arc::new(TaskMetrics::default());
-            monitored.push((
-                metrics.clone(),
-                matches!(vertex.input, VertexInput::Source(_)),
-                matches!(vertex.output, VertexOutput::Sink(_)),
-            ));
-            // Outputs to other tasks.
-            let mut partitions = Vec::new();
-            if let VertexOutput::Edges(edges) = &vertex.output {
-                for &e in edges {
-                    let edge = &graph.edges[e];
-                    let target = &graph.vertices[edge.target];
-                    let senders: Vec<_> = match edge.partitioning {
-                        Partitioning::Forward => vec![
-                            gates[edge.target][s as usize]
-                                .as_ref()
-                                .expect("forward target has a gate")
-                                .sender(offset[e]),
-                        ],
-                        _ => (0..target.parallelism as usize)
-                            .map(|c| {
-                                gates[edge.target][c]
-                                    .as_ref()
-                                    .expect("edge target has a gate")
-                                    .sender(offset[e] + s as usize)
-                            })
-                            .collect(),
-                    };
-                    let selector = match edge.partitioning {
-                        Partitioning::Forward => ChannelSelector::Forward,
-                        Partitioning::Rebalance => ChannelSelector::Rebalance,
-                        Partitioning::Hash => ChannelSelector::KeyGroups {
-                            max_parallelism: graph.max_parallelism,
-                        },
-                        Partitioning::Broadcast => ChannelSelector::Broadcast,
-                    };
-                    let pool = LocalBufferPool::new(
-                        te.network().clone(),
-                        senders.len(),
-                        senders.len() * per_channel + 1,
-                        per_channel,
-                    );
-                    partitions.push(PartitionWriter::new(
-                        format!("`{}` -> `{}`", vertex.name, target.name),
-                        selector,
-                        senders,
-                        pool,
-                        cancel.clone(),
-                        metrics.clone(),
-                    ));
-                }
-            }
+            let index = tasks.len();
+            let (restore, remaining) = match &plan {
+                Some(plan) => plan.for_subtask(graph, v, s),
+                None => (None, None),
+            };
             let input = match &vertex.input {
-                VertexInput::Source(spec) => TaskSourceSpec::Source(spec.clone()),
-                VertexInput::Edges(_) => {
-                    TaskSourceSpec::Gate(gates[v][s as usize].take().expect("gate taken once"))
-                }
+                VertexInput::Source(spec) => InputDescriptor::Source {
+                    id: vertex.node_ids[0].clone(),
+                    spec: spec.clone(),
+                    remaining,
+                    wait_for_checkpoints: vertex.source_waits_for_checkpoints,
+                },
+                VertexInput::Edges(_) => InputDescriptor::Gate(gate(v, s)),
             };
-            let sink = match &vertex.output {
-                VertexOutput::Sink(spec) => Some(spec.clone()),
-                VertexOutput::Edges(_) => None,
+            let output = match &vertex.output {
+                VertexOutput::Sink(spec) => OutputDescriptor::Sink {
+                    spec: spec.clone(),
+                    transactional_epoch: first_checkpoint,
+                },
+                VertexOutput::Edges(edges) => OutputDescriptor::Partitions(
+                    edges
+                        .iter()
+                        .map(|&e| {
+                            let edge = &graph.edges[e];
+                            let target = &graph.vertices[edge.target];
+                            let channels = match edge.partitioning {
+                                Partitioning::Forward => vec![ChannelDescriptor {
+                                    gate: gate(edge.target, s),
+                                    channel: offset[e],
+                                }],
+                                _ => (0..target.parallelism)
+                                    .map(|c| ChannelDescriptor {
+                                        gate: gate(edge.target, c),
+                                        channel: offset[e] + s as usize,
+                                    })
+                                    .collect(),
+                            };
+                            PartitionDescriptor {
+                                edge: format!("`{}` -> `{}`", vertex.name, target.name),
+                                selector: match edge.partitioning {
+                                    Partitioning::Forward => Selector::Forward,
+                                    Partitioning::Rebalance => Selector::Rebalance,
+                                    Partitioning::Hash => Selector::KeyGroups,
+                                    Partitioning::Broadcast => Selector::Broadcast,
+                                },
+                                channels,
+                            }
+                        })
+                        .collect(),
+                ),
             };
-            let links: Vec<LinkSpec> = vertex
+            let chain = vertex
                 .operators
                 .iter()
                 .map(|op| match &op.implementation {
                     OperatorImpl::Wasm {
                         component,
                         operator,
-                    } => {
-                        let mut spec = OperatorSpec::new(operator.clone());
-                        spec.subtask_index = s;
-                        spec.parallelism = vertex.parallelism;
-                        spec.max_parallelism = graph.max_parallelism;
-                        spec.config = op.config.clone();
-                        spec.id = op.id.clone();
-                        spec.attempt = setup.attempt;
-                        spec.limits = limits.clone();
-                        spec.log_sink = cluster.log_sink.clone();
-                        spec.cancel = Some(cancel.shared());
-                        LinkSpec::Wasm(components[component].clone(), spec)
-                    }
-                    OperatorImpl::Native(name) => LinkSpec::Native(name.clone()),
+                    } => OperatorDescriptor::Wasm {
+                        id: op.id.clone(),
+                        operator: operator.clone(),
+                        component: BlobKey {
+                            hash: components[component].hash.clone(),
+                            name: components[component].name.clone(),
+                        },
+                        config: op.config.clone(),
+                        limits: (*limits).clone(),
+                        capabilities: Capabilities::default(),
+                        mode: ExecutionMode::Batched,
+                    },
+                    OperatorImpl::Native(name) => OperatorDescriptor::Native { name: name.clone() },
                 })
                 .collect();
-            let index = tasks.len();
-            let (restore, source_ranges) = match &plan {
-                Some(plan) => plan.for_subtask(graph, v, s)?,
-                None => (None, None),
-            };
-            let source_id = match &vertex.input {
-                VertexInput::Source(_) => Some(vertex.node_ids[0].clone()),
-                VertexInput::Edges(_) => None,
-            };
-            let checkpointing = setup.checkpoints.map(|_| TaskCheckpointing {
+            let tdd = TaskDeploymentDescriptor {
+                job: id,
+                attempt: setup.attempt,
                 index,
-                subtask: s,
-                source: source_id,
-                coordinator: coordinator_tx.clone(),
-                targets: targets.clone(),
-            });
-            let deployment = Deployment {
-                restore,
-                source_ranges,
-                transactional_epoch: first_checkpoint,
-                checkpointing,
-                name: name.clone(),
+                name: format!("{} ({}/{})", vertex.name, s + 1, vertex.parallelism),
                 subtask: s,
                 parallelism: vertex.parallelism,
+                max_parallelism: graph.max_parallelism,
                 input,
-                links,
-                sink,
-                partitions,
-                buffer_timeout,
-                wait_for_checkpoints: vertex.source_waits_for_checkpoints,
-                natives: cluster.native_operators.clone(),
-                runtime: te.runtime().clone(),
-                metrics: metrics.clone(),
-                cancel: cancel.clone(),
+                chain,
+                output,
+                buffer_timeout_ms: graph.buffer_timeout_ms,
+                checkpointing: setup.checkpoints.is_some(),
+                restore,
             };
-            let spawned =
-                te.spawn_task(id, index, name, metrics, done_tx.clone(), move |mailbox| {
-                    deployment.open(mailbox)
-                });
-            match spawned {
-                Ok(task) => tasks.push(SpawnedTask {
-                    task,
-                    source: matches!(vertex.input, VertexInput::Source(_)),
-                }),
+            // As a TaskExecutor in another process would get it.
+            let tdd = if cluster.descriptors_over_the_wire {
+                over_the_wire(&tdd)?
+            } else {
+                tdd
+            };
+            match te.submit_task(tdd, &connection) {
+                Ok(task) => {
+                    monitored.push((
+                        task.metrics.clone(),
+                        matches!(vertex.input, VertexInput::Source(_)),
+                        matches!(vertex.output, VertexOutput::Sink(_)),
+                    ));
+                    tasks.push(SpawnedTask {
+                        task,
+                        source: matches!(vertex.input, VertexInput::Source(_)),
+                    });
+                }
                 Err(e) => {
                     cancel.cancel();
                     te.unregister_job(id);
-                    return Err(JobFailure::Spawn(e));
+                    return Err(JobFailure::Submit(e));
                 }
             }
         }
@@ -348,124 +325,12 @@ pub(super) fn deploy(
     })
 }
 
-enum TaskSourceSpec {
-    Source(SourceSpec),
-    Gate(InputGate),
-}
-
-enum LinkSpec {
-    Wasm(Arc<LoadedComponent>, OperatorSpec),
-    Native(String),
-}
-
-/// Everything a task thread needs to open its task.
-struct Deployment {
-    /// Per wasm operator of the chain, the snapshots to restore it from.
-    restore: Option<Vec<Vec<OperatorSnapshot>>>,
-    /// For a source, the ranges left to read.
-    source_ranges: Option<Vec<(u64, u64)>>,
-    /// With checkpointing, file sinks are transactional and start at this epoch.
-    transactional_epoch: Option<u64>,
-    checkpointing: Option<TaskCheckpointing>,
-    name: String,
-    subtask: u32,
-    parallelism: u32,
-    input: TaskSourceSpec,
-    links: Vec<LinkSpec>,
-    sink: Option<SinkSpec>,
-    partitions: Vec<PartitionWriter>,
-    buffer_timeout: Duration,
-    wait_for_checkpoints: Option<u64>,
-    natives: Option<Arc<dyn NativeOperators>>,
-    runtime: Arc<WasmRuntime>,
-    metrics: Arc<TaskMetrics>,
-    cancel: CancelFlag,
-}
-
-impl Deployment {
-    fn open(self, mailbox: Arc<crate::runtime::Mailbox>) -> Result<Task, TaskFailure> {
-        let name = self.name.clone();
-        let cancel = self.cancel.clone();
-        // A cancel that stops a guest's `open` or `restore-state` is the job's cancellation,
-        // not the guest's failure.
-        let chain_failed = |error: StreamError| {
-            if cancel.is_cancelled() {
-                TaskFailure::Cancelled { task: name.clone() }
-            } else {
-                TaskFailure::Chain {
-                    task: name.clone(),
-                    error,
-                }
-            }
-        };
-        let tail: Box<dyn Output> = match &self.sink {
-            Some(SinkSpec::File { path }) => match self.transactional_epoch {
-                Some(epoch) => Box::new(
-                    TransactionalFileSink::create(path, self.subtask, epoch, self.metrics.clone())
-                        .map_err(chain_failed)?,
-                ),
-                None => Box::new(
-                    FileSink::create(path, self.subtask, self.parallelism, self.metrics.clone())
-                        .map_err(chain_failed)?,
-                ),
-            },
-            Some(SinkSpec::Stdout) => Box::new(StdoutSink::new(self.metrics.clone())),
-            Some(SinkSpec::Discard) => Box::new(DiscardSink::new(self.metrics.clone())),
-            None => Box::new(NetworkOutput(RecordWriter::new(
-                self.partitions,
-                self.buffer_timeout,
-                self.metrics.clone(),
-            ))),
-        };
-        let links = self
-            .links
-            .into_iter()
-            .map(|l| match l {
-                LinkSpec::Wasm(component, spec) => ChainLink::Wasm(ChainSpec { component, spec }),
-                LinkSpec::Native(n) => ChainLink::Native(n),
-            })
-            .collect();
-        let chain = OperatorChain::open_links(
-            &self.runtime,
-            self.natives.as_deref(),
-            links,
-            tail,
-            self.restore.as_deref(),
-        )
-        .map_err(chain_failed)?;
-        let input = match self.input {
-            TaskSourceSpec::Gate(gate) => TaskInput::Gate(gate),
-            TaskSourceSpec::Source(spec) => {
-                let reader: Box<dyn SourceReader> = match spec {
-                    SourceSpec::File { path } => {
-                        let opened = match self.source_ranges {
-                            Some(ranges) => FileSource::open_ranges(&path, ranges),
-                            None => FileSource::open(&path, self.subtask, self.parallelism),
-                        };
-                        Box::new(opened.map_err(|error| TaskFailure::Source {
-                            task: self.name.clone(),
-                            error,
-                        })?)
-                    }
-                    SourceSpec::Sequence { count, text } => Box::new(match self.source_ranges {
-                        Some(ranges) => SequenceSource::from_ranges(ranges, text),
-                        None => SequenceSource::new(count, text, self.subtask, self.parallelism),
-                    }),
-                };
-                TaskInput::Source(reader)
-            }
-        };
-        Ok(Task {
-            name: self.name,
-            input,
-            chain,
-            metrics: self.metrics,
-            cancel: self.cancel,
-            mailbox,
-            buffer_timeout: self.buffer_timeout,
-            checkpointing: self.checkpointing,
-            ending: Default::default(),
-            wait_for_checkpoints: self.wait_for_checkpoints,
-        })
-    }
+/// A descriptor after the trip through the bytes an RPC would carry.
+fn over_the_wire(tdd: &TaskDeploymentDescriptor) -> Result<TaskDeploymentDescriptor, JobFailure> {
+    crate::codec::decode(&crate::codec::encode(tdd)).map_err(|e| {
+        JobFailure::Descriptor(format!(
+            "task {} does not survive serialization: {e}",
+            tdd.name
+        ))
+    })
 }

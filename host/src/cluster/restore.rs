@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use crate::checkpoint::storage::{RestoreError, RestoredState, StateHandle, read_state_file};
 use crate::connectors::redistribute;
 use crate::job::{JobGraph, OperatorImpl, VertexInput};
-use crate::state::OperatorSnapshot;
+use crate::runtime::deployment::StateFileHandle;
 use crate::state::key_groups::key_group_range;
 
 /// A checked restore of one job graph from one checkpoint.
@@ -90,14 +90,14 @@ impl<'a> RestorePlan<'a> {
         Ok(RestorePlan { restored, handles })
     }
 
-    /// For subtask `s` of vertex `v`: the snapshots of each of its wasm operators, and for a
-    /// source the ranges it has left.
+    /// For subtask `s` of vertex `v`: the state files of each of its wasm operators (read by the
+    /// task as it opens), and for a source the ranges it has left.
     pub(super) fn for_subtask(
         &self,
         graph: &JobGraph,
         v: usize,
         s: u32,
-    ) -> Result<(Option<Vec<Vec<OperatorSnapshot>>>, Option<Vec<(u64, u64)>>), RestoreError> {
+    ) -> (Option<Vec<Vec<StateFileHandle>>>, Option<Vec<(u64, u64)>>) {
         let vertex = &graph.vertices[v];
         let max = graph.max_parallelism;
         let range = key_group_range(s, max, vertex.parallelism);
@@ -115,11 +115,11 @@ impl<'a> RestorePlan<'a> {
                     overlaps(&key_group_range(h.subtask, max, h.parallelism), &range)
                 };
                 if wanted {
-                    snapshots.push(read_state_file(
-                        &self.restored.dir.join(&h.file),
-                        h.crc32,
-                        range.clone(),
-                    )?);
+                    snapshots.push(StateFileHandle {
+                        path: self.restored.dir.join(&h.file),
+                        crc32: h.crc32,
+                        key_groups: range.clone(),
+                    });
                 }
             }
             per_operator.push(snapshots);
@@ -144,6 +144,6 @@ impl<'a> RestorePlan<'a> {
             }
             VertexInput::Edges(_) => None,
         };
-        Ok((Some(per_operator), ranges))
+        (Some(per_operator), ranges)
     }
 }

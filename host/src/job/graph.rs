@@ -38,7 +38,7 @@ impl Partitioning {
 }
 
 /// Where a job's records come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SourceSpec {
     /// Lines of a text file, split by byte ranges across subtasks.
     File { path: PathBuf },
@@ -47,7 +47,7 @@ pub enum SourceSpec {
 }
 
 /// Where a job's records end.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SinkSpec {
     /// One line per record: the file itself at parallelism 1, `part-<i>` files in the directory
     /// above.

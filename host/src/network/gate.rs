@@ -93,6 +93,15 @@ impl InputGate {
         }
     }
 
+    /// What makes senders of this gate's channels, for producers deployed after the consumer
+    /// took its gate.
+    pub fn senders(&self) -> GateSenders {
+        GateSenders {
+            shared: self.shared.clone(),
+            channels: self.channels,
+        }
+    }
+
     /// The next item of any channel, waiting at most `timeout`.
     pub fn poll(&self, timeout: Duration) -> Option<(usize, ChannelItem)> {
         let mut queue = lock(&self.shared);
@@ -113,6 +122,23 @@ impl InputGate {
     /// Items queued and not yet taken.
     pub fn queued(&self) -> usize {
         lock(&self.shared).items.len()
+    }
+}
+
+/// Makes the senders of one gate's channels.
+#[derive(Clone)]
+pub struct GateSenders {
+    shared: Arc<GateShared>,
+    channels: usize,
+}
+
+impl GateSenders {
+    /// The sender of channel `channel`, or `None` past the gate's channels.
+    pub fn sender(&self, channel: usize) -> Option<ChannelSender> {
+        (channel < self.channels).then(|| ChannelSender {
+            shared: self.shared.clone(),
+            channel,
+        })
     }
 }
 

@@ -120,6 +120,11 @@ pub enum TaskFailure {
     Source { task: String, error: SourceError },
     #[error("task {task} was cancelled")]
     Cancelled { task: String },
+    #[error("task {task} cannot restore its state: {error}")]
+    Restore {
+        task: String,
+        error: crate::checkpoint::RestoreError,
+    },
     /// The job could not take a checkpoint it needs (its final one).
     #[error("{0}")]
     Checkpoint(String),

@@ -2,13 +2,14 @@
 //! buffer pool, wasm runtime with its component cache). It runs each task it is given on a
 //! thread of its own.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::metrics::TaskMetrics;
-use crate::network::{CancelFlag, NetworkBufferPool};
+use crate::network::{CancelFlag, GateSenders, InputGate, NetworkBufferPool};
+use crate::runtime::deployment::{GateDescriptor, GateId};
 use crate::runtime::{Mail, Mailbox, Task, TaskFailure};
 use crate::wasm::WasmRuntime;
 
@@ -84,6 +85,10 @@ pub struct RunningTask {
 pub struct JobEntry {
     cancel: CancelFlag,
     mailboxes: Vec<Arc<Mailbox>>,
+    /// Input gates of the job's tasks here, by id: made by whichever comes first, the consumer
+    /// task (which takes the gate) or a producer (which takes senders), so tasks can be
+    /// deployed in any order; gone with the job.
+    gates: HashMap<GateId, (Option<InputGate>, GateSenders)>,
 }
 
 /// The job table: running jobs by id. A job removes itself when it ends.
@@ -112,6 +117,35 @@ impl TaskExecutor {
             runtime,
             jobs: JobTable::default(),
         }
+    }
+
+    fn with_gate<R>(
+        &self,
+        gate: &GateDescriptor,
+        f: impl FnOnce(&mut (Option<InputGate>, GateSenders)) -> R,
+    ) -> R {
+        let new_gate = || {
+            let input = InputGate::new(gate.channels);
+            let senders = input.senders();
+            (Some(input), senders)
+        };
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.get_mut(&gate.id.job) {
+            Some(entry) => f(entry.gates.entry(gate.id).or_insert_with(new_gate)),
+            // A job nobody registered gets a gate no other task can reach.
+            None => f(&mut new_gate()),
+        }
+    }
+
+    /// The input gate of a consumer task being deployed.
+    pub(crate) fn take_gate(&self, gate: &GateDescriptor) -> InputGate {
+        self.with_gate(gate, |(input, _)| input.take())
+            .unwrap_or_else(|| InputGate::new(gate.channels))
+    }
+
+    /// The senders into a consumer's gate, for a producer being deployed.
+    pub(crate) fn gate_senders(&self, gate: &GateDescriptor) -> GateSenders {
+        self.with_gate(gate, |(_, senders)| senders.clone())
     }
 
     pub fn config(&self) -> &TaskExecutorConfig {
@@ -164,6 +198,7 @@ impl TaskExecutor {
             JobEntry {
                 cancel,
                 mailboxes: Vec::new(),
+                gates: HashMap::new(),
             },
         );
     }
@@ -183,6 +218,7 @@ impl TaskExecutor {
             .collect()
     }
 
+    /// Forgets a job: its entry and the gates of its tasks.
     pub fn unregister_job(&self, job: u64) {
         self.jobs
             .lock()

@@ -41,7 +41,7 @@ impl Default for RuntimeConfig {
 
 /// Capabilities a job grants its guests. Everything is denied unless granted: no files,
 /// sockets, environment or arguments are ever given; clocks read zero unless granted.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// Real wall-clock and monotonic clocks.
     pub clocks: bool,
@@ -158,6 +158,15 @@ impl WasmRuntime {
 
     pub(crate) fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// A component loaded before, by the hex SHA-256 of its bytes (its blob key).
+    pub fn loaded(&self, hash: &str) -> Option<Arc<LoadedComponent>> {
+        self.memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(hash)
+            .cloned()
     }
 
     /// Loads the component at `path`.

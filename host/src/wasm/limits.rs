@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 /// Limits on one operator instance. Each field names the threat it guards against.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Limits {
     /// Largest linear memory (per memory) an instance may grow to. Guards the host's RAM against
     /// a guest that allocates without bound; a guest that asks for more fails with a

@@ -7,7 +7,7 @@ use super::limits::Limits;
 use super::stdio::{LogSink, StderrLog};
 
 /// How the host calls a guest.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ExecutionMode {
     /// The batched fast path when the component exports it, per record otherwise.
     #[default]

@@ -1,0 +1,357 @@
+//! `TaskExecutor::submit_task`: a task deployment descriptor becomes a running task. On the
+//! caller's thread the TaskExecutor resolves what the descriptor names (the component blobs,
+//! the input gate, the consumers' channels, buffer pools); on the task's own thread the task
+//! opens (sinks and sources, the chain's operators, their restored state) and runs.
+
+use std::sync::Arc;
+use std::sync::mpsc::Sender;
+use std::time::Duration;
+
+use super::chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
+use super::deployment::{
+    InputDescriptor, OperatorDescriptor, OutputDescriptor, Selector, StateFileHandle,
+    TaskDeploymentDescriptor,
+};
+use super::output::NetworkOutput;
+use super::task::{Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};
+use super::task_executor::{RunningTask, TaskExecutor};
+use crate::checkpoint::storage::read_state_file;
+use crate::checkpoint::{CheckpointTargets, CoordinatorEvent, RestoreError};
+use crate::connectors::{
+    DiscardSink, FileSink, FileSource, SequenceSource, SourceReader, StdoutSink,
+    TransactionalFileSink,
+};
+use crate::job::{SinkSpec, SourceSpec};
+use crate::metrics::TaskMetrics;
+use crate::network::{
+    CancelFlag, ChannelSelector, InputGate, LocalBufferPool, PartitionWriter, RecordWriter,
+};
+use crate::state::OperatorSnapshot;
+use crate::stream::{Output, StreamError};
+use crate::wasm::{LoadedComponent, LogSink, OperatorSpec, WasmRuntime};
+
+/// What the tasks of one job share on a TaskExecutor, and their line to the job master: what a
+/// descriptor cannot carry.
+#[derive(Clone)]
+pub struct JobConnection {
+    pub cancel: CancelFlag,
+    /// The checkpoint coordinator, when the job checkpoints.
+    pub coordinator: Option<Sender<CoordinatorEvent>>,
+    /// Where each in-flight checkpoint is written.
+    pub targets: CheckpointTargets,
+    /// Where each task reports how it ended: its index and result.
+    pub done: Sender<(usize, Result<(), TaskFailure>)>,
+    pub log_sink: Arc<dyn LogSink>,
+    pub natives: Option<Arc<dyn NativeOperators>>,
+}
+
+/// A descriptor the TaskExecutor cannot deploy.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The descriptor names a component this TaskExecutor was never given.
+    #[error(
+        "task {task} needs component `{name}` (blob {hash}), which this TaskExecutor does not have"
+    )]
+    UnknownBlob {
+        task: String,
+        name: String,
+        hash: String,
+    },
+    #[error("task {task} has a channel {channel} past its consumer's {channels} channels")]
+    BadChannel {
+        task: String,
+        channel: usize,
+        channels: usize,
+    },
+    #[error("cannot start the thread of task {task}: {error}")]
+    Spawn { task: String, error: std::io::Error },
+}
+
+/// What the task thread opens.
+enum Link {
+    Wasm(Arc<LoadedComponent>, OperatorSpec),
+    Native(String),
+}
+
+impl TaskExecutor {
+    /// Deploys the task `tdd` describes and starts it on a thread of its own.
+    pub fn submit_task(
+        &self,
+        tdd: TaskDeploymentDescriptor,
+        job: &JobConnection,
+    ) -> Result<RunningTask, SubmitError> {
+        let metrics = Arc::new(TaskMetrics::default());
+        let mut links = Vec::with_capacity(tdd.chain.len());
+        for op in &tdd.chain {
+            links.push(match op {
+                OperatorDescriptor::Wasm {
+                    id,
+                    operator,
+                    component,
+                    config,
+                    limits,
+                    capabilities,
+                    mode,
+                } => {
+                    let loaded = self.runtime().loaded(&component.hash).ok_or_else(|| {
+                        SubmitError::UnknownBlob {
+                            task: tdd.name.clone(),
+                            name: component.name.clone(),
+                            hash: component.hash.clone(),
+                        }
+                    })?;
+                    let mut spec = OperatorSpec::new(operator.clone());
+                    spec.id = id.clone();
+                    spec.subtask_index = tdd.subtask;
+                    spec.parallelism = tdd.parallelism;
+                    spec.max_parallelism = tdd.max_parallelism;
+                    spec.attempt = tdd.attempt;
+                    spec.config = config.clone();
+                    spec.limits = Arc::new(limits.clone());
+                    spec.capabilities = *capabilities;
+                    spec.mode = *mode;
+                    spec.log_sink = job.log_sink.clone();
+                    spec.cancel = Some(job.cancel.shared());
+                    Link::Wasm(loaded, spec)
+                }
+                OperatorDescriptor::Native { name } => Link::Native(name.clone()),
+            });
+        }
+        let gate = match &tdd.input {
+            InputDescriptor::Gate(gate) => Some(self.take_gate(gate)),
+            InputDescriptor::Source { .. } => None,
+        };
+        let partitions = match &tdd.output {
+            OutputDescriptor::Partitions(partitions) => {
+                let per_channel = self.config().buffers_per_channel;
+                let mut writers = Vec::with_capacity(partitions.len());
+                for p in partitions {
+                    let mut senders = Vec::with_capacity(p.channels.len());
+                    for c in &p.channels {
+                        let sender = self.gate_senders(&c.gate).sender(c.channel).ok_or(
+                            SubmitError::BadChannel {
+                                task: tdd.name.clone(),
+                                channel: c.channel,
+                                channels: c.gate.channels,
+                            },
+                        )?;
+                        senders.push(sender);
+                    }
+                    let selector = match p.selector {
+                        Selector::Forward => ChannelSelector::Forward,
+                        Selector::Rebalance => ChannelSelector::Rebalance,
+                        Selector::KeyGroups => ChannelSelector::KeyGroups {
+                            max_parallelism: tdd.max_parallelism,
+                        },
+                        Selector::Broadcast => ChannelSelector::Broadcast,
+                    };
+                    let pool = LocalBufferPool::new(
+                        self.network().clone(),
+                        senders.len(),
+                        senders.len() * per_channel + 1,
+                        per_channel,
+                    );
+                    writers.push(PartitionWriter::new(
+                        p.edge.clone(),
+                        selector,
+                        senders,
+                        pool,
+                        job.cancel.clone(),
+                        metrics.clone(),
+                    ));
+                }
+                writers
+            }
+            OutputDescriptor::Sink { .. } => Vec::new(),
+        };
+        let opening = Opening {
+            runtime: self.runtime().clone(),
+            job: job.clone(),
+            metrics: metrics.clone(),
+            links,
+            gate,
+            partitions,
+            tdd,
+        };
+        let (name, index) = (opening.tdd.name.clone(), opening.tdd.index);
+        self.spawn_task(
+            opening.tdd.job,
+            index,
+            name.clone(),
+            metrics,
+            job.done.clone(),
+            move |mailbox| opening.open(mailbox),
+        )
+        .map_err(|error| SubmitError::Spawn { task: name, error })
+    }
+}
+
+/// Everything a task thread needs to open its task.
+struct Opening {
+    runtime: Arc<WasmRuntime>,
+    job: JobConnection,
+    metrics: Arc<TaskMetrics>,
+    links: Vec<Link>,
+    gate: Option<InputGate>,
+    partitions: Vec<PartitionWriter>,
+    tdd: TaskDeploymentDescriptor,
+}
+
+impl Opening {
+    fn open(self, mailbox: Arc<Mailbox>) -> Result<Task, TaskFailure> {
+        let Opening {
+            runtime,
+            job,
+            metrics,
+            links,
+            gate,
+            partitions,
+            tdd,
+        } = self;
+        let name = tdd.name.clone();
+        let cancel = job.cancel.clone();
+        // A cancel that stops a guest's `open` or `restore-state` is the job's cancellation,
+        // not the guest's failure.
+        let chain_failed = |error: StreamError| {
+            if cancel.is_cancelled() {
+                TaskFailure::Cancelled { task: name.clone() }
+            } else {
+                TaskFailure::Chain {
+                    task: name.clone(),
+                    error,
+                }
+            }
+        };
+        let buffer_timeout = Duration::from_millis(tdd.buffer_timeout_ms);
+        let tail: Box<dyn Output> = match &tdd.output {
+            OutputDescriptor::Sink {
+                spec,
+                transactional_epoch,
+            } => match spec {
+                SinkSpec::File { path } => match transactional_epoch {
+                    Some(epoch) => Box::new(
+                        TransactionalFileSink::create(path, tdd.subtask, *epoch, metrics.clone())
+                            .map_err(chain_failed)?,
+                    ),
+                    None => Box::new(
+                        FileSink::create(path, tdd.subtask, tdd.parallelism, metrics.clone())
+                            .map_err(chain_failed)?,
+                    ),
+                },
+                SinkSpec::Stdout => Box::new(StdoutSink::new(metrics.clone())),
+                SinkSpec::Discard => Box::new(DiscardSink::new(metrics.clone())),
+            },
+            OutputDescriptor::Partitions(_) => Box::new(NetworkOutput(RecordWriter::new(
+                partitions,
+                buffer_timeout,
+                metrics.clone(),
+            ))),
+        };
+        let restore = match &tdd.restore {
+            Some(per_operator) => {
+                Some(
+                    read_restore(per_operator).map_err(|error| TaskFailure::Restore {
+                        task: name.clone(),
+                        error,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let links = links
+            .into_iter()
+            .map(|l| match l {
+                Link::Wasm(component, spec) => ChainLink::Wasm(ChainSpec { component, spec }),
+                Link::Native(n) => ChainLink::Native(n),
+            })
+            .collect();
+        let chain = OperatorChain::open_links(
+            &runtime,
+            job.natives.as_deref(),
+            links,
+            tail,
+            restore.as_deref(),
+        )
+        .map_err(chain_failed)?;
+        let (input, source, wait_for_checkpoints) = match (tdd.input, gate) {
+            (InputDescriptor::Gate(_), Some(gate)) => (TaskInput::Gate(gate), None, None),
+            (
+                InputDescriptor::Source {
+                    id,
+                    spec,
+                    remaining,
+                    wait_for_checkpoints,
+                },
+                _,
+            ) => {
+                let reader = open_source(spec, remaining, tdd.subtask, tdd.parallelism).map_err(
+                    |error| TaskFailure::Source {
+                        task: name.clone(),
+                        error,
+                    },
+                )?;
+                (TaskInput::Source(reader), Some(id), wait_for_checkpoints)
+            }
+            (InputDescriptor::Gate(_), None) => {
+                return Err(chain_failed(StreamError::Output(
+                    "a gate task was deployed without its gate".into(),
+                )));
+            }
+        };
+        let checkpointing = match (&job.coordinator, tdd.checkpointing) {
+            (Some(coordinator), true) => Some(TaskCheckpointing {
+                index: tdd.index,
+                subtask: tdd.subtask,
+                source,
+                coordinator: coordinator.clone(),
+                targets: job.targets.clone(),
+            }),
+            _ => None,
+        };
+        Ok(Task {
+            name: tdd.name,
+            input,
+            chain,
+            metrics,
+            cancel: job.cancel,
+            mailbox,
+            buffer_timeout,
+            checkpointing,
+            ending: Default::default(),
+            wait_for_checkpoints,
+        })
+    }
+}
+
+fn open_source(
+    spec: SourceSpec,
+    remaining: Option<Vec<(u64, u64)>>,
+    subtask: u32,
+    parallelism: u32,
+) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
+    Ok(match spec {
+        SourceSpec::File { path } => Box::new(match remaining {
+            Some(ranges) => FileSource::open_ranges(&path, ranges)?,
+            None => FileSource::open(&path, subtask, parallelism)?,
+        }),
+        SourceSpec::Sequence { count, text } => Box::new(match remaining {
+            Some(ranges) => SequenceSource::from_ranges(ranges, text),
+            None => SequenceSource::new(count, text, subtask, parallelism),
+        }),
+    })
+}
+
+/// Reads the state files of every wasm operator of a chain, each restricted to its key groups.
+fn read_restore(
+    per_operator: &[Vec<StateFileHandle>],
+) -> Result<Vec<Vec<OperatorSnapshot>>, RestoreError> {
+    per_operator
+        .iter()
+        .map(|handles| {
+            handles
+                .iter()
+                .map(|h| read_state_file(&h.path, h.crc32, h.key_groups.clone()))
+                .collect()
+        })
+        .collect()
+}
