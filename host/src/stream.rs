@@ -148,9 +148,12 @@ pub trait Output: Send {
 /// What a user function reaches while it is called: its operator subtask's keyed state and
 /// timers, its event-time watermark, and where its records go. The stream operator owns it and
 /// lends it to the function for each call.
+///
+/// It moves into a wasm store and back for every call, so its bulky parts are boxed: a move is
+/// a copy of a few words.
 pub struct FunctionContext {
-    pub state: KeyedStateBackend,
-    pub timers: TimerService,
+    pub state: Box<KeyedStateBackend>,
+    pub timers: Box<TimerService>,
     /// The operator's event-time watermark; `i64::MIN` before the first.
     pub watermark: i64,
     pub output: Box<dyn Output>,
@@ -162,8 +165,8 @@ pub struct FunctionContext {
 impl FunctionContext {
     pub fn new(state: KeyedStateBackend, output: Box<dyn Output>) -> Self {
         FunctionContext {
-            state,
-            timers: TimerService::default(),
+            state: Box::new(state),
+            timers: Box::default(),
             watermark: i64::MIN,
             output,
             closed: false,
