@@ -5,7 +5,5 @@
 pub mod coordinator;
 pub mod storage;
 
-pub use coordinator::{
-    Ack, CheckpointConfig, CheckpointTargets, CompletedCheckpoint, Coordinator, CoordinatorEvent,
-};
+pub use coordinator::{Ack, CheckpointConfig, CompletedCheckpoint, Coordinator, CoordinatorEvent};
 pub use storage::{CheckpointMetadata, RestoreError, RestoredState, SourceState, StateHandle};

@@ -4,9 +4,36 @@
 //! [`Output`] and [`StreamError`], and the runtime drives them without knowing which is which.
 //! Operator snapshots are [`crate::state::OperatorSnapshot`], from the state layer below.
 
+use std::path::Path;
+use std::sync::Arc;
+
 use weir_framing::Record;
 
 use crate::state::{KeyedStateBackend, OperatorSnapshot, TimeDomain, TimerService};
+
+/// A checkpoint barrier: which checkpoint, and where its state goes. The location travels with
+/// the barrier from the coordinator through every task, so no task needs a shared table of
+/// where checkpoints are written (it could not share one across processes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Barrier {
+    pub id: u64,
+    /// The checkpoint's directory (`chk-<n>`, or a savepoint's).
+    pub location: Arc<Path>,
+}
+
+impl Barrier {
+    pub fn new(id: u64, location: &Path) -> Self {
+        Barrier {
+            id,
+            location: Arc::from(location),
+        }
+    }
+
+    /// A barrier whose snapshots the caller keeps rather than writes (tests, benchmarks).
+    pub fn in_memory(id: u64) -> Self {
+        Barrier::new(id, Path::new(""))
+    }
+}
 
 /// Who is to blame for a failure: what the restart strategy and the user need to know.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,14 +139,14 @@ pub trait Output: Send {
         Ok(())
     }
 
-    /// Checkpoint `checkpoint`: adds the snapshots of this output and everything after it, in
+    /// A checkpoint barrier: adds the snapshots of this output and everything after it, in
     /// chain order, and passes the barrier on (the record writer sends it to the next tasks).
     fn snapshot(
         &mut self,
-        checkpoint: u64,
+        barrier: &Barrier,
         into: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), StreamError> {
-        let _ = (checkpoint, into);
+        let _ = (barrier, into);
         Ok(())
     }
 

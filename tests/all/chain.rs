@@ -7,6 +7,7 @@ use crate::guests;
 use weir_framing::{OwnedRecord, Record};
 use weir_host::runtime::{ChainSpec, CollectingOutput, OperatorChain};
 use weir_host::state::StateData;
+use weir_host::stream::Barrier;
 use weir_host::wasm::{ExecutionMode, FailureKind, OperatorSpec};
 
 use crate::support::*;
@@ -227,7 +228,7 @@ fn guest_state_snapshot_restores_into_a_new_instance() {
     chain
         .process_batch(&batches([&b"1"[..], b"2", b"3"], 10)[0])
         .expect("process");
-    let snapshots = chain.snapshot(1).expect("snapshot");
+    let snapshots = chain.snapshot(&Barrier::in_memory(1)).expect("snapshot");
     assert_eq!(snapshots.len(), 2);
     assert_eq!(snapshots[1].operator, "running-total");
     assert_eq!(snapshots[1].guest_state, 6i64.to_le_bytes());
@@ -272,7 +273,7 @@ fn keyed_state_snapshot_restores_counts() {
     chain
         .process_batch(&batches([&b"owl cat owl"[..]], 10)[0])
         .expect("process");
-    let snapshots = chain.snapshot(1).expect("snapshot");
+    let snapshots = chain.snapshot(&Barrier::in_memory(1)).expect("snapshot");
     assert_eq!(snapshots[2].operator, "count");
     let StateData::Value(groups) = &snapshots[2].keyed.states["count"] else {
         panic!("count is a value state")
@@ -336,7 +337,7 @@ fn pending_timers_survive_a_snapshot() {
     chain
         .process_batch(&keyed_batch(&[("k", 100, "v")]))
         .expect("process");
-    let snapshots = chain.snapshot(1).expect("snapshot");
+    let snapshots = chain.snapshot(&Barrier::in_memory(1)).expect("snapshot");
     assert_eq!(snapshots[0].timers.event_time, [(110, b"k".to_vec())]);
 
     let spec = OperatorSpec::new("alarm").with_config("delay", "10");
@@ -404,7 +405,7 @@ fn state_of_every_size_reads_back_and_reaches_the_snapshot() {
             "read {read}"
         );
 
-        let snapshots = chain.snapshot(1).expect("snapshot");
+        let snapshots = chain.snapshot(&Barrier::in_memory(1)).expect("snapshot");
         let StateData::Value(groups) = &snapshots[0].keyed.states["hoard"] else {
             panic!("hoard is a value state")
         };
@@ -468,7 +469,7 @@ fn a_reduce_in_a_component_sums_every_key_exactly_across_a_snapshot() {
         chain.process_batch(&batch).expect("process");
     }
     check_running_sums(out.take_records(), 0..25_000, &mut seen);
-    let snapshots = chain.snapshot(1).expect("snapshot");
+    let snapshots = chain.snapshot(&Barrier::in_memory(1)).expect("snapshot");
     let StateData::Value(groups) = &snapshots[1].keyed.states["reduce"] else {
         panic!("the accumulators are a value state")
     };

@@ -7,7 +7,7 @@ use rustc_hash::FxHashMap;
 use weir_framing::{BatchWriter, Record};
 
 use weir_host::runtime::NativeOperators;
-use weir_host::stream::{Output, StreamError};
+use weir_host::stream::{Barrier, Output, StreamError};
 
 /// The native operators, by the name a manifest gives in `native = "..."`.
 pub const NAMES: &[&str] = &[
@@ -151,10 +151,10 @@ impl Output for NativeOperator {
     }
     fn snapshot(
         &mut self,
-        checkpoint: u64,
+        barrier: &Barrier,
         into: &mut Vec<weir_host::state::OperatorSnapshot>,
     ) -> Result<(), StreamError> {
-        self.next.snapshot(checkpoint, into)
+        self.next.snapshot(barrier, into)
     }
     fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
         self.next.notify_checkpoint_complete(checkpoint)

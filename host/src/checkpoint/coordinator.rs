@@ -45,6 +45,9 @@ pub struct CheckpointConfig {
 #[derive(Debug, Clone)]
 pub struct Ack {
     pub checkpoint: u64,
+    /// Where the task wrote its part: the acknowledgement counts only for the checkpoint
+    /// written there.
+    pub location: PathBuf,
     pub task: usize,
     pub handles: Vec<StateHandle>,
     pub sources: Vec<SourceState>,
@@ -81,9 +84,6 @@ pub struct CompletedCheckpoint {
     pub bytes: u64,
 }
 
-/// Where each in-flight checkpoint is being written, shared with the tasks.
-pub type CheckpointTargets = Arc<Mutex<BTreeMap<u64, PathBuf>>>;
-
 struct Pending {
     id: u64,
     dir: PathBuf,
@@ -109,7 +109,6 @@ pub struct Coordinator {
     pub protected: Vec<PathBuf>,
     /// Checkpoint ids continue from the one restored.
     pub next_id: u64,
-    pub targets: CheckpointTargets,
     pub completed: Arc<Mutex<Vec<CompletedCheckpoint>>>,
 }
 
@@ -118,13 +117,13 @@ impl Coordinator {
         self.config.dir.join(&self.job)
     }
 
-    /// Runs until `Stop`. `trigger(n)` asks the sources for checkpoint n; `complete(n, last)`
+    /// Runs until `Stop`. `trigger(n, dir)` asks the sources for checkpoint n, written to `dir`; `complete(n, last)`
     /// tells every task that n completed (`last`: it is the final checkpoint); `fail(reason)`
     /// fails the job.
     pub fn run(
         mut self,
         events: Receiver<CoordinatorEvent>,
-        trigger: impl Fn(u64),
+        trigger: impl Fn(u64, &Path),
         complete: impl Fn(u64, bool),
         fail: impl Fn(String),
     ) {
@@ -178,7 +177,10 @@ impl Coordinator {
                 .max(Duration::from_millis(1));
             match events.recv_timeout(wait.min(Duration::from_millis(50))) {
                 Ok(CoordinatorEvent::Ack(ack)) => {
-                    if let Some(p) = pending.as_mut().filter(|p| p.id == ack.checkpoint) {
+                    if let Some(p) = pending
+                        .as_mut()
+                        .filter(|p| p.id == ack.checkpoint && p.dir == ack.location)
+                    {
                         p.acks.insert(ack.task, ack);
                         if p.acks.len() == self.tasks {
                             let p = pending.take().expect("checked");
@@ -234,7 +236,7 @@ impl Coordinator {
         &mut self,
         dir: PathBuf,
         savepoint: Option<Sender<Result<PathBuf, String>>>,
-        trigger: &impl Fn(u64),
+        trigger: &impl Fn(u64, &Path),
     ) -> Option<Pending> {
         let id = self.next_id;
         self.next_id += 1;
@@ -252,11 +254,7 @@ impl Coordinator {
             }
             return None;
         }
-        self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, dir.clone());
-        trigger(id);
+        trigger(id, &dir);
         Some(Pending {
             id,
             dir,
@@ -267,15 +265,7 @@ impl Coordinator {
         })
     }
 
-    fn forget(&self, id: u64) {
-        self.targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&id);
-    }
-
     fn abandon(&self, p: Pending, reason: &str) {
-        self.forget(p.id);
         eprintln!("warning: checkpoint {} abandoned: {reason}", p.id);
         let _ = std::fs::remove_dir_all(&p.dir);
         if let Some(reply) = p.savepoint {
@@ -285,7 +275,6 @@ impl Coordinator {
 
     /// Completes `p`; whether it could.
     fn finish(&self, p: Pending, complete: &impl Fn(u64, bool)) -> bool {
-        self.forget(p.id);
         let bytes = p.acks.values().map(|a| a.bytes).sum();
         let metadata = CheckpointMetadata {
             job: self.job.clone(),

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::restore::RestorePlan;
 use super::{AttemptSetup, CoordinatorHandle, JobFailure, JobHandle, JobMonitor, MiniCluster};
-use crate::checkpoint::{CheckpointTargets, Coordinator};
+use crate::checkpoint::Coordinator;
 use crate::job::{JobGraph, OperatorImpl, Partitioning, VertexInput, VertexOutput};
 use crate::network::CancelFlag;
 use crate::runtime::deployment::{
@@ -21,6 +21,7 @@ use crate::runtime::deployment::{
 };
 use crate::runtime::task_executor::RunningTask;
 use crate::runtime::{JobConnection, Mail, Mailbox, TaskFailure};
+use crate::stream::Barrier;
 use crate::wasm::{Capabilities, ExecutionMode, LoadedComponent};
 
 struct SpawnedTask {
@@ -117,13 +118,11 @@ pub(super) fn deploy(
         existing.max(committed).max(restored_id.unwrap_or(0)) + 1
     });
     let (coordinator_tx, coordinator_rx) = mpsc::channel();
-    let targets = CheckpointTargets::default();
     let task_count: usize = graph.vertices.iter().map(|v| v.parallelism as usize).sum();
     let (done_tx, done_rx) = mpsc::channel();
     let connection = JobConnection {
         cancel: cancel.clone(),
         coordinator: setup.checkpoints.map(|_| coordinator_tx.clone()),
-        targets: targets.clone(),
         done: done_tx.clone(),
         log_sink: cluster.log_sink.clone(),
         natives: cluster.native_operators.clone(),
@@ -263,7 +262,6 @@ pub(super) fn deploy(
             sources: tasks.iter().filter(|t| t.source).count(),
             protected: setup.protected.clone(),
             next_id: first_checkpoint.unwrap_or(1),
-            targets: targets.clone(),
             completed: Arc::new(Mutex::new(Vec::new())),
         };
         let completed = coordinator.completed.clone();
@@ -279,10 +277,11 @@ pub(super) fn deploy(
             .spawn(move || {
                 coordinator.run(
                     coordinator_rx,
-                    |n| {
+                    |id, dir| {
+                        let barrier = Barrier::new(id, dir);
                         sources
                             .iter()
-                            .for_each(|m| m.send(Mail::TriggerCheckpoint(n)))
+                            .for_each(|m| m.send(Mail::TriggerCheckpoint(barrier.clone())))
                     },
                     |id, last| {
                         all.iter()

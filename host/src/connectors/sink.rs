@@ -9,7 +9,7 @@ use std::sync::Arc;
 use weir_framing::Record;
 
 use crate::metrics::TaskMetrics;
-use crate::stream::{Output, StreamError};
+use crate::stream::{Barrier, Output, StreamError};
 
 /// Creates `dir` and its parents. A file where a directory must go is named as such (the
 /// system's own error, `File exists`, names neither the file nor the problem).
@@ -320,11 +320,11 @@ impl Output for TransactionalFileSink {
 
     fn snapshot(
         &mut self,
-        checkpoint: u64,
+        barrier: &Barrier,
         _: &mut Vec<crate::state::OperatorSnapshot>,
     ) -> Result<(), StreamError> {
-        self.close_epoch(Some(checkpoint))?;
-        self.epoch = checkpoint + 1;
+        self.close_epoch(Some(barrier.id))?;
+        self.epoch = barrier.id + 1;
         Ok(())
     }
 
@@ -371,9 +371,11 @@ mod tests {
         let metrics = Arc::new(TaskMetrics::default());
         let mut sink = TransactionalFileSink::create(dir.path(), 0, 1, metrics).unwrap();
         sink.collect(Record::value(b"a")).unwrap();
-        sink.snapshot(1, &mut Vec::new()).unwrap();
+        sink.snapshot(&Barrier::in_memory(1), &mut Vec::new())
+            .unwrap();
         sink.collect(Record::value(b"b")).unwrap();
-        sink.snapshot(2, &mut Vec::new()).unwrap();
+        sink.snapshot(&Barrier::in_memory(2), &mut Vec::new())
+            .unwrap();
         sink.collect(Record::value(b"c")).unwrap();
         sink.notify_checkpoint_complete(1).unwrap();
         let names = |d: &Path| {

@@ -10,13 +10,16 @@ use std::time::Duration;
 use super::buffer::Buffer;
 
 /// Events that travel in a channel between buffers, in order with the records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChannelEvent {
     /// The producer's event-time watermark advanced.
     Watermark(i64),
-    /// Checkpoint barrier `n`: everything before it belongs to checkpoint n, everything after
-    /// to the next.
-    Barrier(u64),
+    /// Checkpoint barrier `id`: everything before it belongs to checkpoint `id`, everything
+    /// after to the next. `location` is where the checkpoint's state is written.
+    Barrier {
+        id: u64,
+        location: std::sync::Arc<std::path::Path>,
+    },
     /// The producer's input ended and its operators have closed: no records follow, only
     /// barriers until `EndOfPartition` (a job with checkpoints takes its final checkpoint
     /// between the two).

@@ -279,7 +279,7 @@ impl PartitionWriter {
     fn broadcast_event(&mut self, event: ChannelEvent) -> Result<(), WriteError> {
         self.flush()?;
         for channel in &self.channels {
-            channel.send(ChannelItem::Event(event));
+            channel.send(ChannelItem::Event(event.clone()));
         }
         Ok(())
     }
@@ -369,7 +369,7 @@ impl RecordWriter {
     /// Sends an event on every channel of every edge, after the records written before it.
     pub fn broadcast_event(&mut self, event: ChannelEvent) -> Result<(), WriteError> {
         for p in &mut self.partitions {
-            p.broadcast_event(event)?;
+            p.broadcast_event(event.clone())?;
         }
         self.oldest_unflushed = None;
         Ok(())

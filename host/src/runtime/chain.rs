@@ -11,7 +11,7 @@ use weir_framing::Record;
 
 use super::stream_operator::WasmOperator;
 use crate::state::OperatorSnapshot;
-use crate::stream::{Output, StreamError};
+use crate::stream::{Barrier, Output, StreamError};
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmRuntime};
 
 /// One wasm operator of a chain: the component it runs and how.
@@ -159,9 +159,9 @@ impl OperatorChain {
 
     /// Snapshots every operator for checkpoint `checkpoint`, in chain order, after processing
     /// everything before the barrier; the tail passes the barrier on.
-    pub fn snapshot(&mut self, checkpoint: u64) -> Result<Vec<OperatorSnapshot>, StreamError> {
+    pub fn snapshot(&mut self, barrier: &Barrier) -> Result<Vec<OperatorSnapshot>, StreamError> {
         let mut snapshots = Vec::with_capacity(self.operators.len());
-        self.head.snapshot(checkpoint, &mut snapshots)?;
+        self.head.snapshot(barrier, &mut snapshots)?;
         Ok(snapshots)
     }
 

@@ -3,7 +3,7 @@
 //! to the chain without copying them, and combines the channels' watermarks.
 
 use super::chain::OperatorChain;
-use crate::stream::StreamError;
+use crate::stream::{Barrier, StreamError};
 use std::collections::VecDeque;
 use std::time::Duration;
 
@@ -13,11 +13,11 @@ use crate::network::{ChannelEvent, ChannelItem, InputGate};
 const MAX_RECORD_BYTES: usize = 1 << 30;
 
 /// What the input has left.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InputStatus {
     More,
-    /// Barrier n has arrived on every open channel: the task snapshots checkpoint n now.
-    Aligned(u64),
+    /// The barrier has arrived on every open channel: the task snapshots its checkpoint now.
+    Aligned(Barrier),
     /// Every channel has sent end-of-data: the task ends its chain's input now, then asks
     /// [`InputProcessor::status`] what else the same item completed.
     EndOfData,
@@ -40,7 +40,7 @@ pub struct InputProcessor {
     /// End-of-data of every channel was reported.
     data_end_reported: bool,
     watermark: i64,
-    aligning: Option<u64>,
+    aligning: Option<Barrier>,
     barrier_seen: Vec<bool>,
     held: Vec<VecDeque<ChannelItem>>,
     released: VecDeque<(usize, ChannelItem)>,
@@ -76,38 +76,38 @@ impl InputProcessor {
         gate.poll(timeout)
     }
 
-    fn check_aligned(&mut self) -> Option<u64> {
-        let id = self.aligning?;
+    fn check_aligned(&mut self) -> Option<Barrier> {
+        self.aligning.as_ref()?;
         let all = (0..self.ended.len()).all(|c| self.ended[c] || self.barrier_seen[c]);
         if !all {
             return None;
         }
-        self.aligning = None;
+        let barrier = self.aligning.take()?;
         self.barrier_seen.iter_mut().for_each(|b| *b = false);
         for (channel, held) in self.held.iter_mut().enumerate() {
             self.released
                 .extend(held.drain(..).map(|item| (channel, item)));
         }
-        Some(id)
+        Some(barrier)
     }
 
-    fn on_barrier(&mut self, channel: usize, id: u64) -> InputStatus {
-        match self.aligning {
-            Some(current) if id < current => return InputStatus::More,
-            Some(current) if id > current => {
+    fn on_barrier(&mut self, channel: usize, barrier: Barrier) -> InputStatus {
+        match &self.aligning {
+            Some(current) if barrier.id < current.id => return InputStatus::More,
+            Some(current) if barrier.id > current.id => {
                 // A newer checkpoint overtook one that was abandoned: release and start over.
                 self.barrier_seen.iter_mut().for_each(|b| *b = false);
                 for (c, held) in self.held.iter_mut().enumerate() {
                     self.released.extend(held.drain(..).map(|item| (c, item)));
                 }
-                self.aligning = Some(id);
+                self.aligning = Some(barrier);
             }
             Some(_) => {}
-            None => self.aligning = Some(id),
+            None => self.aligning = Some(barrier),
         }
         self.barrier_seen[channel] = true;
         match self.check_aligned() {
-            Some(id) => InputStatus::Aligned(id),
+            Some(barrier) => InputStatus::Aligned(barrier),
             None => InputStatus::More,
         }
     }
@@ -125,7 +125,9 @@ impl InputProcessor {
             return Ok((0, InputStatus::More));
         }
         match item {
-            ChannelItem::Event(ChannelEvent::Barrier(id)) => Ok((0, self.on_barrier(channel, id))),
+            ChannelItem::Event(ChannelEvent::Barrier { id, location }) => {
+                Ok((0, self.on_barrier(channel, Barrier { id, location })))
+            }
             ChannelItem::Buffer(buffer) => Ok((
                 self.on_buffer(channel, buffer.bytes(), chain)?,
                 InputStatus::More,
@@ -157,8 +159,8 @@ impl InputProcessor {
             self.data_end_reported = true;
             return InputStatus::EndOfData;
         }
-        if let Some(id) = self.check_aligned() {
-            return InputStatus::Aligned(id);
+        if let Some(barrier) = self.check_aligned() {
+            return InputStatus::Aligned(barrier);
         }
         if self.open_channels == 0 && self.released.is_empty() {
             InputStatus::Ended

@@ -7,7 +7,7 @@ use weir_framing::{OwnedRecord, Record};
 
 use crate::network::{ChannelEvent, RecordWriter, WriteError};
 use crate::state::OperatorSnapshot;
-use crate::stream::{Output, StreamError};
+use crate::stream::{Barrier, Output, StreamError};
 
 fn network_failed(e: WriteError) -> StreamError {
     StreamError::Output(e.to_string())
@@ -39,11 +39,14 @@ impl Output for NetworkOutput {
 
     fn snapshot(
         &mut self,
-        checkpoint: u64,
+        barrier: &Barrier,
         _: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), StreamError> {
         self.0
-            .broadcast_event(ChannelEvent::Barrier(checkpoint))
+            .broadcast_event(ChannelEvent::Barrier {
+                id: barrier.id,
+                location: barrier.location.clone(),
+            })
             .map_err(network_failed)
     }
 

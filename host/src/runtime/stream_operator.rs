@@ -18,7 +18,7 @@ use weir_framing::Record;
 use crate::state::key_groups::{key_group_of, key_group_range};
 use crate::state::{KeyedStateBackend, OperatorSnapshot, StateError, TimeDomain};
 use crate::stream::{
-    FailureClass, FunctionContext, OperatorIdentity, Output, StreamError, UserFunction,
+    Barrier, FailureClass, FunctionContext, OperatorIdentity, Output, StreamError, UserFunction,
 };
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmFunction, WasmRuntime};
 
@@ -199,7 +199,7 @@ impl<F: UserFunction> Output for StreamOperator<F> {
 
     fn snapshot(
         &mut self,
-        checkpoint: u64,
+        barrier: &Barrier,
         into: &mut Vec<OperatorSnapshot>,
     ) -> Result<(), StreamError> {
         self.flush_pending()?;
@@ -212,7 +212,7 @@ impl<F: UserFunction> Output for StreamOperator<F> {
             keyed: self.ctx.state.snapshot(),
             timers: self.ctx.timers.snapshot(),
         });
-        self.ctx.output.snapshot(checkpoint, into)
+        self.ctx.output.snapshot(barrier, into)
     }
 
     fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {

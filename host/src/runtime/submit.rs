@@ -16,7 +16,7 @@ use super::output::NetworkOutput;
 use super::task::{Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};
 use super::task_executor::{RunningTask, TaskExecutor};
 use crate::checkpoint::storage::read_state_file;
-use crate::checkpoint::{CheckpointTargets, CoordinatorEvent, RestoreError};
+use crate::checkpoint::{CoordinatorEvent, RestoreError};
 use crate::connectors::{
     DiscardSink, FileSink, FileSource, SequenceSource, SourceReader, StdoutSink,
     TransactionalFileSink,
@@ -37,8 +37,6 @@ pub struct JobConnection {
     pub cancel: CancelFlag,
     /// The checkpoint coordinator, when the job checkpoints.
     pub coordinator: Option<Sender<CoordinatorEvent>>,
-    /// Where each in-flight checkpoint is written.
-    pub targets: CheckpointTargets,
     /// Where each task reports how it ended: its index and result.
     pub done: Sender<(usize, Result<(), TaskFailure>)>,
     pub log_sink: Arc<dyn LogSink>,
@@ -304,7 +302,6 @@ impl Opening {
                 subtask: tdd.subtask,
                 source,
                 coordinator: coordinator.clone(),
-                targets: job.targets.clone(),
             }),
             _ => None,
         };

@@ -30,13 +30,13 @@ use std::time::{Duration, Instant};
 use super::chain::OperatorChain;
 use super::input::{InputProcessor, InputStatus};
 use crate::checkpoint::storage::{encode_state_file, write_atomically};
-use crate::checkpoint::{Ack, CheckpointTargets, CoordinatorEvent, SourceState, StateHandle};
+use crate::checkpoint::{Ack, CoordinatorEvent, SourceState, StateHandle};
 use crate::connectors::{SourceError, SourceReader};
 use crate::metrics::TaskMetrics;
 use crate::network::{CancelFlag, InputGate};
 use crate::state::OperatorSnapshot;
 use crate::state::processing_time_now;
-use crate::stream::StreamError;
+use crate::stream::{Barrier, StreamError};
 
 /// A control action run on the task thread between steps of the default action.
 pub type MailAction = Box<dyn FnOnce(&mut OperatorChain) -> Result<(), StreamError> + Send>;
@@ -47,8 +47,8 @@ pub enum Mail {
     Cancel,
     /// Run an action with the chain.
     Action(MailAction),
-    /// (Sources) snapshot checkpoint n now and send its barrier downstream.
-    TriggerCheckpoint(u64),
+    /// (Sources) snapshot the barrier's checkpoint now and send the barrier downstream.
+    TriggerCheckpoint(Barrier),
     /// Checkpoint n completed; `last` when it is the job's final checkpoint, after which
     /// the task finishes.
     CheckpointComplete { id: u64, last: bool },
@@ -108,7 +108,6 @@ pub struct TaskCheckpointing {
     /// The source's node id, for a source task.
     pub source: Option<String>,
     pub coordinator: Sender<CoordinatorEvent>,
-    pub targets: CheckpointTargets,
 }
 
 /// Why a task stopped without finishing.
@@ -208,7 +207,7 @@ impl Task {
         match mail {
             Mail::Cancel => Err(self.cancelled()),
             Mail::Action(action) => action(&mut self.chain).map_err(|e| self.chain_failed(e)),
-            Mail::TriggerCheckpoint(id) => self.checkpoint(id),
+            Mail::TriggerCheckpoint(barrier) => self.checkpoint(barrier),
             Mail::CheckpointComplete { id, last } => {
                 self.ending.final_checkpoint_done |= last;
                 self.ending.checkpoints_completed += 1;
@@ -324,7 +323,7 @@ impl Task {
                         match status {
                             InputStatus::More => break,
                             InputStatus::EndOfData => self.end_input()?,
-                            InputStatus::Aligned(id) => self.checkpoint(id)?,
+                            InputStatus::Aligned(barrier) => self.checkpoint(barrier)?,
                             InputStatus::Ended => {
                                 self.ending.channels_ended = true;
                                 break;
@@ -337,10 +336,13 @@ impl Task {
         }
     }
 
-    /// Takes checkpoint `id`: the synchronous part (operators snapshot, the barrier goes
-    /// downstream) on this thread; the state files are written, and the acknowledgement sent,
-    /// on another, while records keep flowing.
-    fn checkpoint(&mut self, id: u64) -> Result<(), TaskFailure> {
+    /// Takes the barrier's checkpoint: the synchronous part (operators snapshot, the barrier
+    /// goes downstream) on this thread; the state files are written to the barrier's location,
+    /// and the acknowledgement sent, on another, while records keep flowing. A checkpoint
+    /// abandoned meanwhile has lost its directory: the write fails, and the coordinator ignores
+    /// the refusal of a checkpoint it no longer waits for.
+    fn checkpoint(&mut self, barrier: Barrier) -> Result<(), TaskFailure> {
+        let id = barrier.id;
         let Some(cp) = &self.checkpointing else {
             return Ok(());
         };
@@ -352,24 +354,19 @@ impl Task {
             }],
             _ => Vec::new(),
         };
-        let dir = cp
-            .targets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&id)
-            .cloned();
         let (index, coordinator) = (cp.index, cp.coordinator.clone());
-        let snapshots = self.chain.snapshot(id).map_err(|e| self.chain_failed(e))?;
-        let Some(dir) = dir else {
-            // Abandoned meanwhile; the barrier went on and nobody waits for this task's part.
-            return Ok(());
-        };
+        let snapshots = self
+            .chain
+            .snapshot(&barrier)
+            .map_err(|e| self.chain_failed(e))?;
+        let dir = barrier.location;
         let spawned = std::thread::Builder::new()
             .name(format!("snapshot {id}"))
             .spawn(move || {
                 let event = match write_snapshots(&dir, &snapshots) {
                     Ok((handles, bytes)) => CoordinatorEvent::Ack(Ack {
                         checkpoint: id,
+                        location: dir.to_path_buf(),
                         task: index,
                         handles,
                         sources: position,
