@@ -1,4 +1,4 @@
-//! Builds the operators of `weir bench` (the bench-ops guest).
+//! Builds the operators of `weir-bench` (the bench-ops guest).
 
 use std::path::PathBuf;
 
@@ -9,7 +9,7 @@ fn main() {
     let root = manifest_dir
         .ancestors()
         .nth(2)
-        .expect("host/cli/ lives two levels below the workspace root");
+        .expect("host/bench/ lives two levels below the workspace root");
     weir_guest_build::build(
         root,
         &[Guest {

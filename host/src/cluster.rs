@@ -161,6 +161,11 @@ pub enum JobFailure {
     Submit(#[from] crate::runtime::SubmitError),
     #[error("{0}")]
     Descriptor(String),
+    #[error(
+        "operator `{operator}` names native operator `{native}`, but this runtime has no native \
+         operators (they exist for weir-bench)"
+    )]
+    NoNativeOperators { operator: String, native: String },
     #[error("the job was cancelled")]
     Cancelled,
 }
@@ -242,8 +247,26 @@ pub struct JobHandle {
     started: Instant,
     network: Arc<NetworkBufferPool>,
     coordinator: Option<CoordinatorHandle>,
-    jobs: JobTable,
+    registration: JobRegistration,
     _slots: SlotAllocation,
+}
+
+/// A job's entry in the TaskExecutor's job table (with its gates, which hold buffers): removed,
+/// and the job cancelled, when the handle goes, waited for or not.
+pub(crate) struct JobRegistration {
+    pub jobs: JobTable,
+    pub id: u64,
+    pub cancel: CancelFlag,
+}
+
+impl Drop for JobRegistration {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 /// The transactional sink directories of a graph.
@@ -426,6 +449,11 @@ impl MiniCluster {
                     return Ok(result);
                 }
                 Err(JobFailure::Task(failure)) => {
+                    // State that cannot be read now will not be readable after a restart from
+                    // the same checkpoint.
+                    if matches!(*failure, TaskFailure::Restore { .. }) {
+                        return Err(JobFailure::Task(failure));
+                    }
                     // Without checkpoints there is nothing consistent to restart from.
                     let delay = options
                         .checkpoints
@@ -615,10 +643,7 @@ impl JobHandle {
         for task in self.tasks {
             let _ = task.thread.join();
         }
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        drop(self.registration);
         if let Some(failure) = first_failure {
             return Err(JobFailure::Task(Box::new(failure)));
         }

@@ -697,3 +697,18 @@ fn tasks_deployed_from_serialized_descriptors_produce_what_directly_deployed_tas
     assert!(!outputs[0].is_empty());
     assert_eq!(outputs[0], outputs[1]);
 }
+
+#[test]
+fn a_native_operator_without_native_operators_is_refused_before_the_job_starts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = "[[source]]\nid = \"n\"\nkind = \"sequence\"\ncount = 10\n\
+                [[operator]]\nid = \"evens\"\nnative = \"even\"\ninput = \"n\"\n\
+                [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"evens\"\n";
+    let err = run(dir.path(), text, None).expect_err("no native operators");
+    assert!(matches!(err, JobFailure::NoNativeOperators { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("`evens` names native operator `even`"),
+        "{err}"
+    );
+}

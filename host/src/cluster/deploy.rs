@@ -45,6 +45,14 @@ pub(super) fn deploy(
     let mut components: HashMap<PathBuf, Arc<LoadedComponent>> = HashMap::new();
     for vertex in &graph.vertices {
         for op in &vertex.operators {
+            if let OperatorImpl::Native(name) = &op.implementation
+                && cluster.native_operators.is_none()
+            {
+                return Err(JobFailure::NoNativeOperators {
+                    operator: op.id.clone(),
+                    native: name.clone(),
+                });
+            }
             if let OperatorImpl::Wasm { component, .. } = &op.implementation
                 && !components.contains_key(component)
             {
@@ -229,7 +237,14 @@ pub(super) fn deploy(
             };
             // As a TaskExecutor in another process would get it.
             let tdd = if cluster.descriptors_over_the_wire {
-                over_the_wire(&tdd)?
+                match over_the_wire(&tdd) {
+                    Ok(tdd) => tdd,
+                    Err(e) => {
+                        cancel.cancel();
+                        te.unregister_job(id);
+                        return Err(e);
+                    }
+                }
             } else {
                 tdd
             };
@@ -302,13 +317,18 @@ pub(super) fn deploy(
         }),
         Some((_, Err(e), _)) => {
             cancel.cancel();
+            te.unregister_job(id);
             return Err(JobFailure::Spawn(e));
         }
         None => None,
     };
     Ok(JobHandle {
         coordinator,
-        jobs: te.jobs(),
+        registration: super::JobRegistration {
+            jobs: te.jobs(),
+            id,
+            cancel: cancel.clone(),
+        },
         monitor: JobMonitor {
             started: Instant::now(),
             tasks: monitored,
@@ -326,10 +346,12 @@ pub(super) fn deploy(
 
 /// A descriptor after the trip through the bytes an RPC would carry.
 fn over_the_wire(tdd: &TaskDeploymentDescriptor) -> Result<TaskDeploymentDescriptor, JobFailure> {
-    crate::codec::decode(&crate::codec::encode(tdd)).map_err(|e| {
-        JobFailure::Descriptor(format!(
-            "task {} does not survive serialization: {e}",
-            tdd.name
-        ))
-    })
+    crate::codec::try_encode(tdd)
+        .and_then(|bytes| crate::codec::decode(&bytes))
+        .map_err(|e| {
+            JobFailure::Descriptor(format!(
+                "task {} does not survive serialization: {e}",
+                tdd.name
+            ))
+        })
 }

@@ -55,6 +55,11 @@ pub enum SubmitError {
         name: String,
         hash: String,
     },
+    /// The task's job is not registered here, or its gate was taken by an earlier deployment.
+    #[error(
+        "task {task} names a gate this TaskExecutor cannot give it (its job is not registered, or the gate is taken)"
+    )]
+    NoGate { task: String },
     #[error("task {task} has a channel {channel} past its consumer's {channels} channels")]
     BadChannel {
         task: String,
@@ -116,7 +121,11 @@ impl TaskExecutor {
             });
         }
         let gate = match &tdd.input {
-            InputDescriptor::Gate(gate) => Some(self.take_gate(gate)),
+            InputDescriptor::Gate(gate) => {
+                Some(self.take_gate(gate).ok_or_else(|| SubmitError::NoGate {
+                    task: tdd.name.clone(),
+                })?)
+            }
             InputDescriptor::Source { .. } => None,
         };
         let partitions = match &tdd.output {
@@ -126,13 +135,18 @@ impl TaskExecutor {
                 for p in partitions {
                     let mut senders = Vec::with_capacity(p.channels.len());
                     for c in &p.channels {
-                        let sender = self.gate_senders(&c.gate).sender(c.channel).ok_or(
+                        let gate_senders =
+                            self.gate_senders(&c.gate)
+                                .ok_or_else(|| SubmitError::NoGate {
+                                    task: tdd.name.clone(),
+                                })?;
+                        let sender = gate_senders.sender(c.channel).ok_or_else(|| {
                             SubmitError::BadChannel {
                                 task: tdd.name.clone(),
                                 channel: c.channel,
                                 channels: c.gate.channels,
-                            },
-                        )?;
+                            }
+                        })?;
                         senders.push(sender);
                     }
                     let selector = match p.selector {

@@ -119,32 +119,31 @@ impl TaskExecutor {
         }
     }
 
+    /// Runs `f` on the gate `gate` names, made now if no task of its job asked for it yet;
+    /// `None` if the job is not registered here.
     fn with_gate<R>(
         &self,
         gate: &GateDescriptor,
         f: impl FnOnce(&mut (Option<InputGate>, GateSenders)) -> R,
-    ) -> R {
-        let new_gate = || {
+    ) -> Option<R> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = jobs.get_mut(&gate.id.job)?;
+        Some(f(entry.gates.entry(gate.id).or_insert_with(|| {
             let input = InputGate::new(gate.channels);
             let senders = input.senders();
             (Some(input), senders)
-        };
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        match jobs.get_mut(&gate.id.job) {
-            Some(entry) => f(entry.gates.entry(gate.id).or_insert_with(new_gate)),
-            // A job nobody registered gets a gate no other task can reach.
-            None => f(&mut new_gate()),
-        }
+        })))
     }
 
-    /// The input gate of a consumer task being deployed.
-    pub(crate) fn take_gate(&self, gate: &GateDescriptor) -> InputGate {
-        self.with_gate(gate, |(input, _)| input.take())
-            .unwrap_or_else(|| InputGate::new(gate.channels))
+    /// The input gate of a consumer task being deployed; `None` if its job is not registered
+    /// or the gate was taken already (a second deployment of one subtask).
+    pub(crate) fn take_gate(&self, gate: &GateDescriptor) -> Option<InputGate> {
+        self.with_gate(gate, |(input, _)| input.take()).flatten()
     }
 
-    /// The senders into a consumer's gate, for a producer being deployed.
-    pub(crate) fn gate_senders(&self, gate: &GateDescriptor) -> GateSenders {
+    /// The senders into a consumer's gate, for a producer being deployed; `None` if the job is
+    /// not registered.
+    pub(crate) fn gate_senders(&self, gate: &GateDescriptor) -> Option<GateSenders> {
         self.with_gate(gate, |(_, senders)| senders.clone())
     }
 

@@ -103,7 +103,7 @@ impl WasmFunction {
         let fail = |kind| -> StreamError {
             OperatorFailure {
                 component: component.name.clone(),
-                operator: spec.operator.clone(),
+                operator: spec.id.clone(),
                 subtask: spec.subtask_index,
                 kind,
             }

@@ -1,7 +1,7 @@
 //! Builds guest components (examples and test guests) for `wasm32-wasip2` from source, in a
 //! target directory of their own, and writes their paths to `$OUT_DIR/guests.rs`. Called from
-//! the build scripts of the crates that run guests: the end-to-end tests and the `weir`
-//! binary's benchmarks. The runtime library builds none, so building a TaskManager never
+//! the build scripts of the crates that run guests: the end-to-end tests and the
+//! `weir-bench` binary. The runtime library builds none, so building a TaskManager never
 //! builds fixtures.
 //!
 //! A separate target directory keeps the nested cargo from waiting on the lock the outer build
