@@ -4,10 +4,14 @@
 //! latest complete checkpoint by the restart strategy.
 
 mod deploy;
+mod gateways;
 mod limits;
+mod resource_manager;
 mod restore;
 
+pub use gateways::{ResourceManagerGateway, SlotOffer, TaskExecutorGateway};
 pub use limits::{LimitMaximums, LimitTooHigh, job_limits};
+pub use resource_manager::ResourceManager;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -21,9 +25,9 @@ use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent}
 use crate::connectors::{committed_parts, create_output_dir, recover_transactional_dir};
 use crate::job::{JobGraph, SinkSpec, VertexOutput};
 use crate::metrics::{TaskMetrics, TaskMetricsSnapshot};
-use crate::network::{BufferPoolStats, CancelFlag, NetworkBufferPool};
+use crate::network::{BufferPoolStats, CancelFlag};
 use crate::runtime::task_executor::{
-    JobTable, RunningTask, SlotAllocation, SlotError, TaskExecutor, TaskExecutorConfig,
+    RunningTask, SlotAllocation, SlotError, TaskExecutor, TaskExecutorConfig,
 };
 use crate::runtime::{Mail, NativeOperators, TaskFailure};
 use crate::wasm::{Limits, LoadError, LogSink, StderrLog, WasmRuntime};
@@ -185,7 +189,8 @@ pub struct JobResult {
 
 /// One process running JobManager and TaskExecutor together.
 pub struct MiniCluster {
-    task_executor: TaskExecutor,
+    task_executor: Arc<TaskExecutor>,
+    resource_manager: ResourceManager,
     limits: Arc<Limits>,
     limit_maximums: LimitMaximums,
     native_operators: Option<Arc<dyn NativeOperators>>,
@@ -245,7 +250,7 @@ pub struct JobHandle {
     tasks: Vec<RunningTask>,
     done: Receiver<(usize, Result<(), TaskFailure>)>,
     started: Instant,
-    network: Arc<NetworkBufferPool>,
+    task_executor: Arc<dyn TaskExecutorGateway>,
     coordinator: Option<CoordinatorHandle>,
     registration: JobRegistration,
     _slots: SlotAllocation,
@@ -254,7 +259,7 @@ pub struct JobHandle {
 /// A job's entry in the TaskExecutor's job table (with its gates, which hold buffers): removed,
 /// and the job cancelled, when the handle goes, waited for or not.
 pub(crate) struct JobRegistration {
-    pub jobs: JobTable,
+    pub task_executor: Arc<dyn TaskExecutorGateway>,
     pub id: u64,
     pub cancel: CancelFlag,
 }
@@ -262,10 +267,7 @@ pub(crate) struct JobRegistration {
 impl Drop for JobRegistration {
     fn drop(&mut self) {
         self.cancel.cancel();
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
+        self.task_executor.unregister_job(self.id);
     }
 }
 
@@ -334,8 +336,10 @@ fn prepare_sinks(graph: &JobGraph, restored: Option<u64>) -> Result<(), JobFailu
 impl MiniCluster {
     /// A mini-cluster on the process's wasm runtime.
     pub fn new(config: MiniClusterConfig, runtime: Arc<WasmRuntime>) -> Self {
+        let task_executor = Arc::new(TaskExecutor::new(config.task_executor, runtime));
         MiniCluster {
-            task_executor: TaskExecutor::new(config.task_executor, runtime),
+            resource_manager: ResourceManager::new(vec![task_executor.clone()]),
+            task_executor,
             limits: config.limits,
             limit_maximums: config.limit_maximums,
             native_operators: config.native_operators,
@@ -609,7 +613,7 @@ impl JobHandle {
     }
 
     pub fn network(&self) -> BufferPoolStats {
-        self.network.stats()
+        self.task_executor.network_stats()
     }
 
     /// Waits for every task. The first task to fail cancels the others; its failure (not the
@@ -634,7 +638,7 @@ impl JobHandle {
         }
         let duration = self.started.elapsed();
         let tasks = self.metrics();
-        let network = self.network.stats();
+        let network = self.task_executor.network_stats();
         let checkpoints = self.completed_checkpoints();
         if let Some(c) = self.coordinator {
             let _ = c.events.send(CoordinatorEvent::Stop);

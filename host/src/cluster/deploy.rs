@@ -10,6 +10,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::gateways::ResourceManagerGateway;
 use super::restore::RestorePlan;
 use super::{AttemptSetup, CoordinatorHandle, JobFailure, JobHandle, JobMonitor, MiniCluster};
 use crate::checkpoint::Coordinator;
@@ -22,7 +23,7 @@ use crate::runtime::deployment::{
 use crate::runtime::task_executor::RunningTask;
 use crate::runtime::{JobConnection, Mail, Mailbox, TaskFailure};
 use crate::stream::Barrier;
-use crate::wasm::{Capabilities, ExecutionMode, LoadedComponent};
+use crate::wasm::{Capabilities, ExecutionMode};
 
 struct SpawnedTask {
     task: RunningTask,
@@ -36,32 +37,13 @@ pub(super) fn deploy(
     graph: &JobGraph,
     setup: &AttemptSetup<'_>,
 ) -> Result<JobHandle, JobFailure> {
-    let te = &cluster.task_executor;
     let limits = Arc::new(super::job_limits(
         &cluster.limits,
         &cluster.limit_maximums,
         &graph.limits,
     )?);
-    let mut components: HashMap<PathBuf, Arc<LoadedComponent>> = HashMap::new();
-    for vertex in &graph.vertices {
-        for op in &vertex.operators {
-            if let OperatorImpl::Native(name) = &op.implementation
-                && cluster.native_operators.is_none()
-            {
-                return Err(JobFailure::NoNativeOperators {
-                    operator: op.id.clone(),
-                    native: name.clone(),
-                });
-            }
-            if let OperatorImpl::Wasm { component, .. } = &op.implementation
-                && !components.contains_key(component)
-            {
-                components.insert(component.clone(), te.runtime().load_file(component)?);
-            }
-        }
-    }
-
-    let per_channel = te.config().buffers_per_channel;
+    let rm: &dyn ResourceManagerGateway = &cluster.resource_manager;
+    let per_channel = rm.buffers_per_channel();
     let channels_of_edge = |e: usize| -> usize {
         let edge = &graph.edges[e];
         match edge.partitioning {
@@ -78,6 +60,27 @@ pub(super) fn deploy(
                 * (channels_of_edge(e) * per_channel + 1)
         })
         .sum();
+    let offer = rm.request_slots(graph.slots_needed(), buffers_needed)?;
+    let te = &offer.task_executor;
+    let mut components: HashMap<PathBuf, BlobKey> = HashMap::new();
+    for vertex in &graph.vertices {
+        for op in &vertex.operators {
+            if let OperatorImpl::Native(name) = &op.implementation
+                && cluster.native_operators.is_none()
+            {
+                return Err(JobFailure::NoNativeOperators {
+                    operator: op.id.clone(),
+                    native: name.clone(),
+                });
+            }
+            if let OperatorImpl::Wasm { component, .. } = &op.implementation
+                && !components.contains_key(component)
+            {
+                components.insert(component.clone(), te.put_component(component)?);
+            }
+        }
+    }
+
     let plan = match setup.restore {
         Some(restored) => Some(RestorePlan::new(
             graph,
@@ -86,7 +89,6 @@ pub(super) fn deploy(
         )?),
         None => None,
     };
-    let slots = te.allocate(graph.slots_needed(), buffers_needed)?;
 
     // Gates: a consumer has, per input edge, one channel per producer subtask (one for
     // forward); `offset[e]` is where edge e's channels start in the target's gate.
@@ -208,10 +210,7 @@ pub(super) fn deploy(
                     } => OperatorDescriptor::Wasm {
                         id: op.id.clone(),
                         operator: operator.clone(),
-                        component: BlobKey {
-                            hash: components[component].hash.clone(),
-                            name: components[component].name.clone(),
-                        },
+                        component: components[component].clone(),
                         config: op.config.clone(),
                         limits: (*limits).clone(),
                         capabilities: Capabilities::default(),
@@ -325,7 +324,7 @@ pub(super) fn deploy(
     Ok(JobHandle {
         coordinator,
         registration: super::JobRegistration {
-            jobs: te.jobs(),
+            task_executor: te.clone(),
             id,
             cancel: cancel.clone(),
         },
@@ -339,8 +338,8 @@ pub(super) fn deploy(
         tasks: tasks.into_iter().map(|t| t.task).collect(),
         done: done_rx,
         started: Instant::now(),
-        network: te.network().clone(),
-        _slots: slots,
+        task_executor: te.clone(),
+        _slots: offer.allocation,
     })
 }
 

@@ -1,0 +1,82 @@
+//! How the parts of a cluster talk (Flink's gateways): a job master asks the resource manager
+//! for slots, and the TaskExecutor that offers them for everything else. In one process the
+//! implementations are the parts themselves; the standalone cluster puts RPC behind the same
+//! traits, which is why their arguments are plain data (descriptors, blob keys, ids).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::network::{BufferPoolStats, CancelFlag};
+use crate::runtime::deployment::{BlobKey, TaskDeploymentDescriptor};
+use crate::runtime::task_executor::{RunningTask, SlotAllocation, SlotError, TaskExecutor};
+use crate::runtime::{JobConnection, SubmitError};
+use crate::wasm::LoadError;
+
+/// What a job master asks of a TaskExecutor.
+pub trait TaskExecutorGateway: Send + Sync {
+    /// Makes the component at `path` available to tasks under its blob key (in process the
+    /// blob server's upload and the TaskExecutor's download are one step: it compiles once).
+    fn put_component(&self, path: &Path) -> Result<BlobKey, LoadError>;
+    /// Opens the job's entry (its cancel flag and gates) before its tasks are submitted.
+    fn register_job(&self, job: u64, cancel: CancelFlag);
+    /// Deploys one task.
+    fn submit_task(
+        &self,
+        tdd: TaskDeploymentDescriptor,
+        job: &JobConnection,
+    ) -> Result<RunningTask, SubmitError>;
+    /// Stops every task of the job at its next step or wait.
+    fn cancel_job(&self, job: u64);
+    /// Forgets the job (its gates, and the buffers they hold).
+    fn unregister_job(&self, job: u64);
+    /// The network buffer pool's usage.
+    fn network_stats(&self) -> BufferPoolStats;
+}
+
+/// Slots on a TaskExecutor, and the TaskExecutor to deploy into them.
+pub struct SlotOffer {
+    pub allocation: SlotAllocation,
+    pub task_executor: Arc<dyn TaskExecutorGateway>,
+}
+
+/// What a job master asks of the resource manager.
+pub trait ResourceManagerGateway: Send + Sync {
+    /// Network buffers per channel on the cluster's TaskExecutors: what a job's edges reserve.
+    fn buffers_per_channel(&self) -> usize;
+    /// `slots` slots and `buffers` network buffers on one TaskExecutor.
+    fn request_slots(&self, slots: u32, buffers: usize) -> Result<SlotOffer, SlotError>;
+}
+
+impl TaskExecutorGateway for TaskExecutor {
+    fn put_component(&self, path: &Path) -> Result<BlobKey, LoadError> {
+        let loaded = self.runtime().load_file(path)?;
+        Ok(BlobKey {
+            hash: loaded.hash.clone(),
+            name: loaded.name.clone(),
+        })
+    }
+
+    fn register_job(&self, job: u64, cancel: CancelFlag) {
+        TaskExecutor::register_job(self, job, cancel)
+    }
+
+    fn submit_task(
+        &self,
+        tdd: TaskDeploymentDescriptor,
+        job: &JobConnection,
+    ) -> Result<RunningTask, SubmitError> {
+        TaskExecutor::submit_task(self, tdd, job)
+    }
+
+    fn cancel_job(&self, job: u64) {
+        TaskExecutor::cancel_job(self, job)
+    }
+
+    fn unregister_job(&self, job: u64) {
+        TaskExecutor::unregister_job(self, job)
+    }
+
+    fn network_stats(&self) -> BufferPoolStats {
+        self.network().stats()
+    }
+}
