@@ -479,16 +479,21 @@ impl MiniCluster {
                     let latest = completed
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .last()
+                        .iter()
+                        .rfind(|c| !c.savepoint)
                         .map(|c| c.dir.clone());
                     if let Some(dir) = latest {
-                        restored =
-                            Some(
-                                storage::resolve(&dir).map_err(|source| JobFailure::Restart {
-                                    checkpoint: dir.clone(),
-                                    source,
-                                })?,
-                            );
+                        let state =
+                            storage::resolve(&dir).map_err(|source| JobFailure::Restart {
+                                checkpoint: dir.clone(),
+                                source,
+                            })?;
+                        if state.metadata.final_checkpoint {
+                            // It failed after its final checkpoint (a sink closing, say):
+                            // running it again would repeat what `close` emitted.
+                            return finished_in(graph, options, &state, restarts);
+                        }
+                        restored = Some(state);
                     }
                 }
                 Err(other) => return Err(other),
