@@ -10,9 +10,13 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use super::JobFailure;
 use super::gateways::ResourceManagerGateway;
+use super::job_master::{
+    AttemptSetup, CoordinatorHandle, JobHandle, JobMonitor, JobRegistration, transactional_dirs,
+};
+use super::mini_cluster::MiniCluster;
 use super::restore::RestorePlan;
-use super::{AttemptSetup, CoordinatorHandle, JobFailure, JobHandle, JobMonitor, MiniCluster};
 use crate::checkpoint::Coordinator;
 use crate::job::{JobGraph, OperatorImpl, Partitioning, VertexInput, VertexOutput};
 use crate::network::CancelFlag;
@@ -118,7 +122,7 @@ pub(super) fn deploy(
         let existing = crate::checkpoint::storage::checkpoint_dirs(&config.dir.join(&graph.name))
             .first()
             .map_or(0, |(n, _)| *n);
-        let committed = super::transactional_dirs(graph)
+        let committed = transactional_dirs(graph)
             .iter()
             .filter_map(|dir| crate::connectors::committed_parts(dir).ok())
             .flatten()
@@ -323,7 +327,7 @@ pub(super) fn deploy(
     };
     Ok(JobHandle {
         coordinator,
-        registration: super::JobRegistration {
+        registration: JobRegistration {
             task_executor: te.clone(),
             id,
             cancel: cancel.clone(),

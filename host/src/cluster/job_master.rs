@@ -1,0 +1,503 @@
+//! The job master's work for one job: deploying attempts, watching them, cancelling every
+//! task when one fails, and restarting by the restart strategy from the latest checkpoint the
+//! run completed. A job's life is a few explicit states:
+//!
+//! 1. `Deploying`: an attempt is submitted (from the checkpoint to restore, if any);
+//! 2. `Running`: its tasks run until all finish (the job's result) or one fails; a failure the
+//!    strategy does not retry (or state that cannot be read, which a restart could not read
+//!    either) is the job's;
+//! 3. `Restarting`: the run's latest checkpoint is taken, the strategy's delay waited, and the
+//!    next attempt goes back to `Deploying`.
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::JobFailure;
+use super::gateways::TaskExecutorGateway;
+use super::mini_cluster::MiniCluster;
+use crate::checkpoint::storage::{self, RestoredState};
+use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent};
+use crate::connectors::{committed_parts, create_output_dir, recover_transactional_dir};
+use crate::job::{JobGraph, SinkSpec, VertexOutput};
+use crate::metrics::{TaskMetrics, TaskMetricsSnapshot};
+use crate::network::{BufferPoolStats, CancelFlag};
+use crate::runtime::task_executor::{RunningTask, SlotAllocation};
+use crate::runtime::{Mail, TaskFailure};
+
+/// What happens when a task fails.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RestartStrategy {
+    /// The job fails with the task.
+    None,
+    /// Restart after `delay`, at most `attempts` times.
+    FixedDelay { attempts: u32, delay: Duration },
+    /// Restart after `initial`, doubling each time up to `max`, at most `attempts` times.
+    ExponentialDelay {
+        attempts: u32,
+        initial: Duration,
+        max: Duration,
+    },
+}
+
+impl RestartStrategy {
+    /// The delay before restart number `restart` (0-based), or `None` when out of attempts.
+    pub fn delay(&self, restart: u32) -> Option<Duration> {
+        match *self {
+            RestartStrategy::None => None,
+            RestartStrategy::FixedDelay { attempts, delay } => {
+                (restart < attempts).then_some(delay)
+            }
+            RestartStrategy::ExponentialDelay {
+                attempts,
+                initial,
+                max,
+            } => (restart < attempts)
+                .then(|| initial.saturating_mul(1u32 << restart.min(20)).min(max)),
+        }
+    }
+}
+
+/// How a job runs beyond its graph.
+#[derive(Debug, Clone)]
+pub struct JobOptions {
+    pub checkpoints: Option<CheckpointConfig>,
+    pub restart: RestartStrategy,
+    /// A savepoint, a `chk-<n>` directory, or a job's checkpoint directory (its newest complete
+    /// checkpoint) to start from.
+    pub restore: Option<PathBuf>,
+    /// Start even if the savepoint holds state of operators the job no longer has.
+    pub allow_non_restored_state: bool,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            checkpoints: None,
+            restart: RestartStrategy::None,
+            restore: None,
+            allow_non_restored_state: false,
+        }
+    }
+}
+
+/// What a finished job reports.
+#[derive(Debug, Clone)]
+pub struct JobResult {
+    pub name: String,
+    pub duration: Duration,
+    pub tasks: Vec<(String, TaskMetricsSnapshot)>,
+    pub network: BufferPoolStats,
+    /// Checkpoints completed during the last attempt.
+    pub checkpoints: Vec<CompletedCheckpoint>,
+    /// Restarts it took.
+    pub restarts: u32,
+}
+
+/// One attempt's setup.
+pub(crate) struct AttemptSetup<'a> {
+    pub checkpoints: Option<&'a CheckpointConfig>,
+    pub restore: Option<&'a RestoredState>,
+    pub allow_non_restored_state: bool,
+    pub attempt: u32,
+    /// Checkpoints retention must not delete: what this attempt restores from, and what the
+    /// job was first restored from (the job does not own it: Flink's NO_CLAIM mode).
+    pub protected: Vec<PathBuf>,
+}
+
+/// A read-only view of a running job's metrics, for a progress display on another thread.
+#[derive(Clone)]
+pub struct JobMonitor {
+    pub(super) started: Instant,
+    /// (metrics, reads a source, writes a sink)
+    pub(super) tasks: Vec<(Arc<TaskMetrics>, bool, bool)>,
+}
+
+impl JobMonitor {
+    /// Records read by the sources and written by the sinks so far, and the time since start.
+    pub fn progress(&self) -> (u64, u64, Duration) {
+        let (mut read, mut written) = (0, 0);
+        for (m, source, sink) in &self.tasks {
+            let s = m.snapshot();
+            if *source {
+                read += s.records_in;
+            }
+            if *sink {
+                written += s.records_out;
+            }
+        }
+        (read, written, self.started.elapsed())
+    }
+}
+
+pub(super) struct CoordinatorHandle {
+    pub(super) events: Sender<CoordinatorEvent>,
+    pub(super) thread: JoinHandle<()>,
+    pub(super) completed: Arc<Mutex<Vec<CompletedCheckpoint>>>,
+}
+
+/// A submitted job attempt: watch it, cancel it, take a savepoint, wait for it.
+pub struct JobHandle {
+    pub(super) monitor: JobMonitor,
+    pub(super) id: u64,
+    pub(super) name: String,
+    pub(super) cancel: CancelFlag,
+    pub(super) tasks: Vec<RunningTask>,
+    pub(super) done: Receiver<(usize, Result<(), TaskFailure>)>,
+    pub(super) started: Instant,
+    pub(super) task_executor: Arc<dyn TaskExecutorGateway>,
+    pub(super) coordinator: Option<CoordinatorHandle>,
+    pub(super) registration: JobRegistration,
+    pub(super) _slots: SlotAllocation,
+}
+
+/// A job's entry in the TaskExecutor's job table (with its gates, which hold buffers): removed,
+/// and the job cancelled, when the handle goes, waited for or not.
+pub(crate) struct JobRegistration {
+    pub task_executor: Arc<dyn TaskExecutorGateway>,
+    pub id: u64,
+    pub cancel: CancelFlag,
+}
+
+impl Drop for JobRegistration {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        self.task_executor.unregister_job(self.id);
+    }
+}
+
+/// The transactional sink directories of a graph.
+pub(super) fn transactional_dirs(graph: &JobGraph) -> Vec<PathBuf> {
+    graph
+        .vertices
+        .iter()
+        .filter_map(|v| match &v.output {
+            VertexOutput::Sink(SinkSpec::File { path }) => Some(path.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What can be known before a job starts about why it could not end well: the checkpoint
+/// directory must take files, and a fresh (not restored) checkpointed run must not meet
+/// committed output of an earlier run, which it could neither keep nor replace.
+pub(super) fn preflight(
+    graph: &JobGraph,
+    options: &JobOptions,
+    restoring: bool,
+) -> Result<(), JobFailure> {
+    let Some(config) = &options.checkpoints else {
+        return Ok(());
+    };
+    let dir = config.dir.join(&graph.name);
+    probe_writable(&dir).map_err(|source| JobFailure::CheckpointDir {
+        dir: dir.clone(),
+        source,
+    })?;
+    if restoring || options.restore.is_some() {
+        return Ok(());
+    }
+    for dir in transactional_dirs(graph) {
+        let parts = committed_parts(&dir).map_err(|source| JobFailure::Sink {
+            dir: dir.clone(),
+            source,
+        })?;
+        if !parts.is_empty() {
+            let mut names: Vec<&str> = parts.iter().take(3).map(|(n, _)| n.as_str()).collect();
+            if parts.len() > 3 {
+                names.push("...");
+            }
+            return Err(JobFailure::OutputExists {
+                dir,
+                parts: names.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Creates `dir` and writes, syncs and removes a file in it.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
+    create_output_dir(dir)?;
+    let probe = dir.join(format!(".weir-probe-{}", std::process::id()));
+    std::fs::write(&probe, b"probe")?;
+    std::fs::remove_file(&probe)
+}
+
+pub(super) fn prepare_sinks(graph: &JobGraph, restored: Option<u64>) -> Result<(), JobFailure> {
+    for dir in transactional_dirs(graph) {
+        recover_transactional_dir(&dir, restored)
+            .map_err(|source| JobFailure::Sink { dir, source })?;
+    }
+    Ok(())
+}
+
+/// The end of a job whose final checkpoint is `restored`: nothing is left to run, and its
+/// output is complete once the sinks are made consistent with that checkpoint.
+fn finished_in(
+    graph: &JobGraph,
+    options: &JobOptions,
+    restored: &RestoredState,
+    restarts: u32,
+) -> Result<JobResult, JobFailure> {
+    if options.checkpoints.is_some() {
+        prepare_sinks(graph, Some(restored.metadata.checkpoint))?;
+    }
+    eprintln!(
+        "job `{}` had finished in `{}`; nothing left to run",
+        graph.name,
+        restored.dir.display()
+    );
+    let mut result = JobResult::nothing_left(&graph.name);
+    result.restarts = restarts;
+    Ok(result)
+}
+
+fn resolve_with_warnings(path: &Path) -> Result<RestoredState, JobFailure> {
+    let restored = storage::resolve(path)?;
+    for warning in &restored.skipped {
+        eprintln!("warning: {warning}");
+    }
+    Ok(restored)
+}
+
+impl JobResult {
+    /// The result of a job restored from its final checkpoint.
+    fn nothing_left(name: &str) -> Self {
+        JobResult {
+            name: name.to_string(),
+            duration: Duration::ZERO,
+            tasks: Vec::new(),
+            network: BufferPoolStats::default(),
+            checkpoints: Vec::new(),
+            restarts: 0,
+        }
+    }
+}
+
+impl JobHandle {
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// A view of the job's progress that outlives `wait`'s borrow.
+    pub fn monitor(&self) -> JobMonitor {
+        self.monitor.clone()
+    }
+
+    /// Stops every task of the job.
+    pub fn cancel(&self) {
+        self.cancel.cancel();
+        for task in &self.tasks {
+            task.mailbox.send(Mail::Cancel);
+        }
+    }
+
+    /// Takes a savepoint into `dir` and waits until it is complete.
+    pub fn savepoint(&self, dir: &Path) -> Result<PathBuf, String> {
+        let coordinator = self
+            .coordinator
+            .as_ref()
+            .ok_or("the job runs without checkpointing")?;
+        let (reply, answer) = mpsc::channel();
+        coordinator
+            .events
+            .send(CoordinatorEvent::Savepoint {
+                dir: dir.to_path_buf(),
+                reply,
+            })
+            .map_err(|_| "the checkpoint coordinator stopped")?;
+        answer
+            .recv()
+            .map_err(|_| "the checkpoint coordinator stopped".to_string())?
+    }
+
+    /// The coordinator's list of completed checkpoints, which outlives `wait`.
+    fn completed_list(&self) -> Arc<Mutex<Vec<CompletedCheckpoint>>> {
+        self.coordinator
+            .as_ref()
+            .map(|c| c.completed.clone())
+            .unwrap_or_default()
+    }
+
+    /// Checkpoints completed so far.
+    pub fn completed_checkpoints(&self) -> Vec<CompletedCheckpoint> {
+        self.coordinator
+            .as_ref()
+            .map(|c| {
+                c.completed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Current metrics of every task.
+    pub fn metrics(&self) -> Vec<(String, TaskMetricsSnapshot)> {
+        self.tasks
+            .iter()
+            .map(|t| (t.name.clone(), t.metrics.snapshot()))
+            .collect()
+    }
+
+    pub fn network(&self) -> BufferPoolStats {
+        self.task_executor.network_stats()
+    }
+
+    /// Waits for every task. The first task to fail cancels the others; its failure (not the
+    /// cancellations it caused) is the job's.
+    pub fn wait(self) -> Result<JobResult, JobFailure> {
+        let mut first_failure: Option<TaskFailure> = None;
+        let mut cancelled = false;
+        for _ in 0..self.tasks.len() {
+            let Ok((_, result)) = self.done.recv() else {
+                break;
+            };
+            match result {
+                Ok(()) => {}
+                Err(TaskFailure::Cancelled { .. }) => cancelled = true,
+                Err(failure) => {
+                    if first_failure.is_none() {
+                        first_failure = Some(failure);
+                        self.cancel();
+                    }
+                }
+            }
+        }
+        let duration = self.started.elapsed();
+        let tasks = self.metrics();
+        let network = self.task_executor.network_stats();
+        let checkpoints = self.completed_checkpoints();
+        if let Some(c) = self.coordinator {
+            let _ = c.events.send(CoordinatorEvent::Stop);
+            let _ = c.thread.join();
+        }
+        for task in self.tasks {
+            let _ = task.thread.join();
+        }
+        drop(self.registration);
+        if let Some(failure) = first_failure {
+            return Err(JobFailure::Task(Box::new(failure)));
+        }
+        if cancelled {
+            return Err(JobFailure::Cancelled);
+        }
+        Ok(JobResult {
+            name: self.name,
+            duration,
+            tasks,
+            network,
+            checkpoints,
+            restarts: 0,
+        })
+    }
+}
+
+/// Where a job stands; see the module docs. The end states are the function's return.
+enum JobState {
+    Deploying {
+        attempt: u32,
+    },
+    Running {
+        attempt: u32,
+        handle: Box<JobHandle>,
+    },
+    Restarting {
+        attempt: u32,
+        delay: Duration,
+    },
+}
+
+/// Runs `graph` on `cluster` to the end, through the states of the module docs.
+pub(super) fn run_job(
+    cluster: &MiniCluster,
+    graph: &JobGraph,
+    options: &JobOptions,
+) -> Result<JobResult, JobFailure> {
+    let original = match &options.restore {
+        Some(path) => Some(resolve_with_warnings(path)?),
+        None => None,
+    };
+    if let Some(restored) = original.as_ref().filter(|r| r.metadata.final_checkpoint) {
+        return finished_in(graph, options, restored, 0);
+    }
+    let original_dir = original.as_ref().map(|r| r.dir.clone());
+    let mut restored = original;
+    let mut state = JobState::Deploying { attempt: 0 };
+    loop {
+        state = match state {
+            JobState::Deploying { attempt } => JobState::Running {
+                attempt,
+                handle: Box::new(cluster.submit_attempt(
+                    graph,
+                    options,
+                    restored.as_ref(),
+                    attempt,
+                    original_dir.as_deref(),
+                )?),
+            },
+            JobState::Running { attempt, handle } => {
+                let completed = handle.completed_list();
+                let failure = match handle.wait() {
+                    Ok(mut result) => {
+                        result.restarts = attempt;
+                        return Ok(result);
+                    }
+                    Err(JobFailure::Task(failure)) => failure,
+                    Err(other) => return Err(other),
+                };
+                let Some(delay) = restart_delay(&failure, options, attempt) else {
+                    return Err(JobFailure::Task(failure));
+                };
+                eprintln!(
+                    "job `{}` failed ({failure}); restarting in {delay:?}",
+                    graph.name
+                );
+                // The latest checkpoint this run completed; failing that, what it was restored
+                // from (kept: nothing of this run deletes it). An unreadable latest checkpoint
+                // fails the job rather than going back further, which would repeat output the
+                // transactional sinks already committed.
+                let latest = completed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .rfind(|c| !c.savepoint)
+                    .map(|c| c.dir.clone());
+                if let Some(dir) = latest {
+                    let latest = storage::resolve(&dir).map_err(|source| JobFailure::Restart {
+                        checkpoint: dir.clone(),
+                        source,
+                    })?;
+                    if latest.metadata.final_checkpoint {
+                        // It failed after its final checkpoint (a sink closing, say): running
+                        // it again would repeat what `close` emitted.
+                        return finished_in(graph, options, &latest, attempt + 1);
+                    }
+                    restored = Some(latest);
+                }
+                JobState::Restarting { attempt, delay }
+            }
+            JobState::Restarting { attempt, delay } => {
+                std::thread::sleep(delay);
+                JobState::Deploying {
+                    attempt: attempt + 1,
+                }
+            }
+        };
+    }
+}
+
+/// The delay before the restart after attempt `attempt` failed with `failure`, or `None` when
+/// the job fails: without checkpoints there is nothing consistent to restart from, state that
+/// cannot be read now would not be readable after a restart from the same checkpoint, and the
+/// strategy counts its attempts.
+fn restart_delay(failure: &TaskFailure, options: &JobOptions, attempt: u32) -> Option<Duration> {
+    if matches!(failure, TaskFailure::Restore { .. }) {
+        return None;
+    }
+    options.checkpoints.as_ref()?;
+    options.restart.delay(attempt)
+}

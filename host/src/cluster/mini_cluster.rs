@@ -1,0 +1,156 @@
+//! The mini-cluster: a resource manager over one TaskExecutor, and the job master's work for
+//! the jobs submitted to it, in one process.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use super::JobFailure;
+use super::deploy;
+use super::job_master::{AttemptSetup, JobHandle, JobOptions, JobResult, preflight, prepare_sinks};
+use super::limits::LimitMaximums;
+use super::resource_manager::ResourceManager;
+use crate::checkpoint::storage::RestoredState;
+use crate::job::JobGraph;
+use crate::runtime::NativeOperators;
+use crate::runtime::task_executor::{TaskExecutor, TaskExecutorConfig};
+use crate::wasm::{Limits, LogSink, StderrLog, WasmRuntime};
+
+/// Settings of the mini-cluster.
+#[derive(Clone)]
+pub struct MiniClusterConfig {
+    pub task_executor: TaskExecutorConfig,
+    /// Limits of a job that sets none of its own.
+    pub limits: Arc<Limits>,
+    /// The most a job may set.
+    pub limit_maximums: LimitMaximums,
+    /// Native operators jobs may name (`native = "..."`); none by default.
+    pub native_operators: Option<Arc<dyn NativeOperators>>,
+    /// Task deployment descriptors go through their serialized form on their way to the
+    /// TaskExecutor, as they would to one in another process (on by default: every job then
+    /// proves its descriptors travel).
+    pub descriptors_over_the_wire: bool,
+    pub log_sink: Arc<dyn LogSink>,
+}
+
+impl Default for MiniClusterConfig {
+    fn default() -> Self {
+        MiniClusterConfig {
+            task_executor: TaskExecutorConfig::default(),
+            limits: Arc::new(Limits::default()),
+            limit_maximums: LimitMaximums::default(),
+            native_operators: None,
+            descriptors_over_the_wire: true,
+            log_sink: Arc::new(StderrLog),
+        }
+    }
+}
+
+/// One process running JobManager and TaskExecutor together.
+pub struct MiniCluster {
+    pub(super) task_executor: Arc<TaskExecutor>,
+    pub(super) resource_manager: ResourceManager,
+    pub(super) limits: Arc<Limits>,
+    pub(super) limit_maximums: LimitMaximums,
+    pub(super) native_operators: Option<Arc<dyn NativeOperators>>,
+    pub(super) descriptors_over_the_wire: bool,
+    pub(super) log_sink: Arc<dyn LogSink>,
+    pub(super) next_job: AtomicU64,
+}
+
+impl MiniCluster {
+    /// A mini-cluster on the process's wasm runtime.
+    pub fn new(config: MiniClusterConfig, runtime: Arc<WasmRuntime>) -> Self {
+        let task_executor = Arc::new(TaskExecutor::new(config.task_executor, runtime));
+        MiniCluster {
+            resource_manager: ResourceManager::new(vec![task_executor.clone()]),
+            task_executor,
+            limits: config.limits,
+            limit_maximums: config.limit_maximums,
+            native_operators: config.native_operators,
+            descriptors_over_the_wire: config.descriptors_over_the_wire,
+            log_sink: config.log_sink,
+            next_job: AtomicU64::new(1),
+        }
+    }
+
+    pub fn task_executor(&self) -> &TaskExecutor {
+        &self.task_executor
+    }
+
+    /// Runs `graph` to completion, without checkpoints.
+    pub fn run(&self, graph: &JobGraph) -> Result<JobResult, JobFailure> {
+        self.submit(graph)?.wait()
+    }
+
+    /// Starts `graph` without checkpoints or restore.
+    pub fn submit(&self, graph: &JobGraph) -> Result<JobHandle, JobFailure> {
+        deploy::deploy(
+            self,
+            graph,
+            &AttemptSetup {
+                checkpoints: None,
+                restore: None,
+                allow_non_restored_state: false,
+                attempt: 0,
+                protected: Vec::new(),
+            },
+        )
+    }
+
+    /// Starts one attempt of `graph` with checkpoints and restore as `options` say; transactional
+    /// sinks are made consistent with the restored checkpoint first.
+    pub fn submit_with(
+        &self,
+        graph: &JobGraph,
+        options: &JobOptions,
+        restore: Option<&RestoredState>,
+        attempt: u32,
+    ) -> Result<JobHandle, JobFailure> {
+        self.submit_attempt(graph, options, restore, attempt, None)
+    }
+
+    /// As [`submit_with`](Self::submit_with); `original` is the checkpoint the job was first
+    /// restored from, which no attempt may delete.
+    pub(super) fn submit_attempt(
+        &self,
+        graph: &JobGraph,
+        options: &JobOptions,
+        restore: Option<&RestoredState>,
+        attempt: u32,
+        original: Option<&Path>,
+    ) -> Result<JobHandle, JobFailure> {
+        if let Some(restored) = restore.filter(|r| r.metadata.final_checkpoint) {
+            return Err(JobFailure::Finished {
+                checkpoint: restored.dir.clone(),
+            });
+        }
+        if attempt == 0 {
+            preflight(graph, options, restore.is_some())?;
+        }
+        if options.checkpoints.is_some() {
+            prepare_sinks(graph, restore.map(|r| r.metadata.checkpoint))?;
+        }
+        deploy::deploy(
+            self,
+            graph,
+            &AttemptSetup {
+                checkpoints: options.checkpoints.as_ref(),
+                restore,
+                allow_non_restored_state: options.allow_non_restored_state,
+                attempt,
+                protected: restore
+                    .map(|r| r.dir.clone())
+                    .into_iter()
+                    .chain(original.map(Path::to_path_buf))
+                    .collect(),
+            },
+        )
+    }
+
+    /// Runs `graph` to completion with checkpoints, restore and restarts as `options` say (see
+    /// [`job_master`](super::job_master) for the job's states).
+    pub fn run_job(&self, graph: &JobGraph, options: &JobOptions) -> Result<JobResult, JobFailure> {
+        super::job_master::run_job(self, graph, options)
+    }
+}
