@@ -3,6 +3,7 @@
 //! a standalone cluster puts RPC behind.
 
 mod deploy;
+mod dispatcher;
 mod gateways;
 mod job_master;
 mod limits;
@@ -10,6 +11,7 @@ mod mini_cluster;
 mod resource_manager;
 mod restore;
 
+pub use dispatcher::{Dispatcher, DispatcherGateway, JobMasterGateway, JobRecord, JobStatus};
 pub use gateways::{ResourceManagerGateway, SlotOffer, TaskExecutorGateway};
 pub use job_master::{JobHandle, JobMonitor, JobOptions, JobResult, RestartStrategy};
 pub use limits::{LimitMaximums, LimitTooHigh, job_limits};

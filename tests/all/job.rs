@@ -712,3 +712,49 @@ fn a_native_operator_without_native_operators_is_refused_before_the_job_starts()
         "{err}"
     );
 }
+
+#[test]
+fn the_dispatcher_keeps_every_job_and_how_it_ended() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, passage()).expect("input");
+    let graph = wordcount_graph(dir.path(), &input, &dir.path().join("out"), 1);
+    let cluster = cluster(graph.slots_needed());
+    cluster
+        .run_job(&graph, &weir_host::cluster::JobOptions::default())
+        .expect("job");
+    let failing = manifest(
+        dir.path(),
+        &format!(
+            "name = \"failing\"\n[[source]]\nid = \"n\"\nkind = \"sequence\"\ncount = 10\n\
+             [[operator]]\nid = \"fail\"\ncomponent = \"{}\"\noperator = \"fail-at\"\n\
+             input = \"n\"\nconfig = {{ at = 3, how = \"error\" }}\n\
+             [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"fail\"\n",
+            guests::HOSTILE
+        ),
+        &[],
+    )
+    .expect("manifest")
+    .job_graph(None)
+    .expect("graph");
+    cluster
+        .run_job(&failing, &weir_host::cluster::JobOptions::default())
+        .expect_err("fails");
+    let jobs = cluster.jobs();
+    assert_eq!(jobs.len(), 2);
+    assert_eq!(
+        (jobs[0].number, jobs[0].name.as_str(), &jobs[0].status),
+        (
+            1,
+            "wordcount",
+            &weir_host::cluster::JobStatus::Finished { restarts: 0 }
+        )
+    );
+    assert_eq!(jobs[1].name, "failing");
+    match &jobs[1].status {
+        weir_host::cluster::JobStatus::Failed { reason } => {
+            assert!(reason.contains("refusing record 3"), "{reason}")
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+}

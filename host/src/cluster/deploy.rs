@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -110,7 +109,7 @@ pub(super) fn deploy(
         }
     }
 
-    let id = cluster.next_job.fetch_add(1, Ordering::Relaxed);
+    let id = cluster.dispatcher.new_attempt_id();
     let cancel = CancelFlag::default();
     te.register_job(id, cancel.clone());
     let restored_id = setup.restore.map(|r| r.metadata.checkpoint);

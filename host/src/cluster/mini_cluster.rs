@@ -3,10 +3,10 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use super::JobFailure;
 use super::deploy;
+use super::dispatcher::{Dispatcher, DispatcherGateway, JobRecord};
 use super::job_master::{AttemptSetup, JobHandle, JobOptions, JobResult, preflight, prepare_sinks};
 use super::limits::LimitMaximums;
 use super::resource_manager::ResourceManager;
@@ -55,7 +55,7 @@ pub struct MiniCluster {
     pub(super) native_operators: Option<Arc<dyn NativeOperators>>,
     pub(super) descriptors_over_the_wire: bool,
     pub(super) log_sink: Arc<dyn LogSink>,
-    pub(super) next_job: AtomicU64,
+    pub(super) dispatcher: Dispatcher,
 }
 
 impl MiniCluster {
@@ -70,7 +70,7 @@ impl MiniCluster {
             native_operators: config.native_operators,
             descriptors_over_the_wire: config.descriptors_over_the_wire,
             log_sink: config.log_sink,
-            next_job: AtomicU64::new(1),
+            dispatcher: Dispatcher::default(),
         }
     }
 
@@ -151,6 +151,25 @@ impl MiniCluster {
     /// Runs `graph` to completion with checkpoints, restore and restarts as `options` say (see
     /// [`job_master`](super::job_master) for the job's states).
     pub fn run_job(&self, graph: &JobGraph, options: &JobOptions) -> Result<JobResult, JobFailure> {
-        super::job_master::run_job(self, graph, options)
+        DispatcherGateway::run_job(self, graph, options)
+    }
+
+    /// The dispatcher's job store.
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        self.dispatcher.jobs()
+    }
+}
+
+/// The mini-cluster is its own dispatcher's gateway: in one process there is nothing between.
+impl DispatcherGateway for MiniCluster {
+    fn run_job(&self, graph: &JobGraph, options: &JobOptions) -> Result<JobResult, JobFailure> {
+        let number = self.dispatcher.record_start(&graph.name);
+        let outcome = super::job_master::run_job(self, graph, options);
+        self.dispatcher.record_end(number, &outcome);
+        outcome
+    }
+
+    fn jobs(&self) -> Vec<JobRecord> {
+        self.dispatcher.jobs()
     }
 }

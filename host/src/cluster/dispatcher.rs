@@ -1,0 +1,133 @@
+//! The dispatcher (Flink's Dispatcher): where jobs are submitted. It gives each attempt its id
+//! and keeps the job store, the record of every job it ran and how it ended, for a client
+//! (later the REST endpoint) to list. Clients reach it through [`DispatcherGateway`]; a running
+//! attempt is reached through [`JobMasterGateway`].
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::JobFailure;
+use super::job_master::{JobHandle, JobOptions, JobResult};
+use crate::checkpoint::CompletedCheckpoint;
+use crate::job::JobGraph;
+use crate::metrics::TaskMetricsSnapshot;
+
+/// How a job stands in the job store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobStatus {
+    Running,
+    Finished { restarts: u32 },
+    Failed { reason: String },
+    Cancelled,
+}
+
+/// A job in the job store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// The dispatcher's number for the job (in submission order).
+    pub number: u64,
+    pub name: String,
+    pub status: JobStatus,
+}
+
+/// What a client asks of the dispatcher.
+pub trait DispatcherGateway: Send + Sync {
+    /// Runs `graph` to the end as `options` say, restarts included, and records how it ended.
+    fn run_job(&self, graph: &JobGraph, options: &JobOptions) -> Result<JobResult, JobFailure>;
+    /// Every job submitted so far, oldest first.
+    fn jobs(&self) -> Vec<JobRecord>;
+}
+
+/// What the dispatcher and clients ask of a running attempt's job master.
+pub trait JobMasterGateway: Send {
+    /// The attempt's id on its TaskExecutor.
+    fn attempt_id(&self) -> u64;
+    /// Stops every task of the attempt.
+    fn cancel(&self);
+    /// Takes a savepoint into `dir` and waits until it is complete.
+    fn trigger_savepoint(&self, dir: &Path) -> Result<PathBuf, String>;
+    /// Checkpoints completed so far.
+    fn completed_checkpoints(&self) -> Vec<CompletedCheckpoint>;
+    /// Current metrics of every task.
+    fn task_metrics(&self) -> Vec<(String, TaskMetricsSnapshot)>;
+}
+
+impl JobMasterGateway for JobHandle {
+    fn attempt_id(&self) -> u64 {
+        self.id()
+    }
+    fn cancel(&self) {
+        JobHandle::cancel(self)
+    }
+    fn trigger_savepoint(&self, dir: &Path) -> Result<PathBuf, String> {
+        self.savepoint(dir)
+    }
+    fn completed_checkpoints(&self) -> Vec<CompletedCheckpoint> {
+        JobHandle::completed_checkpoints(self)
+    }
+    fn task_metrics(&self) -> Vec<(String, TaskMetricsSnapshot)> {
+        self.metrics()
+    }
+}
+
+/// Attempt ids and the job store; see the module docs.
+#[derive(Debug, Default)]
+pub struct Dispatcher {
+    next_attempt: AtomicU64,
+    store: Mutex<BTreeMap<u64, JobRecord>>,
+    next_job: AtomicU64,
+}
+
+impl Dispatcher {
+    /// A fresh id for an attempt: unique in this process, so TaskExecutors key attempts by it.
+    pub(super) fn new_attempt_id(&self) -> u64 {
+        self.next_attempt.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Records a job as running; returns its number.
+    pub(super) fn record_start(&self, name: &str) -> u64 {
+        let number = self.next_job.fetch_add(1, Ordering::Relaxed) + 1;
+        self.store.lock().unwrap_or_else(|p| p.into_inner()).insert(
+            number,
+            JobRecord {
+                number,
+                name: name.to_string(),
+                status: JobStatus::Running,
+            },
+        );
+        number
+    }
+
+    /// Records how job `number` ended.
+    pub(super) fn record_end(&self, number: u64, outcome: &Result<JobResult, JobFailure>) {
+        let status = match outcome {
+            Ok(result) => JobStatus::Finished {
+                restarts: result.restarts,
+            },
+            Err(JobFailure::Cancelled) => JobStatus::Cancelled,
+            Err(e) => JobStatus::Failed {
+                reason: e.to_string(),
+            },
+        };
+        if let Some(record) = self
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&number)
+        {
+            record.status = status;
+        }
+    }
+
+    /// The job store, oldest first.
+    pub fn jobs(&self) -> Vec<JobRecord> {
+        self.store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
