@@ -79,7 +79,8 @@ pub(super) fn deploy(
             if let OperatorImpl::Wasm { component, .. } = &op.implementation
                 && !components.contains_key(component)
             {
-                components.insert(component.clone(), te.put_component(component)?);
+                let (name, bytes) = cluster.dispatcher.component(component)?;
+                components.insert(component.clone(), te.put_component(&name, &bytes)?);
             }
         }
     }

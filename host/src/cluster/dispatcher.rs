@@ -1,18 +1,19 @@
-//! The dispatcher (Flink's Dispatcher): where jobs are submitted. It gives each attempt its id
-//! and keeps the job store, the record of every job it ran and how it ended, for a client
-//! (later the REST endpoint) to list. Clients reach it through [`DispatcherGateway`]; a running
+//! The dispatcher (Flink's Dispatcher): where jobs are submitted. It gives each attempt its id,
+//! keeps the job store (the record of every job it ran and how it ended, for a client, later
+//! the REST endpoint, to list) and the component blobs jobs name (Flink's BlobServer). Clients reach it through [`DispatcherGateway`]; a running
 //! attempt is reached through [`JobMasterGateway`].
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use super::JobFailure;
 use super::job_master::{JobHandle, JobOptions, JobResult};
 use crate::checkpoint::CompletedCheckpoint;
 use crate::job::JobGraph;
 use crate::metrics::TaskMetricsSnapshot;
+use crate::wasm::LoadError;
 
 /// How a job stands in the job store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,15 +73,37 @@ impl JobMasterGateway for JobHandle {
     }
 }
 
-/// Attempt ids and the job store; see the module docs.
+/// Attempt ids, the job store and the component blobs; see the module docs.
 #[derive(Debug, Default)]
 pub struct Dispatcher {
     next_attempt: AtomicU64,
     store: Mutex<BTreeMap<u64, JobRecord>>,
     next_job: AtomicU64,
+    /// Component files as submitted jobs name them: their file name and bytes, read once. A
+    /// TaskExecutor gets the bytes, never the path, as one in another process must.
+    blobs: Mutex<BTreeMap<PathBuf, (String, Arc<[u8]>)>>,
 }
 
 impl Dispatcher {
+    /// The component at `path`: its file name and bytes.
+    pub(super) fn component(&self, path: &Path) -> Result<(String, Arc<[u8]>), LoadError> {
+        let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(blob) = blobs.get(path) {
+            return Ok(blob.clone());
+        }
+        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+            component: path.display().to_string(),
+            error,
+        })?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| path.display().to_string());
+        let blob = (name, Arc::from(bytes));
+        blobs.insert(path.to_path_buf(), blob.clone());
+        Ok(blob)
+    }
+
     /// A fresh id for an attempt: unique in this process, so TaskExecutors key attempts by it.
     pub(super) fn new_attempt_id(&self) -> u64 {
         self.next_attempt.fetch_add(1, Ordering::Relaxed) + 1

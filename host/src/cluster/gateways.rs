@@ -3,7 +3,6 @@
 //! implementations are the parts themselves; the standalone cluster puts RPC behind the same
 //! traits, which is why their arguments are plain data (descriptors, blob keys, ids).
 
-use std::path::Path;
 use std::sync::Arc;
 
 use crate::network::{BufferPoolStats, CancelFlag};
@@ -14,9 +13,9 @@ use crate::wasm::LoadError;
 
 /// What a job master asks of a TaskExecutor.
 pub trait TaskExecutorGateway: Send + Sync {
-    /// Makes the component at `path` available to tasks under its blob key (in process the
-    /// blob server's upload and the TaskExecutor's download are one step: it compiles once).
-    fn put_component(&self, path: &Path) -> Result<BlobKey, LoadError>;
+    /// Makes a component (its file name and bytes, from the dispatcher's blob store) available
+    /// to tasks under its blob key; compiled once per TaskExecutor.
+    fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError>;
     /// Opens the job's entry (its cancel flag and gates) before its tasks are submitted.
     fn register_job(&self, job: u64, cancel: CancelFlag);
     /// Deploys one task.
@@ -48,8 +47,8 @@ pub trait ResourceManagerGateway: Send + Sync {
 }
 
 impl TaskExecutorGateway for TaskExecutor {
-    fn put_component(&self, path: &Path) -> Result<BlobKey, LoadError> {
-        let loaded = self.runtime().load_file(path)?;
+    fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError> {
+        let loaded = self.runtime().load_bytes(name, bytes)?;
         Ok(BlobKey {
             hash: loaded.hash.clone(),
             name: loaded.name.clone(),
