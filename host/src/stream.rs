@@ -88,25 +88,6 @@ impl StreamError {
             StreamError::Output(_) => None,
         }
     }
-
-    /// The operator's own failure, taken out.
-    pub fn into_failure<E: std::error::Error + 'static>(self) -> Result<E, Self> {
-        match self {
-            StreamError::Operator {
-                identity,
-                class,
-                failure,
-            } => match failure.downcast::<E>() {
-                Ok(e) => Ok(*e),
-                Err(failure) => Err(StreamError::Operator {
-                    identity,
-                    class,
-                    failure,
-                }),
-            },
-            other => Err(other),
-        }
-    }
 }
 
 /// The receiving end of an operator: the next operator, or the chain's tail.

@@ -15,7 +15,7 @@ mod store;
 mod waits;
 
 pub use cache::Origin;
-pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime};
+pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime, read_component};
 pub use error::{FailureKind, LoadError, OperatorFailure};
 pub use function::{OpenTimings, WasmFunction};
 pub use limits::Limits;

@@ -13,7 +13,7 @@ use super::job_master::{JobHandle, JobOptions, JobResult};
 use crate::checkpoint::CompletedCheckpoint;
 use crate::job::JobGraph;
 use crate::metrics::TaskMetricsSnapshot;
-use crate::wasm::LoadError;
+use crate::wasm::{LoadError, read_component};
 
 /// How a job stands in the job store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,14 +91,7 @@ impl Dispatcher {
         if let Some(blob) = blobs.get(path) {
             return Ok(blob.clone());
         }
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
-            component: path.display().to_string(),
-            error,
-        })?;
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
+        let (name, bytes) = read_component(path)?;
         let blob = (name, Arc::from(bytes));
         blobs.insert(path.to_path_buf(), blob.clone());
         Ok(blob)

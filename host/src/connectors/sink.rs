@@ -30,17 +30,27 @@ pub fn create_output_dir(dir: &Path) -> std::io::Result<()> {
 /// Committed part files (`part-<subtask>-<checkpoint>`) in a transactional sink's directory:
 /// (name, checkpoint), sorted by name.
 pub fn committed_parts(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
+    let mut out = files_with_epochs(dir, |name| {
+        let (subtask, epoch) = name.strip_prefix("part-")?.split_once('-')?;
+        subtask.parse::<u32>().ok()?;
+        epoch.parse().ok()
+    })?;
+    out.sort();
+    Ok(out)
+}
+
+/// The files of `dir` whose names `epoch_of` reads an epoch from, with it; none if `dir` does
+/// not exist.
+fn files_with_epochs(
+    dir: &Path,
+    epoch_of: impl Fn(&str) -> Option<u64>,
+) -> std::io::Result<Vec<(String, u64)>> {
     let mut out = Vec::new();
     match fs::read_dir(dir) {
         Ok(entries) => {
             for entry in entries {
                 let name = entry?.file_name().to_string_lossy().into_owned();
-                let epoch = name
-                    .strip_prefix("part-")
-                    .and_then(|rest| rest.split_once('-'))
-                    .and_then(|(s, n)| Some((s.parse::<u32>().ok()?, n.parse::<u64>().ok()?)))
-                    .map(|(_, n)| n);
-                if let Some(epoch) = epoch {
+                if let Some(epoch) = epoch_of(&name) {
                     out.push((name, epoch));
                 }
             }
@@ -48,7 +58,6 @@ pub fn committed_parts(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    out.sort();
     Ok(out)
 }
 
@@ -221,20 +230,7 @@ fn commit(dir: &Path, name: &str) -> std::io::Result<()> {
 }
 
 fn pending_files(dir: &Path) -> std::io::Result<Vec<(String, u64)>> {
-    let mut out = Vec::new();
-    match fs::read_dir(dir) {
-        Ok(entries) => {
-            for entry in entries {
-                let name = entry?.file_name().to_string_lossy().into_owned();
-                if let Some((_, epoch)) = parse_pending(&name) {
-                    out.push((name, epoch));
-                }
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    Ok(out)
+    files_with_epochs(dir, |name| parse_pending(name).map(|(_, epoch)| epoch))
 }
 
 /// Before a (re)start from checkpoint `restored` (`None`: a fresh start): commits pending files

@@ -86,11 +86,31 @@ pub struct KeyedStateBackend {
     max_states: usize,
     /// State restored before the operator declared it, by name.
     restored: FxHashMap<String, StateData>,
+    budget: Budget,
+}
+
+/// The bytes a backend holds against its limit.
+struct Budget {
     /// Estimated bytes held, restored state included.
     bytes: usize,
     /// The most `bytes` may reach: guards the host's memory against an operator that keeps
     /// state without bound.
-    max_bytes: usize,
+    max: usize,
+}
+
+impl Budget {
+    /// Admits a change of `added` bytes in and `removed` bytes out, or refuses it whole.
+    fn admit(&mut self, added: usize, removed: usize) -> Result<(), StateError> {
+        let bytes = self.bytes.saturating_sub(removed).saturating_add(added);
+        if added > removed && bytes > self.max {
+            return Err(StateError::LimitExceeded {
+                bytes,
+                limit: self.max,
+            });
+        }
+        self.bytes = bytes;
+        Ok(())
+    }
 }
 
 /// One state's entries in a snapshot, grouped by key group so a restore can take a range.
@@ -118,33 +138,22 @@ impl KeyedStateBackend {
             max_parallelism,
             max_states,
             restored: FxHashMap::default(),
-            bytes: 0,
-            max_bytes: usize::MAX,
+            budget: Budget {
+                bytes: 0,
+                max: usize::MAX,
+            },
         }
     }
 
     /// Bounds the bytes of state held (see [`StateError::LimitExceeded`]).
     pub fn with_max_bytes(mut self, max_bytes: usize) -> Self {
-        self.max_bytes = max_bytes;
+        self.budget.max = max_bytes;
         self
     }
 
     /// Estimated bytes of state held.
     pub fn bytes(&self) -> usize {
-        self.bytes
-    }
-
-    /// Admits a change of `added` bytes in and `removed` bytes out, or refuses it whole.
-    fn account(&mut self, added: usize, removed: usize) -> Result<(), StateError> {
-        let bytes = self.bytes.saturating_sub(removed).saturating_add(added);
-        if added > removed && bytes > self.max_bytes {
-            return Err(StateError::LimitExceeded {
-                bytes,
-                limit: self.max_bytes,
-            });
-        }
-        self.bytes = bytes;
-        Ok(())
+        self.budget.bytes
     }
 
     /// Declares a state, or returns the handle of the one already declared under `name`.
@@ -171,7 +180,7 @@ impl KeyedStateBackend {
             let bytes = data_bytes(&data);
             if !load(&mut table, data) {
                 // Restored under another kind: dropped, so its bytes no longer count.
-                self.bytes = self.bytes.saturating_sub(bytes);
+                self.budget.bytes = self.budget.bytes.saturating_sub(bytes);
             }
         }
         self.states.push(NamedState {
@@ -181,33 +190,12 @@ impl KeyedStateBackend {
         Ok((self.states.len() - 1) as u32)
     }
 
-    fn table(&mut self, handle: u32) -> Result<&mut Table, StateError> {
-        self.states
-            .get_mut(handle as usize)
-            .map(|s| &mut s.table)
-            .ok_or(StateError::UnknownHandle(handle))
-    }
-
     fn values(&mut self, handle: u32) -> Result<&mut ValueTable, StateError> {
-        match self.table(handle)? {
-            Table::Value(t) => Ok(t),
-            Table::Map(_) => Err(StateError::WrongKind {
-                handle,
-                actual: StateKind::Map,
-                expected: StateKind::Value,
-            }),
-        }
+        value_table(&mut self.states, handle)
     }
 
     fn maps(&mut self, handle: u32) -> Result<&mut MapTable, StateError> {
-        match self.table(handle)? {
-            Table::Map(t) => Ok(t),
-            Table::Value(_) => Err(StateError::WrongKind {
-                handle,
-                actual: StateKind::Value,
-                expected: StateKind::Map,
-            }),
-        }
+        map_table(&mut self.states, handle)
     }
 
     pub fn value_get(&mut self, handle: u32, key: &[u8]) -> Result<Option<&[u8]>, StateError> {
@@ -215,18 +203,15 @@ impl KeyedStateBackend {
     }
 
     pub fn value_set(&mut self, handle: u32, key: &[u8], value: &[u8]) -> Result<(), StateError> {
-        let old = self.values(handle)?.get(key).map(Vec::len);
-        match old {
-            Some(old) => self.account(value.len(), old)?,
-            None => self.account(entry_bytes(key.len(), value.len()), 0)?,
-        }
-        let table = self.values(handle)?;
+        let table = value_table(&mut self.states, handle)?;
         match table.get_mut(key) {
             Some(existing) => {
+                self.budget.admit(value.len(), existing.len())?;
                 existing.clear();
                 existing.extend_from_slice(value);
             }
             None => {
+                self.budget.admit(entry_bytes(key.len(), value.len()), 0)?;
                 table.insert(key.into(), value.to_vec());
             }
         }
@@ -235,7 +220,7 @@ impl KeyedStateBackend {
 
     pub fn value_clear(&mut self, handle: u32, key: &[u8]) -> Result<(), StateError> {
         if let Some(old) = self.values(handle)?.remove(key) {
-            self.account(0, entry_bytes(key.len(), old.len()))?;
+            self.budget.admit(0, entry_bytes(key.len(), old.len()))?;
         }
         Ok(())
     }
@@ -260,24 +245,29 @@ impl KeyedStateBackend {
         map_key: &[u8],
         value: &[u8],
     ) -> Result<(), StateError> {
-        let table = self.maps(handle)?;
-        let (added, removed) = match table.get(key) {
-            None => (
-                entry_bytes(key.len(), 0) + entry_bytes(map_key.len(), value.len()),
-                0,
-            ),
-            Some(map) => match map.get(map_key) {
-                Some(old) => (value.len(), old.len()),
-                None => (entry_bytes(map_key.len(), value.len()), 0),
+        let table = map_table(&mut self.states, handle)?;
+        match table.get_mut(key) {
+            Some(map) => match map.get_mut(map_key) {
+                Some(old) => {
+                    self.budget.admit(value.len(), old.len())?;
+                    old.clear();
+                    old.extend_from_slice(value);
+                }
+                None => {
+                    self.budget
+                        .admit(entry_bytes(map_key.len(), value.len()), 0)?;
+                    map.insert(map_key.to_vec(), value.to_vec());
+                }
             },
-        };
-        self.account(added, removed)?;
-        let table = self.maps(handle)?;
-        let map = match table.get_mut(key) {
-            Some(map) => map,
-            None => table.entry(key.into()).or_default(),
-        };
-        map.insert(map_key.to_vec(), value.to_vec());
+            None => {
+                let added = entry_bytes(key.len(), 0) + entry_bytes(map_key.len(), value.len());
+                self.budget.admit(added, 0)?;
+                table
+                    .entry(key.into())
+                    .or_default()
+                    .insert(map_key.to_vec(), value.to_vec());
+            }
+        }
         Ok(())
     }
 
@@ -298,7 +288,7 @@ impl KeyedStateBackend {
                 removed += entry_bytes(key.len(), 0);
             }
         }
-        self.account(0, removed)
+        self.budget.admit(0, removed)
     }
 
     pub fn map_entries(
@@ -316,7 +306,7 @@ impl KeyedStateBackend {
     pub fn map_clear(&mut self, handle: u32, key: &[u8]) -> Result<(), StateError> {
         if let Some(map) = self.maps(handle)?.remove(key) {
             let entries: usize = map.iter().map(|(k, v)| entry_bytes(k.len(), v.len())).sum();
-            self.account(0, entries + entry_bytes(key.len(), 0))?;
+            self.budget.admit(0, entries + entry_bytes(key.len(), 0))?;
         }
         Ok(())
     }
@@ -396,7 +386,7 @@ impl KeyedStateBackend {
         }
         // Counted once merged: a part dropped for a kind conflict holds no memory.
         let restored: usize = self.restored.values().map(data_bytes).sum();
-        self.account(restored, 0)
+        self.budget.admit(restored, 0)
     }
 }
 
@@ -412,6 +402,36 @@ fn restrict(data: &StateData, range: &Range<u32>) -> StateData {
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
         ),
+    }
+}
+
+// Free functions over the states alone, so a write can hold a table and the budget at once.
+fn table(states: &mut [NamedState], handle: u32) -> Result<&mut Table, StateError> {
+    states
+        .get_mut(handle as usize)
+        .map(|s| &mut s.table)
+        .ok_or(StateError::UnknownHandle(handle))
+}
+
+fn value_table(states: &mut [NamedState], handle: u32) -> Result<&mut ValueTable, StateError> {
+    match table(states, handle)? {
+        Table::Value(t) => Ok(t),
+        Table::Map(_) => Err(StateError::WrongKind {
+            handle,
+            actual: StateKind::Map,
+            expected: StateKind::Value,
+        }),
+    }
+}
+
+fn map_table(states: &mut [NamedState], handle: u32) -> Result<&mut MapTable, StateError> {
+    match table(states, handle)? {
+        Table::Map(t) => Ok(t),
+        Table::Value(_) => Err(StateError::WrongKind {
+            handle,
+            actual: StateKind::Value,
+            expected: StateKind::Map,
+        }),
     }
 }
 

@@ -171,14 +171,7 @@ impl WasmRuntime {
 
     /// Loads the component at `path`.
     pub fn load_file(&self, path: &Path) -> Result<Arc<LoadedComponent>, LoadError> {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| path.display().to_string());
-        let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
-            component: path.display().to_string(),
-            error,
-        })?;
+        let (name, bytes) = read_component(path)?;
         self.load_bytes(&name, &bytes)
     }
 
@@ -279,6 +272,19 @@ impl WasmRuntime {
             batch_indices,
         })
     }
+}
+
+/// The name a component file goes by in messages (its file name), and its bytes.
+pub fn read_component(path: &Path) -> Result<(String, Vec<u8>), LoadError> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string());
+    let bytes = std::fs::read(path).map_err(|error| LoadError::Read {
+        component: path.display().to_string(),
+        error,
+    })?;
+    Ok((name, bytes))
 }
 
 /// Tells a core module or a non-wasm file from a component before Cranelift sees it, so the
