@@ -3,6 +3,7 @@
 //! atomics written by the task thread and read by whoever reports them.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The metrics of one task (one subtask of a vertex).
@@ -13,6 +14,35 @@ pub struct TaskMetrics {
     idle_ns: AtomicU64,
     backpressured_ns: AtomicU64,
     total_ns: AtomicU64,
+    /// Bytes of buffers received from and sent to other TaskExecutors.
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    /// Time this task's remote subpartitions had buffers to send and no credit for them.
+    credit_starved_ns: AtomicU64,
+    remote_channels: Mutex<Vec<Arc<RemoteChannelGauge>>>,
+}
+
+/// Buffers in flight on one remote input channel: credit announced and not yet used, plus
+/// buffers received and not yet processed.
+#[derive(Debug)]
+pub struct RemoteChannelGauge {
+    pub channel: usize,
+    pub peer: String,
+    in_flight: AtomicU64,
+    high_water: AtomicU64,
+}
+
+impl RemoteChannelGauge {
+    pub fn set_in_flight(&self, n: u64) {
+        self.in_flight.store(n, Ordering::Relaxed);
+        self.high_water.fetch_max(n, Ordering::Relaxed);
+    }
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    pub fn high_water(&self) -> u64 {
+        self.high_water.load(Ordering::Relaxed)
+    }
 }
 
 /// A copy of a task's metrics at one moment.
@@ -23,6 +53,9 @@ pub struct TaskMetricsSnapshot {
     pub busy: Duration,
     pub idle: Duration,
     pub backpressured: Duration,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub credit_starved: Duration,
 }
 
 impl TaskMetricsSnapshot {
@@ -66,6 +99,36 @@ impl TaskMetrics {
     pub fn add_backpressured(&self, d: Duration) {
         self.backpressured_ns.fetch_add(nanos(d), Ordering::Relaxed);
     }
+    pub fn add_bytes_in(&self, n: u64) {
+        self.bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_bytes_out(&self, n: u64) {
+        self.bytes_out.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn add_credit_starved(&self, d: Duration) {
+        self.credit_starved_ns.fetch_add(nanos(d), Ordering::Relaxed);
+    }
+    /// A gauge for a remote input channel of this task.
+    pub fn add_remote_channel(&self, channel: usize, peer: &str) -> Arc<RemoteChannelGauge> {
+        let gauge = Arc::new(RemoteChannelGauge {
+            channel,
+            peer: peer.to_string(),
+            in_flight: AtomicU64::new(0),
+            high_water: AtomicU64::new(0),
+        });
+        self.remote_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(gauge.clone());
+        gauge
+    }
+    /// The gauges of this task's remote input channels.
+    pub fn remote_channels(&self) -> Vec<Arc<RemoteChannelGauge>> {
+        self.remote_channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
     /// The task's wall time so far; busy time is what idle and back-pressure leave of it.
     pub fn set_elapsed(&self, d: Duration) {
         self.total_ns.store(nanos(d), Ordering::Relaxed);
@@ -81,6 +144,9 @@ impl TaskMetrics {
             busy: total.saturating_sub(idle + backpressured),
             idle,
             backpressured,
+            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.bytes_out.load(Ordering::Relaxed),
+            credit_starved: Duration::from_nanos(self.credit_starved_ns.load(Ordering::Relaxed)),
         }
     }
 }

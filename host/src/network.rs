@@ -1,14 +1,20 @@
-//! The network stack of a TaskExecutor, in process: bounded buffer pools, result partitions
-//! and input gates joined by local channels, and the record writer that routes records to
-//! channels. Backpressure is the pools running dry: a writer with no free buffer waits.
-//! Knows nothing of wasm.
+//! The network stack of a TaskExecutor: bounded buffer pools, result partitions and input gates
+//! joined by local channels in one process and by credit-based remote channels between
+//! TaskExecutors, and the record writer that routes records to channels. Backpressure is the
+//! pools running dry: a writer with no free buffer waits, whether its consumer is slow here
+//! or grants no credit over there. Knows nothing of wasm.
 
 mod buffer;
 mod gate;
+mod remote;
 mod writer;
 
 pub use buffer::{Buffer, BufferPoolStats, LocalBufferPool, NetworkBufferPool};
 pub use gate::{ChannelEvent, ChannelItem, ChannelSender, GateSenders, InputGate};
+pub use remote::{
+    ClusterSecret, NetworkConfig, NetworkEnvironment, PartitionId, RemoteChannelSpec,
+    RemoteGateBuffers,
+};
 pub use writer::{ChannelSelector, PartitionWriter, RecordWriter, WriteError};
 
 use std::sync::Arc;

@@ -89,7 +89,14 @@ impl NetworkBufferPool {
         Some(segment)
     }
 
-    fn give_back(&self, mut segment: Vec<u8>) {
+    /// A free segment outside any partition's cap, for a remote input channel receiving a
+    /// buffer it granted credit for; `None` when the pool is exhausted (the job's reservation
+    /// should make that impossible).
+    pub(crate) fn take_segment(&self) -> Option<Vec<u8>> {
+        self.try_take()
+    }
+
+    pub(crate) fn give_back(&self, mut segment: Vec<u8>) {
         segment.clear();
         lock(&self.free).push(segment);
         self.in_use.fetch_sub(1, Ordering::Relaxed);
@@ -180,7 +187,7 @@ impl LocalBufferPool {
                 return Ok((
                     Buffer {
                         data: segment,
-                        owner: Some((self.clone(), channel)),
+                        owner: Some((self.clone() as Arc<dyn Recycler>, channel)),
                     },
                     waited,
                 ));
@@ -201,7 +208,16 @@ impl LocalBufferPool {
         }
     }
 
-    fn give_back(&self, segment: Vec<u8>, channel: usize) {
+}
+
+/// Where a buffer's segment goes when the buffer is dropped: the pool (or remote channel) that
+/// lent it, told which of its channels the buffer was charged to.
+pub(crate) trait Recycler: Send + Sync {
+    fn recycle(&self, segment: Vec<u8>, channel: usize);
+}
+
+impl Recycler for LocalBufferPool {
+    fn recycle(&self, segment: Vec<u8>, channel: usize) {
         self.network.give_back(segment);
         let mut state = lock(&self.state);
         state.outstanding -= 1;
@@ -229,13 +245,21 @@ impl LocalBufferPool {
 /// one: records may span buffers).
 pub struct Buffer {
     data: Vec<u8>,
-    owner: Option<(Arc<LocalBufferPool>, usize)>,
+    owner: Option<(Arc<dyn Recycler>, usize)>,
 }
 
 impl Buffer {
     /// A buffer outside any pool, for tests.
     pub fn unpooled(data: Vec<u8>) -> Self {
         Buffer { data, owner: None }
+    }
+
+    /// A buffer holding `data`, whose segment goes back to `owner` (for `channel`) when dropped.
+    pub(crate) fn lent(data: Vec<u8>, owner: Arc<dyn Recycler>, channel: usize) -> Self {
+        Buffer {
+            data,
+            owner: Some((owner, channel)),
+        }
     }
 
     pub fn bytes(&self) -> &[u8] {
@@ -264,7 +288,7 @@ impl std::fmt::Debug for Buffer {
 impl Drop for Buffer {
     fn drop(&mut self) {
         if let Some((pool, channel)) = self.owner.take() {
-            pool.give_back(std::mem::take(&mut self.data), channel);
+            pool.recycle(std::mem::take(&mut self.data), channel);
         }
     }
 }

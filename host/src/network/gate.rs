@@ -8,6 +8,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::buffer::Buffer;
+use super::remote::Subpartition;
 
 /// Events that travel in a channel between buffers, in order with the records.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +34,9 @@ pub enum ChannelEvent {
 pub enum ChannelItem {
     Buffer(Arc<Buffer>),
     Event(ChannelEvent),
+    /// A remote channel broke (lost connection, refused request, protocol error); the message
+    /// names the peer, the partition and the channel. Nothing follows.
+    Failed(String),
 }
 
 struct GateQueue {
@@ -57,11 +61,18 @@ pub struct InputGate {
     channels: usize,
 }
 
-/// The sending side of one channel.
+/// The sending side of one channel: straight into a gate in this process, or into the
+/// subpartition queue a remote consumer's connection drains against credit.
 #[derive(Clone)]
-pub struct ChannelSender {
-    shared: Arc<GateShared>,
-    channel: usize,
+pub struct ChannelSender(Target);
+
+#[derive(Clone)]
+enum Target {
+    Local {
+        shared: Arc<GateShared>,
+        channel: usize,
+    },
+    Remote(Arc<Subpartition>),
 }
 
 impl InputGate {
@@ -90,10 +101,10 @@ impl InputGate {
             "channel {channel} of a gate with {}",
             self.channels
         );
-        ChannelSender {
+        ChannelSender(Target::Local {
             shared: self.shared.clone(),
             channel,
-        }
+        })
     }
 
     /// What makes senders of this gate's channels, for producers deployed after the consumer
@@ -138,21 +149,33 @@ pub struct GateSenders {
 impl GateSenders {
     /// The sender of channel `channel`, or `None` past the gate's channels.
     pub fn sender(&self, channel: usize) -> Option<ChannelSender> {
-        (channel < self.channels).then(|| ChannelSender {
-            shared: self.shared.clone(),
-            channel,
+        (channel < self.channels).then(|| {
+            ChannelSender(Target::Local {
+                shared: self.shared.clone(),
+                channel,
+            })
         })
     }
 }
 
 impl ChannelSender {
+    /// The sender into a subpartition served to a remote consumer.
+    pub(crate) fn remote(subpartition: Arc<Subpartition>) -> Self {
+        ChannelSender(Target::Remote(subpartition))
+    }
+
     pub fn send(&self, item: ChannelItem) {
-        let mut queue = lock(&self.shared);
-        queue.items.push_back((self.channel, item));
-        let wake = queue.consumer_waiting;
-        drop(queue);
-        if wake {
-            self.shared.ready.notify_one();
+        match &self.0 {
+            Target::Local { shared, channel } => {
+                let mut queue = lock(shared);
+                queue.items.push_back((*channel, item));
+                let wake = queue.consumer_waiting;
+                drop(queue);
+                if wake {
+                    shared.ready.notify_one();
+                }
+            }
+            Target::Remote(subpartition) => subpartition.push(item),
         }
     }
 }
@@ -171,7 +194,7 @@ mod tests {
         let got: Vec<_> = std::iter::from_fn(|| gate.poll(Duration::ZERO))
             .map(|(c, item)| match item {
                 ChannelItem::Event(e) => (c, e),
-                ChannelItem::Buffer(_) => unreachable!("only events sent"),
+                _ => unreachable!("only events sent"),
             })
             .collect();
         assert_eq!(

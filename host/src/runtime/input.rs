@@ -141,6 +141,8 @@ impl InputProcessor {
                 self.end_data(channel, chain)?;
                 Ok((0, self.status()))
             }
+            // The task fails on a broken channel before processing reaches it.
+            ChannelItem::Failed(reason) => Err(StreamError::Output(reason)),
             ChannelItem::Event(ChannelEvent::EndOfPartition) => {
                 self.end_data(channel, chain)?;
                 if !self.ended[channel] {

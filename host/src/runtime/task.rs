@@ -33,7 +33,7 @@ use crate::checkpoint::storage::{encode_state_file, write_atomically};
 use crate::checkpoint::{Ack, CoordinatorEvent, SourceState, StateHandle};
 use crate::connectors::{SourceError, SourceReader};
 use crate::metrics::TaskMetrics;
-use crate::network::{CancelFlag, InputGate};
+use crate::network::{CancelFlag, ChannelItem, InputGate};
 use crate::state::OperatorSnapshot;
 use crate::state::processing_time_now;
 use crate::stream::{Barrier, StreamError};
@@ -117,6 +117,9 @@ pub enum TaskFailure {
     Chain { task: String, error: StreamError },
     #[error("task {task} failed: {error}")]
     Source { task: String, error: SourceError },
+    /// An input channel from another TaskExecutor broke.
+    #[error("task {task} lost an input: {reason}")]
+    Input { task: String, reason: String },
     #[error("task {task} was cancelled")]
     Cancelled { task: String },
     #[error("task {task} cannot restore its state: {error}")]
@@ -315,6 +318,12 @@ impl Task {
                         self.chain.flush().map_err(|e| self.chain_failed(e))?;
                         continue;
                     };
+                    if let ChannelItem::Failed(reason) = item {
+                        return Err(TaskFailure::Input {
+                            task: self.name.clone(),
+                            reason,
+                        });
+                    }
                     let (n, mut status) = processor
                         .process(channel, item, &mut self.chain)
                         .map_err(|e| self.chain_failed(e))?;
