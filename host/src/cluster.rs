@@ -8,6 +8,7 @@ mod gateways;
 mod job_master;
 mod limits;
 mod mini_cluster;
+mod placement;
 mod resource_manager;
 mod restore;
 
@@ -72,6 +73,9 @@ pub enum JobFailure {
     Submit(#[from] crate::runtime::SubmitError),
     #[error("{0}")]
     Descriptor(String),
+    /// A job spread over TaskExecutors needs their data ports.
+    #[error("TaskExecutor {index} of the job has no data port: {reason}")]
+    DataPort { index: usize, reason: String },
     #[error(
         "operator `{operator}` names native operator `{native}`, but this runtime has no native \
          operators (they exist for weir-bench)"

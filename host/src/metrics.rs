@@ -106,7 +106,8 @@ impl TaskMetrics {
         self.bytes_out.fetch_add(n, Ordering::Relaxed);
     }
     pub fn add_credit_starved(&self, d: Duration) {
-        self.credit_starved_ns.fetch_add(nanos(d), Ordering::Relaxed);
+        self.credit_starved_ns
+            .fetch_add(nanos(d), Ordering::Relaxed);
     }
     /// A gauge for a remote input channel of this task.
     pub fn add_remote_channel(&self, channel: usize, peer: &str) -> Arc<RemoteChannelGauge> {

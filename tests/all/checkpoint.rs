@@ -26,7 +26,7 @@ fn cluster() -> MiniCluster {
 }
 
 /// Word count with a slow step (to give checkpoints time) and an optional failing step.
-fn wordcount(input: &Path, output: &Path, work: u64, fail_at: Option<u64>) -> String {
+pub(crate) fn wordcount(input: &Path, output: &Path, work: u64, fail_at: Option<u64>) -> String {
     let fail = match fail_at {
         Some(at) => format!(
             "[[operator]]\nid = \"fail\"\ncomponent = {hostile:?}\noperator = \"fail-at\"\ninput = \"count\"\n\
@@ -75,14 +75,14 @@ fn wordcount(input: &Path, output: &Path, work: u64, fail_at: Option<u64>) -> St
     )
 }
 
-fn graph(text: &str, parallelism: u32) -> JobGraph {
+pub(crate) fn graph(text: &str, parallelism: u32) -> JobGraph {
     parse_manifest(text, &Default::default())
         .expect("manifest")
         .job_graph(Some(parallelism))
         .expect("graph")
 }
 
-fn options(dir: &Path, interval_ms: u64) -> JobOptions {
+pub(crate) fn options(dir: &Path, interval_ms: u64) -> JobOptions {
     JobOptions {
         checkpoints: Some(CheckpointConfig {
             dir: dir.to_path_buf(),
@@ -100,7 +100,7 @@ fn options(dir: &Path, interval_ms: u64) -> JobOptions {
 }
 
 /// Every line of the committed part files of `dir` (hidden pending files excluded), sorted.
-fn committed_lines(dir: &Path) -> Vec<String> {
+pub(crate) fn committed_lines(dir: &Path) -> Vec<String> {
     let mut lines = Vec::new();
     for entry in std::fs::read_dir(dir).expect("output dir") {
         let entry = entry.expect("entry");
@@ -119,7 +119,7 @@ fn committed_lines(dir: &Path) -> Vec<String> {
     lines
 }
 
-fn pending_files(dir: &Path) -> usize {
+pub(crate) fn pending_files(dir: &Path) -> usize {
     std::fs::read_dir(dir)
         .expect("output dir")
         .filter(|e| {
@@ -130,7 +130,7 @@ fn pending_files(dir: &Path) -> usize {
 }
 
 /// The word count output a failure-free run must produce, sorted: `word n` for n = 1..=count.
-fn expected_lines(text: &str) -> Vec<String> {
+pub(crate) fn expected_lines(text: &str) -> Vec<String> {
     let mut lines: Vec<String> = independent_word_count(text)
         .into_iter()
         .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
@@ -139,7 +139,7 @@ fn expected_lines(text: &str) -> Vec<String> {
     lines
 }
 
-fn input(dir: &Path, copies: usize) -> (PathBuf, String) {
+pub(crate) fn input(dir: &Path, copies: usize) -> (PathBuf, String) {
     let text: String = (0..copies).map(|_| passage()).collect();
     let path = dir.join("input.txt");
     std::fs::write(&path, &text).expect("input");
@@ -176,7 +176,7 @@ fn without_restarts_the_failure_is_the_jobs() {
 
 /// The word count job whose source, after its first batch, waits for `checkpoints` completed
 /// checkpoints: they fall mid-job however slow or busy the machine.
-fn waiting(text: &str, checkpoints: usize) -> String {
+pub(crate) fn waiting(text: &str, checkpoints: usize) -> String {
     text.replacen(
         "kind = \"file\"\n",
         &format!("kind = \"file\"\n        wait_for_checkpoints = {checkpoints}\n"),

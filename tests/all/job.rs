@@ -24,7 +24,11 @@ fn cluster(slots: u32) -> MiniCluster {
     MiniCluster::new(config, runtime().clone())
 }
 
-fn manifest(dir: &Path, text: &str, args: &[(&str, &str)]) -> Result<Manifest, JobError> {
+pub(crate) fn manifest(
+    dir: &Path,
+    text: &str,
+    args: &[(&str, &str)],
+) -> Result<Manifest, JobError> {
     let path = dir.join("job.toml");
     std::fs::write(&path, text).expect("write manifest");
     let args = args
@@ -42,7 +46,7 @@ fn run(dir: &Path, text: &str, parallelism: Option<u32>) -> Result<JobResult, Jo
     cluster(graph.slots_needed()).run(&graph)
 }
 
-fn lines(path: &Path) -> Vec<String> {
+pub(crate) fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         .lines()
@@ -62,7 +66,12 @@ fn wordcount_manifest() -> String {
 }
 
 /// The example word count job over `input`, writing `output`.
-fn wordcount_graph(dir: &Path, input: &Path, output: &Path, parallelism: u32) -> JobGraph {
+pub(crate) fn wordcount_graph(
+    dir: &Path,
+    input: &Path,
+    output: &Path,
+    parallelism: u32,
+) -> JobGraph {
     manifest(
         dir,
         &wordcount_manifest(),
@@ -276,7 +285,7 @@ fn forward_edges_over_the_network_keep_subtask_to_subtask() {
     }
 }
 
-fn slow_job(count: u64, work: u64) -> String {
+pub(crate) fn slow_job(count: u64, work: u64) -> String {
     format!(
         r#"
         [[source]]

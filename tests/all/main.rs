@@ -10,4 +10,5 @@ mod checkpoint;
 mod hostile;
 mod job;
 mod loading;
+mod remote;
 mod support;

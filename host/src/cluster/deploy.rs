@@ -10,15 +10,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use super::JobFailure;
-use super::gateways::ResourceManagerGateway;
+use super::gateways::{ResourceManagerGateway, TaskExecutorGateway};
 use super::job_master::{
     AttemptSetup, CoordinatorHandle, JobHandle, JobMonitor, JobRegistration, transactional_dirs,
 };
 use super::mini_cluster::MiniCluster;
+use super::placement::{Placement, buffers_needed};
 use super::restore::RestorePlan;
 use crate::checkpoint::Coordinator;
 use crate::job::{JobGraph, OperatorImpl, Partitioning, VertexInput, VertexOutput};
-use crate::network::CancelFlag;
+use crate::network::{CancelFlag, PartitionId};
 use crate::runtime::deployment::{
     BlobKey, ChannelDescriptor, GateDescriptor, GateId, InputDescriptor, OperatorDescriptor,
     OutputDescriptor, PartitionDescriptor, Selector, TaskDeploymentDescriptor,
@@ -46,25 +47,12 @@ pub(super) fn deploy(
         &graph.limits,
     )?);
     let rm: &dyn ResourceManagerGateway = &cluster.resource_manager;
-    let per_channel = rm.buffers_per_channel();
-    let channels_of_edge = |e: usize| -> usize {
-        let edge = &graph.edges[e];
-        match edge.partitioning {
-            Partitioning::Forward => 1,
-            _ => graph.vertices[edge.target].parallelism as usize,
-        }
-    };
-    let buffers_needed: usize = graph
-        .edges
-        .iter()
-        .enumerate()
-        .map(|(e, edge)| {
-            graph.vertices[edge.source].parallelism as usize
-                * (channels_of_edge(e) * per_channel + 1)
-        })
-        .sum();
-    let offer = rm.request_slots(graph.slots_needed(), buffers_needed)?;
-    let te = &offer.task_executor;
+    let reserve = rm.channel_buffers();
+    let offers = rm.request_slots(graph.slots_needed(), &|slots| {
+        buffers_needed(graph, reserve, &slots)
+    })?;
+    let placement = Placement::new(&offers)?;
+    let tes: Vec<&Arc<dyn TaskExecutorGateway>> = offers.iter().map(|o| &o.task_executor).collect();
     let mut components: HashMap<PathBuf, BlobKey> = HashMap::new();
     for vertex in &graph.vertices {
         for op in &vertex.operators {
@@ -80,7 +68,11 @@ pub(super) fn deploy(
                 && !components.contains_key(component)
             {
                 let (name, bytes) = cluster.dispatcher.component(component)?;
-                components.insert(component.clone(), te.put_component(&name, &bytes)?);
+                let mut key = None;
+                for te in &tes {
+                    key = Some(te.put_component(&name, &bytes)?);
+                }
+                components.insert(component.clone(), key.expect("a job has a TaskExecutor"));
             }
         }
     }
@@ -112,7 +104,13 @@ pub(super) fn deploy(
 
     let id = cluster.dispatcher.new_attempt_id();
     let cancel = CancelFlag::default();
-    te.register_job(id, cancel.clone());
+    tes.iter()
+        .for_each(|te| te.register_job(id, cancel.clone()));
+    let abort = |e: JobFailure| {
+        cancel.cancel();
+        tes.iter().for_each(|te| te.unregister_job(id));
+        e
+    };
     let restored_id = setup.restore.map(|r| r.metadata.checkpoint);
     // Checkpoint ids continue above every `chk-<n>` already in the job's directory (earlier
     // runs, failed attempts, skipped corrupt ones) and every part file a transactional sink
@@ -165,7 +163,10 @@ pub(super) fn deploy(
                     remaining,
                     wait_for_checkpoints: vertex.source_waits_for_checkpoints,
                 },
-                VertexInput::Edges(_) => InputDescriptor::Gate(gate(v, s)),
+                VertexInput::Edges(edges) => InputDescriptor::Gate {
+                    gate: gate(v, s),
+                    remote: placement.remote_inputs(graph, edges, &offset, s, id),
+                },
             };
             let output = match &vertex.output {
                 VertexOutput::Sink(spec) => OutputDescriptor::Sink {
@@ -178,16 +179,28 @@ pub(super) fn deploy(
                         .map(|&e| {
                             let edge = &graph.edges[e];
                             let target = &graph.vertices[edge.target];
+                            let partition = PartitionId {
+                                job: id,
+                                edge: e as u32,
+                                producer: s,
+                            };
+                            let channel = |consumer: u32, index: usize, subpartition: u32| {
+                                if placement.same(s, consumer) {
+                                    ChannelDescriptor::Local {
+                                        gate: gate(edge.target, consumer),
+                                        channel: index,
+                                    }
+                                } else {
+                                    ChannelDescriptor::Remote {
+                                        partition,
+                                        subpartition,
+                                    }
+                                }
+                            };
                             let channels = match edge.partitioning {
-                                Partitioning::Forward => vec![ChannelDescriptor {
-                                    gate: gate(edge.target, s),
-                                    channel: offset[e],
-                                }],
+                                Partitioning::Forward => vec![channel(s, offset[e], 0)],
                                 _ => (0..target.parallelism)
-                                    .map(|c| ChannelDescriptor {
-                                        gate: gate(edge.target, c),
-                                        channel: offset[e] + s as usize,
-                                    })
+                                    .map(|c| channel(c, offset[e] + s as usize, c))
                                     .collect(),
                             };
                             PartitionDescriptor {
@@ -240,18 +253,11 @@ pub(super) fn deploy(
             };
             // As a TaskExecutor in another process would get it.
             let tdd = if cluster.descriptors_over_the_wire {
-                match over_the_wire(&tdd) {
-                    Ok(tdd) => tdd,
-                    Err(e) => {
-                        cancel.cancel();
-                        te.unregister_job(id);
-                        return Err(e);
-                    }
-                }
+                over_the_wire(&tdd).map_err(abort)?
             } else {
                 tdd
             };
-            match te.submit_task(tdd, &connection) {
+            match tes[placement.task_executor(s)].submit_task(tdd, &connection) {
                 Ok(task) => {
                     monitored.push((
                         task.metrics.clone(),
@@ -263,11 +269,7 @@ pub(super) fn deploy(
                         source: matches!(vertex.input, VertexInput::Source(_)),
                     });
                 }
-                Err(e) => {
-                    cancel.cancel();
-                    te.unregister_job(id);
-                    return Err(JobFailure::Submit(e));
-                }
+                Err(e) => return Err(abort(JobFailure::Submit(e))),
             }
         }
     }
@@ -318,20 +320,21 @@ pub(super) fn deploy(
             thread,
             completed,
         }),
-        Some((_, Err(e), _)) => {
-            cancel.cancel();
-            te.unregister_job(id);
-            return Err(JobFailure::Spawn(e));
-        }
+        Some((_, Err(e), _)) => return Err(abort(JobFailure::Spawn(e))),
         None => None,
     };
-    Ok(JobHandle {
-        coordinator,
-        registration: JobRegistration {
-            task_executor: te.clone(),
+    let registrations = tes
+        .iter()
+        .map(|te| JobRegistration {
+            task_executor: (*te).clone(),
             id,
             cancel: cancel.clone(),
-        },
+        })
+        .collect();
+    let task_executors = tes.iter().map(|te| (*te).clone()).collect();
+    Ok(JobHandle {
+        coordinator,
+        registrations,
         monitor: JobMonitor {
             started: Instant::now(),
             tasks: monitored,
@@ -342,8 +345,8 @@ pub(super) fn deploy(
         tasks: tasks.into_iter().map(|t| t.task).collect(),
         done: done_rx,
         started: Instant::now(),
-        task_executor: te.clone(),
-        _slots: offer.allocation,
+        task_executors,
+        _slots: offers.into_iter().map(|o| o.allocation).collect(),
     })
 }
 

@@ -3,6 +3,7 @@
 //! implementations are the parts themselves; the standalone cluster puts RPC behind the same
 //! traits, which is why their arguments are plain data (descriptors, blob keys, ids).
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::network::{BufferPoolStats, CancelFlag};
@@ -30,20 +31,43 @@ pub trait TaskExecutorGateway: Send + Sync {
     fn unregister_job(&self, job: u64);
     /// The network buffer pool's usage.
     fn network_stats(&self) -> BufferPoolStats;
+    /// Where other TaskExecutors reach this one's data port (opened on first call).
+    fn data_address(&self) -> Result<String, String>;
 }
 
 /// Slots on a TaskExecutor, and the TaskExecutor to deploy into them.
 pub struct SlotOffer {
     pub allocation: SlotAllocation,
     pub task_executor: Arc<dyn TaskExecutorGateway>,
+    /// Which of the job's slots these are (slot sharing: slot `s` runs subtask `s` of every
+    /// vertex).
+    pub slots: Range<u32>,
+}
+
+/// Network buffers per channel that a job's edges reserve on the cluster's TaskExecutors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelBuffers {
+    /// Per channel of a producer's partition.
+    pub per_channel: usize,
+    /// Per remote input channel of a consumer.
+    pub exclusive: usize,
+    /// Per consumer gate with remote channels.
+    pub floating: usize,
 }
 
 /// What a job master asks of the resource manager.
 pub trait ResourceManagerGateway: Send + Sync {
     /// Network buffers per channel on the cluster's TaskExecutors: what a job's edges reserve.
-    fn buffers_per_channel(&self) -> usize;
-    /// `slots` slots and `buffers` network buffers on one TaskExecutor.
-    fn request_slots(&self, slots: u32, buffers: usize) -> Result<SlotOffer, SlotError>;
+    fn channel_buffers(&self) -> ChannelBuffers;
+    /// `slots` slots for a job: on one TaskExecutor when one has room for all (no edge then
+    /// crosses the network), else over several, each filled before the next (Flink's default
+    /// placement). `buffers(slots)` is the network buffers the job needs on a TaskExecutor
+    /// that holds just `slots` of them.
+    fn request_slots(
+        &self,
+        slots: u32,
+        buffers: &dyn Fn(Range<u32>) -> usize,
+    ) -> Result<Vec<SlotOffer>, SlotError>;
 }
 
 impl TaskExecutorGateway for TaskExecutor {
@@ -77,5 +101,9 @@ impl TaskExecutorGateway for TaskExecutor {
 
     fn network_stats(&self) -> BufferPoolStats {
         self.network().stats()
+    }
+
+    fn data_address(&self) -> Result<String, String> {
+        self.network_environment().data_address()
     }
 }

@@ -147,10 +147,11 @@ pub struct JobHandle {
     pub(super) tasks: Vec<RunningTask>,
     pub(super) done: Receiver<(usize, Result<(), TaskFailure>)>,
     pub(super) started: Instant,
-    pub(super) task_executor: Arc<dyn TaskExecutorGateway>,
+    /// The TaskExecutors running the job's tasks, one per slot offer.
+    pub(super) task_executors: Vec<Arc<dyn TaskExecutorGateway>>,
     pub(super) coordinator: Option<CoordinatorHandle>,
-    pub(super) registration: JobRegistration,
-    pub(super) _slots: SlotAllocation,
+    pub(super) registrations: Vec<JobRegistration>,
+    pub(super) _slots: Vec<SlotAllocation>,
 }
 
 /// A job's entry in the TaskExecutor's job table (with its gates, which hold buffers): removed,
@@ -343,8 +344,25 @@ impl JobHandle {
             .collect()
     }
 
+    /// Every task's live metrics (gauges of remote channels included), by task name.
+    pub fn task_metrics(&self) -> Vec<(String, Arc<TaskMetrics>)> {
+        self.tasks
+            .iter()
+            .map(|t| (t.name.clone(), t.metrics.clone()))
+            .collect()
+    }
+
+    /// The network buffer pools of the job's TaskExecutors, added up.
     pub fn network(&self) -> BufferPoolStats {
-        self.task_executor.network_stats()
+        self.task_executors
+            .iter()
+            .map(|te| te.network_stats())
+            .fold(BufferPoolStats::default(), |a, b| BufferPoolStats {
+                segment_size: b.segment_size,
+                total: a.total + b.total,
+                in_use: a.in_use + b.in_use,
+                high_water: a.high_water + b.high_water,
+            })
     }
 
     /// Waits for every task. The first task to fail cancels the others; its failure (not the
@@ -369,7 +387,7 @@ impl JobHandle {
         }
         let duration = self.started.elapsed();
         let tasks = self.metrics();
-        let network = self.task_executor.network_stats();
+        let network = self.network();
         let checkpoints = self.completed_checkpoints();
         if let Some(c) = self.coordinator {
             let _ = c.events.send(CoordinatorEvent::Stop);
@@ -378,7 +396,7 @@ impl JobHandle {
         for task in self.tasks {
             let _ = task.thread.join();
         }
-        drop(self.registration);
+        drop(self.registrations);
         if let Some(failure) = first_failure {
             return Err(JobFailure::Task(Box::new(failure)));
         }

@@ -1,5 +1,6 @@
-//! The mini-cluster: a resource manager over one TaskExecutor, and the job master's work for
-//! the jobs submitted to it, in one process.
+//! The mini-cluster: a resource manager over its TaskExecutors (one by default; several, each
+//! with its own buffer pool and data port, talking over loopback TCP), and the job master's
+//! work for the jobs submitted to it, in one process.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -20,6 +21,9 @@ use crate::wasm::{Limits, LogSink, StderrLog, WasmRuntime};
 #[derive(Clone)]
 pub struct MiniClusterConfig {
     pub task_executor: TaskExecutorConfig,
+    /// TaskExecutors to start, each with `task_executor`'s settings (and so one cluster
+    /// secret).
+    pub task_executors: usize,
     /// Limits of a job that sets none of its own.
     pub limits: Arc<Limits>,
     /// The most a job may set.
@@ -37,6 +41,7 @@ impl Default for MiniClusterConfig {
     fn default() -> Self {
         MiniClusterConfig {
             task_executor: TaskExecutorConfig::default(),
+            task_executors: 1,
             limits: Arc::new(Limits::default()),
             limit_maximums: LimitMaximums::default(),
             native_operators: None,
@@ -48,7 +53,7 @@ impl Default for MiniClusterConfig {
 
 /// One process running JobManager and TaskExecutor together.
 pub struct MiniCluster {
-    pub(super) task_executor: Arc<TaskExecutor>,
+    pub(super) task_executors: Vec<Arc<TaskExecutor>>,
     pub(super) resource_manager: ResourceManager,
     pub(super) limits: Arc<Limits>,
     pub(super) limit_maximums: LimitMaximums,
@@ -61,10 +66,17 @@ pub struct MiniCluster {
 impl MiniCluster {
     /// A mini-cluster on the process's wasm runtime.
     pub fn new(config: MiniClusterConfig, runtime: Arc<WasmRuntime>) -> Self {
-        let task_executor = Arc::new(TaskExecutor::new(config.task_executor, runtime));
+        let task_executors: Vec<_> = (0..config.task_executors.max(1))
+            .map(|_| {
+                Arc::new(TaskExecutor::new(
+                    config.task_executor.clone(),
+                    runtime.clone(),
+                ))
+            })
+            .collect();
         MiniCluster {
-            resource_manager: ResourceManager::new(vec![task_executor.clone()]),
-            task_executor,
+            resource_manager: ResourceManager::new(task_executors.clone()),
+            task_executors,
             limits: config.limits,
             limit_maximums: config.limit_maximums,
             native_operators: config.native_operators,
@@ -74,8 +86,13 @@ impl MiniCluster {
         }
     }
 
+    /// The first TaskExecutor (the only one unless configured otherwise).
     pub fn task_executor(&self) -> &TaskExecutor {
-        &self.task_executor
+        &self.task_executors[0]
+    }
+
+    pub fn task_executors(&self) -> &[Arc<TaskExecutor>] {
+        &self.task_executors
     }
 
     /// Runs `graph` to completion, without checkpoints.

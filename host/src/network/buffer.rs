@@ -207,7 +207,6 @@ impl LocalBufferPool {
             state.waiting -= 1;
         }
     }
-
 }
 
 /// Where a buffer's segment goes when the buffer is dropped: the pool (or remote channel) that

@@ -108,6 +108,7 @@ pub(crate) struct Shared {
 struct Started {
     runtime: tokio::runtime::Runtime,
     address: String,
+    connections: Arc<ConnectionManager>,
 }
 
 /// A TaskExecutor's network between TaskExecutors: the data port, the partitions it serves, the
@@ -115,7 +116,6 @@ struct Started {
 /// a lone TaskExecutor never opens a port.
 pub struct NetworkEnvironment {
     shared: Arc<Shared>,
-    connections: Arc<ConnectionManager>,
     started: OnceLock<Result<Started, String>>,
 }
 
@@ -128,7 +128,6 @@ impl NetworkEnvironment {
                 pool,
                 registry: PartitionRegistry::default(),
             }),
-            connections: Arc::new(ConnectionManager::default()),
             started: OnceLock::new(),
         }
     }
@@ -161,7 +160,15 @@ impl NetworkEnvironment {
                     .clone()
                     .unwrap_or_else(|| bound.to_string());
                 runtime.spawn(server::serve(listener, self.shared.clone()));
-                Ok(Started { runtime, address })
+                let connections = Arc::new(ConnectionManager::new(
+                    self.shared.clone(),
+                    runtime.handle().clone(),
+                ));
+                Ok(Started {
+                    runtime,
+                    address,
+                    connections,
+                })
             })
             .as_ref()
             .map_err(Clone::clone)
@@ -198,15 +205,9 @@ impl NetworkEnvironment {
         metrics: Arc<TaskMetrics>,
     ) -> Result<(), String> {
         let started = self.start()?;
-        self.connections.open_channel(
-            started.runtime.handle(),
-            &self.shared,
-            spec,
-            job,
-            sender,
-            gate,
-            metrics,
-        );
+        started
+            .connections
+            .open_channel(spec, job, sender, gate, metrics);
         Ok(())
     }
 
@@ -214,7 +215,18 @@ impl NetworkEnvironment {
     /// their pools) and its remote input channels (their producers are told).
     pub fn release_job(&self, job: u64) {
         self.shared.registry.release_job(job);
-        self.connections.release_job(job);
+        if let Some(Ok(started)) = self.started.get() {
+            started.connections.release_job(job);
+        }
+    }
+
+    /// Closes every connection this TaskExecutor opened to its peers; the channels on them
+    /// fail as on a lost connection (their jobs restart by their strategy). For an operator
+    /// taking a TaskExecutor off the network, and for tests of exactly that.
+    pub fn close_connections(&self, reason: &str) {
+        if let Some(Ok(started)) = self.started.get() {
+            started.connections.close_all(reason);
+        }
     }
 
     /// Subpartitions registered and not yet consumed or released.

@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::job::{SinkSpec, SourceSpec};
+use crate::network::PartitionId;
 use crate::wasm::{Capabilities, ExecutionMode, Limits};
 
 /// One subtask of a job, as a TaskExecutor deploys it.
@@ -52,8 +53,24 @@ pub enum InputDescriptor {
         /// After the first batch, wait for this many completed checkpoints.
         wait_for_checkpoints: Option<u64>,
     },
-    /// The task's input gate.
-    Gate(GateDescriptor),
+    /// The task's input gate, and its channels fed from other TaskExecutors (the rest are
+    /// fed by producers in this one).
+    Gate {
+        gate: GateDescriptor,
+        remote: Vec<RemoteChannelDescriptor>,
+    },
+}
+
+/// A channel of a gate whose producer runs in another TaskExecutor: the consumer's
+/// TaskExecutor requests the subpartition from the producer's data port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteChannelDescriptor {
+    /// The channel's index in the gate.
+    pub channel: usize,
+    /// The producer's TaskExecutor data address.
+    pub producer: String,
+    pub partition: PartitionId,
+    pub subpartition: u32,
 }
 
 /// Identifies a consumer subtask's input gate within a TaskExecutor.
@@ -102,11 +119,20 @@ pub struct PartitionDescriptor {
     pub channels: Vec<ChannelDescriptor>,
 }
 
-/// One channel: a consumer's gate and the channel's index in it.
+/// One channel of a producer's partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChannelDescriptor {
-    pub gate: GateDescriptor,
-    pub channel: usize,
+pub enum ChannelDescriptor {
+    /// The consumer runs in this TaskExecutor: its gate, and the channel's index in it.
+    Local {
+        gate: GateDescriptor,
+        channel: usize,
+    },
+    /// The consumer runs in another TaskExecutor and will request subpartition `subpartition`
+    /// of `partition` from this one.
+    Remote {
+        partition: PartitionId,
+        subpartition: u32,
+    },
 }
 
 /// One operator of a chain.
@@ -165,7 +191,19 @@ mod tests {
             subtask: 1,
             parallelism: 2,
             max_parallelism: 128,
-            input: InputDescriptor::Gate(gate(1, 1)),
+            input: InputDescriptor::Gate {
+                gate: gate(1, 1),
+                remote: vec![RemoteChannelDescriptor {
+                    channel: 0,
+                    producer: "127.0.0.1:6121".into(),
+                    partition: PartitionId {
+                        job: 7,
+                        edge: 0,
+                        producer: 0,
+                    },
+                    subpartition: 1,
+                }],
+            },
             chain: vec![
                 OperatorDescriptor::Wasm {
                     id: "count".into(),
@@ -186,10 +224,20 @@ mod tests {
             output: OutputDescriptor::Partitions(vec![PartitionDescriptor {
                 edge: "`count` -> `counts`".into(),
                 selector: Selector::KeyGroups,
-                channels: vec![ChannelDescriptor {
-                    gate: gate(2, 0),
-                    channel: 1,
-                }],
+                channels: vec![
+                    ChannelDescriptor::Local {
+                        gate: gate(2, 0),
+                        channel: 1,
+                    },
+                    ChannelDescriptor::Remote {
+                        partition: PartitionId {
+                            job: 7,
+                            edge: 1,
+                            producer: 1,
+                        },
+                        subpartition: 1,
+                    },
+                ],
             }]),
             buffer_timeout_ms: 100,
             checkpointing: true,

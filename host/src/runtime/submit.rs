@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use super::chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
 use super::deployment::{
-    InputDescriptor, OperatorDescriptor, OutputDescriptor, Selector, StateFileHandle,
-    TaskDeploymentDescriptor,
+    ChannelDescriptor, InputDescriptor, OperatorDescriptor, OutputDescriptor, PartitionDescriptor,
+    RemoteChannelDescriptor, Selector, StateFileHandle, TaskDeploymentDescriptor,
 };
 use super::output::NetworkOutput;
 use super::task::{Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};
@@ -24,7 +24,8 @@ use crate::connectors::{
 use crate::job::{SinkSpec, SourceSpec};
 use crate::metrics::TaskMetrics;
 use crate::network::{
-    CancelFlag, ChannelSelector, InputGate, LocalBufferPool, PartitionWriter, RecordWriter,
+    CancelFlag, ChannelSelector, ChannelSender, InputGate, LocalBufferPool, PartitionWriter,
+    RecordWriter, RemoteChannelSpec, RemoteGateBuffers,
 };
 use crate::state::OperatorSnapshot;
 use crate::stream::{Output, StreamError};
@@ -66,6 +67,10 @@ pub enum SubmitError {
         channel: usize,
         channels: usize,
     },
+    #[error("task {task} cannot reach other TaskExecutors: {error}")]
+    Network { task: String, error: String },
+    #[error("task {task} names remote partitions of more than one partition on one edge")]
+    MixedPartitions { task: String },
     #[error("cannot start the thread of task {task}: {error}")]
     Spawn { task: String, error: std::io::Error },
 }
@@ -121,10 +126,12 @@ impl TaskExecutor {
             });
         }
         let gate = match &tdd.input {
-            InputDescriptor::Gate(gate) => {
-                Some(self.take_gate(gate).ok_or_else(|| SubmitError::NoGate {
+            InputDescriptor::Gate { gate, remote } => {
+                let input = self.take_gate(gate).ok_or_else(|| SubmitError::NoGate {
                     task: tdd.name.clone(),
-                })?)
+                })?;
+                self.open_remote_channels(&tdd, &input, remote, &metrics)?;
+                Some(input)
             }
             InputDescriptor::Source { .. } => None,
         };
@@ -133,22 +140,7 @@ impl TaskExecutor {
                 let per_channel = self.config().buffers_per_channel;
                 let mut writers = Vec::with_capacity(partitions.len());
                 for p in partitions {
-                    let mut senders = Vec::with_capacity(p.channels.len());
-                    for c in &p.channels {
-                        let gate_senders =
-                            self.gate_senders(&c.gate)
-                                .ok_or_else(|| SubmitError::NoGate {
-                                    task: tdd.name.clone(),
-                                })?;
-                        let sender = gate_senders.sender(c.channel).ok_or_else(|| {
-                            SubmitError::BadChannel {
-                                task: tdd.name.clone(),
-                                channel: c.channel,
-                                channels: c.gate.channels,
-                            }
-                        })?;
-                        senders.push(sender);
-                    }
+                    let senders = self.partition_senders(&tdd, p, &metrics)?;
                     let selector = match p.selector {
                         Selector::Forward => ChannelSelector::Forward,
                         Selector::Rebalance => ChannelSelector::Rebalance,
@@ -195,6 +187,106 @@ impl TaskExecutor {
             move |mailbox| opening.open(mailbox),
         )
         .map_err(|error| SubmitError::Spawn { task: name, error })
+    }
+}
+
+impl TaskExecutor {
+    /// The senders of a producer's partition, in consumer order: into gates here, or into
+    /// subpartitions registered for consumers in other TaskExecutors to request.
+    fn partition_senders(
+        &self,
+        tdd: &TaskDeploymentDescriptor,
+        partition: &PartitionDescriptor,
+        metrics: &Arc<TaskMetrics>,
+    ) -> Result<Vec<ChannelSender>, SubmitError> {
+        let mut senders = Vec::with_capacity(partition.channels.len());
+        let mut remote = Vec::new();
+        let mut remote_id = None;
+        for (at, c) in partition.channels.iter().enumerate() {
+            match *c {
+                ChannelDescriptor::Local { gate, channel } => {
+                    let gate_senders =
+                        self.gate_senders(&gate)
+                            .ok_or_else(|| SubmitError::NoGate {
+                                task: tdd.name.clone(),
+                            })?;
+                    senders.push(gate_senders.sender(channel).ok_or_else(|| {
+                        SubmitError::BadChannel {
+                            task: tdd.name.clone(),
+                            channel,
+                            channels: gate.channels,
+                        }
+                    })?);
+                }
+                ChannelDescriptor::Remote {
+                    partition: id,
+                    subpartition,
+                } => {
+                    if remote_id.is_some_and(|known| known != id) {
+                        return Err(SubmitError::MixedPartitions {
+                            task: tdd.name.clone(),
+                        });
+                    }
+                    remote_id = Some(id);
+                    remote.push((at, subpartition));
+                }
+            }
+        }
+        if let Some(id) = remote_id {
+            let indexes: Vec<u32> = remote.iter().map(|&(_, s)| s).collect();
+            let registered = self
+                .network_environment()
+                .register_partition(id, &indexes, metrics);
+            for ((at, _), sender) in remote.into_iter().zip(registered) {
+                senders.insert(at, sender);
+            }
+        }
+        Ok(senders)
+    }
+
+    /// Requests the subpartitions of a consumer's remote channels from their producers'
+    /// TaskExecutors; what arrives goes into `gate`.
+    fn open_remote_channels(
+        &self,
+        tdd: &TaskDeploymentDescriptor,
+        gate: &InputGate,
+        remote: &[RemoteChannelDescriptor],
+        metrics: &Arc<TaskMetrics>,
+    ) -> Result<(), SubmitError> {
+        if remote.is_empty() {
+            return Ok(());
+        }
+        let network = self.network_environment();
+        let config = network.config();
+        let buffers = RemoteGateBuffers::new(
+            remote.len(),
+            config.exclusive_buffers_per_channel,
+            config.floating_buffers_per_gate,
+        );
+        let senders = gate.senders();
+        for r in remote {
+            let sender = senders
+                .sender(r.channel)
+                .ok_or_else(|| SubmitError::BadChannel {
+                    task: tdd.name.clone(),
+                    channel: r.channel,
+                    channels: gate.channels(),
+                })?;
+            let spec = RemoteChannelSpec {
+                peer: r.producer.clone(),
+                partition: r.partition,
+                subpartition: r.subpartition,
+                channel: r.channel,
+                task: tdd.name.clone(),
+            };
+            network
+                .open_remote_channel(spec, tdd.job, sender, buffers.clone(), metrics.clone())
+                .map_err(|error| SubmitError::Network {
+                    task: tdd.name.clone(),
+                    error,
+                })?;
+        }
+        Ok(())
     }
 }
 
@@ -286,7 +378,7 @@ impl Opening {
         )
         .map_err(chain_failed)?;
         let (input, source, wait_for_checkpoints) = match (tdd.input, gate) {
-            (InputDescriptor::Gate(_), Some(gate)) => (TaskInput::Gate(gate), None, None),
+            (InputDescriptor::Gate { .. }, Some(gate)) => (TaskInput::Gate(gate), None, None),
             (
                 InputDescriptor::Source {
                     id,
@@ -304,7 +396,7 @@ impl Opening {
                 )?;
                 (TaskInput::Source(reader), Some(id), wait_for_checkpoints)
             }
-            (InputDescriptor::Gate(_), None) => {
+            (InputDescriptor::Gate { .. }, None) => {
                 return Err(chain_failed(StreamError::Output(
                     "a gate task was deployed without its gate".into(),
                 )));

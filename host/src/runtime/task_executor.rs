@@ -8,7 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crate::metrics::TaskMetrics;
-use crate::network::{CancelFlag, GateSenders, InputGate, NetworkBufferPool};
+use crate::network::{
+    CancelFlag, GateSenders, InputGate, NetworkBufferPool, NetworkConfig, NetworkEnvironment,
+};
 use crate::runtime::deployment::{GateDescriptor, GateId};
 use crate::runtime::{Mail, Mailbox, Task, TaskFailure};
 use crate::wasm::WasmRuntime;
@@ -29,6 +31,8 @@ pub struct TaskExecutorConfig {
     /// and a keyed consumer took turns waiting for each other (P2 at parallelism 2: the
     /// consumers idle a third of the time); 16 keeps both busy.
     pub buffers_per_channel: usize,
+    /// The network to other TaskExecutors: data port, credits, the cluster secret.
+    pub network: NetworkConfig,
 }
 
 impl Default for TaskExecutorConfig {
@@ -38,6 +42,7 @@ impl Default for TaskExecutorConfig {
             segment_bytes: 32 << 10,
             network_buffers: 16384,
             buffers_per_channel: 16,
+            network: NetworkConfig::default(),
         }
     }
 }
@@ -98,6 +103,7 @@ pub type JobTable = Arc<Mutex<BTreeMap<u64, JobEntry>>>;
 pub struct TaskExecutor {
     config: TaskExecutorConfig,
     network: Arc<NetworkBufferPool>,
+    environment: NetworkEnvironment,
     runtime: Arc<WasmRuntime>,
     /// Free slots and unreserved network buffers. Buffers are reserved per job, so jobs
     /// running side by side can never be promised more than the pool holds.
@@ -110,8 +116,10 @@ const TASK_STACK_BYTES: usize = 16 << 20;
 
 impl TaskExecutor {
     pub fn new(config: TaskExecutorConfig, runtime: Arc<WasmRuntime>) -> Self {
+        let network = NetworkBufferPool::new(config.segment_bytes, config.network_buffers);
         TaskExecutor {
-            network: NetworkBufferPool::new(config.segment_bytes, config.network_buffers),
+            environment: NetworkEnvironment::new(config.network.clone(), network.clone()),
+            network,
             free: Arc::new(Mutex::new((config.slots, config.network_buffers))),
             config,
             runtime,
@@ -153,6 +161,11 @@ impl TaskExecutor {
 
     pub fn network(&self) -> &Arc<NetworkBufferPool> {
         &self.network
+    }
+
+    /// The network to other TaskExecutors.
+    pub fn network_environment(&self) -> &NetworkEnvironment {
+        &self.environment
     }
 
     pub fn runtime(&self) -> &Arc<WasmRuntime> {
@@ -217,12 +230,14 @@ impl TaskExecutor {
             .collect()
     }
 
-    /// Forgets a job: its entry and the gates of its tasks.
+    /// Forgets a job: its entry, the gates of its tasks, the partitions it produced for other
+    /// TaskExecutors and its channels from them.
     pub fn unregister_job(&self, job: u64) {
         self.jobs
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&job);
+        self.environment.release_job(job);
     }
 
     /// Starts `build` on a new thread: it opens the task (instantiating its operators there) and

@@ -164,7 +164,10 @@ impl RemoteInputChannel {
         if c.given == 0 {
             drop(c);
             self.shared.pool.give_back(data);
-            return Err(format!("{}: the peer sent a buffer without credit", self.describe()));
+            return Err(format!(
+                "{}: the peer sent a buffer without credit",
+                self.describe()
+            ));
         }
         let before = c.given + c.in_use;
         c.given -= 1;
@@ -224,8 +227,10 @@ impl RemoteInputChannel {
     /// Ends the channel with an error the consumer task fails with.
     fn fail(&self, reason: String) {
         if !self.closed.swap(true, Ordering::Relaxed) {
-            self.sender
-                .send(ChannelItem::Failed(format!("{}: {reason}", self.describe())));
+            self.sender.send(ChannelItem::Failed(format!(
+                "{}: {reason}",
+                self.describe()
+            )));
         }
     }
 }
@@ -260,6 +265,8 @@ struct ClientConnection {
     channels: Mutex<HashMap<u64, Arc<RemoteInputChannel>>>,
     /// Why the connection broke, once it has.
     broken: Mutex<Option<String>>,
+    /// Closes the connection from this side.
+    close: tokio::sync::Notify,
 }
 
 impl ClientConnection {
@@ -276,31 +283,44 @@ impl ClientConnection {
         *lock(&self.broken) = Some(reason.clone());
         let channels: Vec<_> = lock(&self.channels).drain().map(|(_, c)| c).collect();
         for c in channels {
-            c.fail(format!("the connection to {} was lost: {reason}", self.peer));
+            c.fail(format!(
+                "the connection to {} was lost: {reason}",
+                self.peer
+            ));
         }
     }
 }
 
 /// The connections of one TaskExecutor to its peers, by peer address.
-#[derive(Default)]
 pub(crate) struct ConnectionManager {
+    shared: Arc<Shared>,
+    runtime: tokio::runtime::Handle,
     connections: Mutex<HashMap<String, Arc<ClientConnection>>>,
     next_receiver: AtomicU64,
 }
 
 impl ConnectionManager {
+    /// Connections made on `runtime`'s network threads.
+    pub(crate) fn new(shared: Arc<Shared>, runtime: tokio::runtime::Handle) -> Self {
+        ConnectionManager {
+            shared,
+            runtime,
+            connections: Mutex::new(HashMap::new()),
+            next_receiver: AtomicU64::new(0),
+        }
+    }
+
     /// Opens a remote channel: its subpartition is requested now (the connection to its peer
     /// is made first if there is none) and its items go to `sender`.
     pub(crate) fn open_channel(
         self: &Arc<Self>,
-        runtime: &tokio::runtime::Handle,
-        shared: &Arc<Shared>,
         spec: RemoteChannelSpec,
         job: u64,
         sender: ChannelSender,
         gate: Arc<RemoteGateBuffers>,
         metrics: Arc<TaskMetrics>,
     ) {
+        let shared = &self.shared;
         let connection = {
             let mut connections = lock(&self.connections);
             connections
@@ -312,8 +332,9 @@ impl ConnectionManager {
                         outbox: tx,
                         channels: Mutex::new(HashMap::new()),
                         broken: Mutex::new(None),
+                        close: tokio::sync::Notify::new(),
                     });
-                    runtime.spawn(run_connection(
+                    self.runtime.spawn(run_connection(
                         connection.clone(),
                         rx,
                         shared.clone(),
@@ -350,7 +371,10 @@ impl ConnectionManager {
         lock(&connection.channels).insert(receiver, channel.clone());
         if let Some(reason) = lock(&connection.broken).clone() {
             connection.remove(receiver);
-            channel.fail(format!("the connection to {} was lost: {reason}", connection.peer));
+            channel.fail(format!(
+                "the connection to {} was lost: {reason}",
+                connection.peer
+            ));
             return;
         }
         let _ = connection.outbox.send(Outbound::Request(receiver));
@@ -373,6 +397,15 @@ impl ConnectionManager {
                 channel.closed.store(true, Ordering::Relaxed);
                 let _ = connection.outbox.send(Outbound::Cancel(channel.receiver));
             }
+        }
+    }
+
+    /// Closes every connection, failing the channels on them as a lost connection does.
+    pub(crate) fn close_all(&self, reason: &str) {
+        let connections: Vec<_> = lock(&self.connections).drain().map(|(_, c)| c).collect();
+        for connection in connections {
+            *lock(&connection.broken) = Some(reason.to_string());
+            connection.close.notify_one();
         }
     }
 
@@ -426,6 +459,9 @@ async fn connect_and_run(
     tokio::select! {
         r = read_loop(reader, connection, shared) => r,
         r = write_loop(writer, connection, outbox, shared) => r,
+        _ = connection.close.notified() => Err(lock(&connection.broken)
+            .clone()
+            .unwrap_or_else(|| "closed by this TaskExecutor".into())),
     }
 }
 
@@ -527,12 +563,14 @@ async fn write_loop(
         while let Some(item) = next {
             let message = match item {
                 Outbound::Request(receiver) => {
-                    connection.channel(receiver).map(|c| Message::PartitionRequest {
-                        receiver,
-                        partition: c.spec.partition,
-                        subpartition: c.spec.subpartition,
-                        credit: c.take_unannounced(),
-                    })
+                    connection
+                        .channel(receiver)
+                        .map(|c| Message::PartitionRequest {
+                            receiver,
+                            partition: c.spec.partition,
+                            subpartition: c.spec.subpartition,
+                            credit: c.take_unannounced(),
+                        })
                 }
                 Outbound::Credit(receiver) => connection
                     .channel(receiver)

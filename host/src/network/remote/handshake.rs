@@ -7,8 +7,8 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::wire::{self, Frame, Message, NONCE_BYTES, VERSION, WireError};
 use super::ClusterSecret;
+use super::wire::{self, Frame, Message, NONCE_BYTES, VERSION, WireError};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -48,7 +48,10 @@ fn keyed(secret: &ClusterSecret, role: &[u8], first: &[u8], second: &[u8]) -> Hm
 }
 
 fn prove(secret: &ClusterSecret, role: &[u8], first: &[u8], second: &[u8]) -> [u8; NONCE_BYTES] {
-    keyed(secret, role, first, second).finalize().into_bytes().into()
+    keyed(secret, role, first, second)
+        .finalize()
+        .into_bytes()
+        .into()
 }
 
 /// Checks a proof in constant time.

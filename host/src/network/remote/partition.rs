@@ -187,7 +187,11 @@ impl PartitionRegistry {
     pub(crate) fn release_job(&self, job: u64) {
         let released: Vec<_> = {
             let mut table = lock(&self.subpartitions);
-            let keys: Vec<_> = table.keys().filter(|(id, _)| id.job == job).copied().collect();
+            let keys: Vec<_> = table
+                .keys()
+                .filter(|(id, _)| id.job == job)
+                .copied()
+                .collect();
             keys.iter().filter_map(|k| table.remove(k)).collect()
         };
         released.iter().for_each(|s| s.release());

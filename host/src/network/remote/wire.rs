@@ -48,7 +48,9 @@ pub(crate) enum Message {
         mac: [u8; NONCE_BYTES],
     },
     /// Client: its proof of the secret over both nonces.
-    Proof { mac: [u8; NONCE_BYTES] },
+    Proof {
+        mac: [u8; NONCE_BYTES],
+    },
     /// Client: send subpartition `subpartition` of `partition` to `receiver`, which grants
     /// `credit` buffers.
     PartitionRequest {
@@ -147,7 +149,10 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
         let backlog = reader.read_u32_le().await?;
         let bytes = len - 13;
         let mut data = segment().ok_or(WireError::NoSegment)?;
-        let got = (&mut *reader).take(bytes as u64).read_to_end(&mut data).await?;
+        let got = (&mut *reader)
+            .take(bytes as u64)
+            .read_to_end(&mut data)
+            .await?;
         if got < bytes {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
@@ -305,13 +310,19 @@ impl<'a> Fields<'a> {
         Ok(self.take(1)?[0])
     }
     fn u16(&mut self) -> Result<u16, WireError> {
-        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2 bytes")))
+        Ok(u16::from_le_bytes(
+            self.take(2)?.try_into().expect("2 bytes"),
+        ))
     }
     fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, WireError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn array(&mut self) -> Result<[u8; NONCE_BYTES], WireError> {
         Ok(self.take(NONCE_BYTES)?.try_into().expect("nonce size"))
