@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use weir_host::cluster::{JobFailure, MiniCluster, MiniClusterConfig, RestartStrategy};
 use weir_host::metrics::TaskMetrics;
 use weir_host::network::{
-    ChannelItem, ClusterSecret, InputGate, NetworkBufferPool, NetworkConfig, NetworkEnvironment,
-    PartitionId, RemoteChannelSpec, RemoteGateBuffers,
+    Buffer, ChannelEvent, ChannelItem, ClusterSecret, InputGate, NetworkBufferPool, NetworkConfig,
+    NetworkEnvironment, PartitionId, RemoteChannelSpec, RemoteGateBuffers,
 };
 use weir_host::runtime::task_executor::TaskExecutorConfig;
 
@@ -341,4 +341,155 @@ fn the_data_port_refuses_strangers_and_garbage_and_keeps_serving_its_peers() {
     let result = cluster.run(&graph).expect("job");
     assert!(result.tasks.iter().any(|(_, m)| m.bytes_in > 0));
     assert_eq!(final_counts(&output), independent_word_count(&text));
+}
+
+/// Two network environments of one cluster: `producer` with its data port open.
+fn pair(exclusive: usize, floating: usize) -> (NetworkEnvironment, NetworkEnvironment, String) {
+    let config = NetworkConfig {
+        exclusive_buffers_per_channel: exclusive,
+        floating_buffers_per_gate: floating,
+        ..NetworkConfig::default()
+    };
+    let producer = NetworkEnvironment::new(config.clone(), NetworkBufferPool::new(1024, 64));
+    let consumer = NetworkEnvironment::new(config, NetworkBufferPool::new(1024, 64));
+    let address = producer.data_address().expect("data port");
+    (producer, consumer, address)
+}
+
+#[test]
+fn credit_bounds_what_crosses_and_a_backlog_draws_floating_buffers() {
+    let (producer, consumer, address) = pair(1, 4);
+    let partition = PartitionId {
+        job: 1,
+        edge: 0,
+        producer: 0,
+    };
+    let producer_metrics = Arc::new(TaskMetrics::default());
+    let sender = producer
+        .register_partition(partition, &[0], &producer_metrics)
+        .remove(0);
+    // A backlog of 50 buffers and a barrier between them, queued before anyone asks.
+    for i in 0..50u32 {
+        if i == 25 {
+            sender.send(ChannelItem::Event(ChannelEvent::Barrier {
+                id: 7,
+                location: Arc::from(std::path::Path::new("/checkpoints/chk-7")),
+            }));
+        }
+        sender.send(ChannelItem::Buffer(Arc::new(Buffer::unpooled(
+            i.to_le_bytes().repeat(100),
+        ))));
+    }
+    sender.send(ChannelItem::Event(ChannelEvent::EndOfPartition));
+
+    let gate = InputGate::new(1);
+    let metrics = Arc::new(TaskMetrics::default());
+    let buffers = RemoteGateBuffers::new(1, 1, 4);
+    let spec = RemoteChannelSpec {
+        peer: address,
+        partition,
+        subpartition: 0,
+        channel: 0,
+        task: "reader (1/1)".into(),
+    };
+    consumer
+        .open_remote_channel(spec, 1, gate.sender(0), buffers.clone(), metrics.clone())
+        .expect("network");
+    // Nothing is consumed: the one exclusive buffer arrives with the backlog, which draws the
+    // four floating ones; then nothing more crosses, however long we wait.
+    let started = Instant::now();
+    let mut held = Vec::new();
+    while held.len() < 5 && started.elapsed() < Duration::from_secs(10) {
+        if let Some((_, item)) = gate.poll(Duration::from_millis(10)) {
+            held.push(item);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        gate.poll(Duration::ZERO).is_none(),
+        "more than the credit crossed"
+    );
+    assert_eq!(held.len(), 5);
+    assert_eq!(buffers.high_water(), 5);
+    assert_eq!(buffers.capacity(), 5);
+
+    // Consuming returns credit; everything arrives in order, the barrier in its place.
+    let mut seen = Vec::new();
+    let mut items = held.into_iter().collect::<std::collections::VecDeque<_>>();
+    loop {
+        let item = match items.pop_front() {
+            Some(item) => item,
+            None => first_item(&gate),
+        };
+        match item {
+            ChannelItem::Buffer(b) => {
+                let n = u32::from_le_bytes(b.bytes()[..4].try_into().expect("4 bytes"));
+                assert_eq!(b.len(), 400);
+                seen.push(format!("{n}"));
+            }
+            ChannelItem::Event(ChannelEvent::Barrier { id, location }) => {
+                assert_eq!(location.to_str(), Some("/checkpoints/chk-7"));
+                seen.push(format!("barrier {id}"));
+            }
+            ChannelItem::Event(ChannelEvent::EndOfPartition) => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..25)
+        .map(|i| i.to_string())
+        .chain(["barrier 7".to_string()])
+        .chain((25..50).map(|i| i.to_string()))
+        .collect();
+    assert_eq!(seen, expected);
+    assert!(buffers.high_water() <= 5);
+    assert_eq!(metrics.snapshot().bytes_in, 50 * 400);
+    assert_eq!(producer_metrics.snapshot().bytes_out, 50 * 400);
+    // Consumed to its end, the subpartition is gone from the producer's registry.
+    let started = Instant::now();
+    while producer.registered_subpartitions() > 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "not released");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_peer_that_stops_answering_fails_the_channel_after_the_peer_timeout() {
+    // Accepts connections and never says a word.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+    let address = silent.local_addr().expect("address").to_string();
+    let config = NetworkConfig {
+        peer_timeout: Duration::from_millis(300),
+        ..NetworkConfig::default()
+    };
+    let env = NetworkEnvironment::new(config, NetworkBufferPool::new(1024, 16));
+    let gate = InputGate::new(1);
+    let partition = PartitionId {
+        job: 2,
+        edge: 1,
+        producer: 0,
+    };
+    let spec = RemoteChannelSpec {
+        peer: address.clone(),
+        partition,
+        subpartition: 0,
+        channel: 0,
+        task: "reader (1/1)".into(),
+    };
+    env.open_remote_channel(
+        spec,
+        2,
+        gate.sender(0),
+        RemoteGateBuffers::new(1, 2, 0),
+        Arc::new(TaskMetrics::default()),
+    )
+    .expect("network");
+    let started = Instant::now();
+    let reason = match first_item(&gate) {
+        ChannelItem::Failed(reason) => reason,
+        other => panic!("expected a failure, got {other:?}"),
+    };
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(reason.contains(&address), "{reason}");
+    assert!(reason.contains("no handshake within"), "{reason}");
+    drop(silent);
 }

@@ -7,6 +7,9 @@
 //! - P3: P2 (wasm) with a checkpoint every second, next to P2 without: records/s, checkpoint
 //!   duration and size.
 //!
+//! With `--remote`, each job at parallelism 2 and up also runs spread over one TaskExecutor
+//! per subtask index (`placement=remote`), next to the same job in one (`placement=local`).
+//!
 //! With `--runs N` every job runs N times (the modes taking turns) and the best run is
 //! reported, with the median and all rates: on a shared machine one run can be off by 2x.
 //!
@@ -45,6 +48,21 @@ pub struct PipelinesArgs {
     /// Runs of each job; the best is reported, with the median and every rate.
     #[arg(long, default_value_t = 1)]
     pub runs: u32,
+    /// Also run each job (at parallelism 2 and up) spread over one TaskExecutor per subtask,
+    /// each with its own buffer pool, talking over loopback TCP, next to the same job in one
+    /// TaskExecutor (`placement=remote` and `placement=local`).
+    #[arg(long)]
+    pub remote: bool,
+}
+
+/// Where a job's subtasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Placement {
+    /// All in one TaskExecutor.
+    Local,
+    /// One TaskExecutor per subtask index: every edge but forward ones crosses a socket for
+    /// all but 1/parallelism of its records.
+    Remote,
 }
 
 /// Flink 2.3 on this kind of machine at N = 100 million (PERF-NOTES), records/s, by
@@ -132,16 +150,22 @@ fn run_once(
     pipeline: &str,
     parallelism: u32,
     wasm: bool,
+    placement: Placement,
     checkpoint_root: &std::path::Path,
 ) -> Result<Run> {
     let text = manifest(pipeline, wasm, args.records, parallelism)?;
     let graph = parse_manifest(&text, &Default::default())?.job_graph(None)?;
+    let (task_executors, slots) = match placement {
+        Placement::Local => (1, parallelism),
+        Placement::Remote => (parallelism as usize, 1),
+    };
     let cluster = MiniCluster::new(
         MiniClusterConfig {
             task_executor: TaskExecutorConfig {
-                slots: parallelism,
+                slots,
                 ..TaskExecutorConfig::default()
             },
+            task_executors,
             native_operators: Some(Arc::new(crate::native::BenchNatives)),
             ..MiniClusterConfig::default()
         },
@@ -201,7 +225,13 @@ fn run_once(
 
 /// One line for the runs of one pipeline, parallelism and mode: the best run's numbers, the
 /// median rate, and every rate (this kind of machine varies from run to run).
-fn report(pipeline: &str, parallelism: u32, wasm: bool, records: u64, runs: &[Run]) -> String {
+fn report(
+    pipeline: &str,
+    parallelism: u32,
+    (wasm, placement): (bool, Option<Placement>),
+    records: u64,
+    runs: &[Run],
+) -> String {
     let mut rates: Vec<f64> = runs.iter().map(|r| r.records_per_s).collect();
     rates.sort_by(f64::total_cmp);
     let median = rates[rates.len() / 2];
@@ -209,8 +239,13 @@ fn report(pipeline: &str, parallelism: u32, wasm: bool, records: u64, runs: &[Ru
         .iter()
         .max_by(|a, b| a.records_per_s.total_cmp(&b.records_per_s))
         .expect("at least one run");
+    let placement = match placement {
+        None => String::new(),
+        Some(Placement::Local) => " placement=local".into(),
+        Some(Placement::Remote) => " placement=remote".into(),
+    };
     let mut line = format!(
-        "bench={pipeline} mode={} parallelism={parallelism} records={records} seconds={:.2} records_per_s={:.0} peak_rss_mb={:.0}",
+        "bench={pipeline} mode={} parallelism={parallelism}{placement} records={records} seconds={:.2} records_per_s={:.0} peak_rss_mb={:.0}",
         if wasm { "wasm" } else { "native" },
         best.seconds,
         best.records_per_s,
@@ -271,24 +306,34 @@ pub fn run(args: &PipelinesArgs) -> Result<()> {
                         .any(|m| m == if wasm { "wasm" } else { "native" })
                 })
                 .collect();
-            // Runs alternate between the modes, so a machine that drifts affects both alike.
-            let mut runs: Vec<Vec<Run>> = modes.iter().map(|_| Vec::new()).collect();
+            let placements: Vec<Option<Placement>> = if args.remote && parallelism > 1 {
+                vec![Some(Placement::Local), Some(Placement::Remote)]
+            } else {
+                vec![None]
+            };
+            let jobs: Vec<(bool, Option<Placement>)> = modes
+                .iter()
+                .flat_map(|&wasm| placements.iter().map(move |&p| (wasm, p)))
+                .collect();
+            // Runs alternate between the jobs, so a machine that drifts affects all alike.
+            let mut runs: Vec<Vec<Run>> = jobs.iter().map(|_| Vec::new()).collect();
             for _ in 0..args.runs {
-                for (i, &wasm) in modes.iter().enumerate() {
+                for (i, &(wasm, placement)) in jobs.iter().enumerate() {
                     runs[i].push(run_once(
                         &runtime,
                         args,
                         pipeline,
                         parallelism,
                         wasm,
+                        placement.unwrap_or(Placement::Local),
                         &checkpoint_root,
                     )?);
                 }
             }
-            for (wasm, runs) in modes.iter().zip(&runs) {
+            for (job, runs) in jobs.iter().zip(&runs) {
                 println!(
                     "{}",
-                    report(pipeline, parallelism, *wasm, args.records, runs)
+                    report(pipeline, parallelism, *job, args.records, runs)
                 );
             }
         }

@@ -45,9 +45,15 @@ struct RunArgs {
     /// Fills `${name}` in the manifest; repeatable.
     #[arg(long = "arg", value_name = "NAME=VALUE", value_parser = parse_arg)]
     args: Vec<(String, String)>,
-    /// Task slots of the TaskExecutor (default: as many as the job needs).
+    /// Task slots of each TaskExecutor (default: as many as the job needs, shared out among
+    /// the TaskExecutors).
     #[arg(long)]
     slots: Option<u32>,
+    /// TaskExecutors of the embedded cluster. With more than one, a job too wide for one is
+    /// spread over several, and the edges between them cross loopback TCP with credit-based
+    /// flow control, as between TaskManagers of a cluster.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    task_executors: u32,
     /// Network buffers of the TaskExecutor (32 KiB each).
     #[arg(long, default_value_t = 16384)]
     network_buffers: usize,
@@ -133,10 +139,13 @@ fn run(args: RunArgs) -> Result<()> {
     }
     let config = MiniClusterConfig {
         task_executor: TaskExecutorConfig {
-            slots: args.slots.unwrap_or(graph.slots_needed()),
+            slots: args
+                .slots
+                .unwrap_or(graph.slots_needed().div_ceil(args.task_executors)),
             network_buffers: args.network_buffers,
             ..TaskExecutorConfig::default()
         },
+        task_executors: args.task_executors as usize,
         ..MiniClusterConfig::default()
     };
     let runtime = WasmRuntime::new(RuntimeConfig {
@@ -294,6 +303,19 @@ fn report(result: &JobResult) {
         result.checkpoints.len(),
         result.restarts
     );
+    let (bytes_in, bytes_out) = result
+        .tasks
+        .iter()
+        .fold((0, 0), |(i, o), (_, m)| (i + m.bytes_in, o + m.bytes_out));
+    if bytes_in + bytes_out > 0 {
+        let starved: Duration = result.tasks.iter().map(|(_, m)| m.credit_starved).sum();
+        eprintln!(
+            "  between TaskExecutors: {:.1} MiB sent, {:.1} MiB received; producers waited {:.2} s for credit",
+            bytes_out as f64 / (1 << 20) as f64,
+            bytes_in as f64 / (1 << 20) as f64,
+            starved.as_secs_f64()
+        );
+    }
     for (vertex, (rin, rout, busy, idle, bp, n)) in vertices {
         let n = n as f64;
         eprintln!(
