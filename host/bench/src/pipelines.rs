@@ -140,6 +140,8 @@ struct Run {
     seconds: f64,
     records_per_s: f64,
     peak_rss_mb: f64,
+    /// Bytes that crossed between TaskExecutors.
+    remote_bytes: u64,
     /// P3: checkpoints completed, mean duration (ms) and mean size (KiB).
     checkpoints: Option<(usize, f64, f64)>,
 }
@@ -219,6 +221,7 @@ fn run_once(
         seconds,
         records_per_s: args.records as f64 / seconds,
         peak_rss_mb: peak_rss_mb().unwrap_or(0.0),
+        remote_bytes: result.tasks.iter().map(|(_, m)| m.bytes_in).sum(),
         checkpoints,
     })
 }
@@ -260,6 +263,12 @@ fn report(
             " runs={} median_records_per_s={median:.0} all_records_per_s={}",
             runs.len(),
             all.join(",")
+        ));
+    }
+    if best.remote_bytes > 0 {
+        line.push_str(&format!(
+            " remote_mib={:.0}",
+            best.remote_bytes as f64 / (1 << 20) as f64
         ));
     }
     if let Some((n, ms, kib)) = best.checkpoints {

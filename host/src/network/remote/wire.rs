@@ -285,13 +285,37 @@ fn encode_event(event: &ChannelEvent, out: &mut Vec<u8>) {
         ChannelEvent::Barrier { id, location } => {
             out.push(1);
             out.extend_from_slice(&id.to_le_bytes());
-            // Checkpoint directories come from the configuration; the sender checked that the
-            // path is UTF-8 before the barrier left its task (see `RemoteSender`).
-            out.extend_from_slice(location.to_string_lossy().as_bytes());
+            out.extend_from_slice(&path_bytes(location));
         }
         ChannelEvent::EndOfData => out.push(2),
         ChannelEvent::EndOfPartition => out.push(3),
     }
+}
+
+/// A path as bytes: as the OS has it on Unix (a checkpoint directory need not be UTF-8 there;
+/// TaskExecutors of one cluster share the platform), as UTF-8 elsewhere.
+#[cfg(unix)]
+fn path_bytes(path: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    path.as_os_str().as_bytes().to_vec()
+}
+
+#[cfg(unix)]
+fn path_from_bytes(bytes: &[u8]) -> Result<PathBuf, WireError> {
+    use std::os::unix::ffi::OsStrExt;
+    Ok(PathBuf::from(std::ffi::OsStr::from_bytes(bytes)))
+}
+
+#[cfg(not(unix))]
+fn path_bytes(path: &Path) -> Vec<u8> {
+    path.to_string_lossy().into_owned().into_bytes()
+}
+
+#[cfg(not(unix))]
+fn path_from_bytes(bytes: &[u8]) -> Result<PathBuf, WireError> {
+    std::str::from_utf8(bytes)
+        .map(PathBuf::from)
+        .map_err(|_| malformed("a barrier whose location is not UTF-8"))
 }
 
 /// Reads fixed-size fields off a frame body.
@@ -377,12 +401,11 @@ fn decode(kind: u8, body: &[u8]) -> Result<Message, WireError> {
                 0 => ChannelEvent::Watermark(f.u64()? as i64),
                 1 => {
                     let id = f.u64()?;
-                    let path = std::str::from_utf8(f.0)
-                        .map_err(|_| malformed("a barrier whose location is not UTF-8"))?;
+                    let location = path_from_bytes(f.0)?;
                     f.0 = &[];
                     ChannelEvent::Barrier {
                         id,
-                        location: Arc::<Path>::from(PathBuf::from(path)),
+                        location: Arc::<Path>::from(location),
                     }
                 }
                 2 => ChannelEvent::EndOfData,
