@@ -36,6 +36,23 @@ fn spread_with(task_executors: usize, slots: u32, config: TaskExecutorConfig) ->
     MiniCluster::new(config, runtime().clone())
 }
 
+/// Every network buffer of every TaskExecutor is back in its pool (within a few seconds: the
+/// network threads let go of buffers of a broken connection on their own time).
+fn assert_buffers_returned(cluster: &MiniCluster) {
+    let started = Instant::now();
+    for te in cluster.task_executors() {
+        while te.network().stats().in_use > 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "buffers not returned: {:?}",
+                te.network().stats()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(te.network_environment().registered_subpartitions(), 0);
+    }
+}
+
 /// The last count of every word in a word count's output.
 fn final_counts(output: &std::path::Path) -> BTreeMap<String, u64> {
     let mut last = BTreeMap::new();
@@ -147,11 +164,14 @@ fn a_job_across_two_task_executors_recovers_from_a_guest_failure_exactly_once() 
     // Barriers align across the hash edge (half of it remote) and the rebalance edge to the
     // sink; the restart restores both TaskExecutors' subtasks from the same checkpoint.
     let job = graph(&wordcount(&input, &out, 200, Some(words / 3)), 2);
-    let result = spread(2, 1)
+    let cluster = spread(2, 1);
+    let result = cluster
         .run_job(&job, &options(&dir.path().join("chk"), 20))
         .expect("job");
     assert_eq!(result.restarts, 1);
     assert_eq!(committed_lines(&out), expected_lines(&text));
+    // Nothing of the failed attempt stays behind: no buffer, no subpartition.
+    assert_buffers_returned(&cluster);
 }
 
 #[test]
@@ -187,6 +207,7 @@ fn a_lost_connection_fails_the_job_naming_the_peer_and_a_restart_ends_exactly() 
     assert!(message.contains(&peer), "{message}");
     assert!(message.contains("lost"), "{message}");
     assert!(message.contains("partition"), "{message}");
+    assert_buffers_returned(&cluster);
 
     // With restarts, the job resumes from its latest checkpoint and ends exactly.
     let out = dir.path().join("b");
@@ -215,6 +236,7 @@ fn a_lost_connection_fails_the_job_naming_the_peer_and_a_restart_ends_exactly() 
     assert!(cutter.join().expect("cutter"), "no checkpoint completed");
     assert_eq!(result.restarts, 1);
     assert_eq!(committed_lines(&out), expected_lines(&text));
+    assert_buffers_returned(&cluster);
 }
 
 /// Reads until the peer closes the connection (or 5 s pass): what it sent before.

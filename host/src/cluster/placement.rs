@@ -133,7 +133,8 @@ pub(super) fn buffers_needed(
                 .filter(|&(_, producer, _)| !slots.contains(&producer))
                 .count();
             if remote > 0 {
-                needed += remote * reserve.exclusive + reserve.floating;
+                // A remote channel owns at least one buffer, whatever the configuration says.
+                needed += remote * reserve.exclusive.max(1) + reserve.floating;
             }
         }
     }

@@ -44,6 +44,10 @@ struct GateQueue {
     /// The consumer sleeps on the condvar: only then does a send wake it (a wake is a
     /// system call, and a costly one between the cores of a virtual machine).
     consumer_waiting: bool,
+    /// The gate is gone: what is sent is dropped at once, returning its buffer (a remote
+    /// channel's buffers hold the channel, whose sender holds this queue: queued, they would
+    /// keep each other alive).
+    closed: bool,
 }
 
 struct GateShared {
@@ -83,6 +87,7 @@ impl InputGate {
                 queue: Mutex::new(GateQueue {
                     items: VecDeque::new(),
                     consumer_waiting: false,
+                    closed: false,
                 }),
                 ready: Condvar::new(),
             }),
@@ -139,6 +144,16 @@ impl InputGate {
     }
 }
 
+impl Drop for InputGate {
+    fn drop(&mut self) {
+        let mut queue = lock(&self.shared);
+        queue.closed = true;
+        let items = std::mem::take(&mut queue.items);
+        drop(queue);
+        drop(items);
+    }
+}
+
 /// Makes the senders of one gate's channels.
 #[derive(Clone)]
 pub struct GateSenders {
@@ -168,6 +183,11 @@ impl ChannelSender {
         match &self.0 {
             Target::Local { shared, channel } => {
                 let mut queue = lock(shared);
+                if queue.closed {
+                    drop(queue);
+                    drop(item);
+                    return;
+                }
                 queue.items.push_back((*channel, item));
                 let wake = queue.consumer_waiting;
                 drop(queue);

@@ -237,6 +237,10 @@ impl NetworkEnvironment {
 
 impl Drop for NetworkEnvironment {
     fn drop(&mut self) {
+        // Channels fail and subpartitions are released first: once the network threads stop,
+        // nothing else would tell their tasks.
+        self.close_connections("the TaskExecutor shut down");
+        self.shared.registry.release_all();
         if let Some(Ok(started)) = self.started.take() {
             started.runtime.shutdown_background();
         }

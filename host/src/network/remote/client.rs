@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
-use super::wire::{self, Frame, Message};
+use super::wire::{self, Frame, Message, Segment};
 use super::{PartitionId, Shared, handshake};
 use crate::metrics::{RemoteChannelGauge, TaskMetrics};
 use crate::network::buffer::{Buffer, Recycler};
@@ -151,6 +151,9 @@ impl RemoteInputChannel {
     /// Moves unannounced credit to given; the number to announce.
     fn take_unannounced(&self) -> u32 {
         let mut c = lock(&self.credit);
+        if self.closed.load(Ordering::Relaxed) {
+            return 0;
+        }
         let before = c.given + c.in_use;
         let n = c.unannounced;
         c.given += n;
@@ -159,11 +162,13 @@ impl RemoteInputChannel {
         n as u32
     }
 
-    fn on_buffer(self: &Arc<Self>, data: Vec<u8>, backlog: u32) -> Result<(), String> {
+    fn on_buffer(self: &Arc<Self>, data: Segment, backlog: u32) -> Result<(), String> {
         let mut c = lock(&self.credit);
+        if self.closed.load(Ordering::Relaxed) {
+            // Sent against credit given before the channel closed; the segment goes back.
+            return Ok(());
+        }
         if c.given == 0 {
-            drop(c);
-            self.shared.pool.give_back(data);
             return Err(format!(
                 "{}: the peer sent a buffer without credit",
                 self.describe()
@@ -186,8 +191,11 @@ impl RemoteInputChannel {
         drop(c);
         self.metrics.add_bytes_in(data.len() as u64);
         let owner: Arc<dyn Recycler> = self.clone();
-        self.sender
-            .send(ChannelItem::Buffer(Arc::new(Buffer::lent(data, owner, 0))));
+        self.sender.send(ChannelItem::Buffer(Arc::new(Buffer::lent(
+            data.take(),
+            owner,
+            0,
+        ))));
         if extra > 0 {
             let _ = self.outbox.send(Outbound::Credit(self.receiver));
         }
@@ -224,9 +232,27 @@ impl RemoteInputChannel {
         });
     }
 
+    /// Stops the channel: it announces no more credit, and what credit it had and did not use
+    /// is dropped (floating buffers back to the gate). `false` if it was closed already.
+    fn close(&self) -> bool {
+        let mut c = lock(&self.credit);
+        if self.closed.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let before = c.given + c.in_use;
+        let unused = c.given + c.unannounced;
+        self.gate
+            .return_floating(c.held.saturating_sub(self.gate.exclusive).min(unused));
+        c.held -= unused;
+        c.given = 0;
+        c.unannounced = 0;
+        self.account(before, &c);
+        true
+    }
+
     /// Ends the channel with an error the consumer task fails with.
     fn fail(&self, reason: String) {
-        if !self.closed.swap(true, Ordering::Relaxed) {
+        if self.close() {
             self.sender.send(ChannelItem::Failed(format!(
                 "{}: {reason}",
                 self.describe()
@@ -242,7 +268,13 @@ impl Recycler for RemoteInputChannel {
         let before = c.given + c.in_use;
         c.in_use -= 1;
         let mut announce = false;
-        if c.held > self.gate.exclusive && c.backlog == 0 {
+        if self.closed.load(Ordering::Relaxed) {
+            // Floating buffers first go back to the gate.
+            if c.held > self.gate.exclusive {
+                self.gate.return_floating(1);
+            }
+            c.held -= 1;
+        } else if c.held > self.gate.exclusive && c.backlog == 0 {
             // A floating buffer the channel no longer needs goes back to the gate.
             c.held -= 1;
             self.gate.return_floating(1);
@@ -288,6 +320,12 @@ impl ClientConnection {
                 self.peer
             ));
         }
+    }
+
+    /// Closes the connection from this side, failing its channels now.
+    fn close(&self, reason: &str) {
+        self.break_with(reason.to_string());
+        self.close.notify_one();
     }
 }
 
@@ -394,7 +432,7 @@ impl ConnectionManager {
                 ids.iter().filter_map(|id| channels.remove(id)).collect()
             };
             for channel in ended {
-                channel.closed.store(true, Ordering::Relaxed);
+                channel.close();
                 let _ = connection.outbox.send(Outbound::Cancel(channel.receiver));
             }
         }
@@ -404,8 +442,7 @@ impl ConnectionManager {
     pub(crate) fn close_all(&self, reason: &str) {
         let connections: Vec<_> = lock(&self.connections).drain().map(|(_, c)| c).collect();
         for connection in connections {
-            *lock(&connection.broken) = Some(reason.to_string());
-            connection.close.notify_one();
+            connection.close(reason);
         }
     }
 
@@ -470,12 +507,11 @@ async fn read_loop(
     connection: &Arc<ClientConnection>,
     shared: &Arc<Shared>,
 ) -> Result<(), String> {
-    let max = wire::max_frame(shared.segment_bytes);
     let pool = shared.pool.clone();
     loop {
         let frame = tokio::time::timeout(
             shared.config.peer_timeout,
-            wire::read_frame(&mut reader, max, &mut || pool.take_segment()),
+            wire::read_frame(&mut reader, shared.segment_bytes, Some(&pool)),
         )
         .await
         .map_err(|_| {
@@ -491,11 +527,23 @@ async fn read_loop(
                 receiver,
                 backlog,
                 data,
-            }) => match connection.channel(receiver) {
-                Some(channel) => channel.on_buffer(data, backlog)?,
-                // A channel cancelled while its buffer was on the way.
-                None => pool.give_back(data),
-            },
+            }) => {
+                // No channel: it was cancelled while its buffer was on the way (the segment
+                // goes back as `data` drops).
+                if let Some(channel) = connection.channel(receiver) {
+                    channel.on_buffer(data, backlog)?;
+                }
+            }
+            Some(Frame::NoSegment { receiver }) => {
+                if let Some(channel) = connection.channel(receiver) {
+                    connection.remove(receiver);
+                    channel.fail(
+                        "no network buffer was free for a buffer it had granted credit for \
+                         (this TaskExecutor's pool is exhausted)"
+                            .into(),
+                    );
+                }
+            }
             Some(Frame::Message(Message::Event {
                 receiver, event, ..
             })) => {
@@ -503,7 +551,7 @@ async fn read_loop(
                     let last = event == ChannelEvent::EndOfPartition;
                     channel.sender.send(ChannelItem::Event(event));
                     if last {
-                        channel.closed.store(true, Ordering::Relaxed);
+                        channel.close();
                         connection.remove(receiver);
                     }
                 }

@@ -66,13 +66,15 @@ async fn next_message<S: AsyncRead + Unpin>(
     stream: &mut S,
     segment_bytes: usize,
 ) -> Result<Message, HandshakeError> {
-    match wire::read_frame(stream, wire::max_frame(segment_bytes), &mut || None).await? {
+    match wire::read_frame(stream, segment_bytes, None).await? {
         None => Err(HandshakeError::Closed),
         Some(Frame::Message(Message::Error { message, .. })) => {
             Err(HandshakeError::Refused(message))
         }
         Some(Frame::Message(m)) => Ok(m),
-        Some(Frame::Buffer { .. }) => Err(HandshakeError::Unexpected("a buffer".into())),
+        Some(Frame::Buffer { .. } | Frame::NoSegment { .. }) => {
+            Err(HandshakeError::Unexpected("a buffer".into()))
+        }
     }
 }
 

@@ -105,11 +105,6 @@ impl Subpartition {
         }
     }
 
-    /// Buffers queued.
-    pub(crate) fn backlog(&self) -> usize {
-        lock(&self.queue).buffers
-    }
-
     /// Ties the subpartition to the connection that requested it; `false` if another did.
     pub(crate) fn attach(&self, listener: Arc<Notify>) -> bool {
         let mut queue = lock(&self.queue);
@@ -194,6 +189,12 @@ impl PartitionRegistry {
                 .collect();
             keys.iter().filter_map(|k| table.remove(k)).collect()
         };
+        released.iter().for_each(|s| s.release());
+    }
+
+    /// Releases every subpartition (the TaskExecutor is going away).
+    pub(crate) fn release_all(&self) {
+        let released: Vec<_> = lock(&self.subpartitions).drain().map(|(_, s)| s).collect();
         released.iter().for_each(|s| s.release());
     }
 

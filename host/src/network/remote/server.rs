@@ -109,8 +109,9 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     };
     // The receivers are gone with the connection: their subpartitions will never be read.
     readers.iter().for_each(|r| r.sub.release());
-    connection.work.notify_one();
-    let _ = writing.await;
+    // The writer may be stuck on a peer that stopped reading; what it holds goes back to the
+    // producers' pools as it is dropped.
+    writing.abort();
 }
 
 async fn read_loop(
@@ -118,11 +119,10 @@ async fn read_loop(
     connection: &Connection,
     shared: &Shared,
 ) -> Result<(), String> {
-    let max = wire::max_frame(shared.segment_bytes);
     loop {
         let frame = tokio::time::timeout(
             shared.config.peer_timeout,
-            wire::read_frame(&mut reader, max, &mut || None),
+            wire::read_frame(&mut reader, shared.segment_bytes, None),
         )
         .await
         .map_err(|_| {
@@ -135,7 +135,9 @@ async fn read_loop(
         let message = match frame {
             None => return Ok(()),
             Some(Frame::Message(m)) => m,
-            Some(Frame::Buffer { .. }) => return Err("a client sent a buffer".into()),
+            Some(Frame::Buffer { .. } | Frame::NoSegment { .. }) => {
+                return Err("a client sent a buffer".into());
+            }
         };
         match message {
             Message::PartitionRequest {
@@ -166,7 +168,7 @@ async fn read_loop(
             Message::AddCredit { receiver, credit } => {
                 let mut state = lock(&connection.state);
                 if let Some(r) = state.readers.iter_mut().find(|r| r.receiver == receiver) {
-                    r.credit += credit;
+                    r.credit = r.credit.saturating_add(credit);
                     if let Some(since) = r.starved_since.take() {
                         r.sub.metrics.add_credit_starved(since.elapsed());
                     }
@@ -189,17 +191,25 @@ async fn read_loop(
 }
 
 /// Takes what can be sent now: replies first, then up to [`ROUND`] items of each reader that
-/// has something (a buffer only against credit).
+/// has something (a buffer only against credit). The flag says more may be ready at once: a
+/// reader used its whole round (an event needs no credit, so a backlog of buffers alone does
+/// not tell), or the connection is closing.
 fn take_round(connection: &Connection, shared: &Shared) -> (Vec<Outgoing>, bool) {
     let mut state = lock(&connection.state);
     let mut out: Vec<Outgoing> = state.control.drain(..).map(Outgoing::Message).collect();
     let n = state.readers.len();
     let start = if n == 0 { 0 } else { state.next % n };
     let mut finished = Vec::new();
+    let mut more = false;
     for k in 0..n {
         let at = (start + k) % n;
         let r = &mut state.readers[at];
-        for _ in 0..ROUND {
+        let mut taken = 0;
+        let stopped = loop {
+            if taken == ROUND {
+                break false;
+            }
+            taken += 1;
             match r.sub.next(r.credit > 0) {
                 Next::Item(ChannelItem::Buffer(buffer), backlog) => {
                     r.credit -= 1;
@@ -219,7 +229,7 @@ fn take_round(connection: &Connection, shared: &Shared) -> (Vec<Outgoing>, bool)
                     }));
                     if last {
                         finished.push(at);
-                        break;
+                        break true;
                     }
                 }
                 Next::Item(ChannelItem::Failed(message), _) => {
@@ -228,13 +238,13 @@ fn take_round(connection: &Connection, shared: &Shared) -> (Vec<Outgoing>, bool)
                         message,
                     }));
                     finished.push(at);
-                    break;
+                    break true;
                 }
                 Next::NeedsCredit => {
                     r.starved_since.get_or_insert_with(Instant::now);
-                    break;
+                    break true;
                 }
-                Next::Empty => break,
+                Next::Empty => break true,
                 Next::Released => {
                     out.push(Outgoing::Message(Message::Error {
                         receiver: Some(r.receiver),
@@ -245,10 +255,11 @@ fn take_round(connection: &Connection, shared: &Shared) -> (Vec<Outgoing>, bool)
                         ),
                     }));
                     finished.push(at);
-                    break;
+                    break true;
                 }
             }
-        }
+        };
+        more |= !stopped;
     }
     finished.sort_unstable();
     for at in finished.into_iter().rev() {
@@ -256,11 +267,6 @@ fn take_round(connection: &Connection, shared: &Shared) -> (Vec<Outgoing>, bool)
         shared.registry.remove(r.sub.id, r.sub.index);
     }
     state.next = start + 1;
-    // More may be ready at once when a reader used its whole round.
-    let more = state
-        .readers
-        .iter()
-        .any(|r| r.credit > 0 && r.sub.backlog() > 0);
     let closed = state.closed;
     drop(state);
     (out, more || closed)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::PartitionId;
-use crate::network::ChannelEvent;
+use crate::network::{ChannelEvent, NetworkBufferPool};
 
 /// The first bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"WEIR";
@@ -17,6 +17,9 @@ pub(crate) const MAGIC: [u8; 4] = *b"WEIR";
 pub(crate) const VERSION: u16 = 1;
 /// Room for a frame's length, kind and fields besides a buffer's bytes.
 pub(crate) const FRAME_OVERHEAD: usize = 64;
+/// Most bytes of a frame that is not a buffer (an error's text is cut to 1 KiB; a barrier's
+/// location is a path, at most 4 KiB on Linux), whatever the buffer size.
+const CONTROL_BYTES: usize = 8 << 10;
 /// Size of a handshake nonce and MAC.
 pub(crate) const NONCE_BYTES: usize = 32;
 
@@ -91,12 +94,48 @@ pub(crate) enum Message {
 #[derive(Debug)]
 pub(crate) enum Frame {
     Message(Message),
-    /// A buffer for `receiver`, its bytes in a segment the reader supplied.
+    /// A buffer for `receiver`, its bytes in a segment of the reader's pool.
     Buffer {
         receiver: u64,
         backlog: u32,
-        data: Vec<u8>,
+        data: Segment,
     },
+    /// A buffer for `receiver` that found no free segment: its bytes were read and dropped.
+    NoSegment {
+        receiver: u64,
+    },
+}
+
+/// A network segment on loan from the pool: back to it when dropped, unless taken (so a frame
+/// abandoned half-read, by an error or a cancelled read, loses no memory).
+#[derive(Debug)]
+pub(crate) struct Segment {
+    data: Option<Vec<u8>>,
+    pool: Arc<NetworkBufferPool>,
+}
+
+impl Segment {
+    pub(crate) fn len(&self) -> usize {
+        self.data.as_ref().map_or(0, Vec::len)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> &[u8] {
+        self.data.as_deref().unwrap_or_default()
+    }
+
+    /// The bytes, no longer returned on drop: whoever takes them returns them.
+    pub(crate) fn take(mut self) -> Vec<u8> {
+        self.data.take().unwrap_or_default()
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        if let Some(data) = self.data.take() {
+            self.pool.give_back(data);
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +146,6 @@ pub(crate) enum WireError {
     Oversized { len: usize, max: usize },
     #[error("malformed frame: {0}")]
     Malformed(String),
-    #[error("no network buffer free for a buffer frame")]
-    NoSegment,
 }
 
 fn malformed(what: impl Into<String>) -> WireError {
@@ -116,17 +153,18 @@ fn malformed(what: impl Into<String>) -> WireError {
 }
 
 /// Most bytes a frame may declare for buffers of `segment_bytes`.
-pub(crate) fn max_frame(segment_bytes: usize) -> usize {
-    segment_bytes + FRAME_OVERHEAD
+fn max_frame(segment_bytes: usize) -> usize {
+    segment_bytes.max(CONTROL_BYTES) + FRAME_OVERHEAD
 }
 
-/// Reads one frame; `None` at a clean end of stream. A buffer frame's bytes go into the
-/// segment `segment` gives.
+/// Reads one frame; `None` at a clean end of stream. A buffer frame (allowed only with a
+/// `pool`) holds at most one segment's bytes, read into a segment of `pool`.
 pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
-    max: usize,
-    segment: &mut (dyn FnMut() -> Option<Vec<u8>> + Send),
+    segment_bytes: usize,
+    pool: Option<&Arc<NetworkBufferPool>>,
 ) -> Result<Option<Frame>, WireError> {
+    let max = max_frame(segment_bytes);
     let mut len = [0u8; 4];
     match reader.read_exact(&mut len).await {
         Ok(_) => {}
@@ -142,17 +180,35 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     }
     let kind = reader.read_u8().await?;
     if kind == BUFFER {
+        let Some(pool) = pool else {
+            return Err(malformed("a buffer where none is expected"));
+        };
         if len < 13 {
             return Err(malformed("a buffer frame shorter than its header"));
         }
+        let bytes = len - 13;
+        if bytes > segment_bytes {
+            return Err(malformed(format!(
+                "a buffer of {bytes} bytes, more than the {segment_bytes} of a network buffer"
+            )));
+        }
         let receiver = reader.read_u64_le().await?;
         let backlog = reader.read_u32_le().await?;
-        let bytes = len - 13;
-        let mut data = segment().ok_or(WireError::NoSegment)?;
-        let got = (&mut *reader)
-            .take(bytes as u64)
-            .read_to_end(&mut data)
-            .await?;
+        let Some(data) = pool.take_segment() else {
+            // Read past it: the connection stays usable for the other channels.
+            let mut rest = (&mut *reader).take(bytes as u64);
+            let skipped = tokio::io::copy(&mut rest, &mut tokio::io::sink()).await?;
+            if skipped < bytes as u64 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
+            }
+            return Ok(Some(Frame::NoSegment { receiver }));
+        };
+        let mut data = Segment {
+            data: Some(data),
+            pool: pool.clone(),
+        };
+        let buf = data.data.as_mut().expect("just filled");
+        let got = (&mut *reader).take(bytes as u64).read_to_end(buf).await?;
         if got < bytes {
             return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into());
         }
@@ -442,7 +498,7 @@ mod tests {
     async fn round_trip(message: Message) -> Message {
         let mut bytes = Vec::new();
         write_message(&mut bytes, &message).await.unwrap();
-        match read_frame(&mut bytes.as_slice(), 1024, &mut || None).await {
+        match read_frame(&mut bytes.as_slice(), 1024, None).await {
             Ok(Some(Frame::Message(m))) => m,
             other => panic!("{other:?}"),
         }
@@ -516,26 +572,48 @@ mod tests {
     fn a_buffer_frame_lands_in_the_given_segment_and_a_long_one_is_refused_unread() {
         let mut bytes = Vec::new();
         block_on(write_buffer(&mut bytes, 4, 2, b"records")).unwrap();
-        let frame = block_on(read_frame(&mut bytes.as_slice(), 64, &mut || {
-            Some(Vec::with_capacity(16))
-        }));
+        let pool = NetworkBufferPool::new(16, 1);
+        let frame = block_on(read_frame(&mut bytes.as_slice(), 16, Some(&pool)));
         match frame {
             Ok(Some(Frame::Buffer {
                 receiver: 4,
                 backlog: 2,
                 data,
-            })) => assert_eq!(data, b"records"),
+            })) => {
+                assert_eq!(data.bytes(), b"records");
+                assert_eq!(pool.stats().in_use, 1);
+            }
             other => panic!("{other:?}"),
         }
+        // Dropped with the frame, the segment is back.
+        assert_eq!(pool.stats().in_use, 0);
         let mut huge = u32::MAX.to_le_bytes().to_vec();
         huge.push(BUFFER);
-        let mut asked = false;
-        let err = block_on(read_frame(&mut huge.as_slice(), 64, &mut || {
-            asked = true;
-            None
-        }))
-        .unwrap_err();
+        let err = block_on(read_frame(&mut huge.as_slice(), 16, Some(&pool))).unwrap_err();
         assert!(matches!(err, WireError::Oversized { .. }), "{err}");
-        assert!(!asked, "no segment is taken for a refused frame");
+        assert_eq!(
+            pool.stats().high_water,
+            1,
+            "no segment is taken for a refused frame"
+        );
+        // A buffer longer than a segment is refused, however small the frame limit's share.
+        let mut long = Vec::new();
+        block_on(write_buffer(&mut long, 4, 0, &[1; 17])).unwrap();
+        let err = block_on(read_frame(&mut long.as_slice(), 16, Some(&pool))).unwrap_err();
+        assert!(err.to_string().contains("more than the 16"), "{err}");
+        // A frame cut off in its bytes gives its segment back.
+        let mut cut = Vec::new();
+        block_on(write_buffer(&mut cut, 4, 0, b"records")).unwrap();
+        cut.truncate(cut.len() - 3);
+        assert!(block_on(read_frame(&mut cut.as_slice(), 16, Some(&pool))).is_err());
+        assert_eq!(pool.stats().in_use, 0);
+        // With the pool exhausted, the frame is read past and named.
+        let held = pool.take_segment();
+        let frame = block_on(read_frame(&mut bytes.as_slice(), 16, Some(&pool)));
+        assert!(
+            matches!(frame, Ok(Some(Frame::NoSegment { receiver: 4 }))),
+            "{frame:?}"
+        );
+        drop(held);
     }
 }
