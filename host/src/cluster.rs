@@ -11,6 +11,7 @@ mod mini_cluster;
 mod placement;
 mod resource_manager;
 mod restore;
+pub mod standalone;
 
 pub use dispatcher::{Dispatcher, DispatcherGateway, JobMasterGateway, JobRecord, JobStatus};
 pub use gateways::{ResourceManagerGateway, SlotOffer, TaskExecutorGateway};

@@ -11,6 +11,7 @@ mod writer;
 
 pub use buffer::{Buffer, BufferPoolStats, LocalBufferPool, NetworkBufferPool};
 pub use gate::{ChannelEvent, ChannelItem, ChannelSender, GateSenders, InputGate};
+pub use remote::handshake;
 pub use remote::{
     ClusterSecret, NetworkConfig, NetworkEnvironment, PartitionId, RemoteChannelSpec,
     RemoteGateBuffers,

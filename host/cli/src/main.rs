@@ -1,5 +1,7 @@
 //! The `weir` command.
 
+mod cluster;
+
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -33,6 +35,11 @@ struct Cli {
 enum Command {
     /// Runs a job on an embedded mini-cluster (JobManager and TaskExecutor in this process).
     Run(RunArgs),
+    /// Starts the JobManager of a standalone cluster (ResourceManager, RPC and REST
+    /// endpoints) and serves until stopped.
+    Jobmanager(cluster::JobManagerArgs),
+    /// Starts a TaskManager that registers at the JobManager and serves until stopped.
+    Taskmanager(cluster::TaskManagerArgs),
 }
 
 #[derive(clap::Args)]
@@ -343,6 +350,8 @@ fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args),
+        Command::Jobmanager(args) => cluster::jobmanager(args),
+        Command::Taskmanager(args) => cluster::taskmanager(args, default_cache_dir()),
     }
 }
 

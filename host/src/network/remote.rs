@@ -6,7 +6,7 @@
 //! stay on their own threads and only hand buffers across.
 
 mod client;
-mod handshake;
+pub mod handshake;
 mod partition;
 mod server;
 mod wire;

@@ -487,7 +487,13 @@ async fn connect_and_run(
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(
         timeout,
-        handshake::client(&mut stream, &shared.config.secret, shared.segment_bytes),
+        handshake::client(
+            &mut stream,
+            &shared.config.secret,
+            handshake::Purpose::Data {
+                segment_bytes: shared.segment_bytes,
+            },
+        ),
     )
     .await
     .map_err(|_| format!("no handshake within {timeout:?}"))?

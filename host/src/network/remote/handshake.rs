@@ -14,9 +14,9 @@ type HmacSha256 = Hmac<Sha256>;
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum HandshakeError {
-    #[error(transparent)]
-    Wire(#[from] WireError),
+pub enum HandshakeError {
+    #[error("{0}")]
+    Wire(String),
     #[error("the peer closed the connection during the handshake")]
     Closed,
     #[error("the peer sent {0} where the handshake expects another message")]
@@ -25,12 +25,23 @@ pub(crate) enum HandshakeError {
     Version { theirs: u16 },
     #[error("the peer uses {theirs}-byte network buffers, this TaskExecutor {ours}")]
     SegmentSize { theirs: u32, ours: u32 },
+    #[error("the peer speaks {theirs}, this port serves {ours}")]
+    WrongPort {
+        theirs: &'static str,
+        ours: &'static str,
+    },
     #[error("the peer does not know the cluster secret")]
     BadProof,
     #[error("the peer refused the connection: {0}")]
     Refused(String),
     #[error("no random nonce: {0}")]
     Random(String),
+}
+
+impl From<WireError> for HandshakeError {
+    fn from(e: WireError) -> Self {
+        HandshakeError::Wire(e.to_string())
+    }
 }
 
 fn nonce() -> Result<[u8; NONCE_BYTES], HandshakeError> {
@@ -59,8 +70,35 @@ fn verify(secret: &ClusterSecret, role: &[u8], first: &[u8], second: &[u8], mac:
     keyed(secret, role, first, second).verify_slice(mac).is_ok()
 }
 
-const SERVER: &[u8] = b"weir-data-server";
-const CLIENT: &[u8] = b"weir-data-client";
+/// What a connection is for: the data port (whose peers must use one buffer size), or the
+/// cluster's RPC. The purpose is part of every proof, so one cannot stand in for the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Data { segment_bytes: usize },
+    Rpc,
+}
+
+impl Purpose {
+    /// The roles' MAC prefixes: (server, client).
+    fn roles(self) -> (&'static [u8], &'static [u8]) {
+        match self {
+            Purpose::Data { .. } => (b"weir-data-server", b"weir-data-client"),
+            Purpose::Rpc => (b"weir-rpc-server", b"weir-rpc-client"),
+        }
+    }
+
+    /// What the hello carries: the buffer size, or 0 for RPC.
+    fn parameter(self) -> u32 {
+        match self {
+            Purpose::Data { segment_bytes } => segment_bytes as u32,
+            Purpose::Rpc => 0,
+        }
+    }
+
+    fn segment_bytes(self) -> usize {
+        self.parameter() as usize
+    }
+}
 
 async fn next_message<S: AsyncRead + Unpin>(
     stream: &mut S,
@@ -79,15 +117,17 @@ async fn next_message<S: AsyncRead + Unpin>(
 }
 
 /// The connecting side.
-pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn client<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     secret: &ClusterSecret,
-    segment_bytes: usize,
+    purpose: Purpose,
 ) -> Result<(), HandshakeError> {
+    let (server_role, client_role) = purpose.roles();
+    let segment_bytes = purpose.segment_bytes();
     let ours = nonce()?;
     let hello = Message::Hello {
         version: VERSION,
-        segment_bytes: segment_bytes as u32,
+        segment_bytes: purpose.parameter(),
         nonce: ours,
     };
     wire::write_message(stream, &hello)
@@ -97,11 +137,11 @@ pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
         Message::Challenge { nonce, mac } => (nonce, mac),
         other => return Err(HandshakeError::Unexpected(format!("{other:?}"))),
     };
-    if !verify(secret, SERVER, &ours, &theirs, &mac) {
+    if !verify(secret, server_role, &ours, &theirs, &mac) {
         return Err(HandshakeError::BadProof);
     }
     let proof = Message::Proof {
-        mac: prove(secret, CLIENT, &theirs, &ours),
+        mac: prove(secret, client_role, &theirs, &ours),
     };
     wire::write_message(stream, &proof)
         .await
@@ -111,11 +151,13 @@ pub(crate) async fn client<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// The accepting side: on failure it tells the peer why (unless the peer failed the proof)
 /// and the caller closes the connection.
-pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
+pub async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     secret: &ClusterSecret,
-    segment_bytes: usize,
+    purpose: Purpose,
 ) -> Result<(), HandshakeError> {
+    let (server_role, client_role) = purpose.roles();
+    let segment_bytes = purpose.segment_bytes();
     let (version, their_segment, theirs) = match next_message(stream, segment_bytes).await? {
         Message::Hello {
             version,
@@ -124,8 +166,14 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
         } => (version, segment_bytes, nonce),
         other => return Err(HandshakeError::Unexpected(format!("{other:?}"))),
     };
+    let name = |p: u32| if p == 0 { "RPC" } else { "the data protocol" };
     let refusal = if version != VERSION {
         Some(HandshakeError::Version { theirs: version })
+    } else if (their_segment == 0) != (segment_bytes == 0) {
+        Some(HandshakeError::WrongPort {
+            theirs: name(their_segment),
+            ours: name(segment_bytes as u32),
+        })
     } else if their_segment as usize != segment_bytes {
         Some(HandshakeError::SegmentSize {
             theirs: their_segment,
@@ -145,13 +193,13 @@ pub(crate) async fn server<S: AsyncRead + AsyncWrite + Unpin>(
     let ours = nonce()?;
     let challenge = Message::Challenge {
         nonce: ours,
-        mac: prove(secret, SERVER, &theirs, &ours),
+        mac: prove(secret, server_role, &theirs, &ours),
     };
     wire::write_message(stream, &challenge)
         .await
         .map_err(WireError::from)?;
     match next_message(stream, segment_bytes).await? {
-        Message::Proof { mac } if verify(secret, CLIENT, &ours, &theirs, &mac) => Ok(()),
+        Message::Proof { mac } if verify(secret, client_role, &ours, &theirs, &mac) => Ok(()),
         Message::Proof { .. } => Err(HandshakeError::BadProof),
         other => Err(HandshakeError::Unexpected(format!("{other:?}"))),
     }
@@ -169,14 +217,17 @@ mod tests {
             let (mut a, mut b) = tokio::io::duplex(4096);
             let cs = ClusterSecret::new(client_secret.to_vec());
             let ss = ClusterSecret::new(server_secret.to_vec());
+            let purpose = Purpose::Data {
+                segment_bytes: 1024,
+            };
             let (c, s) = tokio::join!(
                 async {
-                    let r = client(&mut a, &cs, 1024).await;
+                    let r = client(&mut a, &cs, purpose).await;
                     drop(a);
                     r
                 },
                 async {
-                    let r = server(&mut b, &ss, 1024).await;
+                    let r = server(&mut b, &ss, purpose).await;
                     drop(b);
                     r
                 }

@@ -78,7 +78,13 @@ async fn connection(mut stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let _ = stream.set_nodelay(true);
     let handshake = tokio::time::timeout(
         shared.config.peer_timeout,
-        handshake::server(&mut stream, &shared.config.secret, shared.segment_bytes),
+        handshake::server(
+            &mut stream,
+            &shared.config.secret,
+            handshake::Purpose::Data {
+                segment_bytes: shared.segment_bytes,
+            },
+        ),
     )
     .await;
     match handshake {

@@ -1,0 +1,306 @@
+//! The standalone cluster as real processes: a JobManager and TaskManagers started from the
+//! built `weir` binary on loopback, each stopped by its own pid. Tests wait for what they need
+//! (a log line, a REST answer), bounded in time, never for a fixed time.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// A `weir` process whose stderr is collected as it runs; killed when dropped.
+struct Process {
+    child: Child,
+    log: Arc<Mutex<String>>,
+}
+
+impl Process {
+    fn start(args: &[&str]) -> Process {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start weir");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Process { child, log }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits up to 20 s for a log line containing `text`; the line.
+    fn wait_for(&self, text: &str) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(text)) {
+                return line.to_string();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no `{text}` in the log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits up to 20 s for the process to exit; its exit status and log.
+    fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                // Let the reader thread take the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status, self.log());
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the process did not exit:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to this process, by its pid.
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A cluster configuration in `dir` with free ports and a fast heartbeat.
+fn config(dir: &Path, secret: Option<&str>, extra: &str) -> PathBuf {
+    let path = dir.join(format!(
+        "weir-{}.toml",
+        secret.map_or(0, str::len) + extra.len()
+    ));
+    let secret = secret.map_or(String::new(), |s| format!("[cluster]\nsecret = \"{s}\"\n"));
+    std::fs::write(
+        &path,
+        format!(
+            "{secret}[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = 0\n\
+             [rest]\naddress = \"127.0.0.1\"\nport = 0\n\
+             [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n{extra}"
+        ),
+    )
+    .expect("config");
+    path
+}
+
+/// A started JobManager and its RPC and REST addresses.
+fn jobmanager(config: &Path) -> (Process, String, String) {
+    let jm = Process::start(&["jobmanager", "--config", config.to_str().unwrap()]);
+    let rpc = jm.wait_for("RPC endpoint listening on");
+    let rest = jm.wait_for("REST endpoint listening on");
+    let rpc = rpc.rsplit(' ').next().unwrap().to_string();
+    let rest = rest.rsplit("http://").next().unwrap().to_string();
+    (jm, rpc, rest)
+}
+
+fn taskmanager(config: &Path, rpc: &str, slots: u32, id: &str) -> Process {
+    Process::start(&[
+        "taskmanager",
+        "--config",
+        config.to_str().unwrap(),
+        "--jobmanager",
+        rpc,
+        "--slots",
+        &slots.to_string(),
+        "--resource-id",
+        id,
+    ])
+}
+
+/// `GET path` from the REST endpoint at `address`, as JSON.
+fn get(address: &str, path: &str) -> Value {
+    let mut stream = TcpStream::connect(address).expect("connect to REST");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+/// Waits up to 20 s until `GET /overview` shows `taskmanagers` TaskManagers.
+fn wait_for_task_managers(rest: &str, taskmanagers: u64) -> Value {
+    let started = Instant::now();
+    loop {
+        let overview = get(rest, "/overview");
+        if overview["taskmanagers"] == taskmanagers {
+            return overview;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{overview} never showed {taskmanagers} TaskManagers"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn taskmanagers_register_with_their_slots_and_data_ports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    let tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    let overview = wait_for_task_managers(&rest, 2);
+    assert_eq!(overview["slots-total"], 4);
+    assert_eq!(overview["slots-available"], 4);
+    let list = get(&rest, "/taskmanagers");
+    let tms = list["taskmanagers"].as_array().expect("list");
+    let ids: Vec<&str> = tms.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["tm-1", "tm-2"]);
+    for (tm, process) in tms.iter().zip([&tm1, &tm2]) {
+        // The data port each TaskManager logged is the one the JobManager knows.
+        let logged = process.wait_for("Data port listening on");
+        let port = tm["dataPort"].as_str().unwrap();
+        assert!(logged.ends_with(port), "{logged} vs {port}");
+        assert_eq!(tm["slotsNumber"], 2);
+    }
+    // Start-up follows a TaskManager's order of services.
+    let log = tm1.log();
+    let order = [
+        "Starting RPC service",
+        "Starting heartbeat services",
+        "Starting blob cache",
+        "Starting network environment",
+        "Starting slot table",
+        "Local state directory",
+        "Successful registration",
+    ];
+    let at: Vec<usize> = order
+        .iter()
+        .map(|s| log.find(s).unwrap_or_else(|| panic!("no `{s}` in\n{log}")))
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{log}");
+}
+
+#[test]
+fn a_wrong_secret_a_taken_resource_id_and_no_secret_are_refused_and_the_cluster_keeps_serving() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 2, "tm-1");
+    wait_for_task_managers(&rest, 1);
+
+    let stranger = config_with_secret(dir.path(), "fedcba9876543210fedcba9876543210");
+    let mut intruder = taskmanager(&stranger, &rpc, 2, "tm-x");
+    let (status, log) = intruder.wait_exit();
+    assert!(!status.success());
+    assert!(log.contains("cluster secret"), "{log}");
+    jm.wait_for("refused an RPC connection");
+
+    let mut twin = taskmanager(&config, &rpc, 2, "tm-1");
+    let (status, log) = twin.wait_exit();
+    assert!(!status.success());
+    assert!(log.contains("`tm-1` is already registered"), "{log}");
+
+    let no_secret = self::config(dir.path(), None, "");
+    let mut unconfigured = Process::start(&["jobmanager", "--config", no_secret.to_str().unwrap()]);
+    let (status, log) = unconfigured.wait_exit();
+    assert!(!status.success());
+    assert!(log.contains("cluster.secret"), "{log}");
+
+    let overview = wait_for_task_managers(&rest, 1);
+    assert_eq!(overview["slots-total"], 2);
+}
+
+fn config_with_secret(dir: &Path, secret: &str) -> PathBuf {
+    let sub = dir.join("other");
+    std::fs::create_dir_all(&sub).expect("dir");
+    config(&sub, Some(secret), "")
+}
+
+#[test]
+fn a_killed_taskmanager_is_lost_at_once_and_a_hung_one_after_the_heartbeat_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (jm, rpc, rest) = jobmanager(&config);
+    let mut killed = taskmanager(&config, &rpc, 2, "tm-killed");
+    let hung = taskmanager(&config, &rpc, 2, "tm-hung");
+    wait_for_task_managers(&rest, 2);
+
+    // kill -9: its connection closes, and that is loss enough.
+    killed.child.kill().expect("kill -9");
+    let _ = killed.child.wait();
+    wait_for_task_managers(&rest, 1);
+    jm.wait_for("`tm-killed` is lost: its connection closed");
+
+    // SIGSTOP: the socket stays open; only the missing heartbeats tell.
+    hung.signal("STOP");
+    let stopped = Instant::now();
+    wait_for_task_managers(&rest, 0);
+    assert!(stopped.elapsed() >= Duration::from_millis(900));
+    jm.wait_for("`tm-hung` is lost: no heartbeat");
+    // Continued, it finds its registration gone and registers again.
+    hung.signal("CONT");
+    wait_for_task_managers(&rest, 1);
+    hung.wait_for("registering again");
+}
+
+#[test]
+fn a_taskmanager_with_no_jobmanager_to_reach_gives_up_after_its_registration_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(
+        dir.path(),
+        Some(SECRET),
+        "[taskmanager]\nregistration-timeout = \"1s\"\n",
+    );
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let mut tm = taskmanager(&config, &address, 1, "tm-alone");
+    let (status, log) = tm.wait_exit();
+    assert!(!status.success());
+    assert!(
+        log.contains(&format!(
+            "could not register at the JobManager at {address} within 1s"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("Connection refused") || log.contains("cannot connect"),
+        "{log}"
+    );
+}

@@ -1,0 +1,14 @@
+//! The standalone session cluster (FLIP-6, seed 004): a JobManager process and TaskManager
+//! processes that find each other through the configuration, talk RPC authenticated by the
+//! cluster secret, and keep each other alive with heartbeats.
+
+pub mod config;
+pub mod jobmanager;
+mod registry;
+mod rest;
+pub mod rpc;
+pub mod taskmanager;
+
+pub use config::{ClusterConfig, ConfigError};
+pub use jobmanager::{JobManager, JobManagerError};
+pub use taskmanager::{TaskManager, TaskManagerError, TaskManagerOptions};

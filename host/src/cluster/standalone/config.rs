@@ -1,0 +1,344 @@
+//! `conf/weir.toml`: the configuration of a standalone cluster, one file for the JobManager and
+//! every TaskManager (Flink's `config.yaml`), found in `$WEIR_CONF_DIR`, else `conf/` beside
+//! the installation's `bin/`, else `./conf`. Every key has a default but the cluster secret.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::job::units::parse_duration;
+use crate::network::ClusterSecret;
+
+/// A configuration that cannot be used, naming the file and the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read `{path}`: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("`{path}`: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error(
+        "no cluster secret: set `cluster.secret` (or `cluster.secret-file`) in {where_}; every \
+         process of a cluster must share it"
+    )]
+    NoSecret { where_: String },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct Raw {
+    cluster: RawCluster,
+    jobmanager: RawJobManager,
+    rest: Endpoint,
+    taskmanager: RawTaskManager,
+    heartbeat: RawHeartbeat,
+}
+
+impl Default for Raw {
+    fn default() -> Self {
+        Raw {
+            cluster: RawCluster::default(),
+            jobmanager: RawJobManager::default(),
+            rest: Endpoint {
+                address: "127.0.0.1".into(),
+                port: 8081,
+            },
+            taskmanager: RawTaskManager::default(),
+            heartbeat: RawHeartbeat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct RawCluster {
+    secret: Option<String>,
+    secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct RawJobManager {
+    rpc: Endpoint,
+}
+
+impl Default for RawJobManager {
+    fn default() -> Self {
+        RawJobManager {
+            rpc: Endpoint {
+                address: "127.0.0.1".into(),
+                port: 6123,
+            },
+        }
+    }
+}
+
+/// An address and port to listen on or connect to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Endpoint {
+    pub address: String,
+    /// 0: any free port (the process logs the one it got).
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn to_address(&self) -> String {
+        format!("{}:{}", self.address, self.port)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct RawTaskManager {
+    slots: u32,
+    bind_address: String,
+    data_port: u16,
+    network_buffers: usize,
+    registration_timeout: String,
+}
+
+impl Default for RawTaskManager {
+    fn default() -> Self {
+        RawTaskManager {
+            slots: 1,
+            bind_address: "127.0.0.1".into(),
+            data_port: 0,
+            network_buffers: 16384,
+            registration_timeout: "5m".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct RawHeartbeat {
+    interval: String,
+    timeout: String,
+}
+
+impl Default for RawHeartbeat {
+    fn default() -> Self {
+        RawHeartbeat {
+            interval: "1s".into(),
+            timeout: "10s".into(),
+        }
+    }
+}
+
+/// The checked configuration.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// The file it came from, for messages (`None`: built-in defaults).
+    pub source: Option<PathBuf>,
+    pub secret: Option<ClusterSecret>,
+    /// Where the JobManager listens for TaskManagers (and they connect).
+    pub jobmanager_rpc: Endpoint,
+    /// The JobManager's REST endpoint.
+    pub rest: Endpoint,
+    pub taskmanager: TaskManagerConfig,
+    pub heartbeat: HeartbeatConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskManagerConfig {
+    pub slots: u32,
+    /// Where the TaskManager's data port listens; peers reach it there.
+    pub bind_address: String,
+    pub data_port: u16,
+    pub network_buffers: usize,
+    /// How long a TaskManager keeps trying to register before it gives up.
+    pub registration_timeout: Duration,
+}
+
+/// Heartbeats between the ResourceManager and TaskManagers (Flink's `heartbeat.interval` and
+/// `heartbeat.timeout`; shorter by default, because a weir job restarts in milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatConfig {
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// The configuration file to use: `explicit`, else `weir.toml` in `$WEIR_CONF_DIR`, in
+    /// `conf/` beside the `bin/` of the running program, in `./conf`; `None` if there is none.
+    pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
+        if let Some(path) = explicit {
+            return Some(path.to_path_buf());
+        }
+        let mut candidates = Vec::new();
+        if let Some(dir) = std::env::var_os("WEIR_CONF_DIR") {
+            candidates.push(PathBuf::from(dir).join("weir.toml"));
+        }
+        if let Some(bin) = std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+            && bin.file_name().is_some_and(|n| n == "bin")
+            && let Some(root) = bin.parent()
+        {
+            candidates.push(root.join("conf").join("weir.toml"));
+        }
+        candidates.push(PathBuf::from("conf").join("weir.toml"));
+        candidates.into_iter().find(|p| p.is_file())
+    }
+
+    /// Loads `path`, or the defaults when there is no file.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let Some(path) = path else {
+            return Self::from_raw(Raw::default(), None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses the text of `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let raw: Raw = toml::from_str(text).map_err(|e| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Self::from_raw(raw, Some(path))
+    }
+
+    fn from_raw(raw: Raw, path: Option<&Path>) -> Result<Self, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.map_or_else(|| PathBuf::from("<defaults>"), Path::to_path_buf),
+            message,
+        };
+        let duration = |key: &str, text: &str| {
+            parse_duration(text).map_err(|e| invalid(format!("`{key}`: {e}")))
+        };
+        let secret = match (raw.cluster.secret, raw.cluster.secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "set `cluster.secret` or `cluster.secret-file`, not both".into(),
+                ));
+            }
+            (Some(s), None) => Some(s.into_bytes()),
+            (None, Some(file)) => {
+                let file = match path.and_then(Path::parent) {
+                    Some(dir) if file.is_relative() => dir.join(file),
+                    _ => file,
+                };
+                let text = std::fs::read_to_string(&file).map_err(|source| ConfigError::Read {
+                    path: file.clone(),
+                    source,
+                })?;
+                Some(text.trim().as_bytes().to_vec())
+            }
+            (None, None) => None,
+        };
+        if let Some(s) = &secret
+            && s.len() < 16
+        {
+            return Err(invalid(format!(
+                "`cluster.secret` has {} bytes; use at least 16 (e.g. 32 random hex digits)",
+                s.len()
+            )));
+        }
+        let heartbeat = HeartbeatConfig {
+            interval: duration("heartbeat.interval", &raw.heartbeat.interval)?,
+            timeout: duration("heartbeat.timeout", &raw.heartbeat.timeout)?,
+        };
+        if heartbeat.interval.is_zero() || heartbeat.timeout <= heartbeat.interval {
+            return Err(invalid(format!(
+                "`heartbeat.timeout` ({:?}) must be longer than a non-zero `heartbeat.interval` \
+                 ({:?})",
+                heartbeat.timeout, heartbeat.interval
+            )));
+        }
+        if raw.taskmanager.slots == 0 {
+            return Err(invalid("`taskmanager.slots` must be at least 1".into()));
+        }
+        Ok(ClusterConfig {
+            source: path.map(Path::to_path_buf),
+            secret: secret.map(ClusterSecret::new),
+            jobmanager_rpc: raw.jobmanager.rpc,
+            rest: raw.rest,
+            taskmanager: TaskManagerConfig {
+                slots: raw.taskmanager.slots,
+                bind_address: raw.taskmanager.bind_address,
+                data_port: raw.taskmanager.data_port,
+                network_buffers: raw.taskmanager.network_buffers,
+                registration_timeout: duration(
+                    "taskmanager.registration-timeout",
+                    &raw.taskmanager.registration_timeout,
+                )?,
+            },
+            heartbeat,
+        })
+    }
+
+    /// The cluster secret, which a standalone process cannot do without.
+    pub fn require_secret(&self) -> Result<ClusterSecret, ConfigError> {
+        self.secret.clone().ok_or_else(|| ConfigError::NoSecret {
+            where_: match &self.source {
+                Some(p) => format!("`{}`", p.display()),
+                None => "conf/weir.toml (none was found)".into(),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ClusterConfig, ConfigError> {
+        ClusterConfig::parse(text, Path::new("conf/weir.toml"))
+    }
+
+    #[test]
+    fn defaults_fill_what_the_file_leaves_out() {
+        let c = parse("[cluster]\nsecret = \"0123456789abcdef0123\"\n[taskmanager]\nslots = 2\n")
+            .unwrap();
+        assert_eq!(c.jobmanager_rpc.to_address(), "127.0.0.1:6123");
+        assert_eq!(c.rest.port, 8081);
+        assert_eq!(c.taskmanager.slots, 2);
+        assert_eq!(c.heartbeat.interval, Duration::from_secs(1));
+        assert!(c.require_secret().is_ok());
+    }
+
+    #[test]
+    fn the_shipped_configuration_parses_to_the_defaults() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../conf/weir.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let shipped = ClusterConfig::parse(&text, &path).unwrap();
+        let defaults = ClusterConfig::load(None).unwrap();
+        assert_eq!(shipped.jobmanager_rpc, defaults.jobmanager_rpc);
+        assert_eq!(shipped.rest, defaults.rest);
+        assert_eq!(shipped.heartbeat, defaults.heartbeat);
+        assert_eq!(shipped.taskmanager.slots, defaults.taskmanager.slots);
+        assert_eq!(
+            shipped.taskmanager.registration_timeout,
+            defaults.taskmanager.registration_timeout
+        );
+        assert!(shipped.secret.is_none(), "the shipped file holds no secret");
+    }
+
+    #[test]
+    fn mistakes_are_named_with_file_and_key() {
+        let err = parse("[taskmanager]\nslot = 2\n").unwrap_err().to_string();
+        assert!(
+            err.contains("conf/weir.toml") && err.contains("slot"),
+            "{err}"
+        );
+        let err = parse("[heartbeat]\ninterval = \"5s\"\ntimeout = \"1s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeat.timeout"), "{err}");
+        let err = parse("[cluster]\nsecret = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("at least 16"), "{err}");
+        let none = parse("").unwrap();
+        let err = none.require_secret().unwrap_err().to_string();
+        assert!(err.contains("cluster.secret"), "{err}");
+    }
+}

@@ -1,0 +1,202 @@
+//! The ResourceManager's table of registered TaskManagers (Flink's
+//! `taskExecutors` map in ResourceManager, with its heartbeat manager's view): who is
+//! registered, on which connection, with which slots, and when it was last heard from. A
+//! TaskManager is lost when its RPC connection closes (at once) or when it has not sent a
+//! heartbeat for the heartbeat timeout (a hung process with its socket open).
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::rpc::{
+    Hardware, RegistrationAccepted, RegistrationRefused, SlotReport, TaskManagerRegistration,
+    UnknownRegistration,
+};
+
+/// A registered TaskManager.
+#[derive(Debug, Clone)]
+pub struct RegisteredTaskManager {
+    pub resource_id: String,
+    pub registration: u64,
+    pub data_address: String,
+    pub slots: SlotReport,
+    pub hardware: Hardware,
+    pub last_heartbeat: Instant,
+    /// The RPC connection it registered on.
+    connection: u64,
+}
+
+/// See the module docs.
+pub struct TaskManagerRegistry {
+    task_managers: Mutex<BTreeMap<String, RegisteredTaskManager>>,
+    next_registration: AtomicU64,
+    heartbeat_interval: Duration,
+    heartbeat_timeout: Duration,
+}
+
+impl TaskManagerRegistry {
+    pub fn new(heartbeat_interval: Duration, heartbeat_timeout: Duration) -> Self {
+        TaskManagerRegistry {
+            task_managers: Mutex::new(BTreeMap::new()),
+            next_registration: AtomicU64::new(1),
+            heartbeat_interval,
+            heartbeat_timeout,
+        }
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RegisteredTaskManager>> {
+        self.task_managers.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a TaskManager that called on `connection`. Another live TaskManager under the
+    /// same resource id is refused; one that registered on this same connection before (it is
+    /// registering again) is replaced.
+    pub fn register(
+        &self,
+        registration: TaskManagerRegistration,
+        connection: u64,
+    ) -> Result<RegistrationAccepted, RegistrationRefused> {
+        if registration.slots == 0 {
+            return Err(RegistrationRefused::NoSlots);
+        }
+        let mut table = self.table();
+        if let Some(existing) = table.get(&registration.resource_id)
+            && existing.connection != connection
+        {
+            return Err(RegistrationRefused::DuplicateResourceId {
+                resource_id: registration.resource_id,
+                data_address: existing.data_address.clone(),
+            });
+        }
+        let id = self.next_registration.fetch_add(1, Ordering::Relaxed);
+        eprintln!(
+            "Registering TaskManager `{}` ({} slots, data port {}) under registration {id}",
+            registration.resource_id, registration.slots, registration.data_address
+        );
+        table.insert(
+            registration.resource_id.clone(),
+            RegisteredTaskManager {
+                slots: SlotReport {
+                    total: registration.slots,
+                    free: registration.slots,
+                },
+                resource_id: registration.resource_id,
+                registration: id,
+                data_address: registration.data_address,
+                hardware: registration.hardware,
+                last_heartbeat: Instant::now(),
+                connection,
+            },
+        );
+        Ok(RegistrationAccepted {
+            registration: id,
+            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+        })
+    }
+
+    /// A heartbeat of registration `registration`.
+    pub fn heartbeat(
+        &self,
+        resource_id: &str,
+        registration: u64,
+        slots: SlotReport,
+    ) -> Result<(), UnknownRegistration> {
+        let mut table = self.table();
+        match table.get_mut(resource_id) {
+            Some(tm) if tm.registration == registration => {
+                tm.last_heartbeat = Instant::now();
+                tm.slots = slots;
+                Ok(())
+            }
+            _ => Err(UnknownRegistration {
+                resource_id: resource_id.to_string(),
+                registration,
+            }),
+        }
+    }
+
+    /// The RPC connection `connection` closed: every TaskManager registered on it is lost.
+    pub fn connection_closed(&self, connection: u64) {
+        let mut table = self.table();
+        let lost: Vec<String> = table
+            .values()
+            .filter(|tm| tm.connection == connection)
+            .map(|tm| tm.resource_id.clone())
+            .collect();
+        for id in lost {
+            table.remove(&id);
+            eprintln!("TaskManager `{id}` is lost: its connection closed");
+        }
+    }
+
+    /// Removes TaskManagers not heard from for the heartbeat timeout; their ids.
+    pub fn expire(&self) -> Vec<String> {
+        let mut table = self.table();
+        let timeout = self.heartbeat_timeout;
+        let lost: Vec<String> = table
+            .values()
+            .filter(|tm| tm.last_heartbeat.elapsed() > timeout)
+            .map(|tm| tm.resource_id.clone())
+            .collect();
+        for id in &lost {
+            table.remove(id);
+            eprintln!("TaskManager `{id}` is lost: no heartbeat for {timeout:?}");
+        }
+        lost
+    }
+
+    /// The registered TaskManagers, by resource id.
+    pub fn task_managers(&self) -> Vec<RegisteredTaskManager> {
+        self.table().values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(id: &str) -> TaskManagerRegistration {
+        TaskManagerRegistration {
+            resource_id: id.into(),
+            data_address: format!("{id}:1"),
+            slots: 2,
+            hardware: Hardware {
+                cpu_cores: 2,
+                network_buffers: 16,
+                segment_bytes: 1024,
+            },
+        }
+    }
+
+    #[test]
+    fn a_second_live_task_manager_under_one_id_is_refused_and_a_lost_one_forgotten() {
+        let registry =
+            TaskManagerRegistry::new(Duration::from_millis(10), Duration::from_millis(50));
+        let first = registry.register(registration("tm-1"), 1).unwrap();
+        let err = registry.register(registration("tm-1"), 2).unwrap_err();
+        assert!(matches!(
+            err,
+            RegistrationRefused::DuplicateResourceId { .. }
+        ));
+        // Registering again on its own connection replaces the registration.
+        let again = registry.register(registration("tm-1"), 1).unwrap();
+        assert_ne!(first.registration, again.registration);
+        let report = SlotReport { total: 2, free: 1 };
+        assert!(
+            registry
+                .heartbeat("tm-1", first.registration, report)
+                .is_err()
+        );
+        registry
+            .heartbeat("tm-1", again.registration, report)
+            .unwrap();
+        assert_eq!(registry.task_managers()[0].slots, report);
+        registry.connection_closed(1);
+        assert!(registry.task_managers().is_empty());
+        registry.register(registration("tm-2"), 3).unwrap();
+        std::thread::sleep(Duration::from_millis(80));
+        assert_eq!(registry.expire(), ["tm-2".to_string()]);
+        assert!(registry.heartbeat("tm-2", 4, report).is_err());
+    }
+}

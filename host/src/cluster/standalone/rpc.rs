@@ -1,0 +1,188 @@
+//! RPC between the processes of a standalone cluster, on tarpc: typed services whose requests
+//! and replies are plain serde data (the same data the gateways pass in one process), framed by
+//! length and encoded with the host's codec, over TCP connections that first pass the cluster
+//! secret's challenge-response (the data port's handshake, for another purpose). tarpc over
+//! tonic: the messages are already serde types (descriptors, blob keys), so no schema and no
+//! `protoc` in the build; deadlines travel with every call.
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpStream;
+use tokio_util::codec::{Framed, LengthDelimitedCodec};
+
+use crate::network::ClusterSecret;
+use crate::network::handshake::{self, Purpose};
+
+/// Largest RPC message: a component travels in one (the Python SDK's are ~18 MB).
+const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// What a TaskManager tells the ResourceManager when it registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskManagerRegistration {
+    /// Stable name of the TaskManager (Flink's ResourceID).
+    pub resource_id: String,
+    /// Where its data port is reached.
+    pub data_address: String,
+    pub slots: u32,
+    pub hardware: Hardware,
+}
+
+/// What a TaskManager runs on, for the REST endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    pub cpu_cores: u32,
+    pub network_buffers: usize,
+    pub segment_bytes: usize,
+}
+
+/// A registration accepted: its id (each registration of a TaskManager gets a new one, so a
+/// heartbeat of an older one is told apart) and the heartbeat to keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationAccepted {
+    pub registration: u64,
+    pub heartbeat_interval_ms: u64,
+}
+
+/// Why the ResourceManager refused a registration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum RegistrationRefused {
+    #[error(
+        "a TaskManager with resource id `{resource_id}` is already registered (from {data_address})"
+    )]
+    DuplicateResourceId {
+        resource_id: String,
+        data_address: String,
+    },
+    #[error("a TaskManager must offer at least one slot")]
+    NoSlots,
+}
+
+/// The slots of a TaskManager now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotReport {
+    pub total: u32,
+    pub free: u32,
+}
+
+/// Why a heartbeat was refused: the registration it names is not (or no longer) known, so the
+/// TaskManager must register again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("registration {registration} of `{resource_id}` is not known (it was declared lost)")]
+pub struct UnknownRegistration {
+    pub resource_id: String,
+    pub registration: u64,
+}
+
+/// The JobManager's RPC service, as TaskManagers call it.
+#[tarpc::service]
+pub trait JobManagerRpc {
+    /// Registers a TaskManager at the ResourceManager.
+    async fn register_task_manager(
+        registration: TaskManagerRegistration,
+    ) -> Result<RegistrationAccepted, RegistrationRefused>;
+    /// The TaskManager is alive, with its slots.
+    async fn heartbeat(
+        resource_id: String,
+        registration: u64,
+        slots: SlotReport,
+    ) -> Result<(), UnknownRegistration>;
+}
+
+fn invalid(e: impl std::fmt::Display) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e.to_string())
+}
+
+/// A message transport over an authenticated stream: length-delimited frames of the host
+/// codec.
+pub(crate) fn transport<Out, In>(
+    stream: TcpStream,
+) -> impl Stream<Item = io::Result<In>> + Sink<Out, Error = io::Error> + Send
+where
+    Out: Serialize + Send + 'static,
+    In: DeserializeOwned + Send + 'static,
+{
+    let codec = LengthDelimitedCodec::builder()
+        .max_frame_length(MAX_MESSAGE_BYTES)
+        .new_codec();
+    Framed::new(stream, codec)
+        .map(|frame| frame.and_then(|bytes| crate::codec::decode::<In>(&bytes).map_err(invalid)))
+        .with(|message: Out| {
+            futures::future::ready(
+                crate::codec::try_encode(&message)
+                    .map(Bytes::from)
+                    .map_err(invalid),
+            )
+        })
+}
+
+/// Why a connection could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to {address}: {source}")]
+    Connect { address: String, source: io::Error },
+    #[error("{address} did not answer within {timeout:?}")]
+    Timeout { address: String, timeout: Duration },
+    #[error("{address} refused the cluster handshake: {source}")]
+    Handshake {
+        address: String,
+        source: handshake::HandshakeError,
+    },
+}
+
+/// Connects to `address` and authenticates both ways, within `timeout`.
+pub(crate) async fn connect(
+    address: &str,
+    secret: &ClusterSecret,
+    timeout: Duration,
+) -> Result<TcpStream, ConnectError> {
+    let timed_out = || ConnectError::Timeout {
+        address: address.to_string(),
+        timeout,
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut stream = tokio::time::timeout_at(deadline, TcpStream::connect(address))
+        .await
+        .map_err(|_| timed_out())?
+        .map_err(|source| ConnectError::Connect {
+            address: address.to_string(),
+            source,
+        })?;
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout_at(
+        deadline,
+        handshake::client(&mut stream, secret, Purpose::Rpc),
+    )
+    .await
+    .map_err(|_| timed_out())?
+    .map_err(|source| ConnectError::Handshake {
+        address: address.to_string(),
+        source,
+    })?;
+    Ok(stream)
+}
+
+/// Authenticates a connection accepted on an RPC port.
+pub(crate) async fn accept(
+    stream: &mut TcpStream,
+    secret: &ClusterSecret,
+    timeout: Duration,
+) -> Result<(), String> {
+    let _ = stream.set_nodelay(true);
+    match tokio::time::timeout(timeout, handshake::server(stream, secret, Purpose::Rpc)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no handshake within {timeout:?}")),
+    }
+}
+
+/// A call context whose deadline is `timeout` from now.
+pub(crate) fn deadline(timeout: Duration) -> tarpc::context::Context {
+    let mut context = tarpc::context::current();
+    context.deadline = Instant::now() + timeout;
+    context
+}

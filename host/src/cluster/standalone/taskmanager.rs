@@ -1,0 +1,277 @@
+//! `weir taskmanager` (Flink's TaskManagerRunner): starts its services in the order of a
+//! TaskManager's start-up (RPC service, heartbeat services, blob cache, network environment with
+//! its data port, slot and job tables, local state directory), registers at the JobManager's
+//! ResourceManager, and keeps its registration alive with heartbeats, registering again when
+//! the JobManager forgets it or the connection breaks.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::config::{ClusterConfig, ConfigError};
+use super::rpc::{
+    self, ConnectError, Hardware, JobManagerRpcClient, RegistrationRefused, SlotReport,
+    TaskManagerRegistration,
+};
+use crate::network::{ClusterSecret, NetworkConfig};
+use crate::runtime::task_executor::{TaskExecutor, TaskExecutorConfig};
+use crate::wasm::{RuntimeConfig, WasmRuntime};
+
+/// How to start a TaskManager.
+#[derive(Debug, Clone)]
+pub struct TaskManagerOptions {
+    pub config: ClusterConfig,
+    /// The JobManager's RPC address (default: the configuration's).
+    pub jobmanager: Option<String>,
+    /// Slots (default: the configuration's).
+    pub slots: Option<u32>,
+    /// The resource id (default: the data address and a random suffix).
+    pub resource_id: Option<String>,
+    /// Where compiled components are cached (the blob cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Why a TaskManager stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskManagerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot start the TaskManager's {service}: {reason}")]
+    Start {
+        service: &'static str,
+        reason: String,
+    },
+    #[error("the ResourceManager refused the registration: {0}")]
+    Refused(RegistrationRefused),
+    #[error(
+        "the JobManager at {address} does not share this TaskManager's cluster secret: {source}"
+    )]
+    Secret {
+        address: String,
+        source: ConnectError,
+    },
+    #[error("could not register at the JobManager at {address} within {timeout:?}: {last}")]
+    RegistrationTimeout {
+        address: String,
+        timeout: Duration,
+        last: String,
+    },
+}
+
+/// A started TaskManager, before it registers.
+pub struct TaskManager {
+    resource_id: String,
+    jobmanager: String,
+    secret: ClusterSecret,
+    config: ClusterConfig,
+    task_executor: Arc<TaskExecutor>,
+    data_address: String,
+    runtime: tokio::runtime::Runtime,
+    _state_dir: StateDir,
+}
+
+/// The TaskManager's local state directory, removed when it stops.
+struct StateDir(PathBuf);
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn start_failed(service: &'static str) -> impl Fn(String) -> TaskManagerError {
+    move |reason| TaskManagerError::Start { service, reason }
+}
+
+impl TaskManager {
+    /// Starts the services; logs each as it comes up.
+    pub fn start(options: TaskManagerOptions) -> Result<Self, TaskManagerError> {
+        let config = options.config;
+        let secret = config.require_secret()?;
+        eprintln!("Starting RPC service");
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("weir-taskmanager-rpc")
+            .enable_all()
+            .build()
+            .map_err(|e| start_failed("RPC service")(e.to_string()))?;
+        eprintln!(
+            "Starting heartbeat services (every {:?}, timeout {:?})",
+            config.heartbeat.interval, config.heartbeat.timeout
+        );
+        eprintln!("Starting blob cache");
+        let wasm = WasmRuntime::new(RuntimeConfig {
+            cache_dir: options.cache_dir,
+            ..RuntimeConfig::default()
+        })
+        .map_err(|e| start_failed("blob cache")(e.to_string()))?;
+        eprintln!("Starting network environment");
+        let tm = &config.taskmanager;
+        let te_config = TaskExecutorConfig {
+            slots: options.slots.unwrap_or(tm.slots),
+            network_buffers: tm.network_buffers,
+            network: NetworkConfig {
+                bind: format!("{}:{}", tm.bind_address, tm.data_port),
+                secret: secret.clone(),
+                ..NetworkConfig::default()
+            },
+            ..TaskExecutorConfig::default()
+        };
+        let task_executor = Arc::new(TaskExecutor::new(te_config, Arc::new(wasm)));
+        let data_address = task_executor
+            .network_environment()
+            .data_address()
+            .map_err(start_failed("network environment"))?;
+        eprintln!("Data port listening on {data_address}");
+        eprintln!(
+            "Starting slot table ({} slots) and job table",
+            task_executor.config().slots
+        );
+        let resource_id = options.resource_id.unwrap_or_else(|| {
+            let mut suffix = [0u8; 3];
+            let _ = getrandom::fill(&mut suffix);
+            let hex: String = suffix.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{data_address}-{hex}")
+        });
+        let state_dir = std::env::temp_dir().join(format!(
+            "weir-taskmanager-{}",
+            resource_id.replace([':', '/'], "_")
+        ));
+        std::fs::create_dir_all(&state_dir)
+            .map_err(|e| start_failed("local state directory")(e.to_string()))?;
+        eprintln!("Local state directory: {}", state_dir.display());
+        Ok(TaskManager {
+            jobmanager: options
+                .jobmanager
+                .unwrap_or_else(|| config.jobmanager_rpc.to_address()),
+            resource_id,
+            secret,
+            task_executor,
+            data_address,
+            runtime,
+            config,
+            _state_dir: StateDir(state_dir),
+        })
+    }
+
+    pub fn resource_id(&self) -> &str {
+        &self.resource_id
+    }
+
+    /// Registers and keeps the registration alive until a fatal error.
+    pub fn run(self) -> Result<(), TaskManagerError> {
+        self.runtime.block_on(self.stay_registered())
+    }
+
+    fn registration(&self) -> TaskManagerRegistration {
+        let config = self.task_executor.config();
+        TaskManagerRegistration {
+            resource_id: self.resource_id.clone(),
+            data_address: self.data_address.clone(),
+            slots: config.slots,
+            hardware: Hardware {
+                cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+                network_buffers: config.network_buffers,
+                segment_bytes: config.segment_bytes,
+            },
+        }
+    }
+
+    fn slot_report(&self) -> SlotReport {
+        SlotReport {
+            total: self.task_executor.config().slots,
+            free: self.task_executor.free_slots(),
+        }
+    }
+
+    async fn stay_registered(&self) -> Result<(), TaskManagerError> {
+        let heartbeat = self.config.heartbeat;
+        let timeout = self.config.taskmanager.registration_timeout;
+        let mut since = Instant::now();
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let last = match self.connect_and_register().await {
+                Ok((client, registration)) => {
+                    eprintln!(
+                        "Successful registration at the ResourceManager at {} under registration {registration}",
+                        self.jobmanager
+                    );
+                    let reason = self.send_heartbeats(&client, registration).await;
+                    eprintln!("Registration {registration} ended: {reason}; registering again");
+                    since = Instant::now();
+                    backoff = Duration::from_millis(50);
+                    continue;
+                }
+                Err(Fatal(e)) => return Err(e),
+                Err(Retry(reason)) => reason,
+            };
+            if since.elapsed() >= timeout {
+                return Err(TaskManagerError::RegistrationTimeout {
+                    address: self.jobmanager.clone(),
+                    timeout,
+                    last,
+                });
+            }
+            eprintln!(
+                "Could not register at {}: {last}; retrying in {backoff:?}",
+                self.jobmanager
+            );
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(heartbeat.interval.max(Duration::from_millis(500)));
+        }
+    }
+
+    async fn connect_and_register(&self) -> Result<(JobManagerRpcClient, u64), Attempt> {
+        let timeout = self.config.heartbeat.timeout;
+        let stream = match rpc::connect(&self.jobmanager, &self.secret, timeout).await {
+            Ok(stream) => stream,
+            Err(e @ ConnectError::Handshake { .. }) => {
+                return Err(Fatal(TaskManagerError::Secret {
+                    address: self.jobmanager.clone(),
+                    source: e,
+                }));
+            }
+            Err(e) => return Err(Retry(e.to_string())),
+        };
+        let client =
+            JobManagerRpcClient::new(tarpc::client::Config::default(), rpc::transport(stream))
+                .spawn();
+        match client
+            .register_task_manager(rpc::deadline(timeout), self.registration())
+            .await
+        {
+            Ok(Ok(accepted)) => Ok((client, accepted.registration)),
+            Ok(Err(refused)) => Err(Fatal(TaskManagerError::Refused(refused))),
+            Err(e) => Err(Retry(format!("registration call failed: {e}"))),
+        }
+    }
+
+    /// Sends heartbeats until one fails; why it stopped.
+    async fn send_heartbeats(&self, client: &JobManagerRpcClient, registration: u64) -> String {
+        let heartbeat = self.config.heartbeat;
+        let mut tick = tokio::time::interval(heartbeat.interval);
+        loop {
+            tick.tick().await;
+            match client
+                .heartbeat(
+                    rpc::deadline(heartbeat.timeout),
+                    self.resource_id.clone(),
+                    registration,
+                    self.slot_report(),
+                )
+                .await
+            {
+                Ok(Ok(())) => {}
+                Ok(Err(unknown)) => return unknown.to_string(),
+                Err(e) => return format!("the JobManager did not answer a heartbeat: {e}"),
+            }
+        }
+    }
+}
+
+/// How a registration attempt failed.
+enum Attempt {
+    Fatal(TaskManagerError),
+    Retry(String),
+}
+use Attempt::{Fatal, Retry};
