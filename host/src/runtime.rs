@@ -14,5 +14,5 @@ pub use chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
 pub use input::{InputProcessor, InputStatus};
 pub use output::{CollectedOutput, CollectingOutput, NetworkOutput};
 pub use stream_operator::{RestoreStateError, StreamOperator, WasmOperator};
-pub use submit::{JobConnection, SubmitError};
+pub use submit::{JobConnection, JobMasterConnection, SubmitError};
 pub use task::{Mail, Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};

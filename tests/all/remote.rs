@@ -104,7 +104,14 @@ fn a_slow_consumer_across_the_network_backpressures_its_producer_within_its_cred
     };
     let cluster = spread_with(2, 1, small);
     let handle = cluster.submit(&graph).expect("submit");
-    let metrics: Vec<(String, Arc<TaskMetrics>)> = handle.task_metrics();
+    // The live metrics (with the remote channels' gauges) from the TaskExecutors.
+    let metrics: Vec<(String, Arc<TaskMetrics>)> = cluster
+        .task_executors()
+        .iter()
+        .flat_map(|te| te.task_metrics(handle.id()))
+        .map(|(_, name, m)| (name, m))
+        .collect();
+    assert_eq!(metrics.len(), 4);
     let result = handle.wait().expect("job");
     let network = &cluster.task_executor().config().network;
     let credit = network.exclusive_buffers_per_channel + network.floating_buffers_per_gate;

@@ -12,27 +12,22 @@ use std::time::Instant;
 use super::JobFailure;
 use super::gateways::{ResourceManagerGateway, TaskExecutorGateway};
 use super::job_master::{
-    AttemptSetup, CoordinatorHandle, JobHandle, JobMonitor, JobRegistration, transactional_dirs,
+    AttemptSetup, CoordinatorHandle, DeployedTask, InProcessJobMaster, JobHandle, JobMonitor,
+    JobRegistration, transactional_dirs,
 };
 use super::mini_cluster::MiniCluster;
 use super::placement::{Placement, buffers_needed};
 use super::restore::RestorePlan;
 use crate::checkpoint::Coordinator;
 use crate::job::{JobGraph, OperatorImpl, Partitioning, VertexInput, VertexOutput};
-use crate::network::{CancelFlag, PartitionId};
+use crate::network::PartitionId;
 use crate::runtime::deployment::{
     BlobKey, ChannelDescriptor, GateDescriptor, GateId, InputDescriptor, OperatorDescriptor,
     OutputDescriptor, PartitionDescriptor, Selector, TaskDeploymentDescriptor,
 };
-use crate::runtime::task_executor::RunningTask;
-use crate::runtime::{JobConnection, Mail, Mailbox, TaskFailure};
+use crate::runtime::{JobMasterConnection, TaskFailure};
 use crate::stream::Barrier;
 use crate::wasm::{Capabilities, ExecutionMode};
-
-struct SpawnedTask {
-    task: RunningTask,
-    source: bool,
-}
 
 /// Checks resources, loads the components and the state to restore, and starts every task of
 /// `graph` (and, with checkpointing, its coordinator).
@@ -103,11 +98,16 @@ pub(super) fn deploy(
     }
 
     let id = cluster.dispatcher.new_attempt_id();
-    let cancel = CancelFlag::default();
-    tes.iter()
-        .for_each(|te| te.register_job(id, cancel.clone()));
+    let (coordinator_tx, coordinator_rx) = mpsc::channel();
+    let (done_tx, done_rx) = mpsc::channel();
+    let master: Arc<dyn JobMasterConnection> = Arc::new(InProcessJobMaster {
+        coordinator: setup.checkpoints.map(|_| coordinator_tx.clone()),
+        done: done_tx.clone(),
+    });
+    for te in &tes {
+        te.register_job(id, master.clone(), setup.checkpoints.is_some());
+    }
     let abort = |e: JobFailure| {
-        cancel.cancel();
         tes.iter().for_each(|te| te.unregister_job(id));
         e
     };
@@ -129,16 +129,7 @@ pub(super) fn deploy(
             .unwrap_or(0);
         existing.max(committed).max(restored_id.unwrap_or(0)) + 1
     });
-    let (coordinator_tx, coordinator_rx) = mpsc::channel();
     let task_count: usize = graph.vertices.iter().map(|v| v.parallelism as usize).sum();
-    let (done_tx, done_rx) = mpsc::channel();
-    let connection = JobConnection {
-        cancel: cancel.clone(),
-        coordinator: setup.checkpoints.map(|_| coordinator_tx.clone()),
-        done: done_tx.clone(),
-        log_sink: cluster.log_sink.clone(),
-        natives: cluster.native_operators.clone(),
-    };
     let gate = |v: usize, s: u32| GateDescriptor {
         id: GateId {
             job: id,
@@ -147,8 +138,7 @@ pub(super) fn deploy(
         },
         channels: gate_channels[v],
     };
-    let mut tasks = Vec::new();
-    let mut monitored = Vec::new();
+    let mut tasks: Vec<DeployedTask> = Vec::new();
     for (v, vertex) in graph.vertices.iter().enumerate() {
         for s in 0..vertex.parallelism {
             let index = tasks.len();
@@ -257,20 +247,18 @@ pub(super) fn deploy(
             } else {
                 tdd
             };
-            match tes[placement.task_executor(s)].submit_task(tdd, &connection) {
-                Ok(task) => {
-                    monitored.push((
-                        task.metrics.clone(),
-                        matches!(vertex.input, VertexInput::Source(_)),
-                        matches!(vertex.output, VertexOutput::Sink(_)),
-                    ));
-                    tasks.push(SpawnedTask {
-                        task,
-                        source: matches!(vertex.input, VertexInput::Source(_)),
-                    });
-                }
-                Err(e) => return Err(abort(JobFailure::Submit(e))),
-            }
+            let name = tdd.name.clone();
+            let task_executor = placement.task_executor(s);
+            tes[task_executor]
+                .submit_task(tdd)
+                .map_err(|e| abort(JobFailure::Submit(e)))?;
+            tasks.push(DeployedTask {
+                index,
+                name,
+                task_executor,
+                source: matches!(vertex.input, VertexInput::Source(_)),
+                sink: matches!(vertex.output, VertexOutput::Sink(_)),
+            });
         }
     }
     let coordinator = setup.checkpoints.map(|config| {
@@ -285,27 +273,35 @@ pub(super) fn deploy(
             completed: Arc::new(Mutex::new(Vec::new())),
         };
         let completed = coordinator.completed.clone();
-        let sources: Vec<Arc<Mailbox>> = tasks
+        // Per TaskExecutor, its source tasks: where barriers start.
+        let sources: Vec<(Arc<dyn TaskExecutorGateway>, Vec<usize>)> = tes
             .iter()
-            .filter(|t| t.source)
-            .map(|t| t.task.mailbox.clone())
+            .enumerate()
+            .map(|(k, te)| {
+                let here = tasks
+                    .iter()
+                    .filter(|t| t.source && t.task_executor == k)
+                    .map(|t| t.index)
+                    .collect();
+                ((*te).clone(), here)
+            })
             .collect();
-        let all: Vec<Arc<Mailbox>> = tasks.iter().map(|t| t.task.mailbox.clone()).collect();
         let done = done_tx.clone();
         let thread = std::thread::Builder::new()
             .name("checkpoint-coordinator".into())
             .spawn(move || {
                 coordinator.run(
                     coordinator_rx,
-                    |id, dir| {
-                        let barrier = Barrier::new(id, dir);
-                        sources
-                            .iter()
-                            .for_each(|m| m.send(Mail::TriggerCheckpoint(barrier.clone())))
+                    |checkpoint, dir| {
+                        let barrier = Barrier::new(checkpoint, dir);
+                        for (te, here) in &sources {
+                            te.trigger_checkpoint(id, here, &barrier);
+                        }
                     },
-                    |id, last| {
-                        all.iter()
-                            .for_each(|m| m.send(Mail::CheckpointComplete { id, last }))
+                    |checkpoint, last| {
+                        for (te, _) in &sources {
+                            te.notify_checkpoint_complete(id, checkpoint, last);
+                        }
                     },
                     |reason| {
                         let _ = done.send((usize::MAX, Err(TaskFailure::Checkpoint(reason))));
@@ -328,21 +324,23 @@ pub(super) fn deploy(
         .map(|te| JobRegistration {
             task_executor: (*te).clone(),
             id,
-            cancel: cancel.clone(),
         })
         .collect();
-    let task_executors = tes.iter().map(|te| (*te).clone()).collect();
+    let task_executors: Vec<Arc<dyn TaskExecutorGateway>> =
+        tes.iter().map(|te| (*te).clone()).collect();
     Ok(JobHandle {
         coordinator,
         registrations,
         monitor: JobMonitor {
             started: Instant::now(),
-            tasks: monitored,
+            job: id,
+            task_executors: task_executors.clone(),
+            sources: tasks.iter().filter(|t| t.source).map(|t| t.index).collect(),
+            sinks: tasks.iter().filter(|t| t.sink).map(|t| t.index).collect(),
         },
         id,
         name: graph.name.clone(),
-        cancel,
-        tasks: tasks.into_iter().map(|t| t.task).collect(),
+        tasks,
         done: done_rx,
         started: Instant::now(),
         task_executors,

@@ -6,10 +6,12 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use crate::network::{BufferPoolStats, CancelFlag};
+use crate::metrics::TaskMetricsSnapshot;
+use crate::network::BufferPoolStats;
 use crate::runtime::deployment::{BlobKey, TaskDeploymentDescriptor};
-use crate::runtime::task_executor::{RunningTask, SlotAllocation, SlotError, TaskExecutor};
-use crate::runtime::{JobConnection, SubmitError};
+use crate::runtime::task_executor::{SlotAllocation, SlotError, TaskExecutor};
+use crate::runtime::{JobMasterConnection, SubmitError};
+use crate::stream::Barrier;
 use crate::wasm::LoadError;
 
 /// What a job master asks of a TaskExecutor.
@@ -17,14 +19,17 @@ pub trait TaskExecutorGateway: Send + Sync {
     /// Makes a component (its file name and bytes, from the dispatcher's blob store) available
     /// to tasks under its blob key; compiled once per TaskExecutor.
     fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError>;
-    /// Opens the job's entry (its cancel flag and gates) before its tasks are submitted.
-    fn register_job(&self, job: u64, cancel: CancelFlag);
-    /// Deploys one task.
-    fn submit_task(
-        &self,
-        tdd: TaskDeploymentDescriptor,
-        job: &JobConnection,
-    ) -> Result<RunningTask, SubmitError>;
+    /// Opens the job's entry before its tasks are submitted: where they report to, and
+    /// whether the job checkpoints.
+    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool);
+    /// Deploys one task of a registered job.
+    fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError>;
+    /// Starts checkpoint `barrier` at tasks `tasks` (sources) of the job.
+    fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier);
+    /// Checkpoint `id` of the job completed (`last`: its final checkpoint).
+    fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool);
+    /// The metrics of the job's tasks here: (task index, name, metrics).
+    fn task_metrics(&self, job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)>;
     /// Stops every task of the job at its next step or wait.
     fn cancel_job(&self, job: u64);
     /// Forgets the job (its gates, and the buffers they hold).
@@ -79,16 +84,27 @@ impl TaskExecutorGateway for TaskExecutor {
         })
     }
 
-    fn register_job(&self, job: u64, cancel: CancelFlag) {
-        TaskExecutor::register_job(self, job, cancel)
+    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool) {
+        TaskExecutor::register_job(self, job, master, checkpointing)
     }
 
-    fn submit_task(
-        &self,
-        tdd: TaskDeploymentDescriptor,
-        job: &JobConnection,
-    ) -> Result<RunningTask, SubmitError> {
-        TaskExecutor::submit_task(self, tdd, job)
+    fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
+        TaskExecutor::submit_task(self, tdd)
+    }
+
+    fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier) {
+        TaskExecutor::trigger_checkpoint(self, job, tasks, barrier)
+    }
+
+    fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool) {
+        TaskExecutor::notify_checkpoint_complete(self, job, id, last)
+    }
+
+    fn task_metrics(&self, job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)> {
+        TaskExecutor::task_metrics(self, job)
+            .into_iter()
+            .map(|(i, name, m)| (i, name, m.snapshot()))
+            .collect()
     }
 
     fn cancel_job(&self, job: u64) {

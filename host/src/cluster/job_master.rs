@@ -22,10 +22,10 @@ use crate::checkpoint::storage::{self, RestoredState};
 use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent};
 use crate::connectors::{committed_parts, create_output_dir, recover_transactional_dir};
 use crate::job::{JobGraph, SinkSpec, VertexOutput};
-use crate::metrics::{TaskMetrics, TaskMetricsSnapshot};
-use crate::network::{BufferPoolStats, CancelFlag};
-use crate::runtime::task_executor::{RunningTask, SlotAllocation};
-use crate::runtime::{Mail, TaskFailure};
+use crate::metrics::TaskMetricsSnapshot;
+use crate::network::BufferPoolStats;
+use crate::runtime::task_executor::SlotAllocation;
+use crate::runtime::{JobMasterConnection, TaskFailure};
 
 /// What happens when a task fails.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -111,24 +111,59 @@ pub(crate) struct AttemptSetup<'a> {
 #[derive(Clone)]
 pub struct JobMonitor {
     pub(super) started: Instant,
-    /// (metrics, reads a source, writes a sink)
-    pub(super) tasks: Vec<(Arc<TaskMetrics>, bool, bool)>,
+    pub(super) job: u64,
+    pub(super) task_executors: Vec<Arc<dyn TaskExecutorGateway>>,
+    /// Task indexes of the sources and of the sinks.
+    pub(super) sources: Vec<usize>,
+    pub(super) sinks: Vec<usize>,
 }
 
 impl JobMonitor {
     /// Records read by the sources and written by the sinks so far, and the time since start.
     pub fn progress(&self) -> (u64, u64, Duration) {
         let (mut read, mut written) = (0, 0);
-        for (m, source, sink) in &self.tasks {
-            let s = m.snapshot();
-            if *source {
-                read += s.records_in;
-            }
-            if *sink {
-                written += s.records_out;
+        for te in &self.task_executors {
+            for (index, _, m) in te.task_metrics(self.job) {
+                if self.sources.contains(&index) {
+                    read += m.records_in;
+                }
+                if self.sinks.contains(&index) {
+                    written += m.records_out;
+                }
             }
         }
         (read, written, self.started.elapsed())
+    }
+}
+
+/// A task of a deployed attempt, as its job master knows it.
+pub(super) struct DeployedTask {
+    pub(super) index: usize,
+    pub(super) name: String,
+    /// Which of the job's TaskExecutors runs it.
+    pub(super) task_executor: usize,
+    pub(super) source: bool,
+    pub(super) sink: bool,
+}
+
+/// The job master's end of its tasks' connection, in one process: checkpoint events go to the
+/// coordinator, task ends to the waiting job handle.
+pub(super) struct InProcessJobMaster {
+    pub(super) coordinator: Option<Sender<CoordinatorEvent>>,
+    pub(super) done: Sender<(usize, Result<(), TaskFailure>)>,
+}
+
+impl JobMasterConnection for InProcessJobMaster {
+    fn checkpoint_event(&self, event: CoordinatorEvent) {
+        // The coordinator is gone only once the job is over.
+        if let Some(coordinator) = &self.coordinator {
+            let _ = coordinator.send(event);
+        }
+    }
+
+    fn task_ended(&self, index: usize, result: Result<(), TaskFailure>) {
+        // The receiver goes away only once the job is over.
+        let _ = self.done.send((index, result));
     }
 }
 
@@ -143,8 +178,7 @@ pub struct JobHandle {
     pub(super) monitor: JobMonitor,
     pub(super) id: u64,
     pub(super) name: String,
-    pub(super) cancel: CancelFlag,
-    pub(super) tasks: Vec<RunningTask>,
+    pub(super) tasks: Vec<DeployedTask>,
     pub(super) done: Receiver<(usize, Result<(), TaskFailure>)>,
     pub(super) started: Instant,
     /// The TaskExecutors running the job's tasks, one per slot offer.
@@ -154,17 +188,15 @@ pub struct JobHandle {
     pub(super) _slots: Vec<SlotAllocation>,
 }
 
-/// A job's entry in the TaskExecutor's job table (with its gates, which hold buffers): removed,
-/// and the job cancelled, when the handle goes, waited for or not.
+/// A job's entry in a TaskExecutor's job table (with its gates, which hold buffers): removed,
+/// and what runs of the job cancelled, when the handle goes, waited for or not.
 pub(crate) struct JobRegistration {
     pub task_executor: Arc<dyn TaskExecutorGateway>,
     pub id: u64,
-    pub cancel: CancelFlag,
 }
 
 impl Drop for JobRegistration {
     fn drop(&mut self) {
-        self.cancel.cancel();
         self.task_executor.unregister_job(self.id);
     }
 }
@@ -290,9 +322,8 @@ impl JobHandle {
 
     /// Stops every task of the job.
     pub fn cancel(&self) {
-        self.cancel.cancel();
-        for task in &self.tasks {
-            task.mailbox.send(Mail::Cancel);
+        for te in &self.task_executors {
+            te.cancel_job(self.id);
         }
     }
 
@@ -336,19 +367,21 @@ impl JobHandle {
             .unwrap_or_default()
     }
 
-    /// Current metrics of every task.
+    /// Current metrics of every task, in task order, from the TaskExecutors that run them.
     pub fn metrics(&self) -> Vec<(String, TaskMetricsSnapshot)> {
+        let mut by_index = std::collections::BTreeMap::new();
+        for te in &self.task_executors {
+            for (index, name, m) in te.task_metrics(self.id) {
+                by_index.insert(index, (name, m));
+            }
+        }
         self.tasks
             .iter()
-            .map(|t| (t.name.clone(), t.metrics.snapshot()))
-            .collect()
-    }
-
-    /// Every task's live metrics (gauges of remote channels included), by task name.
-    pub fn task_metrics(&self) -> Vec<(String, Arc<TaskMetrics>)> {
-        self.tasks
-            .iter()
-            .map(|t| (t.name.clone(), t.metrics.clone()))
+            .map(|t| {
+                by_index
+                    .remove(&t.index)
+                    .unwrap_or_else(|| (t.name.clone(), TaskMetricsSnapshot::default()))
+            })
             .collect()
     }
 
@@ -392,9 +425,6 @@ impl JobHandle {
         if let Some(c) = self.coordinator {
             let _ = c.events.send(CoordinatorEvent::Stop);
             let _ = c.thread.join();
-        }
-        for task in self.tasks {
-            let _ = task.thread.join();
         }
         drop(self.registrations);
         if let Some(failure) = first_failure {

@@ -14,7 +14,7 @@ use super::resource_manager::ResourceManager;
 use crate::checkpoint::storage::RestoredState;
 use crate::job::JobGraph;
 use crate::runtime::NativeOperators;
-use crate::runtime::task_executor::{TaskExecutor, TaskExecutorConfig};
+use crate::runtime::task_executor::{TaskExecutor, TaskExecutorConfig, TaskExecutorServices};
 use crate::wasm::{Limits, LogSink, StderrLog, WasmRuntime};
 
 /// Settings of the mini-cluster.
@@ -59,7 +59,6 @@ pub struct MiniCluster {
     pub(super) limit_maximums: LimitMaximums,
     pub(super) native_operators: Option<Arc<dyn NativeOperators>>,
     pub(super) descriptors_over_the_wire: bool,
-    pub(super) log_sink: Arc<dyn LogSink>,
     pub(super) dispatcher: Dispatcher,
 }
 
@@ -68,9 +67,13 @@ impl MiniCluster {
     pub fn new(config: MiniClusterConfig, runtime: Arc<WasmRuntime>) -> Self {
         let task_executors: Vec<_> = (0..config.task_executors.max(1))
             .map(|_| {
-                Arc::new(TaskExecutor::new(
+                Arc::new(TaskExecutor::with_services(
                     config.task_executor.clone(),
                     runtime.clone(),
+                    TaskExecutorServices {
+                        log_sink: config.log_sink.clone(),
+                        natives: config.native_operators.clone(),
+                    },
                 ))
             })
             .collect();
@@ -81,7 +84,6 @@ impl MiniCluster {
             limit_maximums: config.limit_maximums,
             native_operators: config.native_operators,
             descriptors_over_the_wire: config.descriptors_over_the_wire,
-            log_sink: config.log_sink,
             dispatcher: Dispatcher::default(),
         }
     }

@@ -4,7 +4,6 @@
 //! opens (sinks and sources, the chain's operators, their restored state) and runs.
 
 use std::sync::Arc;
-use std::sync::mpsc::Sender;
 use std::time::Duration;
 
 use super::chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
@@ -14,7 +13,7 @@ use super::deployment::{
 };
 use super::output::NetworkOutput;
 use super::task::{Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};
-use super::task_executor::{RunningTask, TaskExecutor};
+use super::task_executor::TaskExecutor;
 use crate::checkpoint::storage::read_state_file;
 use crate::checkpoint::{CoordinatorEvent, RestoreError};
 use crate::connectors::{
@@ -31,15 +30,23 @@ use crate::state::OperatorSnapshot;
 use crate::stream::{Output, StreamError};
 use crate::wasm::{LoadedComponent, LogSink, OperatorSpec, WasmRuntime};
 
+/// How the tasks of a job reach their job master (the part of Flink's JobMasterGateway a
+/// TaskExecutor calls): in one process a pair of channels, across processes RPC.
+pub trait JobMasterConnection: Send + Sync {
+    /// A task's checkpoint event: acknowledgement, refusal, end of input, finished.
+    fn checkpoint_event(&self, event: CoordinatorEvent);
+    /// Task `index` ended, and how.
+    fn task_ended(&self, index: usize, result: Result<(), TaskFailure>);
+}
+
 /// What the tasks of one job share on a TaskExecutor, and their line to the job master: what a
-/// descriptor cannot carry.
+/// descriptor cannot carry. The TaskExecutor makes it when the job is registered.
 #[derive(Clone)]
 pub struct JobConnection {
     pub cancel: CancelFlag,
-    /// The checkpoint coordinator, when the job checkpoints.
-    pub coordinator: Option<Sender<CoordinatorEvent>>,
-    /// Where each task reports how it ended: its index and result.
-    pub done: Sender<(usize, Result<(), TaskFailure>)>,
+    pub master: Arc<dyn JobMasterConnection>,
+    /// Whether the job checkpoints.
+    pub checkpointing: bool,
     pub log_sink: Arc<dyn LogSink>,
     pub natives: Option<Arc<dyn NativeOperators>>,
 }
@@ -71,6 +78,10 @@ pub enum SubmitError {
     Network { task: String, error: String },
     #[error("task {task} names remote partitions of more than one partition on one edge")]
     MixedPartitions { task: String },
+    #[error(
+        "task {task} belongs to a job this TaskExecutor does not know (not registered, or over)"
+    )]
+    UnknownJob { task: String },
     #[error("cannot start the thread of task {task}: {error}")]
     Spawn { task: String, error: std::io::Error },
 }
@@ -82,12 +93,14 @@ enum Link {
 }
 
 impl TaskExecutor {
-    /// Deploys the task `tdd` describes and starts it on a thread of its own.
-    pub fn submit_task(
-        &self,
-        tdd: TaskDeploymentDescriptor,
-        job: &JobConnection,
-    ) -> Result<RunningTask, SubmitError> {
+    /// Deploys the task `tdd` describes, of a job registered here, and starts it on a thread
+    /// of its own.
+    pub fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
+        let job = &self
+            .job_connection(tdd.job)
+            .ok_or_else(|| SubmitError::UnknownJob {
+                task: tdd.name.clone(),
+            })?;
         let metrics = Arc::new(TaskMetrics::default());
         let mut links = Vec::with_capacity(tdd.chain.len());
         for op in &tdd.chain {
@@ -183,7 +196,7 @@ impl TaskExecutor {
             index,
             name.clone(),
             metrics,
-            job.done.clone(),
+            job.master.clone(),
             move |mailbox| opening.open(mailbox),
         )
         .map_err(|error| SubmitError::Spawn { task: name, error })
@@ -402,15 +415,12 @@ impl Opening {
                 )));
             }
         };
-        let checkpointing = match (&job.coordinator, tdd.checkpointing) {
-            (Some(coordinator), true) => Some(TaskCheckpointing {
-                index: tdd.index,
-                subtask: tdd.subtask,
-                source,
-                coordinator: coordinator.clone(),
-            }),
-            _ => None,
-        };
+        let checkpointing = (job.checkpointing && tdd.checkpointing).then(|| TaskCheckpointing {
+            index: tdd.index,
+            subtask: tdd.subtask,
+            source,
+            master: job.master.clone(),
+        });
         Ok(Task {
             name: tdd.name,
             input,

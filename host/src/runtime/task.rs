@@ -23,12 +23,12 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::chain::OperatorChain;
 use super::input::{InputProcessor, InputStatus};
+use super::submit::JobMasterConnection;
 use crate::checkpoint::storage::{encode_state_file, write_atomically};
 use crate::checkpoint::{Ack, CoordinatorEvent, SourceState, StateHandle};
 use crate::connectors::{SourceError, SourceReader};
@@ -107,7 +107,7 @@ pub struct TaskCheckpointing {
     pub subtask: u32,
     /// The source's node id, for a source task.
     pub source: Option<String>,
-    pub coordinator: Sender<CoordinatorEvent>,
+    pub master: Arc<dyn JobMasterConnection>,
 }
 
 /// Why a task stopped without finishing.
@@ -183,9 +183,8 @@ impl Task {
             && let Some(cp) = &self.checkpointing
         {
             // No checkpoint can complete without this task from now on.
-            let _ = cp
-                .coordinator
-                .send(CoordinatorEvent::TaskFinished(cp.index));
+            cp.master
+                .checkpoint_event(CoordinatorEvent::TaskFinished(cp.index));
         }
         result
     }
@@ -229,7 +228,8 @@ impl Task {
         if let Some(cp) = &self.checkpointing
             && cp.source.is_some()
         {
-            let _ = cp.coordinator.send(CoordinatorEvent::EndOfInput(cp.index));
+            cp.master
+                .checkpoint_event(CoordinatorEvent::EndOfInput(cp.index));
         }
         Ok(())
     }
@@ -363,7 +363,7 @@ impl Task {
             }],
             _ => Vec::new(),
         };
-        let (index, coordinator) = (cp.index, cp.coordinator.clone());
+        let (index, master) = (cp.index, cp.master.clone());
         let snapshots = self
             .chain
             .snapshot(&barrier)
@@ -387,8 +387,7 @@ impl Task {
                         reason,
                     },
                 };
-                // The coordinator is gone only once the job is over.
-                let _ = coordinator.send(event);
+                master.checkpoint_event(event);
             });
         spawned.map(|_| ()).map_err(|e| {
             self.chain_failed(StreamError::Output(format!(

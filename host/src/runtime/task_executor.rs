@@ -3,8 +3,7 @@
 //! thread of its own.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::metrics::TaskMetrics;
@@ -12,8 +11,11 @@ use crate::network::{
     CancelFlag, GateSenders, InputGate, NetworkBufferPool, NetworkConfig, NetworkEnvironment,
 };
 use crate::runtime::deployment::{GateDescriptor, GateId};
-use crate::runtime::{Mail, Mailbox, Task, TaskFailure};
-use crate::wasm::WasmRuntime;
+use crate::runtime::{
+    JobConnection, JobMasterConnection, Mail, Mailbox, NativeOperators, Task, TaskFailure,
+};
+use crate::stream::Barrier;
+use crate::wasm::{LogSink, StderrLog, WasmRuntime};
 
 /// Settings of a TaskExecutor.
 #[derive(Debug, Clone)]
@@ -86,10 +88,28 @@ pub struct RunningTask {
     pub thread: JoinHandle<()>,
 }
 
-/// A job as the TaskExecutor knows it: how to cancel its tasks.
+/// What the TaskExecutor's process gives every task, whichever job it belongs to.
+#[derive(Clone)]
+pub struct TaskExecutorServices {
+    /// Where guests' log lines go.
+    pub log_sink: Arc<dyn LogSink>,
+    /// Native operators jobs may name; none by default.
+    pub natives: Option<Arc<dyn NativeOperators>>,
+}
+
+impl Default for TaskExecutorServices {
+    fn default() -> Self {
+        TaskExecutorServices {
+            log_sink: Arc::new(StderrLog),
+            natives: None,
+        }
+    }
+}
+
+/// A job as the TaskExecutor knows it: its connection to its job master, its tasks by index.
 pub struct JobEntry {
-    cancel: CancelFlag,
-    mailboxes: Vec<Arc<Mailbox>>,
+    connection: JobConnection,
+    tasks: BTreeMap<usize, RunningTask>,
     /// Input gates of the job's tasks here, by id: made by whichever comes first, the consumer
     /// task (which takes the gate) or a producer (which takes senders), so tasks can be
     /// deployed in any order; gone with the job.
@@ -105,6 +125,7 @@ pub struct TaskExecutor {
     network: Arc<NetworkBufferPool>,
     environment: NetworkEnvironment,
     runtime: Arc<WasmRuntime>,
+    services: TaskExecutorServices,
     /// Free slots and unreserved network buffers. Buffers are reserved per job, so jobs
     /// running side by side can never be promised more than the pool holds.
     free: Arc<Mutex<(u32, usize)>>,
@@ -116,6 +137,14 @@ const TASK_STACK_BYTES: usize = 16 << 20;
 
 impl TaskExecutor {
     pub fn new(config: TaskExecutorConfig, runtime: Arc<WasmRuntime>) -> Self {
+        Self::with_services(config, runtime, TaskExecutorServices::default())
+    }
+
+    pub fn with_services(
+        config: TaskExecutorConfig,
+        runtime: Arc<WasmRuntime>,
+        services: TaskExecutorServices,
+    ) -> Self {
         let network = NetworkBufferPool::new(config.segment_bytes, config.network_buffers);
         TaskExecutor {
             environment: NetworkEnvironment::new(config.network.clone(), network.clone()),
@@ -123,8 +152,18 @@ impl TaskExecutor {
             free: Arc::new(Mutex::new((config.slots, config.network_buffers))),
             config,
             runtime,
+            services,
             jobs: JobTable::default(),
         }
+    }
+
+    fn job_table(&self) -> MutexGuard<'_, BTreeMap<u64, JobEntry>> {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The connection of a registered job, for its tasks.
+    pub(crate) fn job_connection(&self, job: u64) -> Option<JobConnection> {
+        self.job_table().get(&job).map(|e| e.connection.clone())
     }
 
     /// Runs `f` on the gate `gate` names, made now if no task of its job asked for it yet;
@@ -203,16 +242,67 @@ impl TaskExecutor {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    /// Registers a job so it can be cancelled.
-    pub fn register_job(&self, job: u64, cancel: CancelFlag) {
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).insert(
+    /// Registers a job before its tasks are submitted: where they report to, and whether it
+    /// checkpoints.
+    pub fn register_job(
+        &self,
+        job: u64,
+        master: Arc<dyn JobMasterConnection>,
+        checkpointing: bool,
+    ) {
+        let connection = JobConnection {
+            cancel: CancelFlag::default(),
+            master,
+            checkpointing,
+            log_sink: self.services.log_sink.clone(),
+            natives: self.services.natives.clone(),
+        };
+        self.job_table().insert(
             job,
             JobEntry {
-                cancel,
-                mailboxes: Vec::new(),
+                connection,
+                tasks: BTreeMap::new(),
                 gates: HashMap::new(),
             },
         );
+    }
+
+    /// Mails `mail` to tasks `tasks` of `job` (all of them for `None`).
+    fn mail(&self, job: u64, tasks: Option<&[usize]>, mail: impl Fn() -> Mail) {
+        let table = self.job_table();
+        let Some(entry) = table.get(&job) else {
+            return;
+        };
+        match tasks {
+            None => entry.tasks.values().for_each(|t| t.mailbox.send(mail())),
+            Some(indexes) => indexes
+                .iter()
+                .filter_map(|i| entry.tasks.get(i))
+                .for_each(|t| t.mailbox.send(mail())),
+        }
+    }
+
+    /// Starts checkpoint `barrier` at tasks `tasks` of `job` (its sources).
+    pub fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier) {
+        self.mail(job, Some(tasks), || {
+            Mail::TriggerCheckpoint(barrier.clone())
+        });
+    }
+
+    /// Tells every task of `job` here that checkpoint `id` completed (`last`: the job's final
+    /// one).
+    pub fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool) {
+        self.mail(job, None, || Mail::CheckpointComplete { id, last });
+    }
+
+    /// The live metrics of `job`'s tasks here: (task index, name, metrics).
+    pub fn task_metrics(&self, job: u64) -> Vec<(usize, String, Arc<TaskMetrics>)> {
+        self.job_table().get(&job).map_or_else(Vec::new, |e| {
+            e.tasks
+                .iter()
+                .map(|(&i, t)| (i, t.name.clone(), t.metrics.clone()))
+                .collect()
+        })
     }
 
     /// The job table, shared with job handles.
@@ -222,73 +312,69 @@ impl TaskExecutor {
 
     /// Jobs running now.
     pub fn running_jobs(&self) -> Vec<u64> {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .keys()
-            .copied()
-            .collect()
+        self.job_table().keys().copied().collect()
     }
 
-    /// Forgets a job: its entry, the gates of its tasks, the partitions it produced for other
-    /// TaskExecutors and its channels from them.
+    /// Forgets a job, cancelling what still runs of it: its entry, the gates of its tasks, the
+    /// partitions it produced for other TaskExecutors and its channels from them.
     pub fn unregister_job(&self, job: u64) {
-        self.jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&job);
+        let entry = self.job_table().remove(&job);
+        if let Some(entry) = entry {
+            entry.connection.cancel.cancel();
+            for task in entry.tasks.into_values() {
+                task.mailbox.send(Mail::Cancel);
+                // A task that reported its end has ended; one still running is detached and
+                // stops at its next step.
+                if task.thread.is_finished() {
+                    let _ = task.thread.join();
+                }
+            }
+        }
         self.environment.release_job(job);
     }
 
     /// Starts `build` on a new thread: it opens the task (instantiating its operators there) and
-    /// runs it.
-    /// When the task ends, its index and result go to `done`.
-    pub fn spawn_task(
+    /// runs it; when it ends, its index and result go to the job master. The task joins its
+    /// job's entry (a job not registered here keeps no record of it).
+    pub(crate) fn spawn_task(
         &self,
         job: u64,
         index: usize,
         name: String,
         metrics: Arc<TaskMetrics>,
-        done: Sender<(usize, Result<(), TaskFailure>)>,
+        master: Arc<dyn JobMasterConnection>,
         build: impl FnOnce(Arc<Mailbox>) -> Result<Task, TaskFailure> + Send + 'static,
-    ) -> std::io::Result<RunningTask> {
+    ) -> std::io::Result<()> {
         let mailbox = Arc::new(Mailbox::default());
-        if let Some(entry) = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&job)
-        {
-            entry.mailboxes.push(mailbox.clone());
-        }
         let task_mailbox = mailbox.clone();
         let thread = std::thread::Builder::new()
             .name(name.clone())
             .stack_size(TASK_STACK_BYTES)
             .spawn(move || {
                 let result = build(task_mailbox).and_then(Task::run);
-                // The receiver only goes away once the job is over.
-                let _ = done.send((index, result));
+                master.task_ended(index, result);
             })?;
-        Ok(RunningTask {
-            name,
-            metrics,
-            mailbox,
-            thread,
-        })
+        if let Some(entry) = self.job_table().get_mut(&job) {
+            entry.tasks.insert(
+                index,
+                RunningTask {
+                    name,
+                    metrics,
+                    mailbox,
+                    thread,
+                },
+            );
+        }
+        Ok(())
     }
 
     /// Cancels every task of `job`: each stops at its next step or wait.
     pub fn cancel_job(&self, job: u64) {
-        if let Some(entry) = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&job)
-        {
-            entry.cancel.cancel();
-            for mailbox in &entry.mailboxes {
-                mailbox.send(Mail::Cancel);
+        let table = self.job_table();
+        if let Some(entry) = table.get(&job) {
+            entry.connection.cancel.cancel();
+            for task in entry.tasks.values() {
+                task.mailbox.send(Mail::Cancel);
             }
         }
     }

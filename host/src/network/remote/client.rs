@@ -515,18 +515,13 @@ async fn read_loop(
 ) -> Result<(), String> {
     let pool = shared.pool.clone();
     loop {
-        let frame = tokio::time::timeout(
+        let frame = wire::read_frame_within(
+            &mut reader,
             shared.config.peer_timeout,
-            wire::read_frame(&mut reader, shared.segment_bytes, Some(&pool)),
+            shared.segment_bytes,
+            Some(&pool),
         )
-        .await
-        .map_err(|_| {
-            format!(
-                "the peer sent nothing for {:?} (it stopped answering)",
-                shared.config.peer_timeout
-            )
-        })?
-        .map_err(|e| e.to_string())?;
+        .await?;
         match frame {
             None => return Ok(()),
             Some(Frame::Buffer {

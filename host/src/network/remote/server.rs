@@ -126,18 +126,13 @@ async fn read_loop(
     shared: &Shared,
 ) -> Result<(), String> {
     loop {
-        let frame = tokio::time::timeout(
+        let frame = wire::read_frame_within(
+            &mut reader,
             shared.config.peer_timeout,
-            wire::read_frame(&mut reader, shared.segment_bytes, None),
+            shared.segment_bytes,
+            None,
         )
-        .await
-        .map_err(|_| {
-            format!(
-                "the peer sent nothing for {:?} (it stopped answering)",
-                shared.config.peer_timeout
-            )
-        })?
-        .map_err(|e| e.to_string())?;
+        .await?;
         let message = match frame {
             None => return Ok(()),
             Some(Frame::Message(m)) => m,

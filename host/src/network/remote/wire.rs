@@ -223,6 +223,20 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
     decode(kind, &body).map(|m| Some(Frame::Message(m)))
 }
 
+/// Reads one frame as [`read_frame`] does, failing if none starts within `timeout` (a peer
+/// that sends nothing, not even a heartbeat, has stopped answering).
+pub(crate) async fn read_frame_within<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    timeout: std::time::Duration,
+    segment_bytes: usize,
+    pool: Option<&Arc<NetworkBufferPool>>,
+) -> Result<Option<Frame>, String> {
+    tokio::time::timeout(timeout, read_frame(reader, segment_bytes, pool))
+        .await
+        .map_err(|_| format!("the peer sent nothing for {timeout:?} (it stopped answering)"))?
+        .map_err(|e| e.to_string())
+}
+
 /// Writes a message frame.
 pub(crate) async fn write_message<W: AsyncWrite + Unpin>(
     writer: &mut W,
