@@ -5,5 +5,7 @@
 pub mod coordinator;
 pub mod storage;
 
-pub use coordinator::{Ack, CheckpointConfig, CompletedCheckpoint, Coordinator, CoordinatorEvent};
+pub use coordinator::{
+    Ack, CheckpointConfig, CompletedCheckpoint, Coordinator, CoordinatorEvent, TaskCheckpointEvent,
+};
 pub use storage::{CheckpointMetadata, RestoreError, RestoredState, SourceState, StateHandle};

@@ -46,7 +46,7 @@ impl RemoteChannelGauge {
 }
 
 /// A copy of a task's metrics at one moment.
-#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskMetricsSnapshot {
     pub records_in: u64,
     pub records_out: u64,

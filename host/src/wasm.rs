@@ -14,7 +14,7 @@ mod stdio;
 mod store;
 mod waits;
 
-pub use cache::Origin;
+pub use cache::{Origin, content_hash};
 pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime, read_component};
 pub use error::{FailureKind, LoadError, OperatorFailure};
 pub use function::{OpenTimings, WasmFunction};

@@ -1,9 +1,16 @@
-//! `weir jobmanager` and `weir taskmanager`: the processes of a standalone cluster.
+//! `weir jobmanager` and `weir taskmanager`: the processes of a standalone cluster; and
+//! submitting a job to one.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
-use weir_host::cluster::standalone::{ClusterConfig, JobManager, TaskManager, TaskManagerOptions};
+use anyhow::{Context, Result, bail};
+use weir_host::cluster::standalone::{
+    ClusterConfig, JobManager, JobSubmission, TaskManager, TaskManagerOptions,
+};
+use weir_host::job::JobGraph;
+
+use crate::rest_client::{error_of, request};
 
 #[derive(clap::Args)]
 pub struct JobManagerArgs {
@@ -63,4 +70,88 @@ pub fn taskmanager(args: TaskManagerArgs, cache_dir: Option<PathBuf>) -> Result<
     eprintln!("TaskManager `{}` started", tm.resource_id());
     tm.run().context("TaskManager")?;
     Ok(())
+}
+
+/// Checkpoints and restarts of a job submitted to a cluster.
+pub struct Checkpointing {
+    pub dir: Option<PathBuf>,
+    pub interval: Option<Duration>,
+    pub restart_attempts: Option<u32>,
+    pub restart_delay: Duration,
+}
+
+/// `weir run -m HOST:PORT` / `weir run -d`: uploads the job to the JobManager, prints its id,
+/// and (unless detached) waits for its end.
+pub fn submit(
+    jobmanager: &Option<String>,
+    detached: bool,
+    graph: JobGraph,
+    checkpointing: &Checkpointing,
+) -> Result<()> {
+    let address = match jobmanager {
+        Some(address) => address.clone(),
+        None => config(None)?.rest.to_address(),
+    };
+    let interval = checkpointing
+        .interval
+        .or(graph.checkpoint_interval_ms.map(Duration::from_millis));
+    let mut submission = JobSubmission::new(graph)?;
+    submission.checkpoints = match (&checkpointing.dir, interval) {
+        (Some(dir), Some(interval)) => {
+            let dir = std::path::absolute(dir)
+                .with_context(|| format!("checkpoint directory `{}`", dir.display()))?;
+            Some((dir, interval.as_millis() as u64))
+        }
+        (Some(_), None) => {
+            bail!("--checkpoint-dir needs --checkpoint-interval (or the manifest's)")
+        }
+        (None, _) => None,
+    };
+    submission.restart_attempts =
+        checkpointing
+            .restart_attempts
+            .unwrap_or(if submission.checkpoints.is_some() {
+                3
+            } else {
+                0
+            });
+    submission.restart_delay_ms = checkpointing.restart_delay.as_millis() as u64;
+    let body = submission.encode()?;
+    let (status, answer) = request(&address, "POST", "/jobs", Some(&body))?;
+    if status != 202 {
+        bail!(
+            "the JobManager at {address} refused the job: {}",
+            error_of(&answer)
+        );
+    }
+    let id = answer["jobid"]
+        .as_str()
+        .context("the JobManager's answer has no job id")?
+        .to_string();
+    println!("Job has been submitted with JobID {id}");
+    if detached {
+        return Ok(());
+    }
+    let started = Instant::now();
+    loop {
+        let (status, job) = request(&address, "GET", &format!("/jobs/{id}"), None)?;
+        if status != 200 {
+            bail!("the JobManager lost job {id}: {}", error_of(&job));
+        }
+        match job["state"].as_str() {
+            Some("FINISHED") => {
+                println!(
+                    "Job with JobID {id} has finished.\nJob Runtime: {} ms",
+                    started.elapsed().as_millis()
+                );
+                return Ok(());
+            }
+            Some("FAILED") => bail!(
+                "job {id} failed: {}",
+                job["failure"].as_str().unwrap_or("(no reason given)")
+            ),
+            Some("CANCELED") => bail!("job {id} was cancelled"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }

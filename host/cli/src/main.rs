@@ -1,6 +1,7 @@
 //! The `weir` command.
 
 mod cluster;
+mod rest_client;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
@@ -46,6 +47,13 @@ enum Command {
 struct RunArgs {
     /// The job manifest (TOML).
     manifest: PathBuf,
+    /// Submit to the standalone cluster whose JobManager's REST endpoint is HOST:PORT, instead
+    /// of running on an embedded mini-cluster.
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    jobmanager: Option<String>,
+    /// Submit to the cluster (`-m`, or `rest` of conf/weir.toml) and return once submitted.
+    #[arg(short = 'd', long)]
+    detached: bool,
     /// Parallelism of every node that does not set its own.
     #[arg(long, short)]
     parallelism: Option<u32>,
@@ -130,7 +138,7 @@ fn default_cache_dir() -> Option<PathBuf> {
 }
 
 fn run(args: RunArgs) -> Result<()> {
-    let vars: BTreeMap<String, String> = args.args.into_iter().collect();
+    let vars: BTreeMap<String, String> = args.args.iter().cloned().collect();
     let manifest = load_manifest(&args.manifest, &vars)?;
     let mut graph = manifest
         .job_graph(args.parallelism)
@@ -143,6 +151,14 @@ fn run(args: RunArgs) -> Result<()> {
     }
     if let Some(bytes) = args.state_limit {
         graph.limits.state_bytes = Some(bytes);
+    }
+    if args.jobmanager.is_some() || args.detached {
+        return cluster::submit(
+            &args.jobmanager,
+            args.detached,
+            graph,
+            &checkpointing_of(&args),
+        );
     }
     let config = MiniClusterConfig {
         task_executor: TaskExecutorConfig {
@@ -284,6 +300,16 @@ fn show_progress(monitor: &JobMonitor, done: &AtomicBool) {
         last = now;
     }
     eprint!("\r\x1b[2K");
+}
+
+/// How a job submitted to a cluster checkpoints and restarts, from the command line.
+fn checkpointing_of(args: &RunArgs) -> cluster::Checkpointing {
+    cluster::Checkpointing {
+        dir: args.checkpoint_dir.clone(),
+        interval: args.checkpoint_interval,
+        restart_attempts: args.restart_attempts,
+        restart_delay: args.restart_delay,
+    }
 }
 
 fn report(result: &JobResult) {

@@ -304,3 +304,120 @@ fn a_taskmanager_with_no_jobmanager_to_reach_gives_up_after_its_registration_tim
         "{log}"
     );
 }
+
+/// The word count example's component, built from this repository (a no-op when the
+/// end-to-end tests' build built it already).
+fn wordcount_component() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    weir_guest_build::compile(&root, &[("wordcount", "wordcount")])
+        .expect("build the word count guest")
+        .remove(0)
+}
+
+/// Lower-cased alphanumeric runs and how often each occurs: the count the word count must
+/// produce, computed here independently.
+fn independent_word_count(text: &str) -> std::collections::BTreeMap<String, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    let mut word = String::new();
+    for c in text.to_lowercase().chars().chain(std::iter::once(' ')) {
+        if c.is_alphanumeric() {
+            word.push(c);
+        } else if !word.is_empty() {
+            *counts.entry(std::mem::take(&mut word)).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_job_submitted_with_run_m_runs_across_both_taskmanagers_and_counts_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    let tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    wait_for_task_managers(&rest, 2);
+
+    let component = wordcount_component();
+    let manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wordcount/job.toml"),
+    )
+    .expect("example manifest")
+    .replace(
+        "../../target/wasm32-wasip2/release/wordcount.wasm",
+        component.to_str().expect("utf-8 path"),
+    );
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, manifest).expect("manifest");
+    let passage = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage");
+    let text = passage.repeat(30);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("counts.txt");
+
+    let run = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args([
+            "run",
+            "-m",
+            &rest,
+            job.to_str().unwrap(),
+            "--parallelism",
+            "4",
+        ])
+        .arg("--arg")
+        .arg(format!("input={}", input.display()))
+        .arg("--arg")
+        .arg(format!("output={}", output.display()))
+        .output()
+        .expect("weir run -m");
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let first = stdout.lines().next().unwrap_or_default();
+    let id = first
+        .strip_prefix("Job has been submitted with JobID ")
+        .unwrap_or_else(|| panic!("first line: {first}"));
+    assert_eq!(id.len(), 32);
+    assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
+    assert!(stdout.contains("has finished"), "{stdout}");
+
+    let mut last = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(&output).expect("output").lines() {
+        let (word, count) = line.rsplit_once(' ').expect("`word count`");
+        last.insert(word.to_string(), count.parse::<u64>().expect("count"));
+    }
+    assert_eq!(last, independent_word_count(&text));
+
+    // Both TaskManagers ran tasks (four slots, two each), and gave their slots back.
+    for tm in [&tm1, &tm2] {
+        tm.wait_for("Received task count (");
+    }
+    let job = get(&rest, &format!("/jobs/{id}"));
+    assert_eq!(job["state"], "FINISHED", "{job}");
+    let overview = get(&rest, "/overview");
+    assert_eq!(overview["jobs-finished"], 1);
+    let started = Instant::now();
+    while get(&rest, "/overview")["slots-available"] != 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "slots not returned"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // An unknown job id is 404, not a crash.
+    let mut stream = TcpStream::connect(&rest).expect("connect");
+    write!(
+        stream,
+        "GET /jobs/00000000000000000000000000000000 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}

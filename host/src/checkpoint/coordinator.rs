@@ -42,7 +42,7 @@ pub struct CheckpointConfig {
 }
 
 /// A task's acknowledgement of a checkpoint.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ack {
     pub checkpoint: u64,
     /// Where the task wrote its part: the acknowledgement counts only for the checkpoint
@@ -71,6 +71,60 @@ pub enum CoordinatorEvent {
         reply: Sender<Result<PathBuf, String>>,
     },
     Stop,
+}
+
+/// What a task tells the coordinator, as it crosses between processes.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub enum TaskCheckpointEvent {
+    Ack(Ack),
+    Declined {
+        checkpoint: u64,
+        task: usize,
+        reason: String,
+    },
+    EndOfInput(usize),
+    TaskFinished(usize),
+}
+
+impl TaskCheckpointEvent {
+    /// The task's part of a coordinator event; `None` for the job master's own (savepoint,
+    /// stop).
+    pub fn of(event: CoordinatorEvent) -> Option<Self> {
+        Some(match event {
+            CoordinatorEvent::Ack(ack) => TaskCheckpointEvent::Ack(ack),
+            CoordinatorEvent::Declined {
+                checkpoint,
+                task,
+                reason,
+            } => TaskCheckpointEvent::Declined {
+                checkpoint,
+                task,
+                reason,
+            },
+            CoordinatorEvent::EndOfInput(t) => TaskCheckpointEvent::EndOfInput(t),
+            CoordinatorEvent::TaskFinished(t) => TaskCheckpointEvent::TaskFinished(t),
+            CoordinatorEvent::Savepoint { .. } | CoordinatorEvent::Stop => return None,
+        })
+    }
+}
+
+impl From<TaskCheckpointEvent> for CoordinatorEvent {
+    fn from(event: TaskCheckpointEvent) -> Self {
+        match event {
+            TaskCheckpointEvent::Ack(ack) => CoordinatorEvent::Ack(ack),
+            TaskCheckpointEvent::Declined {
+                checkpoint,
+                task,
+                reason,
+            } => CoordinatorEvent::Declined {
+                checkpoint,
+                task,
+                reason,
+            },
+            TaskCheckpointEvent::EndOfInput(t) => CoordinatorEvent::EndOfInput(t),
+            TaskCheckpointEvent::TaskFinished(t) => CoordinatorEvent::TaskFinished(t),
+        }
+    }
 }
 
 /// A completed checkpoint, for reports and benchmarks.

@@ -41,7 +41,7 @@ pub(super) fn deploy(
         &cluster.limit_maximums,
         &graph.limits,
     )?);
-    let rm: &dyn ResourceManagerGateway = &cluster.resource_manager;
+    let rm: &dyn ResourceManagerGateway = cluster.resource_manager.as_ref();
     let reserve = rm.channel_buffers();
     let offers = rm.request_slots(graph.slots_needed(), &|slots| {
         buffers_needed(graph, reserve, &slots)

@@ -29,6 +29,8 @@ pub enum JobStatus {
 pub struct JobRecord {
     /// The dispatcher's number for the job (in submission order).
     pub number: u64,
+    /// The job's id: 32 hex digits, as Flink's JobID.
+    pub id: String,
     pub name: String,
     pub status: JobStatus,
 }
@@ -74,6 +76,19 @@ impl JobMasterGateway for JobHandle {
 }
 
 /// Attempt ids, the job store and the component blobs; see the module docs.
+/// A fresh job id: 128 random bits as 32 hex digits.
+fn new_job_id() -> String {
+    let mut bytes = [0u8; 16];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No entropy: unique within the process is what an id must be.
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let n =
+            NEXT.fetch_add(1, Ordering::Relaxed) as u128 | (u128::from(std::process::id()) << 64);
+        bytes = n.to_be_bytes();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 #[derive(Debug, Default)]
 pub struct Dispatcher {
     next_attempt: AtomicU64,
@@ -109,6 +124,7 @@ impl Dispatcher {
             number,
             JobRecord {
                 number,
+                id: new_job_id(),
                 name: name.to_string(),
                 status: JobStatus::Running,
             },

@@ -40,9 +40,14 @@ pub trait TaskExecutorGateway: Send + Sync {
     fn data_address(&self) -> Result<String, String>;
 }
 
+/// Slots and network buffers held for a job on a TaskExecutor: given back when dropped.
+pub trait SlotLease: Send {}
+
+impl SlotLease for SlotAllocation {}
+
 /// Slots on a TaskExecutor, and the TaskExecutor to deploy into them.
 pub struct SlotOffer {
-    pub allocation: SlotAllocation,
+    pub allocation: Box<dyn SlotLease>,
     pub task_executor: Arc<dyn TaskExecutorGateway>,
     /// Which of the job's slots these are (slot sharing: slot `s` runs subtask `s` of every
     /// vertex).

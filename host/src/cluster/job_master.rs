@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::JobFailure;
-use super::gateways::TaskExecutorGateway;
+use super::gateways::{SlotLease, TaskExecutorGateway};
 use super::mini_cluster::MiniCluster;
 use crate::checkpoint::storage::{self, RestoredState};
 use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent};
@@ -24,7 +24,6 @@ use crate::connectors::{committed_parts, create_output_dir, recover_transactiona
 use crate::job::{JobGraph, SinkSpec, VertexOutput};
 use crate::metrics::TaskMetricsSnapshot;
 use crate::network::BufferPoolStats;
-use crate::runtime::task_executor::SlotAllocation;
 use crate::runtime::{JobMasterConnection, TaskFailure};
 
 /// What happens when a task fails.
@@ -185,7 +184,7 @@ pub struct JobHandle {
     pub(super) task_executors: Vec<Arc<dyn TaskExecutorGateway>>,
     pub(super) coordinator: Option<CoordinatorHandle>,
     pub(super) registrations: Vec<JobRegistration>,
-    pub(super) _slots: Vec<SlotAllocation>,
+    pub(super) _slots: Vec<Box<dyn SlotLease>>,
 }
 
 /// A job's entry in a TaskExecutor's job table (with its gates, which hold buffers): removed,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::JobFailure;
 use super::deploy;
 use super::dispatcher::{Dispatcher, DispatcherGateway, JobRecord};
+use super::gateways::ResourceManagerGateway;
 use super::job_master::{AttemptSetup, JobHandle, JobOptions, JobResult, preflight, prepare_sinks};
 use super::limits::LimitMaximums;
 use super::resource_manager::ResourceManager;
@@ -54,7 +55,7 @@ impl Default for MiniClusterConfig {
 /// One process running JobManager and TaskExecutor together.
 pub struct MiniCluster {
     pub(super) task_executors: Vec<Arc<TaskExecutor>>,
-    pub(super) resource_manager: ResourceManager,
+    pub(super) resource_manager: Arc<dyn ResourceManagerGateway>,
     pub(super) limits: Arc<Limits>,
     pub(super) limit_maximums: LimitMaximums,
     pub(super) native_operators: Option<Arc<dyn NativeOperators>>,
@@ -78,7 +79,7 @@ impl MiniCluster {
             })
             .collect();
         MiniCluster {
-            resource_manager: ResourceManager::new(task_executors.clone()),
+            resource_manager: Arc::new(ResourceManager::new(task_executors.clone())),
             task_executors,
             limits: config.limits,
             limit_maximums: config.limit_maximums,
@@ -88,7 +89,25 @@ impl MiniCluster {
         }
     }
 
-    /// The first TaskExecutor (the only one unless configured otherwise).
+    /// The JobManager's half of a cluster whose TaskExecutors are elsewhere: jobs get their
+    /// slots from `resource_manager` (the standalone cluster's, over RPC).
+    pub fn with_resource_manager(
+        config: MiniClusterConfig,
+        resource_manager: Arc<dyn ResourceManagerGateway>,
+    ) -> Self {
+        MiniCluster {
+            resource_manager,
+            task_executors: Vec::new(),
+            limits: config.limits,
+            limit_maximums: config.limit_maximums,
+            native_operators: config.native_operators,
+            descriptors_over_the_wire: true,
+            dispatcher: Dispatcher::default(),
+        }
+    }
+
+    /// The first TaskExecutor (the only one unless configured otherwise); a mini-cluster made
+    /// `with_resource_manager` has none in its process.
     pub fn task_executor(&self) -> &TaskExecutor {
         &self.task_executors[0]
     }
@@ -176,6 +195,33 @@ impl MiniCluster {
     /// The dispatcher's job store.
     pub fn jobs(&self) -> Vec<JobRecord> {
         self.dispatcher.jobs()
+    }
+}
+
+impl MiniCluster {
+    /// Starts `graph` on a thread of its own, as `run_job` runs it; the job's id, by which the
+    /// job store knows it.
+    pub fn start_job(
+        self: &Arc<Self>,
+        graph: JobGraph,
+        options: JobOptions,
+    ) -> std::io::Result<String> {
+        let number = self.dispatcher.record_start(&graph.name);
+        let id = self
+            .dispatcher
+            .jobs()
+            .into_iter()
+            .find(|r| r.number == number)
+            .map(|r| r.id)
+            .unwrap_or_default();
+        let cluster = self.clone();
+        std::thread::Builder::new()
+            .name(format!("job {id}"))
+            .spawn(move || {
+                let outcome = super::job_master::run_job(&cluster, &graph, &options);
+                cluster.dispatcher.record_end(number, &outcome);
+            })?;
+        Ok(id)
     }
 }
 

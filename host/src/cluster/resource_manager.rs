@@ -1,14 +1,101 @@
 //! The resource manager (Flink's ResourceManager): knows the cluster's TaskExecutors and finds
-//! a job the slots it needs. The mini-cluster registers its TaskExecutors here as it makes
-//! them; the standalone cluster registers each TaskManager here as it starts.
+//! a job the slots it needs. The mini-cluster's are in its process; the standalone cluster's
+//! register over RPC (`standalone::registry`); both place slots the same way.
 
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::gateways::{ChannelBuffers, ResourceManagerGateway, SlotOffer, TaskExecutorGateway};
+use super::gateways::{
+    ChannelBuffers, ResourceManagerGateway, SlotLease, SlotOffer, TaskExecutorGateway,
+};
 use crate::runtime::task_executor::{SlotError, TaskExecutor};
 
-/// See the module docs.
+/// A TaskExecutor as the resource manager places slots on it.
+pub trait SlotProvider {
+    fn free_slots(&self) -> u32;
+    fn total_slots(&self) -> u32;
+    /// Reserves `slots` slots and `buffers` network buffers.
+    fn allocate(&self, slots: u32, buffers: usize) -> Result<Box<dyn SlotLease>, SlotError>;
+    fn gateway(&self) -> Arc<dyn TaskExecutorGateway>;
+}
+
+impl SlotProvider for Arc<TaskExecutor> {
+    fn free_slots(&self) -> u32 {
+        TaskExecutor::free_slots(self)
+    }
+    fn total_slots(&self) -> u32 {
+        self.config().slots
+    }
+    fn allocate(&self, slots: u32, buffers: usize) -> Result<Box<dyn SlotLease>, SlotError> {
+        Ok(Box::new(TaskExecutor::allocate(self, slots, buffers)?))
+    }
+    fn gateway(&self) -> Arc<dyn TaskExecutorGateway> {
+        self.clone()
+    }
+}
+
+/// `slots` slots for a job from `providers`: on one when one has room for all (no edge then
+/// crosses the network), else over several, each filled before the next (Flink's default
+/// placement). `buffers(slots)` is what the job needs on a TaskExecutor holding `slots`.
+pub fn place_slots(
+    providers: &[&dyn SlotProvider],
+    slots: u32,
+    buffers: &dyn Fn(Range<u32>) -> usize,
+) -> Result<Vec<SlotOffer>, SlotError> {
+    let mut refusal = SlotError::NotEnoughSlots {
+        needed: slots,
+        free: 0,
+        total: 0,
+    };
+    for p in providers {
+        match p.allocate(slots, buffers(0..slots)) {
+            Ok(allocation) => {
+                return Ok(vec![SlotOffer {
+                    allocation,
+                    task_executor: p.gateway(),
+                    slots: 0..slots,
+                }]);
+            }
+            Err(e) => refusal = e,
+        }
+    }
+    let mut offers = Vec::new();
+    let mut next = 0;
+    let mut free_in_all = 0;
+    for p in providers {
+        let free = p.free_slots();
+        free_in_all += free;
+        let take = free.min(slots - next);
+        if take == 0 {
+            continue;
+        }
+        let range = next..next + take;
+        match p.allocate(take, buffers(range.clone())) {
+            Ok(allocation) => {
+                offers.push(SlotOffer {
+                    allocation,
+                    task_executor: p.gateway(),
+                    slots: range,
+                });
+                next += take;
+            }
+            Err(e) => refusal = e,
+        }
+        if next == slots {
+            return Ok(offers);
+        }
+    }
+    if matches!(refusal, SlotError::NotEnoughSlots { .. }) {
+        refusal = SlotError::NotEnoughSlots {
+            needed: slots,
+            free: free_in_all,
+            total: providers.iter().map(|p| p.total_slots()).sum(),
+        };
+    }
+    Err(refusal)
+}
+
+/// The mini-cluster's resource manager, over TaskExecutors in its process.
 pub struct ResourceManager {
     task_executors: Vec<Arc<TaskExecutor>>,
     channel_buffers: ChannelBuffers,
@@ -30,19 +117,6 @@ impl ResourceManager {
             channel_buffers,
         }
     }
-
-    fn offer(
-        te: &Arc<TaskExecutor>,
-        allocation: crate::runtime::task_executor::SlotAllocation,
-        slots: Range<u32>,
-    ) -> SlotOffer {
-        let task_executor: Arc<dyn TaskExecutorGateway> = te.clone();
-        SlotOffer {
-            allocation,
-            task_executor,
-            slots,
-        }
-    }
 }
 
 impl ResourceManagerGateway for ResourceManager {
@@ -55,48 +129,11 @@ impl ResourceManagerGateway for ResourceManager {
         slots: u32,
         buffers: &dyn Fn(Range<u32>) -> usize,
     ) -> Result<Vec<SlotOffer>, SlotError> {
-        let mut refusal = SlotError::NotEnoughSlots {
-            needed: slots,
-            free: 0,
-            total: 0,
-        };
-        // One TaskExecutor for the whole job, if one has room.
-        for te in &self.task_executors {
-            match te.allocate(slots, buffers(0..slots)) {
-                Ok(allocation) => return Ok(vec![Self::offer(te, allocation, 0..slots)]),
-                Err(e) => refusal = e,
-            }
-        }
-        // Else fill one after another.
-        let mut offers = Vec::new();
-        let mut next = 0;
-        let mut free_in_all = 0;
-        for te in &self.task_executors {
-            let free = te.free_slots();
-            free_in_all += free;
-            let take = free.min(slots - next);
-            if take == 0 {
-                continue;
-            }
-            let range = next..next + take;
-            match te.allocate(take, buffers(range.clone())) {
-                Ok(allocation) => {
-                    offers.push(Self::offer(te, allocation, range));
-                    next += take;
-                }
-                Err(e) => refusal = e,
-            }
-            if next == slots {
-                return Ok(offers);
-            }
-        }
-        if matches!(refusal, SlotError::NotEnoughSlots { .. }) {
-            refusal = SlotError::NotEnoughSlots {
-                needed: slots,
-                free: free_in_all,
-                total: self.task_executors.iter().map(|te| te.config().slots).sum(),
-            };
-        }
-        Err(refusal)
+        let providers: Vec<&dyn SlotProvider> = self
+            .task_executors
+            .iter()
+            .map(|te| te as &dyn SlotProvider)
+            .collect();
+        place_slots(&providers, slots, buffers)
     }
 }

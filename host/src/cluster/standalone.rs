@@ -5,10 +5,14 @@
 pub mod config;
 pub mod jobmanager;
 mod registry;
+mod remote_task_executor;
 mod rest;
 pub mod rpc;
+pub mod submission;
 pub mod taskmanager;
+mod tm_service;
 
 pub use config::{ClusterConfig, ConfigError};
 pub use jobmanager::{JobManager, JobManagerError};
+pub use submission::{JobSubmission, SubmissionError};
 pub use taskmanager::{TaskManager, TaskManagerError, TaskManagerOptions};

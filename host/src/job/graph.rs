@@ -11,7 +11,7 @@ use super::manifest::{JobError, Manifest};
 use crate::state::key_groups::DEFAULT_MAX_PARALLELISM;
 
 /// How records of an edge are distributed over the consumer's subtasks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Partitioning {
     /// Subtask i to subtask i; both sides at the same parallelism.
     Forward,
@@ -59,7 +59,7 @@ pub enum SinkSpec {
 }
 
 /// What runs an operator.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OperatorImpl {
     /// A named operator of a wasm component.
     Wasm {
@@ -71,7 +71,7 @@ pub enum OperatorImpl {
 }
 
 /// An operator placed in a chain.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChainedOperator {
     pub id: String,
     pub implementation: OperatorImpl,
@@ -79,7 +79,7 @@ pub struct ChainedOperator {
 }
 
 /// An edge between vertices.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Edge {
     pub source: usize,
     pub target: usize,
@@ -87,7 +87,7 @@ pub struct Edge {
 }
 
 /// Where a vertex's input comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VertexInput {
     Source(SourceSpec),
     /// Indices into [`JobGraph::edges`]; more than one is a union of inputs.
@@ -95,7 +95,7 @@ pub enum VertexInput {
 }
 
 /// Where a vertex's output goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VertexOutput {
     Sink(SinkSpec),
     /// Indices into [`JobGraph::edges`].
@@ -103,7 +103,7 @@ pub enum VertexOutput {
 }
 
 /// A chain of nodes, run as one task per subtask.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobVertex {
     /// Ids of the chained nodes, joined with ` -> `.
     pub name: String,
@@ -119,7 +119,7 @@ pub struct JobVertex {
 }
 
 /// A checked job: vertices in topological order and the edges between them.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobGraph {
     pub name: String,
     pub max_parallelism: u32,
@@ -134,7 +134,7 @@ pub struct JobGraph {
 }
 
 /// Sandbox limits a job sets for each of its operator subtasks, within the cluster's maximums.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct JobLimits {
     /// Longest one call into a guest may run.
     pub call_deadline: Option<std::time::Duration>,

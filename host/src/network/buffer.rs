@@ -33,7 +33,7 @@ pub struct NetworkBufferPool {
 }
 
 /// A snapshot of pool usage.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BufferPoolStats {
     pub segment_size: usize,
     pub total: usize,

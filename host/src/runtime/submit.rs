@@ -78,6 +78,13 @@ pub enum SubmitError {
     Network { task: String, error: String },
     #[error("task {task} names remote partitions of more than one partition on one edge")]
     MixedPartitions { task: String },
+    /// A TaskExecutor in another process refused or did not answer.
+    #[error("TaskManager `{task_manager}` cannot deploy task {task}: {error}")]
+    Remote {
+        task: String,
+        task_manager: String,
+        error: String,
+    },
     #[error(
         "task {task} belongs to a job this TaskExecutor does not know (not registered, or over)"
     )]

@@ -127,6 +127,9 @@ pub enum TaskFailure {
         task: String,
         error: crate::checkpoint::RestoreError,
     },
+    /// A task in another process failed; its TaskExecutor's account of it.
+    #[error("{reason}")]
+    Remote { task: String, reason: String },
     /// The job could not take a checkpoint it needs (its final one).
     #[error("{0}")]
     Checkpoint(String),

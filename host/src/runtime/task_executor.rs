@@ -50,7 +50,7 @@ impl Default for TaskExecutorConfig {
 }
 
 /// The job does not fit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum SlotError {
     #[error("the job needs {needed} task slots but the TaskExecutor has {free} free of {total}")]
     NotEnoughSlots { needed: u32, free: u32, total: u32 },

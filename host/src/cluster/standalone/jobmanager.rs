@@ -1,8 +1,11 @@
 //! `weir jobmanager` (Flink's StandaloneSessionClusterEntrypoint): one process holding the
 //! ResourceManager with its table of TaskManagers, the RPC endpoint they register and send
-//! heartbeats at, and the REST endpoint.
+//! heartbeats at, the blob server, the dispatcher and job masters (the mini-cluster's, with
+//! slots from the registered TaskManagers), and the REST endpoint.
 
 use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,12 +15,19 @@ use tokio::net::TcpListener;
 
 use super::config::{ClusterConfig, ConfigError};
 use super::registry::TaskManagerRegistry;
+use super::remote_task_executor::{AttemptTable, BlobServer, RemoteSlots, RemoteTaskExecutor};
 use super::rest;
 use super::rpc::{
-    self, JobManagerRpc, RegistrationAccepted, RegistrationRefused, SlotReport,
-    TaskManagerRegistration, UnknownRegistration,
+    self, JobManagerRpc, RegistrationAccepted, RegistrationRefused, SlotReport, TaskEnd,
+    TaskManagerRegistration, TaskManagerRpcClient, UnknownRegistration,
 };
+use crate::checkpoint::TaskCheckpointEvent;
+use crate::cluster::gateways::{ChannelBuffers, ResourceManagerGateway, SlotOffer};
+use crate::cluster::resource_manager::{SlotProvider, place_slots};
+use crate::cluster::{MiniCluster, MiniClusterConfig};
 use crate::network::ClusterSecret;
+use crate::runtime::TaskFailure;
+use crate::runtime::task_executor::{SlotError, TaskExecutorConfig};
 
 /// Why the JobManager could not start.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +49,43 @@ pub(crate) struct JobManagerState {
     pub(crate) registry: TaskManagerRegistry,
     pub(crate) secret: ClusterSecret,
     pub(crate) config: ClusterConfig,
+    pub(crate) blobs: Arc<BlobServer>,
+    pub(crate) attempts: Arc<AttemptTable>,
+    pub(crate) runtime: tokio::runtime::Handle,
+    /// Where submitted jobs' components are kept.
+    pub(crate) job_store: PathBuf,
+}
+
+/// The ResourceManager over the registered TaskManagers.
+struct StandaloneResourceManager {
+    state: Arc<JobManagerState>,
+    channel_buffers: ChannelBuffers,
+}
+
+impl ResourceManagerGateway for StandaloneResourceManager {
+    fn channel_buffers(&self) -> ChannelBuffers {
+        self.channel_buffers
+    }
+
+    fn request_slots(
+        &self,
+        slots: u32,
+        buffers: &dyn Fn(Range<u32>) -> usize,
+    ) -> Result<Vec<SlotOffer>, SlotError> {
+        let providers: Vec<RemoteSlots> = self
+            .state
+            .registry
+            .task_managers()
+            .into_iter()
+            .map(|tm| RemoteSlots {
+                te: tm.gateway,
+                data_address: tm.data_address,
+            })
+            .collect();
+        let refs: Vec<&dyn SlotProvider> =
+            providers.iter().map(|p| p as &dyn SlotProvider).collect();
+        place_slots(&refs, slots, buffers)
+    }
 }
 
 /// A running JobManager: its endpoints' addresses, and the runtime serving them.
@@ -46,6 +93,16 @@ pub struct JobManager {
     pub rpc_address: SocketAddr,
     pub rest_address: SocketAddr,
     runtime: tokio::runtime::Runtime,
+    _job_store: JobStoreDir,
+}
+
+/// The job store's directory, removed when the JobManager stops.
+struct JobStoreDir(PathBuf);
+
+impl Drop for JobStoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl JobManager {
@@ -79,18 +136,41 @@ impl JobManager {
         };
         let rpc_address = local(&rpc_listener, "TaskManagers (RPC)")?;
         let rest_address = local(&rest_listener, "REST")?;
+        let job_store = std::env::temp_dir().join(format!(
+            "weir-jobmanager-{}-{}",
+            std::process::id(),
+            rpc_address.port()
+        ));
         let state = Arc::new(JobManagerState {
             registry: TaskManagerRegistry::new(config.heartbeat.interval, config.heartbeat.timeout),
             secret,
             config,
+            blobs: Arc::new(BlobServer::default()),
+            attempts: Arc::new(AttemptTable::default()),
+            runtime: runtime.handle().clone(),
+            job_store: job_store.clone(),
         });
+        let defaults = TaskExecutorConfig::default();
+        let resource_manager = Arc::new(StandaloneResourceManager {
+            state: state.clone(),
+            channel_buffers: ChannelBuffers {
+                per_channel: defaults.buffers_per_channel,
+                exclusive: defaults.network.exclusive_buffers_per_channel,
+                floating: defaults.network.floating_buffers_per_gate,
+            },
+        });
+        let cluster = Arc::new(MiniCluster::with_resource_manager(
+            MiniClusterConfig::default(),
+            resource_manager,
+        ));
         runtime.spawn(serve_rpc(rpc_listener, state.clone()));
         runtime.spawn(watch_heartbeats(state.clone()));
-        runtime.spawn(rest::serve(rest_listener, state));
+        runtime.spawn(rest::serve(rest_listener, state, cluster));
         Ok(JobManager {
             rpc_address,
             rest_address,
             runtime,
+            _job_store: JobStoreDir(job_store),
         })
     }
 
@@ -115,7 +195,64 @@ impl JobManagerRpc for RpcServer {
         _: tarpc::context::Context,
         registration: TaskManagerRegistration,
     ) -> Result<RegistrationAccepted, RegistrationRefused> {
-        self.state.registry.register(registration, self.connection)
+        let state = &self.state;
+        state.registry.check(&registration, self.connection)?;
+        let timeout = state.config.heartbeat.timeout;
+        let stream = rpc::connect(&registration.rpc_address, &state.secret, timeout)
+            .await
+            .map_err(|e| RegistrationRefused::Unreachable {
+                rpc_address: registration.rpc_address.clone(),
+                reason: e.to_string(),
+            })?;
+        let client =
+            TaskManagerRpcClient::new(tarpc::client::Config::default(), rpc::transport(stream))
+                .spawn();
+        let gateway = Arc::new(RemoteTaskExecutor::new(
+            registration.resource_id.clone(),
+            client,
+            state.runtime.clone(),
+            state.blobs.clone(),
+            state.attempts.clone(),
+            timeout,
+            registration.slots,
+        ));
+        state
+            .registry
+            .register(registration, self.connection, gateway)
+    }
+
+    async fn fetch_blob(
+        self,
+        _: tarpc::context::Context,
+        hash: String,
+    ) -> Result<(String, Vec<u8>), String> {
+        self.state
+            .blobs
+            .get(&hash)
+            .map(|(name, bytes)| (name, bytes.to_vec()))
+            .ok_or_else(|| format!("the blob server has no component {hash}"))
+    }
+
+    async fn task_checkpoint_event(
+        self,
+        _: tarpc::context::Context,
+        job: u64,
+        event: TaskCheckpointEvent,
+    ) {
+        if let Some(master) = self.state.attempts.get(job) {
+            master.checkpoint_event(event.into());
+        }
+    }
+
+    async fn task_ended(self, _: tarpc::context::Context, job: u64, index: usize, end: TaskEnd) {
+        if let Some(master) = self.state.attempts.get(job) {
+            let result = match end {
+                TaskEnd::Finished => Ok(()),
+                TaskEnd::Cancelled { task } => Err(TaskFailure::Cancelled { task }),
+                TaskEnd::Failed { task, reason } => Err(TaskFailure::Remote { task, reason }),
+            };
+            master.task_ended(index, result);
+        }
     }
 
     async fn heartbeat(

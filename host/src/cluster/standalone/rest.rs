@@ -5,38 +5,93 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::jobmanager::JobManagerState;
+use super::submission::JobSubmission;
+use crate::cluster::{JobRecord, JobStatus, MiniCluster};
 
-pub(super) async fn serve(listener: TcpListener, state: Arc<JobManagerState>) {
+#[derive(Clone)]
+struct Rest {
+    state: Arc<JobManagerState>,
+    cluster: Arc<MiniCluster>,
+}
+
+/// Largest job upload: its components (the Python SDK's are ~18 MB each).
+const MAX_UPLOAD_BYTES: usize = 512 << 20;
+
+pub(super) async fn serve(
+    listener: TcpListener,
+    state: Arc<JobManagerState>,
+    cluster: Arc<MiniCluster>,
+) {
     let app = Router::new()
         .route("/overview", get(overview))
         .route("/taskmanagers", get(task_managers))
         .route("/config", get(config))
-        .with_state(state);
+        .route("/jobs", get(jobs).post(submit))
+        .route("/jobs/{id}", get(job))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
+        .with_state(Rest { state, cluster });
     if let Err(e) = axum::serve(listener, app).await {
         eprintln!("error: the REST endpoint stopped: {e}");
     }
 }
 
+/// Flink's name for a job's state.
+fn state_name(status: &JobStatus) -> &'static str {
+    match status {
+        JobStatus::Running => "RUNNING",
+        JobStatus::Finished { .. } => "FINISHED",
+        JobStatus::Failed { .. } => "FAILED",
+        JobStatus::Cancelled => "CANCELED",
+    }
+}
+
+fn job_json(record: &JobRecord) -> Value {
+    let mut value = json!({
+        "jid": record.id,
+        "name": record.name,
+        "state": state_name(&record.status),
+    });
+    match &record.status {
+        JobStatus::Failed { reason } => value["failure"] = json!(reason),
+        JobStatus::Finished { restarts } => value["restarts"] = json!(restarts),
+        _ => {}
+    }
+    value
+}
+
 /// `GET /overview`: the cluster at a glance.
-async fn overview(State(state): State<Arc<JobManagerState>>) -> Json<Value> {
-    let tms = state.registry.task_managers();
+async fn overview(State(rest): State<Rest>) -> Json<Value> {
+    let tms = rest.state.registry.task_managers();
+    let jobs = rest.cluster.jobs();
+    let count = |name: &str| {
+        jobs.iter()
+            .filter(|j| state_name(&j.status) == name)
+            .count()
+    };
     Json(json!({
         "taskmanagers": tms.len(),
         "slots-total": tms.iter().map(|t| t.slots.total).sum::<u32>(),
         "slots-available": tms.iter().map(|t| t.slots.free).sum::<u32>(),
+        "jobs-running": count("RUNNING"),
+        "jobs-finished": count("FINISHED"),
+        "jobs-cancelled": count("CANCELED"),
+        "jobs-failed": count("FAILED"),
         "weir-version": env!("CARGO_PKG_VERSION"),
     }))
 }
 
 /// `GET /taskmanagers`: every registered TaskManager.
-async fn task_managers(State(state): State<Arc<JobManagerState>>) -> Json<Value> {
-    let tms: Vec<Value> = state
+async fn task_managers(State(rest): State<Rest>) -> Json<Value> {
+    let tms: Vec<Value> = rest
+        .state
         .registry
         .task_managers()
         .into_iter()
@@ -59,11 +114,60 @@ async fn task_managers(State(state): State<Arc<JobManagerState>>) -> Json<Value>
 }
 
 /// `GET /config`: the cluster's settings a client may need (never the secret).
-async fn config(State(state): State<Arc<JobManagerState>>) -> Json<Value> {
-    let c = &state.config;
+async fn config(State(rest): State<Rest>) -> Json<Value> {
+    let c = &rest.state.config;
     Json(json!({
         "weir-version": env!("CARGO_PKG_VERSION"),
         "heartbeat-interval-ms": c.heartbeat.interval.as_millis() as u64,
         "heartbeat-timeout-ms": c.heartbeat.timeout.as_millis() as u64,
     }))
+}
+
+/// `GET /jobs`: every job the dispatcher knows, with its state.
+async fn jobs(State(rest): State<Rest>) -> Json<Value> {
+    let jobs: Vec<Value> = rest
+        .cluster
+        .jobs()
+        .iter()
+        .map(|r| json!({"id": r.id, "status": state_name(&r.status)}))
+        .collect();
+    Json(json!({ "jobs": jobs }))
+}
+
+/// `GET /jobs/:id`: one job.
+async fn job(State(rest): State<Rest>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
+    match rest.cluster.jobs().iter().find(|r| r.id == id) {
+        Some(record) => (StatusCode::OK, Json(job_json(record))),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"errors": [format!("no job with id {id}")]})),
+        ),
+    }
+}
+
+/// `POST /jobs`: a job submission (see `JobSubmission`); answers with its id.
+async fn submit(State(rest): State<Rest>, body: Bytes) -> (StatusCode, Json<Value>) {
+    let refuse = |message: String| (StatusCode::BAD_REQUEST, Json(json!({"errors": [message]})));
+    let submission = match JobSubmission::decode(&body) {
+        Ok(s) => s,
+        Err(e) => return refuse(e.to_string()),
+    };
+    let dir = rest
+        .state
+        .job_store
+        .join(format!("upload-{}", rest.cluster.jobs().len() + 1));
+    let (graph, options) = match submission.store(&dir) {
+        Ok(stored) => stored,
+        Err(e) => return refuse(e.to_string()),
+    };
+    match rest.cluster.start_job(graph, options) {
+        Ok(id) => {
+            eprintln!("Submitted job {id}");
+            (StatusCode::ACCEPTED, Json(json!({"jobid": id})))
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"errors": [format!("cannot start the job: {e}")]})),
+        ),
+    }
 }

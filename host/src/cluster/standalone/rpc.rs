@@ -6,6 +6,7 @@
 //! `protoc` in the build; deadlines travel with every call.
 
 use std::io;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,8 +16,12 @@ use serde::{Deserialize, Serialize};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, LengthDelimitedCodec};
 
-use crate::network::ClusterSecret;
+use crate::checkpoint::TaskCheckpointEvent;
+use crate::metrics::TaskMetricsSnapshot;
 use crate::network::handshake::{self, Purpose};
+use crate::network::{BufferPoolStats, ClusterSecret};
+use crate::runtime::deployment::TaskDeploymentDescriptor;
+use crate::runtime::task_executor::SlotError;
 
 /// Largest RPC message: a component travels in one (the Python SDK's are ~18 MB).
 const MAX_MESSAGE_BYTES: usize = 256 << 20;
@@ -30,6 +35,8 @@ pub struct TaskManagerRegistration {
     pub data_address: String,
     pub slots: u32,
     pub hardware: Hardware,
+    /// Where the TaskManager's own RPC service (deployment, checkpoints, cancel) is reached.
+    pub rpc_address: String,
 }
 
 /// What a TaskManager runs on, for the REST endpoint.
@@ -60,6 +67,8 @@ pub enum RegistrationRefused {
     },
     #[error("a TaskManager must offer at least one slot")]
     NoSlots,
+    #[error("the JobManager cannot reach the TaskManager's RPC port at {rpc_address}: {reason}")]
+    Unreachable { rpc_address: String, reason: String },
 }
 
 /// The slots of a TaskManager now.
@@ -78,9 +87,23 @@ pub struct UnknownRegistration {
     pub registration: u64,
 }
 
+/// How a task on a TaskManager ended, as its job master hears it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskEnd {
+    Finished,
+    Cancelled { task: String },
+    Failed { task: String, reason: String },
+}
+
 /// The JobManager's RPC service, as TaskManagers call it.
 #[tarpc::service]
 pub trait JobManagerRpc {
+    /// A component from the blob server, by its hash: (file name, bytes).
+    async fn fetch_blob(hash: String) -> Result<(String, Vec<u8>), String>;
+    /// A checkpoint event of a task of attempt `job`.
+    async fn task_checkpoint_event(job: u64, event: TaskCheckpointEvent);
+    /// Task `index` of attempt `job` ended.
+    async fn task_ended(job: u64, index: usize, end: TaskEnd);
     /// Registers a TaskManager at the ResourceManager.
     async fn register_task_manager(
         registration: TaskManagerRegistration,
@@ -91,6 +114,26 @@ pub trait JobManagerRpc {
         registration: u64,
         slots: SlotReport,
     ) -> Result<(), UnknownRegistration>;
+}
+
+/// A TaskManager's RPC service, as the JobManager calls it (the TaskExecutorGateway across
+/// processes).
+#[tarpc::service]
+pub trait TaskManagerRpc {
+    /// Reserves `slots` slots and `buffers` network buffers; the allocation's id.
+    async fn allocate(slots: u32, buffers: usize) -> Result<u64, SlotError>;
+    /// Gives an allocation back.
+    async fn release(allocation: u64);
+    /// Opens attempt `job` before its tasks come.
+    async fn register_job(job: u64, checkpointing: bool);
+    /// Deploys a task (fetching its components from the blob server first, once).
+    async fn submit_task(tdd: TaskDeploymentDescriptor) -> Result<(), String>;
+    async fn trigger_checkpoint(job: u64, tasks: Vec<usize>, checkpoint: u64, location: PathBuf);
+    async fn notify_checkpoint_complete(job: u64, checkpoint: u64, last: bool);
+    async fn cancel_job(job: u64);
+    async fn unregister_job(job: u64);
+    async fn task_metrics(job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)>;
+    async fn network_stats() -> BufferPoolStats;
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {

@@ -13,6 +13,7 @@ use super::rpc::{
     self, ConnectError, Hardware, JobManagerRpcClient, RegistrationRefused, SlotReport,
     TaskManagerRegistration,
 };
+use super::tm_service::{self, JobManagerLink};
 use crate::network::{ClusterSecret, NetworkConfig};
 use crate::runtime::task_executor::{TaskExecutor, TaskExecutorConfig};
 use crate::wasm::{RuntimeConfig, WasmRuntime};
@@ -66,6 +67,8 @@ pub struct TaskManager {
     config: ClusterConfig,
     task_executor: Arc<TaskExecutor>,
     data_address: String,
+    rpc_address: String,
+    link: JobManagerLink,
     runtime: tokio::runtime::Runtime,
     _state_dir: StateDir,
 }
@@ -140,7 +143,29 @@ impl TaskManager {
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| start_failed("local state directory")(e.to_string()))?;
         eprintln!("Local state directory: {}", state_dir.display());
+        // The TaskManager's own RPC service, which job masters deploy through.
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(format!(
+                "{}:0",
+                tm.bind_address
+            )))
+            .map_err(|e| start_failed("RPC service")(e.to_string()))?;
+        let rpc_address = listener
+            .local_addr()
+            .map_err(|e| start_failed("RPC service")(e.to_string()))?
+            .to_string();
+        let link = JobManagerLink::default();
+        runtime.spawn(tm_service::serve(
+            listener,
+            task_executor.clone(),
+            link.clone(),
+            secret.clone(),
+            config.heartbeat.timeout,
+        ));
+        eprintln!("RPC service listening on {rpc_address}");
         Ok(TaskManager {
+            rpc_address,
+            link,
             jobmanager: options
                 .jobmanager
                 .unwrap_or_else(|| config.jobmanager_rpc.to_address()),
@@ -174,6 +199,7 @@ impl TaskManager {
                 network_buffers: config.network_buffers,
                 segment_bytes: config.segment_bytes,
             },
+            rpc_address: self.rpc_address.clone(),
         }
     }
 
@@ -196,7 +222,9 @@ impl TaskManager {
                         "Successful registration at the ResourceManager at {} under registration {registration}",
                         self.jobmanager
                     );
+                    *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
                     let reason = self.send_heartbeats(&client, registration).await;
+                    *self.link.lock().unwrap_or_else(|p| p.into_inner()) = None;
                     eprintln!("Registration {registration} ended: {reason}; registering again");
                     since = Instant::now();
                     backoff = Duration::from_millis(50);

@@ -1,0 +1,318 @@
+//! The JobManager's side of a registered TaskManager: the TaskExecutorGateway a job master
+//! deploys through, over the TaskManager's RPC service; the blob server its components come
+//! from; and the table through which its tasks' upcalls find their job master.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::rpc::{self, TaskManagerRpcClient};
+use crate::cluster::gateways::{SlotLease, TaskExecutorGateway};
+use crate::cluster::resource_manager::SlotProvider;
+use crate::metrics::TaskMetricsSnapshot;
+use crate::network::BufferPoolStats;
+use crate::runtime::deployment::{BlobKey, TaskDeploymentDescriptor};
+use crate::runtime::task_executor::SlotError;
+use crate::runtime::{JobMasterConnection, SubmitError};
+use crate::stream::Barrier;
+use crate::wasm::{LoadError, content_hash};
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Components by content hash (Flink's BlobServer): TaskManagers fetch what a task names.
+#[derive(Default)]
+pub struct BlobServer {
+    blobs: Mutex<HashMap<String, (String, Arc<[u8]>)>>,
+}
+
+impl BlobServer {
+    pub fn put(&self, name: &str, bytes: &[u8]) -> BlobKey {
+        let hash = content_hash(bytes);
+        lock(&self.blobs)
+            .entry(hash.clone())
+            .or_insert_with(|| (name.to_string(), Arc::from(bytes)));
+        BlobKey {
+            hash,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn get(&self, hash: &str) -> Option<(String, Arc<[u8]>)> {
+        lock(&self.blobs).get(hash).cloned()
+    }
+}
+
+/// The job masters of running attempts, by attempt id, for the upcalls of their tasks; each
+/// registered once per TaskManager that runs some of its tasks.
+#[derive(Default)]
+pub struct AttemptTable {
+    attempts: Mutex<HashMap<u64, (Arc<dyn JobMasterConnection>, usize)>>,
+}
+
+impl AttemptTable {
+    fn add(&self, job: u64, master: Arc<dyn JobMasterConnection>) {
+        lock(&self.attempts).entry(job).or_insert((master, 0)).1 += 1;
+    }
+
+    fn remove(&self, job: u64) {
+        let mut attempts = lock(&self.attempts);
+        if let Some(entry) = attempts.get_mut(&job) {
+            entry.1 -= 1;
+            if entry.1 == 0 {
+                attempts.remove(&job);
+            }
+        }
+    }
+
+    pub fn get(&self, job: u64) -> Option<Arc<dyn JobMasterConnection>> {
+        lock(&self.attempts).get(&job).map(|(m, _)| m.clone())
+    }
+}
+
+impl std::fmt::Debug for RemoteTaskExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "RemoteTaskExecutor({})", self.resource_id)
+    }
+}
+
+/// A registered TaskManager, as the JobManager calls it.
+pub struct RemoteTaskExecutor {
+    pub resource_id: String,
+    client: TaskManagerRpcClient,
+    runtime: tokio::runtime::Handle,
+    blobs: Arc<BlobServer>,
+    attempts: Arc<AttemptTable>,
+    timeout: Duration,
+    /// Slots as of its last heartbeat.
+    pub(super) slots: Mutex<(u32, u32)>,
+}
+
+impl RemoteTaskExecutor {
+    pub(super) fn new(
+        resource_id: String,
+        client: TaskManagerRpcClient,
+        runtime: tokio::runtime::Handle,
+        blobs: Arc<BlobServer>,
+        attempts: Arc<AttemptTable>,
+        timeout: Duration,
+        total_slots: u32,
+    ) -> Self {
+        RemoteTaskExecutor {
+            resource_id,
+            client,
+            runtime,
+            blobs,
+            attempts,
+            timeout,
+            slots: Mutex::new((total_slots, total_slots)),
+        }
+    }
+
+    /// Runs a call to the TaskManager from a job master's thread; `None` if it failed (the
+    /// TaskManager is then lost to the heartbeat, and its tasks' ends tell the job master).
+    fn call<'a, T, F>(
+        &'a self,
+        what: &str,
+        call: impl FnOnce(&'a TaskManagerRpcClient) -> F,
+    ) -> Option<T>
+    where
+        F: Future<Output = Result<T, tarpc::client::RpcError>> + 'a,
+    {
+        match self.runtime.block_on(call(&self.client)) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                eprintln!(
+                    "warning: TaskManager `{}` did not answer {what}: {e}",
+                    self.resource_id
+                );
+                None
+            }
+        }
+    }
+
+    fn context(&self) -> tarpc::context::Context {
+        rpc::deadline(self.timeout)
+    }
+}
+
+impl TaskExecutorGateway for RemoteTaskExecutor {
+    fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError> {
+        Ok(self.blobs.put(name, bytes))
+    }
+
+    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool) {
+        self.attempts.add(job, master);
+        let context = self.context();
+        self.call("register_job", |c| {
+            c.register_job(context, job, checkpointing)
+        });
+    }
+
+    fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
+        let task = tdd.name.clone();
+        // Deployment may compile a component: a longer deadline than a plain call.
+        let context = rpc::deadline(self.timeout.max(Duration::from_secs(120)));
+        match self.runtime.block_on(self.client.submit_task(context, tdd)) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(SubmitError::Remote {
+                task,
+                task_manager: self.resource_id.clone(),
+                error,
+            }),
+            Err(e) => Err(SubmitError::Remote {
+                task,
+                task_manager: self.resource_id.clone(),
+                error: format!("no answer: {e}"),
+            }),
+        }
+    }
+
+    fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier) {
+        if tasks.is_empty() {
+            return;
+        }
+        let context = self.context();
+        let (tasks, id, location) = (tasks.to_vec(), barrier.id, barrier.location.to_path_buf());
+        self.call("trigger_checkpoint", |c| {
+            c.trigger_checkpoint(context, job, tasks, id, location)
+        });
+    }
+
+    fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool) {
+        let context = self.context();
+        self.call("notify_checkpoint_complete", |c| {
+            c.notify_checkpoint_complete(context, job, id, last)
+        });
+    }
+
+    fn task_metrics(&self, job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)> {
+        let context = self.context();
+        self.call("task_metrics", |c| c.task_metrics(context, job))
+            .unwrap_or_default()
+    }
+
+    fn cancel_job(&self, job: u64) {
+        let context = self.context();
+        self.call("cancel_job", |c| c.cancel_job(context, job));
+    }
+
+    fn unregister_job(&self, job: u64) {
+        let context = self.context();
+        self.call("unregister_job", |c| c.unregister_job(context, job));
+        self.attempts.remove(job);
+    }
+
+    fn network_stats(&self) -> BufferPoolStats {
+        let context = self.context();
+        self.call("network_stats", |c| c.network_stats(context))
+            .unwrap_or_default()
+    }
+
+    fn data_address(&self) -> Result<String, String> {
+        Err("a remote TaskManager's data address comes with its registration".into())
+    }
+}
+
+/// Slots held on a TaskManager; given back (without waiting) when dropped.
+struct RemoteAllocation {
+    client: TaskManagerRpcClient,
+    runtime: tokio::runtime::Handle,
+    id: u64,
+    timeout: Duration,
+}
+
+impl SlotLease for RemoteAllocation {}
+
+impl Drop for RemoteAllocation {
+    fn drop(&mut self) {
+        let (client, id, context) = (self.client.clone(), self.id, rpc::deadline(self.timeout));
+        self.runtime.spawn(async move {
+            let _ = client.release(context, id).await;
+        });
+    }
+}
+
+/// A registered TaskManager as the ResourceManager places slots on it.
+pub(super) struct RemoteSlots {
+    pub(super) te: Arc<RemoteTaskExecutor>,
+    pub(super) data_address: String,
+}
+
+impl SlotProvider for RemoteSlots {
+    fn free_slots(&self) -> u32 {
+        lock(&self.te.slots).1
+    }
+    fn total_slots(&self) -> u32 {
+        lock(&self.te.slots).0
+    }
+    fn allocate(&self, slots: u32, buffers: usize) -> Result<Box<dyn SlotLease>, SlotError> {
+        let te = &self.te;
+        let context = te.context();
+        match te.call("allocate", |c| c.allocate(context, slots, buffers)) {
+            Some(Ok(id)) => {
+                let mut known = lock(&te.slots);
+                known.1 = known.1.saturating_sub(slots);
+                Ok(Box::new(RemoteAllocation {
+                    client: te.client.clone(),
+                    runtime: te.runtime.clone(),
+                    id,
+                    timeout: te.timeout,
+                }))
+            }
+            Some(Err(e)) => Err(e),
+            None => Err(SlotError::NotEnoughSlots {
+                needed: slots,
+                free: 0,
+                total: lock(&te.slots).0,
+            }),
+        }
+    }
+    fn gateway(&self) -> Arc<dyn TaskExecutorGateway> {
+        Arc::new(AddressedTaskExecutor {
+            te: self.te.clone(),
+            data_address: self.data_address.clone(),
+        })
+    }
+}
+
+/// A remote TaskExecutor with the data address it registered.
+struct AddressedTaskExecutor {
+    te: Arc<RemoteTaskExecutor>,
+    data_address: String,
+}
+
+impl TaskExecutorGateway for AddressedTaskExecutor {
+    fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError> {
+        self.te.put_component(name, bytes)
+    }
+    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool) {
+        self.te.register_job(job, master, checkpointing)
+    }
+    fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
+        self.te.submit_task(tdd)
+    }
+    fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier) {
+        self.te.trigger_checkpoint(job, tasks, barrier)
+    }
+    fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool) {
+        self.te.notify_checkpoint_complete(job, id, last)
+    }
+    fn task_metrics(&self, job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)> {
+        self.te.task_metrics(job)
+    }
+    fn cancel_job(&self, job: u64) {
+        self.te.cancel_job(job)
+    }
+    fn unregister_job(&self, job: u64) {
+        self.te.unregister_job(job)
+    }
+    fn network_stats(&self) -> BufferPoolStats {
+        self.te.network_stats()
+    }
+    fn data_address(&self) -> Result<String, String> {
+        Ok(self.data_address.clone())
+    }
+}
