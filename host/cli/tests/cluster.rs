@@ -66,6 +66,11 @@ impl Process {
 
     /// Waits up to 20 s for the process to exit; its exit status and log.
     fn wait_exit(&mut self) -> (std::process::ExitStatus, String) {
+        self.wait_exit_within(Duration::from_secs(20))
+    }
+
+    /// Waits up to `limit` for the process to exit; its exit status and log.
+    fn wait_exit_within(&mut self, limit: Duration) -> (std::process::ExitStatus, String) {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -74,7 +79,7 @@ impl Process {
                 return (status, self.log());
             }
             assert!(
-                started.elapsed() < Duration::from_secs(20),
+                started.elapsed() < limit,
                 "the process did not exit:\n{}",
                 self.log()
             );
@@ -420,4 +425,119 @@ fn a_job_submitted_with_run_m_runs_across_both_taskmanagers_and_counts_exactly()
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("response");
     assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+}
+
+/// The word count manifest with its component from this repository; its source, after its
+/// first batch, waits for `checkpoints` completed checkpoints (so they fall mid-job).
+fn wordcount_manifest(dir: &Path, checkpoints: Option<u32>) -> PathBuf {
+    let component = wordcount_component();
+    let mut manifest = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/wordcount/job.toml"),
+    )
+    .expect("example manifest")
+    .replace(
+        "../../target/wasm32-wasip2/release/wordcount.wasm",
+        component.to_str().expect("utf-8 path"),
+    );
+    if let Some(n) = checkpoints {
+        manifest = manifest.replacen(
+            "kind = \"file\"\n",
+            &format!("kind = \"file\"\nwait_for_checkpoints = {n}\n"),
+            1,
+        );
+    }
+    let job = dir.join("job.toml");
+    std::fs::write(&job, manifest).expect("manifest");
+    job
+}
+
+/// Every line of the committed part files of `dir` (hidden pending files excluded), sorted.
+fn committed_lines(dir: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("output dir") {
+        let entry = entry.expect("entry");
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let text = std::fs::read_to_string(entry.path()).expect("part");
+        lines.extend(text.lines().map(str::to_string));
+    }
+    lines.sort();
+    lines
+}
+
+#[test]
+fn a_killed_taskmanager_fails_its_tasks_and_the_job_recovers_on_a_spare_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (jm, rpc, rest) = jobmanager(&config);
+    // Fill-first placement takes tm-1 and tm-2 (by id); tm-3 is the spare.
+    let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    let mut tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    let _tm3 = taskmanager(&config, &rpc, 2, "tm-3");
+    wait_for_task_managers(&rest, 3);
+
+    let job = wordcount_manifest(dir.path(), Some(3));
+    let passage = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage");
+    // More than one source batch: the sources wait after their first.
+    let text = passage.repeat(400);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("out");
+    let checkpoints = dir.path().join("chk");
+    let run = Process::start(&[
+        "run",
+        "-m",
+        &rest,
+        job.to_str().unwrap(),
+        "--parallelism",
+        "4",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-interval",
+        "100ms",
+        "--restart-attempts",
+        "3",
+        "--restart-delay",
+        "100ms",
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    // tm-2 runs tasks of the job; once a checkpoint completed, it dies.
+    tm2.wait_for("Received task");
+    let job_dir = checkpoints.join("wordcount");
+    let started = Instant::now();
+    while !std::fs::read_dir(&job_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().join("_metadata").exists())
+    }) {
+        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    tm2.child.kill().expect("kill -9");
+    let _ = tm2.child.wait();
+    jm.wait_for("`tm-2` is lost: its connection closed");
+
+    let mut run = run;
+    let (status, log) = run.wait_exit_within(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    assert!(
+        _tm3.log().contains("Received task"),
+        "the spare ran nothing; JobManager:\n{}\nrun:\n{log}",
+        jm.log()
+    );
+    let mut expected: Vec<String> = independent_word_count(&text)
+        .into_iter()
+        .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(committed_lines(&output), expected);
+    let jobs = get(&rest, "/jobs");
+    assert_eq!(jobs["jobs"][0]["status"], "FINISHED", "{jobs}");
 }

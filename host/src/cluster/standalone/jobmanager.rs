@@ -245,6 +245,10 @@ impl JobManagerRpc for RpcServer {
     }
 
     async fn task_ended(self, _: tarpc::context::Context, job: u64, index: usize, end: TaskEnd) {
+        // A task of a TaskManager declared lost has ended already, as far as its job knows.
+        if !self.state.attempts.task_ended(job, index) {
+            return;
+        }
         if let Some(master) = self.state.attempts.get(job) {
             let result = match end {
                 TaskEnd::Finished => Ok(()),
@@ -297,7 +301,9 @@ async fn serve_rpc(listener: TcpListener, state: Arc<JobManagerState>) {
                     tokio::spawn(call);
                 })
                 .await;
-            state.registry.connection_closed(connection);
+            for (id, why) in state.registry.connection_closed(connection) {
+                state.attempts.fail_task_manager(&id, &why);
+            }
         });
     }
 }
@@ -307,6 +313,8 @@ async fn watch_heartbeats(state: Arc<JobManagerState>) {
     let mut tick = tokio::time::interval(state.config.heartbeat.interval / 2);
     loop {
         tick.tick().await;
-        state.registry.expire();
+        for (id, why) in state.registry.expire() {
+            state.attempts.fail_task_manager(&id, &why);
+        }
     }
 }

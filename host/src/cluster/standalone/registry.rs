@@ -134,21 +134,26 @@ impl TaskManagerRegistry {
     }
 
     /// The RPC connection `connection` closed: every TaskManager registered on it is lost.
-    pub fn connection_closed(&self, connection: u64) {
+    /// Their ids and why.
+    pub fn connection_closed(&self, connection: u64) -> Vec<(String, String)> {
         let mut table = self.table();
         let lost: Vec<String> = table
             .values()
             .filter(|tm| tm.connection == connection)
             .map(|tm| tm.resource_id.clone())
             .collect();
-        for id in lost {
-            table.remove(&id);
-            eprintln!("TaskManager `{id}` is lost: its connection closed");
-        }
+        lost.into_iter()
+            .map(|id| {
+                table.remove(&id);
+                let why = "its connection closed".to_string();
+                eprintln!("TaskManager `{id}` is lost: {why}");
+                (id, why)
+            })
+            .collect()
     }
 
-    /// Removes TaskManagers not heard from for the heartbeat timeout; their ids.
-    pub fn expire(&self) -> Vec<String> {
+    /// Removes TaskManagers not heard from for the heartbeat timeout; their ids and why.
+    pub fn expire(&self) -> Vec<(String, String)> {
         let mut table = self.table();
         let timeout = self.heartbeat_timeout;
         let lost: Vec<String> = table
@@ -156,11 +161,14 @@ impl TaskManagerRegistry {
             .filter(|tm| tm.last_heartbeat.elapsed() > timeout)
             .map(|tm| tm.resource_id.clone())
             .collect();
-        for id in &lost {
-            table.remove(id);
-            eprintln!("TaskManager `{id}` is lost: no heartbeat for {timeout:?}");
-        }
-        lost
+        lost.into_iter()
+            .map(|id| {
+                table.remove(&id);
+                let why = format!("no heartbeat for {timeout:?}");
+                eprintln!("TaskManager `{id}` is lost: {why}");
+                (id, why)
+            })
+            .collect()
     }
 
     /// The registered TaskManagers, by resource id.

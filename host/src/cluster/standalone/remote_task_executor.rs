@@ -14,7 +14,7 @@ use crate::metrics::TaskMetricsSnapshot;
 use crate::network::BufferPoolStats;
 use crate::runtime::deployment::{BlobKey, TaskDeploymentDescriptor};
 use crate::runtime::task_executor::SlotError;
-use crate::runtime::{JobMasterConnection, SubmitError};
+use crate::runtime::{JobMasterConnection, SubmitError, TaskFailure};
 use crate::stream::Barrier;
 use crate::wasm::{LoadError, content_hash};
 
@@ -45,14 +45,68 @@ impl BlobServer {
     }
 }
 
-/// The job masters of running attempts, by attempt id, for the upcalls of their tasks; each
-/// registered once per TaskManager that runs some of its tasks.
+/// The job masters of running attempts, by attempt id, for the upcalls of their tasks (each
+/// registered once per TaskManager that runs some of its tasks), and which TaskManager runs
+/// each task still running: when a TaskManager is lost, its tasks fail.
 #[derive(Default)]
 pub struct AttemptTable {
     attempts: Mutex<HashMap<u64, (Arc<dyn JobMasterConnection>, usize)>>,
+    /// attempt -> task index -> (task name, resource id of its TaskManager)
+    running: Mutex<HashMap<u64, HashMap<usize, (String, String)>>>,
 }
 
 impl AttemptTable {
+    fn task_started(&self, job: u64, index: usize, name: String, resource_id: &str) {
+        lock(&self.running)
+            .entry(job)
+            .or_default()
+            .insert(index, (name, resource_id.to_string()));
+    }
+
+    /// Task `index` of `job` reported its end; `false` if it had ended already (its
+    /// TaskManager was declared lost first), so the end is not counted twice.
+    pub fn task_ended(&self, job: u64, index: usize) -> bool {
+        lock(&self.running)
+            .get_mut(&job)
+            .is_some_and(|tasks| tasks.remove(&index).is_some())
+    }
+
+    /// TaskManager `resource_id` is lost: each task it ran fails, as its job master hears.
+    pub fn fail_task_manager(&self, resource_id: &str, why: &str) {
+        let mut failed = Vec::new();
+        for (job, tasks) in lock(&self.running).iter_mut() {
+            let lost: Vec<usize> = tasks
+                .iter()
+                .filter(|(_, (_, tm))| tm == resource_id)
+                .map(|(i, _)| *i)
+                .collect();
+            for index in lost {
+                if let Some((name, _)) = tasks.remove(&index) {
+                    failed.push((*job, index, name));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            eprintln!(
+                "Failing {} task(s) that ran on TaskManager `{resource_id}`",
+                failed.len()
+            );
+        }
+        for (job, index, task) in failed {
+            if let Some(master) = self.get(job) {
+                master.task_ended(
+                    index,
+                    Err(TaskFailure::Remote {
+                        reason: format!(
+                            "task {task} was lost with TaskManager `{resource_id}` ({why})"
+                        ),
+                        task,
+                    }),
+                );
+            }
+        }
+    }
+
     fn add(&self, job: u64, master: Arc<dyn JobMasterConnection>) {
         lock(&self.attempts).entry(job).or_insert((master, 0)).1 += 1;
     }
@@ -63,6 +117,7 @@ impl AttemptTable {
             entry.1 -= 1;
             if entry.1 == 0 {
                 attempts.remove(&job);
+                lock(&self.running).remove(&job);
             }
         }
     }
@@ -153,9 +208,17 @@ impl TaskExecutorGateway for RemoteTaskExecutor {
 
     fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
         let task = tdd.name.clone();
+        let (job, index) = (tdd.job, tdd.index);
+        // Counted as running before it can end, so its end is never missed.
+        self.attempts
+            .task_started(job, index, task.clone(), &self.resource_id);
         // Deployment may compile a component: a longer deadline than a plain call.
         let context = rpc::deadline(self.timeout.max(Duration::from_secs(120)));
-        match self.runtime.block_on(self.client.submit_task(context, tdd)) {
+        let result = self.runtime.block_on(self.client.submit_task(context, tdd));
+        if !matches!(result, Ok(Ok(()))) {
+            self.attempts.task_ended(job, index);
+        }
+        match result {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => Err(SubmitError::Remote {
                 task,
@@ -216,22 +279,30 @@ impl TaskExecutorGateway for RemoteTaskExecutor {
     }
 }
 
-/// Slots held on a TaskManager; given back (without waiting) when dropped.
+/// Slots held on a TaskManager; given back when dropped, before a restart asks for slots
+/// again (from a job master's thread it waits for the TaskManager's answer).
 struct RemoteAllocation {
-    client: TaskManagerRpcClient,
-    runtime: tokio::runtime::Handle,
+    te: Arc<RemoteTaskExecutor>,
     id: u64,
-    timeout: Duration,
+    slots: u32,
 }
 
 impl SlotLease for RemoteAllocation {}
 
 impl Drop for RemoteAllocation {
     fn drop(&mut self) {
-        let (client, id, context) = (self.client.clone(), self.id, rpc::deadline(self.timeout));
-        self.runtime.spawn(async move {
+        let te = &self.te;
+        let (client, id, context) = (te.client.clone(), self.id, te.context());
+        let release = async move {
             let _ = client.release(context, id).await;
-        });
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            te.runtime.spawn(release);
+        } else {
+            te.runtime.block_on(release);
+        }
+        let mut known = lock(&te.slots);
+        known.1 = (known.1 + self.slots).min(known.0);
     }
 }
 
@@ -256,10 +327,9 @@ impl SlotProvider for RemoteSlots {
                 let mut known = lock(&te.slots);
                 known.1 = known.1.saturating_sub(slots);
                 Ok(Box::new(RemoteAllocation {
-                    client: te.client.clone(),
-                    runtime: te.runtime.clone(),
+                    te: te.clone(),
                     id,
-                    timeout: te.timeout,
+                    slots,
                 }))
             }
             Some(Err(e)) => Err(e),
