@@ -541,3 +541,78 @@ fn a_killed_taskmanager_fails_its_tasks_and_the_job_recovers_on_a_spare_exactly_
     let jobs = get(&rest, "/jobs");
     assert_eq!(jobs["jobs"][0]["status"], "FINISHED", "{jobs}");
 }
+
+#[test]
+fn a_hung_taskmanager_is_declared_lost_by_heartbeat_its_job_recovers_and_its_stale_tasks_are_cancelled()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (jm, rpc, rest) = jobmanager(&config);
+    let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    let tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    let tm3 = taskmanager(&config, &rpc, 2, "tm-3");
+    wait_for_task_managers(&rest, 3);
+
+    let job = wordcount_manifest(dir.path(), Some(3));
+    let passage = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage");
+    let text = passage.repeat(400);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("out");
+    let checkpoints = dir.path().join("chk");
+    let mut run = Process::start(&[
+        "run",
+        "-m",
+        &rest,
+        job.to_str().unwrap(),
+        "--parallelism",
+        "4",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-interval",
+        "100ms",
+        "--restart-attempts",
+        "3",
+        "--restart-delay",
+        "100ms",
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    tm2.wait_for("Received task");
+    let job_dir = checkpoints.join("wordcount");
+    let started = Instant::now();
+    while !std::fs::read_dir(&job_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().join("_metadata").exists())
+    }) {
+        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // Hung with its sockets open: only the heartbeat timeout tells.
+    tm2.signal("STOP");
+    jm.wait_for("`tm-2` is lost: no heartbeat");
+    let (status, log) = run.wait_exit_within(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    assert!(tm3.log().contains("Received task"), "the spare ran nothing");
+    let mut expected: Vec<String> = independent_word_count(&text)
+        .into_iter()
+        .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(committed_lines(&output), expected);
+
+    // Continued, it learns it was declared lost, cancels what it still ran, registers again;
+    // nothing it does after commits anything.
+    tm2.signal("CONT");
+    tm2.wait_for("Cancelling job attempt");
+    tm2.wait_for("registering again");
+    wait_for_task_managers(&rest, 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(committed_lines(&output), expected);
+}

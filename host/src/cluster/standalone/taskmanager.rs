@@ -225,6 +225,14 @@ impl TaskManager {
                     *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
                     let reason = self.send_heartbeats(&client, registration).await;
                     *self.link.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    // The JobManager has declared this TaskManager lost (or cannot hear it):
+                    // its tasks run elsewhere now, so none of them may go on here.
+                    for job in self.task_executor.running_jobs() {
+                        eprintln!(
+                            "Cancelling job attempt {job}: its JobManager lost this TaskManager"
+                        );
+                        self.task_executor.unregister_job(job);
+                    }
                     eprintln!("Registration {registration} ended: {reason}; registering again");
                     since = Instant::now();
                     backoff = Duration::from_millis(50);
