@@ -155,3 +155,144 @@ pub fn submit(
         }
     }
 }
+
+#[derive(clap::Args)]
+pub struct ListArgs {
+    /// The JobManager's REST address (default: `rest` of conf/weir.toml).
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    jobmanager: Option<String>,
+    /// Only running jobs.
+    #[arg(short = 'r', long)]
+    running: bool,
+    /// Every job, ended ones included.
+    #[arg(short = 'a', long)]
+    all: bool,
+}
+
+#[derive(clap::Args)]
+pub struct CancelArgs {
+    /// The JobManager's REST address (default: `rest` of conf/weir.toml).
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    jobmanager: Option<String>,
+    /// The job's id (32 hex digits).
+    id: String,
+}
+
+fn rest_address(explicit: &Option<String>) -> Result<String> {
+    match explicit {
+        Some(address) => Ok(address.clone()),
+        None => Ok(config(None)?.rest.to_address()),
+    }
+}
+
+/// `dd.MM.yyyy HH:mm:ss` (UTC) of a time in milliseconds since the Unix epoch.
+fn flink_time(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{day:02}.{month:02}.{year:04} {:02}:{:02}:{:02}",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60
+    )
+}
+
+/// `weir list`: the cluster's jobs, in Flink's sections and lines.
+pub fn list(args: ListArgs) -> Result<()> {
+    let address = rest_address(&args.jobmanager)?;
+    let (status, answer) = request(&address, "GET", "/jobs/overview", None)?;
+    if status != 200 {
+        bail!(
+            "the JobManager at {address} answered {status}: {}",
+            error_of(&answer)
+        );
+    }
+    let jobs = answer["jobs"].as_array().cloned().unwrap_or_default();
+    let line = |job: &serde_json::Value| {
+        format!(
+            "{} : {} : {} ({})",
+            flink_time(job["start-time"].as_u64().unwrap_or(0)),
+            job["jid"].as_str().unwrap_or("?"),
+            job["name"].as_str().unwrap_or("?"),
+            job["state"].as_str().unwrap_or("?")
+        )
+    };
+    println!("Waiting for response...");
+    let running: Vec<String> = jobs
+        .iter()
+        .filter(|j| j["state"] == "RUNNING")
+        .map(line)
+        .collect();
+    if running.is_empty() {
+        println!("No running jobs.");
+    } else {
+        println!("------------------ Running/Restarting Jobs -------------------");
+        running.iter().for_each(|l| println!("{l}"));
+        println!("--------------------------------------------------------------");
+    }
+    if !args.running {
+        println!("No scheduled jobs.");
+    }
+    if args.all {
+        let ended: Vec<String> = jobs
+            .iter()
+            .filter(|j| j["state"] != "RUNNING")
+            .map(line)
+            .collect();
+        if ended.is_empty() {
+            println!("No terminated jobs.");
+        } else {
+            println!("---------------------- Terminated Jobs -----------------------");
+            ended.iter().for_each(|l| println!("{l}"));
+            println!("--------------------------------------------------------------");
+        }
+    }
+    Ok(())
+}
+
+/// `weir cancel <id>`: cancels a running job and waits until it is.
+pub fn cancel(args: CancelArgs) -> Result<()> {
+    let address = rest_address(&args.jobmanager)?;
+    let id = &args.id;
+    println!("Cancelling job {id}.");
+    let (status, answer) = request(&address, "PATCH", &format!("/jobs/{id}?mode=cancel"), None)?;
+    if status != 202 {
+        bail!("cannot cancel job {id}: {}", error_of(&answer));
+    }
+    let started = Instant::now();
+    loop {
+        let (_, job) = request(&address, "GET", &format!("/jobs/{id}"), None)?;
+        match job["state"].as_str() {
+            Some("CANCELED") => break,
+            Some("RUNNING") if started.elapsed() < Duration::from_secs(60) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            other => bail!(
+                "job {id} did not cancel: it is {}",
+                other.unwrap_or("unknown")
+            ),
+        }
+    }
+    println!("Cancelled job {id}.");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn times_print_as_flink_prints_them() {
+        assert_eq!(super::flink_time(0), "01.01.1970 00:00:00");
+        assert_eq!(super::flink_time(1_795_812_005_000), "27.11.2026 20:40:05");
+        assert_eq!(super::flink_time(951_868_799_000), "29.02.2000 23:59:59");
+    }
+}

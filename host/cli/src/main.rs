@@ -41,6 +41,10 @@ enum Command {
     Jobmanager(cluster::JobManagerArgs),
     /// Starts a TaskManager that registers at the JobManager and serves until stopped.
     Taskmanager(cluster::TaskManagerArgs),
+    /// Lists the jobs of a standalone cluster.
+    List(cluster::ListArgs),
+    /// Cancels a job of a standalone cluster.
+    Cancel(cluster::CancelArgs),
 }
 
 #[derive(clap::Args)]
@@ -378,6 +382,8 @@ fn run_cli() -> Result<()> {
         Command::Run(args) => run(args),
         Command::Jobmanager(args) => cluster::jobmanager(args),
         Command::Taskmanager(args) => cluster::taskmanager(args, default_cache_dir()),
+        Command::List(args) => cluster::list(args),
+        Command::Cancel(args) => cluster::cancel(args),
     }
 }
 

@@ -313,10 +313,15 @@ fn a_taskmanager_with_no_jobmanager_to_reach_gives_up_after_its_registration_tim
 /// The word count example's component, built from this repository (a no-op when the
 /// end-to-end tests' build built it already).
 fn wordcount_component() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    weir_guest_build::compile(&root, &[("wordcount", "wordcount")])
-        .expect("build the word count guest")
-        .remove(0)
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+            weir_guest_build::compile(&root, &[("wordcount", "wordcount")])
+                .expect("build the word count guest")
+                .remove(0)
+        })
+        .clone()
 }
 
 /// Lower-cased alphanumeric runs and how often each occurs: the count the word count must
@@ -615,4 +620,109 @@ fn a_hung_taskmanager_is_declared_lost_by_heartbeat_its_job_recovers_and_its_sta
     wait_for_task_managers(&rest, 3);
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(committed_lines(&output), expected);
+}
+
+/// Runs `weir args...` to its end; its exit status, stdout and stderr.
+fn weir(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .args(args)
+        .output()
+        .expect("run weir");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn list_shows_a_detached_job_running_cancel_stops_it_and_frees_its_slots() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    let _tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    wait_for_task_managers(&rest, 2);
+    // Its sources wait for a checkpoint an hour away: the job runs until cancelled.
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let passage = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage");
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, passage.repeat(200)).expect("input");
+    let (ok, out, err) = weir(&[
+        "run",
+        "-d",
+        "-m",
+        &rest,
+        job.to_str().unwrap(),
+        "-p",
+        "4",
+        "--checkpoint-dir",
+        dir.path().join("chk").to_str().unwrap(),
+        "--checkpoint-interval",
+        "60m",
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", dir.path().join("out").display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    let id = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Job has been submitted with JobID "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+
+    let (ok, out, err) = weir(&["list", "-m", &rest]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("------------------ Running/Restarting Jobs -------------------"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains(&id))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        line.ends_with(&format!(" : {id} : wordcount (RUNNING)")),
+        "{line}"
+    );
+    assert_eq!(get(&rest, "/overview")["slots-available"], 0);
+
+    let (ok, out, err) = weir(&["cancel", "-m", &rest, &id]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(out, format!("Cancelling job {id}.\nCancelled job {id}.\n"));
+    let (ok, out, _) = weir(&["list", "-a", "-m", &rest]);
+    assert!(ok);
+    assert!(out.contains("No running jobs."), "{out}");
+    assert!(
+        out.contains(&format!(" : {id} : wordcount (CANCELED)")),
+        "{out}"
+    );
+    let started = Instant::now();
+    while get(&rest, "/overview")["slots-available"] != 4 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "slots not freed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // An unknown id is refused by name.
+    let (ok, _, err) = weir(&["cancel", "-m", &rest, "0123456789abcdef0123456789abcdef"]);
+    assert!(!ok);
+    assert!(
+        err.contains("no job with id 0123456789abcdef0123456789abcdef"),
+        "{err}"
+    );
+    // Nothing listens there: the error names the address.
+    let (ok, _, err) = weir(&["list", "-m", "127.0.0.1:1"]);
+    assert!(!ok);
+    assert!(
+        err.contains("cannot reach the JobManager's REST endpoint at 127.0.0.1:1"),
+        "{err}"
+    );
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::JobFailure;
-use super::job_master::{JobHandle, JobOptions, JobResult};
+use super::job_master::{JobControl, JobHandle, JobOptions, JobResult};
 use crate::checkpoint::CompletedCheckpoint;
 use crate::job::JobGraph;
 use crate::metrics::TaskMetricsSnapshot;
@@ -32,6 +32,8 @@ pub struct JobRecord {
     /// The job's id: 32 hex digits, as Flink's JobID.
     pub id: String,
     pub name: String,
+    /// When it was submitted, in milliseconds since the Unix epoch.
+    pub start_time_ms: u64,
     pub status: JobStatus,
 }
 
@@ -97,6 +99,8 @@ pub struct Dispatcher {
     /// Component files as submitted jobs name them: their file name and bytes, read once. A
     /// TaskExecutor gets the bytes, never the path, as one in another process must.
     blobs: Mutex<BTreeMap<PathBuf, (String, Arc<[u8]>)>>,
+    /// How to cancel each job started to run on its own thread, by id, while it runs.
+    controls: Mutex<BTreeMap<String, Arc<JobControl>>>,
 }
 
 impl Dispatcher {
@@ -126,6 +130,9 @@ impl Dispatcher {
                 number,
                 id: new_job_id(),
                 name: name.to_string(),
+                start_time_ms: std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
                 status: JobStatus::Running,
             },
         );
@@ -133,6 +140,30 @@ impl Dispatcher {
     }
 
     /// Records how job `number` ended.
+    /// Keeps how to cancel running job `id`.
+    pub(super) fn set_control(&self, id: &str, control: Arc<JobControl>) {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), control);
+    }
+
+    pub(super) fn control(&self, id: &str) -> Option<Arc<JobControl>> {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    /// Forgets how to cancel job `id`: it ended.
+    pub(super) fn take_control(&self, id: &str) {
+        self.controls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+
     pub(super) fn record_end(&self, number: u64, outcome: &Result<JobResult, JobFailure>) {
         let status = match outcome {
             Ok(result) => JobStatus::Finished {

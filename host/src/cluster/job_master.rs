@@ -459,10 +459,65 @@ enum JobState {
 }
 
 /// Runs `graph` on `cluster` to the end, through the states of the module docs.
+/// Cancels a job from outside its job master's thread, whichever attempt runs: the attempt now
+/// running is cancelled, and no further attempt starts.
+impl std::fmt::Debug for JobControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobControl")
+            .field("cancelled", &self.is_cancelled())
+            .finish()
+    }
+}
+
+#[derive(Default)]
+pub struct JobControl {
+    cancelled: std::sync::atomic::AtomicBool,
+    /// The running attempt's id and TaskExecutors.
+    current: Mutex<Option<(u64, Vec<Arc<dyn TaskExecutorGateway>>)>>,
+}
+
+impl JobControl {
+    pub fn cancel(&self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let current = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some((id, task_executors)) = current {
+            task_executors.iter().for_each(|te| te.cancel_job(id));
+        }
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn running(&self, handle: &JobHandle) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((handle.id, handle.task_executors.clone()));
+        // A cancel that came while the attempt was being deployed.
+        if self.is_cancelled() {
+            handle.cancel();
+        }
+    }
+}
+
 pub(super) fn run_job(
     cluster: &MiniCluster,
     graph: &JobGraph,
     options: &JobOptions,
+) -> Result<JobResult, JobFailure> {
+    run_job_with(cluster, graph, options, &JobControl::default())
+}
+
+/// As [`run_job`], cancellable through `control`.
+pub(super) fn run_job_with(
+    cluster: &MiniCluster,
+    graph: &JobGraph,
+    options: &JobOptions,
+    control: &JobControl,
 ) -> Result<JobResult, JobFailure> {
     let original = match &options.restore {
         Some(path) => Some(resolve_with_warnings(path)?),
@@ -488,11 +543,13 @@ pub(super) fn run_job(
             },
             JobState::Running { attempt, handle } => {
                 let completed = handle.completed_list();
+                control.running(&handle);
                 let failure = match handle.wait() {
                     Ok(mut result) => {
                         result.restarts = attempt;
                         return Ok(result);
                     }
+                    Err(_) if control.is_cancelled() => return Err(JobFailure::Cancelled),
                     Err(JobFailure::Task(failure)) => failure,
                     Err(other) => return Err(other),
                 };
@@ -529,6 +586,9 @@ pub(super) fn run_job(
             }
             JobState::Restarting { attempt, delay } => {
                 std::thread::sleep(delay);
+                if control.is_cancelled() {
+                    return Err(JobFailure::Cancelled);
+                }
                 JobState::Deploying {
                     attempt: attempt + 1,
                 }

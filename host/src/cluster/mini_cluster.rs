@@ -9,7 +9,9 @@ use super::JobFailure;
 use super::deploy;
 use super::dispatcher::{Dispatcher, DispatcherGateway, JobRecord};
 use super::gateways::ResourceManagerGateway;
-use super::job_master::{AttemptSetup, JobHandle, JobOptions, JobResult, preflight, prepare_sinks};
+use super::job_master::{
+    AttemptSetup, JobControl, JobHandle, JobOptions, JobResult, preflight, prepare_sinks,
+};
 use super::limits::LimitMaximums;
 use super::resource_manager::ResourceManager;
 use crate::checkpoint::storage::RestoredState;
@@ -214,14 +216,38 @@ impl MiniCluster {
             .find(|r| r.number == number)
             .map(|r| r.id)
             .unwrap_or_default();
+        let control = Arc::new(JobControl::default());
+        self.dispatcher.set_control(&id, control.clone());
         let cluster = self.clone();
-        std::thread::Builder::new()
+        let thread_id = id.clone();
+        let spawned = std::thread::Builder::new()
             .name(format!("job {id}"))
             .spawn(move || {
-                let outcome = super::job_master::run_job(&cluster, &graph, &options);
+                let outcome = super::job_master::run_job_with(&cluster, &graph, &options, &control);
                 cluster.dispatcher.record_end(number, &outcome);
-            })?;
+                cluster.dispatcher.take_control(&thread_id);
+            });
+        if let Err(e) = spawned {
+            self.dispatcher.take_control(&id);
+            self.dispatcher.record_end(
+                number,
+                &Err(JobFailure::Spawn(std::io::Error::other(e.to_string()))),
+            );
+            return Err(e);
+        }
         Ok(id)
+    }
+
+    /// Cancels job `id`, started with [`start_job`](Self::start_job); `false` if no such job
+    /// is running.
+    pub fn cancel_job(&self, id: &str) -> bool {
+        match self.dispatcher.control(id) {
+            Some(control) => {
+                control.cancel();
+                true
+            }
+            None => false,
+        }
     }
 }
 

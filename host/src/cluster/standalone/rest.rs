@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use serde_json::{Value, json};
@@ -35,7 +35,8 @@ pub(super) async fn serve(
         .route("/taskmanagers", get(task_managers))
         .route("/config", get(config))
         .route("/jobs", get(jobs).post(submit))
-        .route("/jobs/{id}", get(job))
+        .route("/jobs/overview", get(jobs_overview))
+        .route("/jobs/{id}", get(job).patch(cancel))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
         .with_state(Rest { state, cluster });
     if let Err(e) = axum::serve(listener, app).await {
@@ -58,6 +59,7 @@ fn job_json(record: &JobRecord) -> Value {
         "jid": record.id,
         "name": record.name,
         "state": state_name(&record.status),
+        "start-time": record.start_time_ms,
     });
     match &record.status {
         JobStatus::Failed { reason } => value["failure"] = json!(reason),
@@ -132,6 +134,51 @@ async fn jobs(State(rest): State<Rest>) -> Json<Value> {
         .map(|r| json!({"id": r.id, "status": state_name(&r.status)}))
         .collect();
     Json(json!({ "jobs": jobs }))
+}
+
+/// `GET /jobs/overview`: every job with its name, state and start time.
+async fn jobs_overview(State(rest): State<Rest>) -> Json<Value> {
+    let jobs: Vec<Value> = rest.cluster.jobs().iter().map(job_json).collect();
+    Json(json!({ "jobs": jobs }))
+}
+
+#[derive(serde::Deserialize)]
+struct PatchMode {
+    mode: Option<String>,
+}
+
+/// `PATCH /jobs/:id?mode=cancel`: cancels a running job.
+async fn cancel(
+    State(rest): State<Rest>,
+    Path(id): Path<String>,
+    Query(query): Query<PatchMode>,
+) -> (StatusCode, Json<Value>) {
+    if query.mode.as_deref().unwrap_or("cancel") != "cancel" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"errors": ["the only mode is `cancel`"]})),
+        );
+    }
+    let cluster = rest.cluster.clone();
+    let job = id.clone();
+    // Cancelling calls TaskManagers and waits for their answers: off the async threads.
+    let found = tokio::task::spawn_blocking(move || cluster.cancel_job(&job))
+        .await
+        .unwrap_or(false);
+    if found {
+        eprintln!("Cancelling job {id}");
+        (StatusCode::ACCEPTED, Json(json!({})))
+    } else if rest.cluster.jobs().iter().any(|r| r.id == id) {
+        (
+            StatusCode::CONFLICT,
+            Json(json!({"errors": [format!("job {id} is not running")]})),
+        )
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            Json(json!({"errors": [format!("no job with id {id}")]})),
+        )
+    }
 }
 
 /// `GET /jobs/:id`: one job.
