@@ -693,7 +693,10 @@ fn list_shows_a_detached_job_running_cancel_stops_it_and_frees_its_slots() {
     // Slots as the TaskManagers report them with their next heartbeats.
     let started = Instant::now();
     while get(&rest, "/overview")["slots-available"] != 0 {
-        assert!(started.elapsed() < Duration::from_secs(20), "slots never taken");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "slots never taken"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 
@@ -730,4 +733,118 @@ fn list_shows_a_detached_job_running_cancel_stops_it_and_frees_its_slots() {
         err.contains("cannot reach the JobManager's REST endpoint at 127.0.0.1:1"),
         "{err}"
     );
+}
+
+/// Kills the processes the start scripts recorded in `pid_dir`, whatever the test did.
+struct ScriptPids(PathBuf);
+
+impl ScriptPids {
+    fn pids(&self) -> Vec<u32> {
+        std::fs::read_dir(&self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+            .flat_map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for ScriptPids {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Command::new("kill")
+        .args(["-0", &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[test]
+fn start_cluster_and_stop_cluster_start_and_stop_the_jobmanager_and_the_workers() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let (rpc_port, rest_port) = (free_port(), free_port());
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf");
+    std::fs::write(
+        conf.join("weir.toml"),
+        format!(
+            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = {rpc_port}\n\
+             [rest]\naddress = \"127.0.0.1\"\nport = {rest_port}\n[taskmanager]\nslots = 2\n\
+             [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n"
+        ),
+    )
+    .expect("weir.toml");
+    std::fs::write(conf.join("workers"), "localhost\n# a comment\nlocalhost\n").expect("workers");
+    let pid_dir = dir.path().join("pids");
+    let guard = ScriptPids(pid_dir.clone());
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bin");
+    let script = |name: &str| {
+        let out = Command::new("bash")
+            .arg(bin.join(name))
+            .env("WEIR_CONF_DIR", &conf)
+            .env("WEIR_LOG_DIR", dir.path().join("log"))
+            .env("WEIR_PID_DIR", &pid_dir)
+            .env("WEIR_BIN", env!("CARGO_BIN_EXE_weir"))
+            .output()
+            .expect("run script");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{name}: {text}");
+        text
+    };
+    let started = script("start-cluster.sh");
+    assert_eq!(
+        started.matches("Starting taskmanager daemon").count(),
+        2,
+        "{started}"
+    );
+    let rest = format!("127.0.0.1:{rest_port}");
+    let begun = Instant::now();
+    while TcpStream::connect(&rest).is_err() {
+        assert!(
+            begun.elapsed() < Duration::from_secs(20),
+            "no REST endpoint"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let overview = wait_for_task_managers(&rest, 2);
+    assert_eq!(overview["slots-total"], 4);
+    let pids = guard.pids();
+    assert_eq!(pids.len(), 3, "one JobManager and two TaskManagers");
+    assert!(pids.iter().all(|&p| alive(p)));
+
+    let stopped = script("stop-cluster.sh");
+    assert_eq!(stopped.matches("Stopping").count(), 3, "{stopped}");
+    let begun = Instant::now();
+    while pids.iter().any(|&p| alive(p)) {
+        assert!(
+            begun.elapsed() < Duration::from_secs(20),
+            "processes still alive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(guard.pids().is_empty(), "pid files are emptied");
 }
