@@ -15,7 +15,7 @@ pub mod standalone;
 
 pub use dispatcher::{Dispatcher, DispatcherGateway, JobMasterGateway, JobRecord, JobStatus};
 pub use gateways::{ResourceManagerGateway, SlotOffer, TaskExecutorGateway};
-pub use job_master::{JobHandle, JobMonitor, JobOptions, JobResult, RestartStrategy};
+pub use job_master::{JobControl, JobHandle, JobMonitor, JobOptions, JobResult, RestartStrategy};
 pub use limits::{LimitMaximums, LimitTooHigh, job_limits};
 pub use mini_cluster::{MiniCluster, MiniClusterConfig};
 pub use resource_manager::ResourceManager;

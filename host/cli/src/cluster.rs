@@ -78,6 +78,8 @@ pub struct Checkpointing {
     pub interval: Option<Duration>,
     pub restart_attempts: Option<u32>,
     pub restart_delay: Duration,
+    pub restore: Option<PathBuf>,
+    pub allow_non_restored_state: bool,
 }
 
 /// `weir run -m HOST:PORT` / `weir run -d`: uploads the job to the JobManager, prints its id,
@@ -116,6 +118,13 @@ pub fn submit(
                 0
             });
     submission.restart_delay_ms = checkpointing.restart_delay.as_millis() as u64;
+    submission.restore = match &checkpointing.restore {
+        Some(path) => Some(
+            std::path::absolute(path).with_context(|| format!("savepoint `{}`", path.display()))?,
+        ),
+        None => None,
+    };
+    submission.allow_non_restored_state = checkpointing.allow_non_restored_state;
     let body = submission.encode()?;
     let (status, answer) = request(&address, "POST", "/jobs", Some(&body))?;
     if status != 202 {
@@ -284,6 +293,92 @@ pub fn cancel(args: CancelArgs) -> Result<()> {
         }
     }
     println!("Cancelled job {id}.");
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct SavepointArgs {
+    /// The JobManager's REST address (default: `rest` of conf/weir.toml).
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    jobmanager: Option<String>,
+    /// The job's id.
+    id: String,
+    /// Where the savepoint goes (its directory is made inside).
+    dir: PathBuf,
+}
+
+#[derive(clap::Args)]
+pub struct StopArgs {
+    /// The JobManager's REST address (default: `rest` of conf/weir.toml).
+    #[arg(short = 'm', long = "jobmanager", value_name = "HOST:PORT")]
+    jobmanager: Option<String>,
+    /// Where the savepoint goes.
+    #[arg(long, short = 'p', value_name = "DIR")]
+    savepoint_path: PathBuf,
+    /// The job's id.
+    id: String,
+}
+
+/// Asks for a savepoint (`stop`: then the job's end) and waits for its path.
+fn savepoint_of(address: &str, id: &str, dir: &std::path::Path, stop: bool) -> Result<String> {
+    let dir = std::path::absolute(dir)?;
+    let (path, key) = if stop {
+        (format!("/jobs/{id}/stop"), "targetDirectory")
+    } else {
+        (format!("/jobs/{id}/savepoints"), "target-directory")
+    };
+    let body = serde_json::json!({ key: dir }).to_string();
+    let (status, answer) = request(address, "POST", &path, Some(body.as_bytes()))?;
+    if status != 202 {
+        bail!("cannot take a savepoint of job {id}: {}", error_of(&answer));
+    }
+    let trigger = answer["request-id"]
+        .as_str()
+        .context("the JobManager's answer has no request id")?
+        .to_string();
+    println!("Waiting for response...");
+    let started = Instant::now();
+    loop {
+        let (_, state) = request(
+            address,
+            "GET",
+            &format!("/jobs/{id}/savepoints/{trigger}"),
+            None,
+        )?;
+        if state["status"]["id"] == "COMPLETED" {
+            if let Some(location) = state["operation"]["location"].as_str() {
+                return Ok(location.to_string());
+            }
+            bail!(
+                "the savepoint of job {id} failed: {}",
+                state["operation"]["failure-cause"]["stack-trace"]
+                    .as_str()
+                    .unwrap_or("(no reason given)")
+            );
+        }
+        if started.elapsed() > Duration::from_secs(600) {
+            bail!("the savepoint of job {id} did not complete within 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `weir savepoint <id> DIR`.
+pub fn savepoint(args: SavepointArgs) -> Result<()> {
+    let address = rest_address(&args.jobmanager)?;
+    println!("Triggering savepoint for job {}.", args.id);
+    let path = savepoint_of(&address, &args.id, &args.dir, false)?;
+    println!("Savepoint completed. Path: {path}");
+    println!("You can resume your program from this savepoint with the run command.");
+    Ok(())
+}
+
+/// `weir stop --savepoint-path DIR <id>`.
+pub fn stop(args: StopArgs) -> Result<()> {
+    let address = rest_address(&args.jobmanager)?;
+    println!("Suspending job {}.", args.id);
+    let path = savepoint_of(&address, &args.id, &args.savepoint_path, true)?;
+    println!("Savepoint completed. Path: {path}");
     Ok(())
 }
 

@@ -45,6 +45,10 @@ enum Command {
     List(cluster::ListArgs),
     /// Cancels a job of a standalone cluster.
     Cancel(cluster::CancelArgs),
+    /// Takes a savepoint of a running job of a standalone cluster.
+    Savepoint(cluster::SavepointArgs),
+    /// Takes a savepoint of a running job of a standalone cluster, then stops it.
+    Stop(cluster::StopArgs),
 }
 
 #[derive(clap::Args)]
@@ -87,7 +91,7 @@ struct RunArgs {
     checkpoint_dir: Option<PathBuf>,
     /// Start from a savepoint, a retained `chk-<n>` directory, or a job's checkpoint directory
     /// (its newest complete checkpoint).
-    #[arg(long)]
+    #[arg(short = 's', long)]
     from_savepoint: Option<PathBuf>,
     /// Start even if the savepoint holds state of operators the job no longer has.
     #[arg(long)]
@@ -313,6 +317,8 @@ fn checkpointing_of(args: &RunArgs) -> cluster::Checkpointing {
         interval: args.checkpoint_interval,
         restart_attempts: args.restart_attempts,
         restart_delay: args.restart_delay,
+        restore: args.from_savepoint.clone(),
+        allow_non_restored_state: args.allow_non_restored_state,
     }
 }
 
@@ -384,6 +390,8 @@ fn run_cli() -> Result<()> {
         Command::Taskmanager(args) => cluster::taskmanager(args, default_cache_dir()),
         Command::List(args) => cluster::list(args),
         Command::Cancel(args) => cluster::cancel(args),
+        Command::Savepoint(args) => cluster::savepoint(args),
+        Command::Stop(args) => cluster::stop(args),
     }
 }
 

@@ -472,22 +472,74 @@ impl std::fmt::Debug for JobControl {
 #[derive(Default)]
 pub struct JobControl {
     cancelled: std::sync::atomic::AtomicBool,
-    /// The running attempt's id and TaskExecutors.
-    current: Mutex<Option<(u64, Vec<Arc<dyn TaskExecutorGateway>>)>>,
+    /// Stopped with a savepoint: the job ends as finished, not cancelled.
+    stopped: std::sync::atomic::AtomicBool,
+    /// The running attempt.
+    current: Mutex<Option<RunningAttempt>>,
+}
+
+#[derive(Clone)]
+struct RunningAttempt {
+    id: u64,
+    task_executors: Vec<Arc<dyn TaskExecutorGateway>>,
+    coordinator: Option<Sender<CoordinatorEvent>>,
 }
 
 impl JobControl {
     pub fn cancel(&self) {
         self.cancelled
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let current = self
-            .current
+        if let Some(attempt) = self.current() {
+            attempt
+                .task_executors
+                .iter()
+                .for_each(|te| te.cancel_job(attempt.id));
+        }
+    }
+
+    fn current(&self) -> Option<RunningAttempt> {
+        self.current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone();
-        if let Some((id, task_executors)) = current {
-            task_executors.iter().for_each(|te| te.cancel_job(id));
-        }
+            .clone()
+    }
+
+    /// Takes a savepoint of the running attempt into `dir` and waits for it.
+    pub fn savepoint(&self, dir: &Path) -> Result<PathBuf, String> {
+        // An attempt being deployed (or restarted) gets a minute to come up.
+        let asked = Instant::now();
+        let attempt = loop {
+            if let Some(attempt) = self.current() {
+                break attempt;
+            }
+            if self.is_cancelled() || asked.elapsed() > Duration::from_secs(60) {
+                return Err("the job is not running".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let coordinator = attempt
+            .coordinator
+            .ok_or("the job runs without checkpointing, so it cannot take a savepoint")?;
+        let (reply, answer) = mpsc::channel();
+        coordinator
+            .send(CoordinatorEvent::Savepoint {
+                dir: dir.to_path_buf(),
+                reply,
+            })
+            .map_err(|_| "the job's checkpoint coordinator stopped")?;
+        answer
+            .recv()
+            .map_err(|_| "the job's checkpoint coordinator stopped".to_string())?
+    }
+
+    /// Takes a savepoint into `dir`, then stops the job, which ends as finished (Flink's
+    /// stop-with-savepoint).
+    pub fn stop(&self, dir: &Path) -> Result<PathBuf, String> {
+        let path = self.savepoint(dir)?;
+        self.stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.cancel();
+        Ok(path)
     }
 
     fn is_cancelled(&self) -> bool {
@@ -495,8 +547,11 @@ impl JobControl {
     }
 
     fn running(&self, handle: &JobHandle) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) =
-            Some((handle.id, handle.task_executors.clone()));
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(RunningAttempt {
+            id: handle.id,
+            task_executors: handle.task_executors.clone(),
+            coordinator: handle.coordinator.as_ref().map(|c| c.events.clone()),
+        });
         // A cancel that came while the attempt was being deployed.
         if self.is_cancelled() {
             handle.cancel();
@@ -546,6 +601,11 @@ pub(super) fn run_job_with(
                 control.running(&handle);
                 let failure = match handle.wait() {
                     Ok(mut result) => {
+                        result.restarts = attempt;
+                        return Ok(result);
+                    }
+                    Err(_) if control.stopped.load(std::sync::atomic::Ordering::SeqCst) => {
+                        let mut result = JobResult::nothing_left(&graph.name);
                         result.restarts = attempt;
                         return Ok(result);
                     }

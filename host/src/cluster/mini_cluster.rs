@@ -238,6 +238,12 @@ impl MiniCluster {
         Ok(id)
     }
 
+    /// How to cancel, savepoint or stop job `id`, started with [`start_job`](Self::start_job),
+    /// while it runs.
+    pub fn job_control(&self, id: &str) -> Option<Arc<JobControl>> {
+        self.dispatcher.control(id)
+    }
+
     /// Cancels job `id`, started with [`start_job`](Self::start_job); `false` if no such job
     /// is running.
     pub fn cancel_job(&self, id: &str) -> bool {

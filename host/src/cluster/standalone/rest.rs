@@ -1,6 +1,8 @@
 //! The JobManager's REST endpoint (Flink's WebMonitorEndpoint), with Flink's paths and field
 //! names where they fit: what the CLI and the web UI read.
 
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
@@ -8,7 +10,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -20,6 +22,15 @@ use crate::cluster::{JobRecord, JobStatus, MiniCluster};
 struct Rest {
     state: Arc<JobManagerState>,
     cluster: Arc<MiniCluster>,
+    /// Savepoint (and stop) requests by trigger id, as Flink's asynchronous operations.
+    triggers: Arc<std::sync::Mutex<HashMap<String, Trigger>>>,
+}
+
+#[derive(Clone)]
+enum Trigger {
+    InProgress,
+    Completed(String),
+    Failed(String),
 }
 
 /// Largest job upload: its components (the Python SDK's are ~18 MB each).
@@ -37,8 +48,15 @@ pub(super) async fn serve(
         .route("/jobs", get(jobs).post(submit))
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{id}", get(job).patch(cancel))
+        .route("/jobs/{id}/savepoints", post(trigger_savepoint))
+        .route("/jobs/{id}/savepoints/{trigger}", get(savepoint_status))
+        .route("/jobs/{id}/stop", post(stop))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-        .with_state(Rest { state, cluster });
+        .with_state(Rest {
+            state,
+            cluster,
+            triggers: Default::default(),
+        });
     if let Err(e) = axum::serve(listener, app).await {
         eprintln!("error: the REST endpoint stopped: {e}");
     }
@@ -215,6 +233,117 @@ async fn submit(State(rest): State<Rest>, body: Bytes) -> (StatusCode, Json<Valu
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             Json(json!({"errors": [format!("cannot start the job: {e}")]})),
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct SavepointRequest {
+    #[serde(rename = "target-directory", alias = "targetDirectory")]
+    target_directory: Option<PathBuf>,
+}
+
+/// Starts a savepoint (`stop`: then stops the job) of job `id` on a thread of its own; the
+/// trigger id to ask about it.
+fn start_savepoint(rest: &Rest, id: &str, body: &[u8], stop: bool) -> (StatusCode, Json<Value>) {
+    let error = |status, message: String| (status, Json(json!({"errors": [message]})));
+    let request: SavepointRequest =
+        match serde_json::from_slice(if body.is_empty() { b"{}" } else { body }) {
+            Ok(r) => r,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+        };
+    let Some(dir) = request.target_directory else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "give the savepoint's `target-directory`".into(),
+        );
+    };
+    let Some(control) = rest.cluster.job_control(id) else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("no running job with id {id}"),
+        );
+    };
+    let mut bytes = [0u8; 16];
+    let _ = getrandom::fill(&mut bytes);
+    let trigger: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let triggers = rest.triggers.clone();
+    triggers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(trigger.clone(), Trigger::InProgress);
+    let key = trigger.clone();
+    // As Flink names them: the job id's first six digits, and a random part.
+    let dir = dir.join(format!(
+        "savepoint-{}-{}",
+        &id[..id.len().min(6)],
+        &trigger[..12]
+    ));
+    std::thread::spawn(move || {
+        let outcome = if stop {
+            control.stop(&dir)
+        } else {
+            control.savepoint(&dir)
+        };
+        let state = match outcome {
+            Ok(path) => Trigger::Completed(path.display().to_string()),
+            Err(reason) => Trigger::Failed(reason),
+        };
+        triggers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, state);
+    });
+    (StatusCode::ACCEPTED, Json(json!({"request-id": trigger})))
+}
+
+/// `POST /jobs/:id/savepoints` with `{"target-directory": DIR}`.
+async fn trigger_savepoint(
+    State(rest): State<Rest>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    start_savepoint(&rest, &id, &body, false)
+}
+
+/// `POST /jobs/:id/stop` with `{"targetDirectory": DIR}`: a savepoint, then the job ends.
+async fn stop(
+    State(rest): State<Rest>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
+    start_savepoint(&rest, &id, &body, true)
+}
+
+/// `GET /jobs/:id/savepoints/:trigger`: how a savepoint (or stop) request stands.
+async fn savepoint_status(
+    State(rest): State<Rest>,
+    Path((_, trigger)): Path<(String, String)>,
+) -> (StatusCode, Json<Value>) {
+    let state = rest
+        .triggers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&trigger)
+        .cloned();
+    match state {
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"errors": [format!("no savepoint request {trigger}")]})),
+        ),
+        Some(Trigger::InProgress) => (
+            StatusCode::OK,
+            Json(json!({"status": {"id": "IN_PROGRESS"}})),
+        ),
+        Some(Trigger::Completed(location)) => (
+            StatusCode::OK,
+            Json(json!({"status": {"id": "COMPLETED"}, "operation": {"location": location}})),
+        ),
+        Some(Trigger::Failed(reason)) => (
+            StatusCode::OK,
+            Json(
+                json!({"status": {"id": "COMPLETED"}, "operation": {"failure-cause": {"stack-trace": reason}}}),
+            ),
         ),
     }
 }

@@ -21,6 +21,9 @@ pub struct JobSubmission {
     pub checkpoints: Option<(PathBuf, u64)>,
     pub restart_attempts: u32,
     pub restart_delay_ms: u64,
+    /// A savepoint or checkpoint to start from (a path the JobManager reads).
+    pub restore: Option<PathBuf>,
+    pub allow_non_restored_state: bool,
 }
 
 /// A submission that cannot be used.
@@ -44,6 +47,8 @@ impl JobSubmission {
             checkpoints: None,
             restart_attempts: 0,
             restart_delay_ms: 1000,
+            restore: None,
+            allow_non_restored_state: false,
         })
     }
 
@@ -108,7 +113,8 @@ impl JobSubmission {
                     delay: Duration::from_millis(self.restart_delay_ms),
                 }
             },
-            ..JobOptions::default()
+            restore: self.restore.clone(),
+            allow_non_restored_state: self.allow_non_restored_state,
         };
         Ok((self.graph, options))
     }
