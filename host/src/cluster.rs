@@ -3,7 +3,7 @@
 //! a standalone cluster puts RPC behind.
 
 mod deploy;
-mod dispatcher;
+pub(crate) mod dispatcher;
 mod gateways;
 mod job_master;
 mod limits;

@@ -33,3 +33,18 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     }
     Ok(value)
 }
+
+/// Most memory a decode of bytes from a peer may claim (lengths in the bytes are claims).
+const UNTRUSTED_LIMIT: usize = 1 << 30;
+
+/// As [`decode`], for bytes from outside the process (an upload, an RPC message): a length
+/// that claims more than 1 GiB in all is refused before it is allocated.
+pub fn decode_untrusted<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    let config = bincode::config::standard().with_limit::<UNTRUSTED_LIMIT>();
+    let (value, read) =
+        bincode::serde::decode_from_slice(bytes, config).map_err(|e| CodecError(e.to_string()))?;
+    if read != bytes.len() {
+        return Err(CodecError(format!("{} trailing bytes", bytes.len() - read)));
+    }
+    Ok(value)
+}

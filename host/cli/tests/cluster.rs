@@ -115,7 +115,7 @@ fn config(dir: &Path, secret: Option<&str>, extra: &str) -> PathBuf {
     std::fs::write(
         &path,
         format!(
-            "{secret}[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = 0\n\
+            "{secret}[jobmanager]\njob-store = \"jobs\"\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = 0\n\
              [rest]\naddress = \"127.0.0.1\"\nport = 0\n\
              [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n{extra}"
         ),
@@ -542,7 +542,7 @@ fn a_killed_taskmanager_fails_its_tasks_and_the_job_recovers_on_a_spare_exactly_
         .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
         .collect();
     expected.sort();
-    assert_eq!(committed_lines(&output), expected);
+    assert_same_lines(&committed_lines(&output), &expected);
     let jobs = get(&rest, "/jobs");
     assert_eq!(jobs["jobs"][0]["status"], "FINISHED", "{jobs}");
 }
@@ -610,7 +610,7 @@ fn a_hung_taskmanager_is_declared_lost_by_heartbeat_its_job_recovers_and_its_sta
         .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
         .collect();
     expected.sort();
-    assert_eq!(committed_lines(&output), expected);
+    assert_same_lines(&committed_lines(&output), &expected);
 
     // Continued, it learns it was declared lost, cancels what it still ran, registers again;
     // nothing it does after commits anything.
@@ -619,7 +619,7 @@ fn a_hung_taskmanager_is_declared_lost_by_heartbeat_its_job_recovers_and_its_sta
     tm2.wait_for("registering again");
     wait_for_task_managers(&rest, 3);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(committed_lines(&output), expected);
+    assert_same_lines(&committed_lines(&output), &expected);
 }
 
 /// Runs `weir args...` to its end; its exit status, stdout and stderr.
@@ -788,7 +788,7 @@ fn start_cluster_and_stop_cluster_start_and_stop_the_jobmanager_and_the_workers(
     std::fs::write(
         conf.join("weir.toml"),
         format!(
-            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = {rpc_port}\n\
+            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager]\njob-store = \"jobs\"\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = {rpc_port}\n\
              [rest]\naddress = \"127.0.0.1\"\nport = {rest_port}\n[taskmanager]\nslots = 2\n\
              [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n"
         ),
@@ -851,16 +851,17 @@ fn start_cluster_and_stop_cluster_start_and_stop_the_jobmanager_and_the_workers(
 
 /// Waits up to 20 s until `GET /jobs/:id` shows `state`.
 fn wait_for_state(rest: &str, id: &str, state: &str) {
+    wait_for_state_within(rest, id, state, Duration::from_secs(20))
+}
+
+fn wait_for_state_within(rest: &str, id: &str, state: &str, limit: Duration) {
     let started = Instant::now();
     loop {
         let job = get(rest, &format!("/jobs/{id}"));
         if job["state"] == state {
             return;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{job} never {state}"
-        );
+        assert!(started.elapsed() < limit, "{job} never {state}");
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -973,4 +974,125 @@ fn a_savepoint_and_a_stop_of_a_running_job_restore_at_another_parallelism_exactl
         }
         assert_eq!(last, independent_word_count(&text), "restored from {from}");
     }
+}
+
+#[test]
+fn a_killed_jobmanager_restarted_recovers_its_running_job_which_finishes_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let (rpc_port, rest_port) = (free_port(), free_port());
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager]\njob-store = \"jobs\"\n\
+             [jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = {rpc_port}\n\
+             [rest]\naddress = \"127.0.0.1\"\nport = {rest_port}\n\
+             [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n"
+        ),
+    )
+    .expect("config");
+    let (mut jm, rpc, rest) = jobmanager(&config);
+    let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    let _tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    wait_for_task_managers(&rest, 2);
+
+    let job = wordcount_manifest(dir.path(), Some(3));
+    let passage = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage");
+    let text = passage.repeat(400);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("out");
+    let checkpoints = dir.path().join("chk");
+    let (ok, out, err) = weir(&[
+        "run",
+        "-d",
+        "-m",
+        &rest,
+        job.to_str().unwrap(),
+        "-p",
+        "4",
+        "--checkpoint-dir",
+        checkpoints.to_str().unwrap(),
+        "--checkpoint-interval",
+        "100ms",
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    let id = out
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("Job has been submitted with JobID "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    // Mid-job: the sources wait for three checkpoints; the first is done.
+    let job_dir = checkpoints.join("wordcount");
+    let started = Instant::now();
+    while !std::fs::read_dir(&job_dir).is_ok_and(|entries| {
+        entries
+            .flatten()
+            .any(|e| e.path().join("_metadata").exists())
+    }) {
+        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    jm.child.kill().expect("kill -9 the JobManager");
+    let _ = jm.child.wait();
+
+    let (jm, _, rest) = jobmanager(&config);
+    jm.wait_for(&format!("Recovered JobGraph {id}"));
+    wait_for_task_managers(&rest, 2);
+    wait_for_state_within(&rest, &id, "FINISHED", Duration::from_secs(60));
+    let mut expected: Vec<String> = independent_word_count(&text)
+        .into_iter()
+        .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
+        .collect();
+    expected.sort();
+    assert_same_lines(&committed_lines(&output), &expected);
+    // The job left the store as it ended.
+    let started = Instant::now();
+    while dir.path().join("jobs").join(&id).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "job store kept it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// `actual` equals `expected`; else says which lines are missing and which extra.
+fn assert_same_lines(actual: &[String], expected: &[String]) {
+    if actual == expected {
+        return;
+    }
+    let mut extra = actual.to_vec();
+    let mut missing = Vec::new();
+    for line in expected {
+        match extra.iter().position(|l| l == line) {
+            Some(at) => {
+                extra.swap_remove(at);
+            }
+            None => missing.push(line.clone()),
+        }
+    }
+    panic!(
+        "{} lines committed, {} expected; {} missing (e.g. {:?}), {} extra (e.g. {:?})",
+        actual.len(),
+        expected.len(),
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
 }

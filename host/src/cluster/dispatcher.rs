@@ -79,7 +79,7 @@ impl JobMasterGateway for JobHandle {
 
 /// Attempt ids, the job store and the component blobs; see the module docs.
 /// A fresh job id: 128 random bits as 32 hex digits.
-fn new_job_id() -> String {
+pub(crate) fn new_job_id() -> String {
     let mut bytes = [0u8; 16];
     if getrandom::fill(&mut bytes).is_err() {
         // No entropy: unique within the process is what an id must be.
@@ -94,6 +94,7 @@ fn new_job_id() -> String {
 #[derive(Debug, Default)]
 pub struct Dispatcher {
     next_attempt: AtomicU64,
+    attempt_base: std::sync::OnceLock<u64>,
     store: Mutex<BTreeMap<u64, JobRecord>>,
     next_job: AtomicU64,
     /// Component files as submitted jobs name them: their file name and bytes, read once. A
@@ -117,18 +118,30 @@ impl Dispatcher {
     }
 
     /// A fresh id for an attempt: unique in this process, so TaskExecutors key attempts by it.
+    /// A fresh attempt id. Ids start at a random point, so the attempts of a JobManager that
+    /// restarted never meet an older one's on a TaskManager or a data connection.
     pub(super) fn new_attempt_id(&self) -> u64 {
-        self.next_attempt.fetch_add(1, Ordering::Relaxed) + 1
+        let base = *self.attempt_base.get_or_init(|| {
+            let mut bytes = [0u8; 4];
+            let _ = getrandom::fill(&mut bytes);
+            u64::from(u32::from_le_bytes(bytes)) << 24
+        });
+        base + self.next_attempt.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Records a job as running; returns its number.
     pub(super) fn record_start(&self, name: &str) -> u64 {
+        self.record_start_as(&new_job_id(), name)
+    }
+
+    /// Records a job as running under id `id` (a recovered job keeps its id); its number.
+    pub(super) fn record_start_as(&self, id: &str, name: &str) -> u64 {
         let number = self.next_job.fetch_add(1, Ordering::Relaxed) + 1;
         self.store.lock().unwrap_or_else(|p| p.into_inner()).insert(
             number,
             JobRecord {
                 number,
-                id: new_job_id(),
+                id: id.to_string(),
                 name: name.to_string(),
                 start_time_ms: std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -542,6 +542,11 @@ impl JobControl {
         Ok(path)
     }
 
+    /// The running attempt ended: until the next one runs, there is none to act on.
+    fn ended(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
     fn is_cancelled(&self) -> bool {
         self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
     }
@@ -586,20 +591,46 @@ pub(super) fn run_job_with(
     let mut state = JobState::Deploying { attempt: 0 };
     loop {
         state = match state {
-            JobState::Deploying { attempt } => JobState::Running {
-                attempt,
-                handle: Box::new(cluster.submit_attempt(
+            JobState::Deploying { attempt } => {
+                match cluster.submit_attempt(
                     graph,
                     options,
                     restored.as_ref(),
                     attempt,
                     original_dir.as_deref(),
-                )?),
-            },
+                ) {
+                    Ok(handle) => JobState::Running {
+                        attempt,
+                        handle: Box::new(handle),
+                    },
+                    // Too few slots, or a TaskExecutor that did not take its task (lost
+                    // meanwhile): the restart strategy decides, as for a failed task; slots
+                    // may come back.
+                    Err(e @ (JobFailure::Slots(_) | JobFailure::Submit(_)))
+                        if attempt > 0 || options.checkpoints.is_some() =>
+                    {
+                        let Some(delay) = options
+                            .checkpoints
+                            .as_ref()
+                            .and_then(|_| options.restart.delay(attempt))
+                        else {
+                            return Err(e);
+                        };
+                        eprintln!(
+                            "job `{}` could not deploy ({e}); trying again in {delay:?}",
+                            graph.name
+                        );
+                        JobState::Restarting { attempt, delay }
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
             JobState::Running { attempt, handle } => {
                 let completed = handle.completed_list();
                 control.running(&handle);
-                let failure = match handle.wait() {
+                let waited = handle.wait();
+                control.ended();
+                let failure = match waited {
                     Ok(mut result) => {
                         result.restarts = attempt;
                         return Ok(result);

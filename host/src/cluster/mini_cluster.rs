@@ -208,14 +208,20 @@ impl MiniCluster {
         graph: JobGraph,
         options: JobOptions,
     ) -> std::io::Result<String> {
-        let number = self.dispatcher.record_start(&graph.name);
-        let id = self
-            .dispatcher
-            .jobs()
-            .into_iter()
-            .find(|r| r.number == number)
-            .map(|r| r.id)
-            .unwrap_or_default();
+        let id = super::dispatcher::new_job_id();
+        self.start_job_as(id, graph, options, Box::new(|_| {}))
+    }
+
+    /// As [`start_job`](Self::start_job), under id `id` (a recovered job keeps its id);
+    /// `ended` hears how it ended.
+    pub fn start_job_as(
+        self: &Arc<Self>,
+        id: String,
+        graph: JobGraph,
+        options: JobOptions,
+        ended: Box<dyn FnOnce(&Result<JobResult, JobFailure>) + Send>,
+    ) -> std::io::Result<String> {
+        let number = self.dispatcher.record_start_as(&id, &graph.name);
         let control = Arc::new(JobControl::default());
         self.dispatcher.set_control(&id, control.clone());
         let cluster = self.clone();
@@ -223,9 +229,24 @@ impl MiniCluster {
         let spawned = std::thread::Builder::new()
             .name(format!("job {id}"))
             .spawn(move || {
-                let outcome = super::job_master::run_job_with(&cluster, &graph, &options, &control);
+                // A job master that panics (a graph no check caught) fails its job, never
+                // leaves it running for ever.
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    super::job_master::run_job_with(&cluster, &graph, &options, &control)
+                }))
+                .unwrap_or_else(|panic| {
+                    let what = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "a panic".into());
+                    Err(JobFailure::Descriptor(format!(
+                        "the job master failed: {what}"
+                    )))
+                });
                 cluster.dispatcher.record_end(number, &outcome);
                 cluster.dispatcher.take_control(&thread_id);
+                ended(&outcome);
             });
         if let Err(e) = spawned {
             self.dispatcher.take_control(&id);

@@ -3,6 +3,7 @@
 //! cluster secret, and keep each other alive with heartbeats.
 
 pub mod config;
+mod job_store;
 pub mod jobmanager;
 mod registry;
 mod remote_task_executor;

@@ -63,6 +63,7 @@ struct RawCluster {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 struct RawJobManager {
     rpc: Endpoint,
+    job_store: Option<PathBuf>,
 }
 
 impl Default for RawJobManager {
@@ -72,6 +73,7 @@ impl Default for RawJobManager {
                 address: "127.0.0.1".into(),
                 port: 6123,
             },
+            job_store: None,
         }
     }
 }
@@ -137,6 +139,11 @@ pub struct ClusterConfig {
     pub secret: Option<ClusterSecret>,
     /// Where the JobManager listens for TaskManagers (and they connect).
     pub jobmanager_rpc: Endpoint,
+    /// Where the JobManager keeps submitted jobs until they end: a restarted JobManager
+    /// recovers the jobs it finds there. `None`: one of its own in the temporary directory,
+    /// named by its RPC port (so JobManagers of different clusters on one host never share
+    /// one, and a JobManager restarted on its port finds its jobs).
+    pub job_store: Option<PathBuf>,
     /// The JobManager's REST endpoint.
     pub rest: Endpoint,
     pub taskmanager: TaskManagerConfig,
@@ -259,6 +266,13 @@ impl ClusterConfig {
         Ok(ClusterConfig {
             source: path.map(Path::to_path_buf),
             secret: secret.map(ClusterSecret::new),
+            job_store: raw
+                .jobmanager
+                .job_store
+                .map(|dir| match path.and_then(Path::parent) {
+                    Some(base) if dir.is_relative() => base.join(dir),
+                    _ => dir,
+                }),
             jobmanager_rpc: raw.jobmanager.rpc,
             rest: raw.rest,
             taskmanager: TaskManagerConfig {

@@ -36,7 +36,7 @@ pub enum JobManagerError {
     Config(#[from] ConfigError),
     #[error("cannot start the JobManager's threads: {0}")]
     Runtime(std::io::Error),
-    #[error("cannot listen for {what} on {address}: {source}")]
+    #[error("cannot open {what} at {address}: {source}")]
     Listen {
         what: &'static str,
         address: String,
@@ -93,16 +93,6 @@ pub struct JobManager {
     pub rpc_address: SocketAddr,
     pub rest_address: SocketAddr,
     runtime: tokio::runtime::Runtime,
-    _job_store: JobStoreDir,
-}
-
-/// The job store's directory, removed when the JobManager stops.
-struct JobStoreDir(PathBuf);
-
-impl Drop for JobStoreDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 impl JobManager {
@@ -136,11 +126,14 @@ impl JobManager {
         };
         let rpc_address = local(&rpc_listener, "TaskManagers (RPC)")?;
         let rest_address = local(&rest_listener, "REST")?;
-        let job_store = std::env::temp_dir().join(format!(
-            "weir-jobmanager-{}-{}",
-            std::process::id(),
-            rpc_address.port()
-        ));
+        let job_store = config.job_store.clone().unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("weir-job-store-{}", rpc_address.port()))
+        });
+        std::fs::create_dir_all(&job_store).map_err(|source| JobManagerError::Listen {
+            what: "its job store",
+            address: job_store.display().to_string(),
+            source,
+        })?;
         let state = Arc::new(JobManagerState {
             registry: TaskManagerRegistry::new(config.heartbeat.interval, config.heartbeat.timeout),
             secret,
@@ -165,12 +158,12 @@ impl JobManager {
         ));
         runtime.spawn(serve_rpc(rpc_listener, state.clone()));
         runtime.spawn(watch_heartbeats(state.clone()));
+        super::job_store::recover(&job_store, &cluster);
         runtime.spawn(rest::serve(rest_listener, state, cluster));
         Ok(JobManager {
             rpc_address,
             rest_address,
             runtime,
-            _job_store: JobStoreDir(job_store),
         })
     }
 
@@ -196,7 +189,7 @@ impl JobManagerRpc for RpcServer {
         registration: TaskManagerRegistration,
     ) -> Result<RegistrationAccepted, RegistrationRefused> {
         let state = &self.state;
-        state.registry.check(&registration, self.connection)?;
+        state.registry.check(&registration)?;
         let timeout = state.config.heartbeat.timeout;
         let stream = rpc::connect(&registration.rpc_address, &state.secret, timeout)
             .await
@@ -216,9 +209,16 @@ impl JobManagerRpc for RpcServer {
             timeout,
             registration.slots,
         ));
-        state
-            .registry
-            .register(registration, self.connection, gateway)
+        let (accepted, replaced) =
+            state
+                .registry
+                .register(registration, self.connection, gateway)?;
+        if let Some(old) = replaced {
+            state
+                .attempts
+                .fail_task_manager(&old.resource_id, "it registered again");
+        }
+        Ok(accepted)
     }
 
     async fn fetch_blob(

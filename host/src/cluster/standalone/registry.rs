@@ -26,6 +26,8 @@ pub struct RegisteredTaskManager {
     pub last_heartbeat: Instant,
     /// The RPC connection it registered on.
     connection: u64,
+    /// Its process's instance number.
+    instance: u64,
     /// How job masters reach it.
     pub gateway: Arc<RemoteTaskExecutor>,
 }
@@ -52,37 +54,27 @@ impl TaskManagerRegistry {
         self.task_managers.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether a TaskManager calling on `connection` may register: another live TaskManager
-    /// under the same resource id may not; one that registered on this same connection before
-    /// (it is registering again) is replaced.
-    pub fn check(
-        &self,
-        registration: &TaskManagerRegistration,
-        connection: u64,
-    ) -> Result<(), RegistrationRefused> {
-        if registration.slots == 0 {
-            return Err(RegistrationRefused::NoSlots);
-        }
-        match self.table().get(&registration.resource_id) {
-            Some(existing) if existing.connection != connection => {
-                Err(RegistrationRefused::DuplicateResourceId {
-                    resource_id: registration.resource_id.clone(),
-                    data_address: existing.data_address.clone(),
-                })
-            }
-            _ => Ok(()),
-        }
+    /// Whether a TaskManager may register: another live process under the same resource id
+    /// may not; the same process registering again (on this connection or a new one) may, and
+    /// replaces its registration.
+    pub fn check(&self, registration: &TaskManagerRegistration) -> Result<(), RegistrationRefused> {
+        check_in(&self.table(), registration)
     }
 
-    /// Registers a TaskManager that called on `connection` (see [`check`](Self::check)).
+    /// Registers a TaskManager that called on `connection` (see [`check`](Self::check)); the
+    /// registration it replaces, whose tasks are lost.
     pub fn register(
         &self,
         registration: TaskManagerRegistration,
         connection: u64,
         gateway: Arc<RemoteTaskExecutor>,
-    ) -> Result<RegistrationAccepted, RegistrationRefused> {
-        self.check(&registration, connection)?;
+    ) -> Result<(RegistrationAccepted, Option<RegisteredTaskManager>), RegistrationRefused> {
         let mut table = self.table();
+        check_in(&table, &registration)?;
+        let replaced = table.remove(&registration.resource_id);
+        if let Some(old) = &replaced {
+            old.gateway.mark_lost();
+        }
         let id = self.next_registration.fetch_add(1, Ordering::Relaxed);
         eprintln!(
             "Registering TaskManager `{}` ({} slots, data port {}) under registration {id}",
@@ -101,13 +93,17 @@ impl TaskManagerRegistry {
                 hardware: registration.hardware,
                 last_heartbeat: Instant::now(),
                 connection,
+                instance: registration.instance,
                 gateway,
             },
         );
-        Ok(RegistrationAccepted {
-            registration: id,
-            heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
-        })
+        Ok((
+            RegistrationAccepted {
+                registration: id,
+                heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u64,
+            },
+            replaced,
+        ))
     }
 
     /// A heartbeat of registration `registration`.
@@ -144,7 +140,9 @@ impl TaskManagerRegistry {
             .collect();
         lost.into_iter()
             .map(|id| {
-                table.remove(&id);
+                if let Some(tm) = table.remove(&id) {
+                    tm.gateway.mark_lost();
+                }
                 let why = "its connection closed".to_string();
                 eprintln!("TaskManager `{id}` is lost: {why}");
                 (id, why)
@@ -163,7 +161,9 @@ impl TaskManagerRegistry {
             .collect();
         lost.into_iter()
             .map(|id| {
-                table.remove(&id);
+                if let Some(tm) = table.remove(&id) {
+                    tm.gateway.mark_lost();
+                }
                 let why = format!("no heartbeat for {timeout:?}");
                 eprintln!("TaskManager `{id}` is lost: {why}");
                 (id, why)
@@ -174,6 +174,24 @@ impl TaskManagerRegistry {
     /// The registered TaskManagers, by resource id.
     pub fn task_managers(&self) -> Vec<RegisteredTaskManager> {
         self.table().values().cloned().collect()
+    }
+}
+
+fn check_in(
+    table: &BTreeMap<String, RegisteredTaskManager>,
+    registration: &TaskManagerRegistration,
+) -> Result<(), RegistrationRefused> {
+    if registration.slots == 0 {
+        return Err(RegistrationRefused::NoSlots);
+    }
+    match table.get(&registration.resource_id) {
+        Some(existing) if existing.instance != registration.instance => {
+            Err(RegistrationRefused::DuplicateResourceId {
+                resource_id: registration.resource_id.clone(),
+                data_address: existing.data_address.clone(),
+            })
+        }
+        _ => Ok(()),
     }
 }
 
@@ -192,6 +210,7 @@ mod tests {
                 segment_bytes: 1024,
             },
             rpc_address: format!("{id}:2"),
+            instance: 7,
         }
     }
 
@@ -201,8 +220,8 @@ mod tests {
             TaskManagerRegistry::new(Duration::from_millis(10), Duration::from_millis(50));
         let mut none = registration("tm-0");
         none.slots = 0;
-        assert_eq!(registry.check(&none, 1), Err(RegistrationRefused::NoSlots));
-        assert_eq!(registry.check(&registration("tm-1"), 1), Ok(()));
+        assert_eq!(registry.check(&none), Err(RegistrationRefused::NoSlots));
+        assert_eq!(registry.check(&registration("tm-1")), Ok(()));
         assert!(registry.expire().is_empty());
         assert!(
             registry

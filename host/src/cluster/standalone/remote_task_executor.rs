@@ -143,6 +143,8 @@ pub struct RemoteTaskExecutor {
     timeout: Duration,
     /// Slots as of its last heartbeat.
     pub(super) slots: Mutex<(u32, u32)>,
+    /// Declared lost: calls fail at once instead of waiting out their deadline.
+    lost: std::sync::atomic::AtomicBool,
 }
 
 impl RemoteTaskExecutor {
@@ -163,7 +165,16 @@ impl RemoteTaskExecutor {
             attempts,
             timeout,
             slots: Mutex::new((total_slots, total_slots)),
+            lost: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    pub(super) fn mark_lost(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Runs a call to the TaskManager from a job master's thread; `None` if it failed (the
@@ -176,6 +187,9 @@ impl RemoteTaskExecutor {
     where
         F: Future<Output = Result<T, tarpc::client::RpcError>> + 'a,
     {
+        if self.is_lost() {
+            return None;
+        }
         match self.runtime.block_on(call(&self.client)) {
             Ok(value) => Some(value),
             Err(e) => {
@@ -209,6 +223,13 @@ impl TaskExecutorGateway for RemoteTaskExecutor {
     fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
         let task = tdd.name.clone();
         let (job, index) = (tdd.job, tdd.index);
+        if self.is_lost() {
+            return Err(SubmitError::Remote {
+                task,
+                task_manager: self.resource_id.clone(),
+                error: "it was declared lost".into(),
+            });
+        }
         // Counted as running before it can end, so its end is never missed.
         self.attempts
             .task_started(job, index, task.clone(), &self.resource_id);
@@ -296,7 +317,9 @@ impl Drop for RemoteAllocation {
         let release = async move {
             let _ = client.release(context, id).await;
         };
-        if tokio::runtime::Handle::try_current().is_ok() {
+        if te.is_lost() {
+            // Its slots went with it.
+        } else if tokio::runtime::Handle::try_current().is_ok() {
             te.runtime.spawn(release);
         } else {
             te.runtime.block_on(release);

@@ -15,7 +15,6 @@ use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
 use super::jobmanager::JobManagerState;
-use super::submission::JobSubmission;
 use crate::cluster::{JobRecord, JobStatus, MiniCluster};
 
 #[derive(Clone)]
@@ -212,28 +211,24 @@ async fn job(State(rest): State<Rest>, Path(id): Path<String>) -> (StatusCode, J
 
 /// `POST /jobs`: a job submission (see `JobSubmission`); answers with its id.
 async fn submit(State(rest): State<Rest>, body: Bytes) -> (StatusCode, Json<Value>) {
-    let refuse = |message: String| (StatusCode::BAD_REQUEST, Json(json!({"errors": [message]})));
-    let submission = match JobSubmission::decode(&body) {
-        Ok(s) => s,
-        Err(e) => return refuse(e.to_string()),
-    };
-    let dir = rest
-        .state
-        .job_store
-        .join(format!("upload-{}", rest.cluster.jobs().len() + 1));
-    let (graph, options) = match submission.store(&dir) {
-        Ok(stored) => stored,
-        Err(e) => return refuse(e.to_string()),
-    };
-    match rest.cluster.start_job(graph, options) {
+    let id = crate::cluster::dispatcher::new_job_id();
+    let store = rest.state.job_store.clone();
+    let cluster = rest.cluster.clone();
+    let job = id.clone();
+    // Decoding and writing an upload takes a while: off the threads that answer heartbeats.
+    let started =
+        tokio::task::spawn_blocking(move || super::job_store::submit(&store, job, &body, &cluster))
+            .await
+            .unwrap_or_else(|e| Err(format!("the upload failed: {e}")));
+    match started {
         Ok(id) => {
             eprintln!("Submitted job {id}");
             (StatusCode::ACCEPTED, Json(json!({"jobid": id})))
         }
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"errors": [format!("cannot start the job: {e}")]})),
-        ),
+        Err(message) => {
+            eprintln!("Refused job {id}: {message}");
+            (StatusCode::BAD_REQUEST, Json(json!({"errors": [message]})))
+        }
     }
 }
 

@@ -37,6 +37,9 @@ pub struct TaskManagerRegistration {
     pub hardware: Hardware,
     /// Where the TaskManager's own RPC service (deployment, checkpoints, cancel) is reached.
     pub rpc_address: String,
+    /// Random per TaskManager process: the same process registering again (after a broken
+    /// connection) replaces its registration; another process under the same id is refused.
+    pub instance: u64,
 }
 
 /// What a TaskManager runs on, for the REST endpoint.
@@ -153,7 +156,9 @@ where
         .max_frame_length(MAX_MESSAGE_BYTES)
         .new_codec();
     Framed::new(stream, codec)
-        .map(|frame| frame.and_then(|bytes| crate::codec::decode::<In>(&bytes).map_err(invalid)))
+        .map(|frame| {
+            frame.and_then(|bytes| crate::codec::decode_untrusted::<In>(&bytes).map_err(invalid))
+        })
         .with(|message: Out| {
             futures::future::ready(
                 crate::codec::try_encode(&message)

@@ -57,7 +57,7 @@ impl JobSubmission {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, SubmissionError> {
-        crate::codec::decode(bytes)
+        crate::codec::decode_untrusted(bytes)
             .map_err(|e| SubmissionError(format!("not a job submission: {e}")))
     }
 

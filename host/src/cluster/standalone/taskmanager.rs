@@ -68,6 +68,8 @@ pub struct TaskManager {
     task_executor: Arc<TaskExecutor>,
     data_address: String,
     rpc_address: String,
+    /// Random per process (see `TaskManagerRegistration::instance`).
+    instance: u64,
     link: JobManagerLink,
     runtime: tokio::runtime::Runtime,
     _state_dir: StateDir,
@@ -163,7 +165,10 @@ impl TaskManager {
             config.heartbeat.timeout,
         ));
         eprintln!("RPC service listening on {rpc_address}");
+        let mut instance = [0u8; 8];
+        let _ = getrandom::fill(&mut instance);
         Ok(TaskManager {
+            instance: u64::from_le_bytes(instance),
             rpc_address,
             link,
             jobmanager: options
@@ -200,6 +205,7 @@ impl TaskManager {
                 segment_bytes: config.segment_bytes,
             },
             rpc_address: self.rpc_address.clone(),
+            instance: self.instance,
         }
     }
 
@@ -261,7 +267,12 @@ impl TaskManager {
         let timeout = self.config.heartbeat.timeout;
         let stream = match rpc::connect(&self.jobmanager, &self.secret, timeout).await {
             Ok(stream) => stream,
-            Err(e @ ConnectError::Handshake { .. }) => {
+            Err(
+                e @ ConnectError::Handshake {
+                    source: crate::network::handshake::HandshakeError::BadProof,
+                    ..
+                },
+            ) => {
                 return Err(Fatal(TaskManagerError::Secret {
                     address: self.jobmanager.clone(),
                     source: e,

@@ -38,10 +38,19 @@ enum Upcall {
 async fn forward_upcalls(
     mut upcalls: tokio::sync::mpsc::UnboundedReceiver<Upcall>,
     link: JobManagerLink,
+    te: Arc<TaskExecutor>,
     timeout: std::time::Duration,
 ) {
     while let Some(upcall) = upcalls.recv().await {
+        let job = match &upcall {
+            Upcall::Checkpoint(job, _) | Upcall::Ended(job, _, _) => *job,
+        };
         loop {
+            // A job this TaskManager gave up (its registration ended) is another JobManager's
+            // business now, or nobody's: its tasks' news must not reach the next one.
+            if te.job_connection(job).is_none() {
+                break;
+            }
             let Some(client) = current(&link) else {
                 tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 continue;
@@ -243,7 +252,7 @@ pub(super) async fn serve(
     timeout: std::time::Duration,
 ) {
     let (upcalls, receiver) = unbounded_channel();
-    tokio::spawn(forward_upcalls(receiver, link.clone(), timeout));
+    tokio::spawn(forward_upcalls(receiver, link.clone(), te.clone(), timeout));
     let service = Service {
         te,
         link,
@@ -261,7 +270,12 @@ pub(super) async fn serve(
                 continue;
             }
         };
-        let service = service.clone();
+        // Allocations belong to the connection that made them: when the JobManager that held
+        // them goes away, its slots come back.
+        let service = Service {
+            allocations: Arc::new(Mutex::new(HashMap::new())),
+            ..service.clone()
+        };
         let secret = secret.clone();
         tokio::spawn(async move {
             if let Err(reason) = rpc::accept(&mut stream, &secret, timeout).await {
