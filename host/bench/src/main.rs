@@ -3,6 +3,7 @@
 //! command (and a TaskManager) never builds the benchmark's guest.
 
 mod chain;
+mod cluster;
 mod native;
 mod pipelines;
 
@@ -30,12 +31,15 @@ enum Bench {
     Chain(chain::ChainArgs),
     /// records/s and peak RSS of pipelines P1 and P2, wasm and native, at parallelism 1 and 2.
     Pipelines(pipelines::PipelinesArgs),
+    /// A standalone cluster of processes: submit to running, a trivial job, failover, P2.
+    Cluster(cluster::ClusterArgs),
 }
 
 fn main() -> std::process::ExitCode {
     let result = match Cli::parse().which {
         Bench::Chain(args) => chain::run(&args),
         Bench::Pipelines(args) => pipelines::run(&args),
+        Bench::Cluster(args) => cluster::run_bench(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -88,7 +88,12 @@ fn operator(id: &str, input: &str, wasm: bool, edge: &str) -> String {
     format!("[[operator]]\nid = {id:?}\n{implementation}\ninput = {input:?}\nedge = {edge:?}\n")
 }
 
-fn manifest(pipeline: &str, wasm: bool, records: u64, parallelism: u32) -> Result<String> {
+pub(crate) fn manifest(
+    pipeline: &str,
+    wasm: bool,
+    records: u64,
+    parallelism: u32,
+) -> Result<String> {
     let ops = match pipeline {
         "p1" => [
             operator("times-three-plus-one", "numbers", wasm, "forward"),

@@ -336,8 +336,12 @@ pub(super) struct RemoteSlots {
 }
 
 impl SlotProvider for RemoteSlots {
+    /// As of the last heartbeat or release, which may lag a release the TaskManager saw: the
+    /// allocation itself is the answer, so a TaskManager that reports none free still gets
+    /// asked for what it has in all.
     fn free_slots(&self) -> u32 {
-        lock(&self.te.slots).1
+        let (total, free) = *lock(&self.te.slots);
+        if free == 0 { total } else { free }
     }
     fn total_slots(&self) -> u32 {
         lock(&self.te.slots).0
