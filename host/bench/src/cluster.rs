@@ -210,12 +210,18 @@ fn measure(weir: &Path, dir: &Path, args: &ClusterArgs) -> Result<()> {
         "ms",
     );
     while get(&rest, &format!("/jobs/{id}"))?["state"] != "FINISHED" {
-        ensure!(started.elapsed() < Duration::from_secs(30), "job never finished");
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "job never finished"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     // Its slots as the next heartbeats report them.
     while get(&rest, "/overview")?["slots-available"] != 2 {
-        ensure!(started.elapsed() < Duration::from_secs(30), "slots never freed");
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "slots never freed"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 

@@ -1096,3 +1096,217 @@ fn assert_same_lines(actual: &[String], expected: &[String]) {
         &extra[..extra.len().min(5)]
     );
 }
+
+/// `method path` with `body` to the REST endpoint: status and JSON.
+fn call(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let mut stream = TcpStream::connect(address).expect("connect to REST");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .expect("request");
+    stream.write_all(body).expect("body");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    (
+        status,
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+/// Checks `answer` to `method path` against the description: a documented status, and the
+/// required fields of its schema present (with `$ref`s followed).
+fn check_answer(spec: &Value, template: &str, method: &str, status: u16, answer: &Value) {
+    let operation = &spec["paths"][template][method];
+    let response = &operation["responses"][status.to_string()];
+    assert!(
+        response.is_object(),
+        "{method} {template} answered {status}, which the description does not list: {answer}"
+    );
+    let mut schema = &response["content"]["application/json"]["schema"];
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.rsplit('/').next().expect("ref name");
+        schema = &spec["components"]["schemas"][name];
+    }
+    for field in schema["required"].as_array().into_iter().flatten() {
+        let field = field.as_str().expect("field name");
+        assert!(
+            answer.get(field).is_some(),
+            "{method} {template}: no `{field}` in {answer}"
+        );
+    }
+}
+
+#[test]
+fn the_openapi_description_lists_every_route_and_matches_the_answers() {
+    let spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/rest-api.json"),
+        )
+        .expect("docs/rest-api.json"),
+    )
+    .expect("the description is JSON");
+    // Every route the server declares is described, with its methods, and nothing else.
+    let source = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../host/src/cluster/standalone/rest.rs"),
+    )
+    .expect("rest.rs");
+    let mut served = std::collections::BTreeSet::new();
+    for route in source.split(".route(\"").skip(1) {
+        let (path, rest) = route.split_once('"').expect("a route's path");
+        let handlers = rest.split("\n").next().unwrap_or_default();
+        for method in ["get", "post", "patch", "put", "delete"] {
+            if handlers.contains(&format!("{method}(")) {
+                served.insert((path.to_string(), method.to_string()));
+            }
+        }
+    }
+    let described: std::collections::BTreeSet<(String, String)> = spec["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .expect("path item")
+                .keys()
+                .filter(|k| *k != "parameters")
+                .map(move |m| (path.clone(), m.clone()))
+        })
+        .collect();
+    assert_eq!(served, described);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 1, "tm-1");
+    wait_for_task_managers(&rest, 1);
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let target = format!(
+        "{{\"target-directory\": {:?}, \"targetDirectory\": {:?}}}",
+        dir.path(),
+        dir.path()
+    );
+    let calls: Vec<(&str, &str, String, Vec<u8>)> = vec![
+        ("/overview", "get", "/overview".into(), vec![]),
+        ("/taskmanagers", "get", "/taskmanagers".into(), vec![]),
+        ("/config", "get", "/config".into(), vec![]),
+        ("/jobs", "get", "/jobs".into(), vec![]),
+        ("/jobs", "post", "/jobs".into(), b"not a job".to_vec()),
+        ("/jobs/overview", "get", "/jobs/overview".into(), vec![]),
+        ("/jobs/{id}", "get", format!("/jobs/{unknown}"), vec![]),
+        (
+            "/jobs/{id}",
+            "patch",
+            format!("/jobs/{unknown}?mode=cancel"),
+            vec![],
+        ),
+        (
+            "/jobs/{id}",
+            "patch",
+            format!("/jobs/{unknown}?mode=stop"),
+            vec![],
+        ),
+        (
+            "/jobs/{id}/savepoints",
+            "post",
+            format!("/jobs/{unknown}/savepoints"),
+            target.clone().into_bytes(),
+        ),
+        (
+            "/jobs/{id}/savepoints",
+            "post",
+            format!("/jobs/{unknown}/savepoints"),
+            b"{}".to_vec(),
+        ),
+        (
+            "/jobs/{id}/savepoints/{trigger}",
+            "get",
+            format!("/jobs/{unknown}/savepoints/abc"),
+            vec![],
+        ),
+        (
+            "/jobs/{id}/stop",
+            "post",
+            format!("/jobs/{unknown}/stop"),
+            target.into_bytes(),
+        ),
+    ];
+    for (template, method, path, body) in calls {
+        let (status, answer) = call(&rest, &method.to_uppercase(), &path, &body);
+        check_answer(&spec, template, method, status, &answer);
+    }
+    // And a job's own answers: running, then cancelled.
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, "a b c\n".repeat(20_000)).expect("input");
+    let (ok, out, err) = weir(&[
+        "run",
+        "-d",
+        "-m",
+        &rest,
+        job.to_str().unwrap(),
+        "-p",
+        "1",
+        "--checkpoint-dir",
+        dir.path().join("chk").to_str().unwrap(),
+        "--checkpoint-interval",
+        "60m",
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", dir.path().join("out").display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    let id = job_id_of(&out);
+    wait_for_state(&rest, &id, "RUNNING");
+    for (template, path) in [
+        ("/jobs/{id}", format!("/jobs/{id}")),
+        ("/jobs/overview", "/jobs/overview".to_string()),
+    ] {
+        let (status, answer) = call(&rest, "GET", &path, &[]);
+        check_answer(&spec, template, "get", status, &answer);
+    }
+    let body = format!("{{\"target-directory\": {:?}}}", dir.path().join("sp"));
+    let (status, answer) = call(
+        &rest,
+        "POST",
+        &format!("/jobs/{id}/savepoints"),
+        body.as_bytes(),
+    );
+    check_answer(&spec, "/jobs/{id}/savepoints", "post", status, &answer);
+    let trigger = answer["request-id"]
+        .as_str()
+        .expect("request id")
+        .to_string();
+    let (status, answer) = call(
+        &rest,
+        "GET",
+        &format!("/jobs/{id}/savepoints/{trigger}"),
+        &[],
+    );
+    check_answer(
+        &spec,
+        "/jobs/{id}/savepoints/{trigger}",
+        "get",
+        status,
+        &answer,
+    );
+    let (status, answer) = call(&rest, "PATCH", &format!("/jobs/{id}?mode=cancel"), &[]);
+    check_answer(&spec, "/jobs/{id}", "patch", status, &answer);
+    assert_eq!(status, 202);
+}
+
+fn job_id_of(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string()
+}
