@@ -105,6 +105,14 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
+    /// Forgets the components read from under `dir` (a job's upload, gone with the job).
+    pub(super) fn forget_components_under(&self, dir: &Path) {
+        self.blobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|path, _| !path.starts_with(dir));
+    }
+
     /// The component at `path`: its file name and bytes.
     pub(super) fn component(&self, path: &Path) -> Result<(String, Arc<[u8]>), LoadError> {
         let mut blobs = self.blobs.lock().unwrap_or_else(|p| p.into_inner());

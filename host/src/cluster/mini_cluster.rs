@@ -259,6 +259,11 @@ impl MiniCluster {
         Ok(id)
     }
 
+    /// Forgets the component files read from under `dir`, which are gone.
+    pub fn forget_components_under(&self, dir: &Path) {
+        self.dispatcher.forget_components_under(dir);
+    }
+
     /// How to cancel, savepoint or stop job `id`, started with [`start_job`](Self::start_job),
     /// while it runs.
     pub fn job_control(&self, id: &str) -> Option<Arc<JobControl>> {

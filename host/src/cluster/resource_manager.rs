@@ -42,6 +42,9 @@ pub fn place_slots(
     slots: u32,
     buffers: &dyn Fn(Range<u32>) -> usize,
 ) -> Result<Vec<SlotOffer>, SlotError> {
+    if providers.is_empty() {
+        return Err(SlotError::NoTaskExecutors { needed: slots });
+    }
     let mut refusal = SlotError::NotEnoughSlots {
         needed: slots,
         free: 0,

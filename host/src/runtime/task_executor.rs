@@ -54,6 +54,8 @@ impl Default for TaskExecutorConfig {
 pub enum SlotError {
     #[error("the job needs {needed} task slots but the TaskExecutor has {free} free of {total}")]
     NotEnoughSlots { needed: u32, free: u32, total: u32 },
+    #[error("the job needs {needed} task slots but no TaskManager is registered")]
+    NoTaskExecutors { needed: u32 },
     #[error(
         "the job needs {needed} network buffers but the TaskExecutor has {free} unreserved of \
          {total}; give it more (--network-buffers) or lower the parallelism"

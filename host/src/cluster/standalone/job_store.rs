@@ -45,12 +45,14 @@ fn start(
     options: JobOptions,
     cluster: &Arc<MiniCluster>,
 ) -> Result<String, String> {
+    let owner = cluster.clone();
     cluster
         .start_job_as(
             id,
             graph,
             options,
             Box::new(move |_| {
+                owner.forget_components_under(&dir);
                 let _ = std::fs::remove_dir_all(&dir);
             }),
         )

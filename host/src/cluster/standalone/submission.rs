@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::CheckpointConfig;
 use crate::cluster::{JobOptions, RestartStrategy};
-use crate::job::{JobGraph, OperatorImpl};
+use crate::job::{JobGraph, OperatorImpl, SinkSpec, SourceSpec, VertexInput, VertexOutput};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobSubmission {
@@ -32,8 +32,24 @@ pub struct JobSubmission {
 pub struct SubmissionError(String);
 
 impl JobSubmission {
-    /// The submission of `graph`, reading the component files it names.
-    pub fn new(graph: JobGraph) -> Result<Self, SubmissionError> {
+    /// The submission of `graph`, reading the component files it names. Relative paths of
+    /// its file sources and sinks are made absolute here, where the submitter meant them, not
+    /// on the TaskManagers.
+    pub fn new(mut graph: JobGraph) -> Result<Self, SubmissionError> {
+        let absolute = |path: &mut PathBuf| -> Result<(), SubmissionError> {
+            *path = std::path::absolute(&*path).map_err(|e| {
+                SubmissionError(format!("cannot resolve `{}`: {e}", path.display()))
+            })?;
+            Ok(())
+        };
+        for vertex in &mut graph.vertices {
+            if let VertexInput::Source(SourceSpec::File { path }) = &mut vertex.input {
+                absolute(path)?;
+            }
+            if let VertexOutput::Sink(SinkSpec::File { path }) = &mut vertex.output {
+                absolute(path)?;
+            }
+        }
         let mut components: Vec<(PathBuf, Vec<u8>)> = Vec::new();
         for path in component_paths(&graph) {
             let bytes = std::fs::read(&path).map_err(|e| {
