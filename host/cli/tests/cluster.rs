@@ -482,67 +482,23 @@ fn a_killed_taskmanager_fails_its_tasks_and_the_job_recovers_on_a_spare_exactly_
     let _tm3 = taskmanager(&config, &rpc, 2, "tm-3");
     wait_for_task_managers(&rest, 3);
 
-    let job = wordcount_manifest(dir.path(), Some(3));
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
-    // More than one source batch: the sources wait after their first.
-    let text = passage.repeat(400);
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).expect("input");
-    let output = dir.path().join("out");
-    let checkpoints = dir.path().join("chk");
-    let run = Process::start(&[
-        "run",
-        "-m",
-        &rest,
-        job.to_str().unwrap(),
-        "--parallelism",
-        "4",
-        "--checkpoint-dir",
-        checkpoints.to_str().unwrap(),
-        "--checkpoint-interval",
-        "100ms",
-        "--restart-attempts",
-        "3",
-        "--restart-delay",
-        "100ms",
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
+    let (run, process, _) = checkpointed_run(dir.path(), &rest, false);
     // tm-2 runs tasks of the job; once a checkpoint completed, it dies.
     tm2.wait_for("Received task");
-    let job_dir = checkpoints.join("wordcount");
-    let started = Instant::now();
-    while !std::fs::read_dir(&job_dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.path().join("_metadata").exists())
-    }) {
-        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    run.wait_for_a_checkpoint();
     tm2.child.kill().expect("kill -9");
     let _ = tm2.child.wait();
     jm.wait_for("`tm-2` is lost: its connection closed");
-
-    let mut run = run;
-    let (status, log) = run.wait_exit_within(Duration::from_secs(60));
+    let (status, log) = process
+        .expect("attached run")
+        .wait_exit_within(Duration::from_secs(60));
     assert!(status.success(), "{log}");
     assert!(
         _tm3.log().contains("Received task"),
         "the spare ran nothing; JobManager:\n{}\nrun:\n{log}",
         jm.log()
     );
-    let mut expected: Vec<String> = independent_word_count(&text)
-        .into_iter()
-        .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
-        .collect();
-    expected.sort();
-    assert_same_lines(&committed_lines(&output), &expected);
+    run.assert_exactly_once();
     let jobs = get(&rest, "/jobs");
     assert_eq!(jobs["jobs"][0]["status"], "FINISHED", "{jobs}");
 }
@@ -558,59 +514,18 @@ fn a_hung_taskmanager_is_declared_lost_by_heartbeat_its_job_recovers_and_its_sta
     let tm3 = taskmanager(&config, &rpc, 2, "tm-3");
     wait_for_task_managers(&rest, 3);
 
-    let job = wordcount_manifest(dir.path(), Some(3));
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
-    let text = passage.repeat(400);
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).expect("input");
-    let output = dir.path().join("out");
-    let checkpoints = dir.path().join("chk");
-    let mut run = Process::start(&[
-        "run",
-        "-m",
-        &rest,
-        job.to_str().unwrap(),
-        "--parallelism",
-        "4",
-        "--checkpoint-dir",
-        checkpoints.to_str().unwrap(),
-        "--checkpoint-interval",
-        "100ms",
-        "--restart-attempts",
-        "3",
-        "--restart-delay",
-        "100ms",
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
+    let (run, process, _) = checkpointed_run(dir.path(), &rest, false);
     tm2.wait_for("Received task");
-    let job_dir = checkpoints.join("wordcount");
-    let started = Instant::now();
-    while !std::fs::read_dir(&job_dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.path().join("_metadata").exists())
-    }) {
-        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    run.wait_for_a_checkpoint();
     // Hung with its sockets open: only the heartbeat timeout tells.
     tm2.signal("STOP");
     jm.wait_for("`tm-2` is lost: no heartbeat");
-    let (status, log) = run.wait_exit_within(Duration::from_secs(60));
+    let (status, log) = process
+        .expect("attached run")
+        .wait_exit_within(Duration::from_secs(60));
     assert!(status.success(), "{log}");
     assert!(tm3.log().contains("Received task"), "the spare ran nothing");
-    let mut expected: Vec<String> = independent_word_count(&text)
-        .into_iter()
-        .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
-        .collect();
-    expected.sort();
-    assert_same_lines(&committed_lines(&output), &expected);
+    run.assert_exactly_once();
 
     // Continued, it learns it was declared lost, cancels what it still ran, registers again;
     // nothing it does after commits anything.
@@ -619,7 +534,7 @@ fn a_hung_taskmanager_is_declared_lost_by_heartbeat_its_job_recovers_and_its_sta
     tm2.wait_for("registering again");
     wait_for_task_managers(&rest, 3);
     std::thread::sleep(Duration::from_millis(300));
-    assert_same_lines(&committed_lines(&output), &expected);
+    run.assert_exactly_once();
 }
 
 /// Runs `weir args...` to its end; its exit status, stdout and stderr.
@@ -1002,51 +917,10 @@ fn a_killed_jobmanager_restarted_recovers_its_running_job_which_finishes_exactly
     let _tm2 = taskmanager(&config, &rpc, 2, "tm-2");
     wait_for_task_managers(&rest, 2);
 
-    let job = wordcount_manifest(dir.path(), Some(3));
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
-    let text = passage.repeat(400);
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).expect("input");
-    let output = dir.path().join("out");
-    let checkpoints = dir.path().join("chk");
-    let (ok, out, err) = weir(&[
-        "run",
-        "-d",
-        "-m",
-        &rest,
-        job.to_str().unwrap(),
-        "-p",
-        "4",
-        "--checkpoint-dir",
-        checkpoints.to_str().unwrap(),
-        "--checkpoint-interval",
-        "100ms",
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    let id = out
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("Job has been submitted with JobID "))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
+    let (run, _, out) = checkpointed_run(dir.path(), &rest, true);
+    let id = job_id_of(&out);
     // Mid-job: the sources wait for three checkpoints; the first is done.
-    let job_dir = checkpoints.join("wordcount");
-    let started = Instant::now();
-    while !std::fs::read_dir(&job_dir).is_ok_and(|entries| {
-        entries
-            .flatten()
-            .any(|e| e.path().join("_metadata").exists())
-    }) {
-        assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    run.wait_for_a_checkpoint();
     jm.child.kill().expect("kill -9 the JobManager");
     let _ = jm.child.wait();
 
@@ -1054,12 +928,7 @@ fn a_killed_jobmanager_restarted_recovers_its_running_job_which_finishes_exactly
     jm.wait_for(&format!("Recovered JobGraph {id}"));
     wait_for_task_managers(&rest, 2);
     wait_for_state_within(&rest, &id, "FINISHED", Duration::from_secs(60));
-    let mut expected: Vec<String> = independent_word_count(&text)
-        .into_iter()
-        .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
-        .collect();
-    expected.sort();
-    assert_same_lines(&committed_lines(&output), &expected);
+    run.assert_exactly_once();
     // The job left the store as it ended.
     let started = Instant::now();
     while dir.path().join("jobs").join(&id).exists() {
@@ -1309,4 +1178,99 @@ fn job_id_of(out: &str) -> String {
         .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
         .unwrap_or_else(|| panic!("{out}"))
         .to_string()
+}
+
+/// The word count over 400 copies of the passage (more than one source batch; the sources wait
+/// after their first for `waits` checkpoints), submitted with checkpoints every 100 ms and
+/// three restarts: the `weir run` process (detached: its output instead), the text, the output
+/// and checkpoint directories.
+struct CheckpointedRun {
+    text: String,
+    output: PathBuf,
+    checkpoints: PathBuf,
+}
+
+impl CheckpointedRun {
+    fn args(&self, rest: &str, job: &Path, input: &Path, detached: bool) -> Vec<String> {
+        let mut args: Vec<String> = vec!["run".into()];
+        if detached {
+            args.push("-d".into());
+        }
+        for a in [
+            "-m",
+            rest,
+            job.to_str().unwrap(),
+            "--parallelism",
+            "4",
+            "--checkpoint-dir",
+            self.checkpoints.to_str().unwrap(),
+            "--checkpoint-interval",
+            "100ms",
+            "--restart-attempts",
+            "3",
+            "--restart-delay",
+            "100ms",
+            "--arg",
+        ] {
+            args.push(a.into());
+        }
+        args.push(format!("input={}", input.display()));
+        args.push("--arg".into());
+        args.push(format!("output={}", self.output.display()));
+        args
+    }
+
+    /// Waits until a checkpoint of the job completed.
+    fn wait_for_a_checkpoint(&self) {
+        let job_dir = self.checkpoints.join("wordcount");
+        let started = Instant::now();
+        while !std::fs::read_dir(&job_dir).is_ok_and(|entries| {
+            entries
+                .flatten()
+                .any(|e| e.path().join("_metadata").exists())
+        }) {
+            assert!(started.elapsed() < Duration::from_secs(30), "no checkpoint");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// The committed output is the running counts of the text, each exactly once.
+    fn assert_exactly_once(&self) {
+        let mut expected: Vec<String> = independent_word_count(&self.text)
+            .into_iter()
+            .flat_map(|(w, n)| (1..=n).map(move |i| format!("{w} {i}")))
+            .collect();
+        expected.sort();
+        assert_same_lines(&committed_lines(&self.output), &expected);
+    }
+}
+
+/// Starts the checkpointed word count on the cluster at `rest` (see [`CheckpointedRun`]).
+fn checkpointed_run(
+    dir: &Path,
+    rest: &str,
+    detached: bool,
+) -> (CheckpointedRun, Option<Process>, String) {
+    let job = wordcount_manifest(dir, Some(3));
+    let passage = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage");
+    let text = passage.repeat(400);
+    let input = dir.join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let run = CheckpointedRun {
+        text,
+        output: dir.join("out"),
+        checkpoints: dir.join("chk"),
+    };
+    let args = run.args(rest, &job, &input, detached);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if detached {
+        let (ok, out, err) = weir(&args);
+        assert!(ok, "{out}{err}");
+        (run, None, out)
+    } else {
+        (run, Some(Process::start(&args)), String::new())
+    }
 }
