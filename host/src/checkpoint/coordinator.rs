@@ -70,6 +70,14 @@ pub enum CoordinatorEvent {
         dir: PathBuf,
         reply: Sender<Result<PathBuf, String>>,
     },
+    /// As `Savepoint`, and trigger no checkpoint after it: the job is about to stop, and no
+    /// later checkpoint may commit output a restore from this savepoint would repeat.
+    StopWithSavepoint {
+        dir: PathBuf,
+        reply: Sender<Result<PathBuf, String>>,
+    },
+    /// The stop-with-savepoint failed and the job goes on: periodic checkpoints resume.
+    Resume,
     Stop,
 }
 
@@ -103,7 +111,10 @@ impl TaskCheckpointEvent {
             },
             CoordinatorEvent::EndOfInput(t) => TaskCheckpointEvent::EndOfInput(t),
             CoordinatorEvent::TaskFinished(t) => TaskCheckpointEvent::TaskFinished(t),
-            CoordinatorEvent::Savepoint { .. } | CoordinatorEvent::Stop => return None,
+            CoordinatorEvent::Savepoint { .. }
+            | CoordinatorEvent::StopWithSavepoint { .. }
+            | CoordinatorEvent::Resume
+            | CoordinatorEvent::Stop => return None,
         })
     }
 }
@@ -188,6 +199,8 @@ impl Coordinator {
         let mut final_failures = 0u32;
         let mut next_trigger = Instant::now() + self.config.interval;
         let mut savepoint_requests: Vec<(PathBuf, Sender<Result<PathBuf, String>>)> = Vec::new();
+        // A stop-with-savepoint came: no periodic checkpoint from now on.
+        let mut suspended = false;
         loop {
             let now = Instant::now();
             if let Some(p) = &pending
@@ -220,7 +233,7 @@ impl Coordinator {
             } else if pending.is_none() && finished == 0 && !ending {
                 if let Some((dir, reply)) = savepoint_requests.pop() {
                     pending = self.start(dir, Some(reply), &trigger);
-                } else if now >= next_trigger {
+                } else if now >= next_trigger && !suspended {
                     let dir = self.job_dir().join(format!("chk-{}", self.next_id));
                     pending = self.start(dir, None, &trigger);
                     next_trigger = now + self.config.interval;
@@ -275,6 +288,15 @@ impl Coordinator {
                         savepoint_requests.push((dir, reply));
                     }
                 }
+                Ok(CoordinatorEvent::StopWithSavepoint { dir, reply }) => {
+                    if finished > 0 || ended_sources.len() >= self.sources {
+                        let _ = reply.send(Err("the job is finishing".into()));
+                    } else {
+                        suspended = true;
+                        savepoint_requests.push((dir, reply));
+                    }
+                }
+                Ok(CoordinatorEvent::Resume) => suspended = false,
                 Ok(CoordinatorEvent::Stop) | Err(RecvTimeoutError::Disconnected) => {
                     if let Some(p) = pending.take() {
                         self.abandon(p, "the job stopped");

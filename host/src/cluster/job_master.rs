@@ -506,6 +506,10 @@ impl JobControl {
 
     /// Takes a savepoint of the running attempt into `dir` and waits for it.
     pub fn savepoint(&self, dir: &Path) -> Result<PathBuf, String> {
+        self.take_savepoint(dir, false)
+    }
+
+    fn take_savepoint(&self, dir: &Path, stopping: bool) -> Result<PathBuf, String> {
         // An attempt being deployed (or restarted) gets a minute to come up.
         let asked = Instant::now();
         let attempt = loop {
@@ -521,21 +525,28 @@ impl JobControl {
             .coordinator
             .ok_or("the job runs without checkpointing, so it cannot take a savepoint")?;
         let (reply, answer) = mpsc::channel();
+        let dir = dir.to_path_buf();
+        let event = if stopping {
+            CoordinatorEvent::StopWithSavepoint { dir, reply }
+        } else {
+            CoordinatorEvent::Savepoint { dir, reply }
+        };
         coordinator
-            .send(CoordinatorEvent::Savepoint {
-                dir: dir.to_path_buf(),
-                reply,
-            })
+            .send(event)
             .map_err(|_| "the job's checkpoint coordinator stopped")?;
-        answer
+        let outcome = answer
             .recv()
-            .map_err(|_| "the job's checkpoint coordinator stopped".to_string())?
+            .map_err(|_| "the job's checkpoint coordinator stopped".to_string())?;
+        if stopping && outcome.is_err() {
+            let _ = coordinator.send(CoordinatorEvent::Resume);
+        }
+        outcome
     }
 
     /// Takes a savepoint into `dir`, then stops the job, which ends as finished (Flink's
     /// stop-with-savepoint).
     pub fn stop(&self, dir: &Path) -> Result<PathBuf, String> {
-        let path = self.savepoint(dir)?;
+        let path = self.take_savepoint(dir, true)?;
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.cancel();
