@@ -1274,3 +1274,64 @@ fn checkpointed_run(
         (run, Some(Process::start(&args)), String::new())
     }
 }
+
+#[test]
+fn a_job_wider_than_the_free_slots_waits_for_a_taskmanager_and_one_that_never_fits_fails_with_the_numbers()
+ {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager]\njob-store = \"jobs\"\n\
+             slot-request-timeout = \"3s\"\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = 0\n\
+             [rest]\naddress = \"127.0.0.1\"\nport = 0\n\
+             [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n"
+        ),
+    )
+    .expect("config");
+    let (jm, rpc, rest) = jobmanager(&config);
+    let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    wait_for_task_managers(&rest, 1);
+    let job = wordcount_manifest(dir.path(), None);
+    let passage = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage");
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, passage.repeat(20)).expect("input");
+    let submit = |parallelism: &str, output: &str| {
+        let args = [
+            "run".to_string(),
+            "-m".into(),
+            rest.clone(),
+            job.to_str().unwrap().into(),
+            "-p".into(),
+            parallelism.into(),
+            "--arg".into(),
+            format!("input={}", input.display()),
+            "--arg".into(),
+            format!("output={}", dir.path().join(output).display()),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Process::start(&args)
+    };
+    // Four subtasks, two slots: the job waits, and runs once a second TaskManager comes.
+    let mut waiting = submit("4", "wide.txt");
+    jm.wait_for("Waiting up to 3s for slots");
+    let _tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    let (status, log) = waiting.wait_exit();
+    assert!(status.success(), "{log}");
+    assert!(dir.path().join("wide.txt").exists());
+
+    // Eight subtasks never fit four slots: it fails after the timeout, with the numbers.
+    let started = Instant::now();
+    let mut never = submit("8", "never.txt");
+    let (status, log) = never.wait_exit();
+    assert!(!status.success());
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "it did not wait"
+    );
+    assert!(log.contains("the job needs 8 task slots"), "{log}");
+}

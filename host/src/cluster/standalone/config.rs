@@ -64,6 +64,7 @@ struct RawCluster {
 struct RawJobManager {
     rpc: Endpoint,
     job_store: Option<PathBuf>,
+    slot_request_timeout: String,
 }
 
 impl Default for RawJobManager {
@@ -74,6 +75,7 @@ impl Default for RawJobManager {
                 port: 6123,
             },
             job_store: None,
+            slot_request_timeout: "5m".into(),
         }
     }
 }
@@ -144,6 +146,9 @@ pub struct ClusterConfig {
     /// named by its RPC port (so JobManagers of different clusters on one host never share
     /// one, and a JobManager restarted on its port finds its jobs).
     pub job_store: Option<PathBuf>,
+    /// How long a job waits for the slots it needs (Flink's `slot.request.timeout`) before it
+    /// fails with the numbers.
+    pub slot_request_timeout: Duration,
     /// The JobManager's REST endpoint.
     pub rest: Endpoint,
     pub taskmanager: TaskManagerConfig,
@@ -273,6 +278,10 @@ impl ClusterConfig {
                     Some(base) if dir.is_relative() => base.join(dir),
                     _ => dir,
                 }),
+            slot_request_timeout: duration(
+                "jobmanager.slot-request-timeout",
+                &raw.jobmanager.slot_request_timeout,
+            )?,
             jobmanager_rpc: raw.jobmanager.rpc,
             rest: raw.rest,
             taskmanager: TaskManagerConfig {

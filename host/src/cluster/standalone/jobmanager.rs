@@ -72,6 +72,16 @@ impl ResourceManagerGateway for StandaloneResourceManager {
         slots: u32,
         buffers: &dyn Fn(Range<u32>) -> usize,
     ) -> Result<Vec<SlotOffer>, SlotError> {
+        self.request_slots_waiting(slots, buffers)
+    }
+}
+
+impl StandaloneResourceManager {
+    fn request_slots_now(
+        &self,
+        slots: u32,
+        buffers: &dyn Fn(Range<u32>) -> usize,
+    ) -> Result<Vec<SlotOffer>, SlotError> {
         let providers: Vec<RemoteSlots> = self
             .state
             .registry
@@ -85,6 +95,33 @@ impl ResourceManagerGateway for StandaloneResourceManager {
         let refs: Vec<&dyn SlotProvider> =
             providers.iter().map(|p| p as &dyn SlotProvider).collect();
         place_slots(&refs, slots, buffers)
+    }
+}
+
+impl StandaloneResourceManager {
+    /// Waits for slots up to the slot request timeout: TaskManagers may register, and jobs
+    /// give theirs back, meanwhile.
+    fn request_slots_waiting(
+        &self,
+        slots: u32,
+        buffers: &dyn Fn(Range<u32>) -> usize,
+    ) -> Result<Vec<SlotOffer>, SlotError> {
+        let asked = std::time::Instant::now();
+        let timeout = self.state.config.slot_request_timeout;
+        let mut told = false;
+        loop {
+            match self.request_slots_now(slots, buffers) {
+                Ok(offers) => return Ok(offers),
+                Err(e) if asked.elapsed() >= timeout => return Err(e),
+                Err(e) => {
+                    if !told {
+                        eprintln!("Waiting up to {timeout:?} for slots: {e}");
+                        told = true;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+            }
+        }
     }
 }
 
