@@ -1335,3 +1335,27 @@ fn a_job_wider_than_the_free_slots_waits_for_a_taskmanager_and_one_that_never_fi
     );
     assert!(log.contains("the job needs 8 task slots"), "{log}");
 }
+
+#[test]
+fn a_second_jobmanager_on_a_job_store_in_use_is_refused_and_a_dead_ones_store_is_taken_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (mut first, _, rest) = jobmanager(&config);
+    let mut second = Process::start(&["jobmanager", "--config", config.to_str().unwrap()]);
+    let (status, log) = second.wait_exit();
+    assert!(!status.success());
+    assert!(
+        log.contains(&format!(
+            "is in use by the JobManager with pid {}",
+            first.pid()
+        )),
+        "{log}"
+    );
+    // The first goes on serving.
+    assert_eq!(get(&rest, "/overview")["taskmanagers"], 0);
+    // Killed, it leaves its lock behind; the next JobManager takes the store over.
+    first.child.kill().expect("kill -9");
+    let _ = first.child.wait();
+    let (third, _, _) = jobmanager(&config);
+    assert!(third.log().contains("REST endpoint listening"));
+}

@@ -11,6 +11,86 @@ use crate::cluster::{JobOptions, MiniCluster};
 use crate::job::JobGraph;
 
 const SUBMISSION: &str = "submission.bin";
+const LOCK: &str = ".jobmanager.lock";
+
+/// A job store can serve one JobManager: two would each run the jobs it holds.
+#[derive(Debug, thiserror::Error)]
+pub enum JobStoreError {
+    #[error(
+        "job store `{store}` is in use by the JobManager with pid {pid}; give this one its own \
+         (`jobmanager.job-store`)"
+    )]
+    InUse { store: PathBuf, pid: u32 },
+    #[error("cannot lock job store `{store}`: {source}")]
+    Lock {
+        store: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// This process's hold on a job store; released when dropped.
+pub(super) struct StoreLock(PathBuf);
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Takes `store` for this process: refused while another live process holds it; a lock left
+/// by a process that died (killed, say) is taken over.
+pub(super) fn lock(store: &Path) -> Result<StoreLock, JobStoreError> {
+    let path = store.join(LOCK);
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                use std::io::Write;
+                let _ = write!(file, "{}", std::process::id());
+                return Ok(StoreLock(path));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder: Option<u32> = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| t.trim().parse().ok());
+                match holder {
+                    Some(pid) if pid != std::process::id() && alive(pid) => {
+                        return Err(JobStoreError::InUse {
+                            store: store.to_path_buf(),
+                            pid,
+                        });
+                    }
+                    // Its holder is gone (or it is unreadable): take it over.
+                    _ => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                }
+            }
+            Err(source) => {
+                return Err(JobStoreError::Lock {
+                    store: store.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(JobStoreError::Lock {
+        store: store.to_path_buf(),
+        source: std::io::Error::other("another process keeps taking it"),
+    })
+}
+
+/// Whether process `pid` runs (on Linux, by its /proc entry; elsewhere, assumed).
+fn alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new("/proc").join(pid.to_string()).exists()
+    } else {
+        true
+    }
+}
 
 /// Keeps `submission` (the bytes as uploaded) under `<store>/<id>/` and starts its job; the
 /// directory goes when the job ends.
@@ -68,6 +148,9 @@ pub(super) fn recover(store: &Path, cluster: &Arc<MiniCluster>) {
     for entry in entries.flatten() {
         let dir = entry.path();
         let id = entry.file_name().to_string_lossy().into_owned();
+        if !dir.is_dir() {
+            continue;
+        }
         let Ok(bytes) = std::fs::read(dir.join(SUBMISSION)) else {
             // An upload that never finished, or not ours.
             if id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) {

@@ -36,6 +36,8 @@ pub enum JobManagerError {
     Config(#[from] ConfigError),
     #[error("cannot start the JobManager's threads: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    JobStore(#[from] super::job_store::JobStoreError),
     #[error("cannot open {what} at {address}: {source}")]
     Listen {
         what: &'static str,
@@ -130,6 +132,7 @@ pub struct JobManager {
     pub rpc_address: SocketAddr,
     pub rest_address: SocketAddr,
     runtime: tokio::runtime::Runtime,
+    _store_lock: super::job_store::StoreLock,
 }
 
 impl JobManager {
@@ -171,6 +174,7 @@ impl JobManager {
             address: job_store.display().to_string(),
             source,
         })?;
+        let store_lock = super::job_store::lock(&job_store)?;
         let state = Arc::new(JobManagerState {
             registry: TaskManagerRegistry::new(config.heartbeat.interval, config.heartbeat.timeout),
             secret,
@@ -201,6 +205,7 @@ impl JobManager {
             rpc_address,
             rest_address,
             runtime,
+            _store_lock: store_lock,
         })
     }
 
