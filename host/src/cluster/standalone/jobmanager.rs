@@ -242,15 +242,27 @@ impl JobManagerRpc for RpcServer {
         let client =
             TaskManagerRpcClient::new(tarpc::client::Config::default(), rpc::transport(stream))
                 .spawn();
-        let gateway = Arc::new(RemoteTaskExecutor::new(
-            registration.resource_id.clone(),
-            client,
-            state.runtime.clone(),
-            state.blobs.clone(),
-            state.attempts.clone(),
-            timeout,
-            registration.slots,
-        ));
+        let gateway = Arc::new(
+            RemoteTaskExecutor::new(
+                registration.resource_id.clone(),
+                client,
+                state.runtime.clone(),
+                state.blobs.clone(),
+                state.attempts.clone(),
+                timeout,
+                registration.slots,
+            )
+            .with_on_broken({
+                let state = Arc::downgrade(&self.state);
+                Box::new(move |id, why| {
+                    if let Some(state) = state.upgrade() {
+                        eprintln!("TaskManager `{id}` is lost: {why}");
+                        state.registry.forget_lost(id);
+                        state.attempts.fail_task_manager(id, why);
+                    }
+                })
+            }),
+        );
         let (accepted, replaced) =
             state
                 .registry

@@ -150,6 +150,15 @@ impl TaskManagerRegistry {
             .collect()
     }
 
+    /// Forgets TaskManager `id` if its gateway was declared lost (its RPC connection broke);
+    /// its next heartbeat is refused, and it registers again.
+    pub fn forget_lost(&self, id: &str) {
+        let mut table = self.table();
+        if table.get(id).is_some_and(|tm| tm.gateway.is_lost()) {
+            table.remove(id);
+        }
+    }
+
     /// Removes TaskManagers not heard from for the heartbeat timeout; their ids and why.
     pub fn expire(&self) -> Vec<(String, String)> {
         let mut table = self.table();

@@ -145,6 +145,10 @@ pub struct RemoteTaskExecutor {
     pub(super) slots: Mutex<(u32, u32)>,
     /// Declared lost: calls fail at once instead of waiting out their deadline.
     lost: std::sync::atomic::AtomicBool,
+    /// Told (resource id, why) when the connection to the TaskManager breaks: the JobManager
+    /// forgets the registration, so the TaskManager registers again and a new connection is
+    /// made.
+    on_broken: Option<Box<dyn Fn(&str, &str) + Send + Sync>>,
 }
 
 impl RemoteTaskExecutor {
@@ -166,6 +170,35 @@ impl RemoteTaskExecutor {
             timeout,
             slots: Mutex::new((total_slots, total_slots)),
             lost: std::sync::atomic::AtomicBool::new(false),
+            on_broken: None,
+        }
+    }
+
+    /// Calls `on_broken` when the connection to the TaskManager breaks.
+    pub(super) fn with_on_broken(
+        mut self,
+        on_broken: Box<dyn Fn(&str, &str) + Send + Sync>,
+    ) -> Self {
+        self.on_broken = Some(on_broken);
+        self
+    }
+
+    /// A call failed: if the connection itself is gone (not a deadline or a refusal), the
+    /// TaskManager is lost to this JobManager until it registers again.
+    fn failed(&self, error: &tarpc::client::RpcError) {
+        use tarpc::client::RpcError;
+        let broken = matches!(
+            error,
+            RpcError::Shutdown | RpcError::Send(_) | RpcError::Channel(_)
+        );
+        if broken
+            && !self.lost.swap(true, std::sync::atomic::Ordering::Relaxed)
+            && let Some(on_broken) = &self.on_broken
+        {
+            on_broken(
+                &self.resource_id,
+                &format!("its RPC connection broke: {error}"),
+            );
         }
     }
 
@@ -173,7 +206,7 @@ impl RemoteTaskExecutor {
         self.lost.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    fn is_lost(&self) -> bool {
+    pub(super) fn is_lost(&self) -> bool {
         self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 
@@ -193,6 +226,7 @@ impl RemoteTaskExecutor {
         match self.runtime.block_on(call(&self.client)) {
             Ok(value) => Some(value),
             Err(e) => {
+                self.failed(&e);
                 eprintln!(
                     "warning: TaskManager `{}` did not answer {what}: {e}",
                     self.resource_id
@@ -238,6 +272,9 @@ impl TaskExecutorGateway for RemoteTaskExecutor {
         let result = self.runtime.block_on(self.client.submit_task(context, tdd));
         if !matches!(result, Ok(Ok(()))) {
             self.attempts.task_ended(job, index);
+        }
+        if let Err(e) = &result {
+            self.failed(e);
         }
         match result {
             Ok(Ok(())) => Ok(()),
@@ -411,5 +448,53 @@ impl TaskExecutorGateway for AddressedTaskExecutor {
     }
     fn data_address(&self) -> Result<String, String> {
         Ok(self.data_address.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_connection_reports_the_task_manager_lost_once_and_fails_later_calls_at_once() {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let (client_side, server_side) = tarpc::transport::channel::unbounded();
+        let client = {
+            let _entered = runtime.enter();
+            TaskManagerRpcClient::new(tarpc::client::Config::default(), client_side).spawn()
+        };
+        // The TaskManager's end goes away.
+        drop(server_side);
+        let reports = Arc::new(Mutex::new(Vec::new()));
+        let heard = reports.clone();
+        let te = RemoteTaskExecutor::new(
+            "tm-9".into(),
+            client,
+            runtime.handle().clone(),
+            Arc::new(BlobServer::default()),
+            Arc::new(AttemptTable::default()),
+            Duration::from_secs(5),
+            2,
+        )
+        .with_on_broken(Box::new(move |id, why| {
+            heard.lock().unwrap().push(format!("{id}: {why}"));
+        }));
+        te.cancel_job(1);
+        let started = std::time::Instant::now();
+        te.cancel_job(2);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "a lost one is not waited for"
+        );
+        let reports = reports.lock().unwrap().clone();
+        assert_eq!(reports.len(), 1, "{reports:?}");
+        assert!(
+            reports[0].starts_with("tm-9: its RPC connection broke"),
+            "{reports:?}"
+        );
     }
 }
