@@ -359,10 +359,7 @@ fn a_job_submitted_with_run_m_runs_across_both_taskmanagers_and_counts_exactly()
     );
     let job = dir.path().join("job.toml");
     std::fs::write(&job, manifest).expect("manifest");
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
+    let passage = read_passage();
     let text = passage.repeat(30);
     let input = dir.path().join("input.txt");
     std::fs::write(&input, &text).expect("input");
@@ -560,36 +557,10 @@ fn list_shows_a_detached_job_running_cancel_stops_it_and_frees_its_slots() {
     wait_for_task_managers(&rest, 2);
     // Its sources wait for a checkpoint an hour away: the job runs until cancelled.
     let job = wordcount_manifest(dir.path(), Some(1));
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
+    let passage = read_passage();
     let input = dir.path().join("input.txt");
     std::fs::write(&input, passage.repeat(200)).expect("input");
-    let (ok, out, err) = weir(&[
-        "run",
-        "-d",
-        "-m",
-        &rest,
-        job.to_str().unwrap(),
-        "-p",
-        "4",
-        "--checkpoint-dir",
-        dir.path().join("chk").to_str().unwrap(),
-        "--checkpoint-interval",
-        "60m",
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", dir.path().join("out").display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    let id = out
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("Job has been submitted with JobID "))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
+    let id = submit_paused(&rest, &job, 4, dir.path(), &input, "out");
 
     let (ok, out, err) = weir(&["list", "-m", &rest]);
     assert!(ok, "{err}");
@@ -789,40 +760,13 @@ fn a_savepoint_and_a_stop_of_a_running_job_restore_at_another_parallelism_exactl
     let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
     let _tm2 = taskmanager(&config, &rpc, 2, "tm-2");
     wait_for_task_managers(&rest, 2);
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
+    let passage = read_passage();
     let text = passage.repeat(200);
     let input = dir.path().join("input.txt");
     std::fs::write(&input, &text).expect("input");
-    let chk = dir.path().join("chk");
     // Its sources pause after their first batch until a checkpoint an hour away.
     let paused = wordcount_manifest(dir.path(), Some(1));
-    let (ok, out, err) = weir(&[
-        "run",
-        "-d",
-        "-m",
-        &rest,
-        paused.to_str().unwrap(),
-        "-p",
-        "4",
-        "--checkpoint-dir",
-        chk.to_str().unwrap(),
-        "--checkpoint-interval",
-        "60m",
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", dir.path().join("first").display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    let id = out
-        .lines()
-        .next()
-        .and_then(|l| l.strip_prefix("Job has been submitted with JobID "))
-        .unwrap_or_else(|| panic!("{out}"))
-        .to_string();
+    let id = submit_paused(&rest, &paused, 4, dir.path(), &input, "first");
     wait_for_state(&rest, &id, "RUNNING");
 
     let savepoints = dir.path().join("savepoints");
@@ -1116,25 +1060,7 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
     let job = wordcount_manifest(dir.path(), Some(1));
     let input = dir.path().join("input.txt");
     std::fs::write(&input, "a b c\n".repeat(20_000)).expect("input");
-    let (ok, out, err) = weir(&[
-        "run",
-        "-d",
-        "-m",
-        &rest,
-        job.to_str().unwrap(),
-        "-p",
-        "1",
-        "--checkpoint-dir",
-        dir.path().join("chk").to_str().unwrap(),
-        "--checkpoint-interval",
-        "60m",
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", dir.path().join("out").display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    let id = job_id_of(&out);
+    let id = submit_paused(&rest, &job, 1, dir.path(), &input, "out");
     wait_for_state(&rest, &id, "RUNNING");
     for (template, path) in [
         ("/jobs/{id}", format!("/jobs/{id}")),
@@ -1252,10 +1178,7 @@ fn checkpointed_run(
     detached: bool,
 ) -> (CheckpointedRun, Option<Process>, String) {
     let job = wordcount_manifest(dir, Some(3));
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
+    let passage = read_passage();
     let text = passage.repeat(400);
     let input = dir.join("input.txt");
     std::fs::write(&input, &text).expect("input");
@@ -1294,10 +1217,7 @@ fn a_job_wider_than_the_free_slots_waits_for_a_taskmanager_and_one_that_never_fi
     let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
     wait_for_task_managers(&rest, 1);
     let job = wordcount_manifest(dir.path(), None);
-    let passage = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
-    )
-    .expect("passage");
+    let passage = read_passage();
     let input = dir.path().join("input.txt");
     std::fs::write(&input, passage.repeat(20)).expect("input");
     let submit = |parallelism: &str, output: &str| {
@@ -1358,4 +1278,44 @@ fn a_second_jobmanager_on_a_job_store_in_use_is_refused_and_a_dead_ones_store_is
     let _ = first.child.wait();
     let (third, _, _) = jobmanager(&config);
     assert!(third.log().contains("REST endpoint listening"));
+}
+
+/// The text of the repository's test passage.
+fn read_passage() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/passage.txt"),
+    )
+    .expect("passage")
+}
+
+/// Submits `job` detached at `parallelism`, with a checkpoint every hour under `dir/chk` (its
+/// sources, waiting for one, pause after their first batch), writing `dir/output`: its id.
+fn submit_paused(
+    rest: &str,
+    job: &Path,
+    parallelism: u32,
+    dir: &Path,
+    input: &Path,
+    output: &str,
+) -> String {
+    let parallelism = parallelism.to_string();
+    let (ok, out, err) = weir(&[
+        "run",
+        "-d",
+        "-m",
+        rest,
+        job.to_str().unwrap(),
+        "-p",
+        &parallelism,
+        "--checkpoint-dir",
+        dir.join("chk").to_str().unwrap(),
+        "--checkpoint-interval",
+        "60m",
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", dir.join(output).display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    job_id_of(&out)
 }

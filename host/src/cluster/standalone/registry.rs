@@ -132,22 +132,10 @@ impl TaskManagerRegistry {
     /// The RPC connection `connection` closed: every TaskManager registered on it is lost.
     /// Their ids and why.
     pub fn connection_closed(&self, connection: u64) -> Vec<(String, String)> {
-        let mut table = self.table();
-        let lost: Vec<String> = table
-            .values()
-            .filter(|tm| tm.connection == connection)
-            .map(|tm| tm.resource_id.clone())
-            .collect();
-        lost.into_iter()
-            .map(|id| {
-                if let Some(tm) = table.remove(&id) {
-                    tm.gateway.mark_lost();
-                }
-                let why = "its connection closed".to_string();
-                eprintln!("TaskManager `{id}` is lost: {why}");
-                (id, why)
-            })
-            .collect()
+        self.remove_lost(
+            |tm| tm.connection == connection,
+            || "its connection closed".into(),
+        )
     }
 
     /// Forgets TaskManager `id` if its gateway was declared lost (its RPC connection broke);
@@ -161,19 +149,31 @@ impl TaskManagerRegistry {
 
     /// Removes TaskManagers not heard from for the heartbeat timeout; their ids and why.
     pub fn expire(&self) -> Vec<(String, String)> {
-        let mut table = self.table();
         let timeout = self.heartbeat_timeout;
-        let lost: Vec<String> = table
+        self.remove_lost(
+            |tm| tm.last_heartbeat.elapsed() > timeout,
+            || format!("no heartbeat for {timeout:?}"),
+        )
+    }
+
+    /// Removes the TaskManagers `lost` picks, marking their gateways lost; their ids and why.
+    fn remove_lost(
+        &self,
+        lost: impl Fn(&RegisteredTaskManager) -> bool,
+        why: impl Fn() -> String,
+    ) -> Vec<(String, String)> {
+        let mut table = self.table();
+        let ids: Vec<String> = table
             .values()
-            .filter(|tm| tm.last_heartbeat.elapsed() > timeout)
+            .filter(|tm| lost(tm))
             .map(|tm| tm.resource_id.clone())
             .collect();
-        lost.into_iter()
+        ids.into_iter()
             .map(|id| {
                 if let Some(tm) = table.remove(&id) {
                     tm.gateway.mark_lost();
                 }
-                let why = format!("no heartbeat for {timeout:?}");
+                let why = why();
                 eprintln!("TaskManager `{id}` is lost: {why}");
                 (id, why)
             })

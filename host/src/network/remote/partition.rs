@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 use crate::metrics::TaskMetrics;
-use crate::network::{ChannelEvent, ChannelItem};
+use crate::network::ChannelItem;
 
 /// A producer subtask's output on one edge (Flink's ResultPartitionID): the job attempt, the
 /// edge and the producer subtask. Its subpartitions are numbered by consumer subtask (just 0 on
@@ -202,9 +202,4 @@ impl PartitionRegistry {
     pub(crate) fn len(&self) -> usize {
         lock(&self.subpartitions).len()
     }
-}
-
-/// Whether an item ends its subpartition.
-pub(crate) fn ends_partition(item: &ChannelItem) -> bool {
-    matches!(item, ChannelItem::Event(ChannelEvent::EndOfPartition))
 }

@@ -12,10 +12,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
-use super::partition::{Next, Subpartition, ends_partition};
+use super::partition::{Next, Subpartition};
 use super::wire::{self, Frame, Message};
 use super::{Shared, handshake};
-use crate::network::ChannelItem;
+use crate::network::{ChannelEvent, ChannelItem};
 
 /// One requested subpartition on a connection, and the credit its receiver has granted.
 struct Reader {
@@ -222,7 +222,7 @@ fn take_round(connection: &Connection, shared: &Shared) -> (Vec<Outgoing>, bool)
                     });
                 }
                 Next::Item(ChannelItem::Event(event), backlog) => {
-                    let last = ends_partition(&ChannelItem::Event(event.clone()));
+                    let last = event == ChannelEvent::EndOfPartition;
                     out.push(Outgoing::Message(Message::Event {
                         receiver: r.receiver,
                         backlog,
