@@ -528,6 +528,7 @@ fn a_hung_taskmanager_is_declared_lost_by_heartbeat_its_job_recovers_and_its_sta
     // nothing it does after commits anything.
     // (The JobManager's cancel, queued in its socket while it was stopped, may reach it first.)
     tm2.signal("CONT");
+    tm2.wait_for("Cancelling job attempt");
     tm2.wait_for("registering again");
     wait_for_task_managers(&rest, 3);
     std::thread::sleep(Duration::from_millis(300));

@@ -14,9 +14,14 @@ use crate::runtime::task_executor::{SlotError, TaskExecutor};
 pub trait SlotProvider {
     fn free_slots(&self) -> u32;
     fn total_slots(&self) -> u32;
-    /// Reserves `slots` slots and `buffers` network buffers.
-    fn allocate(&self, slots: u32, buffers: usize) -> Result<Box<dyn SlotLease>, SlotError>;
-    fn gateway(&self) -> Arc<dyn TaskExecutorGateway>;
+    /// Reserves `slots` slots and `buffers` network buffers; the lease, and the gateway that
+    /// deploys into those slots (a remote one names the allocation on every deployment, so a
+    /// TaskManager refuses one into slots it no longer holds for the job).
+    fn allocate(
+        &self,
+        slots: u32,
+        buffers: usize,
+    ) -> Result<(Box<dyn SlotLease>, Arc<dyn TaskExecutorGateway>), SlotError>;
 }
 
 impl SlotProvider for Arc<TaskExecutor> {
@@ -26,11 +31,13 @@ impl SlotProvider for Arc<TaskExecutor> {
     fn total_slots(&self) -> u32 {
         self.config().slots
     }
-    fn allocate(&self, slots: u32, buffers: usize) -> Result<Box<dyn SlotLease>, SlotError> {
-        Ok(Box::new(TaskExecutor::allocate(self, slots, buffers)?))
-    }
-    fn gateway(&self) -> Arc<dyn TaskExecutorGateway> {
-        self.clone()
+    fn allocate(
+        &self,
+        slots: u32,
+        buffers: usize,
+    ) -> Result<(Box<dyn SlotLease>, Arc<dyn TaskExecutorGateway>), SlotError> {
+        let lease = TaskExecutor::allocate(self, slots, buffers)?;
+        Ok((Box::new(lease), self.clone()))
     }
 }
 
@@ -52,10 +59,10 @@ pub fn place_slots(
     };
     for p in providers {
         match p.allocate(slots, buffers(0..slots)) {
-            Ok(allocation) => {
+            Ok((allocation, task_executor)) => {
                 return Ok(vec![SlotOffer {
                     allocation,
-                    task_executor: p.gateway(),
+                    task_executor,
                     slots: 0..slots,
                 }]);
             }
@@ -74,10 +81,10 @@ pub fn place_slots(
         }
         let range = next..next + take;
         match p.allocate(take, buffers(range.clone())) {
-            Ok(allocation) => {
+            Ok((allocation, task_executor)) => {
                 offers.push(SlotOffer {
                     allocation,
-                    task_executor: p.gateway(),
+                    task_executor,
                     slots: range,
                 });
                 next += take;

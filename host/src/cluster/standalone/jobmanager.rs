@@ -224,6 +224,21 @@ struct RpcServer {
     connection: u64,
 }
 
+impl RpcServer {
+    /// Whether an upcall of attempt `job` from slot allocation `allocation` is to be heard;
+    /// one from an allocation given up (its TaskManager was declared lost) is logged and
+    /// dropped.
+    fn fenced_in(&self, job: u64, allocation: u64, what: &str) -> bool {
+        let active = self.state.attempts.is_active(job, allocation);
+        if !active {
+            eprintln!(
+                "Refused {what} of job attempt {job}: slot allocation {allocation} is not active"
+            );
+        }
+        active
+    }
+}
+
 impl JobManagerRpc for RpcServer {
     async fn register_task_manager(
         self,
@@ -291,14 +306,28 @@ impl JobManagerRpc for RpcServer {
         self,
         _: tarpc::context::Context,
         job: u64,
+        allocation: u64,
         event: TaskCheckpointEvent,
     ) {
+        if !self.fenced_in(job, allocation, "a checkpoint event") {
+            return;
+        }
         if let Some(master) = self.state.attempts.get(job) {
             master.checkpoint_event(event.into());
         }
     }
 
-    async fn task_ended(self, _: tarpc::context::Context, job: u64, index: usize, end: TaskEnd) {
+    async fn task_ended(
+        self,
+        _: tarpc::context::Context,
+        job: u64,
+        allocation: u64,
+        index: usize,
+        end: TaskEnd,
+    ) {
+        if !self.fenced_in(job, allocation, "a task's end") {
+            return;
+        }
         // A task of a TaskManager declared lost has ended already, as far as its job knows.
         if !self.state.attempts.task_ended(job, index) {
             return;

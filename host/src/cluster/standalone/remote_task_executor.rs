@@ -46,16 +46,36 @@ impl BlobServer {
 }
 
 /// The job masters of running attempts, by attempt id, for the upcalls of their tasks (each
-/// registered once per TaskManager that runs some of its tasks), and which TaskManager runs
-/// each task still running: when a TaskManager is lost, its tasks fail.
+/// registered once per TaskManager that runs some of its tasks), which TaskManager runs each
+/// task still running (when a TaskManager is lost, its tasks fail), and the slot allocations
+/// the attempts hold: an upcall from an allocation that is no longer active (its TaskManager
+/// was declared lost, or its slots released) is refused, so a TaskManager that comes back
+/// from a hang cannot acknowledge a checkpoint or end a task of the attempt that replaced it.
 #[derive(Default)]
 pub struct AttemptTable {
     attempts: Mutex<HashMap<u64, (Arc<dyn JobMasterConnection>, usize)>>,
     /// attempt -> task index -> (task name, resource id of its TaskManager)
     running: Mutex<HashMap<u64, HashMap<usize, (String, String)>>>,
+    /// active allocation -> (attempt, resource id of its TaskManager)
+    allocations: Mutex<HashMap<u64, (u64, String)>>,
 }
 
 impl AttemptTable {
+    fn activate(&self, allocation: u64, job: u64, resource_id: &str) {
+        lock(&self.allocations).insert(allocation, (job, resource_id.to_string()));
+    }
+
+    fn deactivate(&self, allocation: u64) {
+        lock(&self.allocations).remove(&allocation);
+    }
+
+    /// Whether an upcall of attempt `job` from slot allocation `allocation` is to be heard.
+    pub fn is_active(&self, job: u64, allocation: u64) -> bool {
+        lock(&self.allocations)
+            .get(&allocation)
+            .is_some_and(|(j, _)| *j == job)
+    }
+
     fn task_started(&self, job: u64, index: usize, name: String, resource_id: &str) {
         lock(&self.running)
             .entry(job)
@@ -73,6 +93,7 @@ impl AttemptTable {
 
     /// TaskManager `resource_id` is lost: each task it ran fails, as its job master hears.
     pub fn fail_task_manager(&self, resource_id: &str, why: &str) {
+        lock(&self.allocations).retain(|_, (_, tm)| tm != resource_id);
         let mut failed = Vec::new();
         for (job, tasks) in lock(&self.running).iter_mut() {
             let lost: Vec<usize> = tasks
@@ -118,6 +139,7 @@ impl AttemptTable {
             if entry.1 == 0 {
                 attempts.remove(&job);
                 lock(&self.running).remove(&job);
+                lock(&self.allocations).retain(|_, (j, _)| *j != job);
             }
         }
     }
@@ -241,102 +263,6 @@ impl RemoteTaskExecutor {
     }
 }
 
-impl TaskExecutorGateway for RemoteTaskExecutor {
-    fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError> {
-        Ok(self.blobs.put(name, bytes))
-    }
-
-    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool) {
-        self.attempts.add(job, master);
-        let context = self.context();
-        self.call("register_job", |c| {
-            c.register_job(context, job, checkpointing)
-        });
-    }
-
-    fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
-        let task = tdd.name.clone();
-        let (job, index) = (tdd.job, tdd.index);
-        if self.is_lost() {
-            return Err(SubmitError::Remote {
-                task,
-                task_manager: self.resource_id.clone(),
-                error: "it was declared lost".into(),
-            });
-        }
-        // Counted as running before it can end, so its end is never missed.
-        self.attempts
-            .task_started(job, index, task.clone(), &self.resource_id);
-        // Deployment may compile a component: a longer deadline than a plain call.
-        let context = rpc::deadline(self.timeout.max(Duration::from_secs(120)));
-        let result = self.runtime.block_on(self.client.submit_task(context, tdd));
-        if !matches!(result, Ok(Ok(()))) {
-            self.attempts.task_ended(job, index);
-        }
-        if let Err(e) = &result {
-            self.failed(e);
-        }
-        match result {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => Err(SubmitError::Remote {
-                task,
-                task_manager: self.resource_id.clone(),
-                error,
-            }),
-            Err(e) => Err(SubmitError::Remote {
-                task,
-                task_manager: self.resource_id.clone(),
-                error: format!("no answer: {e}"),
-            }),
-        }
-    }
-
-    fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier) {
-        if tasks.is_empty() {
-            return;
-        }
-        let context = self.context();
-        let (tasks, id, location) = (tasks.to_vec(), barrier.id, barrier.location.to_path_buf());
-        self.call("trigger_checkpoint", |c| {
-            c.trigger_checkpoint(context, job, tasks, id, location)
-        });
-    }
-
-    fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool) {
-        let context = self.context();
-        self.call("notify_checkpoint_complete", |c| {
-            c.notify_checkpoint_complete(context, job, id, last)
-        });
-    }
-
-    fn task_metrics(&self, job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)> {
-        let context = self.context();
-        self.call("task_metrics", |c| c.task_metrics(context, job))
-            .unwrap_or_default()
-    }
-
-    fn cancel_job(&self, job: u64) {
-        let context = self.context();
-        self.call("cancel_job", |c| c.cancel_job(context, job));
-    }
-
-    fn unregister_job(&self, job: u64) {
-        let context = self.context();
-        self.call("unregister_job", |c| c.unregister_job(context, job));
-        self.attempts.remove(job);
-    }
-
-    fn network_stats(&self) -> BufferPoolStats {
-        let context = self.context();
-        self.call("network_stats", |c| c.network_stats(context))
-            .unwrap_or_default()
-    }
-
-    fn data_address(&self) -> Result<String, String> {
-        Err("a remote TaskManager's data address comes with its registration".into())
-    }
-}
-
 /// Slots held on a TaskManager; given back when dropped, before a restart asks for slots
 /// again (from a job master's thread it waits for the TaskManager's answer).
 struct RemoteAllocation {
@@ -354,6 +280,7 @@ impl Drop for RemoteAllocation {
         let release = async move {
             let _ = client.release(context, id).await;
         };
+        te.attempts.deactivate(self.id);
         if te.is_lost() {
             // Its slots went with it.
         } else if tokio::runtime::Handle::try_current().is_ok() {
@@ -383,18 +310,28 @@ impl SlotProvider for RemoteSlots {
     fn total_slots(&self) -> u32 {
         lock(&self.te.slots).0
     }
-    fn allocate(&self, slots: u32, buffers: usize) -> Result<Box<dyn SlotLease>, SlotError> {
+    fn allocate(
+        &self,
+        slots: u32,
+        buffers: usize,
+    ) -> Result<(Box<dyn SlotLease>, Arc<dyn TaskExecutorGateway>), SlotError> {
         let te = &self.te;
         let context = te.context();
         match te.call("allocate", |c| c.allocate(context, slots, buffers)) {
             Some(Ok(id)) => {
                 let mut known = lock(&te.slots);
                 known.1 = known.1.saturating_sub(slots);
-                Ok(Box::new(RemoteAllocation {
+                let lease = RemoteAllocation {
                     te: te.clone(),
                     id,
                     slots,
-                }))
+                };
+                let gateway = AllocatedTaskExecutor {
+                    te: te.clone(),
+                    data_address: self.data_address.clone(),
+                    allocation: id,
+                };
+                Ok((Box::new(lease), Arc::new(gateway)))
             }
             Some(Err(e)) => Err(e),
             None => Err(SlotError::NotEnoughSlots {
@@ -404,48 +341,121 @@ impl SlotProvider for RemoteSlots {
             }),
         }
     }
-    fn gateway(&self) -> Arc<dyn TaskExecutorGateway> {
-        Arc::new(AddressedTaskExecutor {
-            te: self.te.clone(),
-            data_address: self.data_address.clone(),
-        })
-    }
 }
 
-/// A remote TaskExecutor with the data address it registered.
-struct AddressedTaskExecutor {
+/// A remote TaskExecutor as a job master deploys into one slot allocation on it: every call
+/// that opens a job or deploys a task names the allocation.
+struct AllocatedTaskExecutor {
     te: Arc<RemoteTaskExecutor>,
     data_address: String,
+    allocation: u64,
 }
 
-impl TaskExecutorGateway for AddressedTaskExecutor {
+impl TaskExecutorGateway for AllocatedTaskExecutor {
     fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError> {
-        self.te.put_component(name, bytes)
+        Ok(self.te.blobs.put(name, bytes))
     }
+
     fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool) {
-        self.te.register_job(job, master, checkpointing)
+        let te = &self.te;
+        te.attempts.add(job, master);
+        te.attempts.activate(self.allocation, job, &te.resource_id);
+        let (context, allocation) = (te.context(), self.allocation);
+        if let Some(Err(refusal)) = te.call("register_job", |c| {
+            c.register_job(context, job, allocation, checkpointing)
+        }) {
+            // Its tasks' deployments are refused in turn, which fails the attempt.
+            eprintln!(
+                "warning: TaskManager `{}` refused job attempt {job}: {refusal}",
+                te.resource_id
+            );
+        }
     }
+
     fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {
-        self.te.submit_task(tdd)
+        let te = &self.te;
+        let task = tdd.name.clone();
+        let (job, index) = (tdd.job, tdd.index);
+        if te.is_lost() {
+            return Err(SubmitError::Remote {
+                task,
+                task_manager: te.resource_id.clone(),
+                error: "it was declared lost".into(),
+            });
+        }
+        // Counted as running before it can end, so its end is never missed.
+        te.attempts
+            .task_started(job, index, task.clone(), &te.resource_id);
+        // Deployment may compile a component: a longer deadline than a plain call.
+        let context = rpc::deadline(te.timeout.max(Duration::from_secs(120)));
+        let result = te
+            .runtime
+            .block_on(te.client.submit_task(context, self.allocation, tdd));
+        if !matches!(result, Ok(Ok(()))) {
+            te.attempts.task_ended(job, index);
+        }
+        if let Err(e) = &result {
+            te.failed(e);
+        }
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(SubmitError::Remote {
+                task,
+                task_manager: te.resource_id.clone(),
+                error,
+            }),
+            Err(e) => Err(SubmitError::Remote {
+                task,
+                task_manager: te.resource_id.clone(),
+                error: format!("no answer: {e}"),
+            }),
+        }
     }
+
     fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier) {
-        self.te.trigger_checkpoint(job, tasks, barrier)
+        if tasks.is_empty() {
+            return;
+        }
+        let context = self.te.context();
+        let (tasks, id, location) = (tasks.to_vec(), barrier.id, barrier.location.to_path_buf());
+        self.te.call("trigger_checkpoint", |c| {
+            c.trigger_checkpoint(context, job, tasks, id, location)
+        });
     }
+
     fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool) {
-        self.te.notify_checkpoint_complete(job, id, last)
+        let context = self.te.context();
+        self.te.call("notify_checkpoint_complete", |c| {
+            c.notify_checkpoint_complete(context, job, id, last)
+        });
     }
+
     fn task_metrics(&self, job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)> {
-        self.te.task_metrics(job)
+        let context = self.te.context();
+        self.te
+            .call("task_metrics", |c| c.task_metrics(context, job))
+            .unwrap_or_default()
     }
+
     fn cancel_job(&self, job: u64) {
-        self.te.cancel_job(job)
+        let context = self.te.context();
+        self.te.call("cancel_job", |c| c.cancel_job(context, job));
     }
+
     fn unregister_job(&self, job: u64) {
-        self.te.unregister_job(job)
+        let context = self.te.context();
+        self.te
+            .call("unregister_job", |c| c.unregister_job(context, job));
+        self.te.attempts.remove(job);
     }
+
     fn network_stats(&self) -> BufferPoolStats {
-        self.te.network_stats()
+        let context = self.te.context();
+        self.te
+            .call("network_stats", |c| c.network_stats(context))
+            .unwrap_or_default()
     }
+
     fn data_address(&self) -> Result<String, String> {
         Ok(self.data_address.clone())
     }
@@ -454,6 +464,51 @@ impl TaskExecutorGateway for AddressedTaskExecutor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Heard(Mutex<Vec<String>>);
+
+    impl JobMasterConnection for Heard {
+        fn checkpoint_event(&self, _: crate::checkpoint::CoordinatorEvent) {}
+        fn task_ended(&self, index: usize, result: Result<(), TaskFailure>) {
+            lock(&self.0).push(format!("{index}: {}", result.is_ok()));
+        }
+    }
+
+    #[test]
+    fn a_lost_task_managers_allocations_stop_being_heard_and_its_tasks_fail_once() {
+        let table = AttemptTable::default();
+        let master = Arc::new(Heard(Mutex::new(Vec::new())));
+        table.add(7, master.clone());
+        table.add(7, master.clone());
+        table.activate(100, 7, "tm-1");
+        table.activate(200, 7, "tm-2");
+        table.task_started(7, 0, "a (1/2)".into(), "tm-1");
+        table.task_started(7, 1, "a (2/2)".into(), "tm-2");
+        assert!(table.is_active(7, 100) && table.is_active(7, 200));
+        assert!(!table.is_active(8, 100), "another attempt's allocation");
+
+        table.fail_task_manager("tm-2", "no heartbeat");
+        assert!(table.is_active(7, 100));
+        assert!(
+            !table.is_active(7, 200),
+            "the lost one's allocation is fenced off"
+        );
+        assert_eq!(*lock(&master.0), vec!["1: false".to_string()]);
+        assert!(!table.task_ended(7, 1), "its task's own end comes too late");
+        assert!(table.task_ended(7, 0));
+
+        table.deactivate(100);
+        assert!(!table.is_active(7, 100), "released");
+        table.activate(300, 7, "tm-3");
+        table.remove(7);
+        assert!(
+            table.is_active(7, 300),
+            "one registration of the attempt is left"
+        );
+        table.remove(7);
+        assert!(!table.is_active(7, 300), "gone with the attempt");
+        assert!(table.get(7).is_none());
+    }
 
     #[test]
     fn a_broken_connection_reports_the_task_manager_lost_once_and_fails_later_calls_at_once() {
@@ -471,18 +526,25 @@ mod tests {
         drop(server_side);
         let reports = Arc::new(Mutex::new(Vec::new()));
         let heard = reports.clone();
-        let te = RemoteTaskExecutor::new(
-            "tm-9".into(),
-            client,
-            runtime.handle().clone(),
-            Arc::new(BlobServer::default()),
-            Arc::new(AttemptTable::default()),
-            Duration::from_secs(5),
-            2,
-        )
-        .with_on_broken(Box::new(move |id, why| {
-            heard.lock().unwrap().push(format!("{id}: {why}"));
-        }));
+        let te = Arc::new(
+            RemoteTaskExecutor::new(
+                "tm-9".into(),
+                client,
+                runtime.handle().clone(),
+                Arc::new(BlobServer::default()),
+                Arc::new(AttemptTable::default()),
+                Duration::from_secs(5),
+                2,
+            )
+            .with_on_broken(Box::new(move |id, why| {
+                heard.lock().unwrap().push(format!("{id}: {why}"));
+            })),
+        );
+        let te = AllocatedTaskExecutor {
+            te,
+            data_address: String::new(),
+            allocation: 1,
+        };
         te.cancel_job(1);
         let started = std::time::Instant::now();
         te.cancel_job(2);

@@ -103,10 +103,11 @@ pub enum TaskEnd {
 pub trait JobManagerRpc {
     /// A component from the blob server, by its hash: (file name, bytes).
     async fn fetch_blob(hash: String) -> Result<(String, Vec<u8>), String>;
-    /// A checkpoint event of a task of attempt `job`.
-    async fn task_checkpoint_event(job: u64, event: TaskCheckpointEvent);
-    /// Task `index` of attempt `job` ended.
-    async fn task_ended(job: u64, index: usize, end: TaskEnd);
+    /// A checkpoint event of a task of attempt `job` running in slot allocation `allocation`
+    /// (refused unless that allocation is still the attempt's on that TaskManager).
+    async fn task_checkpoint_event(job: u64, allocation: u64, event: TaskCheckpointEvent);
+    /// Task `index` of attempt `job` in slot allocation `allocation` ended.
+    async fn task_ended(job: u64, allocation: u64, index: usize, end: TaskEnd);
     /// Registers a TaskManager at the ResourceManager.
     async fn register_task_manager(
         registration: TaskManagerRegistration,
@@ -123,14 +124,18 @@ pub trait JobManagerRpc {
 /// processes).
 #[tarpc::service]
 pub trait TaskManagerRpc {
-    /// Reserves `slots` slots and `buffers` network buffers; the allocation's id.
+    /// Reserves `slots` slots and `buffers` network buffers; the allocation's id (random, so
+    /// an id never names two allocations of one TaskManager, nor of two).
     async fn allocate(slots: u32, buffers: usize) -> Result<u64, SlotError>;
-    /// Gives an allocation back.
+    /// Gives an allocation back, cancelling what still runs in it.
     async fn release(allocation: u64);
-    /// Opens attempt `job` before its tasks come.
-    async fn register_job(job: u64, checkpointing: bool);
-    /// Deploys a task (fetching its components from the blob server first, once).
-    async fn submit_task(tdd: TaskDeploymentDescriptor) -> Result<(), String>;
+    /// Opens attempt `job` in slot allocation `allocation` before its tasks come; refused
+    /// unless this connection holds that allocation.
+    async fn register_job(job: u64, allocation: u64, checkpointing: bool) -> Result<(), String>;
+    /// Deploys a task into slot allocation `allocation` (fetching its components from the
+    /// blob server first, once); refused unless the allocation is active and holds its job
+    /// (Flink's fencing of deployments by allocation id).
+    async fn submit_task(allocation: u64, tdd: TaskDeploymentDescriptor) -> Result<(), String>;
     async fn trigger_checkpoint(job: u64, tasks: Vec<usize>, checkpoint: u64, location: PathBuf);
     async fn notify_checkpoint_complete(job: u64, checkpoint: u64, last: bool);
     async fn cancel_job(job: u64);

@@ -25,13 +25,21 @@ use crate::stream::Barrier;
 pub(super) type JobManagerLink = Arc<Mutex<Option<JobManagerRpcClient>>>;
 
 fn current(link: &JobManagerLink) -> Option<JobManagerRpcClient> {
-    link.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    lock(link).clone()
 }
 
 /// What a task tells its job master.
 enum Upcall {
-    Checkpoint(u64, TaskCheckpointEvent),
-    Ended(u64, usize, TaskEnd),
+    Checkpoint(Fence, TaskCheckpointEvent),
+    Ended(Fence, usize, TaskEnd),
+}
+
+/// A job attempt and the slot allocation its tasks here run in: what the JobManager checks
+/// an upcall against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fence {
+    job: u64,
+    allocation: u64,
 }
 
 /// Sends upcalls in order, waiting for a connection to the JobManager when there is none.
@@ -42,8 +50,8 @@ async fn forward_upcalls(
     timeout: std::time::Duration,
 ) {
     while let Some(upcall) = upcalls.recv().await {
-        let job = match &upcall {
-            Upcall::Checkpoint(job, _) | Upcall::Ended(job, _, _) => *job,
+        let Fence { job, allocation } = match &upcall {
+            Upcall::Checkpoint(fence, _) | Upcall::Ended(fence, _, _) => *fence,
         };
         loop {
             // A job this TaskManager gave up (its registration ended) is another JobManager's
@@ -56,14 +64,19 @@ async fn forward_upcalls(
                 continue;
             };
             let sent = match &upcall {
-                Upcall::Checkpoint(job, event) => {
+                Upcall::Checkpoint(_, event) => {
                     client
-                        .task_checkpoint_event(rpc::deadline(timeout), *job, event.clone())
+                        .task_checkpoint_event(
+                            rpc::deadline(timeout),
+                            job,
+                            allocation,
+                            event.clone(),
+                        )
                         .await
                 }
-                Upcall::Ended(job, index, end) => {
+                Upcall::Ended(_, index, end) => {
                     client
-                        .task_ended(rpc::deadline(timeout), *job, *index, end.clone())
+                        .task_ended(rpc::deadline(timeout), job, allocation, *index, end.clone())
                         .await
                 }
             };
@@ -78,16 +91,16 @@ async fn forward_upcalls(
     }
 }
 
-/// The job master of attempt `job`, as the TaskManager's tasks reach it.
+/// The job master of an attempt, as the TaskManager's tasks reach it.
 struct RemoteJobMaster {
-    job: u64,
+    fence: Fence,
     upcalls: UnboundedSender<Upcall>,
 }
 
 impl JobMasterConnection for RemoteJobMaster {
     fn checkpoint_event(&self, event: CoordinatorEvent) {
         if let Some(event) = TaskCheckpointEvent::of(event) {
-            let _ = self.upcalls.send(Upcall::Checkpoint(self.job, event));
+            let _ = self.upcalls.send(Upcall::Checkpoint(self.fence, event));
         }
     }
 
@@ -100,7 +113,7 @@ impl JobMasterConnection for RemoteJobMaster {
                 reason: failure.to_string(),
             },
         };
-        let _ = self.upcalls.send(Upcall::Ended(self.job, index, end));
+        let _ = self.upcalls.send(Upcall::Ended(self.fence, index, end));
     }
 }
 
@@ -122,12 +135,57 @@ struct Service {
     te: Arc<TaskExecutor>,
     link: JobManagerLink,
     upcalls: UnboundedSender<Upcall>,
+    /// The slot allocations this connection holds.
     allocations: Arc<Mutex<HashMap<u64, SlotAllocation>>>,
+    /// Which allocation each registered job attempt runs in (all connections').
+    jobs: Arc<Mutex<HashMap<u64, u64>>>,
     next_allocation: Arc<AtomicU64>,
     timeout: std::time::Duration,
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A fresh allocation id: random where the system gives randomness (so a TaskManager's ids
+/// differ from another's and from its own earlier process's), else counted.
+fn new_allocation_id(counter: &AtomicU64) -> u64 {
+    let mut bytes = [0u8; 8];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => u64::from_le_bytes(bytes) | 1,
+        Err(_) => counter.fetch_add(1, Ordering::Relaxed),
+    }
+}
+
 impl Service {
+    fn holds(&self, allocation: u64) -> bool {
+        lock(&self.allocations).contains_key(&allocation)
+    }
+
+    /// Allocation `allocation` is gone (released, or its connection closed): what still runs
+    /// in it is cancelled, since its JobManager has given up those slots.
+    fn drop_allocation(&self, allocation: u64) {
+        lock(&self.allocations).remove(&allocation);
+        let jobs: Vec<u64> = {
+            let mut bound = lock(&self.jobs);
+            let jobs = bound
+                .iter()
+                .filter(|(_, a)| **a == allocation)
+                .map(|(j, _)| *j)
+                .collect::<Vec<_>>();
+            jobs.iter().for_each(|j| {
+                bound.remove(j);
+            });
+            jobs
+        };
+        for job in jobs {
+            if self.te.job_connection(job).is_some() {
+                eprintln!("Cancelling job attempt {job}: its slot allocation was given up");
+                self.te.unregister_job(job);
+            }
+        }
+    }
+
     /// Loads the components `tdd` names that this TaskManager has not compiled yet.
     async fn fetch_components(&self, tdd: &TaskDeploymentDescriptor) -> Result<(), String> {
         for op in &tdd.chain {
@@ -160,34 +218,54 @@ impl TaskManagerRpc for Service {
         buffers: usize,
     ) -> Result<u64, SlotError> {
         let allocation = self.te.allocate(slots, buffers)?;
-        let id = self.next_allocation.fetch_add(1, Ordering::Relaxed);
-        self.allocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, allocation);
+        let id = new_allocation_id(&self.next_allocation);
+        lock(&self.allocations).insert(id, allocation);
         Ok(id)
     }
 
     async fn release(self, _: tarpc::context::Context, allocation: u64) {
-        self.allocations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&allocation);
+        self.drop_allocation(allocation);
     }
 
-    async fn register_job(self, _: tarpc::context::Context, job: u64, checkpointing: bool) {
+    async fn register_job(
+        self,
+        _: tarpc::context::Context,
+        job: u64,
+        allocation: u64,
+        checkpointing: bool,
+    ) -> Result<(), String> {
+        if !self.holds(allocation) {
+            return Err(format!(
+                "job attempt {job} refused: slot allocation {allocation} is not active here"
+            ));
+        }
+        lock(&self.jobs).insert(job, allocation);
         let master = Arc::new(RemoteJobMaster {
-            job,
+            fence: Fence { job, allocation },
             upcalls: self.upcalls.clone(),
         });
         self.te.register_job(job, master, checkpointing);
+        Ok(())
     }
 
     async fn submit_task(
         self,
         _: tarpc::context::Context,
+        allocation: u64,
         tdd: TaskDeploymentDescriptor,
     ) -> Result<(), String> {
+        let bound = lock(&self.jobs).get(&tdd.job) == Some(&allocation);
+        if !bound || !self.holds(allocation) {
+            eprintln!(
+                "Refused task {} of job attempt {}: slot allocation {allocation} is not active",
+                tdd.name, tdd.job
+            );
+            return Err(format!(
+                "slot allocation {allocation} of job attempt {} is not active on this \
+                 TaskManager (released, or its JobManager connection is gone)",
+                tdd.job
+            ));
+        }
         eprintln!("Received task {} of job attempt {}", tdd.name, tdd.job);
         self.fetch_components(&tdd).await?;
         let te = self.te.clone();
@@ -223,6 +301,7 @@ impl TaskManagerRpc for Service {
     }
 
     async fn unregister_job(self, _: tarpc::context::Context, job: u64) {
+        lock(&self.jobs).remove(&job);
         self.te.unregister_job(job);
     }
 
@@ -258,6 +337,7 @@ pub(super) async fn serve(
         link,
         upcalls,
         allocations: Arc::new(Mutex::new(HashMap::new())),
+        jobs: Arc::new(Mutex::new(HashMap::new())),
         next_allocation: Arc::new(AtomicU64::new(1)),
         timeout,
     };
@@ -271,7 +351,7 @@ pub(super) async fn serve(
             }
         };
         // Allocations belong to the connection that made them: when the JobManager that held
-        // them goes away, its slots come back.
+        // them goes away, its slots come back and what ran in them stops.
         let service = Service {
             allocations: Arc::new(Mutex::new(HashMap::new())),
             ..service.clone()
@@ -283,11 +363,13 @@ pub(super) async fn serve(
                 return;
             }
             BaseChannel::with_defaults(rpc::transport(stream))
-                .execute(service.serve())
+                .execute(service.clone().serve())
                 .for_each(|call| async move {
                     tokio::spawn(call);
                 })
                 .await;
+            let held: Vec<u64> = lock(&service.allocations).keys().copied().collect();
+            held.into_iter().for_each(|a| service.drop_allocation(a));
         });
     }
 }

@@ -14,7 +14,8 @@ use crate::network::{ChannelEvent, NetworkBufferPool};
 /// The first bytes of every connection.
 pub(crate) const MAGIC: [u8; 4] = *b"WEIR";
 /// The protocol version; both sides must speak the same one.
-pub(crate) const VERSION: u16 = 1;
+/// 2: RPC calls name the slot allocation they act in.
+pub(crate) const VERSION: u16 = 2;
 /// Room for a frame's length, kind and fields besides a buffer's bytes.
 pub(crate) const FRAME_OVERHEAD: usize = 64;
 /// Most bytes of a frame that is not a buffer (an error's text is cut to 1 KiB; a barrier's
