@@ -315,19 +315,44 @@ pub struct StopArgs {
     /// Where the savepoint goes.
     #[arg(long, short = 'p', value_name = "DIR")]
     savepoint_path: PathBuf,
+    /// End the sources' input before the savepoint, so every timer fires and every window
+    /// closes: the job finishes with all its output committed. A run resumed from it reads on
+    /// where the sources stopped, but what fired early does not fire again (as in Flink, for a
+    /// job that is to end for good).
+    #[arg(long, short = 'd')]
+    drain: bool,
     /// The job's id.
     id: String,
 }
 
-/// Asks for a savepoint (`stop`: then the job's end) and waits for its path.
-fn savepoint_of(address: &str, id: &str, dir: &std::path::Path, stop: bool) -> Result<String> {
+/// What a savepoint request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SavepointKind {
+    /// The job goes on.
+    Keep,
+    /// The job stops (`drain`: after its sources end).
+    Stop { drain: bool },
+}
+
+/// Asks for a savepoint (or a stop with one) and waits for its path.
+fn savepoint_of(
+    address: &str,
+    id: &str,
+    dir: &std::path::Path,
+    kind: SavepointKind,
+) -> Result<String> {
     let dir = std::path::absolute(dir)?;
-    let (path, key) = if stop {
-        (format!("/jobs/{id}/stop"), "targetDirectory")
-    } else {
-        (format!("/jobs/{id}/savepoints"), "target-directory")
+    let (path, body) = match kind {
+        SavepointKind::Stop { drain } => (
+            format!("/jobs/{id}/stop"),
+            serde_json::json!({ "targetDirectory": dir, "drain": drain }),
+        ),
+        SavepointKind::Keep => (
+            format!("/jobs/{id}/savepoints"),
+            serde_json::json!({ "target-directory": dir }),
+        ),
     };
-    let body = serde_json::json!({ key: dir }).to_string();
+    let body = body.to_string();
     let (status, answer) = request(address, "POST", &path, Some(body.as_bytes()))?;
     if status != 202 {
         bail!("cannot take a savepoint of job {id}: {}", error_of(&answer));
@@ -367,7 +392,7 @@ fn savepoint_of(address: &str, id: &str, dir: &std::path::Path, stop: bool) -> R
 pub fn savepoint(args: SavepointArgs) -> Result<()> {
     let address = rest_address(&args.jobmanager)?;
     println!("Triggering savepoint for job {}.", args.id);
-    let path = savepoint_of(&address, &args.id, &args.dir, false)?;
+    let path = savepoint_of(&address, &args.id, &args.dir, SavepointKind::Keep)?;
     println!("Savepoint completed. Path: {path}");
     println!("You can resume your program from this savepoint with the run command.");
     Ok(())
@@ -377,7 +402,8 @@ pub fn savepoint(args: SavepointArgs) -> Result<()> {
 pub fn stop(args: StopArgs) -> Result<()> {
     let address = rest_address(&args.jobmanager)?;
     println!("Suspending job {}.", args.id);
-    let path = savepoint_of(&address, &args.id, &args.savepoint_path, true)?;
+    let kind = SavepointKind::Stop { drain: args.drain };
+    let path = savepoint_of(&address, &args.id, &args.savepoint_path, kind)?;
     println!("Savepoint completed. Path: {path}");
     Ok(())
 }

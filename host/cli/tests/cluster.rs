@@ -837,6 +837,78 @@ fn a_savepoint_and_a_stop_of_a_running_job_restore_at_another_parallelism_exactl
 }
 
 #[test]
+fn a_stop_with_drain_finishes_the_job_on_a_final_savepoint_that_resumes_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (jm, rpc, rest) = jobmanager(&config);
+    let _tm1 = taskmanager(&config, &rpc, 2, "tm-1");
+    let _tm2 = taskmanager(&config, &rpc, 2, "tm-2");
+    wait_for_task_managers(&rest, 2);
+    let text = read_passage().repeat(200);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let paused = wordcount_manifest(dir.path(), Some(1));
+    let id = submit_paused(&rest, &paused, 4, dir.path(), &input, "out");
+    wait_for_state(&rest, &id, "RUNNING");
+
+    let savepoints = dir.path().join("savepoints");
+    let (ok, out, err) = weir(&[
+        "stop",
+        "--drain",
+        "-m",
+        &rest,
+        "--savepoint-path",
+        savepoints.to_str().unwrap(),
+        &id,
+    ]);
+    assert!(ok, "{out}{err}");
+    let drained_at = out
+        .lines()
+        .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .to_string();
+    // It finished on its own (its sources ended), not by a cancel.
+    wait_for_state(&rest, &id, "FINISHED");
+    assert!(!jm.log().contains("Cancelling"), "{}", jm.log());
+    // The final savepoint committed what the job read: some of the text, not all of it.
+    let output = dir.path().join("out");
+    let first = committed_lines(&output);
+    let all: u64 = independent_word_count(&text).values().sum();
+    assert!(
+        !first.is_empty() && (first.len() as u64) < all,
+        "{} of {all} counts committed",
+        first.len()
+    );
+
+    // Resumed from it at parallelism 2 into the same output, the rest follows exactly once.
+    let (ok, out, err) = weir(&[
+        "run",
+        "-m",
+        &rest,
+        paused.to_str().unwrap(),
+        "-p",
+        "2",
+        "-s",
+        &drained_at,
+        "--checkpoint-dir",
+        dir.path().join("chk").to_str().unwrap(),
+        "--checkpoint-interval",
+        "100ms",
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    let run = CheckpointedRun {
+        text,
+        output,
+        checkpoints: dir.path().join("chk"),
+    };
+    run.assert_exactly_once();
+}
+
+#[test]
 fn a_killed_jobmanager_restarted_recovers_its_running_job_which_finishes_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let free_port = || {

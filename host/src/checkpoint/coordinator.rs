@@ -71,10 +71,13 @@ pub enum CoordinatorEvent {
         reply: Sender<Result<PathBuf, String>>,
     },
     /// As `Savepoint`, and trigger no checkpoint after it: the job is about to stop, and no
-    /// later checkpoint may commit output a restore from this savepoint would repeat.
+    /// later checkpoint may commit output a restore from this savepoint would repeat. With
+    /// `drain`, the sources are told to end their input, and the savepoint is the job's final
+    /// checkpoint, taken once every source has ended (Flink's `stop --drain`).
     StopWithSavepoint {
         dir: PathBuf,
         reply: Sender<Result<PathBuf, String>>,
+        drain: bool,
     },
     /// The stop-with-savepoint failed and the job goes on: periodic checkpoints resume.
     Resume,
@@ -201,6 +204,8 @@ impl Coordinator {
         let mut savepoint_requests: Vec<(PathBuf, Sender<Result<PathBuf, String>>)> = Vec::new();
         // A stop-with-savepoint came: no periodic checkpoint from now on.
         let mut suspended = false;
+        // A stop with drain: where the final checkpoint goes, and who waits for it.
+        let mut drain_into: Option<(PathBuf, Sender<Result<PathBuf, String>>)> = None;
         loop {
             let now = Instant::now();
             if let Some(p) = &pending
@@ -224,8 +229,11 @@ impl Coordinator {
                 for (_, reply) in savepoint_requests.drain(..) {
                     let _ = reply.send(Err("the job is finishing".into()));
                 }
-                let dir = self.job_dir().join(format!("chk-{}", self.next_id));
-                pending = self.start(dir, None, &trigger);
+                let (dir, reply) = match drain_into.take() {
+                    Some((dir, reply)) => (dir, Some(reply)),
+                    None => (self.job_dir().join(format!("chk-{}", self.next_id)), None),
+                };
+                pending = self.start(dir, reply, &trigger);
                 match pending.as_mut() {
                     Some(p) => p.last = true,
                     None => final_failures += 1,
@@ -288,12 +296,16 @@ impl Coordinator {
                         savepoint_requests.push((dir, reply));
                     }
                 }
-                Ok(CoordinatorEvent::StopWithSavepoint { dir, reply }) => {
+                Ok(CoordinatorEvent::StopWithSavepoint { dir, reply, drain }) => {
                     if finished > 0 || ended_sources.len() >= self.sources {
                         let _ = reply.send(Err("the job is finishing".into()));
                     } else {
                         suspended = true;
-                        savepoint_requests.push((dir, reply));
+                        if drain {
+                            drain_into = Some((dir, reply));
+                        } else {
+                            savepoint_requests.push((dir, reply));
+                        }
                     }
                 }
                 Ok(CoordinatorEvent::Resume) => suspended = false,
@@ -356,7 +368,9 @@ impl Coordinator {
             job: self.job.clone(),
             checkpoint: p.id,
             savepoint: p.savepoint.is_some(),
-            final_checkpoint: p.last,
+            // A drained job's final savepoint is not the end of its input: its sources stopped
+            // early, and a run restored from it reads on from there.
+            final_checkpoint: p.last && p.savepoint.is_none(),
             max_parallelism: self.max_parallelism,
             operators: p
                 .acks
@@ -374,8 +388,9 @@ impl Coordinator {
             return false;
         }
         // A savepoint commits no side effects (as Flink since 1.15): failover restores from
-        // checkpoints, and output committed on a savepoint would be replayed twice.
-        if p.savepoint.is_none() {
+        // checkpoints, and output committed on a savepoint would be replayed twice. The final
+        // savepoint of a drained job does: nothing runs after it, and its tasks finish on it.
+        if p.savepoint.is_none() || p.last {
             complete(p.id, p.last);
         }
         self.completed

@@ -28,6 +28,8 @@ pub trait TaskExecutorGateway: Send + Sync {
     fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier);
     /// Checkpoint `id` of the job completed (`last`: its final checkpoint).
     fn notify_checkpoint_complete(&self, job: u64, id: u64, last: bool);
+    /// Ends the input of the job's sources here (stop with drain).
+    fn drain_sources(&self, job: u64);
     /// The metrics of the job's tasks here: (task index, name, metrics).
     fn task_metrics(&self, job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)>;
     /// Stops every task of the job at its next step or wait.
@@ -97,6 +99,9 @@ impl TaskExecutorGateway for TaskExecutor {
         TaskExecutor::submit_task(self, tdd)
     }
 
+    fn drain_sources(&self, job: u64) {
+        TaskExecutor::drain_sources(self, job)
+    }
     fn trigger_checkpoint(&self, job: u64, tasks: &[usize], barrier: &Barrier) {
         TaskExecutor::trigger_checkpoint(self, job, tasks, barrier)
     }

@@ -478,6 +478,16 @@ pub struct JobControl {
     current: Mutex<Option<RunningAttempt>>,
 }
 
+/// Whether a savepoint ends the job, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopping {
+    No,
+    /// The job stops where it is (its pending timers stay in the savepoint).
+    Suspend,
+    /// The sources end first, and the job finishes.
+    Drain,
+}
+
 #[derive(Clone)]
 struct RunningAttempt {
     id: u64,
@@ -506,10 +516,10 @@ impl JobControl {
 
     /// Takes a savepoint of the running attempt into `dir` and waits for it.
     pub fn savepoint(&self, dir: &Path) -> Result<PathBuf, String> {
-        self.take_savepoint(dir, false)
+        self.take_savepoint(dir, Stopping::No)
     }
 
-    fn take_savepoint(&self, dir: &Path, stopping: bool) -> Result<PathBuf, String> {
+    fn take_savepoint(&self, dir: &Path, stopping: Stopping) -> Result<PathBuf, String> {
         // An attempt being deployed (or restarted) gets a minute to come up.
         let asked = Instant::now();
         let attempt = loop {
@@ -526,27 +536,47 @@ impl JobControl {
             .ok_or("the job runs without checkpointing, so it cannot take a savepoint")?;
         let (reply, answer) = mpsc::channel();
         let dir = dir.to_path_buf();
-        let event = if stopping {
-            CoordinatorEvent::StopWithSavepoint { dir, reply }
-        } else {
-            CoordinatorEvent::Savepoint { dir, reply }
+        let event = match stopping {
+            Stopping::No => CoordinatorEvent::Savepoint { dir, reply },
+            Stopping::Suspend => CoordinatorEvent::StopWithSavepoint {
+                dir,
+                reply,
+                drain: false,
+            },
+            Stopping::Drain => CoordinatorEvent::StopWithSavepoint {
+                dir,
+                reply,
+                drain: true,
+            },
         };
         coordinator
             .send(event)
             .map_err(|_| "the job's checkpoint coordinator stopped")?;
+        if stopping == Stopping::Drain {
+            // After the coordinator has the request, so the sources' ends find it waiting.
+            attempt
+                .task_executors
+                .iter()
+                .for_each(|te| te.drain_sources(attempt.id));
+        }
         let outcome = answer
             .recv()
             .map_err(|_| "the job's checkpoint coordinator stopped".to_string())?;
-        if stopping && outcome.is_err() {
+        if stopping != Stopping::No && outcome.is_err() {
             let _ = coordinator.send(CoordinatorEvent::Resume);
         }
         outcome
     }
 
     /// Takes a savepoint into `dir`, then stops the job, which ends as finished (Flink's
-    /// stop-with-savepoint).
-    pub fn stop(&self, dir: &Path) -> Result<PathBuf, String> {
-        let path = self.take_savepoint(dir, true)?;
+    /// stop-with-savepoint). With `drain`, the sources end their input first, so every timer
+    /// fires and every window closes, and the savepoint is the job's final checkpoint: the
+    /// job finishes on it with all its output committed.
+    pub fn stop(&self, dir: &Path, drain: bool) -> Result<PathBuf, String> {
+        if drain {
+            return self.take_savepoint(dir, Stopping::Drain);
+        }
+        let path = self.take_savepoint(dir, Stopping::Suspend)?;
         self.stopped
             .store(true, std::sync::atomic::Ordering::SeqCst);
         self.cancel();

@@ -52,6 +52,10 @@ pub enum Mail {
     /// Checkpoint n completed; `last` when it is the job's final checkpoint, after which
     /// the task finishes.
     CheckpointComplete { id: u64, last: bool },
+    /// (Sources) end the input here, as if it had run out: event time ends, every timer
+    /// fires, operators close, and the job's final checkpoint follows (stop with `--drain`).
+    /// Other tasks ignore it; their input ends when their producers' does.
+    Drain,
 }
 
 /// The queue of control mails of one task.
@@ -171,6 +175,8 @@ pub(crate) struct Ending {
     checkpoints_completed: u64,
     /// (Sources) the first batch was read.
     read_a_batch: bool,
+    /// (Sources) told to end their input now.
+    drained: bool,
 }
 
 /// How long a task with nothing but mail to wait for sleeps between looks at its cancel flag.
@@ -220,6 +226,10 @@ impl Task {
                     .notify_checkpoint_complete(id)
                     .map_err(|e| self.chain_failed(e))
             }
+            Mail::Drain => {
+                self.ending.drained = matches!(self.input, TaskInput::Source(_));
+                Ok(())
+            }
         }
     }
 
@@ -234,6 +244,17 @@ impl Task {
             cp.master
                 .checkpoint_event(CoordinatorEvent::EndOfInput(cp.index));
         }
+        Ok(())
+    }
+
+    /// A source has read all it will: event time ends (every event-time timer fires) and the
+    /// input ends.
+    fn end_source(&mut self) -> Result<(), TaskFailure> {
+        self.chain
+            .emit_watermark(i64::MAX)
+            .map_err(|e| self.chain_failed(e))?;
+        self.end_input()?;
+        self.ending.channels_ended = true;
         Ok(())
     }
 
@@ -283,6 +304,7 @@ impl Task {
                     .wait_for_checkpoints
                     .is_some_and(|n| self.ending.checkpoints_completed < n);
             match &mut self.input {
+                TaskInput::Source(_) if self.ending.drained => self.end_source()?,
                 TaskInput::Source(_) if waiting => self.mailbox.wait(IDLE_WAIT),
                 TaskInput::Source(source) => {
                     batch.clear();
@@ -302,12 +324,7 @@ impl Task {
                             .map_err(|e| self.chain_failed(e))?;
                     }
                     if !more {
-                        // A bounded source ends event time: every event-time timer fires.
-                        self.chain
-                            .emit_watermark(i64::MAX)
-                            .map_err(|e| self.chain_failed(e))?;
-                        self.end_input()?;
-                        self.ending.channels_ended = true;
+                        self.end_source()?;
                     }
                 }
                 TaskInput::Gate(gate) => {

@@ -297,6 +297,11 @@ impl TaskExecutor {
         self.mail(job, None, || Mail::CheckpointComplete { id, last });
     }
 
+    /// Tells the source tasks of `job` here to end their input now (stop with drain).
+    pub fn drain_sources(&self, job: u64) {
+        self.mail(job, None, || Mail::Drain);
+    }
+
     /// The live metrics of `job`'s tasks here: (task index, name, metrics).
     pub fn task_metrics(&self, job: u64) -> Vec<(usize, String, Arc<TaskMetrics>)> {
         self.job_table().get(&job).map_or_else(Vec::new, |e| {

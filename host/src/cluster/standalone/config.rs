@@ -99,6 +99,7 @@ impl Endpoint {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 struct RawTaskManager {
     slots: u32,
+    host: Option<String>,
     bind_address: String,
     data_port: u16,
     network_buffers: usize,
@@ -109,6 +110,7 @@ impl Default for RawTaskManager {
     fn default() -> Self {
         RawTaskManager {
             slots: 1,
+            host: None,
             bind_address: "127.0.0.1".into(),
             data_port: 0,
             network_buffers: 16384,
@@ -158,7 +160,11 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone)]
 pub struct TaskManagerConfig {
     pub slots: u32,
-    /// Where the TaskManager's data port listens; peers reach it there.
+    /// The address other processes reach the TaskManager under (Flink's `taskmanager.host`);
+    /// unset, the bind address, or for a wildcard bind the local address that reaches the
+    /// JobManager.
+    pub host: Option<String>,
+    /// Where the TaskManager's data port and RPC service listen.
     pub bind_address: String,
     pub data_port: u16,
     pub network_buffers: usize,
@@ -286,6 +292,7 @@ impl ClusterConfig {
             rest: raw.rest,
             taskmanager: TaskManagerConfig {
                 slots: raw.taskmanager.slots,
+                host: raw.taskmanager.host,
                 bind_address: raw.taskmanager.bind_address,
                 data_port: raw.taskmanager.data_port,
                 network_buffers: raw.taskmanager.network_buffers,

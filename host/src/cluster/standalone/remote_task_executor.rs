@@ -437,6 +437,12 @@ impl TaskExecutorGateway for AllocatedTaskExecutor {
             .unwrap_or_default()
     }
 
+    fn drain_sources(&self, job: u64) {
+        let context = self.te.context();
+        self.te
+            .call("drain_sources", |c| c.drain_sources(context, job));
+    }
+
     fn cancel_job(&self, job: u64) {
         let context = self.te.context();
         self.te.call("cancel_job", |c| c.cancel_job(context, job));

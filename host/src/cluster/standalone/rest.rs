@@ -236,6 +236,9 @@ async fn submit(State(rest): State<Rest>, body: Bytes) -> (StatusCode, Json<Valu
 struct SavepointRequest {
     #[serde(rename = "target-directory", alias = "targetDirectory")]
     target_directory: Option<PathBuf>,
+    /// (Stop) end the sources first, so the job finishes with every timer fired.
+    #[serde(default)]
+    drain: bool,
 }
 
 /// Starts a savepoint (`stop`: then stops the job) of job `id` on a thread of its own; the
@@ -276,7 +279,7 @@ fn start_savepoint(rest: &Rest, id: &str, body: &[u8], stop: bool) -> (StatusCod
     ));
     std::thread::spawn(move || {
         let outcome = if stop {
-            control.stop(&dir)
+            control.stop(&dir, request.drain)
         } else {
             control.savepoint(&dir)
         };
@@ -301,7 +304,8 @@ async fn trigger_savepoint(
     start_savepoint(&rest, &id, &body, false)
 }
 
-/// `POST /jobs/:id/stop` with `{"targetDirectory": DIR}`: a savepoint, then the job ends.
+/// `POST /jobs/:id/stop` with `{"targetDirectory": DIR, "drain": BOOL}`: a savepoint, then the
+/// job ends.
 async fn stop(
     State(rest): State<Rest>,
     Path(id): Path<String>,

@@ -138,6 +138,8 @@ pub trait TaskManagerRpc {
     async fn submit_task(allocation: u64, tdd: TaskDeploymentDescriptor) -> Result<(), String>;
     async fn trigger_checkpoint(job: u64, tasks: Vec<usize>, checkpoint: u64, location: PathBuf);
     async fn notify_checkpoint_complete(job: u64, checkpoint: u64, last: bool);
+    /// Ends the input of attempt `job`'s sources here (stop with drain).
+    async fn drain_sources(job: u64);
     async fn cancel_job(job: u64);
     async fn unregister_job(job: u64);
     async fn task_metrics(job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)>;

@@ -123,11 +123,19 @@ impl TaskManager {
             ..TaskExecutorConfig::default()
         };
         let task_executor = Arc::new(TaskExecutor::new(te_config, Arc::new(wasm)));
-        let data_address = task_executor
+        let data_bound = task_executor
             .network_environment()
             .data_address()
             .map_err(start_failed("network environment"))?;
-        eprintln!("Data port listening on {data_address}");
+        let jobmanager = options
+            .jobmanager
+            .unwrap_or_else(|| config.jobmanager_rpc.to_address());
+        let advertised = |bound: &str| {
+            advertised_address(tm.host.as_deref(), bound, &jobmanager)
+                .map_err(start_failed("network environment"))
+        };
+        let data_address = advertised(&data_bound)?;
+        eprintln!("Data port listening on {data_bound}, reached at {data_address}");
         eprintln!(
             "Starting slot table ({} slots) and job table",
             task_executor.config().slots
@@ -152,10 +160,11 @@ impl TaskManager {
                 tm.bind_address
             )))
             .map_err(|e| start_failed("RPC service")(e.to_string()))?;
-        let rpc_address = listener
+        let rpc_bound = listener
             .local_addr()
             .map_err(|e| start_failed("RPC service")(e.to_string()))?
             .to_string();
+        let rpc_address = advertised(&rpc_bound)?;
         let link = JobManagerLink::default();
         runtime.spawn(tm_service::serve(
             listener,
@@ -171,9 +180,7 @@ impl TaskManager {
             instance: u64::from_le_bytes(instance),
             rpc_address,
             link,
-            jobmanager: options
-                .jobmanager
-                .unwrap_or_else(|| config.jobmanager_rpc.to_address()),
+            jobmanager,
             resource_id,
             secret,
             task_executor,
@@ -322,3 +329,73 @@ enum Attempt {
     Retry(String),
 }
 use Attempt::{Fatal, Retry};
+
+/// Where others reach a service of this TaskManager bound at `bound`: `host` if configured;
+/// else, for a wildcard bind (which no peer can connect to), the local address of the
+/// interface that routes to the JobManager (no packet is sent: a UDP socket's connect only
+/// picks the route); else the bound address itself.
+fn advertised_address(host: Option<&str>, bound: &str, jobmanager: &str) -> Result<String, String> {
+    let bound: std::net::SocketAddr = bound
+        .parse()
+        .map_err(|e| format!("bound address `{bound}`: {e}"))?;
+    let port = bound.port();
+    if let Some(host) = host {
+        return Ok(join_host_port(host, port));
+    }
+    if !bound.ip().is_unspecified() {
+        return Ok(bound.to_string());
+    }
+    let wildcard = if bound.is_ipv4() {
+        "0.0.0.0:0"
+    } else {
+        "[::]:0"
+    };
+    let probe = std::net::UdpSocket::bind(wildcard)
+        .and_then(|socket| socket.connect(jobmanager).map(|()| socket))
+        .and_then(|socket| socket.local_addr())
+        .map_err(|e| {
+            format!(
+                "cannot tell which local address reaches the JobManager at {jobmanager} ({e}); \
+                 set `taskmanager.host`"
+            )
+        })?;
+    Ok(join_host_port(&probe.ip().to_string(), port))
+}
+
+/// `host:port`, with an IPv6 host in brackets.
+fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_address;
+
+    #[test]
+    fn a_configured_host_wins_a_concrete_bind_is_kept_and_a_wildcard_takes_the_route_to_the_jobmanager()
+     {
+        let jm = "127.0.0.1:6123";
+        assert_eq!(
+            advertised_address(Some("tm7.example"), "0.0.0.0:4000", jm).unwrap(),
+            "tm7.example:4000"
+        );
+        assert_eq!(
+            advertised_address(Some("::1"), "[::]:4000", jm).unwrap(),
+            "[::1]:4000"
+        );
+        assert_eq!(
+            advertised_address(None, "127.0.0.1:4000", jm).unwrap(),
+            "127.0.0.1:4000"
+        );
+        assert_eq!(
+            advertised_address(None, "0.0.0.0:4000", jm).unwrap(),
+            "127.0.0.1:4000"
+        );
+        let err = advertised_address(None, "0.0.0.0:4000", "no-such-host.invalid:1").unwrap_err();
+        assert!(err.contains("set `taskmanager.host`"), "{err}");
+    }
+}

@@ -296,6 +296,10 @@ impl TaskManagerRpc for Service {
         self.te.notify_checkpoint_complete(job, checkpoint, last);
     }
 
+    async fn drain_sources(self, _: tarpc::context::Context, job: u64) {
+        self.te.drain_sources(job);
+    }
+
     async fn cancel_job(self, _: tarpc::context::Context, job: u64) {
         self.te.cancel_job(job);
     }
