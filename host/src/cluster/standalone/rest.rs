@@ -22,8 +22,12 @@ struct Rest {
     state: Arc<JobManagerState>,
     cluster: Arc<MiniCluster>,
     /// Savepoint (and stop) requests by trigger id, as Flink's asynchronous operations.
-    triggers: Arc<std::sync::Mutex<HashMap<String, Trigger>>>,
+    triggers: Arc<std::sync::Mutex<HashMap<String, (Trigger, std::time::Instant)>>>,
 }
+
+/// How long the outcome of a savepoint request stays to be asked for (Flink's completed
+/// operation cache keeps them five minutes): the table does not grow without end.
+const TRIGGER_KEPT: std::time::Duration = std::time::Duration::from_secs(300);
 
 #[derive(Clone)]
 enum Trigger {
@@ -266,10 +270,16 @@ fn start_savepoint(rest: &Rest, id: &str, body: &[u8], stop: bool) -> (StatusCod
     let _ = getrandom::fill(&mut bytes);
     let trigger: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
     let triggers = rest.triggers.clone();
-    triggers
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(trigger.clone(), Trigger::InProgress);
+    {
+        let mut table = triggers.lock().unwrap_or_else(|p| p.into_inner());
+        table.retain(|_, (state, at)| {
+            matches!(state, Trigger::InProgress) || at.elapsed() < TRIGGER_KEPT
+        });
+        table.insert(
+            trigger.clone(),
+            (Trigger::InProgress, std::time::Instant::now()),
+        );
+    }
     let key = trigger.clone();
     // As Flink names them: the job id's first six digits, and a random part.
     let dir = dir.join(format!(
@@ -290,7 +300,7 @@ fn start_savepoint(rest: &Rest, id: &str, body: &[u8], stop: bool) -> (StatusCod
         triggers
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key, state);
+            .insert(key, (state, std::time::Instant::now()));
     });
     (StatusCode::ACCEPTED, Json(json!({"request-id": trigger})))
 }
@@ -324,7 +334,7 @@ async fn savepoint_status(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&trigger)
-        .cloned();
+        .map(|(state, _)| state.clone());
     match state {
         None => (
             StatusCode::NOT_FOUND,
