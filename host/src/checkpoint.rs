@@ -3,9 +3,11 @@
 //! complete once `_metadata` lists every handle. Pure protocol and storage; no wasm.
 
 pub mod coordinator;
+pub mod stats;
 pub mod storage;
 
 pub use coordinator::{
     Ack, CheckpointConfig, CompletedCheckpoint, Coordinator, CoordinatorEvent, TaskCheckpointEvent,
 };
+pub use stats::{CheckpointStats, CheckpointSummary};
 pub use storage::{CheckpointMetadata, RestoreError, RestoredState, SourceState, StateHandle};

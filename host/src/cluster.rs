@@ -5,11 +5,13 @@
 mod deploy;
 pub(crate) mod dispatcher;
 mod gateways;
+pub mod insight;
 mod job_master;
 mod limits;
 mod mini_cluster;
 mod placement;
 mod resource_manager;
+pub mod rest;
 mod restore;
 pub mod standalone;
 

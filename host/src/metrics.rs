@@ -6,6 +6,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod prometheus;
+
 /// The metrics of one task (one subtask of a vertex).
 #[derive(Debug, Default)]
 pub struct TaskMetrics {
@@ -20,6 +22,8 @@ pub struct TaskMetrics {
     /// Time this task's remote subpartitions had buffers to send and no credit for them.
     credit_starved_ns: AtomicU64,
     remote_channels: Mutex<Vec<Arc<RemoteChannelGauge>>>,
+    /// Linear memory of the task's guest instances now.
+    guest_memory: Arc<AtomicU64>,
 }
 
 /// Buffers in flight on one remote input channel: credit announced and not yet used, plus
@@ -56,6 +60,7 @@ pub struct TaskMetricsSnapshot {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub credit_starved: Duration,
+    pub guest_memory_bytes: u64,
 }
 
 impl TaskMetricsSnapshot {
@@ -109,6 +114,10 @@ impl TaskMetrics {
         self.credit_starved_ns
             .fetch_add(nanos(d), Ordering::Relaxed);
     }
+    /// The gauge the task's guest instances add their linear memory to.
+    pub fn guest_memory_gauge(&self) -> Arc<AtomicU64> {
+        self.guest_memory.clone()
+    }
     /// A gauge for a remote input channel of this task.
     pub fn add_remote_channel(&self, channel: usize, peer: &str) -> Arc<RemoteChannelGauge> {
         let gauge = Arc::new(RemoteChannelGauge {
@@ -148,6 +157,7 @@ impl TaskMetrics {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             credit_starved: Duration::from_nanos(self.credit_starved_ns.load(Ordering::Relaxed)),
+            guest_memory_bytes: self.guest_memory.load(Ordering::Relaxed),
         }
     }
 }

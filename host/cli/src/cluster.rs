@@ -138,6 +138,7 @@ pub fn submit(
         .context("the JobManager's answer has no job id")?
         .to_string();
     println!("Job has been submitted with JobID {id}");
+    println!("Web UI: http://{address}/#/job/{id}");
     if detached {
         return Ok(());
     }

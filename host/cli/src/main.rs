@@ -1,22 +1,18 @@
 //! The `weir` command.
 
 mod cluster;
+mod embedded;
 mod rest_client;
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use weir_host::checkpoint::CheckpointConfig;
-use weir_host::cluster::{
-    JobFailure, JobMonitor, JobOptions, JobResult, MiniCluster, MiniClusterConfig, RestartStrategy,
-};
-use weir_host::job::JobGraph;
+use weir_host::cluster::{JobOptions, JobResult, MiniCluster, MiniClusterConfig, RestartStrategy};
 use weir_host::job::load_manifest;
 use weir_host::runtime::task_executor::TaskExecutorConfig;
 use weir_host::wasm::{RuntimeConfig, WasmRuntime};
@@ -35,7 +31,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a job on an embedded mini-cluster (JobManager and TaskExecutor in this process).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Starts the JobManager of a standalone cluster (ResourceManager, RPC and REST
     /// endpoints) and serves until stopped.
     Jobmanager(cluster::JobManagerArgs),
@@ -122,6 +118,10 @@ struct RunArgs {
     /// When to take the savepoint, after the job started.
     #[arg(long, value_parser = parse_duration, requires = "savepoint_dir")]
     savepoint_after: Option<Duration>,
+    /// Serve the web UI, the REST endpoint and `/metrics` for the job on 127.0.0.1:PORT while
+    /// it runs (0: any free port; the address is printed).
+    #[arg(long, value_name = "PORT")]
+    web_port: Option<u16>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -183,7 +183,7 @@ fn run(args: RunArgs) -> Result<()> {
         cache_dir: args.cache_dir.or_else(default_cache_dir),
         ..RuntimeConfig::default()
     })?;
-    let cluster = MiniCluster::new(config, Arc::new(runtime));
+    let cluster = Arc::new(MiniCluster::new(config, Arc::new(runtime)));
     let interval = args
         .checkpoint_interval
         .or(graph.checkpoint_interval_ms.map(Duration::from_millis));
@@ -232,7 +232,7 @@ fn run(args: RunArgs) -> Result<()> {
         }
         job.wait()
     } else {
-        run_with_progress(&cluster, &graph, &options)
+        embedded::run(&cluster, graph.clone(), options, args.web_port)?
     };
     let result = result.with_context(|| format!("job `{}` failed", graph.name))?;
     report(&result);
@@ -262,52 +262,6 @@ fn restart_strategy(
             max: Duration::from_secs(60),
         },
     })
-}
-
-fn run_with_progress(
-    cluster: &MiniCluster,
-    graph: &JobGraph,
-    options: &JobOptions,
-) -> Result<JobResult, JobFailure> {
-    if !std::io::stderr().is_terminal()
-        || options.checkpoints.is_some()
-        || options.restore.is_some()
-    {
-        return cluster.run_job(graph, options);
-    }
-    let job = cluster.submit(graph)?;
-    let done = Arc::new(AtomicBool::new(false));
-    let progress = {
-        let (monitor, done) = (job.monitor(), done.clone());
-        std::thread::spawn(move || show_progress(&monitor, &done))
-    };
-    let result = job.wait();
-    done.store(true, Ordering::Relaxed);
-    let _ = progress.join();
-    result
-}
-
-/// One line on the terminal, rewritten every second: records in and out, and their rates.
-fn show_progress(monitor: &JobMonitor, done: &AtomicBool) {
-    let mut last = (0u64, 0u64, Duration::ZERO);
-    while !done.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(200));
-        let now = monitor.progress();
-        if now.2 - last.2 < Duration::from_secs(1) {
-            continue;
-        }
-        let secs = (now.2 - last.2).as_secs_f64();
-        eprint!(
-            "\r{:>8.1} s  in {} ({:.0}/s)  out {} ({:.0}/s)   ",
-            now.2.as_secs_f64(),
-            now.0,
-            (now.0 - last.0) as f64 / secs,
-            now.1,
-            (now.1 - last.1) as f64 / secs
-        );
-        last = now;
-    }
-    eprint!("\r\x1b[2K");
 }
 
 /// How a job submitted to a cluster checkpoints and restarts, from the command line.
@@ -385,7 +339,7 @@ fn main() -> std::process::ExitCode {
 fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Run(args) => run(args),
+        Command::Run(args) => run(*args),
         Command::Jobmanager(args) => cluster::jobmanager(args),
         Command::Taskmanager(args) => cluster::taskmanager(args, default_cache_dir()),
         Command::List(args) => cluster::list(args),

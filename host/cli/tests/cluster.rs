@@ -407,6 +407,57 @@ fn a_job_submitted_with_run_m_runs_across_both_taskmanagers_and_counts_exactly()
     }
     let job = get(&rest, &format!("/jobs/{id}"));
     assert_eq!(job["state"], "FINISHED", "{job}");
+    assert_eq!(
+        stdout.lines().nth(1),
+        Some(format!("Web UI: http://{rest}/#/job/{id}").as_str())
+    );
+    // The plan and the vertices' counts: every line read, every word counted, on both.
+    let plan = get(&rest, &format!("/jobs/{id}/plan"));
+    let nodes = plan["plan"]["nodes"].as_array().expect("nodes");
+    let shape: Vec<(String, u64, Vec<String>)> = nodes
+        .iter()
+        .map(|n| {
+            let strategies = n["inputs"].as_array().expect("inputs").iter();
+            (
+                n["description"].as_str().expect("name").to_string(),
+                n["parallelism"].as_u64().expect("parallelism"),
+                strategies
+                    .map(|i| i["ship_strategy"].as_str().expect("strategy").to_string())
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            ("lines -> tokenize -> key-by-word".into(), 4, vec![]),
+            ("count".into(), 4, vec!["HASH".to_string()]),
+            ("counts".into(), 1, vec!["REBALANCE".to_string()]),
+        ]
+    );
+    let vertices = job["vertices"].as_array().expect("vertices");
+    let words: u64 = independent_word_count(&text).values().sum();
+    assert_eq!(
+        vertices[0]["metrics"]["read-records"],
+        text.lines().count() as u64
+    );
+    assert_eq!(vertices[1]["metrics"]["read-records"], words);
+    assert_eq!(vertices[2]["metrics"]["write-records"], words);
+    let count = get(
+        &rest,
+        &format!("/jobs/{id}/vertices/{}", nodes[1]["id"].as_str().unwrap()),
+    );
+    let mut on: Vec<&str> = count["subtasks"]
+        .as_array()
+        .expect("subtasks")
+        .iter()
+        .map(|s| {
+            assert_eq!(s["status"], "FINISHED", "{s}");
+            s["taskmanager-id"].as_str().expect("TaskManager")
+        })
+        .collect();
+    on.sort();
+    assert_eq!(on, ["tm-1", "tm-1", "tm-2", "tm-2"]);
     let overview = get(&rest, "/overview");
     assert_eq!(overview["jobs-finished"], 1);
     let started = Instant::now();
@@ -498,6 +549,31 @@ fn a_killed_taskmanager_fails_its_tasks_and_the_job_recovers_on_a_spare_exactly_
     run.assert_exactly_once();
     let jobs = get(&rest, "/jobs");
     assert_eq!(jobs["jobs"][0]["status"], "FINISHED", "{jobs}");
+    // The exception names the lost TaskManager; the checkpoints show the restore.
+    let id = jobs["jobs"][0]["id"].as_str().expect("id");
+    let exceptions = get(&rest, &format!("/jobs/{id}/exceptions"));
+    let root = &exceptions["exceptionHistory"]["entries"][0];
+    assert_eq!(root["taskManagerId"], "tm-2", "{exceptions}");
+    assert_eq!(root["attempt"], 0, "{exceptions}");
+    assert!(
+        exceptions["root-exception"]
+            .as_str()
+            .is_some_and(|e| e.contains("was lost with TaskManager `tm-2`")),
+        "{exceptions}"
+    );
+    let checkpoints = get(&rest, &format!("/jobs/{id}/checkpoints"));
+    assert!(
+        checkpoints["counts"]["restored"].as_u64() >= Some(1),
+        "{checkpoints}"
+    );
+    assert!(
+        checkpoints["counts"]["completed"].as_u64() >= Some(2),
+        "{checkpoints}"
+    );
+    let latest = &checkpoints["latest"]["completed"];
+    assert_eq!(latest["status"], "COMPLETED", "{checkpoints}");
+    assert_eq!(latest["num_acknowledged_subtasks"], latest["num_subtasks"]);
+    assert!(latest["state_size"].as_u64() > Some(0), "{checkpoints}");
 }
 
 #[test]
@@ -1042,13 +1118,14 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
     .expect("the description is JSON");
     // Every route the server declares is described, with its methods, and nothing else.
     let source = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../host/src/cluster/standalone/rest.rs"),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../host/src/cluster/rest.rs"),
     )
     .expect("rest.rs");
+    let source: String = source.split_whitespace().collect();
     let mut served = std::collections::BTreeSet::new();
     for route in source.split(".route(\"").skip(1) {
         let (path, rest) = route.split_once('"').expect("a route's path");
-        let handlers = rest.split("\n").next().unwrap_or_default();
+        let handlers = rest.split(".route(").next().unwrap_or_default();
         for method in ["get", "post", "patch", "put", "delete"] {
             if handlers.contains(&format!("{method}(")) {
                 served.insert((path.to_string(), method.to_string()));
@@ -1088,6 +1165,49 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
         ("/jobs", "post", "/jobs".into(), b"not a job".to_vec()),
         ("/jobs/overview", "get", "/jobs/overview".into(), vec![]),
         ("/jobs/{id}", "get", format!("/jobs/{unknown}"), vec![]),
+        (
+            "/jobs/{id}/plan",
+            "get",
+            format!("/jobs/{unknown}/plan"),
+            vec![],
+        ),
+        (
+            "/jobs/{id}/vertices/{vid}",
+            "get",
+            format!("/jobs/{unknown}/vertices/{unknown}"),
+            vec![],
+        ),
+        (
+            "/jobs/{id}/vertices/{vid}/backpressure",
+            "get",
+            format!("/jobs/{unknown}/vertices/{unknown}/backpressure"),
+            vec![],
+        ),
+        (
+            "/jobs/{id}/checkpoints",
+            "get",
+            format!("/jobs/{unknown}/checkpoints"),
+            vec![],
+        ),
+        (
+            "/jobs/{id}/exceptions",
+            "get",
+            format!("/jobs/{unknown}/exceptions"),
+            vec![],
+        ),
+        (
+            "/taskmanagers/{id}",
+            "get",
+            "/taskmanagers/tm-1".into(),
+            vec![],
+        ),
+        (
+            "/taskmanagers/{id}",
+            "get",
+            "/taskmanagers/tm-9".into(),
+            vec![],
+        ),
+        ("/web/{file}", "get", "/web/nothing.js".into(), vec![]),
         (
             "/jobs/{id}",
             "patch",
@@ -1135,11 +1255,28 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
     std::fs::write(&input, "a b c\n".repeat(20_000)).expect("input");
     let id = submit_paused(&rest, &job, 1, dir.path(), &input, "out");
     wait_for_state(&rest, &id, "RUNNING");
+    let (_, plan) = call(&rest, "GET", &format!("/jobs/{id}/plan"), &[]);
+    let vertex = plan["plan"]["nodes"][0]["id"]
+        .as_str()
+        .expect("a vertex id")
+        .to_string();
     for (template, path) in [
         ("/jobs/{id}", format!("/jobs/{id}")),
         ("/jobs/overview", "/jobs/overview".to_string()),
+        ("/jobs/{id}/plan", format!("/jobs/{id}/plan")),
+        (
+            "/jobs/{id}/vertices/{vid}",
+            format!("/jobs/{id}/vertices/{vertex}"),
+        ),
+        (
+            "/jobs/{id}/vertices/{vid}/backpressure",
+            format!("/jobs/{id}/vertices/{vertex}/backpressure"),
+        ),
+        ("/jobs/{id}/checkpoints", format!("/jobs/{id}/checkpoints")),
+        ("/jobs/{id}/exceptions", format!("/jobs/{id}/exceptions")),
     ] {
         let (status, answer) = call(&rest, "GET", &path, &[]);
+        assert_eq!(status, 200, "{path}: {answer}");
         check_answer(&spec, template, "get", status, &answer);
     }
     let body = format!("{{\"target-directory\": {:?}}}", dir.path().join("sp"));

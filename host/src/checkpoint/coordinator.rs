@@ -52,6 +52,8 @@ pub struct Ack {
     pub handles: Vec<StateHandle>,
     pub sources: Vec<SourceState>,
     pub bytes: u64,
+    /// How long the task's input was held back for this checkpoint's barriers to align.
+    pub alignment: Duration,
 }
 
 /// What the coordinator hears.
@@ -178,6 +180,8 @@ pub struct Coordinator {
     /// Checkpoint ids continue from the one restored.
     pub next_id: u64,
     pub completed: Arc<Mutex<Vec<CompletedCheckpoint>>>,
+    /// The job's checkpoint statistics, across its attempts.
+    pub stats: Arc<super::CheckpointStats>,
 }
 
 impl Coordinator {
@@ -256,6 +260,7 @@ impl Coordinator {
                         .as_mut()
                         .filter(|p| p.id == ack.checkpoint && p.dir == ack.location)
                     {
+                        self.stats.acknowledged(p.id, ack.bytes, ack.alignment);
                         p.acks.insert(ack.task, ack);
                         if p.acks.len() == self.tasks {
                             let p = pending.take().expect("checked");
@@ -342,6 +347,8 @@ impl Coordinator {
             }
             return None;
         }
+        self.stats
+            .triggered(id, savepoint.is_some(), self.tasks, &dir);
         trigger(id, &dir);
         Some(Pending {
             id,
@@ -355,6 +362,7 @@ impl Coordinator {
 
     fn abandon(&self, p: Pending, reason: &str) {
         eprintln!("warning: checkpoint {} abandoned: {reason}", p.id);
+        self.stats.ended(p.id, Some(reason));
         let _ = std::fs::remove_dir_all(&p.dir);
         if let Some(reply) = p.savepoint {
             let _ = reply.send(Err(format!("savepoint abandoned: {reason}")));
@@ -393,6 +401,7 @@ impl Coordinator {
         if p.savepoint.is_none() || p.last {
             complete(p.id, p.last);
         }
+        self.stats.ended(p.id, None);
         self.completed
             .lock()
             .unwrap_or_else(|e| e.into_inner())

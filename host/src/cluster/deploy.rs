@@ -255,6 +255,8 @@ pub(super) fn deploy(
             tasks.push(DeployedTask {
                 index,
                 name,
+                vertex: v,
+                subtask: s,
                 task_executor,
                 source: matches!(vertex.input, VertexInput::Source(_)),
                 sink: matches!(vertex.output, VertexOutput::Sink(_)),
@@ -271,6 +273,7 @@ pub(super) fn deploy(
             protected: setup.protected.clone(),
             next_id: first_checkpoint.unwrap_or(1),
             completed: Arc::new(Mutex::new(Vec::new())),
+            stats: setup.stats.clone(),
         };
         let completed = coordinator.completed.clone();
         // Per TaskExecutor, its source tasks: where barriers start.
@@ -345,6 +348,7 @@ pub(super) fn deploy(
         started: Instant::now(),
         task_executors,
         _slots: offers.into_iter().map(|o| o.allocation).collect(),
+        insight: None,
     })
 }
 

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::JobFailure;
+use super::insight::JobInsight;
 use super::job_master::{JobControl, JobHandle, JobOptions, JobResult};
 use crate::checkpoint::CompletedCheckpoint;
 use crate::job::JobGraph;
@@ -102,6 +103,9 @@ pub struct Dispatcher {
     blobs: Mutex<BTreeMap<PathBuf, (String, Arc<[u8]>)>>,
     /// How to cancel each job started to run on its own thread, by id, while it runs.
     controls: Mutex<BTreeMap<String, Arc<JobControl>>>,
+    /// What each job started on its own thread looks like, by id, kept after it ends (Flink's
+    /// archived execution graphs).
+    insights: Mutex<BTreeMap<String, Arc<JobInsight>>>,
 }
 
 impl Dispatcher {
@@ -167,6 +171,21 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(id.to_string(), control);
+    }
+
+    pub(super) fn set_insight(&self, id: &str, insight: Arc<JobInsight>) {
+        self.insights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), insight);
+    }
+
+    pub(super) fn insight(&self, id: &str) -> Option<Arc<JobInsight>> {
+        self.insights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
     }
 
     pub(super) fn control(&self, id: &str) -> Option<Arc<JobControl>> {

@@ -40,6 +40,8 @@ pub trait TaskExecutorGateway: Send + Sync {
     fn network_stats(&self) -> BufferPoolStats;
     /// Where other TaskExecutors reach this one's data port (opened on first call).
     fn data_address(&self) -> Result<String, String>;
+    /// The TaskExecutor's resource id, as the REST endpoint and metrics name it.
+    fn resource_id(&self) -> String;
 }
 
 /// Slots and network buffers held for a job on a TaskExecutor: given back when dropped.
@@ -131,5 +133,9 @@ impl TaskExecutorGateway for TaskExecutor {
 
     fn data_address(&self) -> Result<String, String> {
         self.network_environment().data_address()
+    }
+
+    fn resource_id(&self) -> String {
+        self.config().resource_id.clone()
     }
 }

@@ -17,9 +17,10 @@ use std::time::{Duration, Instant};
 
 use super::JobFailure;
 use super::gateways::{SlotLease, TaskExecutorGateway};
+use super::insight::{JobInsight, TaskInsight, TaskStatus};
 use super::mini_cluster::MiniCluster;
 use crate::checkpoint::storage::{self, RestoredState};
-use crate::checkpoint::{CheckpointConfig, CompletedCheckpoint, CoordinatorEvent};
+use crate::checkpoint::{CheckpointConfig, CheckpointStats, CompletedCheckpoint, CoordinatorEvent};
 use crate::connectors::{committed_parts, create_output_dir, recover_transactional_dir};
 use crate::job::{JobGraph, SinkSpec, VertexOutput};
 use crate::metrics::TaskMetricsSnapshot;
@@ -104,6 +105,8 @@ pub(crate) struct AttemptSetup<'a> {
     /// Checkpoints retention must not delete: what this attempt restores from, and what the
     /// job was first restored from (the job does not own it: Flink's NO_CLAIM mode).
     pub protected: Vec<PathBuf>,
+    /// The job's checkpoint statistics, which the attempt's coordinator adds to.
+    pub stats: Arc<CheckpointStats>,
 }
 
 /// A read-only view of a running job's metrics, for a progress display on another thread.
@@ -139,6 +142,8 @@ impl JobMonitor {
 pub(super) struct DeployedTask {
     pub(super) index: usize,
     pub(super) name: String,
+    pub(super) vertex: usize,
+    pub(super) subtask: u32,
     /// Which of the job's TaskExecutors runs it.
     pub(super) task_executor: usize,
     pub(super) source: bool,
@@ -185,6 +190,8 @@ pub struct JobHandle {
     pub(super) coordinator: Option<CoordinatorHandle>,
     pub(super) registrations: Vec<JobRegistration>,
     pub(super) _slots: Vec<Box<dyn SlotLease>>,
+    /// Told of each task's end and the attempt's last metrics (a job run by a job master).
+    pub(super) insight: Option<Arc<JobInsight>>,
 }
 
 /// A job's entry in a TaskExecutor's job table (with its gates, which hold buffers): removed,
@@ -403,9 +410,12 @@ impl JobHandle {
         let mut first_failure: Option<TaskFailure> = None;
         let mut cancelled = false;
         for _ in 0..self.tasks.len() {
-            let Ok((_, result)) = self.done.recv() else {
+            let Ok((index, result)) = self.done.recv() else {
                 break;
             };
+            if let Some(insight) = &self.insight {
+                insight.task_ended(index, &result);
+            }
             match result {
                 Ok(()) => {}
                 Err(TaskFailure::Cancelled { .. }) => cancelled = true,
@@ -419,6 +429,10 @@ impl JobHandle {
         }
         let duration = self.started.elapsed();
         let tasks = self.metrics();
+        if let Some(insight) = &self.insight {
+            let by_index = self.tasks.iter().map(|t| t.index);
+            insight.attempt_ended(by_index.zip(tasks.iter().map(|(_, m)| *m)).collect());
+        }
         let network = self.network();
         let checkpoints = self.completed_checkpoints();
         if let Some(c) = self.coordinator {
@@ -476,6 +490,8 @@ pub struct JobControl {
     stopped: std::sync::atomic::AtomicBool,
     /// The running attempt.
     current: Mutex<Option<RunningAttempt>>,
+    /// What the job looks like from outside.
+    pub insight: Arc<JobInsight>,
 }
 
 /// Whether a savepoint ends the job, and how.
@@ -592,7 +608,24 @@ impl JobControl {
         self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn running(&self, handle: &JobHandle) {
+    fn running(&self, handle: &JobHandle, attempt: u32) {
+        let now = crate::checkpoint::stats::now_ms();
+        let tasks = handle
+            .tasks
+            .iter()
+            .map(|t| TaskInsight {
+                index: t.index,
+                vertex: t.vertex,
+                subtask: t.subtask,
+                name: t.name.clone(),
+                task_manager: handle.task_executors[t.task_executor].resource_id(),
+                status: TaskStatus::Running,
+                start_time: now,
+                end_time: None,
+            })
+            .collect();
+        self.insight
+            .attempt_started(handle.id, attempt, handle.task_executors.clone(), tasks);
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(RunningAttempt {
             id: handle.id,
             task_executors: handle.task_executors.clone(),
@@ -630,26 +663,36 @@ pub(super) fn run_job_with(
     let original_dir = original.as_ref().map(|r| r.dir.clone());
     let mut restored = original;
     let mut state = JobState::Deploying { attempt: 0 };
+    let insight = &control.insight;
+    insight.set_plan(graph);
     loop {
         state = match state {
             JobState::Deploying { attempt } => {
+                if let Some(r) = &restored {
+                    insight.checkpoints.restored(r.metadata.checkpoint, &r.dir);
+                }
                 match cluster.submit_attempt(
                     graph,
                     options,
                     restored.as_ref(),
                     attempt,
                     original_dir.as_deref(),
+                    &insight.checkpoints,
                 ) {
-                    Ok(handle) => JobState::Running {
-                        attempt,
-                        handle: Box::new(handle),
-                    },
+                    Ok(mut handle) => {
+                        handle.insight = Some(insight.clone());
+                        JobState::Running {
+                            attempt,
+                            handle: Box::new(handle),
+                        }
+                    }
                     // Too few slots, or a TaskExecutor that did not take its task (lost
                     // meanwhile): the restart strategy decides, as for a failed task; slots
                     // may come back.
                     Err(e @ (JobFailure::Slots(_) | JobFailure::Submit(_)))
                         if attempt > 0 || options.checkpoints.is_some() =>
                     {
+                        insight.record_exception(attempt, e.to_string(), None);
                         let Some(delay) = options
                             .checkpoints
                             .as_ref()
@@ -663,14 +706,18 @@ pub(super) fn run_job_with(
                         );
                         JobState::Restarting { attempt, delay }
                     }
-                    Err(e) => return Err(e),
+                    Err(e) => {
+                        insight.record_exception(attempt, e.to_string(), None);
+                        return Err(e);
+                    }
                 }
             }
             JobState::Running { attempt, handle } => {
                 let completed = handle.completed_list();
-                control.running(&handle);
+                control.running(&handle, attempt);
                 let waited = handle.wait();
                 control.ended();
+                insight.checkpoints.abandon_in_progress("the attempt ended");
                 let failure = match waited {
                     Ok(mut result) => {
                         result.restarts = attempt;
@@ -682,8 +729,15 @@ pub(super) fn run_job_with(
                         return Ok(result);
                     }
                     Err(_) if control.is_cancelled() => return Err(JobFailure::Cancelled),
-                    Err(JobFailure::Task(failure)) => failure,
-                    Err(other) => return Err(other),
+                    Err(JobFailure::Task(failure)) => {
+                        let task = failure.task_name().map(str::to_string);
+                        insight.record_exception(attempt, failure.to_string(), task.as_deref());
+                        failure
+                    }
+                    Err(other) => {
+                        insight.record_exception(attempt, other.to_string(), None);
+                        return Err(other);
+                    }
                 };
                 let Some(delay) = restart_delay(&failure, options, attempt) else {
                     return Err(JobFailure::Task(failure));

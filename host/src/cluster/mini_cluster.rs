@@ -9,11 +9,13 @@ use super::JobFailure;
 use super::deploy;
 use super::dispatcher::{Dispatcher, DispatcherGateway, JobRecord};
 use super::gateways::ResourceManagerGateway;
+use super::insight::JobInsight;
 use super::job_master::{
     AttemptSetup, JobControl, JobHandle, JobOptions, JobResult, preflight, prepare_sinks,
 };
 use super::limits::LimitMaximums;
 use super::resource_manager::ResourceManager;
+use crate::checkpoint::CheckpointStats;
 use crate::checkpoint::storage::RestoredState;
 use crate::job::JobGraph;
 use crate::runtime::NativeOperators;
@@ -69,9 +71,12 @@ impl MiniCluster {
     /// A mini-cluster on the process's wasm runtime.
     pub fn new(config: MiniClusterConfig, runtime: Arc<WasmRuntime>) -> Self {
         let task_executors: Vec<_> = (0..config.task_executors.max(1))
-            .map(|_| {
+            .map(|n| {
                 Arc::new(TaskExecutor::with_services(
-                    config.task_executor.clone(),
+                    TaskExecutorConfig {
+                        resource_id: format!("embedded-{n}"),
+                        ..config.task_executor.clone()
+                    },
                     runtime.clone(),
                     TaskExecutorServices {
                         log_sink: config.log_sink.clone(),
@@ -134,6 +139,7 @@ impl MiniCluster {
                 allow_non_restored_state: false,
                 attempt: 0,
                 protected: Vec::new(),
+                stats: Default::default(),
             },
         )
     }
@@ -147,7 +153,7 @@ impl MiniCluster {
         restore: Option<&RestoredState>,
         attempt: u32,
     ) -> Result<JobHandle, JobFailure> {
-        self.submit_attempt(graph, options, restore, attempt, None)
+        self.submit_attempt(graph, options, restore, attempt, None, &Default::default())
     }
 
     /// As [`submit_with`](Self::submit_with); `original` is the checkpoint the job was first
@@ -159,6 +165,7 @@ impl MiniCluster {
         restore: Option<&RestoredState>,
         attempt: u32,
         original: Option<&Path>,
+        stats: &Arc<CheckpointStats>,
     ) -> Result<JobHandle, JobFailure> {
         if let Some(restored) = restore.filter(|r| r.metadata.final_checkpoint) {
             return Err(JobFailure::Finished {
@@ -184,6 +191,7 @@ impl MiniCluster {
                     .into_iter()
                     .chain(original.map(Path::to_path_buf))
                     .collect(),
+                stats: stats.clone(),
             },
         )
     }
@@ -202,28 +210,32 @@ impl MiniCluster {
 
 impl MiniCluster {
     /// Starts `graph` on a thread of its own, as `run_job` runs it; the job's id, by which the
-    /// job store knows it.
+    /// job store knows it. `ended` is given how it ended.
     pub fn start_job(
         self: &Arc<Self>,
         graph: JobGraph,
         options: JobOptions,
+        ended: Box<dyn FnOnce(Result<JobResult, JobFailure>) + Send>,
     ) -> std::io::Result<String> {
         let id = super::dispatcher::new_job_id();
-        self.start_job_as(id, graph, options, Box::new(|_| {}))
+        self.start_job_as(id, graph, options, ended)
     }
 
     /// As [`start_job`](Self::start_job), under id `id` (a recovered job keeps its id);
-    /// `ended` hears how it ended.
+    /// `ended` is given how it ended, once the job store has recorded it.
     pub fn start_job_as(
         self: &Arc<Self>,
         id: String,
         graph: JobGraph,
         options: JobOptions,
-        ended: Box<dyn FnOnce(&Result<JobResult, JobFailure>) + Send>,
+        ended: Box<dyn FnOnce(Result<JobResult, JobFailure>) + Send>,
     ) -> std::io::Result<String> {
         let number = self.dispatcher.record_start_as(&id, &graph.name);
         let control = Arc::new(JobControl::default());
         self.dispatcher.set_control(&id, control.clone());
+        // Before the job's thread starts, so its plan is there as soon as its id is known.
+        control.insight.set_plan(&graph);
+        self.dispatcher.set_insight(&id, control.insight.clone());
         let cluster = self.clone();
         let thread_id = id.clone();
         let spawned = std::thread::Builder::new()
@@ -246,7 +258,7 @@ impl MiniCluster {
                 });
                 cluster.dispatcher.record_end(number, &outcome);
                 cluster.dispatcher.take_control(&thread_id);
-                ended(&outcome);
+                ended(outcome);
             });
         if let Err(e) = spawned {
             self.dispatcher.take_control(&id);
@@ -262,6 +274,12 @@ impl MiniCluster {
     /// Forgets the component files read from under `dir`, which are gone.
     pub fn forget_components_under(&self, dir: &Path) {
         self.dispatcher.forget_components_under(dir);
+    }
+
+    /// What job `id`, started with [`start_job`](Self::start_job), looks like from outside,
+    /// while it runs and after it ended.
+    pub fn job_insight(&self, id: &str) -> Option<Arc<JobInsight>> {
+        self.dispatcher.insight(id)
     }
 
     /// How to cancel, savepoint or stop job `id`, started with [`start_job`](Self::start_job),

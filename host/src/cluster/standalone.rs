@@ -7,11 +7,11 @@ mod job_store;
 pub mod jobmanager;
 mod registry;
 mod remote_task_executor;
-mod rest;
 pub mod rpc;
 pub mod submission;
 pub mod taskmanager;
 mod tm_service;
+mod view;
 
 pub use config::{ClusterConfig, ConfigError};
 pub use jobmanager::{JobManager, JobManagerError};

@@ -41,6 +41,10 @@ pub struct InputProcessor {
     data_end_reported: bool,
     watermark: i64,
     aligning: Option<Barrier>,
+    /// When the first barrier of the alignment in progress arrived.
+    aligning_since: Option<std::time::Instant>,
+    /// How long the last completed alignment held input back (Flink's alignment duration).
+    last_alignment: Duration,
     barrier_seen: Vec<bool>,
     held: Vec<VecDeque<ChannelItem>>,
     released: VecDeque<(usize, ChannelItem)>,
@@ -57,6 +61,8 @@ impl InputProcessor {
             data_end_reported: false,
             watermark: i64::MIN,
             aligning: None,
+            aligning_since: None,
+            last_alignment: Duration::ZERO,
             barrier_seen: vec![false; channels],
             held: (0..channels).map(|_| VecDeque::new()).collect(),
             released: VecDeque::new(),
@@ -76,6 +82,11 @@ impl InputProcessor {
         gate.poll(timeout)
     }
 
+    /// How long the last completed alignment held input back.
+    pub fn last_alignment(&self) -> Duration {
+        self.last_alignment
+    }
+
     fn check_aligned(&mut self) -> Option<Barrier> {
         self.aligning.as_ref()?;
         let all = (0..self.ended.len()).all(|c| self.ended[c] || self.barrier_seen[c]);
@@ -83,6 +94,10 @@ impl InputProcessor {
             return None;
         }
         let barrier = self.aligning.take()?;
+        self.last_alignment = self
+            .aligning_since
+            .take()
+            .map_or(Duration::ZERO, |since| since.elapsed());
         self.barrier_seen.iter_mut().for_each(|b| *b = false);
         for (channel, held) in self.held.iter_mut().enumerate() {
             self.released
@@ -101,9 +116,13 @@ impl InputProcessor {
                     self.released.extend(held.drain(..).map(|item| (c, item)));
                 }
                 self.aligning = Some(barrier);
+                self.aligning_since = Some(std::time::Instant::now());
             }
             Some(_) => {}
-            None => self.aligning = Some(barrier),
+            None => {
+                self.aligning = Some(barrier);
+                self.aligning_since = Some(std::time::Instant::now());
+            }
         }
         self.barrier_seen[channel] = true;
         match self.check_aligned() {

@@ -140,6 +140,7 @@ impl TaskExecutor {
                     spec.mode = *mode;
                     spec.log_sink = job.log_sink.clone();
                     spec.cancel = Some(job.cancel.shared());
+                    spec.memory_gauge = Some(metrics.guest_memory_gauge());
                     Link::Wasm(loaded, spec)
                 }
                 OperatorDescriptor::Native { name } => Link::Native(name.clone()),

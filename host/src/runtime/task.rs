@@ -139,6 +139,21 @@ pub enum TaskFailure {
     Checkpoint(String),
 }
 
+impl TaskFailure {
+    /// The task that failed (`vertex (subtask/parallelism)`); none for a failed checkpoint.
+    pub fn task_name(&self) -> Option<&str> {
+        match self {
+            TaskFailure::Chain { task, .. }
+            | TaskFailure::Source { task, .. }
+            | TaskFailure::Cancelled { task }
+            | TaskFailure::Restore { task, .. }
+            | TaskFailure::Input { task, .. }
+            | TaskFailure::Remote { task, .. } => Some(task),
+            TaskFailure::Checkpoint(_) => None,
+        }
+    }
+}
+
 /// Bytes of source records per batch handed to the chain.
 const SOURCE_BATCH_BYTES: usize = 32 << 10;
 /// How often processing time advances through the chain (firing processing-time timers).
@@ -218,7 +233,7 @@ impl Task {
         match mail {
             Mail::Cancel => Err(self.cancelled()),
             Mail::Action(action) => action(&mut self.chain).map_err(|e| self.chain_failed(e)),
-            Mail::TriggerCheckpoint(barrier) => self.checkpoint(barrier),
+            Mail::TriggerCheckpoint(barrier) => self.checkpoint(barrier, Duration::ZERO),
             Mail::CheckpointComplete { id, last } => {
                 self.ending.final_checkpoint_done |= last;
                 self.ending.checkpoints_completed += 1;
@@ -352,7 +367,9 @@ impl Task {
                         match status {
                             InputStatus::More => break,
                             InputStatus::EndOfData => self.end_input()?,
-                            InputStatus::Aligned(barrier) => self.checkpoint(barrier)?,
+                            InputStatus::Aligned(barrier) => {
+                                self.checkpoint(barrier, processor.last_alignment())?
+                            }
                             InputStatus::Ended => {
                                 self.ending.channels_ended = true;
                                 break;
@@ -370,7 +387,7 @@ impl Task {
     /// and the acknowledgement sent, on another, while records keep flowing. A checkpoint
     /// abandoned meanwhile has lost its directory: the write fails, and the coordinator ignores
     /// the refusal of a checkpoint it no longer waits for.
-    fn checkpoint(&mut self, barrier: Barrier) -> Result<(), TaskFailure> {
+    fn checkpoint(&mut self, barrier: Barrier, alignment: Duration) -> Result<(), TaskFailure> {
         let id = barrier.id;
         let Some(cp) = &self.checkpointing else {
             return Ok(());
@@ -400,6 +417,7 @@ impl Task {
                         handles,
                         sources: position,
                         bytes,
+                        alignment,
                     }),
                     Err(reason) => CoordinatorEvent::Declined {
                         checkpoint: id,

@@ -35,6 +35,9 @@ pub struct TaskExecutorConfig {
     pub buffers_per_channel: usize,
     /// The network to other TaskExecutors: data port, credits, the cluster secret.
     pub network: NetworkConfig,
+    /// The TaskExecutor's name in the cluster (Flink's ResourceID): a TaskManager's resource
+    /// id, or `embedded-<n>` in a mini-cluster.
+    pub resource_id: String,
 }
 
 impl Default for TaskExecutorConfig {
@@ -45,6 +48,7 @@ impl Default for TaskExecutorConfig {
             network_buffers: 16384,
             buffers_per_channel: 16,
             network: NetworkConfig::default(),
+            resource_id: "embedded-0".into(),
         }
     }
 }

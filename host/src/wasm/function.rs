@@ -76,7 +76,13 @@ impl WasmFunction {
             interrupted: None,
             waits: Default::default(),
         };
-        let data = OperatorStore::new(spec.limits.clone(), spec.capabilities, log, clock);
+        let data = OperatorStore::new(
+            spec.limits.clone(),
+            spec.capabilities,
+            log,
+            clock,
+            spec.memory_gauge.clone(),
+        );
         let mut store = Store::new(runtime.engine(), data);
         store.limiter(|s| &mut s.limiter);
         // Woken every tick while a call runs: spends the call's budget and watches the cancel

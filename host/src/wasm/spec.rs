@@ -37,6 +37,8 @@ pub struct OperatorSpec {
     /// The job's cancel flag: once set, a call in progress stops within an epoch tick, so a
     /// failed sibling or a cancelled job never waits for this guest's deadline.
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    /// Where the instance's linear memory size is added (its task's gauge, for metrics).
+    pub memory_gauge: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl OperatorSpec {
@@ -57,6 +59,7 @@ impl OperatorSpec {
             batch_bytes: 32 << 10,
             log_sink: Arc::new(StderrLog),
             cancel: None,
+            memory_gauge: None,
         }
     }
 

@@ -31,12 +31,23 @@ pub struct GuestLimiter {
     max_memory: usize,
     max_table: usize,
     pub hit: Option<LimitHit>,
+    /// The task's gauge of guest memory, and what this instance added to it (taken back
+    /// when the instance goes).
+    gauge: Option<(Arc<std::sync::atomic::AtomicU64>, u64)>,
+}
+
+impl Drop for GuestLimiter {
+    fn drop(&mut self) {
+        if let Some((gauge, mine)) = &self.gauge {
+            gauge.fetch_sub(*mine, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl ResourceLimiter for GuestLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _max: Option<usize>,
     ) -> wasmtime::Result<bool> {
@@ -46,6 +57,11 @@ impl ResourceLimiter for GuestLimiter {
                 cap: self.max_memory,
             });
             wasmtime::bail!("memory cap of {} bytes reached", self.max_memory);
+        }
+        if let Some((gauge, mine)) = &mut self.gauge {
+            let grown = desired.saturating_sub(current) as u64;
+            gauge.fetch_add(grown, std::sync::atomic::Ordering::Relaxed);
+            *mine += grown;
         }
         Ok(true)
     }
@@ -170,6 +186,7 @@ impl OperatorStore {
         capabilities: Capabilities,
         log: Arc<GuestLog>,
         clock: CallClock,
+        memory_gauge: Option<Arc<std::sync::atomic::AtomicU64>>,
     ) -> Self {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestStdio::stdout(log.clone()))
@@ -187,6 +204,7 @@ impl OperatorStore {
                 max_memory: limits.max_memory_bytes,
                 max_table: limits.max_table_elements,
                 hit: None,
+                gauge: memory_gauge.map(|g| (g, 0)),
             },
             limits,
             log,

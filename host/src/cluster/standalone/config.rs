@@ -102,6 +102,7 @@ struct RawTaskManager {
     host: Option<String>,
     bind_address: String,
     data_port: u16,
+    metrics_port: u16,
     network_buffers: usize,
     registration_timeout: String,
 }
@@ -113,6 +114,7 @@ impl Default for RawTaskManager {
             host: None,
             bind_address: "127.0.0.1".into(),
             data_port: 0,
+            metrics_port: 0,
             network_buffers: 16384,
             registration_timeout: "5m".into(),
         }
@@ -167,6 +169,8 @@ pub struct TaskManagerConfig {
     /// Where the TaskManager's data port and RPC service listen.
     pub bind_address: String,
     pub data_port: u16,
+    /// Where the TaskManager serves `GET /metrics` (Prometheus); 0: any free port.
+    pub metrics_port: u16,
     pub network_buffers: usize,
     /// How long a TaskManager keeps trying to register before it gives up.
     pub registration_timeout: Duration,
@@ -295,6 +299,7 @@ impl ClusterConfig {
                 host: raw.taskmanager.host,
                 bind_address: raw.taskmanager.bind_address,
                 data_port: raw.taskmanager.data_port,
+                metrics_port: raw.taskmanager.metrics_port,
                 network_buffers: raw.taskmanager.network_buffers,
                 registration_timeout: duration(
                     "taskmanager.registration-timeout",

@@ -16,7 +16,6 @@ use tokio::net::TcpListener;
 use super::config::{ClusterConfig, ConfigError};
 use super::registry::TaskManagerRegistry;
 use super::remote_task_executor::{AttemptTable, BlobServer, RemoteSlots, RemoteTaskExecutor};
-use super::rest;
 use super::rpc::{
     self, JobManagerRpc, RegistrationAccepted, RegistrationRefused, SlotReport, TaskEnd,
     TaskManagerRegistration, TaskManagerRpcClient, UnknownRegistration,
@@ -200,7 +199,8 @@ impl JobManager {
         runtime.spawn(serve_rpc(rpc_listener, state.clone()));
         runtime.spawn(watch_heartbeats(state.clone()));
         super::job_store::recover(&job_store, &cluster);
-        runtime.spawn(rest::serve(rest_listener, state, cluster));
+        let view = Arc::new(super::view::StandaloneView { state });
+        runtime.spawn(crate::cluster::rest::serve(rest_listener, cluster, view));
         Ok(JobManager {
             rpc_address,
             rest_address,

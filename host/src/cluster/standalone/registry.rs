@@ -21,6 +21,7 @@ pub struct RegisteredTaskManager {
     pub resource_id: String,
     pub registration: u64,
     pub data_address: String,
+    pub metrics_address: Option<String>,
     pub slots: SlotReport,
     pub hardware: Hardware,
     pub last_heartbeat: Instant,
@@ -90,6 +91,7 @@ impl TaskManagerRegistry {
                 resource_id: registration.resource_id,
                 registration: id,
                 data_address: registration.data_address,
+                metrics_address: registration.metrics_address,
                 hardware: registration.hardware,
                 last_heartbeat: Instant::now(),
                 connection,
@@ -219,6 +221,7 @@ mod tests {
                 segment_bytes: 1024,
             },
             rpc_address: format!("{id}:2"),
+            metrics_address: None,
             instance: 7,
         }
     }

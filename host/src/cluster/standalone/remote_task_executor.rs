@@ -261,6 +261,12 @@ impl RemoteTaskExecutor {
     fn context(&self) -> tarpc::context::Context {
         rpc::deadline(self.timeout)
     }
+
+    /// What the TaskManager uses now; `None` if it did not answer.
+    pub fn resource_usage(&self) -> Option<crate::cluster::rest::ResourceUsage> {
+        let context = self.context();
+        self.call("resource_usage", |c| c.resource_usage(context))
+    }
 }
 
 /// Slots held on a TaskManager; given back when dropped, before a restart asks for slots
@@ -464,6 +470,10 @@ impl TaskExecutorGateway for AllocatedTaskExecutor {
 
     fn data_address(&self) -> Result<String, String> {
         Ok(self.data_address.clone())
+    }
+
+    fn resource_id(&self) -> String {
+        self.te.resource_id.clone()
     }
 }
 

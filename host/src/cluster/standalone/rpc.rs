@@ -37,6 +37,8 @@ pub struct TaskManagerRegistration {
     pub hardware: Hardware,
     /// Where the TaskManager's own RPC service (deployment, checkpoints, cancel) is reached.
     pub rpc_address: String,
+    /// Where its Prometheus metrics are scraped, if it serves them.
+    pub metrics_address: Option<String>,
     /// Random per TaskManager process: the same process registering again (after a broken
     /// connection) replaces its registration; another process under the same id is refused.
     pub instance: u64,
@@ -144,6 +146,8 @@ pub trait TaskManagerRpc {
     async fn unregister_job(job: u64);
     async fn task_metrics(job: u64) -> Vec<(usize, String, TaskMetricsSnapshot)>;
     async fn network_stats() -> BufferPoolStats;
+    /// What the TaskManager uses now: network buffers and resident memory.
+    async fn resource_usage() -> crate::cluster::rest::ResourceUsage;
 }
 
 fn invalid(e: impl std::fmt::Display) -> io::Error {

@@ -68,6 +68,7 @@ pub struct TaskManager {
     task_executor: Arc<TaskExecutor>,
     data_address: String,
     rpc_address: String,
+    metrics_address: String,
     /// Random per process (see `TaskManagerRegistration::instance`).
     instance: u64,
     link: JobManagerLink,
@@ -174,11 +175,30 @@ impl TaskManager {
             config.heartbeat.timeout,
         ));
         eprintln!("RPC service listening on {rpc_address}");
+        let metrics_listener = runtime
+            .block_on(tokio::net::TcpListener::bind(format!(
+                "{}:{}",
+                tm.bind_address, tm.metrics_port
+            )))
+            .map_err(|e| start_failed("metrics endpoint")(e.to_string()))?;
+        let metrics_address = advertised(
+            &metrics_listener
+                .local_addr()
+                .map_err(|e| start_failed("metrics endpoint")(e.to_string()))?
+                .to_string(),
+        )?;
+        runtime.spawn(serve_metrics(
+            metrics_listener,
+            task_executor.clone(),
+            resource_id.clone(),
+        ));
+        eprintln!("Metrics endpoint listening on http://{metrics_address}/metrics");
         let mut instance = [0u8; 8];
         let _ = getrandom::fill(&mut instance);
         Ok(TaskManager {
             instance: u64::from_le_bytes(instance),
             rpc_address,
+            metrics_address,
             link,
             jobmanager,
             resource_id,
@@ -212,6 +232,7 @@ impl TaskManager {
                 segment_bytes: config.segment_bytes,
             },
             rpc_address: self.rpc_address.clone(),
+            metrics_address: Some(self.metrics_address.clone()),
             instance: self.instance,
         }
     }
@@ -369,6 +390,77 @@ fn join_host_port(host: &str, port: u16) -> String {
     } else {
         format!("{host}:{port}")
     }
+}
+
+/// Serves `GET /metrics` (Prometheus) for this TaskManager: its slots, network buffers and
+/// memory, and its tasks' IO metrics and guest memory.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    task_executor: Arc<TaskExecutor>,
+    resource_id: String,
+) {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let (te, id) = (task_executor.clone(), resource_id.clone());
+            async move {
+                let text = tokio::task::spawn_blocking(move || task_manager_metrics(&te, &id))
+                    .await
+                    .unwrap_or_default();
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        crate::metrics::prometheus::CONTENT_TYPE,
+                    )],
+                    text,
+                )
+            }
+        }),
+    );
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("error: the metrics endpoint stopped: {e}");
+    }
+}
+
+fn task_manager_metrics(te: &TaskExecutor, resource_id: &str) -> String {
+    use crate::metrics::prometheus::{Scrape, labels, resident_memory_bytes, split_task_name};
+    let mut scrape = Scrape::default();
+    let tm = labels(&[("tm_id", resource_id)]);
+    let config = te.config();
+    scrape.gauge(
+        "taskmanager_slots_total",
+        "Task slots.",
+        &tm,
+        f64::from(config.slots),
+    );
+    scrape.gauge(
+        "taskmanager_slots_free",
+        "Task slots free now.",
+        &tm,
+        f64::from(te.free_slots()),
+    );
+    scrape.gauge(
+        "taskmanager_memory_rss_bytes",
+        "Resident memory of the TaskManager process.",
+        &tm,
+        resident_memory_bytes() as f64,
+    );
+    let network = te.network().stats();
+    scrape.network(&tm, network.total, network.in_use);
+    for job in te.running_jobs() {
+        for (_, name, metrics) in te.task_metrics(job) {
+            let (task, subtask) = split_task_name(&name);
+            let attempt = job.to_string();
+            let task_labels = labels(&[
+                ("tm_id", resource_id),
+                ("job_attempt", &attempt),
+                ("task_name", &task),
+                ("subtask_index", &subtask),
+            ]);
+            scrape.task(&task_labels, &metrics.snapshot());
+        }
+    }
+    scrape.encode()
 }
 
 #[cfg(test)]

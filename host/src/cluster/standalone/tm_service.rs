@@ -109,23 +109,11 @@ impl JobMasterConnection for RemoteJobMaster {
             Ok(()) => TaskEnd::Finished,
             Err(TaskFailure::Cancelled { task }) => TaskEnd::Cancelled { task },
             Err(failure) => TaskEnd::Failed {
-                task: task_name(&failure),
+                task: failure.task_name().unwrap_or("checkpoint").to_string(),
                 reason: failure.to_string(),
             },
         };
         let _ = self.upcalls.send(Upcall::Ended(self.fence, index, end));
-    }
-}
-
-fn task_name(failure: &TaskFailure) -> String {
-    match failure {
-        TaskFailure::Chain { task, .. }
-        | TaskFailure::Source { task, .. }
-        | TaskFailure::Cancelled { task }
-        | TaskFailure::Restore { task, .. }
-        | TaskFailure::Input { task, .. }
-        | TaskFailure::Remote { task, .. } => task.clone(),
-        TaskFailure::Checkpoint(_) => "checkpoint".into(),
     }
 }
 
@@ -323,6 +311,16 @@ impl TaskManagerRpc for Service {
 
     async fn network_stats(self, _: tarpc::context::Context) -> BufferPoolStats {
         self.te.network().stats()
+    }
+
+    async fn resource_usage(
+        self,
+        _: tarpc::context::Context,
+    ) -> crate::cluster::rest::ResourceUsage {
+        crate::cluster::rest::ResourceUsage {
+            network: self.te.network().stats(),
+            rss_bytes: crate::metrics::prometheus::resident_memory_bytes(),
+        }
     }
 }
 

@@ -1,0 +1,64 @@
+//! The standalone JobManager as its REST endpoint sees it: the registered TaskManagers (their
+//! usage asked over RPC), the cluster's settings, and uploads into the job store.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use super::jobmanager::JobManagerState;
+use crate::cluster::MiniCluster;
+use crate::cluster::rest::{ClusterView, ResourceUsage, TaskManagerView};
+
+pub(super) struct StandaloneView {
+    pub(super) state: Arc<JobManagerState>,
+}
+
+impl ClusterView for StandaloneView {
+    fn task_managers(&self) -> Vec<TaskManagerView> {
+        self.state
+            .registry
+            .task_managers()
+            .into_iter()
+            .map(|t| TaskManagerView {
+                id: t.resource_id,
+                data_address: t.data_address,
+                metrics_address: t.metrics_address,
+                time_since_last_heartbeat_ms: t.last_heartbeat.elapsed().as_millis() as u64,
+                slots_total: t.slots.total,
+                slots_free: t.slots.free,
+                cpu_cores: t.hardware.cpu_cores,
+                network_buffers: t.hardware.network_buffers,
+                segment_bytes: t.hardware.segment_bytes,
+            })
+            .collect()
+    }
+
+    fn task_manager_usage(&self, id: &str) -> Option<ResourceUsage> {
+        let tm = self
+            .state
+            .registry
+            .task_managers()
+            .into_iter()
+            .find(|t| t.resource_id == id)?;
+        tm.gateway.resource_usage()
+    }
+
+    fn config(&self) -> Value {
+        let c = &self.state.config;
+        json!({
+            "heartbeat-interval-ms": c.heartbeat.interval.as_millis() as u64,
+            "heartbeat-timeout-ms": c.heartbeat.timeout.as_millis() as u64,
+            "slot-request-timeout-ms": c.slot_request_timeout.as_millis() as u64,
+            "rpc-address": c.jobmanager_rpc.to_address(),
+        })
+    }
+
+    fn submit(
+        &self,
+        id: String,
+        body: &[u8],
+        cluster: &Arc<MiniCluster>,
+    ) -> Result<String, String> {
+        super::job_store::submit(&self.state.job_store, id, body, cluster)
+    }
+}
