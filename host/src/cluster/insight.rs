@@ -386,12 +386,23 @@ fn rates(
                 backpressured_ms_per_second: share(bp),
             }
         }
-        None => TaskRates {
-            busy_ms_per_second: totals.busy_ms_per_s(),
-            idle_ms_per_second: totals.idle_ms_per_s(),
-            backpressured_ms_per_second: totals.backpressured_ms_per_s(),
-            ..TaskRates::default()
-        },
+        None => {
+            let seconds = (totals.busy + totals.idle + totals.backpressured).as_secs_f64();
+            let per_second = |n: u64| {
+                if seconds > 0.0 {
+                    n as f64 / seconds
+                } else {
+                    0.0
+                }
+            };
+            TaskRates {
+                records_in_per_second: per_second(totals.records_in),
+                records_out_per_second: per_second(totals.records_out),
+                busy_ms_per_second: totals.busy_ms_per_s(),
+                idle_ms_per_second: totals.idle_ms_per_s(),
+                backpressured_ms_per_second: totals.backpressured_ms_per_s(),
+            }
+        }
     };
     samples.insert(
         key,

@@ -1,21 +1,14 @@
-//! Metrics in the Prometheus text format (Flink's PrometheusReporter), written on each scrape
-//! from what the process knows then: a registry of labelled families is filled and encoded by
-//! `prometheus-client`, so the exposition format (escaping, types, `_total` suffixes) is the
-//! crate's, not ours.
+//! Metrics in the Prometheus text exposition format (Flink's PrometheusReporter), written on
+//! each scrape from what the process knows then: a registry of labelled families is filled
+//! and encoded by the `prometheus` crate (its text format 0.0.4 is what every Prometheus and
+//! `promtool` reads), so escaping and types are the crate's, not ours.
 
-use std::sync::atomic::AtomicU64;
-
-use prometheus_client::encoding::text::encode;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus::core::Collector;
+use prometheus::{CounterVec, Encoder, GaugeVec, Opts, Registry, TextEncoder};
 
 use super::TaskMetricsSnapshot;
 
 pub type Labels = Vec<(String, String)>;
-type GaugeFamily = Family<Labels, Gauge<f64, AtomicU64>>;
-type CounterFamily = Family<Labels, Counter<f64, AtomicU64>>;
 
 /// Labels from pairs.
 pub fn labels(pairs: &[(&str, &str)]) -> Labels {
@@ -25,56 +18,77 @@ pub fn labels(pairs: &[(&str, &str)]) -> Labels {
         .collect()
 }
 
-/// One scrape's worth of metrics.
+/// One scrape's worth of metrics. A family's label names are those of its first series.
 pub struct Scrape {
     registry: Registry,
-    gauges: Vec<(&'static str, GaugeFamily)>,
-    counters: Vec<(&'static str, CounterFamily)>,
+    gauges: Vec<(&'static str, GaugeVec)>,
+    counters: Vec<(&'static str, CounterVec)>,
 }
 
 impl Default for Scrape {
     fn default() -> Self {
         Scrape {
-            registry: Registry::with_prefix("weir"),
+            registry: Registry::new(),
             gauges: Vec::new(),
             counters: Vec::new(),
         }
     }
 }
 
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(format!("weir_{name}"), help)
+}
+
+fn names(labels: &Labels) -> Vec<&str> {
+    labels.iter().map(|(k, _)| k.as_str()).collect()
+}
+
+fn values(labels: &Labels) -> Vec<&str> {
+    labels.iter().map(|(_, v)| v.as_str()).collect()
+}
+
 impl Scrape {
-    fn gauge_family(&mut self, name: &'static str, help: &str) -> GaugeFamily {
-        if let Some((_, f)) = self.gauges.iter().find(|(n, _)| *n == name) {
-            return f.clone();
-        }
-        let family = GaugeFamily::default();
-        self.registry.register(name, help, family.clone());
-        self.gauges.push((name, family.clone()));
-        family
+    fn register(&self, collector: impl Collector + 'static) {
+        // Names are fixed and distinct: registering cannot clash.
+        let _ = self.registry.register(Box::new(collector));
     }
 
-    fn counter_family(&mut self, name: &'static str, help: &str) -> CounterFamily {
-        if let Some((_, f)) = self.counters.iter().find(|(n, _)| *n == name) {
-            return f.clone();
-        }
-        let family = CounterFamily::default();
-        self.registry.register(name, help, family.clone());
-        self.counters.push((name, family.clone()));
-        family
-    }
-
-    /// Sets gauge `name{labels}` to `value`.
+    /// Sets gauge `weir_<name>{labels}` to `value`.
     pub fn gauge(&mut self, name: &'static str, help: &str, labels: &Labels, value: f64) {
-        self.gauge_family(name, help)
-            .get_or_create(labels)
-            .set(value);
+        let family = match self.gauges.iter().find(|(n, _)| *n == name) {
+            Some((_, f)) => f.clone(),
+            None => {
+                let Ok(family) = GaugeVec::new(opts(name, help), &names(labels)) else {
+                    return;
+                };
+                self.register(family.clone());
+                self.gauges.push((name, family.clone()));
+                family
+            }
+        };
+        if let Ok(gauge) = family.get_metric_with_label_values(&values(labels)) {
+            gauge.set(value);
+        }
     }
 
-    /// Sets counter `name_total{labels}` to `value` (a total kept elsewhere, read now).
+    /// Sets counter `weir_<name>_total{labels}` to `value` (a total kept elsewhere, read now).
     pub fn counter(&mut self, name: &'static str, help: &str, labels: &Labels, value: f64) {
-        self.counter_family(name, help)
-            .get_or_create(labels)
-            .inc_by(value);
+        let family = match self.counters.iter().find(|(n, _)| *n == name) {
+            Some((_, f)) => f.clone(),
+            None => {
+                let Ok(family) =
+                    CounterVec::new(opts(&format!("{name}_total"), help), &names(labels))
+                else {
+                    return;
+                };
+                self.register(family.clone());
+                self.counters.push((name, family.clone()));
+                family
+            }
+        };
+        if let Ok(counter) = family.get_metric_with_label_values(&values(labels)) {
+            counter.inc_by(value.max(0.0));
+        }
     }
 
     /// A task's IO metrics under `labels` (job, task, subtask, TaskManager).
@@ -132,7 +146,7 @@ impl Scrape {
     /// A network buffer pool of `total` buffers, `in_use` of them in use, under `labels`.
     pub fn network(&mut self, labels: &Labels, total: usize, in_use: usize) {
         self.gauge(
-            "network_buffers_total",
+            "network_buffers",
             "Network buffers of the TaskManager.",
             labels,
             total as f64,
@@ -158,15 +172,15 @@ impl Scrape {
 
     /// The text to answer the scrape with.
     pub fn encode(&self) -> String {
-        let mut text = String::new();
-        // Writing to a String cannot fail.
-        let _ = encode(&mut text, &self.registry);
-        text
+        let mut text = Vec::new();
+        // Writing to memory cannot fail.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut text);
+        String::from_utf8(text).unwrap_or_default()
     }
 }
 
 /// The content type of the text `Scrape::encode` writes.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A task's name (`vertex (subtask/parallelism)`) as the vertex's name and the 0-based
 /// subtask index.
@@ -211,7 +225,8 @@ mod tests {
         scrape.task(&b, &TaskMetricsSnapshot::default());
         let text = scrape.encode();
         assert_eq!(
-            text.matches("# TYPE weir_task_records_in counter").count(),
+            text.matches("# TYPE weir_task_records_in_total counter")
+                .count(),
             1,
             "{text}"
         );

@@ -30,13 +30,13 @@ fn scrape(rest: &Rest) -> String {
         tms.len() as f64,
     );
     scrape.gauge(
-        "jobmanager_slots_total",
+        "jobmanager_task_slots",
         "Task slots of the registered TaskManagers.",
         &none,
         tms.iter().map(|t| f64::from(t.slots_total)).sum(),
     );
     scrape.gauge(
-        "jobmanager_slots_free",
+        "jobmanager_task_slots_available",
         "Task slots free now.",
         &none,
         tms.iter().map(|t| f64::from(t.slots_free)).sum(),

@@ -428,13 +428,13 @@ fn task_manager_metrics(te: &TaskExecutor, resource_id: &str) -> String {
     let tm = labels(&[("tm_id", resource_id)]);
     let config = te.config();
     scrape.gauge(
-        "taskmanager_slots_total",
+        "taskmanager_task_slots",
         "Task slots.",
         &tm,
         f64::from(config.slots),
     );
     scrape.gauge(
-        "taskmanager_slots_free",
+        "taskmanager_task_slots_available",
         "Task slots free now.",
         &tm,
         f64::from(te.free_slots()),

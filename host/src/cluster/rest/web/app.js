@@ -157,7 +157,7 @@ function layout(plan) {
   for (const node of plan.nodes) {
     const d = depth[node.id];
     rows[d] = (rows[d] ?? -1) + 1;
-    at[node.id] = { x: 30 + d * 280, y: 30 + rows[d] * 140 };
+    at[node.id] = { x: 30 + d * 330, y: 30 + rows[d] * 140 };
   }
   return at;
 }
@@ -166,7 +166,7 @@ function graphSvg(job) {
   const plan = job.plan;
   const byId = Object.fromEntries(job.vertices.map((v) => [v.id, v]));
   const at = layout(plan);
-  const width = Math.max(...Object.values(at).map((p) => p.x)) + 260;
+  const width = Math.max(...Object.values(at).map((p) => p.x)) + 250;
   const height = Math.max(...Object.values(at).map((p) => p.y)) + 130;
   const W = 220, H = 100;
   let edges = "";
@@ -175,7 +175,7 @@ function graphSvg(job) {
       const from = at[input.id], to = at[node.id];
       const x1 = from.x + W, y1 = from.y + H / 2, x2 = to.x - 4, y2 = to.y + H / 2;
       edges += `<path class="edge" d="M${x1},${y1} C${x1 + 40},${y1} ${x2 - 40},${y2} ${x2},${y2}"/>
-        <text class="edge-label" x="${(x1 + x2) / 2 - 24}" y="${(y1 + y2) / 2 - 6}">${esc(input.ship_strategy)}</text>`;
+        <text class="edge-label" text-anchor="middle" x="${(x1 + x2) / 2}" y="${(y1 + y2) / 2 - 6}">${esc(input.ship_strategy)}</text>`;
     }
   }
   const boxes = plan.nodes.map((node) => {
