@@ -509,4 +509,44 @@ fn the_job_page_in_chromium_shows_backpressure_checkpoints_and_cancels_the_job()
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+
+    // A failed job's page shows its exception, not an empty page.
+    let failing = dir.path().join("failing.toml");
+    std::fs::write(
+        &failing,
+        format!(
+            "name = \"failing\"\n\
+             [[source]]\nid = \"numbers\"\nkind = \"sequence\"\ncount = 100\n\
+             [[operator]]\nid = \"fail\"\ncomponent = {component:?}\noperator = \"fail-at\"\n\
+             input = \"numbers\"\nconfig = {{ at = 10, how = \"error\" }}\n\
+             [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"fail\"\n"
+        ),
+    )
+    .expect("manifest");
+    let (ok, out, err) = weir(&["run", "-d", "-m", &rest, failing.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let failed = job_id_of(&out);
+    wait_for_state(&rest, &failed, "FAILED");
+    browser.open(&format!("http://{rest}/#/job/{failed}"));
+    let shown = browser.wait_until(
+        "const f = document.getElementById('job-failure'); return f ? f.textContent : null;",
+        |v| v.is_string(),
+    );
+    assert!(
+        shown
+            .as_str()
+            .is_some_and(|t| t.contains("refusing record 10")),
+        "{shown}"
+    );
+    browser.click("#tab-exceptions");
+    let history = browser.wait_until(
+        "return Array.from(document.querySelectorAll('.exception')).map(e => e.textContent);",
+        |v| v.as_array().is_some_and(|a| !a.is_empty()),
+    );
+    assert!(
+        history[0]
+            .as_str()
+            .is_some_and(|t| t.contains("task numbers -> fail -> out (1/1) on TaskManager tm-1")),
+        "{history}"
+    );
 }
