@@ -144,12 +144,14 @@ pub fn submit(
     }
     let started = Instant::now();
     loop {
-        let (status, job) = request(&address, "GET", &format!("/jobs/{id}"), None)?;
+        let path = format!("/jobs/{id}/execution-result");
+        let (status, answer) = request(&address, "GET", &path, None)?;
         if status != 200 {
-            bail!("the JobManager lost job {id}: {}", error_of(&job));
+            bail!("the JobManager lost job {id}: {}", error_of(&answer));
         }
-        match job["state"].as_str() {
-            Some("FINISHED") => {
+        let result = &answer["job-execution-result"];
+        match result["application-status"].as_str() {
+            Some("SUCCEEDED") => {
                 println!(
                     "Job with JobID {id} has finished.\nJob Runtime: {} ms",
                     started.elapsed().as_millis()
@@ -158,7 +160,9 @@ pub fn submit(
             }
             Some("FAILED") => bail!(
                 "job {id} failed: {}",
-                job["failure"].as_str().unwrap_or("(no reason given)")
+                result["failure-cause"]["stack-trace"]
+                    .as_str()
+                    .unwrap_or("(no reason given)")
             ),
             Some("CANCELED") => bail!("job {id} was cancelled"),
             _ => std::thread::sleep(Duration::from_millis(50)),
@@ -281,16 +285,15 @@ pub fn cancel(args: CancelArgs) -> Result<()> {
     }
     let started = Instant::now();
     loop {
-        let (_, job) = request(&address, "GET", &format!("/jobs/{id}"), None)?;
-        match job["state"].as_str() {
+        let path = format!("/jobs/{id}/execution-result");
+        let (_, answer) = request(&address, "GET", &path, None)?;
+        match answer["job-execution-result"]["application-status"].as_str() {
             Some("CANCELED") => break,
-            Some("RUNNING") if started.elapsed() < Duration::from_secs(60) => {
+            None if started.elapsed() < Duration::from_secs(60) => {
                 std::thread::sleep(Duration::from_millis(20))
             }
-            other => bail!(
-                "job {id} did not cancel: it is {}",
-                other.unwrap_or("unknown")
-            ),
+            None => bail!("job {id} did not cancel within a minute"),
+            Some(other) => bail!("job {id} did not cancel: it ended {other}"),
         }
     }
     println!("Cancelled job {id}.");

@@ -894,6 +894,12 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
             vec![],
         ),
         (
+            "/jobs/{id}/execution-result",
+            "get",
+            format!("/jobs/{unknown}/execution-result"),
+            vec![],
+        ),
+        (
             "/jobs/{id}/vertices/{vid}",
             "get",
             format!("/jobs/{unknown}/vertices/{unknown}"),
@@ -986,6 +992,10 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
         ("/jobs/{id}", format!("/jobs/{id}")),
         ("/jobs/overview", "/jobs/overview".to_string()),
         ("/jobs/{id}/plan", format!("/jobs/{id}/plan")),
+        (
+            "/jobs/{id}/execution-result",
+            format!("/jobs/{id}/execution-result"),
+        ),
         (
             "/jobs/{id}/vertices/{vid}",
             format!("/jobs/{id}/vertices/{vertex}"),

@@ -540,7 +540,7 @@ fn the_job_page_in_chromium_shows_backpressure_checkpoints_and_cancels_the_job()
     );
     browser.click("#tab-exceptions");
     let history = browser.wait_until(
-        "return Array.from(document.querySelectorAll('.exception')).map(e => e.textContent);",
+        "return Array.from(document.querySelectorAll('.exception-entry')).map(e => e.textContent);",
         |v| v.as_array().is_some_and(|a| !a.is_empty()),
     );
     assert!(

@@ -102,6 +102,7 @@ pub fn router(cluster: Arc<MiniCluster>, view: Arc<dyn ClusterView>) -> Router {
         .route("/jobs", get(jobs).post(submit))
         .route("/jobs/overview", get(jobs_overview))
         .route("/jobs/{id}", get(job).patch(cancel))
+        .route("/jobs/{id}/execution-result", get(execution_result))
         .route("/jobs/{id}/plan", get(job_details::plan))
         .route("/jobs/{id}/vertices/{vid}", get(job_details::vertex))
         .route(
@@ -312,6 +313,36 @@ async fn job(State(rest): State<Rest>, Path(id): Path<String>) -> (StatusCode, J
         answer["restarts"] = json!(insight.restarts());
     }
     (StatusCode::OK, Json(answer))
+}
+
+/// `GET /jobs/:id/execution-result`: whether the job ended, and how (what a client waiting for
+/// its end polls: it asks no TaskManager).
+async fn execution_result(
+    State(rest): State<Rest>,
+    Path(id): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    let Some(record) = rest.cluster.jobs().into_iter().find(|r| r.id == id) else {
+        return error(StatusCode::NOT_FOUND, format!("no job with id {id}"));
+    };
+    let (application_status, failure) = match &record.status {
+        JobStatus::Running => {
+            return (
+                StatusCode::OK,
+                Json(json!({"status": {"id": "IN_PROGRESS"}})),
+            );
+        }
+        JobStatus::Finished { .. } => ("SUCCEEDED", None),
+        JobStatus::Cancelled => ("CANCELED", None),
+        JobStatus::Failed { reason } => ("FAILED", Some(reason.clone())),
+    };
+    let mut result = json!({"id": id, "application-status": application_status});
+    if let Some(reason) = failure {
+        result["failure-cause"] = json!({ "stack-trace": reason });
+    }
+    (
+        StatusCode::OK,
+        Json(json!({"status": {"id": "COMPLETED"}, "job-execution-result": result})),
+    )
 }
 
 /// `POST /jobs`: a job submission (see `JobSubmission`); answers with its id.

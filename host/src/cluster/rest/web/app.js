@@ -231,7 +231,7 @@ async function renderCheckpoints(id) {
 async function renderExceptions(id) {
   const e = await get(`/jobs/${id}/exceptions`);
   if (!e["root-exception"]) return `<p class="muted">No exceptions.</p>`;
-  return e.exceptionHistory.entries.map((x) => `<div class="exception">${time(x.timestamp)} · attempt ${x.attempt}
+  return e.exceptionHistory.entries.map((x) => `<div class="exception exception-entry">${time(x.timestamp)} · attempt ${x.attempt}
 ${x.taskName ? `task ${esc(x.taskName)} on TaskManager ${esc(x.taskManagerId || "?")}\n` : ""}${esc(x.stacktrace)}</div>`).join("");
 }
 
