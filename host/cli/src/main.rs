@@ -24,6 +24,10 @@ use weir_host::wasm::{RuntimeConfig, WasmRuntime};
     about = "A stream processor whose operators are wasm components"
 )]
 struct Cli {
+    /// The API token to present to the JobManager's REST endpoint (a tenant's; see
+    /// `jobmanager.tenants-file`).
+    #[arg(long, global = true, env = "WEIR_TOKEN", hide_env_values = true)]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -45,6 +49,8 @@ enum Command {
     Savepoint(cluster::SavepointArgs),
     /// Takes a savepoint of a running job of a standalone cluster, then stops it.
     Stop(cluster::StopArgs),
+    /// Makes a fresh API token, and the line to put in the tenants file.
+    Token,
 }
 
 #[derive(clap::Args)]
@@ -326,6 +332,18 @@ fn report(result: &JobResult) {
 
 /// Prints failures as their chain of causes, one line, without a backtrace: the messages name
 /// what failed and where.
+/// `weir token`: a fresh token, and its hash for the tenants file.
+fn new_token() -> Result<()> {
+    use weir_host::cluster::standalone::tenants;
+    let token = tenants::new_token().map_err(anyhow::Error::msg)?;
+    println!("token: {token}");
+    println!(
+        "for the tenant's `tokens` in the tenants file: {:?}",
+        tenants::token_hash(&token)
+    );
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     match run_cli() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -338,6 +356,9 @@ fn main() -> std::process::ExitCode {
 
 fn run_cli() -> Result<()> {
     let cli = Cli::parse();
+    if let Some(token) = cli.token {
+        rest_client::set_token(token);
+    }
     match cli.command {
         Command::Run(args) => run(*args),
         Command::Jobmanager(args) => cluster::jobmanager(args),
@@ -346,6 +367,7 @@ fn run_cli() -> Result<()> {
         Command::Cancel(args) => cluster::cancel(args),
         Command::Savepoint(args) => cluster::savepoint(args),
         Command::Stop(args) => cluster::stop(args),
+        Command::Token => new_token(),
     }
 }
 

@@ -7,6 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+/// The API token every request presents (`--token`, or `WEIR_TOKEN`).
+static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Sets the token requests present; the first call wins.
+pub fn set_token(token: String) {
+    let _ = TOKEN.set(token);
+}
+
 /// `method path` with `body`; the status code and the JSON answer.
 pub fn request(
     address: &str,
@@ -18,10 +26,14 @@ pub fn request(
         .with_context(|| format!("cannot reach the JobManager's REST endpoint at {address}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(300)))?;
     let body = body.unwrap_or_default();
+    let authorization = TOKEN
+        .get()
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
         "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
-         Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
+         {authorization}Content-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )?;
     stream.write_all(body)?;
@@ -45,6 +57,12 @@ pub fn request(
         .contains("transfer-encoding: chunked")
     {
         payload = dechunk(&payload)?;
+    }
+    if status == 401 {
+        bail!(
+            "the JobManager at {address} refused the call (401): it serves tenants; give a \
+             token with --token or WEIR_TOKEN"
+        );
     }
     let json = if payload.is_empty() {
         serde_json::Value::Null

@@ -36,6 +36,8 @@ pub struct JobRecord {
     /// When it was submitted, in milliseconds since the Unix epoch.
     pub start_time_ms: u64,
     pub status: JobStatus,
+    /// The tenant that submitted it (`None` with no tenants configured).
+    pub owner: Option<String>,
 }
 
 /// What a client asks of the dispatcher.
@@ -143,11 +145,11 @@ impl Dispatcher {
 
     /// Records a job as running; returns its number.
     pub(super) fn record_start(&self, name: &str) -> u64 {
-        self.record_start_as(&new_job_id(), name)
+        self.record_start_as(&new_job_id(), name, None)
     }
 
     /// Records a job as running under id `id` (a recovered job keeps its id); its number.
-    pub(super) fn record_start_as(&self, id: &str, name: &str) -> u64 {
+    pub(super) fn record_start_as(&self, id: &str, name: &str, owner: Option<&str>) -> u64 {
         let number = self.next_job.fetch_add(1, Ordering::Relaxed) + 1;
         self.store.lock().unwrap_or_else(|p| p.into_inner()).insert(
             number,
@@ -159,6 +161,7 @@ impl Dispatcher {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as u64),
                 status: JobStatus::Running,
+                owner: owner.map(str::to_string),
             },
         );
         number

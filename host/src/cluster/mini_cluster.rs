@@ -218,19 +218,21 @@ impl MiniCluster {
         ended: Box<dyn FnOnce(Result<JobResult, JobFailure>) + Send>,
     ) -> std::io::Result<String> {
         let id = super::dispatcher::new_job_id();
-        self.start_job_as(id, graph, options, ended)
+        self.start_job_as(id, graph, options, None, ended)
     }
 
     /// As [`start_job`](Self::start_job), under id `id` (a recovered job keeps its id);
-    /// `ended` is given how it ended, once the job store has recorded it.
+    /// `owner` is the tenant that submitted it; `ended` is given how it ended, once the job
+    /// store has recorded it.
     pub fn start_job_as(
         self: &Arc<Self>,
         id: String,
         graph: JobGraph,
         options: JobOptions,
+        owner: Option<&str>,
         ended: Box<dyn FnOnce(Result<JobResult, JobFailure>) + Send>,
     ) -> std::io::Result<String> {
-        let number = self.dispatcher.record_start_as(&id, &graph.name);
+        let number = self.dispatcher.record_start_as(&id, &graph.name, owner);
         let control = Arc::new(JobControl::default());
         self.dispatcher.set_control(&id, control.clone());
         // Before the job's thread starts, so its plan is there as soon as its id is known.

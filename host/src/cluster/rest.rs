@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use serde_json::{Value, json};
@@ -24,6 +24,7 @@ use tokio::net::TcpListener;
 
 pub use embedded::EmbeddedView;
 
+pub use crate::cluster::standalone::tenants::Caller;
 use crate::cluster::{JobRecord, JobStatus, MiniCluster};
 use crate::network::BufferPoolStats;
 
@@ -50,16 +51,36 @@ pub struct ResourceUsage {
     pub rss_bytes: u64,
 }
 
+/// Why an upload was not run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not a job, or one that cannot be kept or started (400).
+    BadRequest(String),
+    /// Over the tenant's quota (403).
+    Forbidden(String),
+}
+
 /// What the REST endpoint needs of a cluster beyond its jobs.
 pub trait ClusterView: Send + Sync + 'static {
+    /// Who presents `token` (`None`: no `Authorization: Bearer`); `None` if nobody: the call
+    /// is refused with 401. With no tenants configured everyone is [`Caller::Open`].
+    fn authenticate(&self, token: Option<&str>) -> Option<Caller> {
+        let _ = token;
+        Some(Caller::Open)
+    }
     fn task_managers(&self) -> Vec<TaskManagerView>;
     /// What TaskManager `id` uses now (it may be asked over RPC: call off async threads).
     fn task_manager_usage(&self, id: &str) -> Option<ResourceUsage>;
     /// The settings a client may need (never a secret).
     fn config(&self) -> Value;
-    /// Takes a job upload as job `id`; the id it runs under, or why not.
-    fn submit(&self, id: String, body: &[u8], cluster: &Arc<MiniCluster>)
-    -> Result<String, String>;
+    /// Takes a job upload from `caller` as job `id`; the id it runs under, or why not.
+    fn submit(
+        &self,
+        id: String,
+        body: &[u8],
+        cluster: &Arc<MiniCluster>,
+        caller: &Caller,
+    ) -> Result<String, Refusal>;
 }
 
 #[derive(Clone)]
@@ -91,6 +112,11 @@ fn error(status: StatusCode, message: impl Into<String>) -> (StatusCode, Json<Va
 
 /// The endpoint's routes over `cluster`.
 pub fn router(cluster: Arc<MiniCluster>, view: Arc<dyn ClusterView>) -> Router {
+    let state = Rest {
+        view,
+        cluster,
+        triggers: Default::default(),
+    };
     Router::new()
         .route("/", get(ui::index))
         .route("/web/{file}", get(ui::asset))
@@ -118,12 +144,64 @@ pub fn router(cluster: Arc<MiniCluster>, view: Arc<dyn ClusterView>) -> Router {
         )
         .route("/jobs/{id}/stop", post(savepoints::stop))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such resource") })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES))
-        .with_state(Rest {
-            view,
-            cluster,
-            triggers: Default::default(),
-        })
+        .with_state(state)
+}
+
+/// Every call but the web UI's static files names its caller by `Authorization: Bearer
+/// <token>`; one nobody presents is refused with 401 before any handler runs.
+async fn authenticate(
+    State(rest): State<Rest>,
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let path = request.uri().path();
+    if path == "/" || path.starts_with("/web/") {
+        return next.run(request).await;
+    }
+    let token = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let view = rest.view.clone();
+    // Reads the tenants file: off the async threads.
+    let caller = tokio::task::spawn_blocking(move || view.authenticate(token.as_deref()))
+        .await
+        .ok()
+        .flatten();
+    match caller {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => (
+            [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+            error(
+                StatusCode::UNAUTHORIZED,
+                "no valid token: send `Authorization: Bearer <token>`",
+            ),
+        )
+            .into_response(),
+    }
+}
+
+/// Job `id` as `caller` may see it: another tenant's job is not there at all.
+fn visible(rest: &Rest, caller: &Caller, id: &str) -> Option<JobRecord> {
+    rest.cluster
+        .jobs()
+        .into_iter()
+        .find(|r| r.id == id && caller.may_see(r.owner.as_deref()))
+}
+
+fn no_job(id: &str) -> (StatusCode, Json<Value>) {
+    error(StatusCode::NOT_FOUND, format!("no job with id {id}"))
 }
 
 /// Serves the endpoint on `listener` until the process ends.
@@ -159,9 +237,14 @@ fn job_json(record: &JobRecord) -> Value {
 }
 
 /// `GET /overview`: the cluster at a glance.
-async fn overview(State(rest): State<Rest>) -> Json<Value> {
+async fn overview(State(rest): State<Rest>, Extension(caller): Extension<Caller>) -> Json<Value> {
     let tms = rest.view.task_managers();
-    let jobs = rest.cluster.jobs();
+    let jobs: Vec<JobRecord> = rest
+        .cluster
+        .jobs()
+        .into_iter()
+        .filter(|r| caller.may_see(r.owner.as_deref()))
+        .collect();
     let count = |name: &str| {
         jobs.iter()
             .filter(|j| state_name(&j.status) == name)
@@ -243,19 +326,29 @@ async fn config(State(rest): State<Rest>) -> Json<Value> {
 }
 
 /// `GET /jobs`: every job the dispatcher knows, with its state.
-async fn jobs(State(rest): State<Rest>) -> Json<Value> {
+async fn jobs(State(rest): State<Rest>, Extension(caller): Extension<Caller>) -> Json<Value> {
     let jobs: Vec<Value> = rest
         .cluster
         .jobs()
         .iter()
+        .filter(|r| caller.may_see(r.owner.as_deref()))
         .map(|r| json!({"id": r.id, "status": state_name(&r.status)}))
         .collect();
     Json(json!({ "jobs": jobs }))
 }
 
 /// `GET /jobs/overview`: every job with its name, state and start time.
-async fn jobs_overview(State(rest): State<Rest>) -> Json<Value> {
-    let jobs: Vec<Value> = rest.cluster.jobs().iter().map(job_json).collect();
+async fn jobs_overview(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
+    let jobs: Vec<Value> = rest
+        .cluster
+        .jobs()
+        .iter()
+        .filter(|r| caller.may_see(r.owner.as_deref()))
+        .map(job_json)
+        .collect();
     Json(json!({ "jobs": jobs }))
 }
 
@@ -267,9 +360,13 @@ struct PatchMode {
 /// `PATCH /jobs/:id?mode=cancel`: cancels a running job.
 async fn cancel(
     State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(query): Query<PatchMode>,
 ) -> (StatusCode, Json<Value>) {
+    if visible(&rest, &caller, &id).is_none() {
+        return no_job(&id);
+    }
     if query.mode.as_deref().unwrap_or("cancel") != "cancel" {
         return (
             StatusCode::BAD_REQUEST,
@@ -300,9 +397,13 @@ async fn cancel(
 
 /// `GET /jobs/:id`: one job, with its plan and its vertices' metrics now (what the web UI's
 /// job page draws).
-async fn job(State(rest): State<Rest>, Path(id): Path<String>) -> (StatusCode, Json<Value>) {
-    let Some(record) = rest.cluster.jobs().into_iter().find(|r| r.id == id) else {
-        return error(StatusCode::NOT_FOUND, format!("no job with id {id}"));
+async fn job(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> (StatusCode, Json<Value>) {
+    let Some(record) = visible(&rest, &caller, &id) else {
+        return no_job(&id);
     };
     let mut answer = job_json(&record);
     if let Some(insight) = rest.cluster.job_insight(&id) {
@@ -319,10 +420,11 @@ async fn job(State(rest): State<Rest>, Path(id): Path<String>) -> (StatusCode, J
 /// its end polls: it asks no TaskManager).
 async fn execution_result(
     State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> (StatusCode, Json<Value>) {
-    let Some(record) = rest.cluster.jobs().into_iter().find(|r| r.id == id) else {
-        return error(StatusCode::NOT_FOUND, format!("no job with id {id}"));
+    let Some(record) = visible(&rest, &caller, &id) else {
+        return no_job(&id);
     };
     let (application_status, failure) = match &record.status {
         JobStatus::Running => {
@@ -345,24 +447,33 @@ async fn execution_result(
     )
 }
 
-/// `POST /jobs`: a job submission (see `JobSubmission`); answers with its id.
-async fn submit(State(rest): State<Rest>, body: Bytes) -> (StatusCode, Json<Value>) {
+/// `POST /jobs`: a job submission (see `JobSubmission`) by the caller, within its quota;
+/// answers with its id.
+async fn submit(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> (StatusCode, Json<Value>) {
     let id = crate::cluster::dispatcher::new_job_id();
     let view = rest.view.clone();
     let cluster = rest.cluster.clone();
     let job = id.clone();
     // Decoding and writing an upload takes a while: off the threads that answer heartbeats.
-    let started = tokio::task::spawn_blocking(move || view.submit(job, &body, &cluster))
+    let started = tokio::task::spawn_blocking(move || view.submit(job, &body, &cluster, &caller))
         .await
-        .unwrap_or_else(|e| Err(format!("the upload failed: {e}")));
+        .unwrap_or_else(|e| Err(Refusal::BadRequest(format!("the upload failed: {e}"))));
     match started {
         Ok(id) => {
             eprintln!("Submitted job {id}");
             (StatusCode::ACCEPTED, Json(json!({"jobid": id})))
         }
-        Err(message) => {
+        Err(Refusal::BadRequest(message)) => {
             eprintln!("Refused job {id}: {message}");
-            (StatusCode::BAD_REQUEST, Json(json!({"errors": [message]})))
+            error(StatusCode::BAD_REQUEST, message)
+        }
+        Err(Refusal::Forbidden(message)) => {
+            eprintln!("Refused job {id}: {message}");
+            error(StatusCode::FORBIDDEN, message)
         }
     }
 }

@@ -2,6 +2,7 @@
 //! processes that find each other through the configuration, talk RPC authenticated by the
 //! cluster secret, and keep each other alive with heartbeats.
 
+pub mod admission;
 pub mod config;
 mod job_store;
 pub mod jobmanager;
@@ -10,6 +11,7 @@ mod remote_task_executor;
 pub mod rpc;
 pub mod submission;
 pub mod taskmanager;
+pub mod tenants;
 mod tm_service;
 mod view;
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::{ClusterView, ResourceUsage, TaskManagerView};
+use super::{Caller, ClusterView, Refusal, ResourceUsage, TaskManagerView};
 use crate::cluster::MiniCluster;
 
 pub struct EmbeddedView {
@@ -50,11 +50,17 @@ impl ClusterView for EmbeddedView {
         json!({ "cluster": "embedded mini-cluster (weir run)" })
     }
 
-    fn submit(&self, _: String, _: &[u8], _: &Arc<MiniCluster>) -> Result<String, String> {
-        Err(
+    fn submit(
+        &self,
+        _: String,
+        _: &[u8],
+        _: &Arc<MiniCluster>,
+        _: &Caller,
+    ) -> Result<String, Refusal> {
+        Err(Refusal::BadRequest(
             "the embedded mini-cluster of `weir run` takes no uploads; submit to a JobManager \
              (`weir jobmanager`)"
                 .into(),
-        )
+        ))
     }
 }

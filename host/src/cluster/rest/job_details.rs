@@ -4,20 +4,21 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Rest, error};
+use super::{Caller, Rest, error};
 use crate::checkpoint::stats::{CheckpointRecord, now_ms};
 use crate::cluster::insight::{JobInsight, JobPlan, TaskStatus, TasksNow, backpressure_level};
 
 type Answer = (StatusCode, Json<Value>);
 
-fn insight_of(rest: &Rest, id: &str) -> Result<Arc<JobInsight>, Answer> {
-    rest.cluster
-        .job_insight(id)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no job with id {id}")))
+/// Job `id`'s insight, if `caller` may see the job.
+fn insight_of(rest: &Rest, caller: &Caller, id: &str) -> Result<Arc<JobInsight>, Answer> {
+    super::visible(rest, caller, id)
+        .and_then(|_| rest.cluster.job_insight(id))
+        .ok_or_else(|| super::no_job(id))
 }
 
 fn plan_of<'a>(insight: &'a JobInsight, id: &str) -> Result<&'a JobPlan, Answer> {
@@ -66,8 +67,12 @@ pub(super) fn plan_json(plan: &JobPlan, id: &str, name: &str) -> Value {
 }
 
 /// `GET /jobs/:id/plan`.
-pub(super) async fn plan(State(rest): State<Rest>, Path(id): Path<String>) -> Answer {
-    let insight = match insight_of(&rest, &id) {
+pub(super) async fn plan(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Answer {
+    let insight = match insight_of(&rest, &caller, &id) {
         Ok(i) => i,
         Err(answer) => return answer,
     };
@@ -181,9 +186,10 @@ fn vertex_index(plan: &JobPlan, vid: &str) -> Result<usize, Answer> {
 /// `GET /jobs/:id/vertices/:vid`.
 pub(super) async fn vertex(
     State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
     Path((id, vid)): Path<(String, String)>,
 ) -> Answer {
-    let insight = match insight_of(&rest, &id) {
+    let insight = match insight_of(&rest, &caller, &id) {
         Ok(i) => i,
         Err(answer) => return answer,
     };
@@ -200,9 +206,10 @@ pub(super) async fn vertex(
 /// milliseconds per second over 1000, measured where writers wait for a buffer or for credit.
 pub(super) async fn backpressure(
     State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
     Path((id, vid)): Path<(String, String)>,
 ) -> Answer {
-    let insight = match insight_of(&rest, &id) {
+    let insight = match insight_of(&rest, &caller, &id) {
         Ok(i) => i,
         Err(answer) => return answer,
     };
@@ -258,8 +265,12 @@ fn checkpoint_json(r: &CheckpointRecord) -> Value {
 }
 
 /// `GET /jobs/:id/checkpoints`: counts, the latest of each kind, and the recent history.
-pub(super) async fn checkpoints(State(rest): State<Rest>, Path(id): Path<String>) -> Answer {
-    let insight = match insight_of(&rest, &id) {
+pub(super) async fn checkpoints(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Answer {
+    let insight = match insight_of(&rest, &caller, &id) {
         Ok(i) => i,
         Err(answer) => return answer,
     };
@@ -290,8 +301,12 @@ pub(super) async fn checkpoints(State(rest): State<Rest>, Path(id): Path<String>
 
 /// `GET /jobs/:id/exceptions`: the root cause (the newest failure) and the history, each with
 /// the task, subtask and TaskManager it happened on.
-pub(super) async fn exceptions(State(rest): State<Rest>, Path(id): Path<String>) -> Answer {
-    let insight = match insight_of(&rest, &id) {
+pub(super) async fn exceptions(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Answer {
+    let insight = match insight_of(&rest, &caller, &id) {
         Ok(i) => i,
         Err(answer) => return answer,
     };

@@ -2,21 +2,31 @@
 //! jobs, and per job its uptime, restarts, checkpoints and its tasks' IO metrics, labelled as
 //! Flink's Prometheus reporter labels them.
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::header::CONTENT_TYPE;
 
-use super::Rest;
+use super::{Caller, Rest};
 use crate::checkpoint::stats::now_ms;
 use crate::cluster::JobStatus;
 use crate::metrics::prometheus::{self, Scrape, labels};
 
+/// Cluster-wide, so the cluster's operator's (an admin tenant's, with tenants configured).
 pub(super) async fn job_manager_metrics(
     State(rest): State<Rest>,
-) -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    Extension(caller): Extension<Caller>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if !caller.is_admin() {
+        return super::error(
+            axum::http::StatusCode::FORBIDDEN,
+            "the cluster's metrics are its operator's: use an admin tenant's token",
+        )
+        .into_response();
+    }
     let text = tokio::task::spawn_blocking(move || scrape(&rest))
         .await
         .unwrap_or_default();
-    ([(CONTENT_TYPE, prometheus::CONTENT_TYPE)], text)
+    ([(CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response()
 }
 
 fn scrape(rest: &Rest) -> String {

@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Rest, TRIGGER_KEPT, Trigger};
+use super::{Caller, Rest, TRIGGER_KEPT, Trigger};
 
 #[derive(serde::Deserialize)]
 struct SavepointRequest {
@@ -22,8 +22,17 @@ struct SavepointRequest {
 
 /// Starts a savepoint (`stop`: then stops the job) of job `id` on a thread of its own; the
 /// trigger id to ask about it.
-fn start_savepoint(rest: &Rest, id: &str, body: &[u8], stop: bool) -> (StatusCode, Json<Value>) {
+fn start_savepoint(
+    rest: &Rest,
+    caller: &Caller,
+    id: &str,
+    body: &[u8],
+    stop: bool,
+) -> (StatusCode, Json<Value>) {
     let error = |status, message: String| (status, Json(json!({"errors": [message]})));
+    if super::visible(rest, caller, id).is_none() {
+        return super::no_job(id);
+    }
     let request: SavepointRequest =
         match serde_json::from_slice(if body.is_empty() { b"{}" } else { body }) {
             Ok(r) => r,
@@ -51,11 +60,12 @@ fn start_savepoint(rest: &Rest, id: &str, body: &[u8], stop: bool) -> (StatusCod
             matches!(state, Trigger::InProgress) || at.elapsed() < TRIGGER_KEPT
         });
         table.insert(
-            trigger.clone(),
+            format!("{id}/{trigger}"),
             (Trigger::InProgress, std::time::Instant::now()),
         );
     }
-    let key = trigger.clone();
+    // Kept under the job's id with it: asked for under another job, it is not there.
+    let key = format!("{id}/{trigger}");
     // As Flink names them: the job id's first six digits, and a random part.
     let dir = dir.join(format!(
         "savepoint-{}-{}",
@@ -83,32 +93,38 @@ fn start_savepoint(rest: &Rest, id: &str, body: &[u8], stop: bool) -> (StatusCod
 /// `POST /jobs/:id/savepoints` with `{"target-directory": DIR}`.
 pub(super) async fn trigger_savepoint(
     State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {
-    start_savepoint(&rest, &id, &body, false)
+    start_savepoint(&rest, &caller, &id, &body, false)
 }
 
 /// `POST /jobs/:id/stop` with `{"targetDirectory": DIR, "drain": BOOL}`: a savepoint, then the
 /// job ends.
 pub(super) async fn stop(
     State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     body: Bytes,
 ) -> (StatusCode, Json<Value>) {
-    start_savepoint(&rest, &id, &body, true)
+    start_savepoint(&rest, &caller, &id, &body, true)
 }
 
 /// `GET /jobs/:id/savepoints/:trigger`: how a savepoint (or stop) request stands.
 pub(super) async fn savepoint_status(
     State(rest): State<Rest>,
-    Path((_, trigger)): Path<(String, String)>,
+    Extension(caller): Extension<Caller>,
+    Path((id, trigger)): Path<(String, String)>,
 ) -> (StatusCode, Json<Value>) {
+    if super::visible(&rest, &caller, &id).is_none() {
+        return super::no_job(&id);
+    }
     let state = rest
         .triggers
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&trigger)
+        .get(&format!("{id}/{trigger}"))
         .map(|(state, _)| state.clone());
     match state {
         None => (

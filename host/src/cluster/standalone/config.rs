@@ -65,6 +65,7 @@ struct RawJobManager {
     rpc: Endpoint,
     job_store: Option<PathBuf>,
     slot_request_timeout: String,
+    tenants_file: Option<PathBuf>,
 }
 
 impl Default for RawJobManager {
@@ -76,6 +77,7 @@ impl Default for RawJobManager {
             },
             job_store: None,
             slot_request_timeout: "5m".into(),
+            tenants_file: None,
         }
     }
 }
@@ -150,6 +152,9 @@ pub struct ClusterConfig {
     /// named by its RPC port (so JobManagers of different clusters on one host never share
     /// one, and a JobManager restarted on its port finds its jobs).
     pub job_store: Option<PathBuf>,
+    /// The tenants and their tokens and quotas (relative paths are the configuration file's);
+    /// without one the REST endpoint serves anyone who reaches it.
+    pub tenants_file: Option<PathBuf>,
     /// How long a job waits for the slots it needs (Flink's `slot.request.timeout`) before it
     /// fails with the numbers.
     pub slot_request_timeout: Duration,
@@ -182,6 +187,14 @@ pub struct TaskManagerConfig {
 pub struct HeartbeatConfig {
     pub interval: Duration,
     pub timeout: Duration,
+}
+
+/// `file` as named in the configuration at `config`: a relative path is the configuration's.
+fn beside(config: Option<&Path>, file: PathBuf) -> PathBuf {
+    match config.and_then(Path::parent) {
+        Some(base) if file.is_relative() => base.join(file),
+        _ => file,
+    }
 }
 
 impl ClusterConfig {
@@ -281,13 +294,8 @@ impl ClusterConfig {
         Ok(ClusterConfig {
             source: path.map(Path::to_path_buf),
             secret: secret.map(ClusterSecret::new),
-            job_store: raw
-                .jobmanager
-                .job_store
-                .map(|dir| match path.and_then(Path::parent) {
-                    Some(base) if dir.is_relative() => base.join(dir),
-                    _ => dir,
-                }),
+            job_store: raw.jobmanager.job_store.map(|dir| beside(path, dir)),
+            tenants_file: raw.jobmanager.tenants_file.map(|file| beside(path, file)),
             slot_request_timeout: duration(
                 "jobmanager.slot-request-timeout",
                 &raw.jobmanager.slot_request_timeout,

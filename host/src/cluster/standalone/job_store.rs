@@ -6,11 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::admission::{QuotaExceeded, admit};
 use super::submission::JobSubmission;
+use super::tenants::Tenant;
 use crate::cluster::{JobOptions, MiniCluster};
 use crate::job::JobGraph;
 
 const SUBMISSION: &str = "submission.bin";
+/// The tenant that submitted the job, when tenants are configured.
+const OWNER: &str = "owner";
 const LOCK: &str = ".jobmanager.lock";
 
 /// A job store can serve one JobManager: two would each run the jobs it holds.
@@ -92,30 +96,56 @@ fn alive(pid: u32) -> bool {
     }
 }
 
-/// Keeps `submission` (the bytes as uploaded) under `<store>/<id>/` and starts its job; the
-/// directory goes when the job ends.
+/// Why an upload was not run.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitRefused {
+    /// Not a job, or one that cannot be kept or started.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Quota(#[from] QuotaExceeded),
+}
+
+impl From<String> for SubmitRefused {
+    fn from(message: String) -> Self {
+        SubmitRefused::Invalid(message)
+    }
+}
+
+/// Keeps `submission` (the bytes as uploaded) under `<store>/<id>/` and starts its job for
+/// `owner` (within its quota); the directory goes when the job ends.
 pub(super) fn submit(
     store: &Path,
     id: String,
     bytes: &[u8],
     cluster: &Arc<MiniCluster>,
-) -> Result<String, String> {
-    let submission = JobSubmission::decode(bytes).map_err(|e| e.to_string())?;
+    owner: Option<&Tenant>,
+) -> Result<String, SubmitRefused> {
+    let mut submission = JobSubmission::decode(bytes).map_err(|e| e.to_string())?;
+    if let Some(tenant) = owner {
+        admit(tenant, &mut submission.graph, cluster)?;
+    }
+    let bytes = &submission.encode().map_err(|e| e.to_string())?;
     let dir = store.join(&id);
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let (graph, options) = match submission.store(&dir) {
         Ok(stored) => stored,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&dir);
-            return Err(e.to_string());
+            return Err(e.to_string().into());
         }
     };
+    let owner = owner.map(|t| t.name.as_str());
+    if let Some(name) = owner {
+        std::fs::write(dir.join(OWNER), name)
+            .map_err(|e| format!("cannot keep the job in `{}`: {e}", dir.display()))?;
+    }
     // Written last and atomically: a directory without it is an upload that never finished.
     let temp = dir.join(format!("{SUBMISSION}.partial"));
     std::fs::write(&temp, bytes)
         .and_then(|()| std::fs::rename(&temp, dir.join(SUBMISSION)))
         .map_err(|e| format!("cannot keep the job in `{}`: {e}", dir.display()))?;
-    start(dir, id, graph, options, cluster)
+    Ok(start(dir, id, graph, options, owner, cluster)?)
 }
 
 fn start(
@@ -123,6 +153,7 @@ fn start(
     id: String,
     graph: JobGraph,
     options: JobOptions,
+    tenant: Option<&str>,
     cluster: &Arc<MiniCluster>,
 ) -> Result<String, String> {
     let owner = cluster.clone();
@@ -131,6 +162,7 @@ fn start(
             id,
             graph,
             options,
+            tenant,
             Box::new(move |_| {
                 owner.forget_components_under(&dir);
                 let _ = std::fs::remove_dir_all(&dir);
@@ -180,7 +212,8 @@ pub(super) fn recover(store: &Path, cluster: &Arc<MiniCluster>) {
                 options.restore = Some(job_dir);
             }
         }
-        match start(dir, id.clone(), graph, options, cluster) {
+        let owner = std::fs::read_to_string(dir.join(OWNER)).ok();
+        match start(dir, id.clone(), graph, options, owner.as_deref(), cluster) {
             Ok(_) => eprintln!("Recovered JobGraph {id}"),
             Err(e) => eprintln!("warning: cannot recover job {id}: {e}"),
         }

@@ -37,6 +37,8 @@ pub enum JobManagerError {
     Runtime(std::io::Error),
     #[error(transparent)]
     JobStore(#[from] super::job_store::JobStoreError),
+    #[error(transparent)]
+    Tenants(#[from] super::tenants::TenantsError),
     #[error("cannot open {what} at {address}: {source}")]
     Listen {
         what: &'static str,
@@ -165,6 +167,23 @@ impl JobManager {
         };
         let rpc_address = local(&rpc_listener, "TaskManagers (RPC)")?;
         let rest_address = local(&rest_listener, "REST")?;
+        let tenants = match &config.tenants_file {
+            Some(file) => {
+                let tenants = super::tenants::TenantDirectory::open(file)?;
+                eprintln!(
+                    "Tenants from `{}`: every REST call needs a token",
+                    file.display()
+                );
+                Some(tenants)
+            }
+            None => {
+                eprintln!(
+                    "warning: no `jobmanager.tenants-file`: the REST endpoint serves anyone who \
+                     reaches it"
+                );
+                None
+            }
+        };
         let job_store = config.job_store.clone().unwrap_or_else(|| {
             std::env::temp_dir().join(format!("weir-job-store-{}", rpc_address.port()))
         });
@@ -199,7 +218,11 @@ impl JobManager {
         runtime.spawn(serve_rpc(rpc_listener, state.clone()));
         runtime.spawn(watch_heartbeats(state.clone()));
         super::job_store::recover(&job_store, &cluster);
-        let view = Arc::new(super::view::StandaloneView { state });
+        let view = Arc::new(super::view::StandaloneView {
+            state,
+            tenants,
+            submitting: Default::default(),
+        });
         runtime.spawn(crate::cluster::rest::serve(rest_listener, cluster, view));
         Ok(JobManager {
             rpc_address,

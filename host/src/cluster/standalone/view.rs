@@ -1,19 +1,33 @@
 //! The standalone JobManager as its REST endpoint sees it: the registered TaskManagers (their
 //! usage asked over RPC), the cluster's settings, and uploads into the job store.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
 
+use super::job_store::SubmitRefused;
 use super::jobmanager::JobManagerState;
+use super::tenants::TenantDirectory;
 use crate::cluster::MiniCluster;
-use crate::cluster::rest::{ClusterView, ResourceUsage, TaskManagerView};
+use crate::cluster::rest::{Caller, ClusterView, Refusal, ResourceUsage, TaskManagerView};
 
 pub(super) struct StandaloneView {
     pub(super) state: Arc<JobManagerState>,
+    /// The tenants, when `jobmanager.tenants-file` names them.
+    pub(super) tenants: Option<TenantDirectory>,
+    /// One submission at a time: a tenant's quota is checked against the jobs that run, so
+    /// two uploads must not both pass it before either runs.
+    pub(super) submitting: Mutex<()>,
 }
 
 impl ClusterView for StandaloneView {
+    fn authenticate(&self, token: Option<&str>) -> Option<Caller> {
+        match &self.tenants {
+            None => Some(Caller::Open),
+            Some(tenants) => tenants.authenticate(token?).map(Caller::Tenant),
+        }
+    }
+
     fn task_managers(&self) -> Vec<TaskManagerView> {
         self.state
             .registry
@@ -58,7 +72,14 @@ impl ClusterView for StandaloneView {
         id: String,
         body: &[u8],
         cluster: &Arc<MiniCluster>,
-    ) -> Result<String, String> {
-        super::job_store::submit(&self.state.job_store, id, body, cluster)
+        caller: &Caller,
+    ) -> Result<String, Refusal> {
+        let _one_at_a_time = self.submitting.lock().unwrap_or_else(|p| p.into_inner());
+        super::job_store::submit(&self.state.job_store, id, body, cluster, caller.tenant()).map_err(
+            |e| match e {
+                SubmitRefused::Invalid(message) => Refusal::BadRequest(message),
+                SubmitRefused::Quota(quota) => Refusal::Forbidden(quota.to_string()),
+            },
+        )
     }
 }

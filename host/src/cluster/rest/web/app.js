@@ -13,13 +13,41 @@ function esc(value) {
   })[c]);
 }
 
+// The API token, kept for this tab only; asked for when the endpoint answers 401.
+function headers(extra = {}) {
+  const token = sessionStorage.getItem("weirToken");
+  return token ? { ...extra, authorization: `Bearer ${token}` } : extra;
+}
+
+function call(path, options = {}) {
+  return fetch(path, { ...options, headers: headers(options.headers) });
+}
+
+class Unauthorized extends Error {}
+
 async function get(path) {
-  const response = await fetch(path);
+  const response = await call(path);
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) throw new Unauthorized(body.errors?.[0] || "a token is needed");
   if (!response.ok) {
     throw new Error((body.errors || [response.statusText]).join("; "));
   }
   return body;
+}
+
+function askForToken(message) {
+  skeletonFor = null;
+  main.innerHTML = `<form id="token-form" class="card">
+      <p>${esc(message)}</p>
+      <input id="token" type="password" size="70" placeholder="API token" autocomplete="off">
+      <button type="submit">Sign in</button>
+    </form>`;
+  document.getElementById("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem("weirToken", document.getElementById("token").value.trim());
+    main.innerHTML = "Loading…";
+    refresh();
+  });
 }
 
 function time(ms) {
@@ -110,7 +138,7 @@ function jobSkeleton(id) {
     <div class="tabs" id="tabs"></div>
     <div id="content">Loading…</div>`;
   document.getElementById("cancel-job").addEventListener("click", async () => {
-    const answer = await fetch(`/jobs/${id}?mode=cancel`, { method: "PATCH" });
+    const answer = await call(`/jobs/${id}?mode=cancel`, { method: "PATCH" });
     const body = await answer.json().catch(() => ({}));
     document.getElementById("job-message").textContent = answer.ok
       ? "Cancelling…"
@@ -121,7 +149,7 @@ function jobSkeleton(id) {
     const dir = prompt("Savepoint directory (on the JobManager's file system):", "/tmp/weir-savepoints");
     if (!dir) return;
     const message = document.getElementById("job-message");
-    const answer = await fetch(`/jobs/${id}/savepoints`, {
+    const answer = await call(`/jobs/${id}/savepoints`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ "target-directory": dir }),
@@ -273,6 +301,7 @@ async function renderJob() {
 }
 
 async function refresh() {
+  if (document.getElementById("token-form")) return;
   route = parseRoute();
   if (route.page !== "job") skeletonFor = null;
   try {
@@ -282,6 +311,10 @@ async function refresh() {
     else await renderOverview();
     document.getElementById("refreshed").textContent = `refreshed ${new Date().toLocaleTimeString()}`;
   } catch (e) {
+    if (e instanceof Unauthorized) {
+      askForToken(`${e.message}.`);
+      return;
+    }
     const target = document.getElementById("content") || main;
     target.innerHTML = `<p class="error" id="load-error">${esc(e.message)}</p>`;
   }

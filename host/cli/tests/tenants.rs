@@ -1,0 +1,288 @@
+//! Tenants on a standalone cluster: every REST call names its tenant by token, a tenant sees
+//! and touches only its own jobs (another's is 404, as if it did not exist), submissions stay
+//! within the tenant's quota, and a rewritten tenants file rotates tokens without a restart.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use support::*;
+
+const ALICE: &str = "alice-token-0123456789abcdef0123456789abcdef";
+const BOB: &str = "bob-token-0123456789abcdef0123456789abcdef";
+const OPS: &str = "ops-token-0123456789abcdef0123456789abcdef";
+
+/// The SHA-256 of `token` as the tenants file holds it (what `weir token` prints).
+fn hash(token: &str) -> String {
+    weir_host::cluster::standalone::tenants::token_hash(token)
+}
+
+fn tenants_file(path: &Path, alice_token: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\n[tenant.quota]\nslots = 2\n\
+             parallelism = 2\nrunning-jobs = 1\ncall-deadline = \"10s\"\n\
+             [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\n\
+             [[tenant]]\nname = \"ops\"\nadmin = true\ntokens = [{:?}]\n",
+            hash(alice_token),
+            hash(BOB),
+            hash(OPS)
+        ),
+    )
+    .expect("tenants file");
+}
+
+/// A cluster configuration whose JobManager serves the tenants of `tenants`.
+fn tenant_config(dir: &Path, tenants: &Path) -> PathBuf {
+    let path = dir.join("weir.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager]\njob-store = \"jobs\"\n\
+             tenants-file = {:?}\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = 0\n\
+             [rest]\naddress = \"127.0.0.1\"\nport = 0\n\
+             [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n",
+            tenants.display()
+        ),
+    )
+    .expect("config");
+    path
+}
+
+/// `method path` with `token` (if any): status and JSON answer.
+fn call_as(
+    address: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(address).expect("connect");
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{authorization}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status");
+    if status == 401 {
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer"),
+            "{head}"
+        );
+    }
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+/// `weir args...` with `WEIR_TOKEN=token`.
+fn weir_as(token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .env("WEIR_TOKEN", token)
+        .args(args)
+        .output()
+        .expect("run weir");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_tenant_sees_and_touches_only_its_own_jobs_and_stays_within_its_quota() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants.toml");
+    tenants_file(&tenants, ALICE);
+    let config = tenant_config(dir.path(), &tenants);
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 4, "tm-1");
+
+    // No token, or a wrong one: 401 on every call but the web UI's files.
+    for token in [None, Some("not-a-token")] {
+        for path in ["/overview", "/jobs", "/taskmanagers", "/metrics", "/config"] {
+            let (status, answer) = call_as(&rest, token, "GET", path, "");
+            assert_eq!(status, 401, "{path} with {token:?}: {answer}");
+        }
+    }
+    let (status, _) = call_as(&rest, None, "GET", "/", "");
+    assert_eq!(status, 200, "the UI's page asks for a token itself");
+    let started = std::time::Instant::now();
+    while call_as(&rest, Some(OPS), "GET", "/overview", "").1["taskmanagers"] != 1 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // Alice's job.
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, read_passage().repeat(50)).expect("input");
+    let run = |token: &str, parallelism: &str, extra: &[&str]| {
+        let mut args = vec![
+            "run".to_string(),
+            "-d".into(),
+            "-m".into(),
+            rest.clone(),
+            job.to_str().unwrap().into(),
+            "-p".into(),
+            parallelism.into(),
+            "--checkpoint-dir".into(),
+            dir.path().join("chk").to_str().unwrap().into(),
+            "--checkpoint-interval".into(),
+            "60m".into(),
+            "--arg".into(),
+            format!("input={}", input.display()),
+            "--arg".into(),
+            format!(
+                "output={}",
+                dir.path().join(format!("out-{parallelism}")).display()
+            ),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        weir_as(token, &args)
+    };
+    let (ok, out, err) = run(ALICE, "2", &[]);
+    assert!(ok, "{out}{err}");
+    let id = job_id_of(&out);
+    let (_, plan) = call_as(&rest, Some(ALICE), "GET", &format!("/jobs/{id}/plan"), "");
+    let vertex = plan["plan"]["nodes"][0]["id"]
+        .as_str()
+        .expect("vertex")
+        .to_string();
+
+    // Bob: every endpoint of Alice's job is 404, one by one, and his lists leave it out.
+    let target = format!("{{\"target-directory\": {:?}}}", dir.path().join("sp"));
+    for (method, path, body) in [
+        ("GET", format!("/jobs/{id}"), String::new()),
+        ("GET", format!("/jobs/{id}/execution-result"), String::new()),
+        ("GET", format!("/jobs/{id}/plan"), String::new()),
+        (
+            "GET",
+            format!("/jobs/{id}/vertices/{vertex}"),
+            String::new(),
+        ),
+        (
+            "GET",
+            format!("/jobs/{id}/vertices/{vertex}/backpressure"),
+            String::new(),
+        ),
+        ("GET", format!("/jobs/{id}/checkpoints"), String::new()),
+        ("GET", format!("/jobs/{id}/exceptions"), String::new()),
+        ("POST", format!("/jobs/{id}/savepoints"), target.clone()),
+        ("GET", format!("/jobs/{id}/savepoints/0123"), String::new()),
+        ("POST", format!("/jobs/{id}/stop"), target.clone()),
+        ("PATCH", format!("/jobs/{id}?mode=cancel"), String::new()),
+    ] {
+        let (status, answer) = call_as(&rest, Some(BOB), method, &path, &body);
+        assert_eq!(status, 404, "bob: {method} {path}: {answer}");
+        assert_eq!(
+            answer["errors"][0],
+            format!("no job with id {id}"),
+            "{path}"
+        );
+    }
+    for path in ["/jobs", "/jobs/overview"] {
+        let (_, answer) = call_as(&rest, Some(BOB), "GET", path, "");
+        assert!(!answer.to_string().contains(&id), "bob's {path}: {answer}");
+    }
+    assert_eq!(
+        call_as(&rest, Some(BOB), "GET", "/overview", "").1["jobs-running"],
+        0
+    );
+    let (ok, _, err) = weir_as(BOB, &["cancel", "-m", &rest, &id]);
+    assert!(
+        !ok && err.contains(&format!("no job with id {id}")),
+        "{err}"
+    );
+    // Alice and the operator see it.
+    for token in [ALICE, OPS] {
+        let (status, answer) = call_as(&rest, Some(token), "GET", &format!("/jobs/{id}"), "");
+        assert_eq!(
+            (status, answer["state"].as_str()),
+            (200, Some("RUNNING")),
+            "{answer}"
+        );
+    }
+    let (ok, out, err) = weir_as(ALICE, &["list", "-m", &rest, "-r"]);
+    assert!(ok && out.contains(&id), "{out}{err}");
+    // The cluster's metrics are the operator's.
+    assert_eq!(call_as(&rest, Some(ALICE), "GET", "/metrics", "").0, 403);
+    let (ok, out, _) = weir_as(OPS, &["list", "-m", &rest, "-r"]);
+    assert!(ok && out.contains(&id), "{out}");
+
+    // Alice's quota, with the numbers: parallelism, running jobs, the call deadline.
+    let (ok, _, err) = run(ALICE, "3", &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("tenant `alice` is over its `parallelism` quota: the job asks for parallelism 3, the quota is 2"),
+        "{err}"
+    );
+    let (ok, _, err) = run(ALICE, "1", &[]);
+    assert!(!ok);
+    assert!(
+        err.contains("over its `running-jobs` quota: the job asks for 1, its running jobs hold 1, the quota is 1"),
+        "{err}"
+    );
+    // Bob has no quota; his job runs beside Alice's.
+    let (ok, out, err) = run(BOB, "2", &[]);
+    assert!(ok, "{out}{err}");
+    let bobs = job_id_of(&out);
+    assert!(
+        !call_as(&rest, Some(ALICE), "GET", "/jobs", "")
+            .1
+            .to_string()
+            .contains(&bobs)
+    );
+
+    // Alice cancels her own job; then a job asking for more call time than her quota is refused.
+    let (ok, out, err) = weir_as(ALICE, &["cancel", "-m", &rest, &id]);
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = run(ALICE, "1", &["--call-deadline", "60s"]);
+    assert!(!ok);
+    assert!(
+        err.contains("over its `call-deadline` quota: the job asks for 60s, the quota is 10s"),
+        "{err}"
+    );
+    let (ok, out, err) = weir_as(BOB, &["cancel", "-m", &rest, &bobs]);
+    assert!(ok, "{out}{err}");
+    // Without a token the CLI says what is missing.
+    let (ok, _, err) = weir(&["list", "-m", &rest]);
+    assert!(
+        !ok && err.contains("give a token with --token or WEIR_TOKEN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_rewritten_tenants_file_rotates_a_token_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants.toml");
+    tenants_file(&tenants, ALICE);
+    let config = tenant_config(dir.path(), &tenants);
+    let (jm, _, rest) = jobmanager(&config);
+    assert_eq!(call_as(&rest, Some(ALICE), "GET", "/jobs", "").0, 200);
+    let rotated = "alice-rotated-0123456789abcdef0123456789abcdef";
+    tenants_file(&tenants, rotated);
+    assert_eq!(call_as(&rest, Some(ALICE), "GET", "/jobs", "").0, 401);
+    assert_eq!(call_as(&rest, Some(rotated), "GET", "/jobs", "").0, 200);
+    // A broken file keeps the tenants it had, and the JobManager says why.
+    std::fs::write(&tenants, "[[tenant]]\nname = ").expect("broken");
+    assert_eq!(call_as(&rest, Some(rotated), "GET", "/jobs", "").0, 200);
+    jm.wait_for("keeping the tenants read before");
+    assert!(jm.log().contains("Read the tenants file"), "{}", jm.log());
+}
