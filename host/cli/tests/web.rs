@@ -362,6 +362,26 @@ impl Browser {
         self.call("POST", &format!("/element/{id}/click"), &json!({}));
     }
 
+    /// Types `text` into the element `css` selects.
+    fn type_into(&self, css: &str, text: &str) {
+        let element = self.call(
+            "POST",
+            "/element",
+            &json!({"using": "css selector", "value": css}),
+        );
+        let id = element
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("element id")
+            .to_string();
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            &json!({ "text": text }),
+        );
+    }
+
     fn screenshot(&self) -> Vec<u8> {
         let encoded = self.call("GET", "/screenshot", &Value::Null);
         base64_decode(encoded.as_str().expect("base64 PNG"))
@@ -549,4 +569,88 @@ fn the_job_page_in_chromium_shows_backpressure_checkpoints_and_cancels_the_job()
             .is_some_and(|t| t.contains("task numbers -> fail -> out (1/1) on TaskManager tm-1")),
         "{history}"
     );
+}
+
+/// With tenants, the web UI asks for a token and shows the jobs of the tenant it names only.
+#[test]
+fn the_web_ui_asks_for_a_token_and_shows_that_tenants_jobs_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alice, bob) = ("alice-web-0123456789abcdef", "bob-web-0123456789abcdef");
+    let hash = weir_host::cluster::standalone::tenants::token_hash;
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        format!(
+            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\n\
+             [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\n",
+            hash(alice),
+            hash(bob)
+        ),
+    )
+    .expect("tenants");
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager]\njob-store = \"jobs\"\n\
+             tenants-file = {:?}\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = 0\n\
+             [rest]\naddress = \"127.0.0.1\"\nport = 0\n",
+            tenants.display()
+        ),
+    )
+    .expect("config");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 2, "tm-1");
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, read_passage().repeat(50)).expect("input");
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .env("WEIR_TOKEN", alice)
+        .args([
+            "run",
+            "-d",
+            "-m",
+            &rest,
+            job.to_str().unwrap(),
+            "--checkpoint-dir",
+            dir.path().join("chk").to_str().unwrap(),
+            "--checkpoint-interval",
+            "60m",
+            "--arg",
+            &format!("input={}", input.display()),
+            "--arg",
+            &format!("output={}", dir.path().join("out").display()),
+        ])
+        .output()
+        .expect("weir run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = job_id_of(&stdout);
+
+    let browser = Browser::start(&dir.path().join("chromium-profile"));
+    let jobs_shown = "const rows = document.querySelectorAll('tr[data-job-id]'); \
+                      return document.getElementById('token-form') ? 'asks' : \
+                      Array.from(rows).map(r => r.dataset.jobId).join(',');";
+    for (token, expected) in [(bob, String::new()), (alice, id.clone())] {
+        browser.open(&format!("http://{rest}/#/jobs"));
+        browser.eval("sessionStorage.clear(); location.reload(); return null;");
+        browser.wait_until(jobs_shown, |v| v == "asks");
+        browser.type_into("#token", token);
+        browser.click("#token-form button");
+        if expected.is_empty() {
+            // Bob's list is shown, and it is empty.
+            let main = browser
+                .wait_until("return document.querySelector('main').textContent;", |v| {
+                    v.as_str().is_some_and(|t| t.contains("No jobs yet"))
+                });
+            assert!(main.as_str().is_some_and(|t| !t.contains(&id)), "{main}");
+        } else {
+            let shown = browser.wait_until(jobs_shown, |v| v != "asks" && v != "");
+            assert_eq!(shown, expected.as_str());
+        }
+    }
 }
