@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -21,16 +19,20 @@ fn hash(token: &str) -> String {
     weir_host::cluster::standalone::tenants::token_hash(token)
 }
 
-fn tenants_file(path: &Path, alice_token: &str) {
+/// Alice (with quotas) may reach `alices`, Bob `bobs`; ops is the admin.
+fn tenants_file(path: &Path, alice_token: &str, alices: &Path, bobs: &Path) {
     std::fs::write(
         path,
         format!(
-            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\n[tenant.quota]\nslots = 2\n\
-             parallelism = 2\nrunning-jobs = 1\ncall-deadline = \"10s\"\n\
-             [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\n\
+            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\ndirs = [{:?}]\n\
+             [tenant.quota]\nslots = 2\nparallelism = 2\nrunning-jobs = 1\n\
+             call-deadline = \"10s\"\n\
+             [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\ndirs = [{:?}]\n\
              [[tenant]]\nname = \"ops\"\nadmin = true\ntokens = [{:?}]\n",
             hash(alice_token),
+            alices.display(),
             hash(BOB),
+            bobs.display(),
             hash(OPS)
         ),
     )
@@ -54,7 +56,7 @@ fn tenant_config(dir: &Path, tenants: &Path) -> PathBuf {
     path
 }
 
-/// `method path` with `token` (if any): status and JSON answer.
+/// `method path` with `token` (if any): status and JSON answer; a 401 says how to answer it.
 fn call_as(
     address: &str,
     token: Option<&str>,
@@ -62,23 +64,7 @@ fn call_as(
     path: &str,
     body: &str,
 ) -> (u16, Value) {
-    let mut stream = TcpStream::connect(address).expect("connect");
-    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{authorization}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status");
+    let (status, head, body) = support::call_as(address, token, method, path, body.as_bytes());
     if status == 401 {
         assert!(
             head.to_ascii_lowercase()
@@ -86,7 +72,7 @@ fn call_as(
             "{head}"
         );
     }
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
 /// `weir args...` with `WEIR_TOKEN=token`.
@@ -107,7 +93,7 @@ fn weir_as(token: &str, args: &[&str]) -> (bool, String, String) {
 fn a_tenant_sees_and_touches_only_its_own_jobs_and_stays_within_its_quota() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tenants = dir.path().join("tenants.toml");
-    tenants_file(&tenants, ALICE);
+    tenants_file(&tenants, ALICE, dir.path(), dir.path());
     let config = tenant_config(dir.path(), &tenants);
     let (_jm, rpc, rest) = jobmanager(&config);
     let _tm = taskmanager(&config, &rpc, 4, "tm-1");
@@ -272,12 +258,12 @@ fn a_tenant_sees_and_touches_only_its_own_jobs_and_stays_within_its_quota() {
 fn a_rewritten_tenants_file_rotates_a_token_without_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
     let tenants = dir.path().join("tenants.toml");
-    tenants_file(&tenants, ALICE);
+    tenants_file(&tenants, ALICE, dir.path(), dir.path());
     let config = tenant_config(dir.path(), &tenants);
     let (jm, _, rest) = jobmanager(&config);
     assert_eq!(call_as(&rest, Some(ALICE), "GET", "/jobs", "").0, 200);
     let rotated = "alice-rotated-0123456789abcdef0123456789abcdef";
-    tenants_file(&tenants, rotated);
+    tenants_file(&tenants, rotated, dir.path(), dir.path());
     assert_eq!(call_as(&rest, Some(ALICE), "GET", "/jobs", "").0, 401);
     assert_eq!(call_as(&rest, Some(rotated), "GET", "/jobs", "").0, 200);
     // A broken file keeps the tenants it had, and the JobManager says why.
@@ -285,4 +271,143 @@ fn a_rewritten_tenants_file_rotates_a_token_without_a_restart() {
     assert_eq!(call_as(&rest, Some(rotated), "GET", "/jobs", "").0, 200);
     jm.wait_for("keeping the tenants read before");
     assert!(jm.log().contains("Read the tenants file"), "{}", jm.log());
+}
+
+#[test]
+fn a_tenant_reaches_only_its_granted_directories_whatever_the_path_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (alices, bobs) = (dir.path().join("alice"), dir.path().join("bob"));
+    std::fs::create_dir_all(&alices).expect("alice's");
+    std::fs::create_dir_all(&bobs).expect("bob's");
+    let tenants = dir.path().join("tenants.toml");
+    tenants_file(&tenants, ALICE, &alices, &bobs);
+    let config = tenant_config(dir.path(), &tenants);
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 4, "tm-1");
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let text = read_passage().repeat(50);
+    for home in [&alices, &bobs] {
+        std::fs::write(home.join("input.txt"), &text).expect("input");
+    }
+    let run =
+        |token: &str, input: &Path, output: &Path, checkpoints: &Path, restore: Option<&Path>| {
+            let mut args = vec![
+                "run".to_string(),
+                "-d".into(),
+                "-m".into(),
+                rest.clone(),
+                job.to_str().unwrap().into(),
+                "-p".into(),
+                "1".into(),
+                "--checkpoint-dir".into(),
+                checkpoints.to_str().unwrap().into(),
+                "--checkpoint-interval".into(),
+                "60m".into(),
+                "--arg".into(),
+                format!("input={}", input.display()),
+                "--arg".into(),
+                format!("output={}", output.display()),
+            ];
+            if let Some(path) = restore {
+                args.push("-s".into());
+                args.push(path.to_str().unwrap().into());
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            weir_as(token, &args)
+        };
+    // Bob's job, and a savepoint of it in his directory.
+    let (ok, out, err) = run(
+        BOB,
+        &bobs.join("input.txt"),
+        &bobs.join("out"),
+        &bobs.join("chk"),
+        None,
+    );
+    assert!(ok, "{out}{err}");
+    let bobs_job = job_id_of(&out);
+    wait_for_state_as(&rest, BOB, &bobs_job, "RUNNING");
+    let (ok, out, err) = weir_as(
+        BOB,
+        &[
+            "savepoint",
+            "-m",
+            &rest,
+            &bobs_job,
+            bobs.join("sp").to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let savepoint = PathBuf::from(
+        out.lines()
+            .find_map(|l| l.strip_prefix("Savepoint completed. Path: "))
+            .expect("savepoint path"),
+    );
+    let relative = savepoint.strip_prefix(&bobs).expect("under bob's");
+
+    // Alice, by every path that leads to Bob's savepoint: absolute, `..`, a symlink.
+    std::os::unix::fs::symlink(&bobs, alices.join("link")).expect("symlink");
+    let mine = (
+        alices.join("input.txt"),
+        alices.join("out"),
+        alices.join("chk"),
+    );
+    for crafted in [
+        savepoint.clone(),
+        alices.join("..").join("bob").join(relative),
+        alices.join("link").join(relative),
+    ] {
+        let (ok, _, err) = run(ALICE, &mine.0, &mine.1, &mine.2, Some(&crafted));
+        assert!(!ok, "{}", crafted.display());
+        assert!(
+            err.contains("tenant `alice` may not reach")
+                && err.contains(
+                    "(the savepoint to start from): it is outside the directories granted to it"
+                ),
+            "{}: {err}",
+            crafted.display()
+        );
+    }
+    // Nor read Bob's input, nor write into his checkpoints.
+    let (ok, _, err) = run(ALICE, &bobs.join("input.txt"), &mine.1, &mine.2, None);
+    assert!(!ok && err.contains("(a file source)"), "{err}");
+    let (ok, _, err) = run(ALICE, &mine.0, &mine.1, &alices.join("link/chk"), None);
+    assert!(!ok && err.contains("(the checkpoint directory)"), "{err}");
+    // Within her own directory she runs, and may not put a savepoint in Bob's.
+    let (ok, out, err) = run(ALICE, &mine.0, &mine.1, &mine.2, None);
+    assert!(ok, "{out}{err}");
+    let alices_job = job_id_of(&out);
+    wait_for_state_as(&rest, ALICE, &alices_job, "RUNNING");
+    let body = format!("{{\"target-directory\": {:?}}}", alices.join("link/sp"));
+    let (status, answer) = call_as(
+        &rest,
+        Some(ALICE),
+        "POST",
+        &format!("/jobs/{alices_job}/savepoints"),
+        &body,
+    );
+    assert_eq!(status, 403, "{answer}");
+    assert!(
+        answer.to_string().contains("(the savepoint directory)"),
+        "{answer}"
+    );
+    for (token, id) in [(ALICE, &alices_job), (BOB, &bobs_job)] {
+        let (ok, out, err) = weir_as(token, &["cancel", "-m", &rest, id]);
+        assert!(ok, "{out}{err}");
+    }
+}
+
+/// Waits up to 20 s until `token`'s `GET /jobs/:id` shows `state`.
+fn wait_for_state_as(rest: &str, token: &str, id: &str, state: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let (_, job) = call_as(rest, Some(token), "GET", &format!("/jobs/{id}"), "");
+        if job["state"] == state {
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{job} never showed {state}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }

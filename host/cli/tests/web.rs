@@ -347,34 +347,29 @@ impl Browser {
         }
     }
 
-    fn click(&self, css: &str) {
+    /// The WebDriver id of the element `css` selects.
+    fn element(&self, css: &str) -> String {
         let element = self.call(
             "POST",
             "/element",
             &json!({"using": "css selector", "value": css}),
         );
-        let id = element
+        element
             .as_object()
             .and_then(|o| o.values().next())
             .and_then(Value::as_str)
             .expect("element id")
-            .to_string();
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
         self.call("POST", &format!("/element/{id}/click"), &json!({}));
     }
 
     /// Types `text` into the element `css` selects.
     fn type_into(&self, css: &str, text: &str) {
-        let element = self.call(
-            "POST",
-            "/element",
-            &json!({"using": "css selector", "value": css}),
-        );
-        let id = element
-            .as_object()
-            .and_then(|o| o.values().next())
-            .and_then(Value::as_str)
-            .expect("element id")
-            .to_string();
+        let id = self.element(css);
         self.call(
             "POST",
             &format!("/element/{id}/value"),
@@ -581,9 +576,10 @@ fn the_web_ui_asks_for_a_token_and_shows_that_tenants_jobs_only() {
     std::fs::write(
         &tenants,
         format!(
-            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\n\
+            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\ndirs = [{:?}]\n\
              [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\n",
             hash(alice),
+            dir.path().display(),
             hash(bob)
         ),
     )

@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod confine;
 mod job_store;
 pub mod jobmanager;
 mod registry;

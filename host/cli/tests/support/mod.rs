@@ -280,10 +280,26 @@ pub fn wait_for_state_within(rest: &str, id: &str, state: &str, limit: Duration)
 
 /// `method path` with `body` to the REST endpoint: status and JSON.
 pub fn call(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (status, _, body) = call_as(address, None, method, path, body);
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")),
+    )
+}
+
+/// `method path` with `body`, presenting `token` if any: status, head and body.
+pub fn call_as(
+    address: &str,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(address).expect("connect to REST");
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n{authorization}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     )
@@ -297,10 +313,7 @@ pub fn call(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value
         .nth(1)
         .and_then(|s| s.parse().ok())
         .expect("status");
-    (
-        status,
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}")),
-    )
+    (status, head.to_string(), body.to_string())
 }
 
 pub fn job_id_of(out: &str) -> String {

@@ -178,9 +178,18 @@ pub(super) fn vertex_json(plan: &JobPlan, now: &TasksNow, v: usize) -> Value {
     })
 }
 
-fn vertex_index(plan: &JobPlan, vid: &str) -> Result<usize, Answer> {
-    plan.vertex(vid)
-        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no vertex with id {vid}")))
+/// Job `id`'s insight and the index of its vertex `vid`, if `caller` may see the job.
+fn vertex_of(
+    rest: &Rest,
+    caller: &Caller,
+    id: &str,
+    vid: &str,
+) -> Result<(Arc<JobInsight>, usize), Answer> {
+    let insight = insight_of(rest, caller, id)?;
+    let v = plan_of(&insight, id)?
+        .vertex(vid)
+        .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("no vertex with id {vid}")))?;
+    Ok((insight, v))
 }
 
 /// `GET /jobs/:id/vertices/:vid`.
@@ -189,12 +198,8 @@ pub(super) async fn vertex(
     Extension(caller): Extension<Caller>,
     Path((id, vid)): Path<(String, String)>,
 ) -> Answer {
-    let insight = match insight_of(&rest, &caller, &id) {
-        Ok(i) => i,
-        Err(answer) => return answer,
-    };
-    let v = match plan_of(&insight, &id).and_then(|p| vertex_index(p, &vid)) {
-        Ok(v) => v,
+    let (insight, v) = match vertex_of(&rest, &caller, &id, &vid) {
+        Ok(found) => found,
         Err(answer) => return answer,
     };
     let now = tasks_now(&insight).await;
@@ -209,12 +214,8 @@ pub(super) async fn backpressure(
     Extension(caller): Extension<Caller>,
     Path((id, vid)): Path<(String, String)>,
 ) -> Answer {
-    let insight = match insight_of(&rest, &caller, &id) {
-        Ok(i) => i,
-        Err(answer) => return answer,
-    };
-    let v = match plan_of(&insight, &id).and_then(|p| vertex_index(p, &vid)) {
-        Ok(v) => v,
+    let (insight, v) = match vertex_of(&rest, &caller, &id, &vid) {
+        Ok(found) => found,
         Err(answer) => return answer,
     };
     let now = tasks_now(&insight).await;

@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::{Caller, Rest, TRIGGER_KEPT, Trigger};
+use crate::cluster::standalone::confine::confine;
 
 #[derive(serde::Deserialize)]
 struct SavepointRequest {
@@ -43,6 +44,13 @@ fn start_savepoint(
             StatusCode::BAD_REQUEST,
             "give the savepoint's `target-directory`".into(),
         );
+    };
+    let dir = match caller.tenant().filter(|t| !t.admin) {
+        Some(tenant) => match confine(tenant, "the savepoint directory", &dir) {
+            Ok(dir) => dir,
+            Err(e) => return error(StatusCode::FORBIDDEN, e.to_string()),
+        },
+        None => dir,
     };
     let Some(control) = rest.cluster.job_control(id) else {
         return error(

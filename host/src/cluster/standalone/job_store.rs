@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::admission::{QuotaExceeded, admit};
+use super::confine::{OutsideGranted, confine_submission};
 use super::submission::JobSubmission;
 use super::tenants::Tenant;
 use crate::cluster::{JobOptions, MiniCluster};
@@ -104,6 +105,8 @@ pub enum SubmitRefused {
     Invalid(String),
     #[error(transparent)]
     Quota(#[from] QuotaExceeded),
+    #[error(transparent)]
+    Path(#[from] OutsideGranted),
 }
 
 impl From<String> for SubmitRefused {
@@ -122,7 +125,8 @@ pub(super) fn submit(
     owner: Option<&Tenant>,
 ) -> Result<String, SubmitRefused> {
     let mut submission = JobSubmission::decode(bytes).map_err(|e| e.to_string())?;
-    if let Some(tenant) = owner {
+    if let Some(tenant) = owner.filter(|t| !t.admin) {
+        confine_submission(tenant, &mut submission)?;
         admit(tenant, &mut submission.graph, cluster)?;
     }
     let bytes = &submission.encode().map_err(|e| e.to_string())?;

@@ -36,6 +36,9 @@ pub struct Tenant {
     /// The cluster's operator: sees and acts on every job, reads metrics.
     pub admin: bool,
     pub quota: Quota,
+    /// The directories its jobs may read and write (file sources and sinks, checkpoints,
+    /// savepoints); an admin's jobs reach anywhere.
+    pub dirs: Vec<PathBuf>,
     tokens: Vec<[u8; 32]>,
 }
 
@@ -95,6 +98,8 @@ struct RawTenant {
     #[serde(default)]
     admin: bool,
     tokens: Vec<String>,
+    #[serde(default)]
+    dirs: Vec<PathBuf>,
     #[serde(default)]
     quota: RawQuota,
 }
@@ -209,10 +214,18 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
                 })
                 .transpose()?,
         };
+        if let Some(dir) = t.dirs.iter().find(|d| !d.is_absolute()) {
+            return Err(invalid(format!(
+                "tenant `{}`: granted directory `{}` is not absolute",
+                t.name,
+                dir.display()
+            )));
+        }
         tenants.push(Tenant {
             name: t.name,
             admin: t.admin,
             quota,
+            dirs: t.dirs,
             tokens,
         });
     }

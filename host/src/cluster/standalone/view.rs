@@ -79,6 +79,7 @@ impl ClusterView for StandaloneView {
             |e| match e {
                 SubmitRefused::Invalid(message) => Refusal::BadRequest(message),
                 SubmitRefused::Quota(quota) => Refusal::Forbidden(quota.to_string()),
+                SubmitRefused::Path(path) => Refusal::Forbidden(path.to_string()),
             },
         )
     }
