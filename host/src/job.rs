@@ -6,7 +6,7 @@ mod manifest;
 pub mod units;
 
 pub use graph::{
-    ChainedOperator, Edge, JobGraph, JobLimits, JobVertex, OperatorImpl, Partitioning, SinkSpec,
-    SourceSpec, VertexInput, VertexOutput,
+    ChainedOperator, Edge, Grants, JobGraph, JobLimits, JobVertex, OperatorImpl, Partitioning,
+    SinkSpec, SourceSpec, VertexInput, VertexOutput,
 };
 pub use manifest::{JobError, Manifest, load_manifest, parse_manifest};

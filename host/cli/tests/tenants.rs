@@ -411,3 +411,88 @@ fn wait_for_state_as(rest: &str, token: &str, id: &str, state: &str) {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+fn hostile_component() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    weir_guest_build::compile(&root, &[("hostile", "hostile")])
+        .expect("build the hostile guest")
+        .remove(0)
+}
+
+#[test]
+fn a_tenants_guests_get_the_capabilities_granted_to_it_and_its_failing_jobs_back_off() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        format!(
+            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\ndirs = [{:?}]\n\
+             capabilities = [\"clocks\"]\n\
+             [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\ndirs = [{:?}]\n",
+            hash(ALICE),
+            dir.path().display(),
+            hash(BOB),
+            dir.path().display()
+        ),
+    )
+    .expect("tenants");
+    let config = tenant_config(dir.path(), &tenants);
+    let (jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 2, "tm-1");
+    // A guest that sleeps a millisecond per record: it needs a clock.
+    let job = dir.path().join("sleepy.toml");
+    std::fs::write(
+        &job,
+        format!(
+            "name = \"sleepy\"\n\
+             [[source]]\nid = \"numbers\"\nkind = \"sequence\"\ncount = 5\n\
+             [[operator]]\nid = \"sleep\"\ncomponent = {:?}\ninput = \"numbers\"\n\
+             config = {{ millis = 1 }}\n\
+             [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"sleep\"\n",
+            hostile_component()
+        ),
+    )
+    .expect("manifest");
+    let submit = |token: &str, extra: &[&str]| {
+        let mut args = vec!["run", "-d", "-m", &rest, job.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = weir_as(token, &args);
+        assert!(ok, "{out}{err}");
+        job_id_of(&out)
+    };
+    let alices = submit(ALICE, &[]);
+    wait_for_state_as(&rest, ALICE, &alices, "FINISHED");
+    let bobs = submit(BOB, &[]);
+    wait_for_state_as(&rest, BOB, &bobs, "FAILED");
+    let (_, failed) = call_as(&rest, Some(BOB), "GET", &format!("/jobs/{bobs}"), "");
+    assert!(
+        failed["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("grants no clock")),
+        "{failed}"
+    );
+
+    // Bob's job failing over and over restarts after 1 s, then 2 s, whatever delay it asks for.
+    let chk = dir.path().join("chk");
+    let again = submit(
+        BOB,
+        &[
+            "--checkpoint-dir",
+            chk.to_str().unwrap(),
+            "--checkpoint-interval",
+            "100ms",
+            "--restart-attempts",
+            "2",
+            "--restart-delay",
+            "10ms",
+        ],
+    );
+    let started = std::time::Instant::now();
+    jm.wait_for("restarting in 1s");
+    jm.wait_for("restarting in 2s");
+    wait_for_state_as(&rest, BOB, &again, "FAILED");
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "it did not back off"
+    );
+}

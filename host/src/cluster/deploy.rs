@@ -220,7 +220,9 @@ pub(super) fn deploy(
                         component: components[component].clone(),
                         config: op.config.clone(),
                         limits: (*limits).clone(),
-                        capabilities: Capabilities::default(),
+                        capabilities: Capabilities {
+                            clocks: graph.grants.clocks,
+                        },
                         mode: ExecutionMode::Batched,
                     },
                     OperatorImpl::Native(name) => OperatorDescriptor::Native { name: name.clone() },

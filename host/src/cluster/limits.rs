@@ -62,6 +62,12 @@ pub fn job_limits(
     if let Some(bytes) = job.state_bytes {
         limits.max_state_bytes = within("state_limit", bytes, maximums.state_bytes)?;
     }
+    if let Some(bytes) = job.log_bytes {
+        // Only ever lowered: a tenant's quota, never more than the cluster's default.
+        limits.max_log_bytes = limits
+            .max_log_bytes
+            .min(usize::try_from(bytes).unwrap_or(usize::MAX));
+    }
     Ok(limits)
 }
 
@@ -87,11 +93,13 @@ mod tests {
             call_deadline: Some(Duration::from_secs(2)),
             memory_bytes: Some(64 << 20),
             state_bytes: None,
+            log_bytes: Some(1024),
         };
         let limits = job_limits(&Limits::default(), &LimitMaximums::default(), &job).unwrap();
         assert_eq!(limits.call_deadline, Duration::from_secs(2));
         assert_eq!(limits.max_memory_bytes, 64 << 20);
         assert_eq!(limits.max_state_bytes, Limits::default().max_state_bytes);
+        assert_eq!(limits.max_log_bytes, 1024);
         let greedy = JobLimits {
             state_bytes: Some(1 << 40),
             ..JobLimits::default()

@@ -129,8 +129,19 @@ pub struct JobGraph {
     pub checkpoints_retained: usize,
     /// Limits the job asks for its operators; unset ones take the cluster's defaults.
     pub limits: JobLimits,
+    /// Capabilities its guests get: none unless the cluster grants them (a tenant's come from
+    /// the tenants file, never from the job).
+    #[serde(default)]
+    pub grants: Grants,
     pub vertices: Vec<JobVertex>,
     pub edges: Vec<Edge>,
+}
+
+/// Capabilities granted to a job's guests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Grants {
+    /// Real clocks (without: clocks read zero, and a guest cannot wait).
+    pub clocks: bool,
 }
 
 /// Sandbox limits a job sets for each of its operator subtasks, within the cluster's maximums.
@@ -142,6 +153,9 @@ pub struct JobLimits {
     pub memory_bytes: Option<u64>,
     /// Most bytes of keyed state an operator subtask may hold.
     pub state_bytes: Option<u64>,
+    /// Most bytes of log output an operator subtask may write (a tenant's quota sets it).
+    #[serde(default)]
+    pub log_bytes: Option<u64>,
 }
 
 impl JobGraph {
@@ -498,6 +512,7 @@ impl Manifest {
             checkpoint_timeout_ms: self.checkpoint_timeout_ms.unwrap_or(60_000),
             checkpoints_retained: self.checkpoints_retained.unwrap_or(3),
             limits: self.limits()?,
+            grants: Grants::default(),
             vertices,
             edges,
         })

@@ -144,6 +144,7 @@ impl Manifest {
             call_deadline: parsed("call_deadline", &self.call_deadline, parse_duration)?,
             memory_bytes: parsed("memory_limit", &self.memory_limit, parse_bytes)?,
             state_bytes: parsed("state_limit", &self.state_limit, parse_bytes)?,
+            log_bytes: None,
         })
     }
 }

@@ -88,7 +88,12 @@ pub fn admit(
             return Err(held("slots", widest.into(), in_use, limit.into()));
         }
     }
+    // Capabilities are the tenant's to have, never the job's to ask for.
+    graph.grants = tenant.grants;
     let limits = &mut graph.limits;
+    if let Some(limit) = quota.log_per_operator {
+        limits.log_bytes = Some(limits.log_bytes.map_or(limit, |asked| asked.min(limit)));
+    }
     if let Some(limit) = quota.call_deadline {
         match limits.call_deadline {
             Some(asked) if asked > limit => {

@@ -5,12 +5,13 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::admission::{QuotaExceeded, admit};
 use super::confine::{OutsideGranted, confine_submission};
 use super::submission::JobSubmission;
 use super::tenants::Tenant;
-use crate::cluster::{JobOptions, MiniCluster};
+use crate::cluster::{JobOptions, MiniCluster, RestartStrategy};
 use crate::job::JobGraph;
 
 const SUBMISSION: &str = "submission.bin";
@@ -160,6 +161,10 @@ fn start(
     tenant: Option<&str>,
     cluster: &Arc<MiniCluster>,
 ) -> Result<String, String> {
+    let mut options = options;
+    if tenant.is_some() {
+        options.restart = backing_off(options.restart);
+    }
     let owner = cluster.clone();
     cluster
         .start_job_as(
@@ -173,6 +178,25 @@ fn start(
             }),
         )
         .map_err(|e| format!("cannot start the job: {e}"))
+}
+
+/// A tenant's job restarts with exponential backoff (from at least a second, doubling up to a
+/// minute), so a job that fails at once, over and over, cannot keep the cluster's CPUs busy
+/// restarting it.
+fn backing_off(strategy: RestartStrategy) -> RestartStrategy {
+    match strategy {
+        RestartStrategy::None => RestartStrategy::None,
+        RestartStrategy::FixedDelay { attempts, delay }
+        | RestartStrategy::ExponentialDelay {
+            attempts,
+            initial: delay,
+            ..
+        } => RestartStrategy::ExponentialDelay {
+            attempts,
+            initial: delay.max(Duration::from_secs(1)),
+            max: Duration::from_secs(60),
+        },
+    }
 }
 
 /// Runs again every job the store holds (a previous JobManager's, which never ended): from its

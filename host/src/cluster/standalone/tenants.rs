@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::job::Grants;
 use crate::job::units::{parse_bytes, parse_duration};
 
 /// What a tenant may use. Unset: no limit beyond the cluster's.
@@ -27,6 +28,8 @@ pub struct Quota {
     pub call_deadline: Option<Duration>,
     /// Keyed state bytes of one operator subtask.
     pub state_per_subtask: Option<u64>,
+    /// Log output of one operator subtask.
+    pub log_per_operator: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,6 +42,8 @@ pub struct Tenant {
     /// The directories its jobs may read and write (file sources and sinks, checkpoints,
     /// savepoints); an admin's jobs reach anywhere.
     pub dirs: Vec<PathBuf>,
+    /// What its jobs' guests may use (none unless granted here).
+    pub grants: Grants,
     tokens: Vec<[u8; 32]>,
 }
 
@@ -101,6 +106,8 @@ struct RawTenant {
     #[serde(default)]
     dirs: Vec<PathBuf>,
     #[serde(default)]
+    capabilities: Vec<String>,
+    #[serde(default)]
     quota: RawQuota,
 }
 
@@ -113,6 +120,7 @@ struct RawQuota {
     memory_per_operator: Option<String>,
     call_deadline: Option<String>,
     state_per_subtask: Option<String>,
+    log_per_operator: Option<String>,
 }
 
 /// The SHA-256 of a token, as the tenants file holds it: `sha256:<64 hex digits>`.
@@ -213,7 +221,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
                         .map_err(|e| invalid(format!("{}: {e}", key("state-per-subtask"))))
                 })
                 .transpose()?,
+            log_per_operator: q
+                .log_per_operator
+                .as_deref()
+                .map(|b| {
+                    parse_bytes(b).map_err(|e| invalid(format!("{}: {e}", key("log-per-operator"))))
+                })
+                .transpose()?,
         };
+        let mut grants = Grants::default();
+        for capability in &t.capabilities {
+            match capability.as_str() {
+                "clocks" => grants.clocks = true,
+                other => {
+                    return Err(invalid(format!(
+                        "tenant `{}`: unknown capability `{other}` (there is `clocks`)",
+                        t.name
+                    )));
+                }
+            }
+        }
         if let Some(dir) = t.dirs.iter().find(|d| !d.is_absolute()) {
             return Err(invalid(format!(
                 "tenant `{}`: granted directory `{}` is not absolute",
@@ -226,6 +253,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
             admin: t.admin,
             quota,
             dirs: t.dirs,
+            grants,
             tokens,
         });
     }
