@@ -38,6 +38,12 @@ pub struct TaskManagerArgs {
     /// Where compiled components are cached (default: the user's cache directory).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Reserve this TaskManager for one tenant (default: `taskmanager.tenant`).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Run on these CPUs, e.g. `0-1,3` (default: `taskmanager.cpus`).
+    #[arg(long, value_name = "LIST")]
+    cpus: Option<String>,
 }
 
 fn config(explicit: Option<&std::path::Path>) -> Result<ClusterConfig> {
@@ -65,6 +71,13 @@ pub fn taskmanager(args: TaskManagerArgs, cache_dir: Option<PathBuf>) -> Result<
         slots: args.slots,
         resource_id: args.resource_id,
         cache_dir: args.cache_dir.or(cache_dir),
+        tenant: args.tenant,
+        cpus: args
+            .cpus
+            .as_deref()
+            .map(weir_host::cluster::standalone::config::parse_cpu_list)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--cpus: {e}"))?,
     })
     .context("starting the TaskManager")?;
     eprintln!("TaskManager `{}` started", tm.resource_id());

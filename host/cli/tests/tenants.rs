@@ -496,3 +496,178 @@ fn a_tenants_guests_get_the_capabilities_granted_to_it_and_its_failing_jobs_back
         "it did not back off"
     );
 }
+
+/// The CPUs each thread of process `pid` may run on, from `/proc`.
+fn cpus_of_threads(pid: u32) -> Vec<String> {
+    let mut lists = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("threads") {
+        let status = std::fs::read_to_string(task.expect("thread").path().join("status"))
+            .unwrap_or_default();
+        if let Some(list) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            lists.push(list.trim().to_string());
+        }
+    }
+    lists
+}
+
+#[test]
+fn a_taskmanager_reserved_for_a_tenant_runs_its_jobs_only_on_its_own_cpus() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants.toml");
+    tenants_file(&tenants, ALICE, dir.path(), dir.path());
+    let config = tenant_config(dir.path(), &tenants);
+    // A short slot request timeout, for the job that never fits.
+    let text = std::fs::read_to_string(&config).expect("config");
+    std::fs::write(
+        &config,
+        text.replace(
+            "[jobmanager]\n",
+            "[jobmanager]\nslot-request-timeout = \"2s\"\n",
+        ),
+    )
+    .expect("config");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let config_arg = config.to_str().unwrap();
+    let reserved = Process::start(&[
+        "taskmanager",
+        "--config",
+        config_arg,
+        "--jobmanager",
+        &rpc,
+        "--slots",
+        "2",
+        "--resource-id",
+        "tm-alice",
+        "--tenant",
+        "alice",
+        "--cpus",
+        "0",
+    ]);
+    let shared = taskmanager(&config, &rpc, 2, "tm-shared");
+    let started = std::time::Instant::now();
+    while call_as(&rest, Some(OPS), "GET", "/overview", "").1["taskmanagers"] != 2 {
+        assert!(started.elapsed() < std::time::Duration::from_secs(20));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let (_, tms) = call_as(&rest, Some(OPS), "GET", "/taskmanagers", "");
+    let reserved_for: Vec<(String, Value)> = tms["taskmanagers"]
+        .as_array()
+        .expect("taskmanagers")
+        .iter()
+        .map(|t| {
+            (
+                t["id"].as_str().unwrap_or_default().to_string(),
+                t["tenant"].clone(),
+            )
+        })
+        .collect();
+    assert!(
+        reserved_for.contains(&("tm-alice".into(), Value::from("alice"))),
+        "{tms}"
+    );
+    assert!(
+        reserved_for.contains(&("tm-shared".into(), Value::Null)),
+        "{tms}"
+    );
+    // Every thread of the reserved TaskManager, those its tasks run on included, is on CPU 0.
+    assert!(cpus_of_threads(reserved.pid()).iter().all(|c| c == "0"));
+
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, read_passage().repeat(50)).expect("input");
+    let run = |token: &str, parallelism: &str, out: &str| {
+        let (ok, stdout, err) = weir_as(
+            token,
+            &[
+                "run",
+                "-d",
+                "-m",
+                &rest,
+                job.to_str().unwrap(),
+                "-p",
+                parallelism,
+                "--checkpoint-dir",
+                dir.path().join("chk").to_str().unwrap(),
+                "--checkpoint-interval",
+                "60m",
+                "--restart-attempts",
+                "0",
+                "--arg",
+                &format!("input={}", input.display()),
+                "--arg",
+                &format!("output={}", dir.path().join(out).display()),
+            ],
+        );
+        (ok, stdout, err)
+    };
+    // Where the job's subtasks run, once they are deployed.
+    let where_ran = |token: &str, id: &str| -> Vec<String> {
+        let started = std::time::Instant::now();
+        loop {
+            let (_, job) = call_as(&rest, Some(token), "GET", &format!("/jobs/{id}"), "");
+            let on: Vec<String> = job["vertices"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .flat_map(|v| v["subtasks"].as_array().cloned().unwrap_or_default())
+                .map(|s| s["taskmanager-id"].as_str().unwrap_or_default().to_string())
+                .collect();
+            if !on.is_empty() {
+                return on;
+            }
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(20),
+                "{job}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    };
+    let (ok, out, err) = run(ALICE, "2", "alice-out");
+    assert!(ok, "{out}{err}");
+    let alices = job_id_of(&out);
+    wait_for_state_as(&rest, ALICE, &alices, "RUNNING");
+    let ran = where_ran(ALICE, &alices);
+    assert!(ran.iter().all(|tm| tm == "tm-alice"), "{ran:?}");
+    let (ok, out, err) = run(BOB, "2", "bob-out");
+    assert!(ok, "{out}{err}");
+    let bobs = job_id_of(&out);
+    wait_for_state_as(&rest, BOB, &bobs, "RUNNING");
+    let ran = where_ran(BOB, &bobs);
+    assert!(
+        !ran.is_empty() && ran.iter().all(|tm| tm == "tm-shared"),
+        "{ran:?}"
+    );
+    // Bob never gets the reserved slots: a job wider than the shared ones never runs.
+    let (ok, out, err) = run(BOB, "3", "bob-wide");
+    assert!(ok, "{out}{err}");
+    let wide = job_id_of(&out);
+    wait_for_state_as(&rest, BOB, &wide, "FAILED");
+    let (_, failed) = call_as(&rest, Some(BOB), "GET", &format!("/jobs/{wide}"), "");
+    assert!(
+        failed["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("the job needs 3 task slots")),
+        "{failed}"
+    );
+    for (token, id) in [(ALICE, &alices), (BOB, &bobs)] {
+        let (ok, out, err) = weir_as(token, &["cancel", "-m", &rest, id]);
+        assert!(ok, "{out}{err}");
+    }
+    drop(shared);
+    // A CPU list that runs backwards is refused at start, naming the flag.
+    let mut bad = Process::start(&[
+        "taskmanager",
+        "--config",
+        config_arg,
+        "--jobmanager",
+        &rpc,
+        "--cpus",
+        "3-1",
+    ]);
+    let (status, log) = bad.wait_exit();
+    assert!(!status.success());
+    assert!(log.contains("--cpus: `3-1` runs backwards"), "{log}");
+}

@@ -43,9 +43,11 @@ pub(super) fn deploy(
     )?);
     let rm: &dyn ResourceManagerGateway = cluster.resource_manager.as_ref();
     let reserve = rm.channel_buffers();
-    let offers = rm.request_slots(graph.slots_needed(), &|slots| {
-        buffers_needed(graph, reserve, &slots)
-    })?;
+    let offers = rm.request_slots(
+        graph.slots_needed(),
+        &|slots| buffers_needed(graph, reserve, &slots),
+        setup.tenant,
+    )?;
     let placement = Placement::new(&offers)?;
     let tes: Vec<&Arc<dyn TaskExecutorGateway>> = offers.iter().map(|o| &o.task_executor).collect();
     let mut components: HashMap<PathBuf, BlobKey> = HashMap::new();

@@ -76,11 +76,13 @@ pub trait ResourceManagerGateway: Send + Sync {
     /// `slots` slots for a job: on one TaskExecutor when one has room for all (no edge then
     /// crosses the network), else over several, each filled before the next (Flink's default
     /// placement). `buffers(slots)` is the network buffers the job needs on a TaskExecutor
-    /// that holds just `slots` of them.
+    /// that holds just `slots` of them. `tenant`: whose job it is (a TaskManager reserved for
+    /// a tenant serves no other's).
     fn request_slots(
         &self,
         slots: u32,
         buffers: &dyn Fn(Range<u32>) -> usize,
+        tenant: Option<&str>,
     ) -> Result<Vec<SlotOffer>, SlotError>;
 }
 

@@ -70,6 +70,9 @@ pub struct JobOptions {
     pub restore: Option<PathBuf>,
     /// Start even if the savepoint holds state of operators the job no longer has.
     pub allow_non_restored_state: bool,
+    /// The tenant whose job it is: its slots come from TaskManagers reserved for it, or
+    /// shared ones.
+    pub tenant: Option<String>,
 }
 
 impl Default for JobOptions {
@@ -79,6 +82,7 @@ impl Default for JobOptions {
             restart: RestartStrategy::None,
             restore: None,
             allow_non_restored_state: false,
+            tenant: None,
         }
     }
 }
@@ -107,6 +111,8 @@ pub(crate) struct AttemptSetup<'a> {
     pub protected: Vec<PathBuf>,
     /// The job's checkpoint statistics, which the attempt's coordinator adds to.
     pub stats: Arc<CheckpointStats>,
+    /// The tenant whose slots the attempt takes.
+    pub tenant: Option<&'a str>,
 }
 
 /// A read-only view of a running job's metrics, for a progress display on another thread.

@@ -140,6 +140,7 @@ impl MiniCluster {
                 attempt: 0,
                 protected: Vec::new(),
                 stats: Default::default(),
+                tenant: None,
             },
         )
     }
@@ -192,6 +193,7 @@ impl MiniCluster {
                     .chain(original.map(Path::to_path_buf))
                     .collect(),
                 stats: stats.clone(),
+                tenant: options.tenant.as_deref(),
             },
         )
     }

@@ -134,10 +134,12 @@ impl ResourceManagerGateway for ResourceManager {
         self.channel_buffers
     }
 
+    /// In one process there are no tenants to keep apart.
     fn request_slots(
         &self,
         slots: u32,
         buffers: &dyn Fn(Range<u32>) -> usize,
+        _tenant: Option<&str>,
     ) -> Result<Vec<SlotOffer>, SlotError> {
         let providers: Vec<&dyn SlotProvider> = self
             .task_executors

@@ -35,6 +35,8 @@ pub struct TaskManagerView {
     pub data_address: String,
     /// Where its Prometheus metrics are scraped, if it serves them.
     pub metrics_address: Option<String>,
+    /// The tenant it is reserved for; `None`: shared.
+    pub tenant: Option<String>,
     pub time_since_last_heartbeat_ms: u64,
     pub slots_total: u32,
     pub slots_free: u32,
@@ -267,6 +269,7 @@ fn task_manager_json(t: &TaskManagerView) -> Value {
         "id": t.id,
         "dataPort": t.data_address,
         "metricsAddress": t.metrics_address,
+        "tenant": t.tenant,
         "timeSinceLastHeartbeat": t.time_since_last_heartbeat_ms,
         "slotsNumber": t.slots_total,
         "freeSlots": t.slots_free,

@@ -23,6 +23,7 @@ impl ClusterView for EmbeddedView {
                     id: config.resource_id.clone(),
                     data_address: "(in process)".into(),
                     metrics_address: None,
+                    tenant: None,
                     time_since_last_heartbeat_ms: 0,
                     slots_total: config.slots,
                     slots_free: te.free_slots(),

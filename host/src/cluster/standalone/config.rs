@@ -101,6 +101,8 @@ impl Endpoint {
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 struct RawTaskManager {
     slots: u32,
+    tenant: Option<String>,
+    cpus: Option<String>,
     host: Option<String>,
     bind_address: String,
     data_port: u16,
@@ -113,6 +115,8 @@ impl Default for RawTaskManager {
     fn default() -> Self {
         RawTaskManager {
             slots: 1,
+            tenant: None,
+            cpus: None,
             host: None,
             bind_address: "127.0.0.1".into(),
             data_port: 0,
@@ -167,6 +171,10 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone)]
 pub struct TaskManagerConfig {
     pub slots: u32,
+    /// The tenant it is reserved for: only that tenant's jobs get its slots.
+    pub tenant: Option<String>,
+    /// The CPUs its threads run on (e.g. `0-1,3`); unset: any.
+    pub cpus: Option<Vec<usize>>,
     /// The address other processes reach the TaskManager under (Flink's `taskmanager.host`);
     /// unset, the bind address, or for a wildcard bind the local address that reaches the
     /// JobManager.
@@ -187,6 +195,34 @@ pub struct TaskManagerConfig {
 pub struct HeartbeatConfig {
     pub interval: Duration,
     pub timeout: Duration,
+}
+
+/// A CPU list as Linux writes them: `0`, `0-3`, `0,2-3`.
+pub fn parse_cpu_list(list: &str) -> Result<Vec<usize>, String> {
+    let mut cpus = Vec::new();
+    for part in list.split(',').map(str::trim) {
+        let number = |n: &str| {
+            n.trim()
+                .parse::<usize>()
+                .map_err(|_| format!("`{list}` is not a CPU list like `0-1,3`"))
+        };
+        match part.split_once('-') {
+            Some((from, to)) => {
+                let (from, to) = (number(from)?, number(to)?);
+                if from > to {
+                    return Err(format!("`{part}` runs backwards"));
+                }
+                cpus.extend(from..=to);
+            }
+            None => cpus.push(number(part)?),
+        }
+    }
+    if cpus.iter().any(|&c| c >= 1024) {
+        return Err(format!("`{list}` names a CPU past 1023"));
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
 }
 
 /// `file` as named in the configuration at `config`: a relative path is the configuration's.
@@ -304,6 +340,16 @@ impl ClusterConfig {
             rest: raw.rest,
             taskmanager: TaskManagerConfig {
                 slots: raw.taskmanager.slots,
+                tenant: raw.taskmanager.tenant,
+                cpus: raw
+                    .taskmanager
+                    .cpus
+                    .as_deref()
+                    .map(|list| {
+                        parse_cpu_list(list)
+                            .map_err(|e| invalid(format!("`taskmanager.cpus`: {e}")))
+                    })
+                    .transpose()?,
                 host: raw.taskmanager.host,
                 bind_address: raw.taskmanager.bind_address,
                 data_port: raw.taskmanager.data_port,

@@ -165,6 +165,7 @@ fn start(
     if tenant.is_some() {
         options.restart = backing_off(options.restart);
     }
+    options.tenant = tenant.map(str::to_string);
     let owner = cluster.clone();
     cluster
         .start_job_as(

@@ -74,21 +74,31 @@ impl ResourceManagerGateway for StandaloneResourceManager {
         &self,
         slots: u32,
         buffers: &dyn Fn(Range<u32>) -> usize,
+        tenant: Option<&str>,
     ) -> Result<Vec<SlotOffer>, SlotError> {
-        self.request_slots_waiting(slots, buffers)
+        self.request_slots_waiting(slots, buffers, tenant)
     }
 }
 
 impl StandaloneResourceManager {
+    /// The TaskManagers reserved for `tenant` first, then the shared ones; one reserved for
+    /// another tenant never (so a tenant's tasks get its TaskManagers' CPUs to themselves).
     fn request_slots_now(
         &self,
         slots: u32,
         buffers: &dyn Fn(Range<u32>) -> usize,
+        tenant: Option<&str>,
     ) -> Result<Vec<SlotOffer>, SlotError> {
-        let providers: Vec<RemoteSlots> = self
+        let mut usable: Vec<_> = self
             .state
             .registry
             .task_managers()
+            .into_iter()
+            .filter(|tm| tm.tenant.is_none() || tm.tenant.as_deref() == tenant)
+            .collect();
+        // Stable: reserved ones first, each group in the registry's order.
+        usable.sort_by_key(|tm| tm.tenant.is_none());
+        let providers: Vec<RemoteSlots> = usable
             .into_iter()
             .map(|tm| RemoteSlots {
                 te: tm.gateway,
@@ -108,12 +118,13 @@ impl StandaloneResourceManager {
         &self,
         slots: u32,
         buffers: &dyn Fn(Range<u32>) -> usize,
+        tenant: Option<&str>,
     ) -> Result<Vec<SlotOffer>, SlotError> {
         let asked = std::time::Instant::now();
         let timeout = self.state.config.slot_request_timeout;
         let mut told = false;
         loop {
-            match self.request_slots_now(slots, buffers) {
+            match self.request_slots_now(slots, buffers, tenant) {
                 Ok(offers) => return Ok(offers),
                 Err(e) if asked.elapsed() >= timeout => return Err(e),
                 Err(e) => {

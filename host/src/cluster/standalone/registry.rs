@@ -22,6 +22,8 @@ pub struct RegisteredTaskManager {
     pub registration: u64,
     pub data_address: String,
     pub metrics_address: Option<String>,
+    /// The tenant it is reserved for; `None`: shared by every tenant.
+    pub tenant: Option<String>,
     pub slots: SlotReport,
     pub hardware: Hardware,
     pub last_heartbeat: Instant,
@@ -92,6 +94,7 @@ impl TaskManagerRegistry {
                 registration: id,
                 data_address: registration.data_address,
                 metrics_address: registration.metrics_address,
+                tenant: registration.tenant,
                 hardware: registration.hardware,
                 last_heartbeat: Instant::now(),
                 connection,
@@ -222,6 +225,7 @@ mod tests {
             },
             rpc_address: format!("{id}:2"),
             metrics_address: None,
+            tenant: None,
             instance: 7,
         }
     }

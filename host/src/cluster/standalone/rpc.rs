@@ -39,6 +39,8 @@ pub struct TaskManagerRegistration {
     pub rpc_address: String,
     /// Where its Prometheus metrics are scraped, if it serves them.
     pub metrics_address: Option<String>,
+    /// The tenant it is reserved for (`taskmanager.tenant`); `None`: shared.
+    pub tenant: Option<String>,
     /// Random per TaskManager process: the same process registering again (after a broken
     /// connection) replaces its registration; another process under the same id is refused.
     pub instance: u64,

@@ -131,6 +131,7 @@ impl JobSubmission {
             },
             restore: self.restore.clone(),
             allow_non_restored_state: self.allow_non_restored_state,
+            tenant: None,
         };
         Ok((self.graph, options))
     }

@@ -37,6 +37,7 @@ impl ClusterView for StandaloneView {
                 id: t.resource_id,
                 data_address: t.data_address,
                 metrics_address: t.metrics_address,
+                tenant: t.tenant,
                 time_since_last_heartbeat_ms: t.last_heartbeat.elapsed().as_millis() as u64,
                 slots_total: t.slots.total,
                 slots_free: t.slots.free,
