@@ -1,4 +1,5 @@
-//! Builds the operators of `weir-bench` (the bench-ops guest).
+//! Builds the operators of `weir-bench` (the bench-ops guest, and the hostile one the
+//! noisy-neighbour benchmark runs).
 
 use std::path::PathBuf;
 
@@ -12,10 +13,18 @@ fn main() {
         .expect("host/bench/ lives two levels below the workspace root");
     weir_guest_build::build(
         root,
-        &[Guest {
-            package: "bench-ops",
-            stem: "bench_ops",
-            constant: "BENCH_OPS",
-        }],
+        &[
+            Guest {
+                package: "bench-ops",
+                stem: "bench_ops",
+                constant: "BENCH_OPS",
+            },
+            // The noisy neighbour's hostile jobs.
+            Guest {
+                package: "hostile",
+                stem: "hostile",
+                constant: "HOSTILE",
+            },
+        ],
     );
 }

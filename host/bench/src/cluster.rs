@@ -28,13 +28,13 @@ pub struct ClusterArgs {
 }
 
 /// A process of the cluster, its stderr collected; killed when dropped.
-struct Process {
+pub(crate) struct Process {
     child: Child,
     log: Arc<Mutex<String>>,
 }
 
 impl Process {
-    fn start(weir: &Path, args: &[&str]) -> Result<Process> {
+    pub(crate) fn start(weir: &Path, args: &[&str]) -> Result<Process> {
         let mut child = Command::new(weir)
             .args(args)
             .stdout(Stdio::null())
@@ -54,12 +54,16 @@ impl Process {
         Ok(Process { child, log })
     }
 
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Waits up to 30 s for `count` log lines containing `text`; the last.
-    fn wait_for(&self, text: &str, count: usize) -> Result<String> {
+    pub(crate) fn wait_for(&self, text: &str, count: usize) -> Result<String> {
         let started = Instant::now();
         loop {
             let log = self.log();
@@ -83,10 +87,16 @@ impl Drop for Process {
 }
 
 fn get(address: &str, path: &str) -> Result<serde_json::Value> {
+    get_as(address, None, path)
+}
+
+/// `GET path`, presenting `token` if any.
+pub(crate) fn get_as(address: &str, token: Option<&str>, path: &str) -> Result<serde_json::Value> {
     let mut stream = TcpStream::connect(address)?;
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{authorization}\r\n"
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
@@ -95,7 +105,16 @@ fn get(address: &str, path: &str) -> Result<serde_json::Value> {
 }
 
 fn run(weir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new(weir).args(args).output()?;
+    run_as(weir, None, args)
+}
+
+/// `weir args...` with `WEIR_TOKEN=token` if any; its standard output.
+pub(crate) fn run_as(weir: &Path, token: Option<&str>, args: &[&str]) -> Result<String> {
+    let mut command = Command::new(weir);
+    if let Some(token) = token {
+        command.env("WEIR_TOKEN", token);
+    }
+    let out = command.args(args).output()?;
     ensure!(
         out.status.success(),
         "weir {}: {}{}",
@@ -106,7 +125,7 @@ fn run(weir: &Path, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn job_id(out: &str) -> Result<String> {
+pub(crate) fn job_id(out: &str) -> Result<String> {
     out.lines()
         .find_map(|l| l.strip_prefix("Job has been submitted with JobID "))
         .map(str::to_string)
@@ -118,7 +137,7 @@ fn line(metric: &str, value: f64, unit: &str) {
 }
 
 /// The `weir` program beside this one.
-fn weir_program() -> Result<PathBuf> {
+pub(crate) fn weir_program() -> Result<PathBuf> {
     let here = std::env::current_exe()?;
     let weir = here.with_file_name("weir");
     ensure!(

@@ -5,6 +5,7 @@
 mod chain;
 mod cluster;
 mod native;
+mod noisy;
 mod pipelines;
 
 /// The benchmark's guest, built by `build.rs`.
@@ -33,6 +34,8 @@ enum Bench {
     Pipelines(pipelines::PipelinesArgs),
     /// A standalone cluster of processes: submit to running, a trivial job, failover, P2.
     Cluster(cluster::ClusterArgs),
+    /// Tenant B's P2 alone and next to tenant A's hostile and heavy jobs.
+    NoisyNeighbour(noisy::NoisyArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -40,6 +43,7 @@ fn main() -> std::process::ExitCode {
         Bench::Chain(args) => chain::run(&args),
         Bench::Pipelines(args) => pipelines::run(&args),
         Bench::Cluster(args) => cluster::run_bench(&args),
+        Bench::NoisyNeighbour(args) => noisy::run_bench(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
