@@ -97,6 +97,7 @@ pub(crate) fn options(dir: &Path, interval_ms: u64) -> JobOptions {
         restore: None,
         allow_non_restored_state: false,
         tenant: None,
+        checkpoint_storage: None,
     }
 }
 

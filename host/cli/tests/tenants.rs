@@ -671,3 +671,53 @@ fn a_taskmanager_reserved_for_a_tenant_runs_its_jobs_only_on_its_own_cpus() {
     assert!(!status.success());
     assert!(log.contains("--cpus: `3-1` runs backwards"), "{log}");
 }
+
+#[test]
+fn checkpoints_over_the_tenants_storage_quota_fail_its_job_without_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants.toml");
+    std::fs::write(
+        &tenants,
+        format!(
+            "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\ndirs = [{:?}]\n\
+             [tenant.quota]\ncheckpoint-storage = \"1KiB\"\n",
+            hash(ALICE),
+            dir.path().display()
+        ),
+    )
+    .expect("tenants");
+    let config = tenant_config(dir.path(), &tenants);
+    let (jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 2, "tm-1");
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, read_passage().repeat(50)).expect("input");
+    let (ok, out, err) = weir_as(
+        ALICE,
+        &[
+            "run",
+            "-d",
+            "-m",
+            &rest,
+            job.to_str().unwrap(),
+            "--checkpoint-dir",
+            dir.path().join("chk").to_str().unwrap(),
+            "--checkpoint-interval",
+            "100ms",
+            "--arg",
+            &format!("input={}", input.display()),
+            "--arg",
+            &format!("output={}", dir.path().join("out").display()),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let id = job_id_of(&out);
+    wait_for_state_as(&rest, ALICE, &id, "FAILED");
+    let (_, failed) = call_as(&rest, Some(ALICE), "GET", &format!("/jobs/{id}"), "");
+    let reason = failed["failure"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("over its checkpoint storage quota of 1024 bytes"),
+        "{failed}"
+    );
+    assert!(!jm.log().contains("restarting in"), "{}", jm.log());
+}

@@ -182,6 +182,31 @@ pub struct Coordinator {
     pub completed: Arc<Mutex<Vec<CompletedCheckpoint>>>,
     /// The job's checkpoint statistics, across its attempts.
     pub stats: Arc<super::CheckpointStats>,
+    /// Most bytes the job's retained checkpoints may take (a tenant's quota).
+    pub storage_quota: Option<u64>,
+}
+
+/// Why the coordinator fails its job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckpointFailure {
+    /// The final checkpoint failed again and again.
+    FinalCheckpoint(String),
+    /// The retained checkpoints take more than the storage quota (restarting cannot help).
+    StorageQuota(String),
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn bytes_under(dir: &Path) -> u64 {
+    std::fs::read_dir(dir).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => bytes_under(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
 }
 
 impl Coordinator {
@@ -197,7 +222,7 @@ impl Coordinator {
         events: Receiver<CoordinatorEvent>,
         trigger: impl Fn(u64, &Path),
         complete: impl Fn(u64, bool),
-        fail: impl Fn(String),
+        fail: impl Fn(CheckpointFailure),
     ) {
         let mut pending: Option<Pending> = None;
         let mut finished = 0usize;
@@ -221,11 +246,11 @@ impl Coordinator {
             }
             let ending = ended_sources.len() >= self.sources;
             if ending && final_failures >= FINAL_CHECKPOINT_ATTEMPTS {
-                fail(format!(
+                fail(CheckpointFailure::FinalCheckpoint(format!(
                     "the final checkpoint of job `{}` failed {final_failures} times in a row; \
                      see the warnings above",
                     self.job
-                ));
+                )));
                 final_failures = 0;
                 final_done = true;
             }
@@ -268,6 +293,9 @@ impl Coordinator {
                             let completed = self.finish(p, &complete);
                             final_done |= last && completed;
                             final_failures += u32::from(last && !completed);
+                            if let Some(reason) = self.over_storage_quota() {
+                                fail(CheckpointFailure::StorageQuota(reason));
+                            }
                         }
                     }
                 }
@@ -367,6 +395,19 @@ impl Coordinator {
         if let Some(reply) = p.savepoint {
             let _ = reply.send(Err(format!("savepoint abandoned: {reason}")));
         }
+    }
+
+    /// Why the retained checkpoints are over the storage quota, if they are.
+    fn over_storage_quota(&self) -> Option<String> {
+        let quota = self.storage_quota?;
+        let held = bytes_under(&self.job_dir());
+        (held > quota).then(|| {
+            format!(
+                "the checkpoints of job `{}` take {held} bytes, over its checkpoint storage \
+                 quota of {quota} bytes",
+                self.job
+            )
+        })
     }
 
     /// Completes `p`; whether it could.

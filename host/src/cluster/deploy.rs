@@ -18,7 +18,7 @@ use super::job_master::{
 use super::mini_cluster::MiniCluster;
 use super::placement::{Placement, buffers_needed};
 use super::restore::RestorePlan;
-use crate::checkpoint::Coordinator;
+use crate::checkpoint::{CheckpointFailure, Coordinator};
 use crate::job::{JobGraph, OperatorImpl, Partitioning, VertexInput, VertexOutput};
 use crate::network::PartitionId;
 use crate::runtime::deployment::{
@@ -278,6 +278,7 @@ pub(super) fn deploy(
             next_id: first_checkpoint.unwrap_or(1),
             completed: Arc::new(Mutex::new(Vec::new())),
             stats: setup.stats.clone(),
+            storage_quota: setup.checkpoint_storage,
         };
         let completed = coordinator.completed.clone();
         // Per TaskExecutor, its source tasks: where barriers start.
@@ -311,7 +312,11 @@ pub(super) fn deploy(
                         }
                     },
                     |reason| {
-                        let _ = done.send((usize::MAX, Err(TaskFailure::Checkpoint(reason))));
+                        let failure = match reason {
+                            CheckpointFailure::FinalCheckpoint(r) => TaskFailure::Checkpoint(r),
+                            CheckpointFailure::StorageQuota(r) => TaskFailure::Quota(r),
+                        };
+                        let _ = done.send((usize::MAX, Err(failure)));
                     },
                 )
             });

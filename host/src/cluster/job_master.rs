@@ -73,6 +73,8 @@ pub struct JobOptions {
     /// The tenant whose job it is: its slots come from TaskManagers reserved for it, or
     /// shared ones.
     pub tenant: Option<String>,
+    /// Most bytes the job's retained checkpoints may take (the tenant's quota).
+    pub checkpoint_storage: Option<u64>,
 }
 
 impl Default for JobOptions {
@@ -83,6 +85,7 @@ impl Default for JobOptions {
             restore: None,
             allow_non_restored_state: false,
             tenant: None,
+            checkpoint_storage: None,
         }
     }
 }
@@ -113,6 +116,8 @@ pub(crate) struct AttemptSetup<'a> {
     pub stats: Arc<CheckpointStats>,
     /// The tenant whose slots the attempt takes.
     pub tenant: Option<&'a str>,
+    /// Most bytes the job's retained checkpoints may take.
+    pub checkpoint_storage: Option<u64>,
 }
 
 /// A read-only view of a running job's metrics, for a progress display on another thread.
@@ -794,7 +799,7 @@ pub(super) fn run_job_with(
 /// cannot be read now would not be readable after a restart from the same checkpoint, and the
 /// strategy counts its attempts.
 fn restart_delay(failure: &TaskFailure, options: &JobOptions, attempt: u32) -> Option<Duration> {
-    if matches!(failure, TaskFailure::Restore { .. }) {
+    if matches!(failure, TaskFailure::Restore { .. } | TaskFailure::Quota(_)) {
         return None;
     }
     options.checkpoints.as_ref()?;

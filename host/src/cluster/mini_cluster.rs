@@ -141,6 +141,7 @@ impl MiniCluster {
                 protected: Vec::new(),
                 stats: Default::default(),
                 tenant: None,
+                checkpoint_storage: None,
             },
         )
     }
@@ -194,6 +195,7 @@ impl MiniCluster {
                     .collect(),
                 stats: stats.clone(),
                 tenant: options.tenant.as_deref(),
+                checkpoint_storage: options.checkpoint_storage,
             },
         )
     }

@@ -137,6 +137,9 @@ pub enum TaskFailure {
     /// The job could not take a checkpoint it needs (its final one).
     #[error("{0}")]
     Checkpoint(String),
+    /// The job went over a quota of its tenant (restarting cannot help).
+    #[error("{0}")]
+    Quota(String),
 }
 
 impl TaskFailure {
@@ -149,7 +152,7 @@ impl TaskFailure {
             | TaskFailure::Restore { task, .. }
             | TaskFailure::Input { task, .. }
             | TaskFailure::Remote { task, .. } => Some(task),
-            TaskFailure::Checkpoint(_) => None,
+            TaskFailure::Checkpoint(_) | TaskFailure::Quota(_) => None,
         }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use super::admission::{QuotaExceeded, admit};
 use super::confine::{OutsideGranted, confine_submission};
 use super::submission::JobSubmission;
-use super::tenants::Tenant;
+use super::tenants::{Tenant, TenantDirectory};
 use crate::cluster::{JobOptions, MiniCluster, RestartStrategy};
 use crate::job::JobGraph;
 
@@ -140,9 +140,8 @@ pub(super) fn submit(
             return Err(e.to_string().into());
         }
     };
-    let owner = owner.map(|t| t.name.as_str());
-    if let Some(name) = owner {
-        std::fs::write(dir.join(OWNER), name)
+    if let Some(tenant) = owner {
+        std::fs::write(dir.join(OWNER), &tenant.name)
             .map_err(|e| format!("cannot keep the job in `{}`: {e}", dir.display()))?;
     }
     // Written last and atomically: a directory without it is an upload that never finished.
@@ -158,14 +157,16 @@ fn start(
     id: String,
     graph: JobGraph,
     options: JobOptions,
-    tenant: Option<&str>,
+    tenant: Option<&Tenant>,
     cluster: &Arc<MiniCluster>,
 ) -> Result<String, String> {
     let mut options = options;
-    if tenant.is_some() {
+    if let Some(tenant) = tenant {
         options.restart = backing_off(options.restart);
+        options.tenant = Some(tenant.name.clone());
+        options.checkpoint_storage = tenant.quota.checkpoint_storage;
     }
-    options.tenant = tenant.map(str::to_string);
+    let tenant = tenant.map(|t| t.name.as_str());
     let owner = cluster.clone();
     cluster
         .start_job_as(
@@ -202,7 +203,7 @@ fn backing_off(strategy: RestartStrategy) -> RestartStrategy {
 
 /// Runs again every job the store holds (a previous JobManager's, which never ended): from its
 /// latest complete checkpoint if it took one, else from the start.
-pub(super) fn recover(store: &Path, cluster: &Arc<MiniCluster>) {
+pub(super) fn recover(store: &Path, cluster: &Arc<MiniCluster>, tenants: Option<&TenantDirectory>) {
     let Ok(entries) = std::fs::read_dir(store) else {
         return;
     };
@@ -241,8 +242,22 @@ pub(super) fn recover(store: &Path, cluster: &Arc<MiniCluster>) {
                 options.restore = Some(job_dir);
             }
         }
-        let owner = std::fs::read_to_string(dir.join(OWNER)).ok();
-        match start(dir, id.clone(), graph, options, owner.as_deref(), cluster) {
+        // A tenant's job runs again under its tenant's current quota; one whose tenant is
+        // gone from the tenants file does not run again.
+        let owner = match std::fs::read_to_string(dir.join(OWNER)) {
+            Err(_) => None,
+            Ok(name) => match tenants.and_then(|t| t.get(&name)) {
+                Some(tenant) => Some(tenant),
+                None => {
+                    eprintln!(
+                        "warning: not recovering job {id}: its tenant `{name}` is not in the \
+                         tenants file"
+                    );
+                    continue;
+                }
+            },
+        };
+        match start(dir, id.clone(), graph, options, owner.as_ref(), cluster) {
             Ok(_) => eprintln!("Recovered JobGraph {id}"),
             Err(e) => eprintln!("warning: cannot recover job {id}: {e}"),
         }

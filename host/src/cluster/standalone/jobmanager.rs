@@ -228,7 +228,7 @@ impl JobManager {
         ));
         runtime.spawn(serve_rpc(rpc_listener, state.clone()));
         runtime.spawn(watch_heartbeats(state.clone()));
-        super::job_store::recover(&job_store, &cluster);
+        super::job_store::recover(&job_store, &cluster, tenants.as_ref());
         let view = Arc::new(super::view::StandaloneView {
             state,
             tenants,

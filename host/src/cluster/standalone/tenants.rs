@@ -30,6 +30,8 @@ pub struct Quota {
     pub state_per_subtask: Option<u64>,
     /// Log output of one operator subtask.
     pub log_per_operator: Option<u64>,
+    /// Bytes the retained checkpoints of one job may take.
+    pub checkpoint_storage: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,6 +123,7 @@ struct RawQuota {
     call_deadline: Option<String>,
     state_per_subtask: Option<String>,
     log_per_operator: Option<String>,
+    checkpoint_storage: Option<String>,
 }
 
 /// The SHA-256 of a token, as the tenants file holds it: `sha256:<64 hex digits>`.
@@ -194,18 +197,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
             .collect::<Result<Vec<_>, _>>()?;
         let key = |k: &str| format!("tenant `{}`: `quota.{k}`", t.name);
         let q = &t.quota;
+        let bytes = |k: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|b| parse_bytes(b).map_err(|e| invalid(format!("{}: {e}", key(k)))))
+                .transpose()
+        };
         let quota = Quota {
             slots: q.slots,
             parallelism: q.parallelism,
             running_jobs: q.running_jobs,
-            memory_per_operator: q
-                .memory_per_operator
-                .as_deref()
-                .map(|b| {
-                    parse_bytes(b)
-                        .map_err(|e| invalid(format!("{}: {e}", key("memory-per-operator"))))
-                })
-                .transpose()?,
+            memory_per_operator: bytes("memory-per-operator", &q.memory_per_operator)?,
             call_deadline: q
                 .call_deadline
                 .as_deref()
@@ -213,21 +215,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
                     parse_duration(d).map_err(|e| invalid(format!("{}: {e}", key("call-deadline"))))
                 })
                 .transpose()?,
-            state_per_subtask: q
-                .state_per_subtask
-                .as_deref()
-                .map(|b| {
-                    parse_bytes(b)
-                        .map_err(|e| invalid(format!("{}: {e}", key("state-per-subtask"))))
-                })
-                .transpose()?,
-            log_per_operator: q
-                .log_per_operator
-                .as_deref()
-                .map(|b| {
-                    parse_bytes(b).map_err(|e| invalid(format!("{}: {e}", key("log-per-operator"))))
-                })
-                .transpose()?,
+            state_per_subtask: bytes("state-per-subtask", &q.state_per_subtask)?,
+            log_per_operator: bytes("log-per-operator", &q.log_per_operator)?,
+            checkpoint_storage: bytes("checkpoint-storage", &q.checkpoint_storage)?,
         };
         let mut grants = Grants::default();
         for capability in &t.capabilities {
@@ -302,6 +292,12 @@ impl TenantDirectory {
             path: path.to_path_buf(),
             message: e.to_string(),
         })
+    }
+
+    /// Tenant `name`, as last read.
+    pub fn get(&self, name: &str) -> Option<Tenant> {
+        let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.1.iter().find(|t| t.name == name).cloned()
     }
 
     /// The tenant `token` belongs to. The file is read on every call (it is small, and a
