@@ -721,3 +721,73 @@ fn checkpoints_over_the_tenants_storage_quota_fail_its_job_without_a_restart() {
     );
     assert!(!jm.log().contains("restarting in"), "{}", jm.log());
 }
+
+#[test]
+fn a_tenants_job_is_kept_under_its_name_and_recovered_as_its_own_by_a_restarted_jobmanager() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants.toml");
+    tenants_file(&tenants, ALICE, dir.path(), dir.path());
+    let free_port = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port()
+    };
+    let (rpc_port, rest_port) = (free_port(), free_port());
+    let config = dir.path().join("weir.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[cluster]\nsecret = \"{SECRET}\"\n[jobmanager]\njob-store = \"jobs\"\n\
+             tenants-file = {:?}\n[jobmanager.rpc]\naddress = \"127.0.0.1\"\nport = {rpc_port}\n\
+             [rest]\naddress = \"127.0.0.1\"\nport = {rest_port}\n\
+             [heartbeat]\ninterval = \"100ms\"\ntimeout = \"1s\"\n",
+            tenants.display()
+        ),
+    )
+    .expect("config");
+    let (mut jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 2, "tm-1");
+    let job = wordcount_manifest(dir.path(), Some(1));
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, read_passage().repeat(50)).expect("input");
+    let (ok, out, err) = weir_as(
+        ALICE,
+        &[
+            "run",
+            "-d",
+            "-m",
+            &rest,
+            job.to_str().unwrap(),
+            "--checkpoint-dir",
+            dir.path().join("chk").to_str().unwrap(),
+            "--checkpoint-interval",
+            "60m",
+            "--arg",
+            &format!("input={}", input.display()),
+            "--arg",
+            &format!("output={}", dir.path().join("out").display()),
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    let id = job_id_of(&out);
+    let kept = dir
+        .path()
+        .join("jobs")
+        .join("tenants")
+        .join("alice")
+        .join(&id);
+    assert!(kept.join("submission.bin").exists(), "{}", kept.display());
+    assert!(!dir.path().join("jobs").join(&id).exists());
+
+    jm.child.kill().expect("kill -9 the JobManager");
+    let _ = jm.child.wait();
+    let (jm, _, rest) = jobmanager(&config);
+    jm.wait_for(&format!("Recovered JobGraph {id}"));
+    // Still Alice's, and not Bob's to see.
+    wait_for_state_as(&rest, ALICE, &id, "RUNNING");
+    let (status, _) = call_as(&rest, Some(BOB), "GET", &format!("/jobs/{id}"), "");
+    assert_eq!(status, 404);
+    let (ok, out, err) = weir_as(ALICE, &["cancel", "-m", &rest, &id]);
+    assert!(ok, "{out}{err}");
+}

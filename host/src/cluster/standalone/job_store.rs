@@ -1,7 +1,8 @@
 //! The JobManager's job store (Flink's JobGraphStore, on local disk): each submitted job, while
-//! it runs, as `<store>/<job id>/` holding its submission and its components. A JobManager that
-//! starts finds the jobs a previous one left running there and runs them again, under the same
-//! ids, from their latest complete checkpoint.
+//! it runs, as `<store>/<job id>/` (a tenant's as `<store>/tenants/<tenant>/<job id>/`) holding
+//! its submission and its components. A JobManager that starts finds the jobs a previous one
+//! left running there and runs them again, under the same ids and owners, from their latest
+//! complete checkpoint.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,8 +16,9 @@ use crate::cluster::{JobOptions, MiniCluster, RestartStrategy};
 use crate::job::JobGraph;
 
 const SUBMISSION: &str = "submission.bin";
-/// The tenant that submitted the job, when tenants are configured.
-const OWNER: &str = "owner";
+/// Where tenants' jobs are kept: `<store>/tenants/<tenant>/<job id>/` (a tenant's name is
+/// checked to be a plain name when the tenants file is read).
+const TENANTS: &str = "tenants";
 const LOCK: &str = ".jobmanager.lock";
 
 /// A job store can serve one JobManager: two would each run the jobs it holds.
@@ -116,8 +118,9 @@ impl From<String> for SubmitRefused {
     }
 }
 
-/// Keeps `submission` (the bytes as uploaded) under `<store>/<id>/` and starts its job for
-/// `owner` (within its quota); the directory goes when the job ends.
+/// Keeps `submission` (the bytes as uploaded) under `<store>/<id>/` (a tenant's under
+/// `<store>/tenants/<tenant>/<id>/`) and starts its job for `owner` (within its quota); the
+/// directory goes when the job ends.
 pub(super) fn submit(
     store: &Path,
     id: String,
@@ -131,7 +134,10 @@ pub(super) fn submit(
         admit(tenant, &mut submission.graph, cluster)?;
     }
     let bytes = &submission.encode().map_err(|e| e.to_string())?;
-    let dir = store.join(&id);
+    let dir = match owner {
+        Some(tenant) => store.join(TENANTS).join(&tenant.name).join(&id),
+        None => store.join(&id),
+    };
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create `{}`: {e}", dir.display()))?;
     let (graph, options) = match submission.store(&dir) {
         Ok(stored) => stored,
@@ -140,10 +146,6 @@ pub(super) fn submit(
             return Err(e.to_string().into());
         }
     };
-    if let Some(tenant) = owner {
-        std::fs::write(dir.join(OWNER), &tenant.name)
-            .map_err(|e| format!("cannot keep the job in `{}`: {e}", dir.display()))?;
-    }
     // Written last and atomically: a directory without it is an upload that never finished.
     let temp = dir.join(format!("{SUBMISSION}.partial"));
     std::fs::write(&temp, bytes)
@@ -202,15 +204,34 @@ fn backing_off(strategy: RestartStrategy) -> RestartStrategy {
 }
 
 /// Runs again every job the store holds (a previous JobManager's, which never ended): from its
-/// latest complete checkpoint if it took one, else from the start.
+/// latest complete checkpoint if it took one, else from the start. A tenant's job runs again
+/// under its tenant's current quota; one whose tenant left the tenants file does not.
 pub(super) fn recover(store: &Path, cluster: &Arc<MiniCluster>, tenants: Option<&TenantDirectory>) {
-    let Ok(entries) = std::fs::read_dir(store) else {
+    recover_under(store, None, cluster);
+    let Ok(owners) = std::fs::read_dir(store.join(TENANTS)) else {
+        return;
+    };
+    for owner in owners.flatten() {
+        let name = owner.file_name().to_string_lossy().into_owned();
+        match tenants.and_then(|t| t.get(&name)) {
+            Some(tenant) => recover_under(&owner.path(), Some(&tenant), cluster),
+            None => eprintln!(
+                "warning: not recovering the jobs of tenant `{name}`: it is not in the tenants \
+                 file"
+            ),
+        }
+    }
+}
+
+/// Runs again the jobs kept in `dir`, as `owner`'s.
+fn recover_under(dir: &Path, owner: Option<&Tenant>, cluster: &Arc<MiniCluster>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
         let dir = entry.path();
         let id = entry.file_name().to_string_lossy().into_owned();
-        if !dir.is_dir() {
+        if !dir.is_dir() || id == TENANTS {
             continue;
         }
         let Ok(bytes) = std::fs::read(dir.join(SUBMISSION)) else {
@@ -242,22 +263,7 @@ pub(super) fn recover(store: &Path, cluster: &Arc<MiniCluster>, tenants: Option<
                 options.restore = Some(job_dir);
             }
         }
-        // A tenant's job runs again under its tenant's current quota; one whose tenant is
-        // gone from the tenants file does not run again.
-        let owner = match std::fs::read_to_string(dir.join(OWNER)) {
-            Err(_) => None,
-            Ok(name) => match tenants.and_then(|t| t.get(&name)) {
-                Some(tenant) => Some(tenant),
-                None => {
-                    eprintln!(
-                        "warning: not recovering job {id}: its tenant `{name}` is not in the \
-                         tenants file"
-                    );
-                    continue;
-                }
-            },
-        };
-        match start(dir, id.clone(), graph, options, owner.as_ref(), cluster) {
+        match start(dir, id.clone(), graph, options, owner, cluster) {
             Ok(_) => eprintln!("Recovered JobGraph {id}"),
             Err(e) => eprintln!("warning: cannot recover job {id}: {e}"),
         }
