@@ -367,6 +367,23 @@ fn a_tenant_reaches_only_its_granted_directories_whatever_the_path_says() {
             crafted.display()
         );
     }
+    // Nor by a job name that climbs out of the checkpoint directory, in an upload crafted
+    // past the CLI's checks.
+    let args = std::collections::BTreeMap::from([
+        ("input".to_string(), mine.0.display().to_string()),
+        ("output".to_string(), mine.1.display().to_string()),
+    ]);
+    let mut graph = weir_host::job::load_manifest(&job, &args)
+        .expect("manifest")
+        .job_graph(Some(1))
+        .expect("graph");
+    graph.name = "../bob/chk".into();
+    let mut crafted = weir_host::cluster::standalone::JobSubmission::new(graph).expect("upload");
+    crafted.checkpoints = Some((mine.2.clone(), 100));
+    let body = crafted.encode().expect("encode");
+    let (status, _, answer) = support::call_as(&rest, Some(ALICE), "POST", "/jobs", &body);
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.contains("job name `../bob/chk`"), "{answer}");
     // Nor read Bob's input, nor write into his checkpoints.
     let (ok, _, err) = run(ALICE, &bobs.join("input.txt"), &mine.1, &mine.2, None);
     assert!(!ok && err.contains("(a file source)"), "{err}");

@@ -330,6 +330,21 @@ pub fn read_metadata(dir: &Path) -> Result<CheckpointMetadata, RestoreError> {
     let metadata: CheckpointMetadata =
         codec::decode(body).map_err(|e| corrupt(&path, e.to_string()))?;
     for handle in &metadata.operators {
+        // A state file is a plain name in the checkpoint's own directory: metadata that
+        // names one elsewhere (absolute, or with `..`) is not the writer's.
+        let mut parts = Path::new(&handle.file).components();
+        if !matches!(
+            (parts.next(), parts.next()),
+            (Some(std::path::Component::Normal(_)), None)
+        ) {
+            return Err(corrupt(
+                &path,
+                format!(
+                    "names the state file `{}` outside its directory",
+                    handle.file
+                ),
+            ));
+        }
         let file = dir.join(&handle.file);
         let state = fs::read(&file).map_err(io_error(&file))?;
         if state.len() as u64 != handle.bytes || verify(&file, &state)? != handle.crc32 {
@@ -513,5 +528,39 @@ mod tests {
             "{:?}",
             restored.skipped
         );
+    }
+
+    #[test]
+    fn metadata_naming_a_state_file_outside_its_directory_is_corrupt() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, elsewhere) = (root.path().join("chk-1"), root.path().join("other"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::create_dir_all(&elsewhere).unwrap();
+        let bytes = encode_state_file(&snapshot());
+        fs::write(elsewhere.join("count-1"), &bytes).unwrap();
+        for file in [
+            "../other/count-1".to_string(),
+            elsewhere.join("count-1").display().to_string(),
+        ] {
+            let meta = CheckpointMetadata {
+                job: "j".into(),
+                checkpoint: 1,
+                savepoint: false,
+                final_checkpoint: false,
+                max_parallelism: 128,
+                operators: vec![StateHandle {
+                    operator: "count".into(),
+                    subtask: 1,
+                    parallelism: 2,
+                    file: file.clone(),
+                    bytes: bytes.len() as u64,
+                    crc32: crc32fast::hash(&bytes[..bytes.len() - 12]),
+                }],
+                sources: vec![],
+            };
+            write_metadata(&dir, &meta).unwrap();
+            let err = read_metadata(&dir).unwrap_err().to_string();
+            assert!(err.contains("outside its directory"), "{file}: {err}");
+        }
     }
 }

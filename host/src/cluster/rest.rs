@@ -282,19 +282,33 @@ fn task_manager_json(t: &TaskManagerView) -> Value {
 }
 
 /// `GET /taskmanagers`: every registered TaskManager.
-async fn task_managers(State(rest): State<Rest>) -> Json<Value> {
+async fn task_managers(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let tms: Vec<Value> = rest
         .view
         .task_managers()
         .iter()
-        .map(task_manager_json)
+        .map(|t| seen_by(&caller, task_manager_json(t)))
         .collect();
     Json(json!({ "taskmanagers": tms }))
+}
+
+/// A TaskManager as `caller` may see it: which tenant it is reserved for, and where its
+/// metrics (every tenant's tasks') are scraped, are the cluster operator's to know.
+fn seen_by(caller: &Caller, mut tm: Value) -> Value {
+    if !caller.is_admin() {
+        tm["tenant"] = Value::Null;
+        tm["metricsAddress"] = Value::Null;
+    }
+    tm
 }
 
 /// `GET /taskmanagers/:id`: one TaskManager, with its slots, memory and network buffers now.
 async fn task_manager(
     State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> (StatusCode, Json<Value>) {
     let Some(tm) = rest.view.task_managers().into_iter().find(|t| t.id == id) else {
@@ -310,7 +324,7 @@ async fn task_manager(
         .ok()
         .flatten()
         .unwrap_or_default();
-    let mut answer = task_manager_json(&tm);
+    let mut answer = seen_by(&caller, task_manager_json(&tm));
     answer["memory"] = json!({ "rssBytes": usage.rss_bytes });
     answer["network"] = json!({
         "segmentSize": usage.network.segment_size,

@@ -158,7 +158,73 @@ pub struct JobLimits {
     pub log_bytes: Option<u64>,
 }
 
+/// Whether `name` may name a job (it names the job's checkpoint directory).
+fn valid_job_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && !name.starts_with('.')
+}
+
 impl JobGraph {
+    /// Checks a graph that did not come from [`Manifest::job_graph`] here (an upload, a job
+    /// store): what the manifest's checks guarantee, so nothing a sender crafts can name a
+    /// path outside the checkpoint directory, divide by a zero parallelism or index past the
+    /// vertices and edges.
+    pub fn check(&self) -> Result<(), JobError> {
+        if !valid_job_name(&self.name) {
+            return Err(invalid(format!(
+                "job name `{}` must be letters, digits, `-`, `_` and `.` (it names the job's \
+                 checkpoint directory)",
+                self.name
+            )));
+        }
+        if self.max_parallelism == 0 || self.max_parallelism > 32_768 {
+            return Err(invalid(format!(
+                "max_parallelism is {}; it must be between 1 and 32768",
+                self.max_parallelism
+            )));
+        }
+        if self.vertices.is_empty() {
+            return Err(invalid("the job has no vertex".into()));
+        }
+        let (vertices, edges) = (self.vertices.len(), self.edges.len());
+        for (i, e) in self.edges.iter().enumerate() {
+            // Vertices come in topological order: an edge goes forward.
+            if e.source >= vertices || e.target >= vertices || e.source >= e.target {
+                return Err(invalid(format!("edge {i} joins no vertices of the job")));
+            }
+        }
+        for v in &self.vertices {
+            if v.parallelism == 0 || v.parallelism > self.max_parallelism {
+                return Err(invalid(format!(
+                    "`{}` has parallelism {}; it must be between 1 and max_parallelism {}",
+                    v.name, v.parallelism, self.max_parallelism
+                )));
+            }
+            let named = match (&v.input, &v.output) {
+                (VertexInput::Edges(i), VertexOutput::Edges(o)) => [i.as_slice(), o].concat(),
+                (VertexInput::Edges(i), _) => i.clone(),
+                (_, VertexOutput::Edges(o)) => o.clone(),
+                _ => Vec::new(),
+            };
+            if named.iter().any(|&e| e >= edges) {
+                return Err(invalid(format!("`{}` names an edge the job lacks", v.name)));
+            }
+        }
+        for e in &self.edges {
+            let (from, to) = (&self.vertices[e.source], &self.vertices[e.target]);
+            if e.partitioning == Partitioning::Forward && from.parallelism != to.parallelism {
+                return Err(invalid(format!(
+                    "a forward edge from `{}` to `{}` joins different parallelisms",
+                    from.name, to.name
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Slots the job needs: with slot sharing (as Flink does by default), one subtask of every
     /// vertex can share a slot, so the job needs as many slots as its widest vertex.
     pub fn slots_needed(&self) -> u32 {
@@ -196,12 +262,7 @@ impl Manifest {
     pub fn job_graph(&self, parallelism: Option<u32>) -> Result<JobGraph, JobError> {
         let default_par = parallelism.or(self.parallelism).unwrap_or(1);
         let name = self.name.clone().unwrap_or_else(|| "job".into());
-        if name.is_empty()
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-            || name.starts_with('.')
-        {
+        if !valid_job_name(&name) {
             return Err(invalid(format!(
                 "job name `{name}` must be letters, digits, `-`, `_` and `.` (it names the job's checkpoint directory)"
             )));

@@ -235,6 +235,41 @@ mod tests {
     }
 
     #[test]
+    fn a_graph_crafted_past_the_manifest_checks_is_refused_by_check() {
+        let good = parse_manifest(
+            "name = \"wc\"\n[[source]]\nid = \"n\"\nkind = \"sequence\"\ncount = 3\n\
+             [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"n\"\nedge = \"rebalance\"\nparallelism = 1\n",
+            &args(&[]),
+        )
+        .unwrap()
+        .job_graph(Some(2))
+        .unwrap();
+        good.check().unwrap();
+        let refused = |change: &dyn Fn(&mut crate::job::JobGraph), expected: &str| {
+            let mut graph = good.clone();
+            change(&mut graph);
+            let err = graph.check().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        };
+        refused(
+            &|g| g.name = "../../bob/chk/job".into(),
+            "job name `../../bob/chk/job`",
+        );
+        refused(&|g| g.name = "/srv/bob".into(), "job name `/srv/bob`");
+        refused(&|g| g.max_parallelism = 0, "max_parallelism is 0");
+        refused(&|g| g.vertices[0].parallelism = 0, "has parallelism 0");
+        refused(&|g| g.edges[0].target = 7, "edge 0 joins no vertices");
+        refused(
+            &|g| g.edges[0].partitioning = crate::job::Partitioning::Forward,
+            "forward edge",
+        );
+        refused(
+            &|g| g.vertices[1].input = crate::job::VertexInput::Edges(vec![5]),
+            "names an edge the job lacks",
+        );
+    }
+
+    #[test]
     fn placeholders_are_filled_from_args() {
         let m = parse_manifest(
             r#"

@@ -35,10 +35,13 @@ fn resolve(path: &Path) -> Option<PathBuf> {
     let resolved = loop {
         match existing.canonicalize() {
             Ok(resolved) => break resolved,
-            Err(_) => {
+            // Only a component that is not there at all is taken as it is: a dangling
+            // symlink is there, and opening a file through it would follow it.
+            Err(_) if std::fs::symlink_metadata(&existing).is_err() => {
                 rest.push(existing.file_name()?.to_os_string());
                 existing = existing.parent()?.to_path_buf();
             }
+            Err(_) => return None,
         }
     };
     let mut out = resolved;
@@ -124,6 +127,7 @@ mod tests {
         std::fs::create_dir_all(mine.join("in")).unwrap();
         std::fs::create_dir_all(theirs.join("chk")).unwrap();
         std::os::unix::fs::symlink(&theirs, mine.join("link")).unwrap();
+        std::os::unix::fs::symlink(theirs.join("not-yet"), mine.join("dangling")).unwrap();
         let alice = tenant(vec![mine.clone()]);
         let ok = confine(&alice, "x", &mine.join("in/new/deeper")).unwrap();
         assert!(ok.ends_with("alice/in/new/deeper"), "{}", ok.display());
@@ -133,6 +137,8 @@ mod tests {
             theirs.join("chk"),
             mine.join("link/chk"),
             mine.join("missing/../../bob"),
+            mine.join("dangling"),
+            mine.join("dangling/below"),
             PathBuf::from("relative/path"),
         ] {
             let err = confine(&alice, "the checkpoint directory", &path).unwrap_err();

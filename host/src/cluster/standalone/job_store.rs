@@ -129,10 +129,7 @@ pub(super) fn submit(
     owner: Option<&Tenant>,
 ) -> Result<String, SubmitRefused> {
     let mut submission = JobSubmission::decode(bytes).map_err(|e| e.to_string())?;
-    if let Some(tenant) = owner.filter(|t| !t.admin) {
-        confine_submission(tenant, &mut submission)?;
-        admit(tenant, &mut submission.graph, cluster)?;
-    }
+    admit_upload(&mut submission, owner, cluster)?;
     let bytes = &submission.encode().map_err(|e| e.to_string())?;
     let dir = match owner {
         Some(tenant) => store.join(TENANTS).join(&tenant.name).join(&id),
@@ -152,6 +149,22 @@ pub(super) fn submit(
         .and_then(|()| std::fs::rename(&temp, dir.join(SUBMISSION)))
         .map_err(|e| format!("cannot keep the job in `{}`: {e}", dir.display()))?;
     Ok(start(dir, id, graph, options, owner, cluster)?)
+}
+
+/// What an upload must pass before it runs, on submission and again on recovery: its graph
+/// checked as a manifest's is (the body is the sender's, not the CLI's), and a tenant's paths,
+/// quotas and grants.
+fn admit_upload(
+    submission: &mut JobSubmission,
+    owner: Option<&Tenant>,
+    cluster: &MiniCluster,
+) -> Result<(), SubmitRefused> {
+    submission.graph.check().map_err(|e| e.to_string())?;
+    if let Some(tenant) = owner.filter(|t| !t.admin) {
+        confine_submission(tenant, submission)?;
+        admit(tenant, &mut submission.graph, cluster)?;
+    }
+    Ok(())
 }
 
 fn start(
@@ -243,7 +256,10 @@ fn recover_under(dir: &Path, owner: Option<&Tenant>, cluster: &Arc<MiniCluster>)
         };
         let recovered = JobSubmission::decode(&bytes)
             .map_err(|e| e.to_string())
-            .and_then(|s| s.store(&dir).map_err(|e| e.to_string()));
+            .and_then(|mut s| {
+                admit_upload(&mut s, owner, cluster).map_err(|e| e.to_string())?;
+                s.store(&dir).map_err(|e| e.to_string())
+            });
         let (graph, mut options) = match recovered {
             Ok(job) => job,
             Err(e) => {
