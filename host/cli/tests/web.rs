@@ -362,9 +362,22 @@ impl Browser {
             .to_string()
     }
 
+    /// Clicks the element `css` selects; found again if the page replaced it meanwhile.
     fn click(&self, css: &str) {
-        let id = self.element(css);
-        self.call("POST", &format!("/element/{id}/click"), &json!({}));
+        for _ in 0..20 {
+            let id = self.element(css);
+            let path = format!("/session/{}/element/{id}/click", self.session);
+            let (status, answer) = webdriver(&self.driver.address, "POST", &path, &json!({}));
+            if status == 200 {
+                return;
+            }
+            assert!(
+                answer["value"]["error"] == "stale element reference",
+                "click {css}: {answer}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{css} kept being replaced");
     }
 
     /// Types `text` into the element `css` selects.

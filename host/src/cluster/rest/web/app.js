@@ -127,6 +127,10 @@ async function renderTaskManagers() {
     <th>Metrics</th></tr>${rows}</table>`;
 }
 
+const JOB_TABS = [["graph", "Overview"], ["checkpoints", "Checkpoints"], ["exceptions", "Exceptions"], ["configuration", "Configuration"]];
+
+// The job page's frame (header, buttons, tabs) is made once per job; refreshes change what is
+// in it, so an element a user (or a test) is about to click is never replaced under them.
 function jobSkeleton(id) {
   main.innerHTML = `<div class="job-head">
       <h2 id="job-name"></h2><span id="job-state"></span>
@@ -135,7 +139,8 @@ function jobSkeleton(id) {
       <span id="job-message" class="muted"></span>
     </div>
     <div class="muted" id="job-meta"></div>
-    <div class="tabs" id="tabs"></div>
+    <div class="tabs" id="tabs">${JOB_TABS.map(([t, label]) =>
+      `<a href="#/job/${esc(id)}/${t}" id="tab-${t}">${label}</a>`).join("")}</div>
     <div id="content">Loading…</div>`;
   document.getElementById("cancel-job").addEventListener("click", async () => {
     const answer = await call(`/jobs/${id}?mode=cancel`, { method: "PATCH" });
@@ -285,10 +290,9 @@ async function renderJob() {
   document.getElementById("savepoint-job").style.display = job.state === "RUNNING" ? "" : "none";
   document.getElementById("job-meta").textContent =
     `${id} · started ${time(job["start-time"])} · restarts ${job.restarts ?? 0}`;
-  const tabs = [["graph", "Overview"], ["checkpoints", "Checkpoints"], ["exceptions", "Exceptions"], ["configuration", "Configuration"]];
-  document.getElementById("tabs").innerHTML = tabs
-    .map(([t, label]) => `<a href="#/job/${esc(id)}/${t}" id="tab-${t}" class="${t === tab ? "active" : ""}">${label}</a>`)
-    .join("");
+  for (const [t] of JOB_TABS) {
+    document.getElementById(`tab-${t}`).classList.toggle("active", t === tab);
+  }
   let html;
   if (tab === "checkpoints") html = await renderCheckpoints(id);
   else if (tab === "exceptions") html = await renderExceptions(id);
