@@ -136,6 +136,33 @@ fn line(metric: &str, value: f64, unit: &str) {
     println!("bench=cluster metric={metric} value={value:.1} unit={unit}");
 }
 
+/// A JobManager of `weir` on `config`: the process, its RPC and REST addresses.
+pub(crate) fn start_jobmanager(weir: &Path, config: &str) -> Result<(Process, String, String)> {
+    let jm = Process::start(weir, &["jobmanager", "--config", config])?;
+    let rpc = jm.wait_for("RPC endpoint listening on", 1)?;
+    let rpc = rpc.rsplit(' ').next().unwrap_or_default().to_string();
+    let rest = jm.wait_for("REST endpoint listening on", 1)?;
+    let rest = rest
+        .rsplit("http://")
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    Ok((jm, rpc, rest))
+}
+
+/// Waits up to 30 s for `count` TaskManagers registered (asked with `token`, if any).
+pub(crate) fn wait_for_task_managers(rest: &str, token: Option<&str>, count: u64) -> Result<()> {
+    let started = Instant::now();
+    while get_as(rest, token, "/overview")?["taskmanagers"] != count {
+        ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "TaskManagers did not register"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
 /// The `weir` program beside this one.
 pub(crate) fn weir_program() -> Result<PathBuf> {
     let here = std::env::current_exe()?;
@@ -166,15 +193,7 @@ fn measure(weir: &Path, dir: &Path, args: &ClusterArgs) -> Result<()> {
          [heartbeat]\ninterval = \"200ms\"\ntimeout = \"1s\"\n",
     )?;
     let config = config.to_str().context("utf-8 path")?;
-    let jm = Process::start(weir, &["jobmanager", "--config", config])?;
-    let rpc = jm.wait_for("RPC endpoint listening on", 1)?;
-    let rpc = rpc.rsplit(' ').next().unwrap_or_default().to_string();
-    let rest = jm.wait_for("REST endpoint listening on", 1)?;
-    let rest = rest
-        .rsplit("http://")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let (jm, rpc, rest) = start_jobmanager(weir, config)?;
     let cache = dir.join("cache");
     let cache = cache.to_str().context("utf-8 path")?;
     let tm = |id: &str| {
@@ -197,14 +216,7 @@ fn measure(weir: &Path, dir: &Path, args: &ClusterArgs) -> Result<()> {
     };
     let tm1 = tm("tm-1")?;
     let tm2 = tm("tm-2")?;
-    let started = Instant::now();
-    while get(&rest, "/overview")?["taskmanagers"] != 2 {
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "TaskManagers did not register"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_task_managers(&rest, None, 2)?;
 
     // A 10-record job: 10 numbers through P1's three operators, once to warm the caches.
     let trivial = dir.join("trivial.toml");

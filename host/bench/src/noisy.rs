@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
 
-use crate::cluster::{Process, get_as, job_id, run_as, weir_program};
+use crate::cluster::{
+    Process, get_as, job_id, run_as, start_jobmanager, wait_for_task_managers, weir_program,
+};
 
 const TOKEN_A: &str = "noisy-neighbour-tenant-a-0123456789abcdef";
 const TOKEN_B: &str = "noisy-neighbour-tenant-b-0123456789abcdef";
@@ -109,15 +111,7 @@ fn measure(weir: &Path, dir: &Path, args: &NoisyArgs) -> Result<()> {
         ),
     )?;
     let config = config.to_str().context("utf-8 path")?;
-    let jm = Process::start(weir, &["jobmanager", "--config", config])?;
-    let rpc = jm.wait_for("RPC endpoint listening on", 1)?;
-    let rpc = rpc.rsplit(' ').next().unwrap_or_default().to_string();
-    let rest = jm.wait_for("REST endpoint listening on", 1)?;
-    let rest = rest
-        .rsplit("http://")
-        .next()
-        .unwrap_or_default()
-        .to_string();
+    let (jm, rpc, rest) = start_jobmanager(weir, config)?;
     let cache = dir.join("cache");
     let cache = cache.to_str().context("utf-8 path")?;
     let tm = |tenant: &str, cpu: &str, slots: &str| {
@@ -144,14 +138,7 @@ fn measure(weir: &Path, dir: &Path, args: &NoisyArgs) -> Result<()> {
     };
     let tm_a = tm("a", "0", "4")?;
     let _tm_b = tm("b", "1", "2")?;
-    let started = Instant::now();
-    while get_as(&rest, Some(TOKEN_OPS), "/overview")?["taskmanagers"] != 2 {
-        ensure!(
-            started.elapsed() < Duration::from_secs(30),
-            "TaskManagers did not register"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_for_task_managers(&rest, Some(TOKEN_OPS), 2)?;
 
     let p2 = dir.join("p2.toml");
     std::fs::write(

@@ -503,12 +503,6 @@ fn alive(pid: u32) -> bool {
 #[test]
 fn start_cluster_and_stop_cluster_start_and_stop_the_jobmanager_and_the_workers() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    };
     let (rpc_port, rest_port) = (free_port(), free_port());
     let conf = dir.path().join("conf");
     std::fs::create_dir_all(&conf).expect("conf");
@@ -734,12 +728,6 @@ fn a_stop_with_drain_finishes_the_job_on_a_final_savepoint_that_resumes_exactly_
 #[test]
 fn a_killed_jobmanager_restarted_recovers_its_running_job_which_finishes_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    };
     let (rpc_port, rest_port) = (free_port(), free_port());
     let config = dir.path().join("weir.toml");
     std::fs::write(

@@ -5,7 +5,6 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use support::*;
@@ -73,20 +72,6 @@ fn call_as(
         );
     }
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
-
-/// `weir args...` with `WEIR_TOKEN=token`.
-fn weir_as(token: &str, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .env("WEIR_TOKEN", token)
-        .args(args)
-        .output()
-        .expect("run weir");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 #[test]
@@ -413,22 +398,6 @@ fn a_tenant_reaches_only_its_granted_directories_whatever_the_path_says() {
     }
 }
 
-/// Waits up to 20 s until `token`'s `GET /jobs/:id` shows `state`.
-fn wait_for_state_as(rest: &str, token: &str, id: &str, state: &str) {
-    let started = std::time::Instant::now();
-    loop {
-        let (_, job) = call_as(rest, Some(token), "GET", &format!("/jobs/{id}"), "");
-        if job["state"] == state {
-            return;
-        }
-        assert!(
-            started.elapsed() < std::time::Duration::from_secs(20),
-            "{job} never showed {state}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 fn hostile_component() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     weir_guest_build::compile(&root, &[("hostile", "hostile")])
@@ -744,12 +713,6 @@ fn a_tenants_job_is_kept_under_its_name_and_recovered_as_its_own_by_a_restarted_
     let dir = tempfile::tempdir().expect("tempdir");
     let tenants = dir.path().join("tenants.toml");
     tenants_file(&tenants, ALICE, dir.path(), dir.path());
-    let free_port = || {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port()
-    };
     let (rpc_port, rest_port) = (free_port(), free_port());
     let config = dir.path().join("weir.toml");
     std::fs::write(

@@ -241,14 +241,6 @@ fn weir_run_with_a_web_port_serves_the_ui_the_rest_api_and_metrics_of_its_job() 
     assert!(log.contains("cancelled"), "{log}");
 }
 
-/// A free port on loopback (bound, then released for the process that takes it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 /// A chromedriver process, stopped by its pid when dropped.
 struct ChromeDriver {
     child: Child,
@@ -613,9 +605,9 @@ fn the_web_ui_asks_for_a_token_and_shows_that_tenants_jobs_only() {
     let job = wordcount_manifest(dir.path(), Some(1));
     let input = dir.path().join("input.txt");
     std::fs::write(&input, read_passage().repeat(50)).expect("input");
-    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
-        .env("WEIR_TOKEN", alice)
-        .args([
+    let (ok, out, err) = weir_as(
+        alice,
+        &[
             "run",
             "-d",
             "-m",
@@ -629,16 +621,10 @@ fn the_web_ui_asks_for_a_token_and_shows_that_tenants_jobs_only() {
             &format!("input={}", input.display()),
             "--arg",
             &format!("output={}", dir.path().join("out").display()),
-        ])
-        .output()
-        .expect("weir run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let id = job_id_of(&stdout);
+    assert!(ok, "{out}{err}");
+    let id = job_id_of(&out);
 
     let browser = Browser::start(&dir.path().join("chromium-profile"));
     let jobs_shown = "const rows = document.querySelectorAll('tr[data-job-id]'); \

@@ -194,12 +194,18 @@ async fn authenticate(
     }
 }
 
-/// Job `id` as `caller` may see it: another tenant's job is not there at all.
-fn visible(rest: &Rest, caller: &Caller, id: &str) -> Option<JobRecord> {
+/// The jobs `caller` may see: another tenant's are not there at all.
+fn visible_jobs(rest: &Rest, caller: &Caller) -> impl Iterator<Item = JobRecord> {
+    let caller = caller.clone();
     rest.cluster
         .jobs()
         .into_iter()
-        .find(|r| r.id == id && caller.may_see(r.owner.as_deref()))
+        .filter(move |r| caller.may_see(r.owner.as_deref()))
+}
+
+/// Job `id` as `caller` may see it.
+fn visible(rest: &Rest, caller: &Caller, id: &str) -> Option<JobRecord> {
+    visible_jobs(rest, caller).find(|r| r.id == id)
 }
 
 fn no_job(id: &str) -> (StatusCode, Json<Value>) {
@@ -241,12 +247,7 @@ fn job_json(record: &JobRecord) -> Value {
 /// `GET /overview`: the cluster at a glance.
 async fn overview(State(rest): State<Rest>, Extension(caller): Extension<Caller>) -> Json<Value> {
     let tms = rest.view.task_managers();
-    let jobs: Vec<JobRecord> = rest
-        .cluster
-        .jobs()
-        .into_iter()
-        .filter(|r| caller.may_see(r.owner.as_deref()))
-        .collect();
+    let jobs: Vec<JobRecord> = visible_jobs(&rest, &caller).collect();
     let count = |name: &str| {
         jobs.iter()
             .filter(|j| state_name(&j.status) == name)
@@ -344,11 +345,7 @@ async fn config(State(rest): State<Rest>) -> Json<Value> {
 
 /// `GET /jobs`: every job the dispatcher knows, with its state.
 async fn jobs(State(rest): State<Rest>, Extension(caller): Extension<Caller>) -> Json<Value> {
-    let jobs: Vec<Value> = rest
-        .cluster
-        .jobs()
-        .iter()
-        .filter(|r| caller.may_see(r.owner.as_deref()))
+    let jobs: Vec<Value> = visible_jobs(&rest, &caller)
         .map(|r| json!({"id": r.id, "status": state_name(&r.status)}))
         .collect();
     Json(json!({ "jobs": jobs }))
@@ -359,13 +356,7 @@ async fn jobs_overview(
     State(rest): State<Rest>,
     Extension(caller): Extension<Caller>,
 ) -> Json<Value> {
-    let jobs: Vec<Value> = rest
-        .cluster
-        .jobs()
-        .iter()
-        .filter(|r| caller.may_see(r.owner.as_deref()))
-        .map(job_json)
-        .collect();
+    let jobs: Vec<Value> = visible_jobs(&rest, &caller).map(|r| job_json(&r)).collect();
     Json(json!({ "jobs": jobs }))
 }
 

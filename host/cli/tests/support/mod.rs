@@ -278,6 +278,45 @@ pub fn wait_for_state_within(rest: &str, id: &str, state: &str, limit: Duration)
     }
 }
 
+/// Waits up to 20 s until `GET /jobs/:id`, asked with `token`, shows `state`.
+pub fn wait_for_state_as(rest: &str, token: &str, id: &str, state: &str) {
+    let started = Instant::now();
+    loop {
+        let (_, _, body) = call_as(rest, Some(token), "GET", &format!("/jobs/{id}"), &[]);
+        let job: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+        if job["state"] == state {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{job} never showed {state}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `weir args...` with `WEIR_TOKEN=token`: its exit status, stdout and stderr.
+pub fn weir_as(token: &str, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_weir"))
+        .env("WEIR_TOKEN", token)
+        .args(args)
+        .output()
+        .expect("run weir");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A free port on loopback (bound, then released for the process that takes it).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
 /// `method path` with `body` to the REST endpoint: status and JSON.
 pub fn call(address: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
     let (status, _, body) = call_as(address, None, method, path, body);

@@ -13,6 +13,8 @@ use crate::checkpoint::stats::{CheckpointRecord, now_ms};
 use crate::cluster::insight::{JobInsight, JobPlan, TaskStatus, TasksNow, backpressure_level};
 
 type Answer = (StatusCode, Json<Value>);
+/// A handler's answer: an error answer short-cuts with `?`.
+type Handled = Result<Answer, Answer>;
 
 /// Job `id`'s insight, if `caller` may see the job.
 fn insight_of(rest: &Rest, caller: &Caller, id: &str) -> Result<Arc<JobInsight>, Answer> {
@@ -71,26 +73,17 @@ pub(super) async fn plan(
     State(rest): State<Rest>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Answer {
-    let insight = match insight_of(&rest, &caller, &id) {
-        Ok(i) => i,
-        Err(answer) => return answer,
-    };
-    let plan = match plan_of(&insight, &id) {
-        Ok(p) => p,
-        Err(answer) => return answer,
-    };
-    let name = rest
+) -> Handled {
+    let record = super::visible(&rest, &caller, &id).ok_or_else(|| super::no_job(&id))?;
+    let insight = rest
         .cluster
-        .jobs()
-        .into_iter()
-        .find(|r| r.id == id)
-        .map(|r| r.name)
-        .unwrap_or_default();
-    (
+        .job_insight(&id)
+        .ok_or_else(|| super::no_job(&id))?;
+    let plan = plan_of(&insight, &id)?;
+    Ok((
         StatusCode::OK,
-        Json(json!({"plan": plan_json(plan, &id, &name)})),
-    )
+        Json(json!({"plan": plan_json(plan, &id, &record.name)})),
+    ))
 }
 
 fn status_name(status: TaskStatus) -> &'static str {
@@ -197,14 +190,11 @@ pub(super) async fn vertex(
     State(rest): State<Rest>,
     Extension(caller): Extension<Caller>,
     Path((id, vid)): Path<(String, String)>,
-) -> Answer {
-    let (insight, v) = match vertex_of(&rest, &caller, &id, &vid) {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Handled {
+    let (insight, v) = vertex_of(&rest, &caller, &id, &vid)?;
     let now = tasks_now(&insight).await;
     let plan = insight.plan().expect("checked above");
-    (StatusCode::OK, Json(vertex_json(plan, &now, v)))
+    Ok((StatusCode::OK, Json(vertex_json(plan, &now, v))))
 }
 
 /// `GET /jobs/:id/vertices/:vid/backpressure`: Flink's fields, the ratio being back-pressured
@@ -213,11 +203,8 @@ pub(super) async fn backpressure(
     State(rest): State<Rest>,
     Extension(caller): Extension<Caller>,
     Path((id, vid)): Path<(String, String)>,
-) -> Answer {
-    let (insight, v) = match vertex_of(&rest, &caller, &id, &vid) {
-        Ok(found) => found,
-        Err(answer) => return answer,
-    };
+) -> Handled {
+    let (insight, v) = vertex_of(&rest, &caller, &id, &vid)?;
     let now = tasks_now(&insight).await;
     let mut highest = 0.0f64;
     let subtasks: Vec<Value> = now
@@ -237,7 +224,7 @@ pub(super) async fn backpressure(
             })
         })
         .collect();
-    (
+    Ok((
         StatusCode::OK,
         Json(json!({
             "status": "ok",
@@ -245,7 +232,7 @@ pub(super) async fn backpressure(
             "end-timestamp": now_ms(),
             "subtasks": subtasks,
         })),
-    )
+    ))
 }
 
 fn checkpoint_json(r: &CheckpointRecord) -> Value {
@@ -270,13 +257,10 @@ pub(super) async fn checkpoints(
     State(rest): State<Rest>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Answer {
-    let insight = match insight_of(&rest, &caller, &id) {
-        Ok(i) => i,
-        Err(answer) => return answer,
-    };
+) -> Handled {
+    let insight = insight_of(&rest, &caller, &id)?;
     let s = insight.checkpoints.summary();
-    (
+    Ok((
         StatusCode::OK,
         Json(json!({
             "counts": {
@@ -297,7 +281,7 @@ pub(super) async fn checkpoints(
             },
             "history": s.history.iter().map(checkpoint_json).collect::<Vec<_>>(),
         })),
-    )
+    ))
 }
 
 /// `GET /jobs/:id/exceptions`: the root cause (the newest failure) and the history, each with
@@ -306,11 +290,8 @@ pub(super) async fn exceptions(
     State(rest): State<Rest>,
     Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
-) -> Answer {
-    let insight = match insight_of(&rest, &caller, &id) {
-        Ok(i) => i,
-        Err(answer) => return answer,
-    };
+) -> Handled {
+    let insight = insight_of(&rest, &caller, &id)?;
     let history = insight.exceptions();
     let entries: Vec<Value> = history
         .iter()
@@ -328,14 +309,14 @@ pub(super) async fn exceptions(
         })
         .collect();
     let root = history.first();
-    (
+    Ok((
         StatusCode::OK,
         Json(json!({
             "root-exception": root.map(|e| e.exception.clone()),
             "timestamp": root.map(|e| e.timestamp),
             "exceptionHistory": {"entries": entries, "truncated": false},
         })),
-    )
+    ))
 }
 
 /// The vertices of job `id` with their sums, for `GET /jobs/:id` and the web UI's graph.
