@@ -4,6 +4,7 @@
 mod chain;
 pub mod deployment;
 mod input;
+pub mod job_log;
 mod output;
 mod stream_operator;
 mod submit;

@@ -94,10 +94,7 @@ pub(crate) fn options(dir: &Path, interval_ms: u64) -> JobOptions {
             attempts: 2,
             delay: Duration::from_millis(10),
         },
-        restore: None,
-        allow_non_restored_state: false,
-        tenant: None,
-        checkpoint_storage: None,
+        ..JobOptions::default()
     }
 }
 

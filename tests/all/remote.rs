@@ -328,7 +328,7 @@ fn the_data_port_refuses_strangers_and_garbage_and_keeps_serving_its_peers() {
     let mut hello = 43u32.to_le_bytes().to_vec();
     hello.push(1);
     hello.extend_from_slice(b"WEIR");
-    hello.extend_from_slice(&2u16.to_le_bytes()); // the protocol version
+    hello.extend_from_slice(&3u16.to_le_bytes()); // the protocol version
     hello.extend_from_slice(&(te.config().segment_bytes as u32).to_le_bytes());
     hello.extend_from_slice(&[7u8; 32]);
     forger.write_all(&hello).expect("hello");

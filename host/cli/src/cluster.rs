@@ -44,6 +44,10 @@ pub struct TaskManagerArgs {
     /// Run on these CPUs, e.g. `0-1,3` (default: `taskmanager.cpus`).
     #[arg(long, value_name = "LIST")]
     cpus: Option<String>,
+    /// Write each job's guest log lines to a file of its own under this directory (default:
+    /// `taskmanager.log-dir`; unset: into the TaskManager's log).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
 }
 
 fn config(explicit: Option<&std::path::Path>) -> Result<ClusterConfig> {
@@ -78,6 +82,7 @@ pub fn taskmanager(args: TaskManagerArgs, cache_dir: Option<PathBuf>) -> Result<
             .map(weir_host::cluster::standalone::config::parse_cpu_list)
             .transpose()
             .map_err(|e| anyhow::anyhow!("--cpus: {e}"))?,
+        log_dir: args.log_dir,
     })
     .context("starting the TaskManager")?;
     eprintln!("TaskManager `{}` started", tm.resource_id());

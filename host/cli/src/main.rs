@@ -223,8 +223,7 @@ fn run(args: RunArgs) -> Result<()> {
         restart,
         restore: args.from_savepoint,
         allow_non_restored_state: args.allow_non_restored_state,
-        tenant: None,
-        checkpoint_storage: None,
+        ..JobOptions::default()
     };
     let result = if let (Some(dir), Some(after)) = (args.savepoint_dir, args.savepoint_after) {
         // One attempt, with a savepoint taken along the way.

@@ -414,7 +414,8 @@ fn a_tenants_guests_get_the_capabilities_granted_to_it_and_its_failing_jobs_back
         format!(
             "[[tenant]]\nname = \"alice\"\ntokens = [{:?}]\ndirs = [{:?}]\n\
              capabilities = [\"clocks\"]\n\
-             [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\ndirs = [{:?}]\n",
+             [[tenant]]\nname = \"bob\"\ntokens = [{:?}]\ndirs = [{:?}]\n\
+             [tenant.quota]\nlog-per-operator = \"64KiB\"\n",
             hash(ALICE),
             dir.path().display(),
             hash(BOB),
@@ -424,7 +425,20 @@ fn a_tenants_guests_get_the_capabilities_granted_to_it_and_its_failing_jobs_back
     .expect("tenants");
     let config = tenant_config(dir.path(), &tenants);
     let (jm, rpc, rest) = jobmanager(&config);
-    let _tm = taskmanager(&config, &rpc, 2, "tm-1");
+    let guest_logs = dir.path().join("guest-logs");
+    let tm = Process::start(&[
+        "taskmanager",
+        "--config",
+        config.to_str().unwrap(),
+        "--jobmanager",
+        &rpc,
+        "--slots",
+        "2",
+        "--resource-id",
+        "tm-1",
+        "--log-dir",
+        guest_logs.to_str().unwrap(),
+    ]);
     // A guest that sleeps a millisecond per record: it needs a clock.
     let job = dir.path().join("sleepy.toml");
     std::fs::write(
@@ -457,6 +471,49 @@ fn a_tenants_guests_get_the_capabilities_granted_to_it_and_its_failing_jobs_back
             .is_some_and(|f| f.contains("grants no clock")),
         "{failed}"
     );
+
+    // Bob's guest printing without end: its lines go to a file of the job's own under Bob's
+    // name, never to the TaskManager's log, and the job fails at Bob's log quota.
+    let flood = dir.path().join("flood.toml");
+    std::fs::write(
+        &flood,
+        format!(
+            "name = \"flood\"\n\
+             [[source]]\nid = \"numbers\"\nkind = \"sequence\"\ncount = 1\n\
+             [[operator]]\nid = \"flood\"\ncomponent = {:?}\ninput = \"numbers\"\n\
+             [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"flood\"\n",
+            hostile_component()
+        ),
+    )
+    .expect("manifest");
+    let (ok, out, err) = weir_as(BOB, &["run", "-d", "-m", &rest, flood.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let flooding = job_id_of(&out);
+    wait_for_state_as(&rest, BOB, &flooding, "FAILED");
+    let (_, failed) = call_as(&rest, Some(BOB), "GET", &format!("/jobs/{flooding}"), "");
+    assert!(
+        failed["failure"]
+            .as_str()
+            .is_some_and(|f| f.contains("65536 bytes")),
+        "{failed}"
+    );
+    let log = std::fs::read_to_string(
+        guest_logs
+            .join("tenants/bob")
+            .join(&flooding)
+            .join("guest.log"),
+    )
+    .expect("Bob's job's guest log");
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(
+        lines[0].starts_with("[flood#0 stdout] flood flood"),
+        "{}",
+        lines[0]
+    );
+    // Capped: 64 KiB of 601-byte lines.
+    assert_eq!(lines.len(), 65536 / 601, "{log}");
+    assert!(!tm.log().contains("flood flood"));
+    assert!(!guest_logs.join("tenants/alice").join(&flooding).exists());
 
     // Bob's job failing over and over restarts after 1 s, then 2 s, whatever delay it asks for.
     let chk = dir.path().join("chk");
@@ -770,4 +827,64 @@ fn a_tenants_job_is_kept_under_its_name_and_recovered_as_its_own_by_a_restarted_
     assert_eq!(status, 404);
     let (ok, out, err) = weir_as(ALICE, &["cancel", "-m", &rest, &id]);
     assert!(ok, "{out}{err}");
+}
+
+#[test]
+fn the_scrapers_token_reads_every_metrics_endpoint_and_nothing_else() {
+    const SCRAPER: &str = "scraper-token-0123456789abcdef0123456789abcdef";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let tenants = dir.path().join("tenants.toml");
+    tenants_file(&tenants, ALICE, dir.path(), dir.path());
+    let config = tenant_config(dir.path(), &tenants);
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("[metrics]\ntoken = {:?}\n", hash(SCRAPER)));
+    std::fs::write(&config, text).expect("config");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 1, "tm-1");
+    let started = std::time::Instant::now();
+    let tms = loop {
+        let (_, tms) = call_as(&rest, Some(OPS), "GET", "/taskmanagers", "");
+        if tms["taskmanagers"].as_array().is_some_and(|t| t.len() == 1) {
+            break tms;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "{tms}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let tm_metrics = tms["taskmanagers"][0]["metricsAddress"]
+        .as_str()
+        .expect("the operator sees where metrics are")
+        .to_string();
+
+    // A TaskManager's metrics: the scraper's token only.
+    for token in [None, Some(ALICE), Some(OPS), Some("scraper-token")] {
+        let (status, head, _) = support::call_as(&tm_metrics, token, "GET", "/metrics", b"");
+        assert_eq!(status, 401, "{token:?}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("www-authenticate: bearer")
+        );
+    }
+    let (status, _, body) = support::call_as(&tm_metrics, Some(SCRAPER), "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    assert!(body.contains("taskmanager_task_slots"), "{body}");
+
+    // The JobManager's: the scraper's token or an admin's; the scraper's opens nothing else.
+    let (status, _, body) = support::call_as(&rest, Some(SCRAPER), "GET", "/metrics", b"");
+    assert_eq!(status, 200);
+    assert!(body.contains("jobmanager_taskmanagers 1"), "{body}");
+    assert_eq!(call_as(&rest, Some(OPS), "GET", "/metrics", "").0, 200);
+    assert_eq!(call_as(&rest, Some(ALICE), "GET", "/metrics", "").0, 403);
+    for (method, path) in [
+        ("GET", "/jobs"),
+        ("GET", "/overview"),
+        ("GET", "/taskmanagers"),
+        ("POST", "/jobs"),
+        ("GET", "/metrics/"),
+    ] {
+        let (status, _) = call_as(&rest, Some(SCRAPER), method, path, "");
+        assert_eq!(status, 401, "{method} {path}");
+    }
 }

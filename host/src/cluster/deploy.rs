@@ -25,6 +25,7 @@ use crate::runtime::deployment::{
     BlobKey, ChannelDescriptor, GateDescriptor, GateId, InputDescriptor, OperatorDescriptor,
     OutputDescriptor, PartitionDescriptor, Selector, TaskDeploymentDescriptor,
 };
+use crate::runtime::job_log::RegisteredJob;
 use crate::runtime::{JobMasterConnection, TaskFailure};
 use crate::stream::Barrier;
 use crate::wasm::{Capabilities, ExecutionMode};
@@ -107,7 +108,15 @@ pub(super) fn deploy(
         done: done_tx.clone(),
     });
     for te in &tes {
-        te.register_job(id, master.clone(), setup.checkpoints.is_some());
+        te.register_job(
+            id,
+            master.clone(),
+            &RegisteredJob {
+                checkpointing: setup.checkpoints.is_some(),
+                job_id: setup.job_id.map(str::to_string),
+                tenant: setup.tenant.map(str::to_string),
+            },
+        );
     }
     let abort = |e: JobFailure| {
         tes.iter().for_each(|te| te.unregister_job(id));

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::metrics::TaskMetricsSnapshot;
 use crate::network::BufferPoolStats;
 use crate::runtime::deployment::{BlobKey, TaskDeploymentDescriptor};
+use crate::runtime::job_log::RegisteredJob;
 use crate::runtime::task_executor::{SlotAllocation, SlotError, TaskExecutor};
 use crate::runtime::{JobMasterConnection, SubmitError};
 use crate::stream::Barrier;
@@ -19,9 +20,14 @@ pub trait TaskExecutorGateway: Send + Sync {
     /// Makes a component (its file name and bytes, from the dispatcher's blob store) available
     /// to tasks under its blob key; compiled once per TaskExecutor.
     fn put_component(&self, name: &str, bytes: &[u8]) -> Result<BlobKey, LoadError>;
-    /// Opens the job's entry before its tasks are submitted: where they report to, and
-    /// whether the job checkpoints.
-    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool);
+    /// Opens the job's entry before its tasks are submitted: where they report to, whether
+    /// the job checkpoints, and whose job it is.
+    fn register_job(
+        &self,
+        job: u64,
+        master: Arc<dyn JobMasterConnection>,
+        registration: &RegisteredJob,
+    );
     /// Deploys one task of a registered job.
     fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError>;
     /// Starts checkpoint `barrier` at tasks `tasks` (sources) of the job.
@@ -95,8 +101,13 @@ impl TaskExecutorGateway for TaskExecutor {
         })
     }
 
-    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool) {
-        TaskExecutor::register_job(self, job, master, checkpointing)
+    fn register_job(
+        &self,
+        job: u64,
+        master: Arc<dyn JobMasterConnection>,
+        registration: &RegisteredJob,
+    ) {
+        TaskExecutor::register_job(self, job, master, registration)
     }
 
     fn submit_task(&self, tdd: TaskDeploymentDescriptor) -> Result<(), SubmitError> {

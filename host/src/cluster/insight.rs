@@ -27,6 +27,12 @@ const RATE_WINDOW: Duration = Duration::from_millis(500);
 pub struct JobPlan {
     pub vertices: Vec<PlanVertex>,
     pub edges: Vec<PlanEdge>,
+    /// Operator instances running a guest, and the linear memory each may grow to (unset: the
+    /// cluster's default), for a tenant's memory quota.
+    #[serde(skip)]
+    pub guest_instances: u64,
+    #[serde(skip)]
+    pub memory_per_instance: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -85,6 +91,8 @@ impl JobPlan {
                     },
                 })
                 .collect(),
+            guest_instances: crate::cluster::standalone::admission::guest_instances(graph),
+            memory_per_instance: graph.limits.memory_bytes,
         }
     }
 

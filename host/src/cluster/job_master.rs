@@ -73,6 +73,8 @@ pub struct JobOptions {
     /// The tenant whose job it is: its slots come from TaskManagers reserved for it, or
     /// shared ones.
     pub tenant: Option<String>,
+    /// The dispatcher's id of the job (set when it is started under one).
+    pub job_id: Option<String>,
     /// Most bytes the job's retained checkpoints may take (the tenant's quota).
     pub checkpoint_storage: Option<u64>,
 }
@@ -85,6 +87,7 @@ impl Default for JobOptions {
             restore: None,
             allow_non_restored_state: false,
             tenant: None,
+            job_id: None,
             checkpoint_storage: None,
         }
     }
@@ -116,6 +119,8 @@ pub(crate) struct AttemptSetup<'a> {
     pub stats: Arc<CheckpointStats>,
     /// The tenant whose slots the attempt takes.
     pub tenant: Option<&'a str>,
+    /// The dispatcher's id of the job, which names its logs.
+    pub job_id: Option<&'a str>,
     /// Most bytes the job's retained checkpoints may take.
     pub checkpoint_storage: Option<u64>,
 }

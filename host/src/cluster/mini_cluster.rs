@@ -80,6 +80,7 @@ impl MiniCluster {
                     runtime.clone(),
                     TaskExecutorServices {
                         log_sink: config.log_sink.clone(),
+                        guest_log_dir: None,
                         natives: config.native_operators.clone(),
                     },
                 ))
@@ -141,6 +142,7 @@ impl MiniCluster {
                 protected: Vec::new(),
                 stats: Default::default(),
                 tenant: None,
+                job_id: None,
                 checkpoint_storage: None,
             },
         )
@@ -195,6 +197,7 @@ impl MiniCluster {
                     .collect(),
                 stats: stats.clone(),
                 tenant: options.tenant.as_deref(),
+                job_id: options.job_id.as_deref(),
                 checkpoint_storage: options.checkpoint_storage,
             },
         )
@@ -232,10 +235,11 @@ impl MiniCluster {
         self: &Arc<Self>,
         id: String,
         graph: JobGraph,
-        options: JobOptions,
+        mut options: JobOptions,
         owner: Option<&str>,
         ended: Box<dyn FnOnce(Result<JobResult, JobFailure>) + Send>,
     ) -> std::io::Result<String> {
+        options.job_id = Some(id.clone());
         let number = self.dispatcher.record_start_as(&id, &graph.name, owner);
         let control = Arc::new(JobControl::default());
         self.dispatcher.set_control(&id, control.clone());

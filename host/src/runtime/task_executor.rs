@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
+use super::job_log::{JobLogFile, RegisteredJob};
 use crate::metrics::TaskMetrics;
 use crate::network::{
     CancelFlag, GateSenders, InputGate, NetworkBufferPool, NetworkConfig, NetworkEnvironment,
@@ -97,8 +98,11 @@ pub struct RunningTask {
 /// What the TaskExecutor's process gives every task, whichever job it belongs to.
 #[derive(Clone)]
 pub struct TaskExecutorServices {
-    /// Where guests' log lines go.
+    /// Where guests' log lines go, unless `guest_log_dir` gives the job a file of its own.
     pub log_sink: Arc<dyn LogSink>,
+    /// The directory under which each job registered with an id gets its `guest.log`
+    /// ([`job_log`](super::job_log)).
+    pub guest_log_dir: Option<std::path::PathBuf>,
     /// Native operators jobs may name; none by default.
     pub natives: Option<Arc<dyn NativeOperators>>,
 }
@@ -107,6 +111,7 @@ impl Default for TaskExecutorServices {
     fn default() -> Self {
         TaskExecutorServices {
             log_sink: Arc::new(StderrLog),
+            guest_log_dir: None,
             natives: None,
         }
     }
@@ -248,19 +253,19 @@ impl TaskExecutor {
         self.free.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
-    /// Registers a job before its tasks are submitted: where they report to, and whether it
-    /// checkpoints.
+    /// Registers a job before its tasks are submitted: where they report to, whether it
+    /// checkpoints, and whose it is (which names its log).
     pub fn register_job(
         &self,
         job: u64,
         master: Arc<dyn JobMasterConnection>,
-        checkpointing: bool,
+        registration: &RegisteredJob,
     ) {
         let connection = JobConnection {
             cancel: CancelFlag::default(),
             master,
-            checkpointing,
-            log_sink: self.services.log_sink.clone(),
+            checkpointing: registration.checkpointing,
+            log_sink: self.job_log_sink(registration),
             natives: self.services.natives.clone(),
         };
         self.job_table().insert(
@@ -271,6 +276,25 @@ impl TaskExecutor {
                 gates: HashMap::new(),
             },
         );
+    }
+
+    /// The job's own log file if this TaskExecutor keeps them and the job has an id; else the
+    /// shared sink (also when the file cannot be opened: the job still runs, and says so).
+    fn job_log_sink(&self, registration: &RegisteredJob) -> Arc<dyn LogSink> {
+        let (Some(dir), Some(id)) = (&self.services.guest_log_dir, &registration.job_id) else {
+            return self.services.log_sink.clone();
+        };
+        match JobLogFile::open(dir, registration.tenant.as_deref(), id) {
+            Ok(file) => Arc::new(file),
+            Err(e) => {
+                eprintln!(
+                    "warning: job {id}'s guest log cannot be opened under {}: {e}; its guests \
+                     log here",
+                    dir.display()
+                );
+                self.services.log_sink.clone()
+            }
+        }
     }
 
     /// Mails `mail` to tasks `tasks` of `job` (all of them for `None`).

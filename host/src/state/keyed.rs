@@ -44,7 +44,8 @@ pub enum StateError {
     /// The operator subtask holds as much keyed state as its limit allows.
     #[error(
         "keyed state would grow to {bytes} bytes, over the limit of {limit} bytes per operator \
-         subtask (raise it with --state-limit or `state_limit` in the job manifest)"
+         subtask (the job's `state_limit` or --state-limit, or its share of its tenant's \
+         `keyed-state-per-job` quota)"
     )]
     LimitExceeded { bytes: usize, limit: usize },
 }

@@ -35,6 +35,13 @@ struct Raw {
     rest: Endpoint,
     taskmanager: RawTaskManager,
     heartbeat: RawHeartbeat,
+    metrics: RawMetrics,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct RawMetrics {
+    token: Option<String>,
 }
 
 impl Default for Raw {
@@ -48,6 +55,7 @@ impl Default for Raw {
             },
             taskmanager: RawTaskManager::default(),
             heartbeat: RawHeartbeat::default(),
+            metrics: RawMetrics::default(),
         }
     }
 }
@@ -103,6 +111,7 @@ struct RawTaskManager {
     slots: u32,
     tenant: Option<String>,
     cpus: Option<String>,
+    log_dir: Option<PathBuf>,
     host: Option<String>,
     bind_address: String,
     data_port: u16,
@@ -117,6 +126,7 @@ impl Default for RawTaskManager {
             slots: 1,
             tenant: None,
             cpus: None,
+            log_dir: None,
             host: None,
             bind_address: "127.0.0.1".into(),
             data_port: 0,
@@ -166,6 +176,35 @@ pub struct ClusterConfig {
     pub rest: Endpoint,
     pub taskmanager: TaskManagerConfig,
     pub heartbeat: HeartbeatConfig,
+    /// The SHA-256 of the token a scraper presents for `/metrics` (`metrics.token`): every
+    /// TaskManager's then refuses anyone without it, and the JobManager's takes it besides an
+    /// admin tenant's. Unset: a TaskManager's `/metrics` is open.
+    pub metrics_token: Option<MetricsToken>,
+}
+
+/// A token kept as its hash, compared in constant time.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MetricsToken([u8; 32]);
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
+    }
+}
+
+impl MetricsToken {
+    /// Whether `token` is the one whose hash this is.
+    pub fn admits(&self, token: &str) -> bool {
+        super::tenants::token_has_hash(token, &self.0)
+    }
+
+    /// Whether the `Authorization` header `value` presents it as a bearer token.
+    pub fn admits_header(&self, value: Option<&axum::http::HeaderValue>) -> bool {
+        value
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| self.admits(t.trim()))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -175,6 +214,9 @@ pub struct TaskManagerConfig {
     pub tenant: Option<String>,
     /// The CPUs its threads run on (e.g. `0-1,3`); unset: any.
     pub cpus: Option<Vec<usize>>,
+    /// Where each job's guests log, in a file of the job's own under its tenant's directory
+    /// (`runtime::job_log`); unset: into the TaskManager's own log.
+    pub log_dir: Option<PathBuf>,
     /// The address other processes reach the TaskManager under (Flink's `taskmanager.host`);
     /// unset, the bind address, or for a wildcard bind the local address that reaches the
     /// JobManager.
@@ -324,6 +366,22 @@ impl ClusterConfig {
                 heartbeat.timeout, heartbeat.interval
             )));
         }
+        let metrics_token = raw
+            .metrics
+            .token
+            .as_deref()
+            .map(|text| {
+                super::tenants::parse_hash(text)
+                    .map(MetricsToken)
+                    .ok_or_else(|| {
+                        invalid(
+                            "`metrics.token` must be a token's hash, `sha256:` and 64 hex digits \
+                         (`weir token` makes one); never the token itself"
+                                .into(),
+                        )
+                    })
+            })
+            .transpose()?;
         if raw.taskmanager.slots == 0 {
             return Err(invalid("`taskmanager.slots` must be at least 1".into()));
         }
@@ -350,6 +408,7 @@ impl ClusterConfig {
                             .map_err(|e| invalid(format!("`taskmanager.cpus`: {e}")))
                     })
                     .transpose()?,
+                log_dir: raw.taskmanager.log_dir.map(|dir| beside(path, dir)),
                 host: raw.taskmanager.host,
                 bind_address: raw.taskmanager.bind_address,
                 data_port: raw.taskmanager.data_port,
@@ -361,6 +420,7 @@ impl ClusterConfig {
                 )?,
             },
             heartbeat,
+            metrics_token,
         })
     }
 

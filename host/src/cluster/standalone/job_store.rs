@@ -162,7 +162,11 @@ fn admit_upload(
     submission.graph.check().map_err(|e| e.to_string())?;
     if let Some(tenant) = owner.filter(|t| !t.admin) {
         confine_submission(tenant, submission)?;
-        admit(tenant, &mut submission.graph, cluster)?;
+        let interval = submission
+            .checkpoints
+            .as_ref()
+            .map(|(_, ms)| Duration::from_millis(*ms));
+        admit(tenant, &mut submission.graph, interval, cluster)?;
     }
     Ok(())
 }

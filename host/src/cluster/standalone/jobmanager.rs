@@ -151,6 +151,7 @@ impl JobManager {
     /// Starts the endpoints `config` names (port 0: any free port).
     pub fn start(config: ClusterConfig) -> Result<Self, JobManagerError> {
         let secret = config.require_secret()?;
+        let metrics_token = config.metrics_token;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("weir-jobmanager")
@@ -233,6 +234,7 @@ impl JobManager {
             state,
             tenants,
             submitting: Default::default(),
+            metrics_token,
         });
         runtime.spawn(crate::cluster::rest::serve(rest_listener, cluster, view));
         Ok(JobManager {

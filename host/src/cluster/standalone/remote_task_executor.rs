@@ -13,6 +13,7 @@ use crate::cluster::resource_manager::SlotProvider;
 use crate::metrics::TaskMetricsSnapshot;
 use crate::network::BufferPoolStats;
 use crate::runtime::deployment::{BlobKey, TaskDeploymentDescriptor};
+use crate::runtime::job_log::RegisteredJob;
 use crate::runtime::task_executor::SlotError;
 use crate::runtime::{JobMasterConnection, SubmitError, TaskFailure};
 use crate::stream::Barrier;
@@ -362,13 +363,18 @@ impl TaskExecutorGateway for AllocatedTaskExecutor {
         Ok(self.te.blobs.put(name, bytes))
     }
 
-    fn register_job(&self, job: u64, master: Arc<dyn JobMasterConnection>, checkpointing: bool) {
+    fn register_job(
+        &self,
+        job: u64,
+        master: Arc<dyn JobMasterConnection>,
+        registration: &RegisteredJob,
+    ) {
         let te = &self.te;
         te.attempts.add(job, master);
         te.attempts.activate(self.allocation, job, &te.resource_id);
         let (context, allocation) = (te.context(), self.allocation);
         if let Some(Err(refusal)) = te.call("register_job", |c| {
-            c.register_job(context, job, allocation, checkpointing)
+            c.register_job(context, job, allocation, registration.clone())
         }) {
             // Its tasks' deployments are refused in turn, which fails the attempt.
             eprintln!(

@@ -21,6 +21,7 @@ use crate::metrics::TaskMetricsSnapshot;
 use crate::network::handshake::{self, Purpose};
 use crate::network::{BufferPoolStats, ClusterSecret};
 use crate::runtime::deployment::TaskDeploymentDescriptor;
+use crate::runtime::job_log::RegisteredJob;
 use crate::runtime::task_executor::SlotError;
 
 /// Largest RPC message: a component travels in one (the Python SDK's are ~18 MB).
@@ -135,7 +136,11 @@ pub trait TaskManagerRpc {
     async fn release(allocation: u64);
     /// Opens attempt `job` in slot allocation `allocation` before its tasks come; refused
     /// unless this connection holds that allocation.
-    async fn register_job(job: u64, allocation: u64, checkpointing: bool) -> Result<(), String>;
+    async fn register_job(
+        job: u64,
+        allocation: u64,
+        registration: RegisteredJob,
+    ) -> Result<(), String>;
     /// Deploys a task into slot allocation `allocation` (fetching its components from the
     /// blob server first, once); refused unless the allocation is active and holds its job
     /// (Flink's fencing of deployments by allocation id).

@@ -132,6 +132,7 @@ impl JobSubmission {
             restore: self.restore.clone(),
             allow_non_restored_state: self.allow_non_restored_state,
             tenant: None,
+            job_id: None,
             checkpoint_storage: None,
         };
         Ok((self.graph, options))

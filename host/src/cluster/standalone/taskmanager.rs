@@ -8,14 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::config::{ClusterConfig, ConfigError};
+use super::config::{ClusterConfig, ConfigError, MetricsToken};
 use super::rpc::{
     self, ConnectError, Hardware, JobManagerRpcClient, RegistrationRefused, SlotReport,
     TaskManagerRegistration,
 };
 use super::tm_service::{self, JobManagerLink};
 use crate::network::{ClusterSecret, NetworkConfig};
-use crate::runtime::task_executor::{TaskExecutor, TaskExecutorConfig};
+use crate::runtime::task_executor::{TaskExecutor, TaskExecutorConfig, TaskExecutorServices};
 use crate::wasm::{RuntimeConfig, WasmRuntime};
 
 /// How to start a TaskManager.
@@ -34,6 +34,8 @@ pub struct TaskManagerOptions {
     pub tenant: Option<String>,
     /// The CPUs it runs on (default: the configuration's).
     pub cpus: Option<Vec<usize>>,
+    /// Overrides `taskmanager.log-dir`.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// Why a TaskManager stopped.
@@ -104,6 +106,9 @@ impl TaskManager {
         if options.cpus.is_some() {
             config.taskmanager.cpus = options.cpus;
         }
+        if options.log_dir.is_some() {
+            config.taskmanager.log_dir = options.log_dir;
+        }
         // Before any thread starts: every thread the process makes inherits the set.
         if let Some(cpus) = &config.taskmanager.cpus {
             pin_to(cpus).map_err(start_failed("CPU affinity"))?;
@@ -141,7 +146,17 @@ impl TaskManager {
             },
             ..TaskExecutorConfig::default()
         };
-        let task_executor = Arc::new(TaskExecutor::new(te_config, Arc::new(wasm)));
+        if let Some(dir) = &tm.log_dir {
+            eprintln!("Guests log under {}", dir.display());
+        }
+        let task_executor = Arc::new(TaskExecutor::with_services(
+            te_config,
+            Arc::new(wasm),
+            TaskExecutorServices {
+                guest_log_dir: tm.log_dir.clone(),
+                ..TaskExecutorServices::default()
+            },
+        ));
         let data_bound = task_executor
             .network_environment()
             .data_address()
@@ -209,6 +224,7 @@ impl TaskManager {
             metrics_listener,
             task_executor.clone(),
             resource_id.clone(),
+            config.metrics_token,
         ));
         eprintln!("Metrics endpoint listening on http://{metrics_address}/metrics");
         let mut instance = [0u8; 8];
@@ -443,16 +459,31 @@ fn pin_to(cpus: &[usize]) -> Result<(), String> {
 
 /// Serves `GET /metrics` (Prometheus) for this TaskManager: its slots, network buffers and
 /// memory, and its tasks' IO metrics and guest memory.
+/// With `metrics.token` set, only a scraper presenting it is served (every tenant's tasks are
+/// in these metrics).
 async fn serve_metrics(
     listener: tokio::net::TcpListener,
     task_executor: Arc<TaskExecutor>,
     resource_id: String,
+    token: Option<MetricsToken>,
 ) {
+    use axum::response::IntoResponse;
     let app = axum::Router::new().route(
         "/metrics",
-        axum::routing::get(move || {
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
             let (te, id) = (task_executor.clone(), resource_id.clone());
             async move {
+                if let Some(token) = token
+                    && !token.admits_header(headers.get(axum::http::header::AUTHORIZATION))
+                {
+                    return (
+                        axum::http::StatusCode::UNAUTHORIZED,
+                        [(axum::http::header::WWW_AUTHENTICATE, "Bearer")],
+                        "this TaskManager's metrics need the scraper's token \
+                         (`metrics.token`): send `Authorization: Bearer <token>`\n",
+                    )
+                        .into_response();
+                }
                 let text = tokio::task::spawn_blocking(move || task_manager_metrics(&te, &id))
                     .await
                     .unwrap_or_default();
@@ -463,6 +494,7 @@ async fn serve_metrics(
                     )],
                     text,
                 )
+                    .into_response()
             }
         }),
     );

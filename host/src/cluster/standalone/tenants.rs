@@ -24,14 +24,18 @@ pub struct Quota {
     pub running_jobs: Option<u32>,
     /// Linear memory of one operator instance.
     pub memory_per_operator: Option<u64>,
+    /// Linear memory of every operator instance of its running jobs together.
+    pub memory: Option<u64>,
     /// Longest one call into a guest.
     pub call_deadline: Option<Duration>,
-    /// Keyed state bytes of one operator subtask.
-    pub state_per_subtask: Option<u64>,
+    /// Keyed state bytes of one job (shared equally by its subtasks that run guests).
+    pub keyed_state_per_job: Option<u64>,
     /// Log output of one operator subtask.
     pub log_per_operator: Option<u64>,
     /// Bytes the retained checkpoints of one job may take.
     pub checkpoint_storage: Option<u64>,
+    /// The shortest checkpoint interval a job may ask for.
+    pub min_checkpoint_interval: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +58,7 @@ pub struct Tenant {
 pub enum Caller {
     /// No tenants are configured: the endpoint is open, as to the cluster's operator.
     Open,
-    Tenant(Tenant),
+    Tenant(Box<Tenant>),
 }
 
 impl Caller {
@@ -120,10 +124,12 @@ struct RawQuota {
     parallelism: Option<u32>,
     running_jobs: Option<u32>,
     memory_per_operator: Option<String>,
+    memory: Option<String>,
     call_deadline: Option<String>,
-    state_per_subtask: Option<String>,
+    keyed_state_per_job: Option<String>,
     log_per_operator: Option<String>,
     checkpoint_storage: Option<String>,
+    min_checkpoint_interval: Option<String>,
 }
 
 /// The SHA-256 of a token, as the tenants file holds it: `sha256:<64 hex digits>`.
@@ -140,7 +146,7 @@ pub fn new_token() -> Result<String, String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn parse_hash(text: &str) -> Option<[u8; 32]> {
+pub(super) fn parse_hash(text: &str) -> Option<[u8; 32]> {
     let hex = text.strip_prefix("sha256:")?;
     if hex.len() != 64 {
         return None;
@@ -203,21 +209,26 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
                 .map(|b| parse_bytes(b).map_err(|e| invalid(format!("{}: {e}", key(k)))))
                 .transpose()
         };
+        let duration = |k: &str, value: &Option<String>| {
+            value
+                .as_deref()
+                .map(|d| parse_duration(d).map_err(|e| invalid(format!("{}: {e}", key(k)))))
+                .transpose()
+        };
         let quota = Quota {
             slots: q.slots,
             parallelism: q.parallelism,
             running_jobs: q.running_jobs,
             memory_per_operator: bytes("memory-per-operator", &q.memory_per_operator)?,
-            call_deadline: q
-                .call_deadline
-                .as_deref()
-                .map(|d| {
-                    parse_duration(d).map_err(|e| invalid(format!("{}: {e}", key("call-deadline"))))
-                })
-                .transpose()?,
-            state_per_subtask: bytes("state-per-subtask", &q.state_per_subtask)?,
+            memory: bytes("memory", &q.memory)?,
+            call_deadline: duration("call-deadline", &q.call_deadline)?,
+            keyed_state_per_job: bytes("keyed-state-per-job", &q.keyed_state_per_job)?,
             log_per_operator: bytes("log-per-operator", &q.log_per_operator)?,
             checkpoint_storage: bytes("checkpoint-storage", &q.checkpoint_storage)?,
+            min_checkpoint_interval: duration(
+                "min-checkpoint-interval",
+                &q.min_checkpoint_interval,
+            )?,
         };
         let mut grants = Grants::default();
         for capability in &t.capabilities {
@@ -253,6 +264,12 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
 /// Equal in constant time (no early exit on the first difference).
 fn same(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `token`'s SHA-256 is `hash`, compared in constant time.
+pub(super) fn token_has_hash(token: &str, hash: &[u8; 32]) -> bool {
+    let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    same(hash, &presented)
 }
 
 /// The tenant a token belongs to, looking at every stored hash whatever matches.
@@ -335,7 +352,7 @@ mod tests {
             .collect();
         format!(
             "[[tenant]]\nname = \"alice\"\ntokens = [{}]\n[tenant.quota]\nslots = 2\n\
-             call-deadline = \"5s\"\nstate-per-subtask = \"1MiB\"\n\
+             call-deadline = \"5s\"\nkeyed-state-per-job = \"1MiB\"\n\
              [[tenant]]\nname = \"ops\"\nadmin = true\ntokens = [{:?}]\n",
             hashes.join(", "),
             token_hash("root")
@@ -352,10 +369,10 @@ mod tests {
         let alice = find(&tenants, "a1").unwrap();
         assert_eq!(alice.quota.slots, Some(2));
         assert_eq!(alice.quota.call_deadline, Some(Duration::from_secs(5)));
-        assert_eq!(alice.quota.state_per_subtask, Some(1 << 20));
-        assert!(Caller::Tenant(alice.clone()).may_see(Some("alice")));
-        assert!(!Caller::Tenant(alice.clone()).may_see(Some("bob")));
-        assert!(!Caller::Tenant(alice.clone()).may_see(None));
+        assert_eq!(alice.quota.keyed_state_per_job, Some(1 << 20));
+        assert!(Caller::Tenant(Box::new(alice.clone())).may_see(Some("alice")));
+        assert!(!Caller::Tenant(Box::new(alice.clone())).may_see(Some("bob")));
+        assert!(!Caller::Tenant(Box::new(alice.clone())).may_see(None));
     }
 
     #[test]

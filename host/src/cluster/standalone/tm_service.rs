@@ -17,6 +17,7 @@ use crate::checkpoint::{CoordinatorEvent, TaskCheckpointEvent};
 use crate::metrics::TaskMetricsSnapshot;
 use crate::network::{BufferPoolStats, ClusterSecret};
 use crate::runtime::deployment::{OperatorDescriptor, TaskDeploymentDescriptor};
+use crate::runtime::job_log::RegisteredJob;
 use crate::runtime::task_executor::{SlotAllocation, SlotError, TaskExecutor};
 use crate::runtime::{JobMasterConnection, TaskFailure};
 use crate::stream::Barrier;
@@ -220,7 +221,7 @@ impl TaskManagerRpc for Service {
         _: tarpc::context::Context,
         job: u64,
         allocation: u64,
-        checkpointing: bool,
+        registration: RegisteredJob,
     ) -> Result<(), String> {
         if !self.holds(allocation) {
             return Err(format!(
@@ -232,7 +233,7 @@ impl TaskManagerRpc for Service {
             fence: Fence { job, allocation },
             upcalls: self.upcalls.clone(),
         });
-        self.te.register_job(job, master, checkpointing);
+        self.te.register_job(job, master, &registration);
         Ok(())
     }
 

@@ -18,14 +18,22 @@ pub(super) struct StandaloneView {
     /// One submission at a time: a tenant's quota is checked against the jobs that run, so
     /// two uploads must not both pass it before either runs.
     pub(super) submitting: Mutex<()>,
+    /// The metrics scraper's token (`metrics.token`).
+    pub(super) metrics_token: Option<super::config::MetricsToken>,
 }
 
 impl ClusterView for StandaloneView {
     fn authenticate(&self, token: Option<&str>) -> Option<Caller> {
         match &self.tenants {
             None => Some(Caller::Open),
-            Some(tenants) => tenants.authenticate(token?).map(Caller::Tenant),
+            Some(tenants) => tenants
+                .authenticate(token?)
+                .map(|t| Caller::Tenant(Box::new(t))),
         }
+    }
+
+    fn scrapes_metrics(&self, token: &str) -> bool {
+        self.metrics_token.is_some_and(|m| m.admits(token))
     }
 
     fn task_managers(&self) -> Vec<TaskManagerView> {

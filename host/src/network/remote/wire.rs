@@ -15,7 +15,8 @@ use crate::network::{ChannelEvent, NetworkBufferPool};
 pub(crate) const MAGIC: [u8; 4] = *b"WEIR";
 /// The protocol version; both sides must speak the same one.
 /// 2: RPC calls name the slot allocation they act in.
-pub(crate) const VERSION: u16 = 2;
+/// 3: a job's registration names its id and tenant (its log's directory).
+pub(crate) const VERSION: u16 = 3;
 /// Room for a frame's length, kind and fields besides a buffer's bytes.
 pub(crate) const FRAME_OVERHEAD: usize = 64;
 /// Most bytes of a frame that is not a buffer (an error's text is cut to 1 KiB; a barrier's
