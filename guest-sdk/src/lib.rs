@@ -36,6 +36,7 @@ mod reduce;
 mod slot_index;
 pub mod state;
 pub mod testing;
+pub mod window;
 
 pub use functions::{
     Emitter, Filter, FlatMap, KeyBy, Map, TryMap, filter, flat_map, key_by, map, try_map,
@@ -56,6 +57,7 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod prelude {
     pub use crate::codec::{Bincode, BincodeFixed, Bytes, Codec, Fixed, Json, Text};
     pub use crate::host::{Level, TimeDomain};
+    pub use crate::window::{AggregateFunction, Collecting, Reducing, TimeWindow, Windows, window};
     pub use crate::{
         Context, Emitter, MapState, OpenContext, Operator, OperatorError, OperatorInfo,
         ProcessContext, ProcessFunction, Record, ValueState, filter, flat_map, key_by,

@@ -7,6 +7,6 @@ pub mod units;
 
 pub use graph::{
     ChainedOperator, Edge, Grants, JobGraph, JobLimits, JobVertex, OperatorImpl, Partitioning,
-    SinkSpec, SourceSpec, VertexInput, VertexOutput,
+    SinkSpec, SourceSpec, VertexInput, VertexOutput, VertexWatermarks, WatermarkStrategy,
 };
 pub use manifest::{JobError, Manifest, load_manifest, parse_manifest};

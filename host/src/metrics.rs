@@ -24,6 +24,9 @@ pub struct TaskMetrics {
     remote_channels: Mutex<Vec<Arc<RemoteChannelGauge>>>,
     /// Linear memory of the task's guest instances now.
     guest_memory: Arc<AtomicU64>,
+    /// The task's event-time watermark, biased by 2^63 so that the default, 0, is `i64::MIN`
+    /// (no watermark yet) and the order of values is kept.
+    watermark: AtomicU64,
 }
 
 /// Buffers in flight on one remote input channel: credit announced and not yet used, plus
@@ -61,6 +64,9 @@ pub struct TaskMetricsSnapshot {
     pub bytes_out: u64,
     pub credit_starved: Duration,
     pub guest_memory_bytes: u64,
+    /// The watermark the task's operators have reached (Flink's `currentInputWatermark`);
+    /// `i64::MIN` before the first.
+    pub watermark: i64,
 }
 
 impl TaskMetricsSnapshot {
@@ -139,6 +145,11 @@ impl TaskMetrics {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
+    /// The task's watermark advanced (it only moves forward).
+    pub fn set_watermark(&self, watermark: i64) {
+        self.watermark
+            .fetch_max((watermark as u64) ^ (1 << 63), Ordering::Relaxed);
+    }
     /// The task's wall time so far; busy time is what idle and back-pressure leave of it.
     pub fn set_elapsed(&self, d: Duration) {
         self.total_ns.store(nanos(d), Ordering::Relaxed);
@@ -158,6 +169,7 @@ impl TaskMetrics {
             bytes_out: self.bytes_out.load(Ordering::Relaxed),
             credit_starved: Duration::from_nanos(self.credit_starved_ns.load(Ordering::Relaxed)),
             guest_memory_bytes: self.guest_memory.load(Ordering::Relaxed),
+            watermark: (self.watermark.load(Ordering::Relaxed) ^ (1 << 63)) as i64,
         }
     }
 }

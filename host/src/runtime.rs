@@ -10,6 +10,7 @@ mod stream_operator;
 mod submit;
 mod task;
 pub mod task_executor;
+mod watermarks;
 
 pub use chain::{ChainLink, ChainSpec, NativeOperators, OperatorChain};
 pub use input::{InputProcessor, InputStatus};
@@ -17,3 +18,4 @@ pub use output::{CollectedOutput, CollectingOutput, NetworkOutput};
 pub use stream_operator::{RestoreStateError, StreamOperator, WasmOperator};
 pub use submit::{JobConnection, JobMasterConnection, SubmitError};
 pub use task::{Mail, Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};
+pub use watermarks::{SplitCursor, WatermarkGenerator, WatermarkStrategy};

@@ -109,6 +109,13 @@ pub trait Output: Send {
     /// The event-time watermark advanced.
     fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError>;
 
+    /// The task went idle (`true`: the next tasks stop waiting for its watermark) or active
+    /// again (Flink's `WatermarkStatus`). Operators that pass records on pass this on too.
+    fn emit_watermark_status(&mut self, idle: bool) -> Result<(), StreamError> {
+        let _ = idle;
+        Ok(())
+    }
+
     /// Processing time advanced to `now` (milliseconds since the epoch).
     fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
         let _ = now;

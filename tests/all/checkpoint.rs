@@ -185,7 +185,11 @@ pub(crate) fn waiting(text: &str, checkpoints: usize) -> String {
 
 /// Runs `job` until at least `checkpoints` checkpoints completed, then cancels it; returns the
 /// completed checkpoint directories. The job's source must wait for them (see [`waiting`]).
-fn run_then_cancel(job: &JobGraph, opts: &JobOptions, checkpoints: usize) -> Vec<PathBuf> {
+pub(crate) fn run_then_cancel(
+    job: &JobGraph,
+    opts: &JobOptions,
+    checkpoints: usize,
+) -> Vec<PathBuf> {
     assert!(
         job.vertices[0]
             .source_waits_for_checkpoints
@@ -202,19 +206,29 @@ fn run_then_cancel(job: &JobGraph, opts: &JobOptions, checkpoints: usize) -> Vec
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let done: Vec<PathBuf> = handle
-        .completed_checkpoints()
-        .into_iter()
-        .map(|c| c.dir)
-        .collect();
     handle.cancel();
     assert!(matches!(handle.wait(), Err(JobFailure::Cancelled) | Ok(_)));
+    // Read from the disk once the job has stopped: a checkpoint can complete between a look
+    // at the handle and the cancel.
+    let job_dir = opts
+        .checkpoints
+        .as_ref()
+        .expect("checkpointing")
+        .dir
+        .join(&job.name);
+    let mut done: Vec<PathBuf> = weir_host::checkpoint::storage::checkpoint_dirs(&job_dir)
+        .into_iter()
+        .filter(|(_, dir)| dir.join(weir_host::checkpoint::storage::METADATA).is_file())
+        .map(|(_, dir)| dir)
+        .collect();
+    done.reverse();
+    assert!(done.len() >= checkpoints);
     done
 }
 
 /// A copy of the sink directory as it stood when checkpoint `n` completed: committed and
 /// pending part files of epochs up to n.
-fn sink_as_of(out: &Path, n: u64, copy: &Path) {
+pub(crate) fn sink_as_of(out: &Path, n: u64, copy: &Path) {
     std::fs::create_dir_all(copy).expect("copy dir");
     for entry in std::fs::read_dir(out).expect("out") {
         let name = entry
@@ -235,7 +249,7 @@ fn sink_as_of(out: &Path, n: u64, copy: &Path) {
     }
 }
 
-fn checkpoint_id(dir: &Path) -> u64 {
+pub(crate) fn checkpoint_id(dir: &Path) -> u64 {
     dir.file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_prefix("chk-"))

@@ -7,6 +7,7 @@ mod guests {
     include!(concat!(env!("OUT_DIR"), "/guests.rs"));
 }
 mod checkpoint;
+mod event_time;
 mod hostile;
 mod job;
 mod loading;

@@ -143,6 +143,9 @@ impl Output for NativeOperator {
     fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
         self.next.emit_watermark(watermark)
     }
+    fn emit_watermark_status(&mut self, idle: bool) -> Result<(), StreamError> {
+        self.next.emit_watermark_status(idle)
+    }
     fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
         self.next.advance_processing_time(now)
     }

@@ -902,6 +902,12 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
             vec![],
         ),
         (
+            "/jobs/{id}/vertices/{vid}/watermarks",
+            "get",
+            format!("/jobs/{unknown}/vertices/{unknown}/watermarks"),
+            vec![],
+        ),
+        (
             "/jobs/{id}/checkpoints",
             "get",
             format!("/jobs/{unknown}/checkpoints"),

@@ -249,6 +249,7 @@ pub(super) fn deploy(
                 max_parallelism: graph.max_parallelism,
                 input,
                 chain,
+                watermarks: vertex.watermarks,
                 output,
                 buffer_timeout_ms: graph.buffer_timeout_ms,
                 checkpointing: setup.checkpoints.is_some(),

@@ -142,6 +142,10 @@ pub fn router(cluster: Arc<MiniCluster>, view: Arc<dyn ClusterView>) -> Router {
             "/jobs/{id}/vertices/{vid}/backpressure",
             get(job_details::backpressure),
         )
+        .route(
+            "/jobs/{id}/vertices/{vid}/watermarks",
+            get(job_details::watermarks),
+        )
         .route("/jobs/{id}/checkpoints", get(job_details::checkpoints))
         .route("/jobs/{id}/exceptions", get(job_details::exceptions))
         .route("/jobs/{id}/savepoints", post(savepoints::trigger_savepoint))

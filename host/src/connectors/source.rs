@@ -32,6 +32,9 @@ pub trait SourceReader: Send {
     /// What is left to read, as ranges (bytes of a file, numbers of a sequence): the source's
     /// checkpointed position. A reader made from these ranges continues where this one is.
     fn position(&self) -> Vec<(u64, u64)>;
+
+    /// The splits left to read, by id (stable while reading: the end of a split's range).
+    fn unfinished_splits(&self) -> Vec<u64>;
 }
 
 /// What one [`SourceReader::next_batch`] appended.
@@ -41,6 +44,8 @@ pub struct SourceBatch {
     pub records: u64,
     /// False once the reader is exhausted.
     pub more: bool,
+    /// The split the records came from (each batch comes from one).
+    pub split: u64,
 }
 
 /// The range of `0..len` that subtask `subtask` of `parallelism` starts with.
@@ -76,12 +81,27 @@ pub fn redistribute(
 /// The lines of a text file. A range holds the lines that start in it, so the initial splits
 /// (equal byte ranges, one per subtask) read every line exactly once whatever the parallelism,
 /// and a checkpointed position (the next line's offset) resumes exactly.
+///
+/// A subtask with several ranges (after rescaling) reads them in turn, a batch from each, as a
+/// Flink source reader interleaves its splits: each range is a split whose event time the
+/// watermark generator follows on its own, and reading them side by side keeps the splits'
+/// event times close.
 pub struct FileSource {
     path: PathBuf,
     reader: BufReader<File>,
-    ranges: VecDeque<(u64, u64)>,
-    current: Option<(u64, u64)>,
+    ranges: VecDeque<FileRange>,
+    /// The offset the reader is at, if known: a range that goes on from there needs no seek.
+    at: Option<u64>,
     line: Vec<u8>,
+}
+
+/// Lines left to read: those starting in `position..end`; once `begun`, `position` is the
+/// start of a line.
+#[derive(Debug, Clone, Copy)]
+struct FileRange {
+    position: u64,
+    end: u64,
+    begun: bool,
 }
 
 impl FileSource {
@@ -96,7 +116,7 @@ impl FileSource {
         Self::open_ranges(path, vec![initial_split(len, subtask, parallelism)])
     }
 
-    /// Reads the lines starting in `ranges`, in order.
+    /// Reads the lines starting in `ranges`.
     pub fn open_ranges(path: &Path, ranges: Vec<(u64, u64)>) -> Result<Self, SourceError> {
         let file = File::open(path).map_err(|error| SourceError::Io {
             path: path.to_path_buf(),
@@ -105,8 +125,16 @@ impl FileSource {
         Ok(FileSource {
             path: path.to_path_buf(),
             reader: BufReader::with_capacity(64 << 10, file),
-            ranges: ranges.into(),
-            current: None,
+            ranges: ranges
+                .into_iter()
+                .filter(|(start, end)| start < end)
+                .map(|(position, end)| FileRange {
+                    position,
+                    end,
+                    begun: false,
+                })
+                .collect(),
+            at: None,
             line: Vec::new(),
         })
     }
@@ -136,6 +164,20 @@ impl FileSource {
             .map_err(|e| self.io(e))?;
         Ok(start - 1 + n as u64)
     }
+
+    /// Puts the reader at the range's next line.
+    fn enter(&mut self, range: &mut FileRange) -> Result<(), SourceError> {
+        if !range.begun {
+            range.position = self.begin(range.position)?;
+            range.begun = true;
+        } else if self.at != Some(range.position) {
+            self.reader
+                .seek(SeekFrom::Start(range.position))
+                .map_err(|e| self.io(e))?;
+        }
+        self.at = Some(range.position);
+        Ok(())
+    }
 }
 
 impl SourceReader for FileSource {
@@ -144,36 +186,27 @@ impl SourceReader for FileSource {
         batch: &mut BatchWriter,
         max_bytes: usize,
     ) -> Result<SourceBatch, SourceError> {
+        let Some(mut range) = self.ranges.pop_front() else {
+            return Ok(SourceBatch {
+                records: 0,
+                more: false,
+                split: 0,
+            });
+        };
+        self.enter(&mut range)?;
         let mut records = 0;
-        while batch.len() < max_bytes {
-            let (position, end) = match self.current {
-                Some(c) => c,
-                None => {
-                    let Some((start, end)) = self.ranges.pop_front() else {
-                        return Ok(SourceBatch {
-                            records,
-                            more: false,
-                        });
-                    };
-                    let position = self.begin(start)?;
-                    self.current = Some((position, end));
-                    (position, end)
-                }
-            };
-            if position >= end {
-                self.current = None;
-                continue;
-            }
+        while batch.len() < max_bytes && range.position < range.end {
             self.line.clear();
             let n = self
                 .reader
                 .read_until(b'\n', &mut self.line)
                 .map_err(|e| self.io(e))?;
             if n == 0 {
-                self.current = None;
-                continue;
+                range.position = range.end;
+                break;
             }
-            self.current = Some((position + n as u64, end));
+            range.position += n as u64;
+            self.at = Some(range.position);
             let mut line = self.line.as_slice();
             if let Some(rest) = line.strip_suffix(b"\n") {
                 line = rest.strip_suffix(b"\r").unwrap_or(rest);
@@ -181,18 +214,23 @@ impl SourceReader for FileSource {
             batch.push(Record::value(line));
             records += 1;
         }
+        let split = range.end;
+        if range.position < range.end {
+            self.ranges.push_back(range);
+        }
         Ok(SourceBatch {
             records,
-            more: self.current.is_some() || !self.ranges.is_empty(),
+            more: !self.ranges.is_empty(),
+            split,
         })
     }
 
     fn position(&self) -> Vec<(u64, u64)> {
-        self.current
-            .filter(|(p, e)| p < e)
-            .into_iter()
-            .chain(self.ranges.iter().copied())
-            .collect()
+        self.ranges.iter().map(|r| (r.position, r.end)).collect()
+    }
+
+    fn unfinished_splits(&self) -> Vec<u64> {
+        self.ranges.iter().map(|r| r.end).collect()
     }
 }
 
@@ -202,6 +240,8 @@ impl SourceReader for FileSource {
 pub struct SequenceSource {
     ranges: VecDeque<(u64, u64)>,
     text: bool,
+    /// Each record's timestamp is its number (milliseconds).
+    timestamps: bool,
 }
 
 impl SequenceSource {
@@ -213,7 +253,14 @@ impl SequenceSource {
         SequenceSource {
             ranges: ranges.into_iter().filter(|(a, b)| a < b).collect(),
             text,
+            timestamps: false,
         }
+    }
+
+    /// Records carry their number as their event time, in milliseconds.
+    pub fn with_timestamps(mut self, timestamps: bool) -> Self {
+        self.timestamps = timestamps;
+        self
     }
 }
 
@@ -225,12 +272,23 @@ impl SourceReader for SequenceSource {
     ) -> Result<SourceBatch, SourceError> {
         let mut digits = itoa_buffer();
         let mut records = 0;
+        let split = self.ranges.front().map_or(0, |&(_, end)| end);
         while batch.len() < max_bytes {
             let Some((next, end)) = self.ranges.front_mut() else {
                 break;
             };
-            if self.text {
-                batch.push(Record::value(format_u64(*next, &mut digits)));
+            if self.text || self.timestamps {
+                let value = if self.text {
+                    format_u64(*next, &mut digits)
+                } else {
+                    digits[..8].copy_from_slice(&next.to_le_bytes());
+                    &digits[..8]
+                };
+                batch.push(Record {
+                    value,
+                    key: None,
+                    timestamp: self.timestamps.then_some(*next as i64),
+                });
                 *next += 1;
                 records += 1;
             } else {
@@ -244,17 +302,25 @@ impl SourceReader for SequenceSource {
                 records += n;
             }
             if *next >= *end {
+                // One split per batch, so the watermark generator knows whose records these
+                // are.
                 self.ranges.pop_front();
+                break;
             }
         }
         Ok(SourceBatch {
             records,
             more: !self.ranges.is_empty(),
+            split,
         })
     }
 
     fn position(&self) -> Vec<(u64, u64)> {
         self.ranges.iter().copied().collect()
+    }
+
+    fn unfinished_splits(&self) -> Vec<u64> {
+        self.ranges.iter().map(|&(_, end)| end).collect()
     }
 }
 

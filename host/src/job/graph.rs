@@ -42,8 +42,14 @@ impl Partitioning {
 pub enum SourceSpec {
     /// Lines of a text file, split by byte ranges across subtasks.
     File { path: PathBuf },
-    /// The integers `0..count`, split across subtasks.
-    Sequence { count: u64, text: bool },
+    /// The integers `0..count`, split across subtasks; `timestamps`: each record's event time
+    /// is its number, in milliseconds (the source's own timestamps, for watermarks).
+    Sequence {
+        count: u64,
+        text: bool,
+        #[serde(default)]
+        timestamps: bool,
+    },
 }
 
 /// Where a job's records end.
@@ -116,6 +122,29 @@ pub struct JobVertex {
     /// For a source vertex: after its first batch, each subtask reads on only once this many
     /// checkpoints have completed (see the manifest's `wait_for_checkpoints`).
     pub source_waits_for_checkpoints: Option<u64>,
+    /// Where in the chain watermarks are generated, if the chain holds the node that declares
+    /// them.
+    #[serde(default)]
+    pub watermarks: Option<VertexWatermarks>,
+}
+
+/// How a node's output gets watermarks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WatermarkStrategy {
+    /// Bounded out-of-orderness: the watermark trails the largest timestamp seen by this much
+    /// (and one millisecond, as Flink's `BoundedOutOfOrdernessWatermarks`); 0: monotonous.
+    pub out_of_orderness_ms: u64,
+    /// A split (or task) without records this long stops holding the watermark back.
+    pub idle_timeout_ms: Option<u64>,
+}
+
+/// A watermark generator in a vertex's chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct VertexWatermarks {
+    /// How many of the chain's operators come before it: 0 right after the input (a source's
+    /// own timestamps), n after the n-th operator (the one that assigns timestamps).
+    pub after: usize,
+    pub strategy: WatermarkStrategy,
 }
 
 /// A checked job: vertices in topological order and the edges between them.
@@ -212,6 +241,12 @@ impl JobGraph {
             if named.iter().any(|&e| e >= edges) {
                 return Err(invalid(format!("`{}` names an edge the job lacks", v.name)));
             }
+            if v.watermarks.is_some_and(|w| w.after > v.operators.len()) {
+                return Err(invalid(format!(
+                    "`{}` generates watermarks after an operator it lacks",
+                    v.name
+                )));
+            }
         }
         for e in &self.edges {
             let (from, to) = (&self.vertices[e.source], &self.vertices[e.target]);
@@ -246,6 +281,8 @@ struct Node {
     id: String,
     /// A source's `wait_for_checkpoints`.
     waits_for_checkpoints: Option<u64>,
+    /// The watermark strategy it declares for its output.
+    watermarks: Option<WatermarkStrategy>,
     kind: NodeKind,
     parallelism: u32,
     inputs: Vec<(usize, Partitioning)>,
@@ -304,6 +341,7 @@ impl Manifest {
                     })?),
                 },
                 "sequence" => SourceSpec::Sequence {
+                    timestamps: s.watermarks.is_some(),
                     count: s.count.ok_or_else(|| {
                         invalid(format!(
                             "source `{}` of kind sequence needs a `count`",
@@ -328,8 +366,20 @@ impl Manifest {
                     )));
                 }
             };
+            if s.watermarks.is_some() && s.kind == "file" {
+                return Err(invalid(format!(
+                    "source `{}`: a file's lines have no timestamps of their own; declare \
+                     `watermarks` on the operator that gives records their timestamps",
+                    s.id
+                )));
+            }
             nodes.push(Node {
                 id: s.id.clone(),
+                watermarks: s
+                    .watermarks
+                    .as_ref()
+                    .map(|w| w.strategy(&s.id))
+                    .transpose()?,
                 waits_for_checkpoints: s.wait_for_checkpoints,
                 kind: NodeKind::Source(spec),
                 parallelism: par(&s.id, s.parallelism)?,
@@ -375,6 +425,11 @@ impl Manifest {
                 .collect();
             nodes.push(Node {
                 waits_for_checkpoints: None,
+                watermarks: o
+                    .watermarks
+                    .as_ref()
+                    .map(|w| w.strategy(&o.id))
+                    .transpose()?,
                 id: o.id.clone(),
                 kind: NodeKind::Operator(ChainedOperator {
                     id: o.id.clone(),
@@ -408,6 +463,7 @@ impl Manifest {
             };
             nodes.push(Node {
                 waits_for_checkpoints: None,
+                watermarks: None,
                 id: s.id.clone(),
                 kind: NodeKind::Sink(spec),
                 parallelism: par(&s.id, s.parallelism)?,
@@ -544,13 +600,36 @@ impl Manifest {
                 NodeKind::Sink(spec) => VertexOutput::Sink(spec.clone()),
                 _ => VertexOutput::Edges(outputs_of.remove(&v).unwrap_or_default()),
             };
-            let operators = ids
+            let operators: Vec<ChainedOperator> = ids
                 .iter()
                 .filter_map(|&i| match &nodes[i].kind {
                     NodeKind::Operator(op) => Some(op.clone()),
                     _ => None,
                 })
                 .collect();
+            let mut watermarks = None;
+            let mut operators_so_far = 0;
+            for &i in ids {
+                if matches!(nodes[i].kind, NodeKind::Operator(_)) {
+                    operators_so_far += 1;
+                }
+                if let Some(strategy) = nodes[i].watermarks {
+                    if let Some((_, other)) = watermarks {
+                        return Err(invalid(format!(
+                            "`{other}` and `{}` both declare watermarks in one chain; declare \
+                             them where records get their timestamps",
+                            nodes[i].id
+                        )));
+                    }
+                    watermarks = Some((
+                        VertexWatermarks {
+                            after: operators_so_far,
+                            strategy,
+                        },
+                        nodes[i].id.as_str(),
+                    ));
+                }
+            }
             vertices.push(JobVertex {
                 node_ids: ids.iter().map(|&i| nodes[i].id.clone()).collect(),
                 name: ids
@@ -563,6 +642,7 @@ impl Manifest {
                 operators,
                 output,
                 source_waits_for_checkpoints: first.waits_for_checkpoints,
+                watermarks: watermarks.map(|(w, _)| w),
             });
         }
         Ok(JobGraph {

@@ -39,6 +39,40 @@ pub struct SourceDecl {
     /// checkpointing; ignored without). Flink's tests use such a source (`FiniteTestSource`)
     /// so that checkpoints fall in the middle of a short job on any machine, however slow.
     pub wait_for_checkpoints: Option<u64>,
+    /// Watermarks from the source's own timestamps (a sequence's: its numbers, as
+    /// milliseconds).
+    pub watermarks: Option<WatermarksDecl>,
+}
+
+/// A watermark strategy, on the node whose output carries event time.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct WatermarksDecl {
+    /// How far behind the largest timestamp the watermark trails (`4s`); unset or `0s`:
+    /// timestamps only grow (Flink's monotonous watermarks).
+    pub out_of_orderness: Option<String>,
+    /// A source split without records this long stops holding the watermark back (`1m`).
+    pub idle_timeout: Option<String>,
+}
+
+impl WatermarksDecl {
+    pub fn strategy(&self, node: &str) -> Result<crate::job::WatermarkStrategy, JobError> {
+        let ms = |field: &str, text: &Option<String>| -> Result<Option<u64>, JobError> {
+            text.as_deref()
+                .map(|t| {
+                    crate::job::units::parse_duration(t)
+                        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+                        .map_err(|e| {
+                            JobError::Invalid(format!("`{node}`: `watermarks.{field}`: {e}"))
+                        })
+                })
+                .transpose()
+        };
+        Ok(crate::job::WatermarkStrategy {
+            out_of_orderness_ms: ms("out-of-orderness", &self.out_of_orderness)?.unwrap_or(0),
+            idle_timeout_ms: ms("idle-timeout", &self.idle_timeout)?,
+        })
+    }
 }
 
 /// One input of an operator or sink: a node id, or several (their union).
@@ -75,6 +109,8 @@ pub struct OperatorDecl {
     pub parallelism: Option<u32>,
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// Watermarks from the timestamps this operator gives its output records.
+    pub watermarks: Option<WatermarksDecl>,
 }
 
 /// A sink: where records end.

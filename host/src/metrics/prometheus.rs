@@ -141,6 +141,14 @@ impl Scrape {
             labels,
             m.guest_memory_bytes as f64,
         );
+        if m.watermark > i64::MIN {
+            self.gauge(
+                "task_current_input_watermark_milliseconds",
+                "The event-time watermark the task's operators have reached.",
+                labels,
+                m.watermark as f64,
+            );
+        }
     }
 
     /// A network buffer pool of `total` buffers, `in_use` of them in use, under `labels`.

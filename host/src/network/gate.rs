@@ -15,6 +15,9 @@ use super::remote::Subpartition;
 pub enum ChannelEvent {
     /// The producer's event-time watermark advanced.
     Watermark(i64),
+    /// The producer went idle (`true`: its watermark stops counting until it is active again)
+    /// or became active (`false`).
+    WatermarkStatus { idle: bool },
     /// Checkpoint barrier `id`: everything before it belongs to checkpoint `id`, everything
     /// after to the next. `location` is where the checkpoint's state is written.
     Barrier {

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use weir_framing::Record;
 
 use super::stream_operator::WasmOperator;
+use super::watermarks::{SplitCursor, WatermarkGenerator, WatermarkStrategy};
+use crate::metrics::TaskMetrics;
 use crate::state::OperatorSnapshot;
 use crate::stream::{Barrier, Output, StreamError};
 use crate::wasm::{LoadedComponent, OperatorSpec, WasmRuntime};
@@ -25,6 +27,12 @@ pub enum ChainLink {
     Wasm(ChainSpec),
     /// A native operator by name, made by the process's [`NativeOperators`].
     Native(String),
+    /// The watermark generator, with the task's split cursor if it is a source task.
+    Watermarks {
+        strategy: WatermarkStrategy,
+        cursor: Option<SplitCursor>,
+        metrics: Arc<TaskMetrics>,
+    },
 }
 
 /// Operators written in Rust and built into the process that runs the tasks, by the name a
@@ -84,6 +92,7 @@ impl OperatorChain {
             .map(|o| match o {
                 ChainLink::Wasm(w) => w.spec.operator.clone(),
                 ChainLink::Native(n) => n.clone(),
+                ChainLink::Watermarks { .. } => "watermarks".into(),
             })
             .collect();
         let mut batched = vec![false; operators.len()];
@@ -108,6 +117,14 @@ impl OperatorChain {
                         ))
                     })?;
                     natives.create(&name, next)?
+                }
+                ChainLink::Watermarks {
+                    strategy,
+                    cursor,
+                    metrics,
+                } => {
+                    batched[i] = true;
+                    Box::new(WatermarkGenerator::new(next, strategy, cursor, metrics))
                 }
             };
         }
@@ -148,6 +165,12 @@ impl OperatorChain {
     /// Advances the watermark through the chain, firing due event-time timers on the way.
     pub fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
         self.head.emit_watermark(watermark)?;
+        self.head.flush()
+    }
+
+    /// The task's input went idle or active again.
+    pub fn emit_watermark_status(&mut self, idle: bool) -> Result<(), StreamError> {
+        self.head.emit_watermark_status(idle)?;
         self.head.flush()
     }
 

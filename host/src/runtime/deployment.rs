@@ -32,6 +32,8 @@ pub struct TaskDeploymentDescriptor {
     pub input: InputDescriptor,
     /// The chained operators, head first.
     pub chain: Vec<OperatorDescriptor>,
+    /// Where in the chain watermarks are generated, and how.
+    pub watermarks: Option<crate::job::VertexWatermarks>,
     pub output: OutputDescriptor,
     /// Longest a partly filled network buffer waits.
     pub buffer_timeout_ms: u64,
@@ -191,6 +193,13 @@ mod tests {
             subtask: 1,
             parallelism: 2,
             max_parallelism: 128,
+            watermarks: Some(crate::job::VertexWatermarks {
+                after: 1,
+                strategy: crate::runtime::WatermarkStrategy {
+                    out_of_orderness_ms: 4_000,
+                    idle_timeout_ms: Some(60_000),
+                },
+            }),
             input: InputDescriptor::Gate {
                 gate: gate(1, 1),
                 remote: vec![RemoteChannelDescriptor {

@@ -33,6 +33,10 @@ pub enum InputStatus {
 pub struct InputProcessor {
     spill: Vec<Vec<u8>>,
     watermarks: Vec<i64>,
+    /// Channels whose producer said it is idle: their watermarks do not count.
+    idle: Vec<bool>,
+    /// Every open channel is idle, and the chain was told so.
+    all_idle: bool,
     ended: Vec<bool>,
     open_channels: usize,
     /// Channels that sent end-of-data (or ended).
@@ -55,6 +59,8 @@ impl InputProcessor {
         InputProcessor {
             spill: vec![Vec::new(); channels],
             watermarks: vec![i64::MIN; channels],
+            idle: vec![false; channels],
+            all_idle: false,
             ended: vec![false; channels],
             open_channels: channels,
             data_ended: vec![false; channels],
@@ -156,6 +162,11 @@ impl InputProcessor {
                 self.advance_watermark(chain)?;
                 Ok((0, InputStatus::More))
             }
+            ChannelItem::Event(ChannelEvent::WatermarkStatus { idle }) => {
+                self.idle[channel] = idle;
+                self.advance_watermark(chain)?;
+                Ok((0, InputStatus::More))
+            }
             ChannelItem::Event(ChannelEvent::EndOfData) => {
                 self.end_data(channel, chain)?;
                 Ok((0, self.status()))
@@ -201,11 +212,34 @@ impl InputProcessor {
         self.advance_watermark(chain)
     }
 
-    /// The combined watermark is the least of the open channels'; it only moves forward.
+    /// The watermark the operators have reached (`i64::MIN` before the first).
+    pub fn watermark(&self) -> i64 {
+        self.watermark
+    }
+
+    /// The combined watermark is the least of the open, active channels'; it only moves
+    /// forward. When every open channel is idle the task is idle too, and says so downstream
+    /// (Flink's `StatusWatermarkValve`); a channel that comes back counts again, but cannot
+    /// move the watermark back.
     fn advance_watermark(&mut self, chain: &mut OperatorChain) -> Result<(), StreamError> {
-        let combined = (0..self.watermarks.len())
+        let open: Vec<usize> = (0..self.watermarks.len())
             .filter(|&c| !self.data_ended[c])
-            .map(|c| self.watermarks[c])
+            .collect();
+        let active: Vec<usize> = open.iter().copied().filter(|&c| !self.idle[c]).collect();
+        if !open.is_empty() && active.is_empty() {
+            if !self.all_idle {
+                self.all_idle = true;
+                chain.emit_watermark_status(true)?;
+            }
+            return Ok(());
+        }
+        if self.all_idle {
+            self.all_idle = false;
+            chain.emit_watermark_status(false)?;
+        }
+        let combined = active
+            .iter()
+            .map(|&c| self.watermarks[c])
             .min()
             .unwrap_or(i64::MAX);
         if combined > self.watermark {

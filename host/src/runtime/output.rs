@@ -33,6 +33,12 @@ impl Output for NetworkOutput {
             .map_err(network_failed)
     }
 
+    fn emit_watermark_status(&mut self, idle: bool) -> Result<(), StreamError> {
+        self.0
+            .broadcast_event(ChannelEvent::WatermarkStatus { idle })
+            .map_err(network_failed)
+    }
+
     fn flush(&mut self) -> Result<(), StreamError> {
         self.0.flush_if_due().map_err(network_failed)
     }
@@ -64,6 +70,8 @@ impl Output for NetworkOutput {
 pub struct CollectedOutput {
     pub records: Vec<OwnedRecord>,
     pub watermarks: Vec<i64>,
+    /// Watermark statuses, in order: `true` idle, `false` active again.
+    pub statuses: Vec<bool>,
     pub finished: bool,
 }
 
@@ -96,6 +104,10 @@ impl Output for CollectingOutput {
     }
     fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError> {
         self.lock().watermarks.push(watermark);
+        Ok(())
+    }
+    fn emit_watermark_status(&mut self, idle: bool) -> Result<(), StreamError> {
+        self.lock().statuses.push(idle);
         Ok(())
     }
     fn finish(&mut self) -> Result<(), StreamError> {

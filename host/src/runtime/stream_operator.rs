@@ -186,6 +186,11 @@ impl<F: UserFunction> Output for StreamOperator<F> {
         self.ctx.output.emit_watermark(watermark)
     }
 
+    fn emit_watermark_status(&mut self, idle: bool) -> Result<(), StreamError> {
+        self.flush_pending()?;
+        self.ctx.output.emit_watermark_status(idle)
+    }
+
     fn advance_processing_time(&mut self, now: i64) -> Result<(), StreamError> {
         self.flush_pending()?;
         self.fire_timers(TimeDomain::ProcessingTime, now)?;

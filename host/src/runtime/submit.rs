@@ -14,6 +14,7 @@ use super::deployment::{
 use super::output::NetworkOutput;
 use super::task::{Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};
 use super::task_executor::TaskExecutor;
+use super::watermarks::SplitCursor;
 use crate::checkpoint::storage::read_state_file;
 use crate::checkpoint::{CoordinatorEvent, RestoreError};
 use crate::connectors::{
@@ -383,13 +384,27 @@ impl Opening {
             }
             None => None,
         };
-        let links = links
+        let mut links: Vec<ChainLink> = links
             .into_iter()
             .map(|l| match l {
                 Link::Wasm(component, spec) => ChainLink::Wasm(ChainSpec { component, spec }),
                 Link::Native(n) => ChainLink::Native(n),
             })
             .collect();
+        // A source task's generator follows its splits; elsewhere it has one clock.
+        let split_cursor = (tdd.watermarks.is_some()
+            && matches!(tdd.input, InputDescriptor::Source { .. }))
+        .then(SplitCursor::default);
+        if let Some(w) = tdd.watermarks {
+            links.insert(
+                w.after.min(links.len()),
+                ChainLink::Watermarks {
+                    strategy: w.strategy,
+                    cursor: split_cursor.clone(),
+                    metrics: metrics.clone(),
+                },
+            );
+        }
         let chain = OperatorChain::open_links(
             &runtime,
             job.natives.as_deref(),
@@ -440,6 +455,7 @@ impl Opening {
             checkpointing,
             ending: Default::default(),
             wait_for_checkpoints,
+            split_cursor,
         })
     }
 }
@@ -455,10 +471,17 @@ fn open_source(
             Some(ranges) => FileSource::open_ranges(&path, ranges)?,
             None => FileSource::open(&path, subtask, parallelism)?,
         }),
-        SourceSpec::Sequence { count, text } => Box::new(match remaining {
-            Some(ranges) => SequenceSource::from_ranges(ranges, text),
-            None => SequenceSource::new(count, text, subtask, parallelism),
-        }),
+        SourceSpec::Sequence {
+            count,
+            text,
+            timestamps,
+        } => Box::new(
+            match remaining {
+                Some(ranges) => SequenceSource::from_ranges(ranges, text),
+                None => SequenceSource::new(count, text, subtask, parallelism),
+            }
+            .with_timestamps(timestamps),
+        ),
     })
 }
 

@@ -178,6 +178,8 @@ pub struct Task {
     /// (Sources, with checkpoints) after the first batch, wait for this many checkpoints to
     /// complete before reading on.
     pub wait_for_checkpoints: Option<u64>,
+    /// (Sources with a watermark generator) tells it which split each batch comes from.
+    pub split_cursor: Option<super::watermarks::SplitCursor>,
 }
 
 /// Where a task stands on its way to finishing.
@@ -334,6 +336,9 @@ impl Task {
                                 error,
                             })?;
                     let more = read.more;
+                    if let Some(cursor) = &self.split_cursor {
+                        cursor.set(read.split, &source.unfinished_splits());
+                    }
                     self.ending.read_a_batch = true;
                     self.metrics.add_records_in(read.records);
                     if !batch.is_empty() {
@@ -366,6 +371,7 @@ impl Task {
                         .process(channel, item, &mut self.chain)
                         .map_err(|e| self.chain_failed(e))?;
                     self.metrics.add_records_in(n);
+                    self.metrics.set_watermark(processor.watermark());
                     loop {
                         match status {
                             InputStatus::More => break,

@@ -235,6 +235,30 @@ pub(super) async fn backpressure(
     ))
 }
 
+/// `GET /jobs/:id/vertices/:vid/watermarks`: each subtask's `currentInputWatermark` (the
+/// watermark its operators have reached, milliseconds; `i64::MIN` before the first), as
+/// Flink's metric list.
+pub(super) async fn watermarks(
+    State(rest): State<Rest>,
+    Extension(caller): Extension<Caller>,
+    Path((id, vid)): Path<(String, String)>,
+) -> Handled {
+    let (insight, v) = vertex_of(&rest, &caller, &id, &vid)?;
+    let now = tasks_now(&insight).await;
+    let metrics: Vec<Value> = now
+        .tasks
+        .iter()
+        .filter(|(t, _, _)| t.vertex == v)
+        .map(|(t, m, _)| {
+            json!({
+                "id": format!("{}.currentInputWatermark", t.subtask),
+                "value": m.watermark.to_string(),
+            })
+        })
+        .collect();
+    Ok((StatusCode::OK, Json(Value::Array(metrics))))
+}
+
 fn checkpoint_json(r: &CheckpointRecord) -> Value {
     json!({
         "id": r.id,

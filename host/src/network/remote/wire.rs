@@ -15,7 +15,8 @@ use crate::network::{ChannelEvent, NetworkBufferPool};
 pub(crate) const MAGIC: [u8; 4] = *b"WEIR";
 /// The protocol version; both sides must speak the same one.
 /// 2: RPC calls name the slot allocation they act in.
-/// 3: a job's registration names its id and tenant (its log's directory).
+/// 3: a job's registration names its id and tenant (its log's directory); watermark status
+/// events.
 pub(crate) const VERSION: u16 = 3;
 /// Room for a frame's length, kind and fields besides a buffer's bytes.
 pub(crate) const FRAME_OVERHEAD: usize = 64;
@@ -361,6 +362,10 @@ fn encode_event(event: &ChannelEvent, out: &mut Vec<u8>) {
         }
         ChannelEvent::EndOfData => out.push(2),
         ChannelEvent::EndOfPartition => out.push(3),
+        ChannelEvent::WatermarkStatus { idle } => {
+            out.push(4);
+            out.push(u8::from(*idle));
+        }
     }
 }
 
@@ -482,6 +487,13 @@ fn decode(kind: u8, body: &[u8]) -> Result<Message, WireError> {
                 }
                 2 => ChannelEvent::EndOfData,
                 3 => ChannelEvent::EndOfPartition,
+                4 => ChannelEvent::WatermarkStatus {
+                    idle: match f.u8()? {
+                        0 => false,
+                        1 => true,
+                        other => return Err(malformed(format!("watermark status {other}"))),
+                    },
+                },
                 other => return Err(malformed(format!("unknown event kind {other}"))),
             };
             Message::Event {
@@ -571,6 +583,11 @@ mod tests {
                 receiver: 9,
                 backlog: 0,
                 event: ChannelEvent::Watermark(-5),
+            },
+            Message::Event {
+                receiver: 9,
+                backlog: 0,
+                event: ChannelEvent::WatermarkStatus { idle: true },
             },
             Message::PartitionNotFound { receiver: 9 },
             Message::Error {
