@@ -19,11 +19,13 @@ fn main() {
         &[
             guest("wordcount", "wordcount", "WORDCOUNT"),
             guest("stateless-chain", "stateless_chain", "STATELESS_CHAIN"),
+            guest("nexmark-queries", "nexmark_queries", "NEXMARK"),
             guest("hostile", "hostile", "HOSTILE"),
             guest("timers", "timers", "TIMERS"),
             guest("bench-ops", "bench_ops", "BENCH_OPS"),
             guest("other-world", "other_world", "OTHER_WORLD"),
             guest("wrong-version", "wrong_version", "WRONG_VERSION"),
+            guest("previous-wit", "previous_wit", "PREVIOUS_WIT"),
         ],
     );
 }

@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use weir_framing::{BatchWriter, Record};
 
-use crate::bindings::exports::weir::stream::{batch, operator};
+use crate::bindings::exports::weir::stream::{batch, operator, two_input};
 use crate::bindings::weir::stream::{logging, output, types};
 use crate::cache::CachedHost;
 use crate::host::{WasmHost, from_wit_domain};
@@ -216,6 +216,44 @@ impl<R: Registry> batch::Guest for Component<R> {
                 .map_err(|f| to_wit(f.error, u32::try_from(f.record_index).unwrap_or(u32::MAX)))?;
             // Hand the filled buffer to the host and keep one of the same size for the next
             // batch: the allocator reuses the block the host's copy frees.
+            let capacity = instance.out.len();
+            Ok(
+                std::mem::replace(&mut instance.out, BatchWriter::with_capacity(capacity))
+                    .into_vec(),
+            )
+        })
+    }
+}
+
+impl<R: Registry> two_input::Guest for Component<R> {
+    fn process_element_second(
+        value: Vec<u8>,
+        key: Option<Vec<u8>>,
+        timestamp: Option<i64>,
+    ) -> Result<(), types::OperatorError> {
+        with_instance(|instance| {
+            let record = Record {
+                value: &value,
+                key: key.as_deref(),
+                timestamp,
+            };
+            call_emitting(instance, record.key, timestamp, |op, ctx| {
+                op.process_second(record, ctx)
+            })
+        })
+    }
+
+    fn process_batch_second(records: Vec<u8>) -> Result<Vec<u8>, types::OperatorError> {
+        with_instance(|instance| {
+            instance.out.clear();
+            instance
+                .operator
+                .process_second_batch(
+                    &records,
+                    &mut BatchHost(HostRef::Cached(&mut instance.host)),
+                    &mut instance.out,
+                )
+                .map_err(|f| to_wit(f.error, u32::try_from(f.record_index).unwrap_or(u32::MAX)))?;
             let capacity = instance.out.len();
             Ok(
                 std::mem::replace(&mut instance.out, BatchWriter::with_capacity(capacity))

@@ -25,10 +25,12 @@ extern crate self as weir_sdk;
 
 pub mod bindings;
 mod cache;
+mod co_process;
 pub mod codec;
 mod export;
 mod functions;
 pub mod host;
+pub mod join;
 mod keyed_map;
 mod operator;
 mod process;
@@ -38,6 +40,7 @@ pub mod state;
 pub mod testing;
 pub mod window;
 
+pub use co_process::{CoProcess, CoProcessFunction, co_process, keyed_co_process};
 pub use functions::{
     Emitter, Filter, FlatMap, KeyBy, Map, TryMap, filter, flat_map, key_by, map, try_map,
 };
@@ -57,11 +60,12 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod prelude {
     pub use crate::codec::{Bincode, BincodeFixed, Bytes, Codec, Fixed, Json, Text};
     pub use crate::host::{Level, TimeDomain};
+    pub use crate::join::{interval_join, window_join};
     pub use crate::window::{AggregateFunction, Collecting, Reducing, TimeWindow, Windows, window};
     pub use crate::{
-        Context, Emitter, MapState, OpenContext, Operator, OperatorError, OperatorInfo,
-        ProcessContext, ProcessFunction, Record, ValueState, filter, flat_map, key_by,
-        keyed_process, map, process, reduce, try_map,
+        CoProcessFunction, Context, Emitter, MapState, OpenContext, Operator, OperatorError,
+        OperatorInfo, ProcessContext, ProcessFunction, Record, ValueState, co_process, filter,
+        flat_map, key_by, keyed_co_process, keyed_process, map, process, reduce, try_map,
     };
 }
 

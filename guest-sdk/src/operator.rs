@@ -525,6 +525,47 @@ pub trait Operator {
         }
     }
 
+    /// Handles one record of the second input, for two-input operators (see
+    /// [`co_process`](crate::co_process)). The default refuses: most operators take one input.
+    fn process_second(
+        &mut self,
+        record: Record<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), OperatorError> {
+        let _ = (record, ctx);
+        Err(OperatorError::Failed(
+            "this operator takes one input, but the job gives it a second (use a two-input \
+             operator such as co_process)"
+                .into(),
+        ))
+    }
+
+    /// [`process_batch`](Operator::process_batch) for the second input.
+    fn process_second_batch(
+        &mut self,
+        batch: &[u8],
+        host: &mut BatchHost<'_>,
+        out: &mut BatchWriter,
+    ) -> Result<(), BatchFailure> {
+        let mut records = weir_framing::records(batch);
+        let mut record_index = 0;
+        while let Some((record, framed)) = records.next_with_bytes() {
+            let mut ctx = Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
+            ctx.current = Some((record, framed));
+            if let Err(error) = self.process_second(record, &mut ctx) {
+                return Err(BatchFailure {
+                    record_index,
+                    error,
+                });
+            }
+            record_index += 1;
+        }
+        match records.fault() {
+            None => Ok(()),
+            Some(fault) => Err(malformed_batch(record_index, fault)),
+        }
+    }
+
     /// The event-time watermark advanced; due event-time timers have already fired.
     fn on_watermark(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         let _ = (watermark, ctx);
@@ -569,6 +610,21 @@ impl<O: Operator + ?Sized> Operator for Box<O> {
         out: &mut BatchWriter,
     ) -> Result<(), BatchFailure> {
         (**self).process_batch(batch, host, out)
+    }
+    fn process_second(
+        &mut self,
+        record: Record<'_>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), OperatorError> {
+        (**self).process_second(record, ctx)
+    }
+    fn process_second_batch(
+        &mut self,
+        batch: &[u8],
+        host: &mut BatchHost<'_>,
+        out: &mut BatchWriter,
+    ) -> Result<(), BatchFailure> {
+        (**self).process_second_batch(batch, host, out)
     }
     fn on_watermark(&mut self, watermark: i64, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
         (**self).on_watermark(watermark, ctx)

@@ -28,11 +28,30 @@ impl<'b, O> DerefMut for ProcessContext<'_, 'b, O> {
     }
 }
 
+impl<'a, 'b, O> ProcessContext<'a, 'b, O> {
+    /// A context over `ctx` whose values are encoded with `output`.
+    pub(crate) fn new(ctx: &'a mut Context<'b>, output: &'a dyn Codec<O>) -> Self {
+        ProcessContext { ctx, output }
+    }
+}
+
 impl<O> ProcessContext<'_, '_, O> {
     /// Emits `value` with the timestamp of the record (or timer) being handled, unkeyed.
     pub fn emit(&mut self, value: &O) -> Result<(), OperatorError> {
         let ts = self.ctx.timestamp();
         self.ctx.emit_encoded(self.output, value, None, ts)
+    }
+
+    /// Emits `value` under `key` (for a `hash` edge or a keyed operator chained after it), with
+    /// `timestamp`.
+    pub fn emit_keyed(
+        &mut self,
+        value: &O,
+        key: &[u8],
+        timestamp: Option<i64>,
+    ) -> Result<(), OperatorError> {
+        self.ctx
+            .emit_encoded(self.output, value, Some(key), timestamp)
     }
 
     /// Emits `value` with an explicit timestamp.

@@ -188,6 +188,21 @@ impl<O: Operator> Harness<O> {
         })
     }
 
+    /// Processes a record of the second input (two-input operators).
+    pub fn push_second_record(&mut self, record: Record<'_>) -> Result<(), OperatorError> {
+        let mut ctx = Context::new(&mut self.host, &mut self.out, record.key, record.timestamp);
+        self.operator.process_second(record, &mut ctx)
+    }
+
+    /// Processes a keyed record of the second input without timestamp.
+    pub fn push_keyed_second(&mut self, key: &[u8], value: &[u8]) -> Result<(), OperatorError> {
+        self.push_second_record(Record {
+            value,
+            key: Some(key),
+            timestamp: None,
+        })
+    }
+
     /// Encodes `value` with `codec` and processes it as an unkeyed record.
     pub fn push_value<T>(&mut self, codec: &impl Codec<T>, value: &T) -> Result<(), OperatorError> {
         let mut bytes = Vec::new();

@@ -116,7 +116,7 @@ impl Windows {
     }
 
     /// The window whose timers fire at `timestamp`, for windows that do not merge.
-    fn ending_at(&self, max_timestamp: i64) -> Option<TimeWindow> {
+    pub(crate) fn ending_at(&self, max_timestamp: i64) -> Option<TimeWindow> {
         let end = max_timestamp + 1;
         match *self {
             Windows::Tumbling { size, .. } | Windows::Sliding { size, .. } => {

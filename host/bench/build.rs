@@ -19,6 +19,11 @@ fn main() {
                 stem: "bench_ops",
                 constant: "BENCH_OPS",
             },
+            Guest {
+                package: "nexmark-queries",
+                stem: "nexmark_queries",
+                constant: "NEXMARK",
+            },
             // The noisy neighbour's hostile jobs.
             Guest {
                 package: "hostile",

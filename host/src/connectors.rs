@@ -1,6 +1,7 @@
 //! Sources and sinks. A source reads its share of the input (its split) in framed batches; a
 //! sink is the tail output of a chain.
 
+pub mod nexmark;
 mod sink;
 mod source;
 

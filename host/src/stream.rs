@@ -106,6 +106,15 @@ pub trait Output: Send {
         Ok(())
     }
 
+    /// Records of the second input of a two-input operator, which heads its chain. The default
+    /// refuses: an output takes one input.
+    fn collect_second_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
+        let _ = batch;
+        Err(StreamError::Output(
+            "a second input reached an operator that takes one".into(),
+        ))
+    }
+
     /// The event-time watermark advanced.
     fn emit_watermark(&mut self, watermark: i64) -> Result<(), StreamError>;
 
@@ -224,6 +233,18 @@ pub trait UserFunction: Send {
         ctx: &mut FunctionContext,
         record: Record<'_>,
     ) -> Result<(), StreamError>;
+    /// Every record of a framed batch of the second input (two-input operators). The default
+    /// refuses: most functions take one input.
+    fn process_second_batch(
+        &mut self,
+        ctx: &mut FunctionContext,
+        batch: &[u8],
+    ) -> Result<(), StreamError> {
+        let _ = (ctx, batch);
+        Err(StreamError::Output(
+            "a second input reached an operator that takes one".into(),
+        ))
+    }
     /// A timer of `key` is due at `timestamp`.
     fn on_timer(
         &mut self,

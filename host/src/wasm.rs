@@ -23,8 +23,8 @@ pub use spec::{ExecutionMode, OperatorSpec};
 pub use stdio::{ECHOED_LINES, LogSink, StderrLog};
 
 /// The WIT package version this host implements, as it appears in export names.
-pub const WIT_VERSION: &str = "0.2.1";
+pub const WIT_VERSION: &str = "0.2.2";
 
 /// The versions whose components this host loads: every 0.2.x up to its own (0.2.1 only
-/// added an import).
-pub const COMPATIBLE_WIT_VERSIONS: &[&str] = &["0.2.1", "0.2.0"];
+/// added an import, 0.2.2 an optional export).
+pub const COMPATIBLE_WIT_VERSIONS: &[&str] = &["0.2.2", "0.2.1", "0.2.0"];

@@ -45,7 +45,7 @@ fn job(count: u64, window: &str, gaps: bool, out: &Path, waits: Option<u64>) -> 
     format!(
         "name = \"windows\"\n\
          [[source]]\nid = \"numbers\"\nkind = \"sequence\"\ncount = {count}\n{waits}\
-         watermarks = {{ out-of-orderness = \"0ms\" }}\n\
+         watermarks = {{ out_of_orderness = \"0ms\" }}\n\
          {gaps_op}\
          [[operator]]\nid = \"key\"\ncomponent = {t:?}\noperator = \"key-mod\"\ninput = \"{keyed_input}\"\n\
          config = {{ modulus = {KEYS} }}\n\
@@ -195,7 +195,7 @@ fn windows_restored_mid_window_at_another_parallelism_count_every_number_once() 
 #[test]
 fn a_file_source_cannot_declare_timestamps_it_does_not_have() {
     let text = "[[source]]\nid = \"lines\"\nkind = \"file\"\npath = \"in.txt\"\n\
-                watermarks = { out-of-orderness = \"4s\" }\n\
+                watermarks = { out_of_orderness = \"4s\" }\n\
                 [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"lines\"\n";
     let err = parse_manifest(text, &Default::default())
         .expect("manifest")
@@ -207,14 +207,14 @@ fn a_file_source_cannot_declare_timestamps_it_does_not_have() {
         "{err}"
     );
     let bad = "[[source]]\nid = \"n\"\nkind = \"sequence\"\ncount = 1\n\
-               watermarks = { out-of-orderness = \"soon\" }\n\
+               watermarks = { out_of_orderness = \"soon\" }\n\
                [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"n\"\n";
     let err = parse_manifest(bad, &Default::default())
         .expect("manifest")
         .job_graph(None)
         .expect_err("bad duration");
     assert!(
-        err.to_string().contains("`watermarks.out-of-orderness`"),
+        err.to_string().contains("`watermarks.out_of_orderness`"),
         "{err}"
     );
 }
@@ -254,4 +254,117 @@ fn a_task_waits_for_its_slowest_active_channel_and_an_idle_one_stops_holding_it_
     assert_eq!(out.lock().watermarks, vec![5, 20]);
     send(1, ChannelEvent::Watermark(30));
     assert_eq!(out.lock().watermarks, vec![5, 20, 30]);
+}
+
+/// Two sequences (each its own event time), keyed by `n % 7`, joined by `operator` of the
+/// timers guest into `left,right` lines.
+fn join_job(operator: &str, left: u64, right: u64, out: &Path, waits: Option<u64>) -> String {
+    let waits = waits.map_or(String::new(), |n| format!("wait_for_checkpoints = {n}\n"));
+    format!(
+        "name = \"join\"\n\
+         [[source]]\nid = \"left\"\nkind = \"sequence\"\ncount = {left}\n{waits}\
+         watermarks = {{ out_of_orderness = \"0ms\" }}\n\
+         [[source]]\nid = \"right\"\nkind = \"sequence\"\ncount = {right}\n{waits}\
+         watermarks = {{ out_of_orderness = \"0ms\" }}\n\
+         [[operator]]\nid = \"key-left\"\ncomponent = {t:?}\noperator = \"key-mod\"\ninput = \"left\"\n\
+         config = {{ modulus = {KEYS} }}\n\
+         [[operator]]\nid = \"key-right\"\ncomponent = {t:?}\noperator = \"key-mod\"\ninput = \"right\"\n\
+         config = {{ modulus = {KEYS} }}\n\
+         [[operator]]\nid = \"join\"\ncomponent = {t:?}\noperator = \"{operator}\"\n\
+         input = \"key-left\"\nedge = \"hash\"\nsecond_input = \"key-right\"\nsecond_edge = \"hash\"\n\
+         [[sink]]\nid = \"out\"\nkind = \"file\"\npath = {out:?}\ninput = \"join\"\n\
+         edge = \"rebalance\"\nparallelism = 1\n",
+        t = guests::TIMERS,
+    )
+}
+
+/// `left,right` for every pair of one key that `matches`, sorted.
+fn expected_pairs(left: u64, right: u64, matches: impl Fn(u64, u64) -> bool) -> Vec<String> {
+    let mut pairs = Vec::new();
+    for l in 0..left {
+        for r in (l % KEYS..right).step_by(KEYS as usize) {
+            if matches(l, r) {
+                pairs.push(format!("{l},{r}"));
+            }
+        }
+    }
+    pairs.sort();
+    pairs
+}
+
+fn lines_of(path: &Path) -> Vec<String> {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .expect("output")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[test]
+fn interval_and_window_joins_of_two_inputs_equal_plain_pairs_at_parallelism_1_and_2() {
+    let (left, right) = (3_000, 2_000);
+    let interval = expected_pairs(left, right, |l, r| r + 2 >= l && r <= l + 2);
+    let windowed = expected_pairs(left, right, |l, r| l / 100 == r / 100);
+    for parallelism in [1, 2] {
+        for (operator, expected) in [("interval-join", &interval), ("window-join", &windowed)] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let out = dir.path().join("out.txt");
+            let job = graph(&join_job(operator, left, right, &out, None), parallelism);
+            assert!(job.edges.iter().any(|e| e.second), "a second input");
+            cluster()
+                .run_job(&job, &Default::default())
+                .unwrap_or_else(|e| panic!("{operator} at {parallelism}: {e}"));
+            let got = lines_of(&out);
+            assert_eq!(got.len(), expected.len(), "{operator} at {parallelism}");
+            assert_eq!(&got, expected, "{operator} at {parallelism}");
+        }
+    }
+}
+
+#[test]
+fn a_window_join_restored_mid_stream_at_another_parallelism_pairs_every_record_once() {
+    let (left, right) = (60_000, 40_000);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out");
+    let opts = options(&dir.path().join("chk"), 20);
+    let first = graph(&join_job("window-join", left, right, &out, Some(2)), 2);
+    let checkpoints = run_then_cancel(&first, &opts, 2);
+    let last = checkpoints.last().expect("a checkpoint").clone();
+    let n = checkpoint_id(&last);
+    let expected = expected_pairs(left, right, |l, r| l / 100 == r / 100);
+    for parallelism in [1, 3] {
+        let target = dir.path().join(format!("out-{parallelism}"));
+        sink_as_of(&out, n, &target);
+        let mut restore = opts.clone();
+        restore.restore = Some(last.clone());
+        cluster()
+            .run_job(
+                &graph(
+                    &join_job("window-join", left, right, &target, None),
+                    parallelism,
+                ),
+                &restore,
+            )
+            .expect("restored run");
+        let got = committed_lines(&target);
+        assert_eq!(got.len(), expected.len(), "parallelism {parallelism}");
+        assert_eq!(got, expected, "parallelism {parallelism}");
+    }
+}
+
+#[test]
+fn a_second_input_into_a_one_input_operator_fails_the_job_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("out.txt");
+    let job = graph(&join_job("gaps", 10, 10, &out, None), 1);
+    let err = cluster()
+        .run_job(&job, &Default::default())
+        .expect_err("a filter takes one input");
+    assert!(
+        err.to_string()
+            .contains("takes one input, but the job gives it a second"),
+        "{err}"
+    );
 }

@@ -17,10 +17,28 @@ fn component_of_another_world_is_not_a_weir_operator() {
     let text = err.to_string();
     assert!(
         text.contains("other_world.wasm")
-            && text.contains("weir:stream/operator@0.2.1")
+            && text.contains("weir:stream/operator@0.2.2")
             && text.contains("add"),
         "{text}"
     );
+}
+
+#[test]
+fn a_component_built_against_the_previous_wit_still_loads_and_runs() {
+    let loaded = runtime()
+        .load_file(Path::new(guests::PREVIOUS_WIT))
+        .expect("a 0.2.1 component loads");
+    assert!(!loaded.has_batch, "it exports no batch interface");
+    let (mut chain, out) = open_chain(
+        guests::PREVIOUS_WIT,
+        &["upper"],
+        weir_host::wasm::ExecutionMode::Batched,
+    )
+    .expect("open");
+    chain
+        .process_record(weir_framing::Record::value(b"weir"))
+        .expect("process");
+    assert_eq!(out.take_records()[0].value, b"WEIR");
 }
 
 #[test]
@@ -32,7 +50,7 @@ fn component_of_another_weir_version_names_both_versions() {
         LoadError::WrongVersion {
             found, expected, ..
         } => {
-            assert_eq!((found.as_str(), *expected), ("0.3.0", "0.2.1"));
+            assert_eq!((found.as_str(), *expected), ("0.3.0", "0.2.2"));
         }
         other => panic!("expected a version error, got {other}"),
     }

@@ -11,5 +11,6 @@ mod event_time;
 mod hostile;
 mod job;
 mod loading;
+mod nexmark;
 mod remote;
 mod support;

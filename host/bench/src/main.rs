@@ -5,6 +5,7 @@
 mod chain;
 mod cluster;
 mod native;
+mod nexmark;
 mod noisy;
 mod pipelines;
 
@@ -36,6 +37,8 @@ enum Bench {
     Cluster(cluster::ClusterArgs),
     /// Tenant B's P2 alone and next to tenant A's hostile and heavy jobs.
     NoisyNeighbour(noisy::NoisyArgs),
+    /// The Nexmark queries on generated events: events/s and peak RSS per query.
+    Nexmark(nexmark::NexmarkArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -44,6 +47,7 @@ fn main() -> std::process::ExitCode {
         Bench::Pipelines(args) => pipelines::run(&args),
         Bench::Cluster(args) => cluster::run_bench(&args),
         Bench::NoisyNeighbour(args) => noisy::run_bench(&args),
+        Bench::Nexmark(args) => nexmark::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

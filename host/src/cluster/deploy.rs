@@ -92,10 +92,7 @@ pub(super) fn deploy(
         if let VertexInput::Edges(edges) = &vertex.input {
             for &e in edges {
                 offset[e] = gate_channels[v];
-                gate_channels[v] += match graph.edges[e].partitioning {
-                    Partitioning::Forward => 1,
-                    _ => graph.vertices[graph.edges[e].source].parallelism as usize,
-                };
+                gate_channels[v] += channels_of(graph, e);
             }
         }
     }
@@ -167,6 +164,11 @@ pub(super) fn deploy(
                 VertexInput::Edges(edges) => InputDescriptor::Gate {
                     gate: gate(v, s),
                     remote: placement.remote_inputs(graph, edges, &offset, s, id),
+                    second_input: edges
+                        .iter()
+                        .filter(|&&e| graph.edges[e].second)
+                        .map(|&e| offset[e]..offset[e] + channels_of(graph, e))
+                        .collect(),
                 },
             };
             let output = match &vertex.output {
@@ -381,4 +383,13 @@ fn over_the_wire(tdd: &TaskDeploymentDescriptor) -> Result<TaskDeploymentDescrip
                 tdd.name
             ))
         })
+}
+
+/// Channels edge `e` brings into each subtask of its target: one on a forward edge, one per
+/// producer subtask otherwise.
+fn channels_of(graph: &JobGraph, e: usize) -> usize {
+    match graph.edges[e].partitioning {
+        Partitioning::Forward => 1,
+        _ => graph.vertices[graph.edges[e].source].parallelism as usize,
+    }
 }

@@ -50,6 +50,10 @@ pub enum SourceSpec {
         #[serde(default)]
         timestamps: bool,
     },
+    /// Nexmark events `0..count` of the generator whose first event is at `base_time` (unset:
+    /// the generator's pinned default), as JSON lines stamped with their times, split by event
+    /// numbers.
+    Nexmark { count: u64, base_time: Option<u64> },
 }
 
 /// Where a job's records end.
@@ -90,6 +94,9 @@ pub struct Edge {
     pub source: usize,
     pub target: usize,
     pub partitioning: Partitioning,
+    /// Into the second input of the target, a two-input operator.
+    #[serde(default)]
+    pub second: bool,
 }
 
 /// Where a vertex's input comes from.
@@ -250,6 +257,12 @@ impl JobGraph {
         }
         for e in &self.edges {
             let (from, to) = (&self.vertices[e.source], &self.vertices[e.target]);
+            if e.second && to.operators.is_empty() {
+                return Err(invalid(format!(
+                    "a second input goes into `{}`, which has no operator to take it",
+                    to.name
+                )));
+            }
             if e.partitioning == Partitioning::Forward && from.parallelism != to.parallelism {
                 return Err(invalid(format!(
                     "a forward edge from `{}` to `{}` joins different parallelisms",
@@ -285,7 +298,8 @@ struct Node {
     watermarks: Option<WatermarkStrategy>,
     kind: NodeKind,
     parallelism: u32,
-    inputs: Vec<(usize, Partitioning)>,
+    /// (node, edge, into its second input).
+    inputs: Vec<(usize, Partitioning, bool)>,
     consumers: Vec<usize>,
 }
 
@@ -333,6 +347,8 @@ impl Manifest {
 
         let mut nodes: Vec<Node> = Vec::new();
         let mut raw_inputs: Vec<(Vec<String>, Option<String>)> = Vec::new();
+        // (node, its second input's ids, edge): two-input operators.
+        let mut raw_second: Vec<(usize, Vec<String>, Option<String>)> = Vec::new();
         for s in &self.sources {
             let spec = match s.kind.as_str() {
                 "file" => SourceSpec::File {
@@ -359,9 +375,18 @@ impl Manifest {
                         }
                     },
                 },
+                "nexmark" => SourceSpec::Nexmark {
+                    count: s.count.ok_or_else(|| {
+                        invalid(format!(
+                            "source `{}` of kind nexmark needs a `count` of events",
+                            s.id
+                        ))
+                    })?,
+                    base_time: s.base_time,
+                },
                 other => {
                     return Err(invalid(format!(
-                        "source `{}` has kind `{other}`; sources are file and sequence",
+                        "source `{}` has kind `{other}`; sources are file, sequence and nexmark",
                         s.id
                     )));
                 }
@@ -440,6 +465,18 @@ impl Manifest {
                 inputs: Vec::new(),
                 consumers: Vec::new(),
             });
+            if let Some(second) = &o.second_input {
+                raw_second.push((
+                    raw_inputs.len(),
+                    second.ids().into_iter().map(String::from).collect(),
+                    o.second_edge.clone(),
+                ));
+            } else if o.second_edge.is_some() {
+                return Err(invalid(format!(
+                    "operator `{}` has a `second_edge` but no `second_input`",
+                    o.id
+                )));
+            }
             raw_inputs.push((
                 o.input.ids().into_iter().map(String::from).collect(),
                 o.edge.clone(),
@@ -501,7 +538,16 @@ impl Manifest {
             }
         }
         let mut wiring = Vec::new();
-        for (i, (inputs, edge)) in raw_inputs.iter().enumerate() {
+        let all_inputs = raw_inputs
+            .iter()
+            .enumerate()
+            .map(|(i, (inputs, edge))| (i, inputs, edge, false))
+            .chain(
+                raw_second
+                    .iter()
+                    .map(|(i, inputs, edge)| (*i, inputs, edge, true)),
+            );
+        for (i, inputs, edge, second) in all_inputs {
             let id = nodes[i].id.clone();
             if !matches!(nodes[i].kind, NodeKind::Source(_)) && inputs.is_empty() {
                 return Err(invalid(format!("`{id}` has no input")));
@@ -527,11 +573,11 @@ impl Manifest {
                         nodes[i].parallelism, nodes[from].parallelism
                     )));
                 }
-                wiring.push((from, i, partitioning));
+                wiring.push((from, i, partitioning, second));
             }
         }
-        for (from, to, partitioning) in wiring {
-            nodes[to].inputs.push((from, partitioning));
+        for (from, to, partitioning, second) in wiring {
+            nodes[to].inputs.push((from, partitioning, second));
             nodes[from].consumers.push(to);
         }
         for n in &nodes {
@@ -546,7 +592,7 @@ impl Manifest {
 
         // Chain: node -> the vertex (and position) it belongs to.
         let chains_into = |n: &Node, nodes: &[Node]| -> Option<usize> {
-            let [(from, Partitioning::Forward)] = n.inputs.as_slice() else {
+            let [(from, Partitioning::Forward, false)] = n.inputs.as_slice() else {
                 return None;
             };
             let up = &nodes[*from];
@@ -573,7 +619,7 @@ impl Manifest {
         let mut outputs_of: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (i, n) in nodes.iter().enumerate() {
             let target = vertex_of[i].expect("every node placed");
-            for &(from, partitioning) in &n.inputs {
+            for &(from, partitioning, second) in &n.inputs {
                 let source = vertex_of[from].expect("every node placed");
                 if source == target {
                     continue;
@@ -584,6 +630,7 @@ impl Manifest {
                     source,
                     target,
                     partitioning,
+                    second,
                 });
             }
         }

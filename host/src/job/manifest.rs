@@ -34,6 +34,8 @@ pub struct SourceDecl {
     /// For `sequence`: `fixed64` (8-byte little-endian integers, the SDK's `BincodeFixed`) or
     /// `text` (decimal text).
     pub format: Option<String>,
+    /// For `nexmark`: the time of the first event, epoch milliseconds (default 2015-07-15).
+    pub base_time: Option<u64>,
     pub parallelism: Option<u32>,
     /// After its first batch, read on only once this many checkpoints have completed (with
     /// checkpointing; ignored without). Flink's tests use such a source (`FiniteTestSource`)
@@ -46,7 +48,7 @@ pub struct SourceDecl {
 
 /// A watermark strategy, on the node whose output carries event time.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(deny_unknown_fields)]
 pub struct WatermarksDecl {
     /// How far behind the largest timestamp the watermark trails (`4s`); unset or `0s`:
     /// timestamps only grow (Flink's monotonous watermarks).
@@ -69,8 +71,8 @@ impl WatermarksDecl {
                 .transpose()
         };
         Ok(crate::job::WatermarkStrategy {
-            out_of_orderness_ms: ms("out-of-orderness", &self.out_of_orderness)?.unwrap_or(0),
-            idle_timeout_ms: ms("idle-timeout", &self.idle_timeout)?,
+            out_of_orderness_ms: ms("out_of_orderness", &self.out_of_orderness)?.unwrap_or(0),
+            idle_timeout_ms: ms("idle_timeout", &self.idle_timeout)?,
         })
     }
 }
@@ -111,6 +113,11 @@ pub struct OperatorDecl {
     pub config: BTreeMap<String, toml::Value>,
     /// Watermarks from the timestamps this operator gives its output records.
     pub watermarks: Option<WatermarksDecl>,
+    /// A second input (node ids), for two-input operators: the guest tells its records from
+    /// the first input's (Flink's `connect`, joins).
+    pub second_input: Option<Inputs>,
+    /// The edge into the second input (default forward).
+    pub second_edge: Option<String>,
 }
 
 /// A sink: where records end.

@@ -151,6 +151,12 @@ impl OperatorChain {
         self.head.flush()
     }
 
+    /// Runs a framed batch of the second input through the chain's head, a two-input operator.
+    pub fn process_second_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
+        self.head.collect_second_batch(batch)?;
+        self.head.flush()
+    }
+
     /// Runs one record through the chain, to the tail.
     pub fn process_record(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.head.collect(record)?;

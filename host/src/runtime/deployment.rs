@@ -60,6 +60,9 @@ pub enum InputDescriptor {
     Gate {
         gate: GateDescriptor,
         remote: Vec<RemoteChannelDescriptor>,
+        /// Channels that carry the second input of the chain's head (a two-input operator).
+        #[serde(default)]
+        second_input: Vec<std::ops::Range<usize>>,
     },
 }
 
@@ -195,7 +198,7 @@ mod tests {
             max_parallelism: 128,
             watermarks: Some(crate::job::VertexWatermarks {
                 after: 1,
-                strategy: crate::runtime::WatermarkStrategy {
+                strategy: crate::job::WatermarkStrategy {
                     out_of_orderness_ms: 4_000,
                     idle_timeout_ms: Some(60_000),
                 },
@@ -212,6 +215,7 @@ mod tests {
                     },
                     subpartition: 1,
                 }],
+                second_input: vec![2..4, 6..7],
             },
             chain: vec![
                 OperatorDescriptor::Wasm {

@@ -32,6 +32,8 @@ pub enum InputStatus {
 /// and the held items are processed, in their channels' order, before anything new.
 pub struct InputProcessor {
     spill: Vec<Vec<u8>>,
+    /// Channels of the second input of a two-input head.
+    second: Vec<bool>,
     watermarks: Vec<i64>,
     /// Channels whose producer said it is idle: their watermarks do not count.
     idle: Vec<bool>,
@@ -58,6 +60,7 @@ impl InputProcessor {
     pub fn new(channels: usize) -> Self {
         InputProcessor {
             spill: vec![Vec::new(); channels],
+            second: vec![false; channels],
             watermarks: vec![i64::MIN; channels],
             idle: vec![false; channels],
             all_idle: false,
@@ -73,6 +76,18 @@ impl InputProcessor {
             held: (0..channels).map(|_| VecDeque::new()).collect(),
             released: VecDeque::new(),
         }
+    }
+
+    /// Channels `channels` carry the chain head's second input.
+    pub fn with_second_input(mut self, channels: &[std::ops::Range<usize>]) -> Self {
+        for range in channels {
+            for c in range.clone() {
+                if let Some(second) = self.second.get_mut(c) {
+                    *second = true;
+                }
+            }
+        }
+        self
     }
 
     /// The next item to process: items held back during an alignment that has completed come
@@ -274,13 +289,21 @@ impl InputProcessor {
             if spill.len() < total {
                 return Ok(0);
             }
-            chain.process_batch(spill)?;
+            if self.second[channel] {
+                chain.process_second_batch(spill)?;
+            } else {
+                chain.process_batch(spill)?;
+            }
             records += count(spill)?;
             spill.clear();
         }
         let complete = complete_prefix(bytes)?;
         if complete > 0 {
-            chain.process_batch(&bytes[..complete])?;
+            if self.second[channel] {
+                chain.process_second_batch(&bytes[..complete])?;
+            } else {
+                chain.process_batch(&bytes[..complete])?;
+            }
             records += count(&bytes[..complete])?;
         }
         self.spill[channel].extend_from_slice(&bytes[complete..]);

@@ -159,6 +159,12 @@ impl<F: UserFunction> Output for StreamOperator<F> {
         Ok(())
     }
 
+    fn collect_second_batch(&mut self, records: &[u8]) -> Result<(), StreamError> {
+        // The first input's records that came before go first.
+        self.flush_pending()?;
+        self.function.process_second_batch(&mut self.ctx, records)
+    }
+
     fn collect_batch(&mut self, records: &[u8]) -> Result<(), StreamError> {
         if !self.function.takes_batches() {
             for record in weir_framing::records(records) {

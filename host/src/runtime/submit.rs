@@ -17,6 +17,7 @@ use super::task_executor::TaskExecutor;
 use super::watermarks::SplitCursor;
 use crate::checkpoint::storage::read_state_file;
 use crate::checkpoint::{CoordinatorEvent, RestoreError};
+use crate::connectors::nexmark::{self, NexmarkSource};
 use crate::connectors::{
     DiscardSink, FileSink, FileSource, SequenceSource, SourceReader, StdoutSink,
     TransactionalFileSink,
@@ -148,7 +149,7 @@ impl TaskExecutor {
             });
         }
         let gate = match &tdd.input {
-            InputDescriptor::Gate { gate, remote } => {
+            InputDescriptor::Gate { gate, remote, .. } => {
                 let input = self.take_gate(gate).ok_or_else(|| SubmitError::NoGate {
                     task: tdd.name.clone(),
                 })?;
@@ -414,7 +415,9 @@ impl Opening {
         )
         .map_err(chain_failed)?;
         let (input, source, wait_for_checkpoints) = match (tdd.input, gate) {
-            (InputDescriptor::Gate { .. }, Some(gate)) => (TaskInput::Gate(gate), None, None),
+            (InputDescriptor::Gate { second_input, .. }, Some(gate)) => {
+                (TaskInput::Gate(gate, second_input), None, None)
+            }
             (
                 InputDescriptor::Source {
                     id,
@@ -482,6 +485,13 @@ fn open_source(
             }
             .with_timestamps(timestamps),
         ),
+        SourceSpec::Nexmark { count, base_time } => {
+            let base_time = base_time.unwrap_or(nexmark::DEFAULT_BASE_TIME);
+            Box::new(match remaining {
+                Some(ranges) => NexmarkSource::from_ranges(ranges, base_time),
+                None => NexmarkSource::new(count, base_time, subtask, parallelism),
+            })
+        }
     })
 }
 

@@ -101,7 +101,8 @@ impl Mailbox {
 /// Where a task's input comes from.
 pub enum TaskInput {
     Source(Box<dyn SourceReader>),
-    Gate(InputGate),
+    /// The gate, and the ranges of its channels that carry the head's second input.
+    Gate(InputGate, Vec<std::ops::Range<usize>>),
 }
 
 /// What a task needs to take part in checkpoints.
@@ -289,7 +290,9 @@ impl Task {
 
     fn run_loop(&mut self, started: Instant) -> Result<(), TaskFailure> {
         let mut processor = match &self.input {
-            TaskInput::Gate(gate) => Some(InputProcessor::new(gate.channels())),
+            TaskInput::Gate(gate, second) => {
+                Some(InputProcessor::new(gate.channels()).with_second_input(second))
+            }
             TaskInput::Source(_) => None,
         };
         let mut batch = weir_framing::BatchWriter::with_capacity(SOURCE_BATCH_BYTES + 1024);
@@ -350,7 +353,7 @@ impl Task {
                         self.end_source()?;
                     }
                 }
-                TaskInput::Gate(gate) => {
+                TaskInput::Gate(gate, _) => {
                     let processor = processor.as_mut().expect("gate tasks have a processor");
                     let waiting = Instant::now();
                     let next = processor.next_item(gate, self.buffer_timeout);

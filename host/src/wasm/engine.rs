@@ -12,7 +12,7 @@ use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
 use super::bindings::BatchedOperator;
-use super::bindings::exports::weir::stream::{batch, operator};
+use super::bindings::exports::weir::stream::{batch, operator, two_input};
 use super::cache::{DiskCache, Origin, content_hash};
 use super::error::LoadError;
 use super::store::OperatorStore;
@@ -61,6 +61,8 @@ pub struct LoadedComponent {
     pub(crate) pre: InstancePre<OperatorStore>,
     pub(crate) operator_indices: operator::GuestIndices,
     pub(crate) batch_indices: Option<batch::GuestIndices>,
+    /// The second input's exports, if the component has them (WIT 0.2.2).
+    pub(crate) two_input_indices: Option<two_input::GuestIndices>,
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -261,6 +263,11 @@ impl WasmRuntime {
         } else {
             None
         };
+        let two_input_indices = if exports.contains(&format!("weir:stream/two-input@{version}")) {
+            Some(two_input::GuestIndices::new(&pre).map_err(broken)?)
+        } else {
+            None
+        };
         Ok(LoadedComponent {
             name: name.to_string(),
             hash,
@@ -270,6 +277,7 @@ impl WasmRuntime {
             pre,
             operator_indices,
             batch_indices,
+            two_input_indices,
         })
     }
 }

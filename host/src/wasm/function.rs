@@ -13,7 +13,7 @@ use wasmtime::component::Instance;
 use wasmtime::{Store, Trap};
 use weir_framing::Record;
 
-use super::bindings::exports::weir::stream::{batch, operator};
+use super::bindings::exports::weir::stream::{batch, operator, two_input};
 use super::bindings::weir::stream::types;
 use super::engine::{LoadedComponent, WasmRuntime};
 use super::error::{FailureKind, OperatorFailure, preview};
@@ -29,6 +29,8 @@ pub struct WasmFunction {
     store: Store<OperatorStore>,
     guest: operator::Guest,
     batch: Option<batch::Guest>,
+    /// The second input's exports, if the component has them.
+    two_input: Option<two_input::Guest>,
     component: Arc<LoadedComponent>,
     /// The operator's node id in the job.
     id: String,
@@ -131,11 +133,20 @@ impl WasmFunction {
             ),
             _ => None,
         };
+        let two_input = match &component.two_input_indices {
+            Some(indices) => Some(
+                indices
+                    .load(&mut store, &instance)
+                    .map_err(|e| fail(FailureKind::Instantiate(format!("{e:#}"))))?,
+            ),
+            None => None,
+        };
 
         let mut function = WasmFunction {
             store,
             guest,
             batch,
+            two_input,
             component: component.clone(),
             id: spec.id.clone(),
             operator: spec.operator.clone(),
@@ -301,6 +312,61 @@ impl UserFunction for WasmFunction {
         self.call(ctx, Input::Record(record.value), |store, guest, _| {
             guest.call_process_element(store, record.value, record.key, record.timestamp)
         })
+    }
+
+    fn process_second_batch(
+        &mut self,
+        ctx: &mut FunctionContext,
+        records: &[u8],
+    ) -> Result<(), StreamError> {
+        let Some(two) = self.two_input.take() else {
+            return Err(self.failure(FailureKind::Violation(format!(
+                "the job gives operator `{}` a second input, but its component does not export \
+                 `weir:stream/two-input` (a one-input operator, or built before WIT 0.2.2)",
+                self.operator
+            ))));
+        };
+        let result = if self.batch.is_some() {
+            self.call(ctx, Input::Batch(records), |store, _, _| {
+                two.call_process_batch_second(store, records)
+            })
+            .map(Some)
+        } else {
+            let mut result = Ok(None);
+            for record in weir_framing::records(records) {
+                let record = match record {
+                    Ok(r) => r,
+                    Err(e) => {
+                        result = Err(StreamError::Output(format!("malformed batch: {e}")));
+                        break;
+                    }
+                };
+                if let Err(e) = self.call(ctx, Input::Record(record.value), |store, _, _| {
+                    two.call_process_element_second(
+                        store,
+                        record.value,
+                        record.key,
+                        record.timestamp,
+                    )
+                }) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            result
+        };
+        self.two_input = Some(two);
+        let Some(out) = result? else {
+            return Ok(());
+        };
+        if let Err(problem) = check_output_batch(&out, &self.store.data().limits) {
+            self.failed = true;
+            return Err(self.failure(FailureKind::Violation(problem)));
+        }
+        if out.is_empty() {
+            return Ok(());
+        }
+        ctx.output.collect_batch(&out)
     }
 
     fn on_timer(

@@ -159,6 +159,16 @@ weir_sdk::export_operators! {
     // Drops the numbers in every third block of `block` (gaps for session windows).
     "gaps" => filter(|n: &u64| (n / 1_000) % 3 != 2).input(Fixed),
     "window-sum" => WindowSum { inner: None },
+    // Pairs `left,right` of one key within 2 ms of each other.
+    "interval-join" => keyed_co_process(interval_join(-2, 2, |l: &u64, r: &u64| format!("{l},{r}")))
+        .input1(Fixed)
+        .input2(Fixed)
+        .output(Text),
+    // Pairs `left,right` of one key and 100 ms tumbling window.
+    "window-join" => keyed_co_process(window_join(Windows::tumbling(100), |l: &u64, r: &u64| format!("{l},{r}")))
+        .input1(Fixed)
+        .input2(Fixed)
+        .output(Text),
 }
 
 /// `key_by(n % modulus)`, the modulus from the configuration.
