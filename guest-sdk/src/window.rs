@@ -229,6 +229,9 @@ pub struct Window<A: AggregateFunction, E, O> {
     emit: E,
     on_late: Option<LateHandler<A::In, O>>,
     state: Option<MapState<TimeWindow, A::Acc>>,
+    /// Sliding windows kept as slide-long panes, each record added to one (Flink's slicing):
+    /// the panes' state, when the windows allow it (see [`Window::pane_size`]).
+    panes: Option<MapState<i64, A::Acc>>,
     /// Records dropped for arriving after their windows were gone since this instance opened
     /// (as Flink's `numLateRecordsDropped`, a count, not state: a window keeps no state of its
     /// own, so it rescales).
@@ -279,6 +282,7 @@ where
         emit,
         on_late: None,
         state: None,
+        panes: None,
         late_records: 0,
         assigned: Vec::new(),
     }
@@ -331,6 +335,103 @@ where
         match self.domain {
             TimeDomain::EventTime => self.allowed_lateness,
             TimeDomain::ProcessingTime => 0,
+        }
+    }
+
+    /// The pane length, if windows are kept as panes: sliding windows a whole number of slides
+    /// long, without lateness, whose aggregate merges. A record then costs one state read and
+    /// write however many windows it falls in, and a window merges its panes when it fires.
+    fn pane_size(&self) -> Option<i64> {
+        match self.windows {
+            Windows::Sliding { size, slide, .. }
+                if size % slide == 0
+                    && size > slide
+                    && self.lateness() == 0
+                    && self
+                        .aggregate
+                        .merge(
+                            self.aggregate.create_accumulator(),
+                            self.aggregate.create_accumulator(),
+                        )
+                        .is_some() =>
+            {
+                Some(slide)
+            }
+            _ => None,
+        }
+    }
+
+    /// Adds `value` to the pane of `timestamp`; a new pane sets the timers of every window it
+    /// is part of.
+    fn add_to_pane(
+        &mut self,
+        timestamp: i64,
+        value: A::In,
+        clock: i64,
+        ctx: &mut ProcessContext<'_, '_, O>,
+    ) -> Result<(), OperatorError> {
+        let Windows::Sliding {
+            size,
+            slide,
+            offset,
+        } = self.windows
+        else {
+            return Err(OperatorError::Failed(
+                "panes are for sliding windows".into(),
+            ));
+        };
+        let pane = timestamp - (timestamp - offset).rem_euclid(slide);
+        if self.domain == TimeDomain::EventTime && pane + size - 1 <= clock {
+            // Every window of this pane has fired.
+            return self.late(value, ctx);
+        }
+        let panes = self.panes.as_ref().ok_or_else(not_open)?;
+        let mut acc = match panes.get(ctx, &pane)? {
+            Some(acc) => acc,
+            None => {
+                let mut end = pane + slide;
+                while end <= pane + size {
+                    if self.domain == TimeDomain::ProcessingTime || end - 1 > clock {
+                        ctx.register_timer(self.domain, end - 1)?;
+                    }
+                    end += slide;
+                }
+                self.aggregate.create_accumulator()
+            }
+        };
+        self.aggregate.add(&mut acc, value);
+        panes.put(ctx, &pane, &acc)
+    }
+
+    /// The window ending after `time` fires from its panes; its first pane is then done.
+    fn fire_panes(
+        &mut self,
+        time: i64,
+        slide: i64,
+        ctx: &mut ProcessContext<'_, '_, O>,
+    ) -> Result<(), OperatorError> {
+        let Windows::Sliding { size, .. } = self.windows else {
+            return Ok(());
+        };
+        let w = TimeWindow::new(time + 1 - size, time + 1);
+        let panes = self.panes.as_ref().ok_or_else(not_open)?;
+        let mut merged: Option<A::Acc> = None;
+        let mut pane = w.start;
+        while pane < w.end {
+            if let Some(acc) = panes.get(ctx, &pane)? {
+                merged = Some(match merged {
+                    None => acc,
+                    Some(m) => self.aggregate.merge(m, acc).ok_or_else(|| {
+                        OperatorError::Failed("the aggregate stopped merging".into())
+                    })?,
+                });
+            }
+            pane += slide;
+        }
+        panes.remove(ctx, &w.start)?;
+        match merged {
+            Some(acc) => self.fire(w, acc, ctx),
+            None => Ok(()),
         }
     }
 
@@ -463,6 +564,10 @@ where
     }
 }
 
+fn not_open() -> OperatorError {
+    OperatorError::Failed("window used before open".into())
+}
+
 /// A copy of an accumulator: the window keeps its state when it fires within its lateness.
 fn bincode_copy<T: Serialize + DeserializeOwned>(value: &T) -> Result<T, OperatorError> {
     use crate::codec::Codec;
@@ -484,6 +589,9 @@ where
     fn open(&mut self, ctx: &mut OpenContext<'_>) -> Result<(), OperatorError> {
         self.windows.check()?;
         self.state = Some(ctx.map_state("window-contents"));
+        if self.pane_size().is_some() {
+            self.panes = Some(ctx.map_state("window-panes"));
+        }
         Ok(())
     }
 
@@ -503,6 +611,9 @@ where
             })?,
             TimeDomain::ProcessingTime => clock,
         };
+        if self.panes.is_some() {
+            return self.add_to_pane(timestamp, value, clock, ctx);
+        }
         if let Windows::Session { gap } = self.windows {
             return self.add_to_session(
                 TimeWindow::new(timestamp, timestamp + gap),
@@ -540,6 +651,11 @@ where
         let Some(time) = ctx.timestamp() else {
             return Ok(());
         };
+        if self.panes.is_some()
+            && let Some(slide) = self.pane_size()
+        {
+            return self.fire_panes(time, slide, ctx);
+        }
         let lateness = self.lateness();
         let state = self.state()?;
         // The windows whose end or whose cleanup time this is.
@@ -677,6 +793,40 @@ mod tests {
                 .iter()
                 .any(|(_, m)| m.contains("1 records arrived after their windows were gone"))
         );
+    }
+
+    #[test]
+    fn sliding_windows_kept_as_panes_fire_every_window_a_record_falls_in() {
+        let mut h =
+            Harness::open(summing(Windows::sliding(10, 2), 0), OperatorInfo::new("p")).unwrap();
+        // Sparse times, so that some windows hold only their first or last pane.
+        let times = [0i64, 1, 3, 9, 10, 17, 31];
+        for (i, &t) in times.iter().enumerate() {
+            push(&mut h, "a", 1 << i, t);
+        }
+        // Six panes (0, 2, 8, 10, 16, 30); a timer at the end of each window holding one: 18
+        // distinct ends.
+        assert_eq!(h.host().pending_timers().count(), 18);
+        h.advance_watermark(i64::MAX).unwrap();
+        let mut fired = h.take_values(&Text).unwrap();
+        fired.sort();
+        let mut expected = Vec::new();
+        let mut start = -8;
+        while start <= 30 {
+            let sum: u64 = times
+                .iter()
+                .enumerate()
+                .filter(|(_, t)| (start..start + 10).contains(*t))
+                .map(|(i, _)| 1u64 << i)
+                .sum();
+            if sum > 0 {
+                expected.push(format!("{start}..{}={sum}", start + 10));
+            }
+            start += 2;
+        }
+        expected.sort();
+        assert_eq!(fired, expected);
+        assert!(h.host().pending_timers().next().is_none());
     }
 
     #[test]
