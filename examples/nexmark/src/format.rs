@@ -3,16 +3,41 @@
 
 /// `millis` since the epoch as `yyyy-MM-dd HH:mm:ss.SSS` (UTC).
 pub fn timestamp(millis: i64) -> String {
+    let mut text = String::with_capacity(23);
+    push_timestamp(&mut text, millis);
+    text
+}
+
+/// Appends `millis` since the epoch as `yyyy-MM-dd HH:mm:ss.SSS` (UTC), digit by digit: no
+/// formatting machinery on the hot path.
+pub fn push_timestamp(out: &mut String, millis: i64) {
     let days = millis.div_euclid(86_400_000);
-    let of_day = millis.rem_euclid(86_400_000);
+    let of_day = millis.rem_euclid(86_400_000) as u32;
     let (year, month, day) = civil_from_days(days);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03}",
-        of_day / 3_600_000,
-        of_day / 60_000 % 60,
-        of_day / 1_000 % 60,
-        of_day % 1_000
-    )
+    push_digits(out, year.clamp(0, 9999) as u32, 4);
+    for (sep, n, width) in [
+        ('-', month, 2),
+        ('-', day, 2),
+        (' ', of_day / 3_600_000, 2),
+        (':', of_day / 60_000 % 60, 2),
+        (':', of_day / 1_000 % 60, 2),
+        ('.', of_day % 1_000, 3),
+    ] {
+        out.push(sep);
+        push_digits(out, n, width);
+    }
+}
+
+/// Appends the last `width` (at most 4) decimal digits of `n`, zero-padded.
+fn push_digits(out: &mut String, mut n: u32, width: usize) {
+    let mut buf = [b'0'; 4];
+    for slot in buf[..width].iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    for &b in &buf[..width] {
+        out.push(char::from(b));
+    }
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
@@ -32,8 +57,22 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `price` (cents) times 0.908, exactly, with three decimals (q1's DECIMAL(23, 3)).
 pub fn euros(price: u64) -> String {
-    let thousandths = u128::from(price) * 908;
-    format!("{}.{:03}", thousandths / 1_000, thousandths % 1_000)
+    let mut text = String::new();
+    push_euros(&mut text, price);
+    text
+}
+
+/// Appends [`euros`]`(price)`; in 64-bit arithmetic unless the product needs more (128-bit
+/// division is a slow library call in wasm).
+pub fn push_euros(out: &mut String, price: u64) {
+    use std::fmt::Write;
+    let _ = match price.checked_mul(908) {
+        Some(t) => write!(out, "{}.{:03}", t / 1_000, t % 1_000),
+        None => {
+            let t = u128::from(price) * 908;
+            write!(out, "{}.{:03}", t / 1_000, t % 1_000)
+        }
+    };
 }
 
 #[cfg(test)]

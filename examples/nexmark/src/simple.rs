@@ -1,43 +1,136 @@
-//! q0-q2: a bid at a time.
+//! q0-q2: a bid at a time, straight from its JSON line (no event time needed): the line is
+//! read lazily ([`crate::scan`]), taking only the fields the queries print.
 
-use crate::events::{Bid, Event};
-use crate::format::{euros, timestamp};
+use std::fmt::Write;
 
-fn bid(event: Event) -> Option<Bid> {
-    match event {
-        Event::Bid(b) => Some(b),
-        _ => None,
+use weir_sdk::prelude::*;
+
+use crate::format::{push_euros, push_timestamp};
+use crate::scan::{EventFields, Raw};
+
+/// What q0-q2 need of a bid; `extra` as the line holds it, read only by the queries that print
+/// it.
+pub struct BidLine<'a> {
+    pub auction: u64,
+    pub bidder: u64,
+    pub price: u64,
+    pub date_time: u64,
+    pub extra: Raw<'a>,
+}
+
+/// The bid on `line`, or `None` for a person's or an auction's line.
+pub fn bid(line: &[u8]) -> Result<Option<BidLine<'_>>, OperatorError> {
+    let mut fields = EventFields::new(line).map_err(|e| not_an_event(line, &e.to_string()))?;
+    match fields.kind {
+        "Bid" => {}
+        "Person" | "Auction" => return Ok(None),
+        _ => return Err(not_an_event(line, "an unknown event kind")),
+    }
+    let (mut auction, mut bidder, mut price, mut date_time, mut extra) =
+        (None, None, None, None, None);
+    while let Some((key, value)) = fields
+        .next_field()
+        .map_err(|e| not_an_event(line, &e.to_string()))?
+    {
+        match key {
+            b"auction" => auction = value.number(),
+            b"bidder" => bidder = value.number(),
+            b"price" => price = value.number(),
+            b"date_time" => date_time = value.number(),
+            b"extra" => extra = Some(value),
+            _ => {}
+        }
+    }
+    match (auction, bidder, price, date_time, extra) {
+        (Some(auction), Some(bidder), Some(price), Some(date_time), Some(extra)) => {
+            Ok(Some(BidLine {
+                auction,
+                bidder,
+                price,
+                date_time,
+                extra,
+            }))
+        }
+        _ => Err(not_an_event(
+            line,
+            "a bid needs numbers auction, bidder, price, date_time and a string extra",
+        )),
     }
 }
 
-/// q0, pass-through: `auction, bidder, price, dateTime, extra`.
-pub fn q0(event: Event) -> Option<String> {
-    let b = bid(event)?;
-    Some(format!(
-        "{},{},{},{},{}",
-        b.auction,
-        b.bidder,
-        b.price,
-        timestamp(b.date_time as i64),
-        b.extra
+fn not_an_event(line: &[u8], why: &str) -> OperatorError {
+    OperatorError::Decode(format!(
+        "not a Nexmark event ({why}): {}",
+        String::from_utf8_lossy(&line[..line.len().min(200)])
     ))
+}
+
+/// The text of a bid's `extra`, unescaped.
+fn extra<'a>(b: &BidLine<'a>, line: &[u8]) -> Result<std::borrow::Cow<'a, str>, OperatorError> {
+    b.extra
+        .text()
+        .ok_or_else(|| not_an_event(line, "`extra` is not a string"))
+}
+
+/// q0, pass-through: `auction, bidder, price, dateTime, extra`.
+pub fn q0(b: &BidLine<'_>, line: &[u8], row: &mut String) -> Result<bool, OperatorError> {
+    let _ = write!(row, "{},{},{},", b.auction, b.bidder, b.price);
+    push_timestamp(row, b.date_time as i64);
+    row.push(',');
+    row.push_str(&extra(b, line)?);
+    Ok(true)
 }
 
 /// q1, currency conversion: `auction, bidder, 0.908 * price, dateTime, extra`.
-pub fn q1(event: Event) -> Option<String> {
-    let b = bid(event)?;
-    Some(format!(
-        "{},{},{},{},{}",
-        b.auction,
-        b.bidder,
-        euros(b.price),
-        timestamp(b.date_time as i64),
-        b.extra
-    ))
+pub fn q1(b: &BidLine<'_>, line: &[u8], row: &mut String) -> Result<bool, OperatorError> {
+    let _ = write!(row, "{},{},", b.auction, b.bidder);
+    push_euros(row, b.price);
+    row.push(',');
+    push_timestamp(row, b.date_time as i64);
+    row.push(',');
+    row.push_str(&extra(b, line)?);
+    Ok(true)
 }
 
 /// q2, selection: `auction, price` of bids on every 123rd auction.
-pub fn q2(event: Event) -> Option<String> {
-    let b = bid(event)?;
-    (b.auction % 123 == 0).then(|| format!("{},{}", b.auction, b.price))
+pub fn q2(b: &BidLine<'_>, _: &[u8], row: &mut String) -> Result<bool, OperatorError> {
+    if b.auction % 123 != 0 {
+        return Ok(false);
+    }
+    let _ = write!(row, "{},{}", b.auction, b.price);
+    Ok(true)
+}
+
+/// A query of one bid: writes its row, if any, and says whether it did.
+pub type BidQuery = fn(&BidLine<'_>, &[u8], &mut String) -> Result<bool, OperatorError>;
+
+/// A bid-at-a-time query over JSON lines, writing CSV rows into one reused buffer.
+pub fn rows(query: BidQuery) -> BidRows {
+    BidRows {
+        query,
+        row: String::new(),
+    }
+}
+
+/// See [`rows`].
+pub struct BidRows {
+    query: BidQuery,
+    row: String,
+}
+
+impl Operator for BidRows {
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let Some(b) = bid(record.value)? else {
+            return Ok(());
+        };
+        self.row.clear();
+        if (self.query)(&b, record.value, &mut self.row)? {
+            ctx.emit_record(Record {
+                value: self.row.as_bytes(),
+                key: None,
+                timestamp: record.timestamp,
+            });
+        }
+        Ok(())
+    }
 }

@@ -112,6 +112,15 @@ pub fn run(args: &NexmarkArgs) -> Result<()> {
 
 /// Events in the file: one per line.
 fn count_events(file: &Path) -> Result<u64> {
-    let bytes = std::fs::read(file)?;
-    Ok(bytes.iter().filter(|&&b| b == b'\n').count() as u64)
+    use std::io::Read;
+    let mut reader = std::fs::File::open(file)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        let n = reader.read(&mut buffer)?;
+        if n == 0 {
+            return Ok(lines);
+        }
+        lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
 }
