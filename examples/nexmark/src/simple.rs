@@ -94,7 +94,7 @@ pub fn q1(b: &BidLine<'_>, line: &[u8], row: &mut String) -> Result<bool, Operat
 
 /// q2, selection: `auction, price` of bids on every 123rd auction.
 pub fn q2(b: &BidLine<'_>, _: &[u8], row: &mut String) -> Result<bool, OperatorError> {
-    if b.auction % 123 != 0 {
+    if !b.auction.is_multiple_of(123) {
         return Ok(false);
     }
     let _ = write!(row, "{},{}", b.auction, b.price);
