@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::host::{Level, TimeDomain};
 use crate::operator::{OpenContext, OperatorError};
 use crate::process::{ProcessContext, ProcessFunction};
-use crate::state::MapState;
+use crate::state::{MapState, ValueState};
 
 /// A window of time, `start` inclusive, `end` exclusive, in milliseconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -230,8 +230,9 @@ pub struct Window<A: AggregateFunction, E, O> {
     on_late: Option<LateHandler<A::In, O>>,
     state: Option<MapState<TimeWindow, A::Acc>>,
     /// Sliding windows kept as slide-long panes, each record added to one (Flink's slicing):
-    /// the panes' state, when the windows allow it (see [`Window::pane_size`]).
-    panes: Option<MapState<i64, A::Acc>>,
+    /// a key's live panes, by start, in one value (cached in the guest, so a record costs no
+    /// host call), when the windows allow it (see [`Window::pane_size`]).
+    panes: Option<ValueState<Vec<(i64, A::Acc)>>>,
     /// Records dropped for arriving after their windows were gone since this instance opened
     /// (as Flink's `numLateRecordsDropped`, a count, not state: a window keeps no state of its
     /// own, so it rescales).
@@ -385,10 +386,11 @@ where
             // Every window of this pane has fired.
             return self.late(value, ctx);
         }
-        let panes = self.panes.as_ref().ok_or_else(not_open)?;
-        let mut acc = match panes.get(ctx, &pane)? {
-            Some(acc) => acc,
-            None => {
+        let state = self.panes.as_ref().ok_or_else(not_open)?;
+        let mut panes = state.get(ctx)?.unwrap_or_default();
+        let at = match panes.binary_search_by_key(&pane, |(start, _)| *start) {
+            Ok(at) => at,
+            Err(at) => {
                 let mut end = pane + slide;
                 while end <= pane + size {
                     if self.domain == TimeDomain::ProcessingTime || end - 1 > clock {
@@ -396,11 +398,12 @@ where
                     }
                     end += slide;
                 }
-                self.aggregate.create_accumulator()
+                panes.insert(at, (pane, self.aggregate.create_accumulator()));
+                at
             }
         };
-        self.aggregate.add(&mut acc, value);
-        panes.put(ctx, &pane, &acc)
+        self.aggregate.add(&mut panes[at].1, value);
+        state.set(ctx, &panes)
     }
 
     /// The window ending after `time` fires from its panes; its first pane is then done.
@@ -414,21 +417,31 @@ where
             return Ok(());
         };
         let w = TimeWindow::new(time + 1 - size, time + 1);
-        let panes = self.panes.as_ref().ok_or_else(not_open)?;
+        let state = self.panes.as_ref().ok_or_else(not_open)?;
+        let Some(mut panes) = state.get(ctx)? else {
+            return Ok(());
+        };
         let mut merged: Option<A::Acc> = None;
-        let mut pane = w.start;
-        while pane < w.end {
-            if let Some(acc) = panes.get(ctx, &pane)? {
-                merged = Some(match merged {
-                    None => acc,
-                    Some(m) => self.aggregate.merge(m, acc).ok_or_else(|| {
-                        OperatorError::Failed("the aggregate stopped merging".into())
-                    })?,
-                });
+        for (start, acc) in &panes {
+            if *start < w.start || *start >= w.end || (start - w.start) % slide != 0 {
+                continue;
             }
-            pane += slide;
+            let acc = bincode_copy(acc)?;
+            merged = Some(match merged {
+                None => acc,
+                Some(m) => self
+                    .aggregate
+                    .merge(m, acc)
+                    .ok_or_else(|| OperatorError::Failed("the aggregate stopped merging".into()))?,
+            });
         }
-        panes.remove(ctx, &w.start)?;
+        // The window's first pane is in no later window.
+        panes.retain(|(start, _)| *start > w.start);
+        if panes.is_empty() {
+            state.clear(ctx)?;
+        } else {
+            state.set(ctx, &panes)?;
+        }
         match merged {
             Some(acc) => self.fire(w, acc, ctx),
             None => Ok(()),
@@ -590,7 +603,7 @@ where
         self.windows.check()?;
         self.state = Some(ctx.map_state("window-contents"));
         if self.pane_size().is_some() {
-            self.panes = Some(ctx.map_state("window-panes"));
+            self.panes = Some(ctx.value_state("window-panes"));
         }
         Ok(())
     }

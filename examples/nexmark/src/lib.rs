@@ -26,6 +26,7 @@ weir_sdk::export_operators! {
     "q3" => keyed_co_process(Q3::default()).output(Text),
     "q4-max" => keyed_co_process(Q4Max::default()),
     "q4-average" => keyed_process(Q4Average::default()).output(Text),
+    "bid-auctions" => windowed::bid_auctions(),
     "q5-counts" => windowed::q5_counts(),
     "q5-by-window" => key_by(|c: &AuctionCount| c.window_end),
     "q5-hottest" => windowed::q5_hottest(),
