@@ -202,25 +202,37 @@ impl<R: Registry> operator::Guest for Component<R> {
     }
 }
 
+/// One batched call: `f` runs the batch through the operator into the instance's output buffer,
+/// which goes back to the host as the call's result.
+fn batch_call(
+    records: &[u8],
+    f: impl FnOnce(
+        &mut dyn Operator,
+        &[u8],
+        &mut BatchHost<'_>,
+        &mut BatchWriter,
+    ) -> Result<(), crate::operator::BatchFailure>,
+) -> Result<Vec<u8>, types::OperatorError> {
+    with_instance(|instance| {
+        instance.out.clear();
+        f(
+            instance.operator.as_mut(),
+            records,
+            &mut BatchHost(HostRef::Cached(&mut instance.host)),
+            &mut instance.out,
+        )
+        .map_err(|f| to_wit(f.error, u32::try_from(f.record_index).unwrap_or(u32::MAX)))?;
+        // Hand the filled buffer to the host and keep one of the same size for the next
+        // batch: the allocator reuses the block the host's copy frees.
+        let capacity = instance.out.len();
+        Ok(std::mem::replace(&mut instance.out, BatchWriter::with_capacity(capacity)).into_vec())
+    })
+}
+
 impl<R: Registry> batch::Guest for Component<R> {
     fn process_batch(records: Vec<u8>) -> Result<Vec<u8>, types::OperatorError> {
-        with_instance(|instance| {
-            instance.out.clear();
-            instance
-                .operator
-                .process_batch(
-                    &records,
-                    &mut BatchHost(HostRef::Cached(&mut instance.host)),
-                    &mut instance.out,
-                )
-                .map_err(|f| to_wit(f.error, u32::try_from(f.record_index).unwrap_or(u32::MAX)))?;
-            // Hand the filled buffer to the host and keep one of the same size for the next
-            // batch: the allocator reuses the block the host's copy frees.
-            let capacity = instance.out.len();
-            Ok(
-                std::mem::replace(&mut instance.out, BatchWriter::with_capacity(capacity))
-                    .into_vec(),
-            )
+        batch_call(&records, |op, records, host, out| {
+            op.process_batch(records, host, out)
         })
     }
 }
@@ -244,21 +256,8 @@ impl<R: Registry> two_input::Guest for Component<R> {
     }
 
     fn process_batch_second(records: Vec<u8>) -> Result<Vec<u8>, types::OperatorError> {
-        with_instance(|instance| {
-            instance.out.clear();
-            instance
-                .operator
-                .process_second_batch(
-                    &records,
-                    &mut BatchHost(HostRef::Cached(&mut instance.host)),
-                    &mut instance.out,
-                )
-                .map_err(|f| to_wit(f.error, u32::try_from(f.record_index).unwrap_or(u32::MAX)))?;
-            let capacity = instance.out.len();
-            Ok(
-                std::mem::replace(&mut instance.out, BatchWriter::with_capacity(capacity))
-                    .into_vec(),
-            )
+        batch_call(&records, |op, records, host, out| {
+            op.process_second_batch(records, host, out)
         })
     }
 }

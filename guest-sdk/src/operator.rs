@@ -448,6 +448,34 @@ pub(crate) fn for_each_record_of(
 }
 
 #[cold]
+/// Runs `f` on every record of a framed batch in order, each with a context over `host` and
+/// `out`, and stops at the first failure, naming the record.
+#[inline(always)]
+fn each_record(
+    batch: &[u8],
+    host: &mut BatchHost<'_>,
+    out: &mut BatchWriter,
+    mut f: impl FnMut(Record<'_>, &mut Context<'_>) -> Result<(), OperatorError>,
+) -> Result<(), BatchFailure> {
+    let mut records = weir_framing::records(batch);
+    let mut record_index = 0;
+    while let Some((record, framed)) = records.next_with_bytes() {
+        let mut ctx = Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
+        ctx.current = Some((record, framed));
+        if let Err(error) = f(record, &mut ctx) {
+            return Err(BatchFailure {
+                record_index,
+                error,
+            });
+        }
+        record_index += 1;
+    }
+    match records.fault() {
+        None => Ok(()),
+        Some(fault) => Err(malformed_batch(record_index, fault)),
+    }
+}
+
 fn malformed_batch(record_index: usize, fault: &weir_framing::FramingError) -> BatchFailure {
     BatchFailure {
         record_index,
@@ -506,23 +534,7 @@ pub trait Operator {
         host: &mut BatchHost<'_>,
         out: &mut BatchWriter,
     ) -> Result<(), BatchFailure> {
-        let mut records = weir_framing::records(batch);
-        let mut record_index = 0;
-        while let Some((record, framed)) = records.next_with_bytes() {
-            let mut ctx = Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
-            ctx.current = Some((record, framed));
-            if let Err(error) = self.process(record, &mut ctx) {
-                return Err(BatchFailure {
-                    record_index,
-                    error,
-                });
-            }
-            record_index += 1;
-        }
-        match records.fault() {
-            None => Ok(()),
-            Some(fault) => Err(malformed_batch(record_index, fault)),
-        }
+        each_record(batch, host, out, |record, ctx| self.process(record, ctx))
     }
 
     /// Handles one record of the second input, for two-input operators (see
@@ -547,23 +559,9 @@ pub trait Operator {
         host: &mut BatchHost<'_>,
         out: &mut BatchWriter,
     ) -> Result<(), BatchFailure> {
-        let mut records = weir_framing::records(batch);
-        let mut record_index = 0;
-        while let Some((record, framed)) = records.next_with_bytes() {
-            let mut ctx = Context::with_host(host.0.reborrow(), out, record.key, record.timestamp);
-            ctx.current = Some((record, framed));
-            if let Err(error) = self.process_second(record, &mut ctx) {
-                return Err(BatchFailure {
-                    record_index,
-                    error,
-                });
-            }
-            record_index += 1;
-        }
-        match records.fault() {
-            None => Ok(()),
-            Some(fault) => Err(malformed_batch(record_index, fault)),
-        }
+        each_record(batch, host, out, |record, ctx| {
+            self.process_second(record, ctx)
+        })
     }
 
     /// The event-time watermark advanced; due event-time timers have already fired.
