@@ -843,6 +843,30 @@ mod tests {
     }
 
     #[test]
+    fn processing_time_windows_follow_the_hosts_clock_not_the_records() {
+        let op = keyed_process(
+            window(
+                Windows::tumbling(100),
+                Reducing::new(|a: u64, b: u64| a + b),
+                |_: &[u8], w: TimeWindow, sum: u64| Some(format!("{}..{}={sum}", w.start, w.end)),
+            )
+            .processing_time(),
+        )
+        .input(Fixed)
+        .output(Text);
+        let mut h = Harness::open(op, OperatorInfo::new("p")).unwrap();
+        h.advance_processing_time(1_050).unwrap();
+        // Event times are ignored: both land in [1000, 1100) by the clock.
+        push(&mut h, "a", 1, 5);
+        push(&mut h, "a", 2, 999_999);
+        h.advance_watermark(i64::MAX).unwrap();
+        assert!(h.take_values::<String>(&Text).unwrap().is_empty());
+        h.advance_processing_time(1_099).unwrap();
+        assert_eq!(h.take_values(&Text).unwrap(), vec!["1000..1100=3"]);
+        assert!(h.host().pending_timers().next().is_none());
+    }
+
+    #[test]
     fn session_windows_merge_when_a_record_bridges_them() {
         let mut h =
             Harness::open(summing(Windows::session(10), 0), OperatorInfo::new("s")).unwrap();

@@ -3,6 +3,7 @@
 
 mod graph;
 mod manifest;
+pub mod package;
 pub mod units;
 
 pub use graph::{

@@ -2,6 +2,7 @@
 
 mod cluster;
 mod embedded;
+mod job_file;
 mod rest_client;
 
 use std::collections::BTreeMap;
@@ -51,11 +52,15 @@ enum Command {
     Stop(cluster::StopArgs),
     /// Makes a fresh API token, and the line to put in the tenants file.
     Token,
+    /// Packages a job manifest and every component it names into one `.wasm` job file.
+    Package(job_file::PackageArgs),
+    /// Prints a job's plan (a manifest or a job file) and the components it runs.
+    Info(job_file::InfoArgs),
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The job manifest (TOML).
+    /// The job: a manifest (TOML), or a job file made by `weir package`.
     manifest: PathBuf,
     /// Submit to the standalone cluster whose JobManager's REST endpoint is HOST:PORT, instead
     /// of running on an embedded mini-cluster.
@@ -153,7 +158,9 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 fn run(args: RunArgs) -> Result<()> {
     let vars: BTreeMap<String, String> = args.args.iter().cloned().collect();
-    let manifest = load_manifest(&args.manifest, &vars)?;
+    // A job file is unpacked for as long as this command runs.
+    let (manifest_path, _unpacked) = job_file::open(&args.manifest)?;
+    let manifest = load_manifest(&manifest_path, &vars)?;
     let mut graph = manifest
         .job_graph(args.parallelism)
         .with_context(|| format!("job manifest `{}`", args.manifest.display()))?;
@@ -369,6 +376,8 @@ fn run_cli() -> Result<()> {
         Command::Savepoint(args) => cluster::savepoint(args),
         Command::Stop(args) => cluster::stop(args),
         Command::Token => new_token(),
+        Command::Package(args) => job_file::package_job(args),
+        Command::Info(args) => job_file::info(args),
     }
 }
 
