@@ -447,7 +447,6 @@ pub(crate) fn for_each_record_of(
     }
 }
 
-#[cold]
 /// Runs `f` on every record of a framed batch in order, each with a context over `host` and
 /// `out`, and stops at the first failure, naming the record.
 #[inline(always)]
@@ -476,6 +475,7 @@ fn each_record(
     }
 }
 
+#[cold]
 fn malformed_batch(record_index: usize, fault: &weir_framing::FramingError) -> BatchFailure {
     BatchFailure {
         record_index,

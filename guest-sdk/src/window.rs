@@ -457,12 +457,18 @@ where
         self.domain == TimeDomain::EventTime && self.cleanup_time(w) <= clock
     }
 
+    /// The window's timers: at its end, unless that has passed (a late window within the
+    /// lateness fires at once instead, as Flink's `EventTimeTrigger` does, and a timer in the
+    /// past would fire it a second time), and at its cleanup time.
     fn register(
         &self,
         w: &TimeWindow,
+        clock: i64,
         ctx: &mut ProcessContext<'_, '_, O>,
     ) -> Result<(), OperatorError> {
-        ctx.register_timer(self.domain, w.max_timestamp())?;
+        if self.domain == TimeDomain::ProcessingTime || w.max_timestamp() > clock {
+            ctx.register_timer(self.domain, w.max_timestamp())?;
+        }
         if self.lateness() > 0 {
             ctx.register_timer(self.domain, self.cleanup_time(w))?;
         }
@@ -523,7 +529,7 @@ where
         let mut acc = match acc {
             Some(acc) => acc,
             None => {
-                self.register(&w, ctx)?;
+                self.register(&w, clock, ctx)?;
                 self.aggregate.create_accumulator()
             }
         };
@@ -571,7 +577,7 @@ where
             });
         }
         if acc.is_some() {
-            self.register(&merged, ctx)?;
+            self.register(&merged, clock, ctx)?;
         }
         self.add_to(merged, acc, value, clock, ctx)
     }
@@ -864,6 +870,20 @@ mod tests {
         h.advance_processing_time(1_099).unwrap();
         assert_eq!(h.take_values(&Text).unwrap(), vec!["1000..1100=3"]);
         assert!(h.host().pending_timers().next().is_none());
+    }
+
+    #[test]
+    fn a_late_record_opening_a_window_within_the_lateness_fires_it_once() {
+        let mut h =
+            Harness::open(summing(Windows::tumbling(10), 5), OperatorInfo::new("w")).unwrap();
+        push(&mut h, "b", 9, 30);
+        h.advance_watermark(12).unwrap();
+        // [0, 10) has no state yet; its end has passed, its cleanup (14) has not.
+        push(&mut h, "a", 1, 5);
+        assert_eq!(h.take_values(&Text).unwrap(), vec!["0..10=1"]);
+        h.advance_watermark(13).unwrap();
+        h.advance_watermark(i64::MAX).unwrap();
+        assert_eq!(h.take_values(&Text).unwrap(), vec!["30..40=9"]);
     }
 
     #[test]

@@ -217,6 +217,16 @@ fn a_file_source_cannot_declare_timestamps_it_does_not_have() {
         err.to_string().contains("`watermarks.out_of_orderness`"),
         "{err}"
     );
+    let zero = bad.replace("out_of_orderness = \"soon\"", "idle_timeout = \"0s\"");
+    let err = parse_manifest(&zero, &Default::default())
+        .expect("manifest")
+        .job_graph(None)
+        .expect_err("zero idle timeout");
+    assert!(
+        err.to_string()
+            .contains("`watermarks.idle_timeout` must be longer than 0"),
+        "{err}"
+    );
 }
 
 #[test]

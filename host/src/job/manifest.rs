@@ -70,9 +70,16 @@ impl WatermarksDecl {
                 })
                 .transpose()
         };
+        let idle_timeout_ms = ms("idle_timeout", &self.idle_timeout)?;
+        if idle_timeout_ms == Some(0) {
+            return Err(JobError::Invalid(format!(
+                "`{node}`: `watermarks.idle_timeout` must be longer than 0 (a source idle at \
+                 once would never hold the watermark)"
+            )));
+        }
         Ok(crate::job::WatermarkStrategy {
             out_of_orderness_ms: ms("out_of_orderness", &self.out_of_orderness)?.unwrap_or(0),
-            idle_timeout_ms: ms("idle_timeout", &self.idle_timeout)?,
+            idle_timeout_ms,
         })
     }
 }

@@ -74,6 +74,9 @@ pub struct WatermarkGenerator {
     idle: bool,
     /// Processing time, as last told (records are stamped with it for idleness).
     now: i64,
+    /// When the generator started: a split that has sent nothing counts as idle once it has
+    /// been quiet this long (Flink's `WatermarksWithIdleness` does the same).
+    started: i64,
     metrics: Arc<TaskMetrics>,
 }
 
@@ -84,6 +87,7 @@ impl WatermarkGenerator {
         cursor: Option<SplitCursor>,
         metrics: Arc<TaskMetrics>,
     ) -> Self {
+        let now = crate::state::processing_time_now();
         WatermarkGenerator {
             next,
             strategy,
@@ -92,7 +96,8 @@ impl WatermarkGenerator {
             current: 0,
             emitted: i64::MIN,
             idle: false,
-            now: crate::state::processing_time_now(),
+            now,
+            started: now,
             metrics,
         }
     }
@@ -132,7 +137,10 @@ impl WatermarkGenerator {
         let delay = i64::try_from(self.strategy.out_of_orderness_ms)
             .unwrap_or(i64::MAX)
             .saturating_add(1);
-        let idle_after = self.strategy.idle_timeout_ms.map(|ms| ms as i64);
+        let idle_after = self
+            .strategy
+            .idle_timeout_ms
+            .map(|ms| i64::try_from(ms).unwrap_or(i64::MAX));
         let splits = self.counted_splits();
         if splits.is_empty() {
             // Before the first batch, or after the last: the end of input says the rest.
@@ -146,7 +154,8 @@ impl WatermarkGenerator {
                 (Some(c), Some(after)) => self.now.saturating_sub(c.last_record_at) >= after,
                 // A split that has sent nothing yet holds the watermark back until it has, or
                 // until it has been quiet as long as an idle one.
-                (None, _) | (_, None) => false,
+                (None, Some(after)) => self.now.saturating_sub(self.started) >= after,
+                (_, None) => false,
             };
             if idle {
                 continue;
@@ -183,6 +192,9 @@ impl WatermarkGenerator {
 impl Output for WatermarkGenerator {
     fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.wake()?;
+        if let Some(cursor) = &self.cursor {
+            self.current = cursor.get().0;
+        }
         self.observe(record.timestamp);
         self.next.collect(record)
     }
@@ -323,6 +335,30 @@ mod tests {
         cursor.set(2, &[1]);
         g.flush().unwrap();
         assert_eq!(out.lock().watermarks, vec![4_999, 99_999]);
+    }
+
+    #[test]
+    fn records_one_at_a_time_count_for_their_split_and_a_silent_generator_goes_idle() {
+        let cursor = SplitCursor::default();
+        let (mut g, out) = generator(0, Some(1_000), Some(cursor.clone()));
+        g.advance_processing_time(0).unwrap();
+        g.started = 0;
+        cursor.set(7, &[7]);
+        g.collect(Record {
+            value: b"x",
+            key: None,
+            timestamp: Some(40),
+        })
+        .unwrap();
+        g.flush().unwrap();
+        assert_eq!(out.lock().watermarks, vec![39]);
+        // A generator that never sees a record goes idle after the timeout.
+        let (mut silent, out) = generator(0, Some(1_000), None);
+        silent.started = 0;
+        silent.advance_processing_time(999).unwrap();
+        assert!(out.lock().statuses.is_empty());
+        silent.advance_processing_time(1_000).unwrap();
+        assert_eq!(out.lock().statuses, vec![true]);
     }
 
     #[test]

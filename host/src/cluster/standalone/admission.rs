@@ -35,6 +35,9 @@ pub enum QuotaExceeded {
     },
 }
 
+/// The least linear memory a guest instance can start in (a Rust guest's stack and data).
+const MIN_GUEST_MEMORY: u64 = 1 << 20;
+
 /// What a tenant's running jobs hold, against which a new job's ask is counted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
@@ -91,21 +94,6 @@ pub fn guest_instances(graph: &JobGraph) -> u64 {
                 .count() as u64;
             guests * u64::from(v.parallelism)
         })
-        .sum()
-}
-
-/// Subtasks of `graph` that may hold keyed state (those running a guest), among which a
-/// job's keyed state quota is shared.
-fn stateful_subtasks(graph: &JobGraph) -> u64 {
-    graph
-        .vertices
-        .iter()
-        .filter(|v| {
-            v.operators
-                .iter()
-                .any(|op| matches!(op.implementation, OperatorImpl::Wasm { .. }))
-        })
-        .map(|v| u64::from(v.parallelism))
         .sum()
 }
 
@@ -206,7 +194,6 @@ fn bound_limits(
         limit,
     };
     let instances = guest_instances(graph);
-    let stateful = stateful_subtasks(graph).max(1);
     let limits = &mut graph.limits;
     if let Some(limit) = quota.log_per_operator {
         limits.log_bytes = Some(limits.log_bytes.map_or(limit, |asked| asked.min(limit)));
@@ -244,7 +231,10 @@ fn bound_limits(
             .memory_bytes
             .get_or_insert(default_memory.min(free / instances.max(1)));
         let asked = per_instance.saturating_mul(instances);
-        if held.memory_bytes + asked > total {
+        // A share too small to run in is no share: the job is over the quota.
+        if held.memory_bytes.saturating_add(asked) > total
+            || (instances > 0 && per_instance < MIN_GUEST_MEMORY)
+        {
             return Err(QuotaExceeded::Held {
                 tenant: tenant.name.clone(),
                 quota: "memory",
@@ -255,14 +245,15 @@ fn bound_limits(
         }
     }
     if let Some(total) = quota.keyed_state_per_job {
-        // Each subtask that may hold state gets an equal share, so the job's state together
-        // stays within the quota wherever its subtasks run.
-        let share = total / stateful;
+        // Each guest instance keeps keyed state of its own under the job's per-operator limit:
+        // an equal share each keeps the job's state together within the quota wherever its
+        // subtasks run.
+        let share = total / instances.max(1);
         match limits.state_bytes {
-            Some(bytes) if bytes.saturating_mul(stateful) > total => {
+            Some(bytes) if bytes.saturating_mul(instances) > total => {
                 return Err(per_job(
                     "keyed-state-per-job",
-                    format!("{bytes} bytes in each of {stateful} subtasks"),
+                    format!("{bytes} bytes in each of {instances} operator instances"),
                     format!("{total} bytes"),
                 ));
             }
@@ -313,16 +304,14 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     #[test]
-    fn guests_and_the_subtasks_that_run_them_are_counted() {
-        let graph = wordcount();
-        assert_eq!(guest_instances(&graph), 9);
-        assert_eq!(stateful_subtasks(&graph), 6);
+    fn guest_instances_are_counted_per_chained_operator() {
+        assert_eq!(guest_instances(&wordcount()), 9);
     }
 
     #[test]
-    fn a_jobs_keyed_state_quota_is_shared_by_its_subtasks_and_cannot_be_raised() {
+    fn a_jobs_keyed_state_quota_is_shared_by_its_operator_instances_and_cannot_be_raised() {
         let bob = tenant(Quota {
-            keyed_state_per_job: Some(60 * MIB),
+            keyed_state_per_job: Some(90 * MIB),
             ..Quota::default()
         });
         let mut graph = wordcount();
@@ -337,7 +326,7 @@ mod tests {
         assert_eq!(
             err,
             "tenant `bob` is over its `keyed-state-per-job` quota: the job asks for 11534336 \
-             bytes in each of 6 subtasks, the quota is 62914560 bytes"
+             bytes in each of 9 operator instances, the quota is 94371840 bytes"
         );
         let mut asks_less = wordcount();
         asks_less.limits.state_bytes = Some(MIB);
@@ -355,6 +344,12 @@ mod tests {
         let mut graph = wordcount();
         admit_against(&bob, &mut graph, None, &Held::default(), 64 * MIB).unwrap();
         assert_eq!(graph.limits.memory_bytes, Some(64 * MIB));
+        // Held in full: not even the least an instance needs is left.
+        let full = Held {
+            memory_bytes: 1024 * MIB,
+            ..Held::default()
+        };
+        assert!(admit_against(&bob, &mut wordcount(), None, &full, 64 * MIB).is_err());
         // Unset with little left: a share of what is left.
         let held = Held {
             memory_bytes: 1024 * MIB - 90 * MIB,

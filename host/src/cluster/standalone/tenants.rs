@@ -28,7 +28,7 @@ pub struct Quota {
     pub memory: Option<u64>,
     /// Longest one call into a guest.
     pub call_deadline: Option<Duration>,
-    /// Keyed state bytes of one job (shared equally by its subtasks that run guests).
+    /// Keyed state bytes of one job (shared equally by its guest operator instances).
     pub keyed_state_per_job: Option<u64>,
     /// Log output of one operator subtask.
     pub log_per_operator: Option<u64>,
