@@ -20,9 +20,9 @@ use windowed::{AuctionCount, Q7};
 
 weir_sdk::export_operators! {
     "events" => process(Events::default()).input(Bytes),
-    "q0" => simple::rows(simple::q0),
-    "q1" => simple::rows(simple::q1),
-    "q2" => simple::rows(simple::q2),
+    "q0" => simple::rows(simple::q0, simple::ALL_FIELDS),
+    "q1" => simple::rows(simple::q1, simple::ALL_FIELDS),
+    "q2" => simple::rows(simple::q2, &[b"auction", b"price"]),
     "q3" => keyed_co_process(Q3::default()).output(Text),
     "q4-max" => keyed_co_process(Q4Max::default()),
     "q4-average" => keyed_process(Q4Average::default()).output(Text),

@@ -20,25 +20,63 @@ pub struct BidLine<'a> {
 
 /// The bid on `line`, or `None` for a person's or an auction's line.
 pub fn bid(line: &[u8]) -> Result<Option<BidLine<'_>>, OperatorError> {
+    bid_fields(line, ALL_FIELDS)
+}
+
+/// Every field q0-q2 read.
+pub const ALL_FIELDS: &[&[u8]] = &[b"auction", b"bidder", b"price", b"date_time", b"extra"];
+
+/// The bid on `line` as far as fields `needs`: reading stops once they are all found (the
+/// others read as 0 and an empty `extra`).
+pub fn bid_fields<'a>(
+    line: &'a [u8],
+    needs: &[&[u8]],
+) -> Result<Option<BidLine<'a>>, OperatorError> {
     let mut fields = EventFields::new(line).map_err(|e| not_an_event(line, &e.to_string()))?;
     match fields.kind {
         "Bid" => {}
         "Person" | "Auction" => return Ok(None),
         _ => return Err(not_an_event(line, "an unknown event kind")),
     }
-    let (mut auction, mut bidder, mut price, mut date_time, mut extra) =
-        (None, None, None, None, None);
-    while let Some((key, value)) = fields
-        .next_field()
-        .map_err(|e| not_an_event(line, &e.to_string()))?
+    let unneeded = |name: &[u8]| !needs.contains(&name);
+    let (mut auction, mut bidder, mut price, mut date_time, mut extra) = (
+        unneeded(b"auction").then_some(0),
+        unneeded(b"bidder").then_some(0),
+        unneeded(b"price").then_some(0),
+        unneeded(b"date_time").then_some(0),
+        unneeded(b"extra").then_some(Raw(b"\"\"")),
+    );
+    let mut missing = needs.len();
+    while missing > 0
+        && let Some((key, value)) = fields
+            .next_field()
+            .map_err(|e| not_an_event(line, &e.to_string()))?
     {
-        match key {
-            b"auction" => auction = value.number(),
-            b"bidder" => bidder = value.number(),
-            b"price" => price = value.number(),
-            b"date_time" => date_time = value.number(),
-            b"extra" => extra = Some(value),
-            _ => {}
+        let slot_was_empty = match key {
+            b"auction" if auction.is_none() => {
+                auction = value.number();
+                true
+            }
+            b"bidder" if bidder.is_none() => {
+                bidder = value.number();
+                true
+            }
+            b"price" if price.is_none() => {
+                price = value.number();
+                true
+            }
+            b"date_time" if date_time.is_none() => {
+                date_time = value.number();
+                true
+            }
+            b"extra" if extra.is_none() => {
+                extra = Some(value);
+                true
+            }
+            _ => false,
+        };
+        if slot_was_empty {
+            missing -= 1;
         }
     }
     match (auction, bidder, price, date_time, extra) {
@@ -104,10 +142,12 @@ pub fn q2(b: &BidLine<'_>, _: &[u8], row: &mut String) -> Result<bool, OperatorE
 /// A query of one bid: writes its row, if any, and says whether it did.
 pub type BidQuery = fn(&BidLine<'_>, &[u8], &mut String) -> Result<bool, OperatorError>;
 
-/// A bid-at-a-time query over JSON lines, writing CSV rows into one reused buffer.
-pub fn rows(query: BidQuery) -> BidRows {
+/// A bid-at-a-time query over JSON lines reading fields `needs`, writing CSV rows into one
+/// reused buffer.
+pub fn rows(query: BidQuery, needs: &'static [&'static [u8]]) -> BidRows {
     BidRows {
         query,
+        needs,
         row: String::new(),
     }
 }
@@ -115,12 +155,13 @@ pub fn rows(query: BidQuery) -> BidRows {
 /// See [`rows`].
 pub struct BidRows {
     query: BidQuery,
+    needs: &'static [&'static [u8]],
     row: String,
 }
 
 impl Operator for BidRows {
     fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
-        let Some(b) = bid(record.value)? else {
+        let Some(b) = bid_fields(record.value, self.needs)? else {
             return Ok(());
         };
         self.row.clear();
