@@ -19,11 +19,10 @@ fn final_counts(output: &std::path::Path) -> BTreeMap<String, u64> {
     last
 }
 
-#[test]
-fn a_packaged_word_count_runs_from_the_file_alone_and_counts_every_word() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let manifest = wordcount_manifest(dir.path(), None);
-    let job = dir.path().join("wordcount.wasm");
+/// `weir package` of the word count manifest in `dir`: the manifest and the job file.
+fn package_wordcount(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let manifest = wordcount_manifest(dir, None);
+    let job = dir.join("wordcount.wasm");
     let (ok, _, err) = weir(&[
         "package",
         manifest.to_str().unwrap(),
@@ -31,6 +30,13 @@ fn a_packaged_word_count_runs_from_the_file_alone_and_counts_every_word() {
         job.to_str().unwrap(),
     ]);
     assert!(ok, "{err}");
+    (manifest, job)
+}
+
+#[test]
+fn a_packaged_word_count_runs_from_the_file_alone_and_counts_every_word() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, job) = package_wordcount(dir.path());
     // Nothing beside the file: the manifest and the component are gone.
     let alone = tempfile::tempdir().expect("tempdir");
     let moved = alone.path().join("wordcount.wasm");
@@ -68,15 +74,7 @@ fn a_packaged_word_count_runs_from_the_file_alone_and_counts_every_word() {
 #[test]
 fn an_altered_job_file_and_an_operator_component_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let manifest = wordcount_manifest(dir.path(), None);
-    let job = dir.path().join("wordcount.wasm");
-    let (ok, _, err) = weir(&[
-        "package",
-        manifest.to_str().unwrap(),
-        "-o",
-        job.to_str().unwrap(),
-    ]);
-    assert!(ok, "{err}");
+    let (manifest, job) = package_wordcount(dir.path());
     let mut bytes = std::fs::read(&job).expect("job file");
     let middle = bytes.len() - 100;
     bytes[middle] ^= 0x20;

@@ -237,11 +237,17 @@ impl InputProcessor {
     /// (Flink's `StatusWatermarkValve`); a channel that comes back counts again, but cannot
     /// move the watermark back.
     fn advance_watermark(&mut self, chain: &mut OperatorChain) -> Result<(), StreamError> {
-        let open: Vec<usize> = (0..self.watermarks.len())
-            .filter(|&c| !self.data_ended[c])
-            .collect();
-        let active: Vec<usize> = open.iter().copied().filter(|&c| !self.idle[c]).collect();
-        if !open.is_empty() && active.is_empty() {
+        let open = (0..self.watermarks.len()).filter(|&c| !self.data_ended[c]);
+        let mut any_open = false;
+        let mut least_active: Option<i64> = None;
+        for c in open {
+            any_open = true;
+            if !self.idle[c] {
+                let w = self.watermarks[c];
+                least_active = Some(least_active.map_or(w, |l| l.min(w)));
+            }
+        }
+        if any_open && least_active.is_none() {
             if !self.all_idle {
                 self.all_idle = true;
                 chain.emit_watermark_status(true)?;
@@ -252,11 +258,7 @@ impl InputProcessor {
             self.all_idle = false;
             chain.emit_watermark_status(false)?;
         }
-        let combined = active
-            .iter()
-            .map(|&c| self.watermarks[c])
-            .min()
-            .unwrap_or(i64::MAX);
+        let combined = least_active.unwrap_or(i64::MAX);
         if combined > self.watermark {
             self.watermark = combined;
             chain.emit_watermark(combined)?;

@@ -39,15 +39,23 @@ impl SplitCursor {
     /// The batch about to enter the chain came from split `current`; `unfinished` are the
     /// splits the reader has left (including `current` unless it just ended).
     pub fn set(&self, current: u64, unfinished: &[u64]) {
-        let mut splits = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut splits = self.lock();
         splits.current = current;
         splits.unfinished.clear();
         splits.unfinished.extend_from_slice(unfinished);
     }
 
-    fn get(&self) -> (u64, Vec<u64>) {
-        let splits = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        (splits.current, splits.unfinished.clone())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Splits> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The split of the batch in flight.
+    fn current(&self) -> u64 {
+        self.lock().current
+    }
+
+    fn unfinished(&self) -> Vec<u64> {
+        self.lock().unfinished.clone()
     }
 }
 
@@ -127,7 +135,7 @@ impl WatermarkGenerator {
     /// The splits that count now: unfinished ones (a source task) or the one clock.
     fn counted_splits(&self) -> Vec<u64> {
         match &self.cursor {
-            Some(cursor) => cursor.get().1,
+            Some(cursor) => cursor.unfinished(),
             None => vec![0],
         }
     }
@@ -193,7 +201,7 @@ impl Output for WatermarkGenerator {
     fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
         self.wake()?;
         if let Some(cursor) = &self.cursor {
-            self.current = cursor.get().0;
+            self.current = cursor.current();
         }
         self.observe(record.timestamp);
         self.next.collect(record)
@@ -202,7 +210,7 @@ impl Output for WatermarkGenerator {
     fn collect_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
         self.wake()?;
         if let Some(cursor) = &self.cursor {
-            self.current = cursor.get().0;
+            self.current = cursor.current();
         }
         let mut any = false;
         let mut max = i64::MIN;
