@@ -3,8 +3,8 @@
 
 wit_bindgen::generate!({
     path: "../wit",
-    world: "batched-operator",
+    world: "job",
     pub_export_macro: true,
-    export_macro_name: "__export_batched_operator",
+    export_macro_name: "__export_job",
     runtime_path: "::weir_sdk::__private::wit_bindgen::rt",
 });

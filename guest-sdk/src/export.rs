@@ -11,7 +11,7 @@ use std::marker::PhantomData;
 
 use weir_framing::{BatchWriter, Record};
 
-use crate::bindings::exports::weir::stream::{batch, operator, two_input};
+use crate::bindings::exports::weir::stream::{batch, job_plan, operator, two_input};
 use crate::bindings::weir::stream::{logging, output, types};
 use crate::cache::CachedHost;
 use crate::host::{WasmHost, from_wit_domain};
@@ -26,6 +26,12 @@ pub trait Registry {
     const NAMES: &'static [&'static str];
     /// A fresh operator for `name`, or `None` if the component has no such operator.
     fn create(name: &str) -> Option<Box<dyn Operator>>;
+    /// The component's job plan for `args`; `None` for a component without one (it runs from
+    /// a manifest).
+    fn plan(args: &crate::plan::Args) -> Option<Result<crate::plan::Job, crate::plan::PlanError>> {
+        let _ = args;
+        None
+    }
 }
 
 /// Implements the WIT exports for the operators of `R`.
@@ -259,5 +265,20 @@ impl<R: Registry> two_input::Guest for Component<R> {
         batch_call(&records, |op, records, host, out| {
             op.process_second_batch(records, host, out)
         })
+    }
+}
+
+impl<R: Registry> job_plan::Guest for Component<R> {
+    fn plan(args: Vec<(String, String)>) -> Result<Option<String>, String> {
+        install_panic_hook();
+        match R::plan(&crate::plan::Args::new(args)) {
+            None => Ok(None),
+            Some(Ok(job)) => job.manifest().map(Some).map_err(|e| e.to_string()),
+            Some(Err(e)) => Err(e.to_string()),
+        }
+    }
+
+    fn operators() -> Vec<String> {
+        R::NAMES.iter().map(|name| name.to_string()).collect()
     }
 }

@@ -33,6 +33,7 @@ pub mod host;
 pub mod join;
 mod keyed_map;
 mod operator;
+pub mod plan;
 mod process;
 mod reduce;
 mod slot_index;
@@ -89,9 +90,37 @@ pub mod __private {
 /// }
 /// # fn main() {}
 /// ```
+///
+/// A component that is a whole job names its plan first (see [`plan`]); `weir run job.wasm`
+/// then runs the component alone:
+///
+/// ```
+/// use weir_sdk::prelude::*;
+/// use weir_sdk::plan::{Args, Job, PlanError, Sink, Source};
+///
+/// fn plan(args: &Args) -> Result<Job, PlanError> {
+///     let job = Job::new("lowercase");
+///     job.source("lines", Source::file(args.get("input")))
+///         .operator("lowercase")
+///         .sink("out", Sink::file(args.get("output")));
+///     Ok(job)
+/// }
+///
+/// weir_sdk::export_operators! {
+///     plan = plan;
+///     "lowercase" => map(|s: String| s.to_lowercase()).input(Text).output(Text),
+/// }
+/// # fn main() {}
+/// ```
 #[macro_export]
 macro_rules! export_operators {
+    (plan = $plan:path; $($name:literal => $factory:expr),+ $(,)?) => {
+        $crate::export_operators!(@registry [$plan] $($name => $factory),+);
+    };
     ($($name:literal => $factory:expr),+ $(,)?) => {
+        $crate::export_operators!(@registry [] $($name => $factory),+);
+    };
+    (@registry [$($plan:path)?] $($name:literal => $factory:expr),+) => {
         #[doc(hidden)]
         pub struct __WeirOperators;
 
@@ -105,6 +134,16 @@ macro_rules! export_operators {
                     _ => ::core::option::Option::None,
                 }
             }
+            fn plan(
+                args: &$crate::plan::Args,
+            ) -> ::core::option::Option<
+                ::core::result::Result<$crate::plan::Job, $crate::plan::PlanError>,
+            > {
+                let _ = args;
+                $(return ::core::option::Option::Some($plan(args));)?
+                #[allow(unreachable_code)]
+                ::core::option::Option::None
+            }
         }
 
         // Exported only in the component: native builds (tests with the harness) have no
@@ -113,6 +152,6 @@ macro_rules! export_operators {
         #[cfg(target_arch = "wasm32")]
         type __WeirComponent = $crate::__private::Component<__WeirOperators>;
         #[cfg(target_arch = "wasm32")]
-        $crate::bindings::__export_batched_operator!(__WeirComponent with_types_in $crate::bindings);
+        $crate::bindings::__export_job!(__WeirComponent with_types_in $crate::bindings);
     };
 }

@@ -4,6 +4,7 @@
 mod graph;
 mod manifest;
 pub mod package;
+mod plan;
 pub mod units;
 
 pub use graph::{
@@ -11,3 +12,4 @@ pub use graph::{
     SinkSpec, SourceSpec, VertexInput, VertexOutput, VertexWatermarks, WatermarkStrategy,
 };
 pub use manifest::{JobError, Manifest, load_manifest, parse_manifest};
+pub use plan::manifest_from_plan;

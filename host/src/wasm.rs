@@ -9,6 +9,7 @@ mod error;
 mod function;
 mod host_impl;
 mod limits;
+mod plan;
 mod spec;
 mod stdio;
 mod store;
@@ -19,12 +20,13 @@ pub use engine::{Capabilities, LoadedComponent, RuntimeConfig, WasmRuntime, read
 pub use error::{FailureKind, LoadError, OperatorFailure};
 pub use function::{OpenTimings, WasmFunction};
 pub use limits::Limits;
+pub use plan::{ComponentPlan, PlanError, PlanLimits, describe_job};
 pub use spec::{ExecutionMode, OperatorSpec};
 pub use stdio::{ECHOED_LINES, LogSink, StderrLog};
 
 /// The WIT package version this host implements, as it appears in export names.
-pub const WIT_VERSION: &str = "0.2.2";
+pub const WIT_VERSION: &str = "0.2.3";
 
 /// The versions whose components this host loads: every 0.2.x up to its own (0.2.1 only
-/// added an import, 0.2.2 an optional export).
-pub const COMPATIBLE_WIT_VERSIONS: &[&str] = &["0.2.2", "0.2.1", "0.2.0"];
+/// added an import, 0.2.2 and 0.2.3 optional exports).
+pub const COMPATIBLE_WIT_VERSIONS: &[&str] = &["0.2.3", "0.2.2", "0.2.1", "0.2.0"];

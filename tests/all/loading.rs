@@ -17,7 +17,7 @@ fn component_of_another_world_is_not_a_weir_operator() {
     let text = err.to_string();
     assert!(
         text.contains("other_world.wasm")
-            && text.contains("weir:stream/operator@0.2.2")
+            && text.contains("weir:stream/operator@0.2.3")
             && text.contains("add"),
         "{text}"
     );
@@ -50,7 +50,7 @@ fn component_of_another_weir_version_names_both_versions() {
         LoadError::WrongVersion {
             found, expected, ..
         } => {
-            assert_eq!((found.as_str(), *expected), ("0.3.0", "0.2.2"));
+            assert_eq!((found.as_str(), *expected), ("0.3.0", "0.2.3"));
         }
         other => panic!("expected a version error, got {other}"),
     }

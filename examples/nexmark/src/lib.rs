@@ -3,11 +3,13 @@
 //! Nexmark suite. Each query is a job of its own (`examples/nexmark/q*.toml`): JSON lines of
 //! events are parsed by the `events` operator, which stamps each with its `date_time` (the
 //! event time, with watermarks 4 s behind it), and the query's operators write CSV rows; q0-q2,
-//! which need no event time, parse their bids themselves.
+//! which need no event time, parse their bids themselves. The component carries every query's
+//! plan too: `--arg query=q5` picks one (`plan`).
 
 pub mod events;
 pub mod format;
 pub mod joins;
+pub mod plan;
 pub mod scan;
 pub mod simple;
 pub mod windowed;
@@ -19,6 +21,7 @@ use joins::{Q3, Q4Average, Q4Max, Q8};
 use windowed::{AuctionCount, Q7};
 
 weir_sdk::export_operators! {
+    plan = plan::plan;
     "events" => process(Events::default()).input(Bytes),
     "q0" => simple::rows(simple::q0, simple::ALL_FIELDS),
     "q1" => simple::rows(simple::q1, simple::ALL_FIELDS),

@@ -2,7 +2,10 @@
 //!
 //! `tokenize` splits lines into words, `key-by-word` keys each word by itself, and `count` keeps
 //! a running count per word in keyed state and emits the UTF-8 line `word count` on every update.
+//! The component carries its plan too (`plan`), so it runs as a job by itself; `job.toml` is the
+//! same job as a manifest.
 
+use weir_sdk::plan::{Args, Job, PlanError, Sink, Source};
 use weir_sdk::prelude::*;
 
 /// The words of `line`: the line lowercased, then split on every character that is not
@@ -47,7 +50,25 @@ impl ProcessFunction for Count {
     }
 }
 
+/// The job in code, the same graph as `job.toml`: `weir run wordcount.wasm --arg input=TEXT
+/// --arg output=COUNTS` runs the component alone. Lines are split into words where they are
+/// read; words are keyed and sent by key to the counting subtasks; one subtask writes the
+/// counts to one file.
+pub fn plan(args: &Args) -> Result<Job, PlanError> {
+    let job = Job::new("wordcount").parallelism(2);
+    job.source("lines", Source::file(args.get("input")))
+        .operator("tokenize")
+        .operator("key-by-word")
+        .hash()
+        .operator("count")
+        .rebalance()
+        .sink("counts", Sink::file(args.get("output")))
+        .parallelism(1);
+    Ok(job)
+}
+
 weir_sdk::export_operators! {
+    plan = plan;
     "tokenize" => flat_map(|line: String, out: &mut Emitter<String>| {
         for word in words(&line) {
             out.emit(&word);

@@ -1,11 +1,18 @@
-//! Job files: `weir package` makes one from a manifest, `weir run` and `weir info` take one as
-//! they take a manifest (unpacked into a directory of its own for the time the command runs).
+//! Jobs in one file: `weir package` makes a job file from a manifest, and `weir run` and `weir
+//! info` take one as they take a manifest (unpacked into a directory of its own for the time the
+//! command runs), or a component that carries its plan (asked for it in a sandbox).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use anyhow::{Context, Result};
-use weir_host::job::{VertexInput, VertexOutput, load_manifest, package};
+use weir_host::job::{
+    Manifest, VertexInput, VertexOutput, load_manifest, manifest_from_plan, package,
+};
+use weir_host::wasm::{PlanLimits, StderrLog, WasmRuntime, describe_job};
 
 /// A job file unpacked for the time a command runs; the directory goes with it.
 pub struct Unpacked {
@@ -18,22 +25,98 @@ impl Drop for Unpacked {
     }
 }
 
-/// The manifest to run for `path`: the path itself for a manifest; for a job file, the manifest
-/// unpacked beside its components, and what keeps them until the command ends.
-pub fn open(path: &Path) -> Result<(PathBuf, Option<Unpacked>)> {
+/// A job as a command takes it: a manifest, a job file, or a component with a plan.
+pub struct LoadedJob {
+    pub manifest: Manifest,
+    /// The manifest a component's plan gave, for `weir info`.
+    pub plan_text: Option<String>,
+    /// A job file's unpacked manifest and components, kept until the command ends.
+    _unpacked: Option<Unpacked>,
+}
+
+/// Loads the job at `path` with the command line's `args`. A component is asked for its plan
+/// (through `runtime`, made only then) under `plan_deadline`; its guests print to stderr.
+pub fn load(
+    path: &Path,
+    args: &BTreeMap<String, String>,
+    placeholders: Placeholders,
+    runtime: impl FnOnce() -> Result<Arc<WasmRuntime>>,
+    plan_deadline: Option<Duration>,
+) -> Result<LoadedJob> {
     let bytes = std::fs::read(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+    let filled = |text: &str| match placeholders {
+        Placeholders::Fill => args.clone(),
+        Placeholders::Keep => keeping_placeholders(text, args),
+    };
     if !package::is_wasm(&bytes) {
-        return Ok((path.to_path_buf(), None));
+        let vars = filled(&String::from_utf8_lossy(&bytes));
+        return Ok(LoadedJob {
+            manifest: load_manifest(path, &vars)?,
+            plan_text: None,
+            _unpacked: None,
+        });
     }
     let name = path.display().to_string();
-    let job = package::unpack(&name, &bytes)?;
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    let dir = std::env::temp_dir().join(format!("weir-job-{}-{nanos}", std::process::id()));
-    let unpacked = Unpacked { dir: dir.clone() };
-    let manifest = job.write_to(&name, &dir)?;
-    Ok((manifest, Some(unpacked)))
+    match package::unpack(&name, &bytes) {
+        Ok(job) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
+            let dir = std::env::temp_dir().join(format!("weir-job-{}-{nanos}", std::process::id()));
+            let unpacked = Unpacked { dir: dir.clone() };
+            let manifest_path = job.write_to(&name, &dir)?;
+            Ok(LoadedJob {
+                manifest: load_manifest(&manifest_path, &filled(&job.manifest))?,
+                plan_text: None,
+                _unpacked: Some(unpacked),
+            })
+        }
+        Err(package::PackageError::OperatorComponent { .. }) => {
+            let runtime = runtime()?;
+            let component = runtime.load_bytes(&component_name(path), &bytes)?;
+            let limits = PlanLimits {
+                deadline: plan_deadline.unwrap_or(PlanLimits::default().deadline),
+                ..PlanLimits::default()
+            };
+            let pairs: Vec<(String, String)> =
+                args.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let plan = describe_job(&runtime, &component, &pairs, limits, Arc::new(StderrLog))?;
+            let vars = filled(&plan.manifest);
+            let manifest = manifest_from_plan(&plan.manifest, path, &plan.operators, &vars)?;
+            Ok(LoadedJob {
+                manifest,
+                plan_text: Some(plan.manifest),
+                _unpacked: None,
+            })
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// What becomes of a `${name}` placeholder without an `--arg name=...`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    /// It is an error naming the argument (running a job).
+    Fill,
+    /// It stays as written (showing a job).
+    Keep,
+}
+
+/// `args`, and every placeholder of `text` they leave unfilled filled with itself.
+fn keeping_placeholders(text: &str, args: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    let mut vars = args.clone();
+    for (name, _) in text.split("${").skip(1).filter_map(|r| r.split_once('}')) {
+        vars.entry(name.to_string())
+            .or_insert_with(|| format!("${{{name}}}"));
+    }
+    vars
+}
+
+fn component_name(path: &Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
 }
 
 #[derive(clap::Args)]
@@ -74,20 +157,26 @@ pub struct InfoArgs {
 
 /// `weir info`: the job's plan (vertices, their chained nodes and parallelism, edges) and the
 /// components it runs.
-pub fn info(args: InfoArgs) -> Result<()> {
-    let (manifest_path, _unpacked) = open(&args.job)?;
-    let text = std::fs::read_to_string(&manifest_path)
-        .with_context(|| format!("cannot read `{}`", manifest_path.display()))?;
+pub fn info(args: InfoArgs, cache_dir: Option<PathBuf>) -> Result<()> {
+    let vars: BTreeMap<String, String> = args.args.iter().cloned().collect();
     // Unfilled placeholders name themselves, so a plan prints without its data paths.
-    let mut vars: BTreeMap<String, String> = args.args.iter().cloned().collect();
-    for name in text.split("${").skip(1).filter_map(|r| r.split_once('}')) {
-        vars.entry(name.0.to_string())
-            .or_insert_with(|| format!("${{{}}}", name.0));
-    }
-    let manifest = load_manifest(&manifest_path, &vars)?;
-    let graph = manifest
+    let job = load(
+        &args.job,
+        &vars,
+        Placeholders::Keep,
+        || Ok(Arc::new(plan_runtime(cache_dir)?)),
+        None,
+    )?;
+    let graph = job
+        .manifest
         .job_graph(args.parallelism)
         .with_context(|| format!("job `{}`", args.job.display()))?;
+    if let Some(plan) = &job.plan_text {
+        println!("# the plan of {}, as a manifest:", args.job.display());
+        for line in plan.lines() {
+            println!("#   {line}");
+        }
+    }
     println!("job {}", graph.name);
     for (i, v) in graph.vertices.iter().enumerate() {
         let input = match &v.input {
@@ -139,4 +228,13 @@ pub fn info(args: InfoArgs) -> Result<()> {
         println!("{c}");
     }
     Ok(())
+}
+
+/// A wasm runtime for asking a component for its plan, its compiled code cached where `weir
+/// run` caches it.
+pub fn plan_runtime(cache_dir: Option<PathBuf>) -> Result<WasmRuntime> {
+    Ok(WasmRuntime::new(weir_host::wasm::RuntimeConfig {
+        cache_dir,
+        ..weir_host::wasm::RuntimeConfig::default()
+    })?)
 }

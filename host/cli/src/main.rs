@@ -14,7 +14,6 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use weir_host::checkpoint::CheckpointConfig;
 use weir_host::cluster::{JobOptions, JobResult, MiniCluster, MiniClusterConfig, RestartStrategy};
-use weir_host::job::load_manifest;
 use weir_host::runtime::task_executor::TaskExecutorConfig;
 use weir_host::wasm::{RuntimeConfig, WasmRuntime};
 
@@ -54,13 +53,15 @@ enum Command {
     Token,
     /// Packages a job manifest and every component it names into one `.wasm` job file.
     Package(job_file::PackageArgs),
-    /// Prints a job's plan (a manifest or a job file) and the components it runs.
+    /// Prints a job's plan (a manifest, a job file or a component with a plan) and the
+    /// components it runs.
     Info(job_file::InfoArgs),
 }
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// The job: a manifest (TOML), or a job file made by `weir package`.
+    /// The job: a manifest (TOML), a job file made by `weir package`, or a component that
+    /// carries its plan.
     manifest: PathBuf,
     /// Submit to the standalone cluster whose JobManager's REST endpoint is HOST:PORT, instead
     /// of running on an embedded mini-cluster.
@@ -117,7 +118,7 @@ struct RunArgs {
     #[arg(long, requires = "savepoint_after")]
     savepoint_dir: Option<PathBuf>,
     /// Longest one call into an operator may run (e.g. `5s`); overrides the manifest's
-    /// `call_deadline`.
+    /// `call_deadline`, and bounds the call that asks a component for its plan (default 10s).
     #[arg(long, value_parser = parse_duration)]
     call_deadline: Option<Duration>,
     /// Largest memory of one operator instance (e.g. `256MiB`); overrides `memory_limit`.
@@ -158,12 +159,28 @@ fn default_cache_dir() -> Option<PathBuf> {
 
 fn run(args: RunArgs) -> Result<()> {
     let vars: BTreeMap<String, String> = args.args.iter().cloned().collect();
+    let cache_dir = args.cache_dir.clone().or_else(default_cache_dir);
+    // Made once: asking a component for its plan compiles it, and the job then runs it.
+    let runtime: std::cell::OnceCell<Arc<WasmRuntime>> = std::cell::OnceCell::new();
+    let make_runtime = || -> Result<Arc<WasmRuntime>> {
+        if let Some(r) = runtime.get() {
+            return Ok(r.clone());
+        }
+        let made = Arc::new(job_file::plan_runtime(cache_dir.clone())?);
+        Ok(runtime.get_or_init(|| made).clone())
+    };
     // A job file is unpacked for as long as this command runs.
-    let (manifest_path, _unpacked) = job_file::open(&args.manifest)?;
-    let manifest = load_manifest(&manifest_path, &vars)?;
-    let mut graph = manifest
+    let job = job_file::load(
+        &args.manifest,
+        &vars,
+        job_file::Placeholders::Fill,
+        make_runtime,
+        args.call_deadline,
+    )?;
+    let mut graph = job
+        .manifest
         .job_graph(args.parallelism)
-        .with_context(|| format!("job manifest `{}`", args.manifest.display()))?;
+        .with_context(|| format!("job `{}`", args.manifest.display()))?;
     if let Some(deadline) = args.call_deadline {
         graph.limits.call_deadline = Some(deadline);
     }
@@ -192,11 +209,14 @@ fn run(args: RunArgs) -> Result<()> {
         task_executors: args.task_executors as usize,
         ..MiniClusterConfig::default()
     };
-    let runtime = WasmRuntime::new(RuntimeConfig {
-        cache_dir: args.cache_dir.or_else(default_cache_dir),
-        ..RuntimeConfig::default()
-    })?;
-    let cluster = Arc::new(MiniCluster::new(config, Arc::new(runtime)));
+    let runtime = match runtime.into_inner() {
+        Some(runtime) => runtime,
+        None => Arc::new(WasmRuntime::new(RuntimeConfig {
+            cache_dir,
+            ..RuntimeConfig::default()
+        })?),
+    };
+    let cluster = Arc::new(MiniCluster::new(config, runtime));
     let interval = args
         .checkpoint_interval
         .or(graph.checkpoint_interval_ms.map(Duration::from_millis));
@@ -377,7 +397,7 @@ fn run_cli() -> Result<()> {
         Command::Stop(args) => cluster::stop(args),
         Command::Token => new_token(),
         Command::Package(args) => job_file::package_job(args),
-        Command::Info(args) => job_file::info(args),
+        Command::Info(args) => job_file::info(args, default_cache_dir()),
     }
 }
 

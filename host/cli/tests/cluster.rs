@@ -286,6 +286,48 @@ fn a_job_submitted_with_run_m_runs_across_both_taskmanagers_and_counts_exactly()
 }
 
 #[test]
+fn a_component_with_its_plan_submitted_detached_runs_on_the_cluster_and_counts_exactly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = config(dir.path(), Some(SECRET), "");
+    let (_jm, rpc, rest) = jobmanager(&config);
+    let _tm = taskmanager(&config, &rpc, 3, "tm-1");
+    wait_for_task_managers(&rest, 1);
+    // The component alone, under a name of its own: nothing but the file is submitted.
+    let job = dir.path().join("my-wordcount.wasm");
+    std::fs::copy(wordcount_component(), &job).expect("copy");
+    let text = read_passage().repeat(5);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("counts.txt");
+    let (ok, out, err) = weir(&[
+        "run",
+        "-d",
+        "-m",
+        &rest,
+        job.to_str().unwrap(),
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    let id = job_id_of(&out);
+    wait_for_state(&rest, &id, "FINISHED");
+    assert_eq!(final_counts(&output), independent_word_count(&text));
+    let plan = get(&rest, &format!("/jobs/{id}/plan"));
+    let names: Vec<&str> = plan["plan"]["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["description"].as_str().expect("name"))
+        .collect();
+    assert_eq!(
+        names,
+        ["lines -> tokenize -> key-by-word", "count", "counts"]
+    );
+}
+
+#[test]
 fn a_killed_taskmanager_fails_its_tasks_and_the_job_recovers_on_a_spare_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = config(dir.path(), Some(SECRET), "");

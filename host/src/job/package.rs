@@ -30,13 +30,13 @@ pub enum PackageError {
     #[error("job manifest `{path}` is not valid TOML: {message}")]
     Manifest { path: PathBuf, message: String },
     #[error(
-        "`{file}` is not a weir job file ({reason}); a job is a manifest (`weir run job.toml`) \
-         or a file made from one by `weir package job.toml -o job.wasm`"
+        "`{file}` is not a weir job file ({reason}); a job is a manifest (`weir run job.toml`), \
+         a file made from one by `weir package job.toml -o job.wasm`, or a component with a plan"
     )]
     NotAJob { file: String, reason: String },
     #[error(
-        "`{file}` is an operator component, not a job: write a manifest that names its \
-         operators (see the README), and run it, or package it with `weir package`"
+        "`{file}` is a component, not a job file made by `weir package`: it is a job only if \
+         it carries a plan"
     )]
     OperatorComponent { file: String },
     #[error("`{file}` is a job file of format {found}; this weir reads format {FORMAT_VERSION}")]

@@ -2,6 +2,6 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "batched-operator",
+    world: "job",
     imports: { default: trappable },
 });

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use wasmtime::component::{Component, HasSelf, InstancePre, Linker};
 use wasmtime::{Config, Engine};
 
-use super::bindings::BatchedOperator;
-use super::bindings::exports::weir::stream::{batch, operator, two_input};
+use super::bindings::Job;
+use super::bindings::exports::weir::stream::{batch, job_plan, operator, two_input};
 use super::cache::{DiskCache, Origin, content_hash};
 use super::error::LoadError;
 use super::store::OperatorStore;
@@ -63,6 +63,15 @@ pub struct LoadedComponent {
     pub(crate) batch_indices: Option<batch::GuestIndices>,
     /// The second input's exports, if the component has them (WIT 0.2.2).
     pub(crate) two_input_indices: Option<two_input::GuestIndices>,
+    /// The job plan's exports, if the component has them (WIT 0.2.3).
+    pub(crate) plan_indices: Option<job_plan::GuestIndices>,
+}
+
+impl LoadedComponent {
+    /// Whether the component exports a job plan (it may still answer that it has none).
+    pub fn exports_plan(&self) -> bool {
+        self.plan_indices.is_some()
+    }
 }
 
 impl std::fmt::Debug for LoadedComponent {
@@ -138,7 +147,7 @@ impl WasmRuntime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
-        BatchedOperator::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+        Job::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
             .map_err(|e| LoadError::Engine(e.to_string()))?;
         super::waits::guard_clock_waits(&mut linker)
             .map_err(|e| LoadError::Engine(format!("{e:#}")))?;
@@ -268,6 +277,11 @@ impl WasmRuntime {
         } else {
             None
         };
+        let plan_indices = if exports.contains(&format!("weir:stream/job-plan@{version}")) {
+            Some(job_plan::GuestIndices::new(&pre).map_err(broken)?)
+        } else {
+            None
+        };
         Ok(LoadedComponent {
             name: name.to_string(),
             hash,
@@ -278,6 +292,7 @@ impl WasmRuntime {
             operator_indices,
             batch_indices,
             two_input_indices,
+            plan_indices,
         })
     }
 }

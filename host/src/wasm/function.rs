@@ -66,47 +66,14 @@ impl WasmFunction {
         let started = std::time::Instant::now();
         let source = format!("{}#{}", spec.operator, spec.subtask_index);
         let log = GuestLog::new(source, spec.limits.max_log_bytes, spec.log_sink.clone());
-        let tick = runtime.epoch_tick();
-        let deadline_ticks =
-            u64::try_from(spec.limits.call_deadline.as_nanos() / tick.as_nanos().max(1) + 1)
-                .unwrap_or(u64::MAX);
-        let clock = CallClock {
-            deadline_ticks,
-            ticks_left: deadline_ticks,
-            tick,
-            cancel: spec.cancel.clone(),
-            interrupted: None,
-            waits: Default::default(),
-        };
-        let data = OperatorStore::new(
+        let mut store = sandbox_store(
+            runtime,
             spec.limits.clone(),
             spec.capabilities,
             log,
-            clock,
+            spec.cancel.clone(),
             spec.memory_gauge.clone(),
         );
-        let mut store = Store::new(runtime.engine(), data);
-        store.limiter(|s| &mut s.limiter);
-        // Woken every tick while a call runs: spends the call's budget and watches the cancel
-        // flag, so both a runaway call and a cancelled job stop within one tick.
-        store.epoch_deadline_callback(|mut ctx| {
-            let clock = &mut ctx.data_mut().clock;
-            let waited = clock.waits.take_waited().as_nanos() / clock.tick.as_nanos().max(1);
-            clock.ticks_left = clock
-                .ticks_left
-                .saturating_sub(u64::try_from(waited).unwrap_or(u64::MAX));
-            let why = if clock.cancelled() {
-                Interruption::Cancelled
-            } else if clock.ticks_left <= 1 {
-                Interruption::Deadline
-            } else {
-                clock.ticks_left -= 1;
-                return Ok(wasmtime::UpdateDeadline::Continue(1));
-            };
-            clock.interrupted = Some(why);
-            Err(wasmtime::Error::from(Trap::Interrupt))
-        });
-        store.set_epoch_deadline(1);
 
         let fail = |kind| -> StreamError {
             OperatorFailure {
@@ -238,44 +205,7 @@ impl WasmFunction {
         if let Some(downstream) = data.downstream.take() {
             return downstream;
         }
-        let kind = if let Some(why) = data.clock.interrupted.take() {
-            match why {
-                Interruption::Cancelled => FailureKind::Cancelled,
-                Interruption::Deadline => match data.clock.waits.take_cut() {
-                    Some(wait) => FailureKind::BlockedPastDeadline {
-                        deadline: self.call_deadline,
-                        wait,
-                    },
-                    None => FailureKind::DeadlineExceeded(self.call_deadline),
-                },
-            }
-        } else if let Some(hit) = data.limiter.hit.take() {
-            match hit {
-                LimitHit::Memory { requested, cap } => FailureKind::MemoryCap { requested, cap },
-                LimitHit::Table { requested, cap } => FailureKind::TableCap { requested, cap },
-            }
-        } else if let Some(message) = data.state_limit.take() {
-            FailureKind::State(message)
-        } else if let Some(violation) = data.violation.take() {
-            FailureKind::Violation(violation)
-        } else if data.log.overflowed() || trap.downcast_ref::<OutputCapExceeded>().is_some() {
-            FailureKind::OutputCap {
-                cap: data.log.cap(),
-            }
-        } else if let Some(message) = data.panic_message.take() {
-            FailureKind::Panic(message)
-        } else {
-            match trap.downcast_ref::<Trap>() {
-                Some(Trap::Interrupt) => FailureKind::DeadlineExceeded(self.call_deadline),
-                Some(Trap::StackOverflow) => FailureKind::StackOverflow,
-                // wasm32 guests keep a shadow stack in linear memory below their data; running
-                // off its end is an access below address 0 or into freed pages, which is almost
-                // always unbounded recursion.
-                Some(Trap::MemoryOutOfBounds) => FailureKind::OutOfBoundsMemory,
-                Some(code) => FailureKind::Trap(code.to_string()),
-                None => FailureKind::Trap(format!("{trap:#}")),
-            }
-        };
+        let kind = trap_kind(data, &trap, self.call_deadline);
         self.failure(kind)
     }
 }
@@ -465,5 +395,101 @@ fn guest_failure(error: types::OperatorError, input: Input<'_>, operator: &str) 
         },
         types::OperatorError::State(m) => FailureKind::State(m),
         types::OperatorError::Failed(m) => FailureKind::Failed(m),
+    }
+}
+
+/// Makes the store an instance lives in: the sandbox (WASI with nothing granted but what
+/// `capabilities` says, memory and table caps) and the epoch callback that enforces the call
+/// deadline and the job's cancellation.
+pub(crate) fn sandbox_store(
+    runtime: &WasmRuntime,
+    limits: Arc<Limits>,
+    capabilities: super::engine::Capabilities,
+    log: Arc<GuestLog>,
+    cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
+    memory_gauge: Option<Arc<std::sync::atomic::AtomicU64>>,
+) -> Store<OperatorStore> {
+    let tick = runtime.epoch_tick();
+    let deadline_ticks =
+        u64::try_from(limits.call_deadline.as_nanos() / tick.as_nanos().max(1) + 1)
+            .unwrap_or(u64::MAX);
+    let clock = CallClock {
+        deadline_ticks,
+        ticks_left: deadline_ticks,
+        tick,
+        cancel,
+        interrupted: None,
+        waits: Default::default(),
+    };
+    let data = OperatorStore::new(limits, capabilities, log, clock, memory_gauge);
+    let mut store = Store::new(runtime.engine(), data);
+    store.limiter(|s| &mut s.limiter);
+    // Woken every tick while a call runs: spends the call's budget and watches the cancel
+    // flag, so both a runaway call and a cancelled job stop within one tick.
+    store.epoch_deadline_callback(|mut ctx| {
+        let clock = &mut ctx.data_mut().clock;
+        let waited = clock.waits.take_waited().as_nanos() / clock.tick.as_nanos().max(1);
+        clock.ticks_left = clock
+            .ticks_left
+            .saturating_sub(u64::try_from(waited).unwrap_or(u64::MAX));
+        let why = if clock.cancelled() {
+            Interruption::Cancelled
+        } else if clock.ticks_left <= 1 {
+            Interruption::Deadline
+        } else {
+            clock.ticks_left -= 1;
+            return Ok(wasmtime::UpdateDeadline::Continue(1));
+        };
+        clock.interrupted = Some(why);
+        Err(wasmtime::Error::from(Trap::Interrupt))
+    });
+    store.set_epoch_deadline(1);
+    store
+}
+
+/// Names a trap by what caused it, most specific cause first, from what the store recorded
+/// on the way to it.
+pub(crate) fn trap_kind(
+    data: &mut OperatorStore,
+    trap: &wasmtime::Error,
+    call_deadline: std::time::Duration,
+) -> FailureKind {
+    if let Some(why) = data.clock.interrupted.take() {
+        match why {
+            Interruption::Cancelled => FailureKind::Cancelled,
+            Interruption::Deadline => match data.clock.waits.take_cut() {
+                Some(wait) => FailureKind::BlockedPastDeadline {
+                    deadline: call_deadline,
+                    wait,
+                },
+                None => FailureKind::DeadlineExceeded(call_deadline),
+            },
+        }
+    } else if let Some(hit) = data.limiter.hit.take() {
+        match hit {
+            LimitHit::Memory { requested, cap } => FailureKind::MemoryCap { requested, cap },
+            LimitHit::Table { requested, cap } => FailureKind::TableCap { requested, cap },
+        }
+    } else if let Some(message) = data.state_limit.take() {
+        FailureKind::State(message)
+    } else if let Some(violation) = data.violation.take() {
+        FailureKind::Violation(violation)
+    } else if data.log.overflowed() || trap.downcast_ref::<OutputCapExceeded>().is_some() {
+        FailureKind::OutputCap {
+            cap: data.log.cap(),
+        }
+    } else if let Some(message) = data.panic_message.take() {
+        FailureKind::Panic(message)
+    } else {
+        match trap.downcast_ref::<Trap>() {
+            Some(Trap::Interrupt) => FailureKind::DeadlineExceeded(call_deadline),
+            Some(Trap::StackOverflow) => FailureKind::StackOverflow,
+            // wasm32 guests keep a shadow stack in linear memory below their data; running
+            // off its end is an access below address 0 or into freed pages, which is almost
+            // always unbounded recursion.
+            Some(Trap::MemoryOutOfBounds) => FailureKind::OutOfBoundsMemory,
+            Some(code) => FailureKind::Trap(code.to_string()),
+            None => FailureKind::Trap(format!("{trap:#}")),
+        }
     }
 }

@@ -183,15 +183,22 @@ pub fn wait_for_task_managers(rest: &str, taskmanagers: u64) -> Value {
 /// The word count example's component, built from this repository (a no-op when the
 /// end-to-end tests' build built it already).
 pub fn wordcount_component() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-            weir_guest_build::compile(&root, &[("wordcount", "wordcount")])
-                .expect("build the word count guest")
-                .remove(0)
-        })
-        .clone()
+    guest_component("wordcount", "wordcount")
+}
+
+/// The component of guest crate `package` (file stem `stem`), built once per test process.
+pub fn guest_component(package: &str, stem: &str) -> PathBuf {
+    static BUILT: Mutex<Vec<(String, PathBuf)>> = Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((_, path)) = built.iter().find(|(p, _)| p == package) {
+        return path.clone();
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let path = weir_guest_build::compile(&root, &[(package, stem)])
+        .unwrap_or_else(|e| panic!("build guest {package}: {e}"))
+        .remove(0);
+    built.push((package.to_string(), path.clone()));
+    path
 }
 
 /// Lower-cased alphanumeric runs and how often each occurs: the count the word count must
@@ -400,4 +407,16 @@ pub fn submit_paused(
     ]);
     assert!(ok, "{out}{err}");
     job_id_of(&out)
+}
+
+/// The highest count of each word in `weir run`'s output: its final count.
+pub fn final_counts(output: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let mut last = std::collections::BTreeMap::new();
+    for line in std::fs::read_to_string(output).expect("output").lines() {
+        let (word, count) = line.rsplit_once(' ').expect("`word count`");
+        let count: u64 = count.parse().expect("count");
+        let top = last.entry(word.to_string()).or_insert(0);
+        *top = (*top).max(count);
+    }
+    last
 }
