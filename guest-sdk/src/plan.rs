@@ -389,8 +389,10 @@ impl Job {
     }
 }
 
+/// Whole milliseconds, rounded up: a duration under one is not zero.
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }
 
 /// The output of a source or operator node. Further steps read it; the `parallelism`, `id`,
@@ -479,7 +481,11 @@ impl Stream {
     /// component operator used twice in one job.
     pub fn id(self, id: &str) -> Self {
         self.with_node(|n| {
-            if n.kind == NodeKind::Operator && !n.fields.iter().any(|(k, _)| *k == "operator") {
+            let named = n
+                .fields
+                .iter()
+                .any(|(k, _)| *k == "operator" || *k == "native");
+            if n.kind == NodeKind::Operator && !named {
                 let name = std::mem::take(&mut n.id);
                 n.set("operator", Value::Text(name));
             }
@@ -659,6 +665,27 @@ fn write_manifest(graph: &Graph) -> Result<String, PlanError> {
             return Err(PlanError::new(format!(
                 "two nodes of the plan are called `{}`; give one another id with `.id(...)`",
                 node.id
+            )));
+        }
+    }
+    for node in &graph.nodes {
+        if node.kind != NodeKind::Operator && !node.config.is_empty() {
+            return Err(PlanError::new(format!(
+                "`{}` is not an operator: only operators take `config`",
+                node.id
+            )));
+        }
+    }
+    let fields = graph
+        .nodes
+        .iter()
+        .flat_map(|node| node.fields.iter().map(|(k, v)| (node.id.as_str(), k, v)));
+    let settings = graph.settings.iter().map(|(k, v)| ("the job", k, v));
+    for (of, key, value) in fields.chain(settings) {
+        if matches!(value, Value::Number(n) if i64::try_from(*n).is_err()) {
+            return Err(PlanError::new(format!(
+                "{of}: `{key}` is past the largest number a manifest holds ({})",
+                i64::MAX
             )));
         }
     }
@@ -853,6 +880,39 @@ mod tests {
             .sink("out", Sink::stdout());
         let err = job.manifest().unwrap_err();
         assert!(err.to_string().contains("another job"), "{err}");
+    }
+
+    #[test]
+    fn what_a_manifest_cannot_say_is_refused_and_short_durations_are_not_zero() {
+        let job = Job::new("j");
+        job.source("n", Source::sequence(1)).config("k", "v");
+        let err = job.manifest().unwrap_err();
+        assert!(
+            err.to_string().contains("only operators take `config`"),
+            "{err}"
+        );
+
+        let job = Job::new("j").checkpoint_timeout(Duration::MAX);
+        let err = job.manifest().unwrap_err();
+        assert!(
+            err.to_string().contains("`checkpoint_timeout_ms` is past"),
+            "{err}"
+        );
+        let job = Job::new("j");
+        job.source("n", Source::sequence(u64::MAX));
+        assert!(job.manifest().is_err());
+
+        let job = Job::new("j");
+        job.source("n", Source::sequence(1))
+            .watermarks(Watermarks::monotonous().with_idleness(Duration::from_micros(500)))
+            .native("copy", "identity")
+            .id("copy-2");
+        let text = job.manifest().unwrap();
+        assert!(text.contains("idle_timeout = \"1ms\""), "{text}");
+        assert!(
+            text.contains("[[operator]]\nid = \"copy-2\"\nnative = \"identity\"\ninput = \"n\"\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -266,6 +266,15 @@ fn a_plan_that_names_no_operator_of_its_own_fails_validation_traps_or_loops_is_r
             "error: the plan of `plans.wasm` tried to grow its memory to",
         ),
         ("sleep", "this job grants no clock, so a guest cannot wait"),
+        (
+            "literal-path",
+            "gives sink `out` the path \"/tmp/weir-plan-chose-this\"; a plan's paths must each \
+             be an argument",
+        ),
+        (
+            "emit",
+            "a record was emitted outside a call of its operator (a plan emits nothing)",
+        ),
     ] {
         let (ok, said) = run(case);
         assert!(!ok, "{case}: {said}");

@@ -16,17 +16,19 @@ pub fn manifest_from_plan(
     exported: &[String],
     args: &BTreeMap<String, String>,
 ) -> Result<Manifest, JobError> {
-    let mut manifest = parse_manifest(text, args).map_err(|e| match e {
+    let file_name = component.file_name().map_or_else(
+        || component.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let in_plan = |e: JobError| match e {
         JobError::Parse { message, .. } => JobError::Parse {
             path: PathBuf::from(format!("{} (its plan)", component.display())),
             message,
         },
         other => other,
-    })?;
-    let file_name = component.file_name().map_or_else(
-        || component.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
+    };
+    check_paths_are_arguments(text, &file_name).map_err(in_plan)?;
+    let mut manifest = parse_manifest(text, args).map_err(in_plan)?;
     for operator in &mut manifest.operators {
         if let Some(other) = &operator.component {
             return Err(JobError::Invalid(format!(
@@ -57,6 +59,38 @@ pub fn manifest_from_plan(
     // The component path is used as given, like a data path.
     manifest.base_dir = PathBuf::new();
     Ok(manifest)
+}
+
+/// Files are the user's to name, not the component's: every `path` of a plan's sources and
+/// sinks must be one `${name}` placeholder, filled from the command line, so a component run as
+/// a job reads and writes only the files its runner names.
+fn check_paths_are_arguments(text: &str, file_name: &str) -> Result<(), JobError> {
+    let value: toml::Value = toml::from_str(text).map_err(|e| JobError::Parse {
+        path: PathBuf::new(),
+        message: e.to_string(),
+    })?;
+    for table in ["source", "sink"] {
+        let nodes = value.get(table).and_then(toml::Value::as_array);
+        for node in nodes.into_iter().flatten() {
+            let Some(path) = node.get("path") else {
+                continue;
+            };
+            let placeholder = path.as_str().is_some_and(|p| {
+                p.strip_prefix("${")
+                    .and_then(|rest| rest.strip_suffix('}'))
+                    .is_some_and(|name| !name.is_empty() && !name.contains(['$', '{', '}']))
+            });
+            if !placeholder {
+                let id = node.get("id").and_then(toml::Value::as_str).unwrap_or("?");
+                return Err(JobError::Invalid(format!(
+                    "the plan of `{file_name}` gives {table} `{id}` the path {path}; a plan's \
+                     paths must each be an argument (`args.get(\"name\")`, filled by `--arg \
+                     name=...`), so only the user running the job names files"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -107,6 +141,30 @@ mod tests {
             "the plan of `doubler.wasm` names operator `double` (node `double`), which the \
              component does not export (it exports triple, halve)"
         );
+    }
+
+    #[test]
+    fn a_plan_may_not_name_a_file_itself() {
+        let exported = ["double".to_string()];
+        let literal = PLAN.replace("path = \"${output}\"", "path = \"/home/u/.profile\"");
+        let err = manifest_from_plan(&literal, Path::new("d.wasm"), &exported, &args(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "gives sink `out` the path \"/home/u/.profile\"; a plan's paths must each be an \
+                 argument"
+            ),
+            "{err}"
+        );
+        let mixed = PLAN.replace("path = \"${output}\"", "path = \"/tmp/${output}\"");
+        let outcome = manifest_from_plan(
+            &mixed,
+            Path::new("d.wasm"),
+            &exported,
+            &args(&[("output", "o")]),
+        );
+        assert!(outcome.is_err());
     }
 
     #[test]

@@ -78,6 +78,15 @@ pub fn describe_job(
         call_deadline: limits.deadline,
         max_memory_bytes: limits.memory_bytes,
         max_log_bytes: 64 << 10,
+        // A plan has no use for timers, state or records; what host memory they take is not
+        // under the memory cap, so none is allowed (a record, at most 4 KiB, is refused by the
+        // empty context's output).
+        max_timers: 0,
+        max_states: 0,
+        max_record_bytes: 4096,
+        max_state_key_bytes: 0,
+        max_state_value_bytes: 0,
+        max_state_bytes: 0,
         ..Limits::default()
     });
     let log = GuestLog::new("plan".into(), limits.max_log_bytes, log);
@@ -85,9 +94,14 @@ pub fn describe_job(
     let mut store = sandbox_store(runtime, limits, Capabilities::default(), log, None, None);
     let trapped = |store: &mut wasmtime::Store<super::store::OperatorStore>, e: wasmtime::Error| {
         store.data().log.flush_partial();
+        let kind = match store.data_mut().downstream.take() {
+            // An emitted record, refused by the context's empty output.
+            Some(refused) => FailureKind::Violation(format!("{refused} (a plan emits nothing)")),
+            None => trap_kind(store.data_mut(), &e, deadline),
+        };
         PlanError::Trapped {
             component: component.name.clone(),
-            kind: trap_kind(store.data_mut(), &e, deadline),
+            kind,
         }
     };
     let instance = match component.pre.instantiate(&mut store) {

@@ -18,21 +18,31 @@ fn plan(args: &Args) -> Result<Job, PlanError> {
                 .parallelism(1);
         }
         "unknown-operator" => {
-            lines.operator("uppercase").sink("out", Sink::discard());
+            lines
+                .operator("uppercase")
+                .sink("out", Sink::file(args.get("output")));
         }
         "forward-across-parallelisms" => {
             lines
                 .operator("upper")
                 .parallelism(1)
-                .sink("out", Sink::discard());
+                .sink("out", Sink::file(args.get("output")));
+        }
+        "literal-path" => {
+            lines
+                .operator("upper")
+                .sink("out", Sink::file("/tmp/weir-plan-chose-this"));
+        }
+        "emit" => {
+            weir_sdk::bindings::weir::stream::output::emit(b"sneaked", None, None);
         }
         "cycle" => {
             return Ok(Job::from_manifest(
                 "name = \"cycle\"\n\
-                 [[source]]\nid = \"lines\"\nkind = \"file\"\npath = \"in.txt\"\n\
+                 [[source]]\nid = \"lines\"\nkind = \"file\"\npath = \"${input}\"\n\
                  [[operator]]\nid = \"a\"\noperator = \"upper\"\ninput = [\"lines\", \"b\"]\n\
                  [[operator]]\nid = \"b\"\noperator = \"upper\"\ninput = \"a\"\n\
-                 [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"b\"\n",
+                 [[sink]]\nid = \"out\"\nkind = \"file\"\npath = \"${output}\"\ninput = \"b\"\n",
             ));
         }
         "refuse" => return Err(PlanError::new("this plan needs `--arg mode=fast`")),
