@@ -1,5 +1,6 @@
 //! The `weir` command.
 
+mod build;
 mod cluster;
 mod embedded;
 mod job_file;
@@ -51,6 +52,8 @@ enum Command {
     Stop(cluster::StopArgs),
     /// Makes a fresh API token, and the line to put in the tenants file.
     Token,
+    /// Builds an operator component from C sources with the weir C SDK.
+    Build(build::BuildArgs),
     /// Packages a job manifest and every component it names into one `.wasm` job file.
     Package(job_file::PackageArgs),
     /// Prints a job's plan (a manifest, a job file or a component with a plan) and the
@@ -396,6 +399,7 @@ fn run_cli() -> Result<()> {
         Command::Savepoint(args) => cluster::savepoint(args),
         Command::Stop(args) => cluster::stop(args),
         Command::Token => new_token(),
+        Command::Build(args) => build::build(args),
         Command::Package(args) => job_file::package_job(args),
         Command::Info(args) => job_file::info(args, default_cache_dir()),
     }

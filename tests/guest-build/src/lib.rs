@@ -8,6 +8,8 @@
 //! holds. Guests are built in release mode whatever the outer profile, since the benchmarks and
 //! the tests measure and exercise optimized guests.
 
+pub mod c;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::{env, fs};

@@ -1,0 +1,676 @@
+/*
+ * The weir SDK for C: the component's exports (the `job` world of wit/weir.wit, through the
+ * bindings wit-bindgen generated into bindings/), dispatch to the operator named in `open`,
+ * and the record framing of docs/record-framing.md for the batched path.
+ *
+ * Ownership follows the canonical ABI as wit-bindgen's C bindings do: arguments of an export
+ * belong to it and are freed here; what an export returns is malloc'd here and freed by the
+ * generated post-return function; what an import returns belongs to the caller.
+ */
+#include "weir.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bindings/job.h"
+
+extern const weir_operator weir_operators[];
+__attribute__((weak)) const char *weir_job_plan(void);
+
+enum { FLAG_TIMESTAMP = 1, FLAG_KEY = 2, FLAG_BLOCK = 4 };
+
+typedef enum {
+    ERROR_FAILED,
+    ERROR_CONFIG,
+    ERROR_DECODE,
+} error_kind;
+
+struct weir_ctx {
+    bool has_key;
+    weir_bytes key;
+    bool has_timestamp;
+    int64_t timestamp;
+    /* The batch being written (batched calls), or NULL: records go out through `emit`. */
+    weir_buffer *batch;
+    char *error;
+    error_kind error_kind;
+};
+
+/* The instance: the operator it was opened as, its configuration, its output buffer. */
+static const weir_operator *operator_ = NULL;
+static weir_info info;
+static char **config_keys = NULL;
+static char **config_values = NULL;
+static size_t config_len = 0;
+static weir_buffer batch_out;
+static weir_buffer scratch;
+static job_list_u8_t last_get = {0};
+
+/* ---- buffers ---- */
+
+int weir_buffer_push(weir_buffer *b, const void *data, size_t len) {
+    if (b->cap - b->len < len) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap - b->len < len) {
+            if (cap > SIZE_MAX / 2) return -1;
+            cap *= 2;
+        }
+        uint8_t *grown = realloc(b->data, cap);
+        if (!grown) return -1;
+        b->data = grown;
+        b->cap = cap;
+    }
+    if (len) memcpy(b->data + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+int weir_buffer_push_byte(weir_buffer *b, uint8_t byte) { return weir_buffer_push(b, &byte, 1); }
+
+void weir_buffer_clear(weir_buffer *b) { b->len = 0; }
+
+void weir_buffer_free(weir_buffer *b) {
+    free(b->data);
+    b->data = NULL;
+    b->len = b->cap = 0;
+}
+
+weir_bytes weir_text(const char *text) {
+    weir_bytes bytes = {(const uint8_t *)text, strlen(text)};
+    return bytes;
+}
+
+/* ---- messages ---- */
+
+static char *vformat(const char *format, va_list args) {
+    va_list again;
+    va_copy(again, args);
+    int n = vsnprintf(NULL, 0, format, args);
+    char *text = malloc(n > 0 ? (size_t)n + 1 : 1);
+    if (text) {
+        vsnprintf(text, n > 0 ? (size_t)n + 1 : 1, format, again);
+    }
+    va_end(again);
+    return text;
+}
+
+static int fail_with(weir_ctx *ctx, error_kind kind, const char *format, va_list args) {
+    free(ctx->error);
+    ctx->error = vformat(format, args);
+    ctx->error_kind = kind;
+    return -1;
+}
+
+int weir_fail(weir_ctx *ctx, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    int r = fail_with(ctx, ERROR_FAILED, format, args);
+    va_end(args);
+    return r;
+}
+
+int weir_config_error(weir_ctx *ctx, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    int r = fail_with(ctx, ERROR_CONFIG, format, args);
+    va_end(args);
+    return r;
+}
+
+void weir_log(weir_level level, const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    char *text = vformat(format, args);
+    va_end(args);
+    if (!text) return;
+    job_string_t message = {(uint8_t *)text, strlen(text)};
+    weir_stream_logging_log((weir_stream_logging_level_t)level, &message);
+    free(text);
+}
+
+_Noreturn void weir_panic(const char *format, ...) {
+    va_list args;
+    va_start(args, format);
+    char *text = vformat(format, args);
+    va_end(args);
+    const char *said = text ? text : "weir_panic (and out of memory for its message)";
+    job_string_t message = {(uint8_t *)said, strlen(said)};
+    weir_stream_logging_report_panic(&message);
+    abort();
+}
+
+static void out_of_memory(void) { weir_panic("out of memory"); }
+
+/* ---- the record framing ---- */
+
+static void put_u32(uint8_t *at, uint32_t v) {
+    at[0] = (uint8_t)v;
+    at[1] = (uint8_t)(v >> 8);
+    at[2] = (uint8_t)(v >> 16);
+    at[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32(const uint8_t *at) {
+    return (uint32_t)at[0] | (uint32_t)at[1] << 8 | (uint32_t)at[2] << 16 |
+           (uint32_t)at[3] << 24;
+}
+
+static int64_t get_i64(const uint8_t *at) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | at[i];
+    return (int64_t)v;
+}
+
+/* Appends one record (not a block) to `b`. */
+static int write_record(weir_buffer *b, const weir_record *r) {
+    size_t body = 1 + (r->has_timestamp ? 8 : 0) + (r->has_key ? 4 + r->key.len : 0) + r->value.len;
+    if (body > UINT32_MAX) return -1;
+    uint8_t head[1 + 4 + 8 + 4];
+    size_t n = 0;
+    put_u32(head, (uint32_t)body);
+    n = 4;
+    head[n++] = (uint8_t)((r->has_timestamp ? FLAG_TIMESTAMP : 0) | (r->has_key ? FLAG_KEY : 0));
+    if (r->has_timestamp) {
+        uint64_t t = (uint64_t)r->timestamp;
+        for (int i = 0; i < 8; i++) head[n++] = (uint8_t)(t >> (8 * i));
+    }
+    if (r->has_key) {
+        put_u32(head + n, (uint32_t)r->key.len);
+        n += 4;
+    }
+    if (weir_buffer_push(b, head, n)) return -1;
+    if (r->has_key && weir_buffer_push(b, r->key.data, r->key.len)) return -1;
+    return weir_buffer_push(b, r->value.data, r->value.len);
+}
+
+/* Reads records and blocks' entries in order. */
+typedef struct {
+    const uint8_t *buf;
+    size_t len;
+    size_t pos;
+    /* The block being read: its entries left, their shape. */
+    const uint8_t *entries;
+    size_t entries_left;
+    uint8_t block_flags;
+    uint32_t block_key_len;
+    uint32_t block_value_len;
+} reader;
+
+/* 1 and `*r` set for the next record, 0 at the end, -1 (and `*error`) for bad framing. */
+static int next_record(reader *rd, weir_record *r, const char **error) {
+    if (rd->entries_left > 0) {
+        const uint8_t *at = rd->entries;
+        r->has_timestamp = rd->block_flags & FLAG_TIMESTAMP;
+        if (r->has_timestamp) {
+            r->timestamp = get_i64(at);
+            at += 8;
+        }
+        r->has_key = rd->block_flags & FLAG_KEY;
+        r->key.data = at;
+        r->key.len = r->has_key ? rd->block_key_len : 0;
+        at += r->key.len;
+        r->value.data = at;
+        r->value.len = rd->block_value_len;
+        at += rd->block_value_len;
+        rd->entries = at;
+        rd->entries_left--;
+        return 1;
+    }
+    for (;;) {
+        if (rd->pos == rd->len) return 0;
+        if (rd->len - rd->pos < 5) {
+            *error = "a record header runs past the batch";
+            return -1;
+        }
+        const uint8_t *at = rd->buf + rd->pos;
+        uint32_t body = get_u32(at);
+        if (body < 1 || body > rd->len - rd->pos - 4) {
+            *error = "a record's length runs past the batch";
+            return -1;
+        }
+        uint8_t flags = at[4];
+        const uint8_t *p = at + 5;
+        const uint8_t *end = at + 4 + body;
+        rd->pos += 4 + (size_t)body;
+        if (flags & ~(FLAG_TIMESTAMP | FLAG_KEY | FLAG_BLOCK)) {
+            *error = "a record sets an unknown flag";
+            return -1;
+        }
+        if (flags & FLAG_BLOCK) {
+            uint32_t key_len = 0;
+            if (flags & FLAG_KEY) {
+                if (end - p < 4) goto short_body;
+                key_len = get_u32(p);
+                p += 4;
+            }
+            if (end - p < 4) goto short_body;
+            uint32_t value_len = get_u32(p);
+            p += 4;
+            size_t entry = (flags & FLAG_TIMESTAMP ? 8 : 0) + (size_t)key_len + value_len;
+            size_t bytes = (size_t)(end - p);
+            if (entry == 0 || bytes % entry != 0) {
+                *error = "a block's entries do not fill it";
+                return -1;
+            }
+            if (bytes == 0) continue;
+            rd->entries = p;
+            rd->entries_left = bytes / entry;
+            rd->block_flags = flags;
+            rd->block_key_len = key_len;
+            rd->block_value_len = value_len;
+            return next_record(rd, r, error);
+        }
+        r->has_timestamp = flags & FLAG_TIMESTAMP;
+        if (r->has_timestamp) {
+            if (end - p < 8) goto short_body;
+            r->timestamp = get_i64(p);
+            p += 8;
+        }
+        r->has_key = flags & FLAG_KEY;
+        r->key.len = 0;
+        r->key.data = p;
+        if (r->has_key) {
+            if (end - p < 4) goto short_body;
+            uint32_t key_len = get_u32(p);
+            p += 4;
+            if ((size_t)(end - p) < key_len) goto short_body;
+            r->key.data = p;
+            r->key.len = key_len;
+            p += key_len;
+        }
+        r->value.data = p;
+        r->value.len = (size_t)(end - p);
+        return 1;
+    }
+short_body:
+    *error = "a record's flags announce more than its body holds";
+    return -1;
+}
+
+/* ---- the context ---- */
+
+int weir_emit_record(weir_ctx *ctx, const weir_record *r) {
+    if (ctx->batch) {
+        if (write_record(ctx->batch, r)) out_of_memory();
+        return 0;
+    }
+    job_list_u8_t value = {(uint8_t *)r->value.data, r->value.len};
+    job_list_u8_t key = {(uint8_t *)r->key.data, r->key.len};
+    int64_t timestamp = r->timestamp;
+    weir_stream_output_emit(&value, r->has_key ? &key : NULL, r->has_timestamp ? &timestamp : NULL);
+    return 0;
+}
+
+int weir_emit(weir_ctx *ctx, weir_bytes value) {
+    weir_record r = {value, false, {0}, ctx->has_timestamp, ctx->timestamp};
+    return weir_emit_record(ctx, &r);
+}
+
+int weir_emit_keyed(weir_ctx *ctx, weir_bytes value, weir_bytes key) {
+    weir_record r = {value, true, key, ctx->has_timestamp, ctx->timestamp};
+    return weir_emit_record(ctx, &r);
+}
+
+bool weir_has_key(const weir_ctx *ctx) { return ctx->has_key; }
+
+weir_bytes weir_key(const weir_ctx *ctx) { return ctx->key; }
+
+const weir_info *weir_operator_info(void) { return &info; }
+
+const char *weir_config(const char *key) {
+    for (size_t i = 0; i < config_len; i++) {
+        if (strcmp(config_keys[i], key) == 0) return config_values[i];
+    }
+    return NULL;
+}
+
+weir_state weir_value_state(const char *name) {
+    job_string_t n = {(uint8_t *)name, strlen(name)};
+    return weir_stream_keyed_state_declare(&n, WEIR_STREAM_KEYED_STATE_STATE_KIND_VALUE);
+}
+
+static job_list_u8_t key_of(weir_ctx *ctx) {
+    job_list_u8_t key = {(uint8_t *)ctx->key.data, ctx->key.len};
+    return key;
+}
+
+bool weir_value_get(weir_ctx *ctx, weir_state state, weir_bytes *value) {
+    job_list_u8_free(&last_get);
+    job_list_u8_t key = key_of(ctx);
+    if (!weir_stream_keyed_state_value_get(state, &key, &last_get)) {
+        last_get.ptr = NULL;
+        last_get.len = 0;
+        return false;
+    }
+    value->data = last_get.ptr;
+    value->len = last_get.len;
+    return true;
+}
+
+void weir_value_set(weir_ctx *ctx, weir_state state, weir_bytes value) {
+    job_list_u8_t key = key_of(ctx);
+    job_list_u8_t v = {(uint8_t *)value.data, value.len};
+    weir_stream_keyed_state_value_set(state, &key, &v);
+}
+
+void weir_value_clear(weir_ctx *ctx, weir_state state) {
+    job_list_u8_t key = key_of(ctx);
+    weir_stream_keyed_state_value_clear(state, &key);
+}
+
+void weir_timer_register(weir_ctx *ctx, weir_time_domain domain, int64_t timestamp) {
+    job_list_u8_t key = key_of(ctx);
+    weir_stream_timers_register((weir_stream_timers_time_domain_t)domain, &key, timestamp);
+}
+
+void weir_timer_delete(weir_ctx *ctx, weir_time_domain domain, int64_t timestamp) {
+    job_list_u8_t key = key_of(ctx);
+    weir_stream_timers_delete((weir_stream_timers_time_domain_t)domain, &key, timestamp);
+}
+
+int64_t weir_current_watermark(void) { return weir_stream_timers_current_watermark(); }
+
+int64_t weir_processing_time(void) { return weir_stream_timers_current_processing_time(); }
+
+/* ---- the adapters of WEIR_MAP and friends ---- */
+
+int weir__map(weir_ctx *ctx, const weir_record *record) {
+    weir_buffer_clear(&scratch);
+    if (((weir_map_fn)operator_->function)(ctx, record->value, &scratch)) return -1;
+    weir_bytes out = {scratch.data, scratch.len};
+    return weir_emit(ctx, out);
+}
+
+int weir__filter(weir_ctx *ctx, const weir_record *record) {
+    if (((weir_filter_fn)operator_->function)(record->value)) return weir_emit_record(ctx, record);
+    return 0;
+}
+
+int weir__flat_map(weir_ctx *ctx, const weir_record *record) {
+    return ((weir_flat_map_fn)operator_->function)(ctx, record->value);
+}
+
+int weir__key_by(weir_ctx *ctx, const weir_record *record) {
+    weir_buffer_clear(&scratch);
+    if (((weir_key_by_fn)operator_->function)(ctx, record->value, &scratch)) return -1;
+    weir_bytes key = {scratch.data, scratch.len};
+    return weir_emit_keyed(ctx, record->value, key);
+}
+
+/* ---- the exports ---- */
+
+typedef weir_stream_types_operator_error_t wit_error;
+
+static void set_string(job_string_t *s, const char *text) {
+    job_string_dup(s, text ? text : "");
+}
+
+/* The WIT error of a failed call; `index` is the record's in its batch. */
+static void to_wit(weir_ctx *ctx, uint32_t index, wit_error *err) {
+    const char *message = ctx->error ? ctx->error : "the operator failed without a message";
+    switch (ctx->error_kind) {
+        case ERROR_CONFIG:
+            err->tag = WEIR_STREAM_TYPES_OPERATOR_ERROR_CONFIG;
+            set_string(&err->val.config, message);
+            break;
+        case ERROR_DECODE:
+            err->tag = WEIR_STREAM_TYPES_OPERATOR_ERROR_DECODE;
+            err->val.decode.record_index = index;
+            set_string(&err->val.decode.message, message);
+            break;
+        default:
+            err->tag = WEIR_STREAM_TYPES_OPERATOR_ERROR_FAILED;
+            set_string(&err->val.failed, message);
+    }
+    free(ctx->error);
+    ctx->error = NULL;
+}
+
+static bool not_open(wit_error *err) {
+    err->tag = WEIR_STREAM_TYPES_OPERATOR_ERROR_FAILED;
+    set_string(&err->val.failed, "operator called before a successful open");
+    return false;
+}
+
+static char *dup_n(const uint8_t *data, size_t len) {
+    char *s = malloc(len + 1);
+    if (!s) out_of_memory();
+    memcpy(s, data, len);
+    s[len] = 0;
+    return s;
+}
+
+bool exports_weir_stream_operator_open(exports_weir_stream_operator_context_t *context,
+                                       wit_error *err) {
+    char *name = dup_n(context->operator_name.ptr, context->operator_name.len);
+    const weir_operator *found = NULL;
+    for (const weir_operator *op = weir_operators; op->name; op++) {
+        if (strcmp(op->name, name) == 0) found = op;
+    }
+    if (!found) {
+        weir_buffer names = {0};
+        for (const weir_operator *op = weir_operators; op->name; op++) {
+            if (names.len) weir_buffer_push(&names, ", ", 2);
+            weir_buffer_push(&names, op->name, strlen(op->name));
+        }
+        weir_buffer_push_byte(&names, 0);
+        err->tag = WEIR_STREAM_TYPES_OPERATOR_ERROR_UNKNOWN_OPERATOR;
+        set_string(&err->val.unknown_operator, names.data ? (const char *)names.data : "");
+        weir_buffer_free(&names);
+        free(name);
+        weir_stream_types_context_free(context);
+        return false;
+    }
+    info.name = name;
+    info.subtask_index = context->subtask_index;
+    info.parallelism = context->parallelism;
+    info.max_parallelism = context->max_parallelism;
+    info.attempt = context->attempt;
+    config_len = context->config.len;
+    config_keys = calloc(config_len ? config_len : 1, sizeof(char *));
+    config_values = calloc(config_len ? config_len : 1, sizeof(char *));
+    if (!config_keys || !config_values) out_of_memory();
+    for (size_t i = 0; i < config_len; i++) {
+        job_tuple2_string_string_t *entry = &context->config.ptr[i];
+        config_keys[i] = dup_n(entry->f0.ptr, entry->f0.len);
+        config_values[i] = dup_n(entry->f1.ptr, entry->f1.len);
+    }
+    weir_stream_types_context_free(context);
+    operator_ = found;
+    weir_ctx ctx = {0};
+    if (found->open && found->open(&ctx)) {
+        operator_ = NULL;
+        to_wit(&ctx, 0, err);
+        return false;
+    }
+    return true;
+}
+
+/* Runs one record through `f` (process or process_second) with emits through `batch`. */
+static int run_record(int (*f)(weir_ctx *, const weir_record *), const weir_record *r,
+                      weir_buffer *batch, weir_ctx *ctx) {
+    ctx->has_key = r->has_key;
+    ctx->key = r->key;
+    ctx->has_timestamp = r->has_timestamp;
+    ctx->timestamp = r->timestamp;
+    ctx->batch = batch;
+    if (operator_->keyed && !r->has_key) {
+        return weir_fail(ctx, "operator `%s` is keyed, but a record without a key reached it "
+                              "(is the edge into it `hash`?)",
+                         operator_->name);
+    }
+    if (!f) return weir_fail(ctx, "operator `%s` takes no such input", operator_->name);
+    return f(ctx, r);
+}
+
+static bool element(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *value,
+                    job_list_u8_t *maybe_key, int64_t *maybe_timestamp, wit_error *err) {
+    weir_record r = {{value->ptr, value->len}, maybe_key != NULL,
+                     {maybe_key ? maybe_key->ptr : NULL, maybe_key ? maybe_key->len : 0},
+                     maybe_timestamp != NULL, maybe_timestamp ? *maybe_timestamp : 0};
+    weir_ctx ctx = {0};
+    int failed = run_record(f, &r, NULL, &ctx);
+    job_list_u8_free(value);
+    if (maybe_key) job_list_u8_free(maybe_key);
+    if (failed) {
+        to_wit(&ctx, 0, err);
+        return false;
+    }
+    return true;
+}
+
+bool exports_weir_stream_operator_process_element(job_list_u8_t *value, job_list_u8_t *maybe_key,
+                                                  int64_t *maybe_timestamp, wit_error *err) {
+    if (!operator_) return not_open(err);
+    return element(operator_->process, value, maybe_key, maybe_timestamp, err);
+}
+
+bool exports_weir_stream_two_input_process_element_second(job_list_u8_t *value,
+                                                          job_list_u8_t *maybe_key,
+                                                          int64_t *maybe_timestamp,
+                                                          wit_error *err) {
+    if (!operator_) return not_open(err);
+    return element(operator_->process_second, value, maybe_key, maybe_timestamp, err);
+}
+
+/* A batched call: every record of `records` through `f`, what they emit framed into `ret`. */
+static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *records,
+                  job_list_u8_t *ret, wit_error *err) {
+    reader rd = {records->ptr, records->len, 0, NULL, 0, 0, 0, 0};
+    weir_buffer_clear(&batch_out);
+    weir_ctx ctx = {0};
+    weir_record r;
+    const char *bad = NULL;
+    uint32_t index = 0;
+    int more;
+    while ((more = next_record(&rd, &r, &bad)) == 1) {
+        if (run_record(f, &r, &batch_out, &ctx)) {
+            job_list_u8_free(records);
+            to_wit(&ctx, index, err);
+            return false;
+        }
+        index++;
+    }
+    job_list_u8_free(records);
+    if (more < 0) {
+        weir_fail(&ctx, "the host sent a malformed batch: %s", bad);
+        ctx.error_kind = ERROR_DECODE;
+        to_wit(&ctx, index, err);
+        return false;
+    }
+    /* The buffer goes to the host (freed by the post-return function); the next call grows a
+     * new one. */
+    ret->ptr = batch_out.data;
+    ret->len = batch_out.len;
+    batch_out.data = NULL;
+    batch_out.len = batch_out.cap = 0;
+    return true;
+}
+
+bool exports_weir_stream_batch_process_batch(job_list_u8_t *records, job_list_u8_t *ret,
+                                             wit_error *err) {
+    if (!operator_) return not_open(err);
+    return batch(operator_->process, records, ret, err);
+}
+
+bool exports_weir_stream_two_input_process_batch_second(job_list_u8_t *records,
+                                                        job_list_u8_t *ret, wit_error *err) {
+    if (!operator_) return not_open(err);
+    return batch(operator_->process_second, records, ret, err);
+}
+
+bool exports_weir_stream_operator_on_watermark(int64_t watermark, wit_error *err) {
+    if (!operator_) return not_open(err);
+    weir_ctx ctx = {0};
+    ctx.has_timestamp = true;
+    ctx.timestamp = watermark;
+    if (operator_->on_watermark && operator_->on_watermark(&ctx, watermark)) {
+        to_wit(&ctx, 0, err);
+        return false;
+    }
+    return true;
+}
+
+bool exports_weir_stream_operator_on_timer(exports_weir_stream_operator_time_domain_t domain,
+                                           job_list_u8_t *key, int64_t timestamp,
+                                           wit_error *err) {
+    if (!operator_) {
+        job_list_u8_free(key);
+        return not_open(err);
+    }
+    weir_ctx ctx = {0};
+    ctx.has_key = true;
+    ctx.key.data = key->ptr;
+    ctx.key.len = key->len;
+    ctx.has_timestamp = true;
+    ctx.timestamp = timestamp;
+    int failed = operator_->on_timer &&
+                 operator_->on_timer(&ctx, (weir_time_domain)domain, timestamp);
+    job_list_u8_free(key);
+    if (failed) {
+        to_wit(&ctx, 0, err);
+        return false;
+    }
+    return true;
+}
+
+bool exports_weir_stream_operator_snapshot_state(job_list_u8_t *ret, wit_error *err) {
+    if (!operator_) return not_open(err);
+    weir_buffer state = {0};
+    weir_ctx ctx = {0};
+    if (operator_->snapshot && operator_->snapshot(&ctx, &state)) {
+        weir_buffer_free(&state);
+        to_wit(&ctx, 0, err);
+        return false;
+    }
+    ret->ptr = state.data;
+    ret->len = state.len;
+    return true;
+}
+
+bool exports_weir_stream_operator_restore_state(job_list_u8_t *state, wit_error *err) {
+    if (!operator_) {
+        job_list_u8_free(state);
+        return not_open(err);
+    }
+    weir_ctx ctx = {0};
+    weir_bytes bytes = {state->ptr, state->len};
+    int failed = operator_->restore && operator_->restore(&ctx, bytes);
+    job_list_u8_free(state);
+    if (failed) {
+        to_wit(&ctx, 0, err);
+        return false;
+    }
+    return true;
+}
+
+bool exports_weir_stream_operator_close(wit_error *err) {
+    if (!operator_) return not_open(err);
+    weir_ctx ctx = {0};
+    if (operator_->close && operator_->close(&ctx)) {
+        to_wit(&ctx, 0, err);
+        return false;
+    }
+    return true;
+}
+
+bool exports_weir_stream_job_plan_plan(job_list_tuple2_string_string_t *args,
+                                       job_option_string_t *ret, job_string_t *err) {
+    (void)err;
+    job_list_tuple2_string_string_free(args);
+    const char *plan = weir_job_plan ? weir_job_plan() : NULL;
+    ret->is_some = plan != NULL;
+    if (plan) job_string_dup(&ret->val, plan);
+    return true;
+}
+
+void exports_weir_stream_job_plan_operators(job_list_string_t *ret) {
+    size_t n = 0;
+    while (weir_operators[n].name) n++;
+    ret->len = n;
+    ret->ptr = calloc(n ? n : 1, sizeof(job_string_t));
+    if (!ret->ptr) out_of_memory();
+    for (size_t i = 0; i < n; i++) job_string_dup(&ret->ptr[i], weir_operators[i].name);
+}

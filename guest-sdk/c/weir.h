@@ -1,0 +1,196 @@
+/*
+ * The weir SDK for C: write stream operators as per-record functions, register them by name,
+ * and build a component with `weir build --language c -o op.wasm your.c` (clang and wasi-libc
+ * from the system; nothing else to compile by hand).
+ *
+ *     #include "weir.h"
+ *
+ *     static int upper(weir_ctx *ctx, weir_bytes in, weir_buffer *out) {
+ *         for (size_t i = 0; i < in.len; i++)
+ *             if (weir_buffer_push_byte(out, toupper(in.data[i]))) return -1;
+ *         return 0;
+ *     }
+ *
+ *     WEIR_OPERATORS(
+ *         WEIR_MAP("upper", upper)
+ *     )
+ *
+ * A component instance runs one operator (the one the job names when it opens the instance),
+ * so an operator's own state can live in static variables. Functions return 0 on success and
+ * `weir_fail(ctx, ...)` (which returns -1) on failure: the message fails the subtask and reaches
+ * the job's exceptions. Records are bytes; values between operators of different languages are
+ * usually UTF-8 text. Both call paths of the host are implemented: a record per call, and a
+ * batch of records in the record framing per call (the host uses the batch path).
+ */
+#ifndef WEIR_H
+#define WEIR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Bytes owned by someone else, valid for the call they were given in. */
+typedef struct {
+    const uint8_t *data;
+    size_t len;
+} weir_bytes;
+
+/* A record: its value, and its key and event time (milliseconds) when it has them. */
+typedef struct {
+    weir_bytes value;
+    bool has_key;
+    weir_bytes key;
+    bool has_timestamp;
+    int64_t timestamp;
+} weir_record;
+
+/* A growable byte buffer. Starts zeroed: `weir_buffer b = {0};`. */
+typedef struct {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} weir_buffer;
+
+/* Appends bytes; -1 if memory ran out. */
+int weir_buffer_push(weir_buffer *buffer, const void *data, size_t len);
+int weir_buffer_push_byte(weir_buffer *buffer, uint8_t byte);
+void weir_buffer_clear(weir_buffer *buffer);
+void weir_buffer_free(weir_buffer *buffer);
+
+/* `text` as bytes (without its NUL). */
+weir_bytes weir_text(const char *text);
+
+typedef enum {
+    WEIR_EVENT_TIME = 0,
+    WEIR_PROCESSING_TIME = 1,
+} weir_time_domain;
+
+typedef enum {
+    WEIR_TRACE = 0,
+    WEIR_DEBUG = 1,
+    WEIR_INFO = 2,
+    WEIR_WARN = 3,
+    WEIR_ERROR = 4,
+} weir_level;
+
+/* The call in progress: where emitted records go, the key state and timers are scoped to. */
+typedef struct weir_ctx weir_ctx;
+
+/* What the instance was opened as. */
+typedef struct {
+    const char *name;
+    uint32_t subtask_index;
+    uint32_t parallelism;
+    uint32_t max_parallelism;
+    uint32_t attempt;
+} weir_info;
+
+const weir_info *weir_operator_info(void);
+/* The value of configuration entry `key` of the job's operator, or NULL. */
+const char *weir_config(const char *key);
+
+/* Emits `value` without a key, with the event time of the record being processed. */
+int weir_emit(weir_ctx *ctx, weir_bytes value);
+/* Emits `value` with `key` (for a following hash edge or keyed operator). */
+int weir_emit_keyed(weir_ctx *ctx, weir_bytes value, weir_bytes key);
+/* Emits a whole record as it is. */
+int weir_emit_record(weir_ctx *ctx, const weir_record *record);
+
+/* The key of the record or timer being processed (empty without one). */
+bool weir_has_key(const weir_ctx *ctx);
+weir_bytes weir_key(const weir_ctx *ctx);
+
+/* Keyed value state, owned and checkpointed by the host, scoped to the current key. Declare
+ * states in `open`; the name identifies the state in checkpoints. */
+typedef uint32_t weir_state;
+weir_state weir_value_state(const char *name);
+/* The current key's value: true and `*value` set (valid until the next get), or false. */
+bool weir_value_get(weir_ctx *ctx, weir_state state, weir_bytes *value);
+void weir_value_set(weir_ctx *ctx, weir_state state, weir_bytes value);
+void weir_value_clear(weir_ctx *ctx, weir_state state);
+
+/* Timers of the current key: `on_timer` is called once the clock of `domain` reaches
+ * `timestamp` (milliseconds). */
+void weir_timer_register(weir_ctx *ctx, weir_time_domain domain, int64_t timestamp);
+void weir_timer_delete(weir_ctx *ctx, weir_time_domain domain, int64_t timestamp);
+int64_t weir_current_watermark(void);
+int64_t weir_processing_time(void);
+
+/* Fails the call with a printf-style message; returns -1 for `return weir_fail(...)`. */
+int weir_fail(weir_ctx *ctx, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Fails the call because the operator's configuration cannot be used. */
+int weir_config_error(weir_ctx *ctx, const char *format, ...)
+    __attribute__((format(printf, 2, 3)));
+/* Writes to the task's log. */
+void weir_log(weir_level level, const char *format, ...) __attribute__((format(printf, 2, 3)));
+/* Aborts the instance with a message the host reports (C's panic). */
+_Noreturn void weir_panic(const char *format, ...) __attribute__((format(printf, 1, 2)));
+
+/* An operator: a name and the callbacks it implements (NULL for those it does not need). */
+typedef struct weir_operator {
+    const char *name;
+    int (*open)(weir_ctx *ctx);
+    int (*process)(weir_ctx *ctx, const weir_record *record);
+    /* Records of the second input of a two-input operator. */
+    int (*process_second)(weir_ctx *ctx, const weir_record *record);
+    int (*on_timer)(weir_ctx *ctx, weir_time_domain domain, int64_t timestamp);
+    int (*on_watermark)(weir_ctx *ctx, int64_t watermark);
+    int (*close)(weir_ctx *ctx);
+    /* The operator's own state (not keyed state, which the host keeps) for a checkpoint. */
+    int (*snapshot)(weir_ctx *ctx, weir_buffer *state);
+    int (*restore)(weir_ctx *ctx, weir_bytes state);
+    /* Records without a key are refused (keyed state and timers need one). */
+    bool keyed;
+    /* The user function of the adapters below. */
+    void (*function)(void);
+} weir_operator;
+
+/* The operators this component exports, by name: `WEIR_OPERATORS(WEIR_MAP("a", f), ...)`, the
+ * entries separated by commas, none after the last. */
+#define WEIR_OPERATORS(...) const weir_operator weir_operators[] = {__VA_ARGS__, {0}};
+
+/* Each record's value becomes `out`'s bytes; the key is dropped, the event time kept. */
+typedef int (*weir_map_fn)(weir_ctx *ctx, weir_bytes value, weir_buffer *out);
+/* Records whose value passes go on as they are. */
+typedef bool (*weir_filter_fn)(weir_bytes value);
+/* Any number of records per record, through `weir_emit`. */
+typedef int (*weir_flat_map_fn)(weir_ctx *ctx, weir_bytes value);
+/* Each record goes on with the key the function writes into `key`. */
+typedef int (*weir_key_by_fn)(weir_ctx *ctx, weir_bytes value, weir_buffer *key);
+
+int weir__map(weir_ctx *ctx, const weir_record *record);
+int weir__filter(weir_ctx *ctx, const weir_record *record);
+int weir__flat_map(weir_ctx *ctx, const weir_record *record);
+int weir__key_by(weir_ctx *ctx, const weir_record *record);
+
+#define WEIR_MAP(NAME, FN) \
+    {.name = (NAME), .process = weir__map, .function = (void (*)(void))(weir_map_fn)(FN)}
+#define WEIR_FILTER(NAME, FN) \
+    {.name = (NAME), .process = weir__filter, .function = (void (*)(void))(weir_filter_fn)(FN)}
+#define WEIR_FLAT_MAP(NAME, FN) \
+    {.name = (NAME), \
+     .process = weir__flat_map, \
+     .function = (void (*)(void))(weir_flat_map_fn)(FN)}
+#define WEIR_KEY_BY(NAME, FN) \
+    {.name = (NAME), .process = weir__key_by, .function = (void (*)(void))(weir_key_by_fn)(FN)}
+/* A keyed process function: `WEIR_KEYED_PROCESS("count", .open = f, .process = g)`. */
+#define WEIR_KEYED_PROCESS(NAME, ...) {.name = (NAME), .keyed = true, __VA_ARGS__}
+/* Any operator: `WEIR_PROCESS("x", .process = f, .close = g)`. */
+#define WEIR_PROCESS(NAME, ...) {.name = (NAME), __VA_ARGS__}
+
+/* A component that is a whole job defines its plan: the job manifest (TOML) whose operators
+ * are this component's, with `${name}` placeholders for `--arg name=...`:
+ *
+ *     const char *weir_job_plan(void) { return "name = \"wc\"\n[[source]]\n..."; }
+ */
+const char *weir_job_plan(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,41 @@
+//! `weir build`: an operator component from sources in a language whose toolchain does not make
+//! components by itself (C), with the weir SDK of that language carried in this binary. Rust
+//! operators build with cargo (`cargo build --target wasm32-wasip2`).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum Language {
+    /// C with clang and wasi-libc (Debian: clang lld wasi-libc libclang-rt-dev-wasm32).
+    C,
+}
+
+#[derive(clap::Args)]
+pub struct BuildArgs {
+    /// The sources' language.
+    #[arg(long, value_enum)]
+    language: Language,
+    /// The component to write.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// A directory to search for headers; repeatable.
+    #[arg(short = 'I', long = "include")]
+    include: Vec<PathBuf>,
+    /// The operator sources, written against the SDK (`weir.h` for C).
+    #[arg(required = true)]
+    sources: Vec<PathBuf>,
+}
+
+pub fn build(args: BuildArgs) -> Result<()> {
+    match args.language {
+        Language::C => {
+            if let Err(e) = weir_guest_build::c::build(&args.sources, &args.include, &args.output) {
+                bail!("{e}");
+            }
+        }
+    }
+    eprintln!("Built `{}`", args.output.display());
+    Ok(())
+}

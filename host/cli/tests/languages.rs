@@ -1,0 +1,202 @@
+//! Operators in other languages than Rust, built from source as their authors build them: the
+//! C word count (`weir build --language c`) counts exactly at parallelism 2; C operators read
+//! the record framing's blocks, and their failures and panics fail the job with their message.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+
+use support::*;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `weir build --language c` of `sources` into `dir/name`.
+fn build_c(dir: &Path, name: &str, sources: &[PathBuf]) -> PathBuf {
+    let out = dir.join(name);
+    let mut args = vec![
+        "build".to_string(),
+        "--language".into(),
+        "c".into(),
+        "-o".into(),
+        out.display().to_string(),
+    ];
+    args.extend(sources.iter().map(|s| s.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, stdout, stderr) = weir(&args);
+    assert!(ok, "{stdout}{stderr}");
+    out
+}
+
+#[test]
+fn the_c_word_count_built_from_source_counts_every_word_at_parallelism_two() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let component = build_c(
+        dir.path(),
+        "wordcount-c.wasm",
+        &[root().join("examples/wordcount-c/wordcount.c")],
+    );
+    let text = read_passage().repeat(4);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("counts.txt");
+    // The component's own plan: parallelism 2, the words by key to two counting subtasks.
+    let (ok, out, err) = weir(&[
+        "run",
+        component.to_str().unwrap(),
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("count: records in"), "{err}");
+    assert_eq!(final_counts(&output), independent_word_count(&text));
+    // The manifest beside it runs the same job.
+    let manifest = std::fs::read_to_string(root().join("examples/wordcount-c/job.toml"))
+        .expect("manifest")
+        .replace(
+            "../../target/wordcount-c.wasm",
+            component.to_str().expect("utf-8 path"),
+        );
+    let job = dir.path().join("job.toml");
+    std::fs::write(&job, manifest).expect("manifest");
+    let again = dir.path().join("again.txt");
+    let (ok, out, err) = weir(&[
+        "run",
+        job.to_str().unwrap(),
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", again.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(final_counts(&again), independent_word_count(&text));
+}
+
+/// C operators of the tests: numbers in and out, and failures on purpose.
+const TEST_OPERATORS: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include "weir.h"
+
+static uint64_t u64_of(weir_bytes v) {
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | v.data[i];
+    return n;
+}
+
+static bool even(weir_bytes v) { return v.len == 8 && u64_of(v) % 2 == 0; }
+
+static int decimal(weir_ctx *ctx, weir_bytes v, weir_buffer *out) {
+    if (v.len != 8) return weir_fail(ctx, "expected 8 bytes, got %zu", v.len);
+    char text[24];
+    int n = snprintf(text, sizeof text, "%llu", (unsigned long long)u64_of(v));
+    return weir_buffer_push(out, text, (size_t)n);
+}
+
+static int refuse_boom(weir_ctx *ctx, weir_bytes v) {
+    if (v.len == 4 && memcmp(v.data, "boom", 4) == 0)
+        return weir_fail(ctx, "refusing the word `%.*s`", (int)v.len, (const char *)v.data);
+    return weir_emit(ctx, v);
+}
+
+static int panic_on_boom(weir_ctx *ctx, weir_bytes v) {
+    if (v.len == 4 && memcmp(v.data, "boom", 4) == 0) weir_panic("cannot go on after %s", "boom");
+    return weir_emit(ctx, v);
+}
+
+static int needs_config(weir_ctx *ctx) {
+    if (!weir_config("factor")) return weir_config_error(ctx, "`factor` is not set");
+    return 0;
+}
+
+WEIR_OPERATORS(
+    WEIR_FILTER("even", even),
+    WEIR_MAP("decimal", decimal),
+    WEIR_FLAT_MAP("refuse-boom", refuse_boom),
+    WEIR_FLAT_MAP("panic-on-boom", panic_on_boom),
+    WEIR_PROCESS("needs-config", .open = needs_config, .process = NULL)
+)
+"#;
+
+fn manifest(dir: &Path, component: &Path, source: &str, operators: &[&str]) -> PathBuf {
+    let mut text = format!("name = \"c-test\"\n{source}");
+    let mut input = "in".to_string();
+    for op in operators {
+        text.push_str(&format!(
+            "[[operator]]\nid = \"{op}\"\ncomponent = {:?}\ninput = \"{input}\"\n",
+            component.display().to_string()
+        ));
+        input = op.to_string();
+    }
+    text.push_str(&format!(
+        "[[sink]]\nid = \"out\"\nkind = \"file\"\npath = \"${{output}}\"\ninput = \"{input}\"\n"
+    ));
+    let path = dir.join(format!("{}.toml", operators.join("-")));
+    std::fs::write(&path, text).expect("manifest");
+    path
+}
+
+#[test]
+fn c_operators_read_blocks_and_fail_the_job_with_their_own_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let source = dir.path().join("ops.c");
+    std::fs::write(&source, TEST_OPERATORS).expect("source");
+    let component = build_c(dir.path(), "ops.wasm", &[source]);
+    let run = |manifest: &Path, output: &Path| {
+        let (ok, out, err) = weir(&[
+            "run",
+            manifest.to_str().unwrap(),
+            "--restart-attempts",
+            "0",
+            "--arg",
+            &format!("output={}", output.display()),
+        ]);
+        (ok, format!("{out}{err}"))
+    };
+
+    // 8-byte numbers travel in blocks: the filter and the map read them entry by entry.
+    let numbers = manifest(
+        dir.path(),
+        &component,
+        "[[source]]\nid = \"in\"\nkind = \"sequence\"\ncount = 10000\n",
+        &["even", "decimal"],
+    );
+    let output = dir.path().join("numbers.txt");
+    let (ok, said) = run(&numbers, &output);
+    assert!(ok, "{said}");
+    let got: Vec<u64> = std::fs::read_to_string(&output)
+        .expect("output")
+        .lines()
+        .map(|l| l.parse().expect("a number"))
+        .collect();
+    assert_eq!(got, (0..10000).filter(|n| n % 2 == 0).collect::<Vec<u64>>());
+
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "fine\nboom\nfine\n").expect("words");
+    let text_source = format!(
+        "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
+        words.display().to_string()
+    );
+    for (op, expected) in [
+        (
+            "refuse-boom",
+            "operator `refuse-boom` (subtask 0) of component `ops.wasm` failed: refusing the word `boom`",
+        ),
+        (
+            "panic-on-boom",
+            "operator `panic-on-boom` (subtask 0) of component `ops.wasm` panicked: cannot go on after boom",
+        ),
+        (
+            "needs-config",
+            "operator `needs-config` (subtask 0) of component `ops.wasm` rejected its configuration: `factor` is not set",
+        ),
+    ] {
+        let job = manifest(dir.path(), &component, &text_source, &[op]);
+        let (ok, said) = run(&job, &dir.path().join(format!("{op}.txt")));
+        assert!(!ok, "{op}: {said}");
+        assert!(said.contains(expected), "{op}: {said}");
+    }
+}
