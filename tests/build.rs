@@ -28,4 +28,25 @@ fn main() {
             guest("previous-wit", "previous_wit", "PREVIOUS_WIT"),
         ],
     );
+    // The word count in the other languages, built as their authors build them.
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("set by cargo"));
+    let c = out_dir.join("wordcount-c.wasm");
+    weir_guest_build::c::build(&[root.join("examples/wordcount-c/wordcount.c")], &[], &c)
+        .unwrap_or_else(|e| panic!("the C word count: {e} (bash .ci/setup installs clang)"));
+    let python = out_dir.join("wordcount-python.wasm");
+    weir_guest_build::python::build(
+        &root.join("examples/wordcount-python/wordcount.py"),
+        &python,
+    )
+    .unwrap_or_else(|e| {
+        panic!("the Python word count: {e} (bash .ci/setup installs componentize-py)")
+    });
+    let mut consts = std::fs::read_to_string(out_dir.join("guests.rs")).expect("guests.rs");
+    for (constant, path) in [("WORDCOUNT_C", &c), ("WORDCOUNT_PYTHON", &python)] {
+        consts.push_str(&format!(
+            "/// A word count component built from another language.\npub const {constant}: &str = {:?};\n",
+            path.display().to_string()
+        ));
+    }
+    std::fs::write(out_dir.join("guests.rs"), consts).expect("write guests.rs");
 }

@@ -1,5 +1,5 @@
 //! `weir build`: an operator component from sources in a language whose toolchain does not make
-//! components by itself (C), with the weir SDK of that language carried in this binary. Rust
+//! weir components by itself (C, Python), with the weir SDK of that language carried in this binary. Rust
 //! operators build with cargo (`cargo build --target wasm32-wasip2`).
 
 use std::path::PathBuf;
@@ -10,6 +10,8 @@ use anyhow::{Result, bail};
 pub enum Language {
     /// C with clang and wasi-libc (Debian: clang lld wasi-libc libclang-rt-dev-wasm32).
     C,
+    /// Python with componentize-py (PyPI: componentize-py==0.25.1); one module.
+    Python,
 }
 
 #[derive(clap::Args)]
@@ -23,7 +25,8 @@ pub struct BuildArgs {
     /// A directory to search for headers; repeatable.
     #[arg(short = 'I', long = "include")]
     include: Vec<PathBuf>,
-    /// The operator sources, written against the SDK (`weir.h` for C).
+    /// The operator sources, written against the SDK (`weir.h` for C, `import weir` for
+    /// Python: one module).
     #[arg(required = true)]
     sources: Vec<PathBuf>,
 }
@@ -32,6 +35,14 @@ pub fn build(args: BuildArgs) -> Result<()> {
     match args.language {
         Language::C => {
             if let Err(e) = weir_guest_build::c::build(&args.sources, &args.include, &args.output) {
+                bail!("{e}");
+            }
+        }
+        Language::Python => {
+            let [module] = args.sources.as_slice() else {
+                bail!("a Python operator is one module (others beside it are importable)");
+            };
+            if let Err(e) = weir_guest_build::python::build(module, &args.output) {
                 bail!("{e}");
             }
         }

@@ -200,3 +200,95 @@ fn c_operators_read_blocks_and_fail_the_job_with_their_own_message() {
         assert!(said.contains(expected), "{op}: {said}");
     }
 }
+
+/// `weir build --language python` of `module` into `dir/name`.
+fn build_python(dir: &Path, name: &str, module: &Path) -> PathBuf {
+    let out = dir.join(name);
+    let (ok, stdout, stderr) = weir(&[
+        "build",
+        "--language",
+        "python",
+        "-o",
+        out.to_str().unwrap(),
+        module.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    out
+}
+
+#[test]
+fn the_python_word_count_built_from_source_counts_every_word_at_parallelism_two() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let component = build_python(
+        dir.path(),
+        "wordcount-python.wasm",
+        &root().join("examples/wordcount-python/wordcount.py"),
+    );
+    let text = read_passage().repeat(4);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("counts.txt");
+    let (ok, out, err) = weir(&[
+        "run",
+        component.to_str().unwrap(),
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("job `wordcount-python` finished"), "{err}");
+    assert_eq!(final_counts(&output), independent_word_count(&text));
+}
+
+const PYTHON_OPERATORS: &str = r#"
+import weir
+
+@weir.flat_map("explode", text=True)
+def explode(line):
+    if line == "boom":
+        raise ValueError(f"cannot take {line}")
+    return [line]
+
+@weir.map("refuse", text=True)
+def refuse(line):
+    if line == "boom":
+        raise weir.OperatorError("refusing the word boom")
+    return line.upper()
+"#;
+
+#[test]
+fn a_python_exception_fails_the_job_with_its_type_message_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("ops.py");
+    std::fs::write(&module, PYTHON_OPERATORS).expect("module");
+    let component = build_python(dir.path(), "ops.wasm", &module);
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "fine\nboom\nfine\n").expect("words");
+    let source = format!(
+        "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
+        words.display().to_string()
+    );
+    // The message names the record's place in its batch (`record 1: `) when the batch held
+    // more than it.
+    for (op, expected) in [
+        ("explode", "ValueError: cannot take boom (at "),
+        ("refuse", "refusing the word boom"),
+    ] {
+        let job = manifest(dir.path(), &component, &source, &[op]);
+        let (ok, out, err) = weir(&[
+            "run",
+            job.to_str().unwrap(),
+            "--arg",
+            &format!("output={}", dir.path().join("out.txt").display()),
+        ]);
+        assert!(!ok, "{op}: {out}{err}");
+        assert!(
+            err.contains(&format!(
+                "operator `{op}` (subtask 0) of component `ops.wasm` failed: "
+            )),
+            "{op}: {err}"
+        );
+        assert!(err.contains(expected), "{op}: {err}");
+    }
+}

@@ -24,7 +24,7 @@ pub fn build(sources: &[PathBuf], include: &[PathBuf], output: &Path) -> Result<
     if sources.is_empty() {
         return Err("no C sources to build".into());
     }
-    let sdk = tempfile_dir("weir-c-sdk")?;
+    let sdk = temp_dir("weir-c-sdk")?;
     let result = build_in(&sdk, sources, include, output);
     let _ = std::fs::remove_dir_all(&sdk);
     result
@@ -104,7 +104,8 @@ pub fn componentize(module: &[u8]) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("cannot make a component of the compiled module: {e:#}"))
 }
 
-fn tempfile_dir(prefix: &str) -> Result<PathBuf, String> {
+/// A fresh directory under the system's temp directory.
+pub(crate) fn temp_dir(prefix: &str) -> Result<PathBuf, String> {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
