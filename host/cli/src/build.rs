@@ -1,5 +1,5 @@
 //! `weir build`: an operator component from sources in a language whose toolchain does not make
-//! weir components by itself (C, Python), with the weir SDK of that language carried in this binary. Rust
+//! weir components by itself (C, Python, JavaScript), with the weir SDK of that language carried in this binary. Rust
 //! operators build with cargo (`cargo build --target wasm32-wasip2`).
 
 use std::path::PathBuf;
@@ -12,6 +12,9 @@ pub enum Language {
     C,
     /// Python with componentize-py (PyPI: componentize-py==0.25.1); one module.
     Python,
+    /// JavaScript with componentize-js (npm: @bytecodealliance/componentize-js@0.23.0); one
+    /// module.
+    Js,
 }
 
 #[derive(clap::Args)]
@@ -35,6 +38,14 @@ pub fn build(args: BuildArgs) -> Result<()> {
     match args.language {
         Language::C => {
             if let Err(e) = weir_guest_build::c::build(&args.sources, &args.include, &args.output) {
+                bail!("{e}");
+            }
+        }
+        Language::Js => {
+            let [module] = args.sources.as_slice() else {
+                bail!("a JavaScript operator is one module");
+            };
+            if let Err(e) = weir_guest_build::js::build(module, &args.output) {
                 bail!("{e}");
             }
         }

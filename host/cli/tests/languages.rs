@@ -292,3 +292,85 @@ fn a_python_exception_fails_the_job_with_its_type_message_and_line() {
         assert!(err.contains(expected), "{op}: {err}");
     }
 }
+
+/// `weir build --language js` of `module` into `dir/name`.
+fn build_js(dir: &Path, name: &str, module: &Path) -> PathBuf {
+    let out = dir.join(name);
+    let (ok, stdout, stderr) = weir(&[
+        "build",
+        "--language",
+        "js",
+        "-o",
+        out.to_str().unwrap(),
+        module.to_str().unwrap(),
+    ]);
+    assert!(ok, "{stdout}{stderr}");
+    out
+}
+
+const JS_OPERATORS: &str = r#"
+weir.flatMap("explode", (line) => {
+  if (line === "boom") throw new RangeError(`cannot take ${line}`);
+  return [line];
+}, { text: true });
+
+weir.map("refuse", (line) => {
+  if (line === "boom") throw new weir.OperatorError("refusing the word boom");
+  return line.toUpperCase();
+}, { text: true });
+"#;
+
+#[test]
+fn the_javascript_word_count_counts_every_word_and_an_exception_fails_the_job_with_its_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let component = build_js(
+        dir.path(),
+        "wordcount-js.wasm",
+        &root().join("examples/wordcount-js/wordcount.js"),
+    );
+    let text = read_passage().repeat(4);
+    let input = dir.path().join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.path().join("counts.txt");
+    let (ok, out, err) = weir(&[
+        "run",
+        component.to_str().unwrap(),
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert!(err.contains("job `wordcount-js` finished"), "{err}");
+    assert_eq!(final_counts(&output), independent_word_count(&text));
+
+    let module = dir.path().join("ops.js");
+    std::fs::write(&module, JS_OPERATORS).expect("module");
+    let component = build_js(dir.path(), "ops.wasm", &module);
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "fine\nboom\nfine\n").expect("words");
+    let source = format!(
+        "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
+        words.display().to_string()
+    );
+    for (op, expected) in [
+        ("explode", "RangeError: cannot take boom (at "),
+        ("refuse", "refusing the word boom"),
+    ] {
+        let job = manifest(dir.path(), &component, &source, &[op]);
+        let (ok, out, err) = weir(&[
+            "run",
+            job.to_str().unwrap(),
+            "--arg",
+            &format!("output={}", dir.path().join("out.txt").display()),
+        ]);
+        assert!(!ok, "{op}: {out}{err}");
+        assert!(
+            err.contains(&format!(
+                "operator `{op}` (subtask 0) of component `ops.wasm` failed: "
+            )),
+            "{op}: {err}"
+        );
+        assert!(err.contains(expected), "{op}: {err}");
+    }
+}

@@ -9,6 +9,7 @@
 //! the tests measure and exercise optimized guests.
 
 pub mod c;
+pub mod js;
 pub mod python;
 
 use std::path::{Path, PathBuf};
