@@ -427,3 +427,36 @@ fn a_cancelled_job_stops_a_guest_that_waits_with_clocks_granted() {
     let failure = operator_failure(&err);
     assert_eq!(failure.kind, FailureKind::Cancelled);
 }
+
+/// What the `random` operator draws for three records, in an instance with `seed` (and real
+/// randomness when `granted`).
+fn draws(seed: u64, granted: bool) -> Vec<Vec<u8>> {
+    let mut spec = OperatorSpec::new("random");
+    spec.random_seed = seed;
+    spec.capabilities.random = granted;
+    let (mut chain, out) = open_specs(guests::HOSTILE, vec![spec]).expect("open");
+    for _ in 0..3 {
+        chain
+            .process_record(weir_framing::Record::value(b"x"))
+            .expect("process");
+    }
+    out.take_records().into_iter().map(|r| r.value).collect()
+}
+
+#[test]
+fn randomness_is_a_sequence_fixed_by_the_subtask_unless_granted() {
+    let first = draws(7, false);
+    assert_eq!(first.len(), 3);
+    assert_ne!(first[0], first[1], "each draw differs from the one before");
+    assert_eq!(
+        draws(7, false),
+        first,
+        "an attempt replaying the subtask draws the same"
+    );
+    assert_ne!(
+        draws(8, false),
+        first,
+        "another subtask draws other numbers"
+    );
+    assert_ne!(draws(7, true), draws(7, true), "granted randomness is real");
+}

@@ -373,4 +373,29 @@ fn the_javascript_word_count_counts_every_word_and_an_exception_fails_the_job_wi
         );
         assert!(err.contains(expected), "{op}: {err}");
     }
+
+    // Built by hand without `-d http fetch-event`, the component imports wasi:http: refused
+    // with the import and the flag named.
+    let app = dir.path().join("with-http.js");
+    let sdk = std::fs::read_to_string(root().join("guest-sdk/js/weir.js")).expect("sdk");
+    std::fs::write(&app, format!("{sdk}\n{JS_OPERATORS}")).expect("app");
+    let with_http = dir.path().join("with-http.wasm");
+    let built = std::process::Command::new("componentize-js")
+        .arg(&app)
+        .arg("--wit")
+        .arg(root().join("wit"))
+        .args(["--world-name", "job", "-o"])
+        .arg(&with_http)
+        .output()
+        .expect("componentize-js");
+    assert!(built.status.success(), "{built:?}");
+    let (ok, _, err) = weir(&["info", with_http.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "`with-http.wasm` imports `wasi:http/types@0.2.10`, which weir does not provide \
+             (componentize-js adds it unless built with `-d http fetch-event`"
+        ),
+        "{err}"
+    );
 }

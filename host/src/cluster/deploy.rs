@@ -235,6 +235,7 @@ pub(super) fn deploy(
                         limits: (*limits).clone(),
                         capabilities: Capabilities {
                             clocks: graph.grants.clocks,
+                            random: graph.grants.random,
                         },
                         mode: ExecutionMode::Batched,
                     },

@@ -178,6 +178,9 @@ pub struct JobGraph {
 pub struct Grants {
     /// Real clocks (without: clocks read zero, and a guest cannot wait).
     pub clocks: bool,
+    /// Real randomness (without: a sequence fixed by job and subtask).
+    #[serde(default)]
+    pub random: bool,
 }
 
 /// Sandbox limits a job sets for each of its operator subtasks, within the cluster's maximums.

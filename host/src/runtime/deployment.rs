@@ -227,7 +227,10 @@ mod tests {
                     },
                     config: vec![("factor".into(), "3".into())],
                     limits: Limits::default(),
-                    capabilities: Capabilities { clocks: true },
+                    capabilities: Capabilities {
+                        clocks: true,
+                        random: false,
+                    },
                     mode: ExecutionMode::PerRecord,
                 },
                 OperatorDescriptor::Native {

@@ -143,6 +143,7 @@ impl TaskExecutor {
                     spec.log_sink = job.log_sink.clone();
                     spec.cancel = Some(job.cancel.shared());
                     spec.memory_gauge = Some(metrics.guest_memory_gauge());
+                    spec.random_seed = random_seed(tdd.job, id, tdd.subtask);
                     Link::Wasm(loaded, spec)
                 }
                 OperatorDescriptor::Native { name } => Link::Native(name.clone()),
@@ -508,4 +509,14 @@ fn read_restore(
                 .collect()
         })
         .collect()
+}
+
+/// The seed of a subtask's randomness: the same for every attempt of the job's subtask, and
+/// different between jobs, operators and subtasks.
+fn random_seed(job: u64, operator: &str, subtask: u32) -> u64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("{job:016x}/{operator}/{subtask}"));
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }

@@ -40,11 +40,16 @@ impl Default for RuntimeConfig {
 }
 
 /// Capabilities a job grants its guests. Everything is denied unless granted: no files,
-/// sockets, environment or arguments are ever given; clocks read zero unless granted.
+/// sockets, environment or arguments are ever given; clocks read zero and randomness is a
+/// fixed sequence per subtask unless granted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Capabilities {
     /// Real wall-clock and monotonic clocks.
     pub clocks: bool,
+    /// Real randomness (`wasi:random`); without it a guest draws a sequence fixed by its job
+    /// and subtask, so a replay after a failure draws the same numbers.
+    #[serde(default)]
+    pub random: bool,
 }
 
 /// A component ready to instantiate: compiled, checked against the `weir:stream` world, linked.
@@ -254,13 +259,10 @@ impl WasmRuntime {
             });
         };
         let has_batch = exports.contains(&format!("weir:stream/batch@{version}"));
-        let pre =
-            self.linker
-                .instantiate_pre(&component)
-                .map_err(|e| LoadError::UnsupportedImport {
-                    component: name.to_string(),
-                    reason: format!("{e:#}"),
-                })?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| LoadError::unsupported_import(name, format!("{e:#}")))?;
         let broken = |e: wasmtime::Error| LoadError::WrongWorld {
             component: name.to_string(),
             expected: WIT_VERSION,

@@ -38,14 +38,45 @@ pub enum LoadError {
         expected: &'static str,
     },
     /// The component imports something the host does not provide.
-    #[error("`{component}` imports something weir does not provide: {reason}")]
-    UnsupportedImport { component: String, reason: String },
+    #[error("`{component}` imports `{import}`, which weir does not provide{hint}: {reason}")]
+    UnsupportedImport {
+        component: String,
+        /// The import, as the linker named it.
+        import: String,
+        /// What to do about it, for imports known to come from a build flag.
+        hint: String,
+        reason: String,
+    },
     /// Cranelift refused the component.
     #[error("cannot compile `{component}`: {reason}")]
     Compile { component: String, reason: String },
     /// The wasm engine could not be set up.
     #[error("cannot set up the wasm engine: {0}")]
     Engine(String),
+}
+
+impl LoadError {
+    /// The error of linking `component` when the linker refused it with `reason`.
+    pub(crate) fn unsupported_import(component: &str, reason: String) -> LoadError {
+        // The linker names the import in backquotes: "component imports instance `x`, ...".
+        let import = reason.split('`').nth(1).unwrap_or("an import").to_string();
+        let hint = if import.starts_with("wasi:http/") {
+            " (componentize-js adds it unless built with `-d http fetch-event`, as `weir build \
+             --language js` does; operators get no network)"
+        } else if import.starts_with("wasi:sockets/") {
+            " (operators get no network)"
+        } else if import.starts_with("weir:stream/") {
+            " (the component was built for a newer weir:stream than this host implements)"
+        } else {
+            ""
+        };
+        LoadError::UnsupportedImport {
+            component: component.to_string(),
+            import,
+            hint: hint.to_string(),
+            reason,
+        }
+    }
 }
 
 /// An operator instance failed. The instance is unusable afterwards; other instances, of this
@@ -175,5 +206,27 @@ pub(crate) fn preview(value: &[u8]) -> String {
             let hex: String = cut.iter().map(|b| format!("{b:02x}")).collect();
             format!("0x{hex}{more}, {} bytes", value.len())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unsupported_import_is_named_with_what_to_do_about_it() {
+        let reason = "component imports instance `wasi:http/types@0.2.10`, but a matching \
+                      implementation was not found in the linker: instance export `fields` has \
+                      the wrong type: resource implementation is missing";
+        let err = LoadError::unsupported_import("op.wasm", reason.into()).to_string();
+        assert!(
+            err.starts_with(
+                "`op.wasm` imports `wasi:http/types@0.2.10`, which weir does not provide \
+                 (componentize-js adds it unless built with `-d http fetch-event`"
+            ),
+            "{err}"
+        );
+        let err = LoadError::unsupported_import("op.wasm", "no backquotes".into()).to_string();
+        assert!(err.starts_with("`op.wasm` imports `an import`"), "{err}");
     }
 }

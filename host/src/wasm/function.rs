@@ -73,6 +73,7 @@ impl WasmFunction {
             log,
             spec.cancel.clone(),
             spec.memory_gauge.clone(),
+            spec.random_seed,
         );
 
         let fail = |kind| -> StreamError {
@@ -84,9 +85,7 @@ impl WasmFunction {
             }
             .into()
         };
-        let instance: Instance = component
-            .pre
-            .instantiate(&mut store)
+        let instance: Instance = instantiate(&component, &mut store)
             .map_err(|e| fail(FailureKind::Instantiate(format!("{e:#}"))))?;
         let guest = component
             .operator_indices
@@ -408,6 +407,7 @@ pub(crate) fn sandbox_store(
     log: Arc<GuestLog>,
     cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     memory_gauge: Option<Arc<std::sync::atomic::AtomicU64>>,
+    random_seed: u64,
 ) -> Store<OperatorStore> {
     let tick = runtime.epoch_tick();
     let deadline_ticks =
@@ -421,7 +421,7 @@ pub(crate) fn sandbox_store(
         interrupted: None,
         waits: Default::default(),
     };
-    let data = OperatorStore::new(limits, capabilities, log, clock, memory_gauge);
+    let data = OperatorStore::new(limits, capabilities, log, clock, memory_gauge, random_seed);
     let mut store = Store::new(runtime.engine(), data);
     store.limiter(|s| &mut s.limiter);
     // Woken every tick while a call runs: spends the call's budget and watches the cancel
@@ -492,4 +492,33 @@ pub(crate) fn trap_kind(
             None => FailureKind::Trap(format!("{trap:#}")),
         }
     }
+}
+
+/// Instantiates `component` in `store`, trying again when the kernel refused to seal the memfd
+/// of the module's initial memory image. Wasmtime makes that image (a sealed memfd) at the first
+/// instantiation of a module; sealing it for writes fails with EBUSY while any page of it still
+/// carries an extra reference, which pages freshly written into a memfd do for a moment under
+/// load (they wait in the kernel's per-CPU LRU batches). It was seen once in ~50 runs of 128
+/// SpiderMonkey instances starting at once on two cores. Wasmtime does not keep the failure, so
+/// the next attempt makes the image again.
+pub(crate) fn instantiate(
+    component: &LoadedComponent,
+    store: &mut Store<OperatorStore>,
+) -> wasmtime::Result<Instance> {
+    const ATTEMPTS: u32 = 4;
+    let mut attempt = 1;
+    loop {
+        match component.pre.instantiate(&mut *store) {
+            Err(e) if attempt < ATTEMPTS && is_memfd_seal_race(&e) => {
+                std::thread::sleep(std::time::Duration::from_millis(5 << attempt));
+                attempt += 1;
+            }
+            result => return result,
+        }
+    }
+}
+
+fn is_memfd_seal_race(e: &wasmtime::Error) -> bool {
+    e.chain()
+        .any(|cause| cause.to_string().contains("cannot add seals to the memfd"))
 }

@@ -91,7 +91,7 @@ pub fn describe_job(
     });
     let log = GuestLog::new("plan".into(), limits.max_log_bytes, log);
     let deadline = limits.call_deadline;
-    let mut store = sandbox_store(runtime, limits, Capabilities::default(), log, None, None);
+    let mut store = sandbox_store(runtime, limits, Capabilities::default(), log, None, None, 0);
     let trapped = |store: &mut wasmtime::Store<super::store::OperatorStore>, e: wasmtime::Error| {
         store.data().log.flush_partial();
         let kind = match store.data_mut().downstream.take() {
@@ -104,7 +104,7 @@ pub fn describe_job(
             kind,
         }
     };
-    let instance = match component.pre.instantiate(&mut store) {
+    let instance = match super::function::instantiate(component, &mut store) {
         Ok(instance) => instance,
         Err(e) => return Err(trapped(&mut store, e)),
     };

@@ -39,6 +39,9 @@ pub struct OperatorSpec {
     pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// Where the instance's linear memory size is added (its task's gauge, for metrics).
     pub memory_gauge: Option<Arc<std::sync::atomic::AtomicU64>>,
+    /// Seeds the instance's randomness when it is not granted real randomness: fixed by the
+    /// job, the operator and the subtask, the same in every attempt.
+    pub random_seed: u64,
 }
 
 impl OperatorSpec {
@@ -60,6 +63,7 @@ impl OperatorSpec {
             log_sink: Arc::new(StderrLog),
             cancel: None,
             memory_gauge: None,
+            random_seed: 0,
         }
     }
 

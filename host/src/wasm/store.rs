@@ -187,6 +187,7 @@ impl OperatorStore {
         log: Arc<GuestLog>,
         clock: CallClock,
         memory_gauge: Option<Arc<std::sync::atomic::AtomicU64>>,
+        random_seed: u64,
     ) -> Self {
         let mut wasi = WasiCtxBuilder::new();
         wasi.stdout(GuestStdio::stdout(log.clone()))
@@ -196,6 +197,15 @@ impl OperatorStore {
             .allow_udp(false);
         if !capabilities.clocks {
             wasi.wall_clock(ZeroClock).monotonic_clock(ZeroClock);
+        }
+        if !capabilities.random {
+            use rand::SeedableRng;
+            // Both of WASI's generators and the seed a guest asks for follow from the one seed,
+            // so an attempt that replays records draws what the failed one drew.
+            const INSECURE: u64 = 0x9e37_79b9_7f4a_7c15;
+            wasi.secure_random(rand::rngs::StdRng::seed_from_u64(random_seed))
+                .insecure_random(rand::rngs::StdRng::seed_from_u64(random_seed ^ INSECURE))
+                .insecure_random_seed(u128::from(random_seed) << 64 | u128::from(INSECURE));
         }
         OperatorStore {
             wasi: wasi.build(),

@@ -234,9 +234,11 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
         for capability in &t.capabilities {
             match capability.as_str() {
                 "clocks" => grants.clocks = true,
+                "random" => grants.random = true,
                 other => {
                     return Err(invalid(format!(
-                        "tenant `{}`: unknown capability `{other}` (there is `clocks`)",
+                        "tenant `{}`: unknown capability `{other}` (there are `clocks` and \
+                         `random`)",
                         t.name
                     )));
                 }

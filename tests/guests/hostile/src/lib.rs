@@ -249,4 +249,15 @@ weir_sdk::export_operators! {
     "recurse" => map(|_: Vec<u8>| recurse(u64::MAX).to_le_bytes().to_vec()).input(Bytes).output(Bytes),
     "flood" => map(flood).input(Bytes).output(Bytes),
     "hoard" => keyed_process(Hoard::default()).input(Text).output(Text),
+    "random" => map(random_draw).input(Bytes).output(Bytes),
+}
+
+/// Eight bytes that depend on the instance's randomness: a hash under the random keys std
+/// draws from WASI for every new `RandomState`.
+fn random_draw(_: Vec<u8>) -> Vec<u8> {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new()
+        .hash_one(42u64)
+        .to_le_bytes()
+        .to_vec()
 }
