@@ -4,6 +4,7 @@
 
 mod chain;
 mod cluster;
+mod languages;
 mod native;
 mod nexmark;
 mod noisy;
@@ -39,6 +40,8 @@ enum Bench {
     NoisyNeighbour(noisy::NoisyArgs),
     /// The Nexmark queries on generated events: events/s and peak RSS per query.
     Nexmark(nexmark::NexmarkArgs),
+    /// An operator in Rust, C, Python and JavaScript: ns per record, start time, memory.
+    Languages(languages::LanguagesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +51,7 @@ fn main() -> std::process::ExitCode {
         Bench::Cluster(args) => cluster::run_bench(&args),
         Bench::NoisyNeighbour(args) => noisy::run_bench(&args),
         Bench::Nexmark(args) => nexmark::run(&args),
+        Bench::Languages(args) => languages::run_bench(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
