@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "bindings/job.h"
+#include "state_cache.h"
 
 extern const weir_operator weir_operators[];
 __attribute__((weak)) const char *weir_job_plan(void);
@@ -46,28 +47,21 @@ static char **config_values = NULL;
 static size_t config_len = 0;
 static weir_buffer batch_out;
 static weir_buffer scratch;
-static job_list_u8_t last_get = {0};
 
 /* ---- buffers ---- */
 
-int weir_buffer_push(weir_buffer *b, const void *data, size_t len) {
-    if (b->cap - b->len < len) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len < len) {
-            if (cap > SIZE_MAX / 2) return -1;
-            cap *= 2;
-        }
-        uint8_t *grown = realloc(b->data, cap);
-        if (!grown) return -1;
-        b->data = grown;
-        b->cap = cap;
+int weir__buffer_grow(weir_buffer *b, size_t len) {
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap - b->len < len) {
+        if (cap > SIZE_MAX / 2) return -1;
+        cap *= 2;
     }
-    if (len) memcpy(b->data + b->len, data, len);
-    b->len += len;
+    uint8_t *grown = realloc(b->data, cap);
+    if (!grown) return -1;
+    b->data = grown;
+    b->cap = cap;
     return 0;
 }
-
-int weir_buffer_push_byte(weir_buffer *b, uint8_t byte) { return weir_buffer_push(b, &byte, 1); }
 
 void weir_buffer_clear(weir_buffer *b) { b->len = 0; }
 
@@ -143,6 +137,8 @@ _Noreturn void weir_panic(const char *format, ...) {
 
 static void out_of_memory(void) { weir_panic("out of memory"); }
 
+void weir__panic_oom(void) { out_of_memory(); }
+
 /* ---- the record framing ---- */
 
 static void put_u32(uint8_t *at, uint32_t v) {
@@ -163,8 +159,67 @@ static int64_t get_i64(const uint8_t *at) {
     return (int64_t)v;
 }
 
+/* The block at the end of `batch_out`, which a record of its shape may join. */
+static struct {
+    bool open;
+    size_t start;
+    uint8_t flags;
+    size_t key_len;
+    size_t value_len;
+    uint32_t body;
+} block;
+
+enum { BLOCK_MAX_FIELD = 32, BLOCK_MAX_BYTES = 4096 };
+
+/* Appends `r` to the block at the end of `b`, or starts one: records of one shape in a row
+ * share a block, framed once (what the Rust SDK's BatchWriter does), so the host checks and
+ * counts a block rather than each record. */
+static int write_blocked(weir_buffer *b, const weir_record *r) {
+    uint8_t flags = (uint8_t)((r->has_timestamp ? FLAG_TIMESTAMP : 0) | (r->has_key ? FLAG_KEY : 0));
+    size_t key_len = r->has_key ? r->key.len : 0;
+    size_t entry = (r->has_timestamp ? 8 : 0) + key_len + r->value.len;
+    bool joins = block.open && block.flags == flags && block.key_len == key_len &&
+                 block.value_len == r->value.len && b->len - block.start < BLOCK_MAX_BYTES;
+    if (!joins) {
+        uint8_t head[4 + 1 + 4 + 4];
+        size_t n = 4;
+        head[n++] = flags | FLAG_BLOCK;
+        if (r->has_key) {
+            put_u32(head + n, (uint32_t)key_len);
+            n += 4;
+        }
+        put_u32(head + n, (uint32_t)r->value.len);
+        n += 4;
+        put_u32(head, (uint32_t)(n - 4));
+        block.body = (uint32_t)(n - 4);
+        block.open = true;
+        block.start = b->len;
+        block.flags = flags;
+        block.key_len = key_len;
+        block.value_len = r->value.len;
+        if (weir_buffer_push(b, head, n)) return -1;
+    }
+    if (r->has_timestamp) {
+        uint8_t ts[8];
+        uint64_t t = (uint64_t)r->timestamp;
+        for (int i = 0; i < 8; i++) ts[i] = (uint8_t)(t >> (8 * i));
+        if (weir_buffer_push(b, ts, 8)) return -1;
+    }
+    if (r->has_key && weir_buffer_push(b, r->key.data, key_len)) return -1;
+    if (weir_buffer_push(b, r->value.data, r->value.len)) return -1;
+    block.body += (uint32_t)entry;
+    /* wasm is little-endian: the length field is the u32 as it lies in memory. */
+    __builtin_memcpy(b->data + block.start, &block.body, 4);
+    return 0;
+}
+
 /* Appends one record (not a block) to `b`. */
 static int write_record(weir_buffer *b, const weir_record *r) {
+    if (b == &batch_out && r->value.len >= 1 && r->value.len <= BLOCK_MAX_FIELD &&
+        (!r->has_key || r->key.len <= BLOCK_MAX_FIELD)) {
+        return write_blocked(b, r);
+    }
+    if (b == &batch_out) block.open = false;
     size_t body = 1 + (r->has_timestamp ? 8 : 0) + (r->has_key ? 4 + r->key.len : 0) + r->value.len;
     if (body > UINT32_MAX) return -1;
     uint8_t head[1 + 4 + 8 + 4];
@@ -337,27 +392,15 @@ static job_list_u8_t key_of(weir_ctx *ctx) {
 }
 
 bool weir_value_get(weir_ctx *ctx, weir_state state, weir_bytes *value) {
-    job_list_u8_free(&last_get);
-    job_list_u8_t key = key_of(ctx);
-    if (!weir_stream_keyed_state_value_get(state, &key, &last_get)) {
-        last_get.ptr = NULL;
-        last_get.len = 0;
-        return false;
-    }
-    value->data = last_get.ptr;
-    value->len = last_get.len;
-    return true;
+    return weir__state_get(state, ctx->key.data, ctx->key.len, &value->data, &value->len);
 }
 
 void weir_value_set(weir_ctx *ctx, weir_state state, weir_bytes value) {
-    job_list_u8_t key = key_of(ctx);
-    job_list_u8_t v = {(uint8_t *)value.data, value.len};
-    weir_stream_keyed_state_value_set(state, &key, &v);
+    weir__state_set(state, ctx->key.data, ctx->key.len, value.data, value.len);
 }
 
 void weir_value_clear(weir_ctx *ctx, weir_state state) {
-    job_list_u8_t key = key_of(ctx);
-    weir_stream_keyed_state_value_clear(state, &key);
+    weir__state_clear(state, ctx->key.data, ctx->key.len);
 }
 
 void weir_timer_register(weir_ctx *ctx, weir_time_domain domain, int64_t timestamp) {
@@ -540,18 +583,39 @@ static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *reco
                   job_list_u8_t *ret, wit_error *err) {
     reader rd = {records->ptr, records->len, 0, NULL, 0, 0, 0, 0};
     weir_buffer_clear(&batch_out);
+    block.open = false;
     weir_ctx ctx = {0};
     weir_record r;
     const char *bad = NULL;
     uint32_t index = 0;
     int more;
-    while ((more = next_record(&rd, &r, &bad)) == 1) {
-        if (run_record(f, &r, &batch_out, &ctx)) {
-            job_list_u8_free(records);
-            to_wit(&ctx, index, err);
-            return false;
+    if (f == weir__map) {
+        /* A map's loop without the general path's layers: the function, then its output
+         * straight into the batch (in blocks when the outputs are of one width). */
+        weir_map_fn map = (weir_map_fn)operator_->function;
+        ctx.batch = &batch_out;
+        while ((more = next_record(&rd, &r, &bad)) == 1) {
+            ctx.has_timestamp = r.has_timestamp;
+            ctx.timestamp = r.timestamp;
+            scratch.len = 0;
+            if (map(&ctx, r.value, &scratch)) {
+                job_list_u8_free(records);
+                to_wit(&ctx, index, err);
+                return false;
+            }
+            weir_record out = {{scratch.data, scratch.len}, false, {0}, r.has_timestamp, r.timestamp};
+            if (write_record(&batch_out, &out)) out_of_memory();
+            index++;
         }
-        index++;
+    } else {
+        while ((more = next_record(&rd, &r, &bad)) == 1) {
+            if (run_record(f, &r, &batch_out, &ctx)) {
+                job_list_u8_free(records);
+                to_wit(&ctx, index, err);
+                return false;
+            }
+            index++;
+        }
     }
     job_list_u8_free(records);
     if (more < 0) {
@@ -625,6 +689,8 @@ bool exports_weir_stream_operator_snapshot_state(job_list_u8_t *ret, wit_error *
         to_wit(&ctx, 0, err);
         return false;
     }
+    /* The host snapshots keyed state right after this returns: it must hold every write. */
+    weir__state_cache_flush();
     ret->ptr = state.data;
     ret->len = state.len;
     return true;
@@ -649,7 +715,9 @@ bool exports_weir_stream_operator_restore_state(job_list_u8_t *state, wit_error 
 bool exports_weir_stream_operator_close(wit_error *err) {
     if (!operator_) return not_open(err);
     weir_ctx ctx = {0};
-    if (operator_->close && operator_->close(&ctx)) {
+    int failed = operator_->close && operator_->close(&ctx);
+    weir__state_cache_flush();
+    if (failed) {
         to_wit(&ctx, 0, err);
         return false;
     }

@@ -55,9 +55,22 @@ typedef struct {
     size_t cap;
 } weir_buffer;
 
-/* Appends bytes; -1 if memory ran out. */
-int weir_buffer_push(weir_buffer *buffer, const void *data, size_t len);
-int weir_buffer_push_byte(weir_buffer *buffer, uint8_t byte);
+/* Makes room for `len` more bytes; -1 if memory ran out. */
+int weir__buffer_grow(weir_buffer *buffer, size_t len);
+
+/* Appends bytes; -1 if memory ran out. Inline: operators push a few bytes per record. */
+static inline int weir_buffer_push(weir_buffer *buffer, const void *data, size_t len) {
+    if (buffer->cap - buffer->len < len && weir__buffer_grow(buffer, len)) return -1;
+    if (len) __builtin_memcpy(buffer->data + buffer->len, data, len);
+    buffer->len += len;
+    return 0;
+}
+
+static inline int weir_buffer_push_byte(weir_buffer *buffer, uint8_t byte) {
+    if (buffer->cap == buffer->len && weir__buffer_grow(buffer, 1)) return -1;
+    buffer->data[buffer->len++] = byte;
+    return 0;
+}
 void weir_buffer_clear(weir_buffer *buffer);
 void weir_buffer_free(weir_buffer *buffer);
 

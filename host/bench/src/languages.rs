@@ -37,6 +37,9 @@ pub struct LanguagesArgs {
     /// Instances opened for the start time and memory per instance.
     #[arg(long, default_value_t = 20)]
     pub instances: usize,
+    /// Only these languages (comma separated: rust, c, python, js).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -316,12 +319,19 @@ pub fn run_bench(args: &LanguagesArgs) -> Result<()> {
 fn run_in(args: &LanguagesArgs, dir: &Path) -> Result<()> {
     let sources = Path::new(env!("CARGO_MANIFEST_DIR")).join("guests");
     let built = |name: &str| dir.join(format!("bench-{name}.wasm"));
-    weir_guest_build::c::build(&[sources.join("bench.c")], &[], &built("c"))
-        .map_err(anyhow::Error::msg)?;
-    weir_guest_build::python::build(&sources.join("bench.py"), &built("python"))
-        .map_err(anyhow::Error::msg)?;
-    weir_guest_build::js::build(&sources.join("bench.js"), &built("js"))
-        .map_err(anyhow::Error::msg)?;
+    let wanted = |name: &str| args.only.is_empty() || args.only.iter().any(|l| l == name);
+    if wanted("c") {
+        weir_guest_build::c::build(&[sources.join("bench.c")], &[], &built("c"))
+            .map_err(anyhow::Error::msg)?;
+    }
+    if wanted("python") {
+        weir_guest_build::python::build(&sources.join("bench.py"), &built("python"))
+            .map_err(anyhow::Error::msg)?;
+    }
+    if wanted("js") {
+        weir_guest_build::js::build(&sources.join("bench.js"), &built("js"))
+            .map_err(anyhow::Error::msg)?;
+    }
     let languages = [
         Language {
             name: "rust",
@@ -354,6 +364,9 @@ fn run_in(args: &LanguagesArgs, dir: &Path) -> Result<()> {
     ];
     let runtime = WasmRuntime::new(RuntimeConfig::default())?;
     for language in &languages {
+        if !wanted(language.name) {
+            continue;
+        }
         let records = if language.interpreted {
             args.interpreted_records
         } else {

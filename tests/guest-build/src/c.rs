@@ -9,6 +9,8 @@ use std::process::Command;
 
 const WEIR_H: &str = include_str!("../../../guest-sdk/c/weir.h");
 const WEIR_C: &str = include_str!("../../../guest-sdk/c/weir.c");
+const STATE_CACHE_H: &str = include_str!("../../../guest-sdk/c/state_cache.h");
+const STATE_CACHE_C: &str = include_str!("../../../guest-sdk/c/state_cache.c");
 const JOB_H: &str = include_str!("../../../guest-sdk/c/bindings/job.h");
 const JOB_C: &str = include_str!("../../../guest-sdk/c/bindings/job.c");
 const JOB_TYPE: &[u8] = include_bytes!("../../../guest-sdk/c/bindings/job_component_type.o");
@@ -46,6 +48,8 @@ fn build_in(
     };
     write("weir.h", WEIR_H.as_bytes())?;
     let weir_c = write("weir.c", WEIR_C.as_bytes())?;
+    write("state_cache.h", STATE_CACHE_H.as_bytes())?;
+    let state_cache_c = write("state_cache.c", STATE_CACHE_C.as_bytes())?;
     write("bindings/job.h", JOB_H.as_bytes())?;
     let job_c = write("bindings/job.c", JOB_C.as_bytes())?;
     let job_type = write("bindings/job_component_type.o", JOB_TYPE)?;
@@ -54,7 +58,11 @@ fn build_in(
     cmd.args([
         "--target=wasm32-wasi",
         "-mexec-model=reactor",
-        "-O2",
+        "-O3",
+        // The SDK's per-record calls inline into the operator's loop.
+        "-flto",
+        // memory.copy and memory.fill for memcpy and memset of any size.
+        "-mbulk-memory",
         "-std=c11",
         "-Wall",
         "-Wno-unused-function",
@@ -66,6 +74,7 @@ fn build_in(
     }
     cmd.args(sources)
         .arg(&weir_c)
+        .arg(&state_cache_c)
         .arg(&job_c)
         .arg(&job_type)
         .arg("-o")
