@@ -41,8 +41,17 @@ fn main() {
     .unwrap_or_else(|e| {
         panic!("the Python word count: {e} (bash .ci/setup installs componentize-py)")
     });
+    let js = out_dir.join("wordcount-js.wasm");
+    weir_guest_build::js::build(&root.join("examples/wordcount-js/wordcount.js"), &js)
+        .unwrap_or_else(|e| {
+            panic!("the JavaScript word count: {e} (bash .ci/setup installs componentize-js)")
+        });
     let mut consts = std::fs::read_to_string(out_dir.join("guests.rs")).expect("guests.rs");
-    for (constant, path) in [("WORDCOUNT_C", &c), ("WORDCOUNT_PYTHON", &python)] {
+    for (constant, path) in [
+        ("WORDCOUNT_C", &c),
+        ("WORDCOUNT_PYTHON", &python),
+        ("WORDCOUNT_JS", &js),
+    ] {
         consts.push_str(&format!(
             "/// A word count component built from another language.\npub const {constant}: &str = {:?};\n",
             path.display().to_string()

@@ -17,6 +17,7 @@ import {
   valueGet,
   valueSet,
   valueClear,
+  valueWriteBatch,
 } from "weir:stream/keyed-state@0.2.3";
 import {
   register as registerTimer,
@@ -154,19 +155,105 @@ function readBatch(batch, each) {
   }
 }
 
+// A write-back cache of keyed value state: a call into the host costs far more than a Map
+// lookup, so reads seen once are served from here, writes stay here, and the dirty entries go to
+// the host in one `valueWriteBatch` per state before `snapshotState` returns, at `close`, and
+// when the cache outgrows its bound. The host reads keyed state only when it snapshots it.
+const CACHE_ENTRIES = 1 << 16;
+const MAX_CACHED_KEY = 1024;
+const MAX_CACHED_VALUE = 64 << 10;
+/** state id -> Map(key as latin1 string -> { key, value (undefined: cleared), dirty }) */
+const cache = new Map();
+let cached = 0;
+
+/** A key's bytes as a string of char codes 0-255, a Map key (one call, no loop in JS). */
+function cacheKey(key) {
+  return String.fromCharCode.apply(null, key);
+}
+
+function flushState() {
+  for (const [id, entries] of cache) {
+    const sets = new Writer();
+    const clears = new Writer();
+    let any = false;
+    for (const entry of entries.values()) {
+      if (!entry.dirty) continue;
+      any = true;
+      entry.dirty = false;
+      if (entry.value === undefined) clears.record(new Uint8Array(0), entry.key, undefined);
+      else sets.record(entry.value, entry.key, undefined);
+    }
+    if (any) valueWriteBatch(id, sets.take(), clears.take());
+  }
+  if (cached > CACHE_ENTRIES) {
+    cache.clear();
+    cached = 0;
+  }
+}
+
+function entriesOf(id) {
+  let entries = cache.get(id);
+  if (entries === undefined) {
+    entries = new Map();
+    cache.set(id, entries);
+  }
+  return entries;
+}
+
 /** Keyed value state, held and checkpointed by the host, scoped to the current key. */
 class ValueState {
   constructor(id) {
     this.id = id;
   }
   get(ctx) {
-    return valueGet(this.id, ctx.stateKey());
+    const key = ctx.stateKey();
+    if (key.length > MAX_CACHED_KEY) return valueGet(this.id, key);
+    const entries = entriesOf(this.id);
+    const k = cacheKey(key);
+    const entry = entries.get(k);
+    if (entry !== undefined) return entry.value;
+    const value = valueGet(this.id, key);
+    if (cached >= CACHE_ENTRIES) flushState();
+    entriesOf(this.id).set(k, { key: key.slice(), value, dirty: false });
+    cached++;
+    return value;
   }
   set(ctx, value) {
-    valueSet(this.id, ctx.stateKey(), asBytes(value));
+    const key = ctx.stateKey();
+    const bytes = asBytes(value);
+    const entries = entriesOf(this.id);
+    if (key.length > MAX_CACHED_KEY || bytes.length > MAX_CACHED_VALUE) {
+      if (key.length <= MAX_CACHED_KEY) entries.delete(cacheKey(key));
+      valueSet(this.id, key, bytes);
+      return;
+    }
+    const k = cacheKey(key);
+    const entry = entries.get(k);
+    if (entry !== undefined) {
+      entry.value = bytes.slice();
+      entry.dirty = true;
+      return;
+    }
+    if (cached >= CACHE_ENTRIES) flushState();
+    entriesOf(this.id).set(k, { key: key.slice(), value: bytes.slice(), dirty: true });
+    cached++;
   }
   clear(ctx) {
-    valueClear(this.id, ctx.stateKey());
+    const key = ctx.stateKey();
+    if (key.length > MAX_CACHED_KEY) {
+      valueClear(this.id, key);
+      return;
+    }
+    const k = cacheKey(key);
+    const entries = entriesOf(this.id);
+    const entry = entries.get(k);
+    if (entry !== undefined) {
+      entry.value = undefined;
+      entry.dirty = true;
+      return;
+    }
+    entries.set(k, { key: key.slice(), value: undefined, dirty: true });
+    cached++;
   }
 }
 
@@ -239,6 +326,73 @@ function toWit(e, index, records) {
 function guarded(f) {
   try {
     return f();
+  } catch (e) {
+    throw toWit(e, 0, 1);
+  }
+}
+
+/** The values of a batch whose records all lack key and time (views into it, no object per
+ * record), or undefined for any other batch. */
+function plainValues(batch) {
+  const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
+  const end = batch.length;
+  const values = [];
+  let pos = 0;
+  while (pos < end) {
+    if (end - pos < 5) return undefined;
+    const body = view.getUint32(pos, true);
+    const flags = batch[pos + 4];
+    const stop = pos + 4 + body;
+    if (body < 1 || stop > end || (flags & ~FLAG_BLOCK) !== 0) return undefined;
+    if (flags & FLAG_BLOCK) {
+      const width = view.getUint32(pos + 5, true);
+      if (width === 0 || (stop - pos - 9) % width !== 0) return undefined;
+      for (let q = pos + 9; q < stop; q += width) values.push(batch.subarray(q, q + width));
+    } else {
+      values.push(batch.subarray(pos + 5, stop));
+    }
+    pos = stop;
+  }
+  return values;
+}
+
+/** Values without key or time: one block when they share a width, records otherwise. */
+function writeValues(values) {
+  const out = new Writer();
+  if (values.length === 0) return out.take();
+  const width = values[0].length;
+  let uniform = width > 0 && width <= 1 << 16;
+  for (let i = 1; uniform && i < values.length; i++) uniform = values[i].length === width;
+  if (!uniform) {
+    for (const v of values) out.record(v, undefined, undefined);
+    return out.take();
+  }
+  const body = 1 + 4 + width * values.length;
+  out.reserve(4 + body);
+  out.view.setUint32(0, body, true);
+  out.buf[4] = FLAG_BLOCK;
+  out.view.setUint32(5, width, true);
+  let p = 9;
+  for (const v of values) {
+    out.buf.set(v, p);
+    p += width;
+  }
+  out.len = p;
+  return out.take();
+}
+
+/** A map, filter or flat map over values without key or time: one call per value and nothing
+ * else per value. */
+function plainBatch(op, values) {
+  const f = op.f;
+  const text = instance.text;
+  const inputs = text ? values.map((v) => decoder.decode(v)) : values;
+  try {
+    if (op.kind === "map") return writeValues(inputs.map((v) => asBytes(f(v))));
+    if (op.kind === "filter") return writeValues(values.filter((_, i) => f(inputs[i])));
+    const results = [];
+    for (const v of inputs) for (const item of f(v)) results.push(asBytes(item));
+    return writeValues(results);
   } catch (e) {
     throw toWit(e, 0, 1);
   }
@@ -357,7 +511,10 @@ export const operator = {
   },
   snapshotState() {
     const op = instance.op;
-    return typeof op.snapshot === "function" ? asBytes(guarded(() => op.snapshot())) : new Uint8Array(0);
+    const own = typeof op.snapshot === "function" ? asBytes(guarded(() => op.snapshot())) : new Uint8Array(0);
+    // The host snapshots keyed state right after this returns: it must hold every write.
+    flushState();
+    return own;
   },
   restoreState(state) {
     const op = instance.op;
@@ -365,12 +522,21 @@ export const operator = {
   },
   close() {
     const op = instance.op;
-    if (typeof op.close === "function") direct((ctx) => op.close(ctx));
+    try {
+      if (typeof op.close === "function") direct((ctx) => op.close(ctx));
+    } finally {
+      flushState();
+    }
   },
 };
 
 export const batch = {
   processBatch(records) {
+    const op = instance.op;
+    if (op !== undefined && (op.kind === "map" || op.kind === "filter" || op.kind === "flatMap")) {
+      const values = plainValues(records);
+      if (values !== undefined) return plainBatch(op, values);
+    }
     return runBatch(records, false, false);
   },
 };

@@ -68,6 +68,36 @@ class ConfigError(OperatorError):
     """The operator's configuration cannot be used."""
 
 
+# A write-back cache of keyed value state: a call into the host costs far more than a dict
+# lookup, so reads seen once are served from here, writes stay here, and the dirty entries go to
+# the host in one `value-write-batch` per state before `snapshot-state` returns, at `close`, and
+# when the cache outgrows its bound. The host reads keyed state only when it snapshots it.
+_cache = {}
+_dirty = set()
+_CACHE_ENTRIES = 1 << 16
+_MAX_CACHED_KEY = 1024
+_MAX_CACHED_VALUE = 64 << 10
+
+
+def _flush():
+    by_state = {}
+    for state_id, key in _dirty:
+        by_state.setdefault(state_id, []).append(key)
+    for state_id, keys in by_state.items():
+        sets = bytearray()
+        clears = bytearray()
+        for key in keys:
+            value = _cache[(state_id, key)]
+            if value is None:
+                _write(clears, b"", key, None)
+            else:
+                _write(sets, value, key, None)
+        keyed_state.value_write_batch(state_id, bytes(sets), bytes(clears))
+    _dirty.clear()
+    if len(_cache) > _CACHE_ENTRIES:
+        _cache.clear()
+
+
 class ValueState:
     """Keyed value state, held and checkpointed by the host, scoped to the current key."""
 
@@ -75,13 +105,42 @@ class ValueState:
         self._id = state_id
 
     def get(self, ctx):
-        return keyed_state.value_get(self._id, ctx._state_key())
+        key = ctx._state_key()
+        entry = (self._id, key)
+        try:
+            return _cache[entry]
+        except KeyError:
+            value = keyed_state.value_get(self._id, key)
+            if len(key) <= _MAX_CACHED_KEY:
+                if len(_cache) >= _CACHE_ENTRIES:
+                    _flush()
+                    _cache.clear()
+                _cache[entry] = value
+            return value
 
     def set(self, ctx, value):
-        keyed_state.value_set(self._id, ctx._state_key(), _as_bytes(value))
+        key = ctx._state_key()
+        value = _as_bytes(value)
+        if len(key) > _MAX_CACHED_KEY or len(value) > _MAX_CACHED_VALUE:
+            _cache.pop((self._id, key), None)
+            _dirty.discard((self._id, key))
+            keyed_state.value_set(self._id, key, value)
+            return
+        if len(_cache) >= _CACHE_ENTRIES:
+            _flush()
+            _cache.clear()
+        entry = (self._id, key)
+        _cache[entry] = value
+        _dirty.add(entry)
 
     def clear(self, ctx):
-        keyed_state.value_clear(self._id, ctx._state_key())
+        key = ctx._state_key()
+        if len(key) > _MAX_CACHED_KEY:
+            keyed_state.value_clear(self._id, key)
+            return
+        entry = (self._id, key)
+        _cache[entry] = None
+        _dirty.add(entry)
 
 
 class Context:
@@ -137,6 +196,8 @@ class _Emitted:
 
 
 def _as_bytes(value):
+    if type(value) is bytes:
+        return value
     if isinstance(value, (bytes, bytearray, memoryview)):
         return bytes(value)
     if isinstance(value, str):
@@ -159,6 +220,46 @@ def _write(out, value, key, timestamp):
     for part in parts:
         out.extend(part)
     out.extend(value)
+
+
+def _write_values(out, values):
+    """Values without key or time: one block when they share a width, records otherwise."""
+    if not values:
+        return
+    width = len(values[0])
+    if 0 < width <= 1 << 16 and all(len(v) == width for v in values):
+        entries = b"".join(values)
+        out.extend(_header.pack(1 + 4 + len(entries), _FLAG_BLOCK))
+        out.extend(_u32.pack(width))
+        out.extend(entries)
+        return
+    for v in values:
+        _write(out, v, None, None)
+
+
+def _plain_values(batch):
+    """The values of a batch whose records all lack key and time, sliced straight from the bytes
+    (no tuple per record); None for any other batch."""
+    values = []
+    pos = 0
+    end = len(batch)
+    while pos < end:
+        if end - pos < 5:
+            return None
+        body, flags = _header.unpack_from(batch, pos)
+        stop = pos + 4 + body
+        if body < 1 or stop > end or flags & ~_FLAG_BLOCK:
+            return None
+        if flags & _FLAG_BLOCK:
+            (width,) = _u32.unpack_from(batch, pos + 5)
+            p = pos + 9
+            if width == 0 or (stop - p) % width:
+                return None
+            values.extend([batch[q : q + width] for q in range(p, stop, width)])
+        else:
+            values.append(batch[pos + 5 : stop])
+        pos = stop
+    return values
 
 
 def _read(batch):
@@ -371,6 +472,15 @@ def _run(records, out, second=False):
         if isinstance(op, _Function) and not second:
             fn = op.fn
             kind = op.kind
+            if kind == "map" and all(t is None for _, _, t in records):
+                # One call per record and nothing else per record: the results go out in one
+                # block when they share a width, as records otherwise.
+                if text:
+                    results = [_as_bytes(fn(v.decode())) for v, _, _ in records]
+                else:
+                    results = [_as_bytes(fn(v)) for v, _, _ in records]
+                _write_values(out, results)
+                return
             for value, key, timestamp in records:
                 v = value.decode() if text else value
                 if kind == "map":
@@ -401,6 +511,30 @@ def _run(records, out, second=False):
         if isinstance(err.value, types.OperatorError_Failed) and len(records) > 1:
             err = _failed(f"record {index}: {err.value.value}")
         raise err
+
+
+def _plain_batch(op, values):
+    """A map, filter or flat map over values without key or time: one call per value and
+    nothing else per value."""
+    fn = op.fn
+    out = bytearray()
+    try:
+        if _Instance.text:
+            inputs = [v.decode() for v in values]
+        else:
+            inputs = values
+        if op.kind == "map":
+            _write_values(out, [_as_bytes(fn(v)) for v in inputs])
+        elif op.kind == "filter":
+            _write_values(out, [v for v, i in zip(values, inputs) if fn(i)])
+        else:
+            results = []
+            for v in inputs:
+                results.extend(_as_bytes(item) for item in fn(v))
+            _write_values(out, results)
+    except Exception as e:
+        raise _error_of(e)
+    return bytes(out)
 
 
 def _call(fn):
@@ -446,7 +580,10 @@ class Operator:
         _Emitted().extend(out)
 
     def snapshot_state(self):
-        return _as_bytes(_call(lambda: _Instance.operator.snapshot()))
+        own = _as_bytes(_call(lambda: _Instance.operator.snapshot()))
+        # The host snapshots keyed state right after this returns: it must hold every write.
+        _flush()
+        return own
 
     def restore_state(self, state):
         _call(lambda: _Instance.operator.restore(state))
@@ -454,11 +591,19 @@ class Operator:
     def close(self):
         out = bytearray()
         ctx = Context(out, _Instance.text)
-        _call(lambda: _Instance.operator.close(ctx))
+        try:
+            _call(lambda: _Instance.operator.close(ctx))
+        finally:
+            _flush()
         _Emitted().extend(out)
 
 
 def _batch(records, second):
+    op = _Instance.operator
+    if not second and isinstance(op, _Function) and op.kind in ("map", "filter", "flat_map"):
+        values = _plain_values(records)
+        if values is not None:
+            return _plain_batch(op, values)
     try:
         decoded = _read(records)
     except _Malformed as e:

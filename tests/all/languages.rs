@@ -93,3 +93,56 @@ fn python_rust_and_c_in_one_chain_count_exactly_and_resume_from_a_checkpoint_exa
         .expect("restored run");
     assert_eq!(committed_lines(&resumed), expected_lines(&text));
 }
+
+/// The word count with all three operators from `component` (each language's example).
+fn one_language_manifest(component: &str) -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/mixed/job.toml"),
+    )
+    .expect("mixed manifest")
+    .replace("../../target/wordcount-python.wasm", component)
+    .replace(
+        "../../target/wasm32-wasip2/release/wordcount.wasm",
+        component,
+    )
+    .replace("../../target/wordcount-c.wasm", component)
+}
+
+#[test]
+fn each_language_s_keyed_state_is_in_its_checkpoints_and_resumes_exactly_once() {
+    // The SDKs of C, Python and JavaScript cache keyed state in the guest: what a checkpoint
+    // holds is what they hand the host before their snapshot returns.
+    for (language, component) in [
+        ("c", guests::WORDCOUNT_C),
+        ("python", guests::WORDCOUNT_PYTHON),
+        ("js", guests::WORDCOUNT_JS),
+    ] {
+        // Compiled before the clock of `run_then_cancel` starts: a Python component takes
+        // seconds to compile.
+        load(component);
+        let dir = tempfile::tempdir().expect("tempdir");
+        // More than one batch per source subtask, so the source waits for checkpoints.
+        let (input, text) = input(dir.path(), 100);
+        let manifest = one_language_manifest(component);
+        let first = dir.path().join("first");
+        let opts = options(&dir.path().join("chk"), 10);
+        let done = run_then_cancel(
+            &mixed_graph(&waiting(&manifest, 3), &input, &first),
+            &opts,
+            3,
+        );
+        let middle = &done[done.len() / 2];
+        let resumed = dir.path().join("resumed");
+        sink_as_of(&first, checkpoint_id(middle), &resumed);
+        let mut restore = opts.clone();
+        restore.restore = Some(middle.clone());
+        cluster()
+            .run_job(&mixed_graph(&manifest, &input, &resumed), &restore)
+            .unwrap_or_else(|e| panic!("{language}: restored run: {e}"));
+        assert_eq!(
+            committed_lines(&resumed),
+            expected_lines(&text),
+            "{language}"
+        );
+    }
+}
