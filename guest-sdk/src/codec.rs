@@ -102,6 +102,62 @@ pub struct BincodeFixed;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Fixed;
 
+/// Integers whose encodings sort as the numbers do: big-endian, the sign bit of signed ones
+/// flipped. Keyed state orders a [`MapState`](crate::MapState)'s entries by the bytes of their
+/// encoded map keys, so with [`Fixed`] (little-endian) or bincode, -1 sorts after 1 and 256
+/// before 1; with `Ordered` the entries come in numeric order (Flink's sorted state keys need
+/// the same care).
+///
+/// ```
+/// use weir_sdk::codec::{Codec, Ordered};
+/// let encode = |n: i64| { let mut b = Vec::new(); Ordered.encode(&n, &mut b).unwrap(); b };
+/// assert!(encode(-5) < encode(-1) && encode(-1) < encode(0) && encode(1) < encode(256));
+/// assert_eq!(Ordered.decode(&encode(-7)).ok(), Some(-7i64));
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ordered;
+
+/// An integer [`Ordered`] encodes.
+pub trait OrderedInteger: Sized {
+    /// Appends the order-preserving bytes.
+    fn put_ordered(&self, out: &mut Vec<u8>);
+    /// Reads them back; `None` for a wrong length.
+    fn get_ordered(bytes: &[u8]) -> Option<Self>;
+}
+
+macro_rules! ordered_integer {
+    ($($t:ty => $flip:expr),*) => {$(
+        impl OrderedInteger for $t {
+            fn put_ordered(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&(*self ^ $flip).to_be_bytes());
+            }
+            fn get_ordered(bytes: &[u8]) -> Option<Self> {
+                let bytes: [u8; std::mem::size_of::<$t>()] = bytes.try_into().ok()?;
+                Some(<$t>::from_be_bytes(bytes) ^ $flip)
+            }
+        }
+    )*};
+}
+ordered_integer!(
+    u8 => 0, u16 => 0, u32 => 0, u64 => 0,
+    i8 => i8::MIN, i16 => i16::MIN, i32 => i32::MIN, i64 => i64::MIN
+);
+
+impl<T: OrderedInteger> Codec<T> for Ordered {
+    fn encode(&self, value: &T, out: &mut Vec<u8>) -> Result<(), OperatorError> {
+        value.put_ordered(out);
+        Ok(())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, OperatorError> {
+        T::get_ordered(bytes).ok_or_else(|| {
+            decode_failed(
+                "ordered",
+                format_args!("{} bytes are no integer of this width", bytes.len()),
+            )
+        })
+    }
+}
+
 /// A type [`Fixed`] encodes: a number of a fixed width, or a pair of them.
 pub trait FixedWidth: Sized {
     /// Encoded size in bytes.

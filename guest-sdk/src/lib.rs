@@ -59,7 +59,7 @@ pub const SDK_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Everything an operator crate usually needs.
 pub mod prelude {
-    pub use crate::codec::{Bincode, BincodeFixed, Bytes, Codec, Fixed, Json, Text};
+    pub use crate::codec::{Bincode, BincodeFixed, Bytes, Codec, Fixed, Json, Ordered, Text};
     pub use crate::host::{Level, TimeDomain};
     pub use crate::join::{interval_join, window_join};
     pub use crate::window::{AggregateFunction, Collecting, Reducing, TimeWindow, Windows, window};
