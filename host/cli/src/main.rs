@@ -4,6 +4,7 @@ mod build;
 mod cluster;
 mod embedded;
 mod job_file;
+mod new_project;
 mod rest_client;
 
 use std::collections::BTreeMap;
@@ -52,8 +53,10 @@ enum Command {
     Stop(cluster::StopArgs),
     /// Makes a fresh API token, and the line to put in the tenants file.
     Token,
-    /// Builds an operator component from C sources with the weir C SDK.
+    /// Builds an operator component from C, Python or JavaScript sources with weir's SDK.
     Build(build::BuildArgs),
+    /// Creates an operator project (Rust, C, Python or JavaScript) that builds as it is.
+    New(new_project::NewArgs),
     /// Packages a job manifest and every component it names into one `.wasm` job file.
     Package(job_file::PackageArgs),
     /// Prints a job's plan (a manifest, a job file or a component with a plan) and the
@@ -400,6 +403,7 @@ fn run_cli() -> Result<()> {
         Command::Stop(args) => cluster::stop(args),
         Command::Token => new_token(),
         Command::Build(args) => build::build(args),
+        Command::New(args) => new_project::new_project(args),
         Command::Package(args) => job_file::package_job(args),
         Command::Info(args) => job_file::info(args, default_cache_dir()),
     }
