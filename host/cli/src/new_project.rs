@@ -71,8 +71,7 @@ pub fn new_project(args: NewArgs) -> Result<()> {
         bail!("`{}` exists already", args.path.display());
     }
     let mut files: Vec<(&str, String)> = Vec::new();
-    let readme;
-    match args.language {
+    let readme = match args.language {
         NewLanguage::Rust => {
             let sdk = match args.sdk.clone().or_else(default_sdk) {
                 Some(sdk) => std::fs::canonicalize(&sdk)
@@ -98,38 +97,38 @@ pub fn new_project(args: NewArgs) -> Result<()> {
             files.push(("src/lib.rs", RUST_LIB.replace("{name}", &name)));
             files.push(("job.toml", manifest(&name, &component)));
             files.push((".gitignore", "/target\n".into()));
-            readme = format!(
+            format!(
                 "rustup target add wasm32-wasip2   # once\n\
                  cargo test                        # the operator, natively\n\
                  cargo build --release --target wasm32-wasip2\n\
                  weir run {component} --arg input=IN --arg output=OUT\n"
-            );
+            )
         }
         NewLanguage::C => {
             files.push(("op.c", C_OP.replace("{name}", &name)));
             files.push(("job.toml", manifest(&name, &format!("{name}.wasm"))));
-            readme = format!(
+            format!(
                 "weir build --language c -o {name}.wasm op.c   # needs clang and wasi-libc\n\
                  weir run {name}.wasm --arg input=IN --arg output=OUT\n"
-            );
+            )
         }
         NewLanguage::Python => {
             files.push(("app.py", PYTHON_APP.replace("{name}", &name)));
             files.push(("job.toml", manifest(&name, &format!("{name}.wasm"))));
-            readme = format!(
+            format!(
                 "weir build --language python -o {name}.wasm app.py   # needs componentize-py\n\
                  weir run {name}.wasm --arg input=IN --arg output=OUT\n"
-            );
+            )
         }
         NewLanguage::Js => {
             files.push(("app.js", JS_APP.replace("{name}", &name)));
             files.push(("job.toml", manifest(&name, &format!("{name}.wasm"))));
-            readme = format!(
+            format!(
                 "weir build --language js -o {name}.wasm app.js   # needs componentize-js\n\
                  weir run {name}.wasm --arg input=IN --arg output=OUT\n"
-            );
+            )
         }
-    }
+    };
     files.push((
         "README.md",
         format!(
