@@ -593,8 +593,46 @@ static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *reco
         /* A map's loop without the general path's layers: the function, then its output
          * straight into the batch (in blocks when the outputs are of one width). */
         weir_map_fn map = (weir_map_fn)operator_->function;
-        ctx.batch = &batch_out;
-        while ((more = next_record(&rd, &r, &bad)) == 1) {
+        /* A map returns its value in `out`; anything it emits besides goes to the host at once,
+         * never into the batch its values are being written to. */
+        ctx.batch = NULL;
+        for (;;) {
+            /* The entries of a block of bare values: straight from the input to the output
+             * block, with no record built for either. */
+            if (rd.entries_left > 0 && (rd.block_flags & (FLAG_TIMESTAMP | FLAG_KEY)) == 0) {
+                const uint8_t *p = rd.entries;
+                size_t width = rd.block_value_len;
+                ctx.has_timestamp = false;
+                for (; rd.entries_left > 0; rd.entries_left--, p += width, index++) {
+                    /* The function writes its value straight into the batch; while values keep
+                     * one width they extend the open block where they lie. */
+                    size_t before = batch_out.len;
+                    weir_bytes value = {p, width};
+                    if (map(&ctx, value, &batch_out)) {
+                        job_list_u8_free(records);
+                        to_wit(&ctx, index, err);
+                        return false;
+                    }
+                    size_t produced = batch_out.len - before;
+                    if (block.open && block.flags == 0 && block.value_len == produced &&
+                        produced > 0 && before - block.start < BLOCK_MAX_BYTES) {
+                        block.body += (uint32_t)produced;
+                        __builtin_memcpy(batch_out.data + block.start, &block.body, 4);
+                        continue;
+                    }
+                    /* Another width: the value moves behind a header of its own. */
+                    scratch.len = 0;
+                    if (weir_buffer_push(&scratch, batch_out.data + before, produced))
+                        out_of_memory();
+                    batch_out.len = before;
+                    weir_record out = {{scratch.data, scratch.len}, false, {0}, false, 0};
+                    if (write_record(&batch_out, &out)) out_of_memory();
+                }
+                rd.entries = p;
+                continue;
+            }
+            more = next_record(&rd, &r, &bad);
+            if (more != 1) break;
             ctx.has_timestamp = r.has_timestamp;
             ctx.timestamp = r.timestamp;
             scratch.len = 0;

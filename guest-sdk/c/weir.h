@@ -58,10 +58,22 @@ typedef struct {
 /* Makes room for `len` more bytes; -1 if memory ran out. */
 int weir__buffer_grow(weir_buffer *buffer, size_t len);
 
+/* Copies `len` bytes. Short copies, the common case per record, move 8 bytes at a time in
+ * the caller's code: wasi-libc's memcpy is a call and a loop, and wasm's memory.copy a call into
+ * the host. */
+static inline void weir__copy(uint8_t *dst, const uint8_t *src, size_t len) {
+    if (len > 64) {
+        __builtin_memcpy(dst, src, len);
+        return;
+    }
+    for (; len >= 8; len -= 8, dst += 8, src += 8) __builtin_memcpy(dst, src, 8);
+    while (len--) *dst++ = *src++;
+}
+
 /* Appends bytes; -1 if memory ran out. Inline: operators push a few bytes per record. */
 static inline int weir_buffer_push(weir_buffer *buffer, const void *data, size_t len) {
     if (buffer->cap - buffer->len < len && weir__buffer_grow(buffer, len)) return -1;
-    if (len) __builtin_memcpy(buffer->data + buffer->len, data, len);
+    weir__copy(buffer->data + buffer->len, (const uint8_t *)data, len);
     buffer->len += len;
     return 0;
 }

@@ -2,15 +2,16 @@
  * `keyed-sum` (a running sum per key in value state). */
 #include "weir.h"
 
+#include <string.h>
+
+/* wasm is little-endian: the record's bytes are the integer as it lies in memory. */
 static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    uint64_t v;
+    memcpy(&v, p, 8);
     return v;
 }
 
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
+static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 
 static int map(weir_ctx *ctx, weir_bytes in, weir_buffer *out) {
     if (in.len != 8) return weir_fail(ctx, "expected 8 bytes");

@@ -40,6 +40,9 @@ pub struct LanguagesArgs {
     /// Only these languages (comma separated: rust, c, python, js).
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Only these operators (comma separated: map, keyed-sum).
+    #[arg(long, value_delimiter = ',')]
+    pub ops: Vec<String>,
 }
 
 #[derive(Clone, Default)]
@@ -380,6 +383,9 @@ fn run_in(args: &LanguagesArgs, dir: &Path) -> Result<()> {
             ("map", language.map, false, native_map),
             ("keyed-sum", language.keyed_sum, true, native_sum),
         ] {
+            if !args.ops.is_empty() && !args.ops.iter().any(|o| o == op) {
+                continue;
+            }
             let input = batches(records, args.batch, keyed);
             let ns = run(&runtime, &language.component, operator, &input, records)?;
             println!(

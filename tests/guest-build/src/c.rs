@@ -61,8 +61,6 @@ fn build_in(
         "-O3",
         // The SDK's per-record calls inline into the operator's loop.
         "-flto",
-        // memory.copy and memory.fill for memcpy and memset of any size.
-        "-mbulk-memory",
         "-std=c11",
         "-Wall",
         "-Wno-unused-function",
