@@ -105,7 +105,9 @@ class ValueState:
         self._id = state_id
 
     def get(self, ctx):
-        key = ctx._state_key()
+        key = ctx.key
+        if key is None:
+            raise OperatorError("keyed state and timers need a keyed record")
         entry = (self._id, key)
         try:
             return _cache[entry]
@@ -119,8 +121,11 @@ class ValueState:
             return value
 
     def set(self, ctx, value):
-        key = ctx._state_key()
-        value = _as_bytes(value)
+        key = ctx.key
+        if key is None:
+            raise OperatorError("keyed state and timers need a keyed record")
+        if type(value) is not bytes:
+            value = _as_bytes(value)
         if len(key) > _MAX_CACHED_KEY or len(value) > _MAX_CACHED_VALUE:
             _cache.pop((self._id, key), None)
             _dirty.discard((self._id, key))
@@ -163,7 +168,14 @@ class Context:
         `timestamp` is given."""
         if timestamp is None:
             timestamp = self.timestamp
-        _write(self._out, _as_bytes(value), None if key is None else _as_bytes(key), timestamp)
+        if type(value) is not bytes:
+            value = _as_bytes(value)
+        out = self._out
+        if key is None and timestamp is None and type(out) is bytearray:
+            out += _header.pack(1 + len(value), 0)
+            out += value
+            return
+        _write(self._out, value, None if key is None else _as_bytes(key), timestamp)
 
     def value_state(self, name):
         """Declares (in `open`) the value state called `name`."""
@@ -264,11 +276,12 @@ def _plain_values(batch):
 
 def _read(batch):
     """The records of a framed batch as (value, key, timestamp), blocks' entries included."""
+    if type(batch) is not bytes:
+        batch = bytes(batch)
     records = []
     append = records.append
     pos = 0
     end = len(batch)
-    view = memoryview(batch)
     while pos < end:
         if end - pos < 5:
             raise _Malformed(len(records), pos, "a record header runs past the batch")
@@ -292,10 +305,17 @@ def _read(batch):
             entry = (8 if has_ts else 0) + key_len + value_len
             if entry == 0 or (stop - p) % entry:
                 raise _Malformed(len(records), pos, "a block's entries do not fill it")
-            if not has_ts and not key_len:
-                # The common block (fixed-width values): sliced in one comprehension.
+            if not has_ts and not flags & _FLAG_KEY:
+                # The common blocks (fixed-width values, keyed or not): sliced in one
+                # comprehension.
                 records.extend(
-                    (bytes(view[q : q + value_len]), None, None) for q in range(p, stop, entry)
+                    (batch[q : q + value_len], None, None) for q in range(p, stop, entry)
+                )
+                continue
+            if not has_ts:
+                records.extend(
+                    (batch[q + key_len : q + entry], batch[q : q + key_len], None)
+                    for q in range(p, stop, entry)
                 )
                 continue
             for q in range(p, stop, entry):
@@ -303,9 +323,9 @@ def _read(batch):
                 if has_ts:
                     (timestamp,) = _i64.unpack_from(batch, q)
                     q += 8
-                key = bytes(view[q : q + key_len]) if flags & _FLAG_KEY else None
+                key = batch[q : q + key_len] if flags & _FLAG_KEY else None
                 q += key_len
-                append((bytes(view[q : q + value_len]), key, timestamp))
+                append((batch[q : q + value_len], key, timestamp))
             continue
         p = start
         timestamp = None
@@ -316,11 +336,11 @@ def _read(batch):
         if flags & _FLAG_KEY:
             (key_len,) = _u32.unpack_from(batch, p)
             p += 4
-            key = bytes(view[p : p + key_len])
+            key = batch[p : p + key_len]
             p += key_len
         if p > stop:
             raise _Malformed(len(records), pos, "a record's flags announce more than its body holds")
-        append((bytes(view[p:stop]), key, timestamp))
+        append((batch[p:stop], key, timestamp))
     return records
 
 
