@@ -171,6 +171,12 @@ function cacheKey(key) {
   return String.fromCharCode.apply(null, key);
 }
 
+/** A key as the cache may keep it: a view into a larger buffer (a batch) is copied, so the
+ * cache does not hold whole batches alive; an array of its own is kept as it is. */
+function owned(bytes) {
+  return bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+}
+
 function flushState() {
   for (const [id, entries] of cache) {
     const sets = new Writer();
@@ -209,12 +215,12 @@ class ValueState {
     const key = ctx.stateKey();
     if (key.length > MAX_CACHED_KEY) return valueGet(this.id, key);
     const entries = entriesOf(this.id);
-    const k = cacheKey(key);
+    const k = ctx.cacheKey();
     const entry = entries.get(k);
     if (entry !== undefined) return entry.value;
     const value = valueGet(this.id, key);
     if (cached >= CACHE_ENTRIES) flushState();
-    entriesOf(this.id).set(k, { key: key.slice(), value, dirty: false });
+    entriesOf(this.id).set(k, { key: owned(key), value, dirty: false });
     cached++;
     return value;
   }
@@ -227,15 +233,16 @@ class ValueState {
       valueSet(this.id, key, bytes);
       return;
     }
-    const k = cacheKey(key);
+    const k = ctx.cacheKey();
     const entry = entries.get(k);
     if (entry !== undefined) {
+      // A copy: the author may reuse the array for the next record.
       entry.value = bytes.slice();
       entry.dirty = true;
       return;
     }
     if (cached >= CACHE_ENTRIES) flushState();
-    entriesOf(this.id).set(k, { key: key.slice(), value: bytes.slice(), dirty: true });
+    entriesOf(this.id).set(k, { key: owned(key), value: bytes.slice(), dirty: true });
     cached++;
   }
   clear(ctx) {
@@ -244,7 +251,7 @@ class ValueState {
       valueClear(this.id, key);
       return;
     }
-    const k = cacheKey(key);
+    const k = ctx.cacheKey();
     const entries = entriesOf(this.id);
     const entry = entries.get(k);
     if (entry !== undefined) {
@@ -252,7 +259,7 @@ class ValueState {
       entry.dirty = true;
       return;
     }
-    entries.set(k, { key: key.slice(), value: undefined, dirty: true });
+    entries.set(k, { key: owned(key), value: undefined, dirty: true });
     cached++;
   }
 }
@@ -263,6 +270,12 @@ class Context {
     this.out = out;
     this.key = undefined;
     this.timestamp = undefined;
+    this.keyString = undefined;
+  }
+  /** The current key as the state cache's Map key, made once per record. */
+  cacheKey() {
+    if (this.keyString === undefined) this.keyString = cacheKey(this.key);
+    return this.keyString;
   }
   keyText() {
     return this.key === undefined ? undefined : decoder.decode(this.key);
@@ -430,6 +443,7 @@ function runBatch(records, second, single) {
           );
         }
         ctx.key = key;
+        ctx.keyString = undefined;
         ctx.timestamp = timestamp;
         handle.call(op, ctx, text ? decoder.decode(value) : value);
       });
@@ -504,6 +518,7 @@ export const operator = {
     if (typeof op.onTimer === "function") {
       direct((ctx) => {
         ctx.key = key;
+        ctx.keyString = undefined;
         ctx.timestamp = Number(timestamp);
         op.onTimer(ctx, domain, Number(timestamp));
       });
