@@ -77,12 +77,30 @@ static void free_all(void) {
     capacity = used = 0;
 }
 
-/* The slot of (state, key), made (from the host's value) when the cache had none. */
-static slot *entry(uint32_t state, const uint8_t *key, size_t len, bool load) {
+/* The slot of (state, key), made (from the host's value) when the cache had none. The cache
+ * grows past its bound within a call; `weir__state_cache_trim` empties it between calls. */
+/* Takes the host's answer for a slot: an empty value arrives as a dangling non-null pointer
+ * (the canonical ABI allocates nothing for it), which must never reach free or realloc. */
+static void keep(slot *s, job_list_u8_t got) {
+    if (got.len == 0) {
+        s->value = NULL;
+        s->value_len = s->value_cap = 0;
+    } else {
+        s->value = got.ptr; /* malloc'd by the canonical ABI: ours to keep */
+        s->value_len = s->value_cap = (uint32_t)got.len;
+    }
+    s->flags = PRESENT;
+}
+
+void weir__state_cache_trim(void) {
+    /* Between calls, when no value the SDK handed out can still be in use. */
     if (used >= MAX_ENTRIES) {
         weir__state_cache_flush();
         free_all();
     }
+}
+
+static slot *entry(uint32_t state, const uint8_t *key, size_t len, bool load) {
     if ((used + 1) * 2 > capacity) grow();
     uint64_t h = hash_of(state, key, len);
     slot *s = find(state, key, len, h);
@@ -100,11 +118,7 @@ static slot *entry(uint32_t state, const uint8_t *key, size_t len, bool load) {
     if (load) {
         job_list_u8_t k = {(uint8_t *)key, len};
         job_list_u8_t got;
-        if (weir_stream_keyed_state_value_get(state, &k, &got)) {
-            s->value = got.ptr; /* malloc'd by the canonical ABI: ours to keep */
-            s->value_len = s->value_cap = (uint32_t)got.len;
-            s->flags = PRESENT;
-        }
+        if (weir_stream_keyed_state_value_get(state, &k, &got)) keep(s, got);
     }
     return s;
 }
@@ -141,11 +155,7 @@ bool weir__state_get(uint32_t state, const uint8_t *key, size_t len, const uint8
         job_list_u8_t k = {(uint8_t *)key, len};
         job_list_u8_t got;
         s->flags = 0;
-        if (weir_stream_keyed_state_value_get(state, &k, &got)) {
-            s->value = got.ptr;
-            s->value_len = s->value_cap = (uint32_t)got.len;
-            s->flags = PRESENT;
-        }
+        if (weir_stream_keyed_state_value_get(state, &k, &got)) keep(s, got);
     }
     if (!(s->flags & PRESENT)) return false;
     *value = s->value;
@@ -164,12 +174,16 @@ void weir__state_set(uint32_t state, const uint8_t *key, size_t len, const uint8
     }
     slot *s = entry(state, key, len, false);
     if (s->value_cap < value_len) {
-        uint8_t *grown = realloc(s->value, value_len ? value_len : 1);
+        /* Copied before the old buffer goes: `value` may point into it (a get's result). */
+        uint8_t *grown = malloc(value_len);
         if (!grown) weir__panic_oom();
+        memcpy(grown, value, value_len);
+        free(s->value);
         s->value = grown;
         s->value_cap = (uint32_t)value_len;
+    } else if (value_len) {
+        memmove(s->value, value, value_len);
     }
-    if (value_len) memcpy(s->value, value, value_len);
     s->value_len = (uint32_t)value_len;
     s->flags = PRESENT | DIRTY;
 }

@@ -15,5 +15,8 @@ void weir__state_set(uint32_t state, const uint8_t *key, size_t len, const uint8
 void weir__state_clear(uint32_t state, const uint8_t *key, size_t len);
 /* Hands every dirty entry to the host; call before `snapshot-state` returns and at `close`. */
 void weir__state_cache_flush(void);
+/* Past the cache's bound, hands the dirty entries over and empties it: between calls only, when
+ * no value a get returned can still be in use. */
+void weir__state_cache_trim(void);
 
 #endif

@@ -303,13 +303,15 @@ static int next_record(reader *rd, weir_record *r, const char **error) {
             if (end - p < 4) goto short_body;
             uint32_t value_len = get_u32(p);
             p += 4;
-            size_t entry = (flags & FLAG_TIMESTAMP ? 8 : 0) + (size_t)key_len + value_len;
+            /* In 64 bits: two 32-bit widths could overflow wasm32's size_t. */
+            uint64_t entry64 = (flags & FLAG_TIMESTAMP ? 8 : 0) + (uint64_t)key_len + value_len;
             size_t bytes = (size_t)(end - p);
-            if (entry == 0 || bytes % entry != 0) {
+            if (entry64 == 0 || (uint64_t)bytes % entry64 != 0) {
                 *error = "a block's entries do not fill it";
                 return -1;
             }
             if (bytes == 0) continue;
+            size_t entry = (size_t)entry64; /* at most `bytes` now */
             rd->entries = p;
             rd->entries_left = bytes / entry;
             rd->block_flags = flags;
@@ -566,7 +568,11 @@ static bool element(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *va
 
 bool exports_weir_stream_operator_process_element(job_list_u8_t *value, job_list_u8_t *maybe_key,
                                                   int64_t *maybe_timestamp, wit_error *err) {
-    if (!operator_) return not_open(err);
+    if (!operator_) {
+        job_list_u8_free(value);
+        if (maybe_key) job_list_u8_free(maybe_key);
+        return not_open(err);
+    }
     return element(operator_->process, value, maybe_key, maybe_timestamp, err);
 }
 
@@ -581,6 +587,7 @@ bool exports_weir_stream_two_input_process_element_second(job_list_u8_t *value,
 /* A batched call: every record of `records` through `f`, what they emit framed into `ret`. */
 static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *records,
                   job_list_u8_t *ret, wit_error *err) {
+    weir__state_cache_trim();
     reader rd = {records->ptr, records->len, 0, NULL, 0, 0, 0, 0};
     weir_buffer_clear(&batch_out);
     block.open = false;
@@ -606,25 +613,23 @@ static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *reco
                 for (; rd.entries_left > 0; rd.entries_left--, p += width, index++) {
                     /* The function writes its value straight into the batch; while values keep
                      * one width they extend the open block where they lie. */
-                    size_t before = batch_out.len;
+                    /* The function's `out` starts empty, as everywhere; while values keep one
+                     * width they extend the open block. */
+                    scratch.len = 0;
                     weir_bytes value = {p, width};
-                    if (map(&ctx, value, &batch_out)) {
+                    if (map(&ctx, value, &scratch)) {
                         job_list_u8_free(records);
                         to_wit(&ctx, index, err);
                         return false;
                     }
-                    size_t produced = batch_out.len - before;
+                    size_t produced = scratch.len;
                     if (block.open && block.flags == 0 && block.value_len == produced &&
-                        produced > 0 && before - block.start < BLOCK_MAX_BYTES) {
+                        produced > 0 && batch_out.len - block.start < BLOCK_MAX_BYTES) {
+                        if (weir_buffer_push(&batch_out, scratch.data, produced)) out_of_memory();
                         block.body += (uint32_t)produced;
                         __builtin_memcpy(batch_out.data + block.start, &block.body, 4);
                         continue;
                     }
-                    /* Another width: the value moves behind a header of its own. */
-                    scratch.len = 0;
-                    if (weir_buffer_push(&scratch, batch_out.data + before, produced))
-                        out_of_memory();
-                    batch_out.len = before;
                     weir_record out = {{scratch.data, scratch.len}, false, {0}, false, 0};
                     if (write_record(&batch_out, &out)) out_of_memory();
                 }
@@ -673,7 +678,10 @@ static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *reco
 
 bool exports_weir_stream_batch_process_batch(job_list_u8_t *records, job_list_u8_t *ret,
                                              wit_error *err) {
-    if (!operator_) return not_open(err);
+    if (!operator_) {
+        job_list_u8_free(records);
+        return not_open(err);
+    }
     return batch(operator_->process, records, ret, err);
 }
 

@@ -133,7 +133,8 @@ weir_bytes weir_key(const weir_ctx *ctx);
  * states in `open`; the name identifies the state in checkpoints. */
 typedef uint32_t weir_state;
 weir_state weir_value_state(const char *name);
-/* The current key's value: true and `*value` set (valid until the next get), or false. */
+/* The current key's value: true and `*value` set (valid until the next state call of this
+ * operator), or false. */
 bool weir_value_get(weir_ctx *ctx, weir_state state, weir_bytes *value);
 void weir_value_set(weir_ctx *ctx, weir_state state, weir_bytes value);
 void weir_value_clear(weir_ctx *ctx, weir_state state);

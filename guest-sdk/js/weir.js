@@ -30,7 +30,20 @@ const FLAG_TIMESTAMP = 1;
 const FLAG_KEY = 2;
 const FLAG_BLOCK = 4;
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+// Text that is not UTF-8 is an error (as in Python), not replacement characters.
+const decoder = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+const I64_MAX = 9223372036854775807n;
+const I64_MIN = -9223372036854775808n;
+
+/** A timestamp (a number of ms, or a BigInt) as the i64 the host takes: the watermark at the
+ * end of input, the largest i64, is no exact Number, so it is clamped rather than wrapped. */
+function toI64(ts) {
+  if (typeof ts === "bigint") return ts;
+  if (ts >= 9223372036854775807) return I64_MAX;
+  if (ts <= -9223372036854775808) return I64_MIN;
+  return BigInt(Math.trunc(ts));
+}
 
 class OperatorError extends Error {}
 class ConfigError extends OperatorError {}
@@ -72,7 +85,7 @@ class Writer {
     this.buf[p + 4] = (hasTs ? FLAG_TIMESTAMP : 0) | (hasKey ? FLAG_KEY : 0);
     p += 5;
     if (hasTs) {
-      v.setBigInt64(p, BigInt(timestamp), true);
+      v.setBigInt64(p, toI64(timestamp), true);
       p += 8;
     }
     if (hasKey) {
@@ -229,7 +242,7 @@ class ValueState {
     const bytes = asBytes(value);
     const entries = entriesOf(this.id);
     if (key.length > MAX_CACHED_KEY || bytes.length > MAX_CACHED_VALUE) {
-      if (key.length <= MAX_CACHED_KEY) entries.delete(cacheKey(key));
+      if (key.length <= MAX_CACHED_KEY && entries.delete(cacheKey(key))) cached--;
       valueSet(this.id, key, bytes);
       return;
     }
@@ -288,7 +301,7 @@ class Context {
     return new ValueState(declareState(name, "value"));
   }
   registerTimer(domain, timestamp) {
-    registerTimer(domain, this.stateKey(), BigInt(timestamp));
+    registerTimer(domain, this.stateKey(), toI64(timestamp));
   }
   currentWatermark() {
     return Number(currentWatermark());
@@ -305,7 +318,7 @@ class Context {
 /** Records emitted outside a batch go straight to the host. */
 class Direct {
   record(value, key, timestamp) {
-    hostEmit(value, key, timestamp === undefined || timestamp === null ? undefined : BigInt(timestamp));
+    hostEmit(value, key, timestamp === undefined || timestamp === null ? undefined : toI64(timestamp));
   }
 }
 
@@ -399,8 +412,8 @@ function writeValues(values) {
 function plainBatch(op, values) {
   const f = op.f;
   const text = instance.text;
-  const inputs = text ? values.map((v) => decoder.decode(v)) : values;
   try {
+    const inputs = text ? values.map((v) => decoder.decode(v)) : values;
     if (op.kind === "map") return writeValues(inputs.map((v) => asBytes(f(v))));
     if (op.kind === "filter") return writeValues(values.filter((_, i) => f(inputs[i])));
     const results = [];
@@ -506,6 +519,7 @@ export const operator = {
   },
   onWatermark(watermark) {
     const op = instance.op;
+    if (op === undefined) throw { tag: "failed", val: "operator called before a successful open" };
     if (typeof op.onWatermark === "function") {
       direct((ctx) => {
         ctx.timestamp = Number(watermark);
@@ -515,6 +529,7 @@ export const operator = {
   },
   onTimer(domain, key, timestamp) {
     const op = instance.op;
+    if (op === undefined) throw { tag: "failed", val: "operator called before a successful open" };
     if (typeof op.onTimer === "function") {
       direct((ctx) => {
         ctx.key = key;
@@ -526,7 +541,7 @@ export const operator = {
   },
   snapshotState() {
     const op = instance.op;
-    const own = typeof op.snapshot === "function" ? asBytes(guarded(() => op.snapshot())) : new Uint8Array(0);
+    const own = typeof op.snapshot === "function" ? guarded(() => asBytes(op.snapshot())) : new Uint8Array(0);
     // The host snapshots keyed state right after this returns: it must hold every write.
     flushState();
     return own;

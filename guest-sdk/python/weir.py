@@ -143,6 +143,9 @@ class ValueState:
         if len(key) > _MAX_CACHED_KEY:
             keyed_state.value_clear(self._id, key)
             return
+        if len(_cache) >= _CACHE_ENTRIES:
+            _flush()
+            _cache.clear()
         entry = (self._id, key)
         _cache[entry] = None
         _dirty.add(entry)
@@ -495,6 +498,7 @@ def _run(records, out, second=False):
             if kind == "map" and all(t is None for _, _, t in records):
                 # One call per record and nothing else per record: the results go out in one
                 # block when they share a width, as records otherwise.
+                index = None
                 if text:
                     results = [_as_bytes(fn(v.decode())) for v, _, _ in records]
                 else:
@@ -528,7 +532,11 @@ def _run(records, out, second=False):
             index += 1
     except Exception as e:
         err = _error_of(e)
-        if isinstance(err.value, types.OperatorError_Failed) and len(records) > 1:
+        if (
+            isinstance(err.value, types.OperatorError_Failed)
+            and len(records) > 1
+            and index is not None
+        ):
             err = _failed(f"record {index}: {err.value.value}")
         raise err
 
@@ -575,9 +583,11 @@ class Operator:
         _Instance.keyed = keyed
         _Instance.config = dict(context.config)
         op = _call(factory)
-        ctx = Context(_Emitted(), text)
+        out = bytearray()
+        ctx = Context(out, text)
         _call(lambda: op.open(ctx))
         _Instance.operator = op
+        _Emitted().extend(out)
 
     def process_element(self, value, key, timestamp):
         out = bytearray()
@@ -585,6 +595,8 @@ class Operator:
         _Emitted().extend(out)
 
     def on_watermark(self, watermark):
+        if _Instance.operator is None:
+            raise _failed("operator called before a successful open")
         out = bytearray()
         ctx = Context(out, _Instance.text)
         ctx.timestamp = watermark
@@ -592,6 +604,8 @@ class Operator:
         _Emitted().extend(out)
 
     def on_timer(self, domain, key, timestamp):
+        if _Instance.operator is None:
+            raise _failed("operator called before a successful open")
         out = bytearray()
         ctx = Context(out, _Instance.text)
         ctx.key = key
@@ -600,7 +614,7 @@ class Operator:
         _Emitted().extend(out)
 
     def snapshot_state(self):
-        own = _as_bytes(_call(lambda: _Instance.operator.snapshot()))
+        own = _call(lambda: _as_bytes(_Instance.operator.snapshot()))
         # The host snapshots keyed state right after this returns: it must hold every write.
         _flush()
         return own
@@ -621,13 +635,18 @@ class Operator:
 def _batch(records, second):
     op = _Instance.operator
     if not second and isinstance(op, _Function) and op.kind in ("map", "filter", "flat_map"):
-        values = _plain_values(records)
+        try:
+            values = _plain_values(records)
+        except struct.error:
+            values = None
         if values is not None:
             return _plain_batch(op, values)
     try:
         decoded = _read(records)
     except _Malformed as e:
         raise Err(types.OperatorError_Decode(types.DecodeFailure(e.index, str(e))))
+    except struct.error as e:
+        raise Err(types.OperatorError_Decode(types.DecodeFailure(0, f"malformed batch: {e}")))
     out = bytearray()
     _run(decoded, out, second)
     return bytes(out)

@@ -348,19 +348,26 @@ pub(crate) fn check_output_batch(out: &[u8], limits: &Limits) -> Result<(), Stri
         ));
     }
     weir_framing::count_records(out).map_err(|e| format!("returned a malformed batch: {e}"))?;
-    // A record is never longer than the batch that holds it, and block entries are at most
-    // 32 bytes: only a large batch needs a look at its lone records.
+    // A record is never longer than the batch that holds it: only a large batch needs a look
+    // at its records, and a block's entries all have the widths its header gives.
     let max = limits.max_record_bytes;
     if out.len() > max {
         for (index, item) in weir_framing::items(out).enumerate() {
-            if let weir_framing::Item::Record(record, _) = item {
-                let longest = record.value.len().max(record.key.map_or(0, <[u8]>::len));
-                if longest > max {
-                    return Err(format!(
-                        "item {index} of an output batch is a record of {longest} bytes, over \
-                         the record limit of {max} bytes"
-                    ));
+            let longest = match item {
+                weir_framing::Item::Record(record, _) => {
+                    record.value.len().max(record.key.map_or(0, <[u8]>::len))
                 }
+                weir_framing::Item::Block(block) => {
+                    let key = block.key_len().unwrap_or(0);
+                    let value = block.stride() - key - if block.has_timestamp() { 8 } else { 0 };
+                    key.max(value)
+                }
+            };
+            if longest > max {
+                return Err(format!(
+                    "item {index} of an output batch holds a record of {longest} bytes, over \
+                     the record limit of {max} bytes"
+                ));
             }
         }
     }
