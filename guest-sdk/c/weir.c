@@ -552,6 +552,7 @@ static int run_record(int (*f)(weir_ctx *, const weir_record *), const weir_reco
 
 static bool element(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *value,
                     job_list_u8_t *maybe_key, int64_t *maybe_timestamp, wit_error *err) {
+    weir__state_cache_trim();
     weir_record r = {{value->ptr, value->len}, maybe_key != NULL,
                      {maybe_key ? maybe_key->ptr : NULL, maybe_key ? maybe_key->len : 0},
                      maybe_timestamp != NULL, maybe_timestamp ? *maybe_timestamp : 0};
