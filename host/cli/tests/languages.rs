@@ -12,13 +12,13 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// `weir build --language c` of `sources` into `dir/name`.
-fn build_c(dir: &Path, name: &str, sources: &[PathBuf]) -> PathBuf {
+/// `weir build --language LANGUAGE` of `sources` into `dir/name`.
+fn build(language: &str, dir: &Path, name: &str, sources: &[PathBuf]) -> PathBuf {
     let out = dir.join(name);
     let mut args = vec![
         "build".to_string(),
         "--language".into(),
-        "c".into(),
+        language.into(),
         "-o".into(),
         out.display().to_string(),
     ];
@@ -29,10 +29,40 @@ fn build_c(dir: &Path, name: &str, sources: &[PathBuf]) -> PathBuf {
     out
 }
 
+/// Runs operator `op` of `component` on the lines `fine`, `boom`, `fine`: the job must fail
+/// with the operator's message, containing `expected`.
+fn fails_on_boom(dir: &Path, component: &Path, op: &str, expected: &str) {
+    let words = dir.join("words.txt");
+    std::fs::write(&words, "fine\nboom\nfine\n").expect("words");
+    let source = format!(
+        "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
+        words.display().to_string()
+    );
+    let job = manifest(dir, component, &source, &[op]);
+    let (ok, out, err) = weir(&[
+        "run",
+        job.to_str().unwrap(),
+        "--restart-attempts",
+        "0",
+        "--arg",
+        &format!("output={}", dir.join("out.txt").display()),
+    ]);
+    assert!(!ok, "{op}: {out}{err}");
+    let component = component.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains(&format!(
+            "operator `{op}` (subtask 0) of component `{component}` "
+        )),
+        "{op}: {err}"
+    );
+    assert!(err.contains(expected), "{op}: {err}");
+}
+
 #[test]
 fn the_c_word_count_built_from_source_counts_every_word_at_parallelism_two() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let component = build_c(
+    let component = build(
+        "c",
         dir.path(),
         "wordcount-c.wasm",
         &[root().join("examples/wordcount-c/wordcount.c")],
@@ -144,7 +174,7 @@ fn c_operators_read_blocks_and_fail_the_job_with_their_own_message() {
     let dir = tempfile::tempdir().expect("tempdir");
     let source = dir.path().join("ops.c");
     std::fs::write(&source, TEST_OPERATORS).expect("source");
-    let component = build_c(dir.path(), "ops.wasm", &[source]);
+    let component = build("c", dir.path(), "ops.wasm", &[source]);
     let run = |manifest: &Path, output: &Path| {
         let (ok, out, err) = weir(&[
             "run",
@@ -174,55 +204,26 @@ fn c_operators_read_blocks_and_fail_the_job_with_their_own_message() {
         .collect();
     assert_eq!(got, (0..10000).filter(|n| n % 2 == 0).collect::<Vec<u64>>());
 
-    let words = dir.path().join("words.txt");
-    std::fs::write(&words, "fine\nboom\nfine\n").expect("words");
-    let text_source = format!(
-        "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
-        words.display().to_string()
-    );
     for (op, expected) in [
-        (
-            "refuse-boom",
-            "operator `refuse-boom` (subtask 0) of component `ops.wasm` failed: refusing the word `boom`",
-        ),
-        (
-            "panic-on-boom",
-            "operator `panic-on-boom` (subtask 0) of component `ops.wasm` panicked: cannot go on after boom",
-        ),
+        ("refuse-boom", "failed: refusing the word `boom`"),
+        ("panic-on-boom", "panicked: cannot go on after boom"),
         (
             "needs-config",
-            "operator `needs-config` (subtask 0) of component `ops.wasm` rejected its configuration: `factor` is not set",
+            "rejected its configuration: `factor` is not set",
         ),
     ] {
-        let job = manifest(dir.path(), &component, &text_source, &[op]);
-        let (ok, said) = run(&job, &dir.path().join(format!("{op}.txt")));
-        assert!(!ok, "{op}: {said}");
-        assert!(said.contains(expected), "{op}: {said}");
+        fails_on_boom(dir.path(), &component, op, expected);
     }
-}
-
-/// `weir build --language python` of `module` into `dir/name`.
-fn build_python(dir: &Path, name: &str, module: &Path) -> PathBuf {
-    let out = dir.join(name);
-    let (ok, stdout, stderr) = weir(&[
-        "build",
-        "--language",
-        "python",
-        "-o",
-        out.to_str().unwrap(),
-        module.to_str().unwrap(),
-    ]);
-    assert!(ok, "{stdout}{stderr}");
-    out
 }
 
 #[test]
 fn the_python_word_count_built_from_source_counts_every_word_at_parallelism_two() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let component = build_python(
+    let component = build(
+        "python",
         dir.path(),
         "wordcount-python.wasm",
-        &root().join("examples/wordcount-python/wordcount.py"),
+        &[root().join("examples/wordcount-python/wordcount.py")],
     );
     let text = read_passage().repeat(4);
     let input = dir.path().join("input.txt");
@@ -262,50 +263,15 @@ fn a_python_exception_fails_the_job_with_its_type_message_and_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let module = dir.path().join("ops.py");
     std::fs::write(&module, PYTHON_OPERATORS).expect("module");
-    let component = build_python(dir.path(), "ops.wasm", &module);
-    let words = dir.path().join("words.txt");
-    std::fs::write(&words, "fine\nboom\nfine\n").expect("words");
-    let source = format!(
-        "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
-        words.display().to_string()
-    );
-    // The message names the record's place in its batch (`record 1: `) when the batch held
-    // more than it.
+    let component = build("python", dir.path(), "ops.wasm", &[module]);
+    // The message names the record's place in its batch (`record 1: `) where it is known.
     for (op, expected) in [
+        ("explode", "failed: "),
         ("explode", "ValueError: cannot take boom (at "),
         ("refuse", "refusing the word boom"),
     ] {
-        let job = manifest(dir.path(), &component, &source, &[op]);
-        let (ok, out, err) = weir(&[
-            "run",
-            job.to_str().unwrap(),
-            "--arg",
-            &format!("output={}", dir.path().join("out.txt").display()),
-        ]);
-        assert!(!ok, "{op}: {out}{err}");
-        assert!(
-            err.contains(&format!(
-                "operator `{op}` (subtask 0) of component `ops.wasm` failed: "
-            )),
-            "{op}: {err}"
-        );
-        assert!(err.contains(expected), "{op}: {err}");
+        fails_on_boom(dir.path(), &component, op, expected);
     }
-}
-
-/// `weir build --language js` of `module` into `dir/name`.
-fn build_js(dir: &Path, name: &str, module: &Path) -> PathBuf {
-    let out = dir.join(name);
-    let (ok, stdout, stderr) = weir(&[
-        "build",
-        "--language",
-        "js",
-        "-o",
-        out.to_str().unwrap(),
-        module.to_str().unwrap(),
-    ]);
-    assert!(ok, "{stdout}{stderr}");
-    out
 }
 
 const JS_OPERATORS: &str = r#"
@@ -323,10 +289,11 @@ weir.map("refuse", (line) => {
 #[test]
 fn the_javascript_word_count_counts_every_word_and_an_exception_fails_the_job_with_its_message() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let component = build_js(
+    let component = build(
+        "js",
         dir.path(),
         "wordcount-js.wasm",
-        &root().join("examples/wordcount-js/wordcount.js"),
+        &[root().join("examples/wordcount-js/wordcount.js")],
     );
     let text = read_passage().repeat(4);
     let input = dir.path().join("input.txt");
@@ -346,32 +313,12 @@ fn the_javascript_word_count_counts_every_word_and_an_exception_fails_the_job_wi
 
     let module = dir.path().join("ops.js");
     std::fs::write(&module, JS_OPERATORS).expect("module");
-    let component = build_js(dir.path(), "ops.wasm", &module);
-    let words = dir.path().join("words.txt");
-    std::fs::write(&words, "fine\nboom\nfine\n").expect("words");
-    let source = format!(
-        "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
-        words.display().to_string()
-    );
+    let component = build("js", dir.path(), "ops.wasm", &[module]);
     for (op, expected) in [
         ("explode", "RangeError: cannot take boom (at "),
-        ("refuse", "refusing the word boom"),
+        ("refuse", "failed: refusing the word boom"),
     ] {
-        let job = manifest(dir.path(), &component, &source, &[op]);
-        let (ok, out, err) = weir(&[
-            "run",
-            job.to_str().unwrap(),
-            "--arg",
-            &format!("output={}", dir.path().join("out.txt").display()),
-        ]);
-        assert!(!ok, "{op}: {out}{err}");
-        assert!(
-            err.contains(&format!(
-                "operator `{op}` (subtask 0) of component `ops.wasm` failed: "
-            )),
-            "{op}: {err}"
-        );
-        assert!(err.contains(expected), "{op}: {err}");
+        fails_on_boom(dir.path(), &component, op, expected);
     }
 
     // Built by hand without `-d http fetch-event`, the component imports wasi:http: refused
