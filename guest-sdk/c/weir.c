@@ -213,6 +213,19 @@ static int write_blocked(weir_buffer *b, const weir_record *r) {
     return 0;
 }
 
+enum { FLUSH_BYTES = 256 << 10 };
+
+/* Hands what a batched call produced so far to the host (`output.emit-batch`) once it passes
+ * FLUSH_BYTES, so an operator's fan-out is bounded by the network's buffers, not by the guest's
+ * memory or the host's limit on one call's output (the Rust SDK does the same). */
+static void flush_if_full(void) {
+    if (batch_out.len < FLUSH_BYTES) return;
+    job_list_u8_t records = {batch_out.data, batch_out.len};
+    weir_stream_output_emit_batch(&records);
+    batch_out.len = 0;
+    block.open = false;
+}
+
 /* Appends one record (not a block) to `b`. */
 static int write_record(weir_buffer *b, const weir_record *r) {
     if (b == &batch_out && r->value.len >= 1 && r->value.len <= BLOCK_MAX_FIELD &&
@@ -351,6 +364,7 @@ short_body:
 int weir_emit_record(weir_ctx *ctx, const weir_record *r) {
     if (ctx->batch) {
         if (write_record(ctx->batch, r)) out_of_memory();
+        if (ctx->batch == &batch_out) flush_if_full();
         return 0;
     }
     job_list_u8_t value = {(uint8_t *)r->value.data, r->value.len};
@@ -629,10 +643,12 @@ static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *reco
                         if (weir_buffer_push(&batch_out, scratch.data, produced)) out_of_memory();
                         block.body += (uint32_t)produced;
                         __builtin_memcpy(batch_out.data + block.start, &block.body, 4);
+                        flush_if_full();
                         continue;
                     }
                     weir_record out = {{scratch.data, scratch.len}, false, {0}, false, 0};
                     if (write_record(&batch_out, &out)) out_of_memory();
+                    flush_if_full();
                 }
                 rd.entries = p;
                 continue;
@@ -649,6 +665,7 @@ static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *reco
             }
             weir_record out = {{scratch.data, scratch.len}, false, {0}, r.has_timestamp, r.timestamp};
             if (write_record(&batch_out, &out)) out_of_memory();
+            flush_if_full();
             index++;
         }
     } else {

@@ -11,7 +11,11 @@
 // An exception in an operator fails the subtask with its name, message and where it was
 // thrown; `throw new weir.OperatorError("...")` fails it with the message alone.
 
-import { emit as hostEmit } from "weir:stream/output@0.2.3";
+import { emit as hostEmit, emitBatch } from "weir:stream/output@0.2.3";
+
+// Past this much output, a batched call hands what it has to the host (`output.emit-batch`), so
+// fan-out is bounded by the network's buffers, not by one call's output limit.
+const FLUSH_BYTES = 256 << 10;
 import {
   declare as declareState,
   valueGet,
@@ -99,6 +103,12 @@ class Writer {
   }
   take() {
     return this.buf.slice(0, this.len);
+  }
+  /** Hands the records so far to the host once they pass FLUSH_BYTES. */
+  flushIfFull() {
+    if (this.len < FLUSH_BYTES) return;
+    emitBatch(this.buf.subarray(0, this.len));
+    this.len = 0;
   }
 }
 
@@ -416,9 +426,15 @@ function plainBatch(op, values) {
     const inputs = text ? values.map((v) => decoder.decode(v)) : values;
     if (op.kind === "map") return writeValues(inputs.map((v) => asBytes(f(v))));
     if (op.kind === "filter") return writeValues(values.filter((_, i) => f(inputs[i])));
-    const results = [];
-    for (const v of inputs) for (const item of f(v)) results.push(asBytes(item));
-    return writeValues(results);
+    // A flat map's output goes through the general path, which hands it over as it grows.
+    const out = new Writer();
+    for (const v of inputs) {
+      for (const item of f(v)) {
+        out.record(asBytes(item), undefined, undefined);
+        out.flushIfFull();
+      }
+    }
+    return out.take();
   } catch (e) {
     throw toWit(e, 0, 1);
   }
@@ -442,7 +458,10 @@ function runBatch(records, second, single) {
         else if (kind === "filter") {
           if (f(v)) out.record(value, key, timestamp);
         } else if (kind === "flatMap") {
-          for (const item of f(v)) out.record(asBytes(item), undefined, timestamp);
+          for (const item of f(v)) {
+            out.record(asBytes(item), undefined, timestamp);
+            out.flushIfFull();
+          }
         } else out.record(value, asBytes(f(v)), timestamp);
       });
     } else {
@@ -459,6 +478,7 @@ function runBatch(records, second, single) {
         ctx.keyString = undefined;
         ctx.timestamp = timestamp;
         handle.call(op, ctx, text ? decoder.decode(value) : value);
+        out.flushIfFull();
       });
     }
   } catch (e) {

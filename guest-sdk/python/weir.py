@@ -55,6 +55,10 @@ _FLAG_TIMESTAMP = 1
 _FLAG_KEY = 2
 _FLAG_BLOCK = 4
 
+# Past this much output, a batched call hands what it has to the host (`output.emit-batch`), so
+# fan-out is bounded by the network's buffers, not by one call's output limit.
+_FLUSH_BYTES = 256 << 10
+
 _u32 = struct.Struct("<I")
 _i64 = struct.Struct("<q")
 _header = struct.Struct("<IB")
@@ -515,6 +519,9 @@ def _run(records, out, second=False):
                 elif kind == "flat_map":
                     for item in fn(v):
                         _write(out, _as_bytes(item), None, timestamp)
+                        if len(out) >= _FLUSH_BYTES:
+                            output.emit_batch(bytes(out))
+                            out.clear()
                 else:
                     _write(out, value, _as_bytes(fn(v)), timestamp)
                 index += 1
@@ -529,6 +536,9 @@ def _run(records, out, second=False):
             ctx.key = key
             ctx.timestamp = timestamp
             handle(ctx, value.decode() if text else value)
+            if len(out) >= _FLUSH_BYTES:
+                output.emit_batch(bytes(out))
+                out.clear()
             index += 1
     except Exception as e:
         err = _error_of(e)
@@ -557,8 +567,18 @@ def _plain_batch(op, values):
             _write_values(out, [v for v, i in zip(values, inputs) if fn(i)])
         else:
             results = []
+            size = 0
             for v in inputs:
-                results.extend(_as_bytes(item) for item in fn(v))
+                for item in fn(v):
+                    item = _as_bytes(item)
+                    results.append(item)
+                    size += len(item)
+                    if size >= _FLUSH_BYTES:
+                        _write_values(out, results)
+                        output.emit_batch(bytes(out))
+                        out.clear()
+                        results = []
+                        size = 0
             _write_values(out, results)
     except Exception as e:
         raise _error_of(e)

@@ -29,6 +29,28 @@ fn build(language: &str, dir: &Path, name: &str, sources: &[PathBuf]) -> PathBuf
     out
 }
 
+/// Runs operator `fan-out` of `component` on one record: its 280 MiB of output must reach the
+/// sink, which it can only if the SDK hands it over as it grows.
+fn fans_out(dir: &Path, component: &Path) {
+    let manifest = dir.join("fan-out.toml");
+    std::fs::write(
+        &manifest,
+        format!(
+            "name = \"fan-out\"\n[[source]]\nid = \"in\"\nkind = \"sequence\"\ncount = 1\n\
+             [[operator]]\nid = \"fan-out\"\ncomponent = {:?}\ninput = \"in\"\n\
+             [[sink]]\nid = \"out\"\nkind = \"discard\"\ninput = \"fan-out\"\n",
+            component.display().to_string()
+        ),
+    )
+    .expect("manifest");
+    let (ok, out, err) = weir(&["run", manifest.to_str().unwrap(), "--restart-attempts", "0"]);
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("in -> fan-out -> out: records in 1, out 70000"),
+        "{err}"
+    );
+}
+
 /// Runs operator `op` of `component` on the lines `fine`, `boom`, `fine`: the job must fail
 /// with the operator's message, containing `expected`.
 fn fails_on_boom(dir: &Path, component: &Path, op: &str, expected: &str) {
@@ -137,6 +159,16 @@ static int panic_on_boom(weir_ctx *ctx, weir_bytes v) {
     return weir_emit(ctx, v);
 }
 
+/* 70,000 records of 4 KiB per input record: 280 MiB, over what one call may return. */
+static int fan_out(weir_ctx *ctx, weir_bytes v) {
+    (void)v;
+    static uint8_t block[4096];
+    weir_bytes out = {block, sizeof block};
+    for (int i = 0; i < 70000; i++)
+        if (weir_emit(ctx, out)) return -1;
+    return 0;
+}
+
 static int needs_config(weir_ctx *ctx) {
     if (!weir_config("factor")) return weir_config_error(ctx, "`factor` is not set");
     return 0;
@@ -147,6 +179,7 @@ WEIR_OPERATORS(
     WEIR_MAP("decimal", decimal),
     WEIR_FLAT_MAP("refuse-boom", refuse_boom),
     WEIR_FLAT_MAP("panic-on-boom", panic_on_boom),
+    WEIR_FLAT_MAP("fan-out", fan_out),
     WEIR_PROCESS("needs-config", .open = needs_config, .process = NULL)
 )
 "#;
@@ -204,6 +237,9 @@ fn c_operators_read_blocks_and_fail_the_job_with_their_own_message() {
         .collect();
     assert_eq!(got, (0..10000).filter(|n| n % 2 == 0).collect::<Vec<u64>>());
 
+    // A fan-out past what one call may return reaches the sink.
+    fans_out(dir.path(), &component);
+
     for (op, expected) in [
         ("refuse-boom", "failed: refusing the word `boom`"),
         ("panic-on-boom", "panicked: cannot go on after boom"),
@@ -251,6 +287,11 @@ def explode(line):
         raise ValueError(f"cannot take {line}")
     return [line]
 
+@weir.flat_map("fan-out")
+def fan_out(value):
+    # 70,000 records of 4 KiB: 280 MiB, over what one call may return.
+    return [b"x" * 4096] * 70000
+
 @weir.map("refuse", text=True)
 def refuse(line):
     if line == "boom":
@@ -264,6 +305,7 @@ fn a_python_exception_fails_the_job_with_its_type_message_and_line() {
     let module = dir.path().join("ops.py");
     std::fs::write(&module, PYTHON_OPERATORS).expect("module");
     let component = build("python", dir.path(), "ops.wasm", &[module]);
+    fans_out(dir.path(), &component);
     // The message names the record's place in its batch (`record 1: `) where it is known.
     for (op, expected) in [
         ("explode", "failed: "),
@@ -279,6 +321,12 @@ weir.flatMap("explode", (line) => {
   if (line === "boom") throw new RangeError(`cannot take ${line}`);
   return [line];
 }, { text: true });
+
+weir.flatMap("fan-out", function* (value) {
+  // 70,000 records of 4 KiB: 280 MiB, over what one call may return.
+  const block = new Uint8Array(4096);
+  for (let i = 0; i < 70000; i++) yield block;
+});
 
 weir.map("refuse", (line) => {
   if (line === "boom") throw new weir.OperatorError("refusing the word boom");
@@ -314,6 +362,7 @@ fn the_javascript_word_count_counts_every_word_and_an_exception_fails_the_job_wi
     let module = dir.path().join("ops.js");
     std::fs::write(&module, JS_OPERATORS).expect("module");
     let component = build("js", dir.path(), "ops.wasm", &[module]);
+    fans_out(dir.path(), &component);
     for (op, expected) in [
         ("explode", "RangeError: cannot take boom (at "),
         ("refuse", "failed: refusing the word boom"),
