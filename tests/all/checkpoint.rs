@@ -14,7 +14,7 @@ use weir_host::runtime::task_executor::TaskExecutorConfig;
 
 use crate::support::*;
 
-fn cluster() -> MiniCluster {
+pub(crate) fn cluster() -> MiniCluster {
     let config = MiniClusterConfig {
         task_executor: TaskExecutorConfig {
             slots: 8,

@@ -6,13 +6,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use weir_host::cluster::{MiniCluster, MiniClusterConfig};
 use weir_host::job::{JobGraph, parse_manifest};
-use weir_host::runtime::task_executor::TaskExecutorConfig;
 
 use crate::checkpoint::{
-    checkpoint_id, committed_lines, expected_lines, input, options, run_then_cancel, sink_as_of,
-    waiting,
+    checkpoint_id, cluster, committed_lines, expected_lines, input, options, run_then_cancel,
+    sink_as_of, waiting,
 };
 use crate::guests;
 use crate::support::*;
@@ -42,17 +40,6 @@ fn mixed_graph(text: &str, input: &Path, output: &Path) -> JobGraph {
         .expect("manifest")
         .job_graph(None)
         .expect("graph")
-}
-
-fn cluster() -> MiniCluster {
-    let config = MiniClusterConfig {
-        task_executor: TaskExecutorConfig {
-            slots: 4,
-            ..TaskExecutorConfig::default()
-        },
-        ..MiniClusterConfig::default()
-    };
-    MiniCluster::new(config, runtime().clone())
 }
 
 #[test]

@@ -41,7 +41,7 @@ const OPERATORS: [&str; 3] = ["times-three-plus-one", "even", "half"];
 
 /// Counts what reaches the end of the chain, to check the result and keep work observable.
 #[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
+pub(crate) struct Counter(pub(crate) Arc<AtomicU64>);
 
 impl Output for Counter {
     fn collect(&mut self, _: Record<'_>) -> Result<(), StreamError> {

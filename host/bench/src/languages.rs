@@ -10,16 +10,17 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use weir_framing::{BatchWriter, Record};
 use weir_host::runtime::WasmOperator;
-use weir_host::stream::{Output, StreamError};
+use weir_host::stream::Output;
+
 use weir_host::wasm::{OperatorSpec, RuntimeConfig, WasmRuntime};
 
+use crate::chain::Counter;
 use crate::guests;
 
 /// Options of `weir-bench languages`.
@@ -43,25 +44,6 @@ pub struct LanguagesArgs {
     /// Only these operators (comma separated: map, keyed-sum).
     #[arg(long, value_delimiter = ',')]
     pub ops: Vec<String>,
-}
-
-#[derive(Clone, Default)]
-struct Counter(Arc<AtomicU64>);
-
-impl Output for Counter {
-    fn collect(&mut self, _: Record<'_>) -> Result<(), StreamError> {
-        self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-    fn collect_batch(&mut self, batch: &[u8]) -> Result<(), StreamError> {
-        let n =
-            weir_framing::count_records(batch).map_err(|e| StreamError::Output(e.to_string()))?;
-        self.0.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(())
-    }
-    fn emit_watermark(&mut self, _: i64) -> Result<(), StreamError> {
-        Ok(())
-    }
 }
 
 /// A language's component and the names of its two operators.

@@ -32,20 +32,7 @@ fn a_packaged_word_count_runs_from_the_file_alone_and_counts_every_word() {
     std::fs::rename(&job, &moved).expect("move");
     drop(dir);
 
-    let input = alone.path().join("input.txt");
-    let text = read_passage().repeat(3);
-    std::fs::write(&input, &text).expect("input");
-    let output = alone.path().join("counts.txt");
-    let (ok, out, err) = weir(&[
-        "run",
-        moved.to_str().unwrap(),
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    assert_eq!(final_counts(&output), independent_word_count(&text));
+    runs_word_count_exactly(&moved, alone.path(), 3);
 
     let (ok, plan, err) = weir(&["info", moved.to_str().unwrap()]);
     assert!(ok, "{err}");
@@ -117,20 +104,7 @@ fn the_word_count_s_plan_in_code_is_its_manifest_s_graph_and_runs_from_the_compo
     let alone = tempfile::tempdir().expect("tempdir");
     let job = alone.path().join("wordcount.wasm");
     std::fs::copy(&component, &job).expect("copy");
-    let text = read_passage().repeat(3);
-    let input = alone.path().join("input.txt");
-    std::fs::write(&input, &text).expect("input");
-    let output = alone.path().join("counts.txt");
-    let (ok, out, err) = weir(&[
-        "run",
-        job.to_str().unwrap(),
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    assert_eq!(final_counts(&output), independent_word_count(&text));
+    runs_word_count_exactly(&job, alone.path(), 3);
 
     let (ok, shown, err) = weir(&["info", job.to_str().unwrap()]);
     assert!(ok, "{err}");

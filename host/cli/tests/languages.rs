@@ -89,22 +89,9 @@ fn the_c_word_count_built_from_source_counts_every_word_at_parallelism_two() {
         "wordcount-c.wasm",
         &[root().join("examples/wordcount-c/wordcount.c")],
     );
-    let text = read_passage().repeat(4);
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).expect("input");
-    let output = dir.path().join("counts.txt");
     // The component's own plan: parallelism 2, the words by key to two counting subtasks.
-    let (ok, out, err) = weir(&[
-        "run",
-        component.to_str().unwrap(),
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
-    assert!(ok, "{out}{err}");
+    let err = runs_word_count_exactly(&component, dir.path(), 4);
     assert!(err.contains("count: records in"), "{err}");
-    assert_eq!(final_counts(&output), independent_word_count(&text));
     // The manifest beside it runs the same job.
     let manifest = std::fs::read_to_string(root().join("examples/wordcount-c/job.toml"))
         .expect("manifest")
@@ -114,17 +101,7 @@ fn the_c_word_count_built_from_source_counts_every_word_at_parallelism_two() {
         );
     let job = dir.path().join("job.toml");
     std::fs::write(&job, manifest).expect("manifest");
-    let again = dir.path().join("again.txt");
-    let (ok, out, err) = weir(&[
-        "run",
-        job.to_str().unwrap(),
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", again.display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    assert_eq!(final_counts(&again), independent_word_count(&text));
+    runs_word_count_exactly(&job, dir.path(), 4);
 }
 
 /// C operators of the tests: numbers in and out, and failures on purpose.
@@ -261,21 +238,8 @@ fn the_python_word_count_built_from_source_counts_every_word_at_parallelism_two(
         "wordcount-python.wasm",
         &[root().join("examples/wordcount-python/wordcount.py")],
     );
-    let text = read_passage().repeat(4);
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).expect("input");
-    let output = dir.path().join("counts.txt");
-    let (ok, out, err) = weir(&[
-        "run",
-        component.to_str().unwrap(),
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
-    assert!(ok, "{out}{err}");
+    let err = runs_word_count_exactly(&component, dir.path(), 4);
     assert!(err.contains("job `wordcount-python` finished"), "{err}");
-    assert_eq!(final_counts(&output), independent_word_count(&text));
 }
 
 const PYTHON_OPERATORS: &str = r#"
@@ -343,21 +307,8 @@ fn the_javascript_word_count_counts_every_word_and_an_exception_fails_the_job_wi
         "wordcount-js.wasm",
         &[root().join("examples/wordcount-js/wordcount.js")],
     );
-    let text = read_passage().repeat(4);
-    let input = dir.path().join("input.txt");
-    std::fs::write(&input, &text).expect("input");
-    let output = dir.path().join("counts.txt");
-    let (ok, out, err) = weir(&[
-        "run",
-        component.to_str().unwrap(),
-        "--arg",
-        &format!("input={}", input.display()),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
-    assert!(ok, "{out}{err}");
+    let err = runs_word_count_exactly(&component, dir.path(), 4);
     assert!(err.contains("job `wordcount-js` finished"), "{err}");
-    assert_eq!(final_counts(&output), independent_word_count(&text));
 
     let module = dir.path().join("ops.js");
     std::fs::write(&module, JS_OPERATORS).expect("module");

@@ -420,3 +420,27 @@ pub fn final_counts(output: &std::path::Path) -> std::collections::BTreeMap<Stri
     }
     last
 }
+
+/// `weir run job` of the word count on `copies` of the passage, written in `dir`: it must
+/// succeed, and its final counts equal an independent count. Its stderr.
+pub fn runs_word_count_exactly(job: &Path, dir: &Path, copies: usize) -> String {
+    let text = read_passage().repeat(copies);
+    let input = dir.join("input.txt");
+    std::fs::write(&input, &text).expect("input");
+    let output = dir.join(format!(
+        "counts-{}.txt",
+        job.file_stem()
+            .map_or("job".into(), |s| s.to_string_lossy())
+    ));
+    let (ok, out, err) = weir(&[
+        "run",
+        job.to_str().unwrap(),
+        "--arg",
+        &format!("input={}", input.display()),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(final_counts(&output), independent_word_count(&text));
+    err
+}
