@@ -48,6 +48,9 @@ pub enum JobFailure {
         dir: PathBuf,
         source: std::io::Error,
     },
+    /// An external sink's transactions could not be settled before a (re)start.
+    #[error("cannot recover sink `{sink}`: {message}")]
+    SinkRecovery { sink: String, message: String },
     #[error(
         "cannot write checkpoints under `{dir}`; pass a --checkpoint-dir this process can write"
     )]

@@ -1,7 +1,9 @@
 //! Sources and sinks. A source reads its share of the input (its split) in framed batches; a
 //! sink is the tail output of a chain.
 
+pub mod external;
 pub mod nexmark;
+pub mod postgres;
 mod sink;
 mod source;
 

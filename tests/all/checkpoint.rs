@@ -812,7 +812,7 @@ fn a_fresh_run_into_an_output_directory_with_committed_output_is_refused_before_
 }
 
 /// An error and its causes as the `weir` binary prints them: `a: b: c`.
-fn error_chain(err: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();
     while let Some(c) = cause {

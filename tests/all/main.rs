@@ -13,5 +13,7 @@ mod job;
 mod languages;
 mod loading;
 mod nexmark;
+mod postgres;
 mod remote;
+mod servers;
 mod support;

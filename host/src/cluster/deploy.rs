@@ -175,6 +175,8 @@ pub(super) fn deploy(
                 VertexOutput::Sink(spec) => OutputDescriptor::Sink {
                     spec: spec.clone(),
                     transactional_epoch: first_checkpoint,
+                    job_name: graph.name.clone(),
+                    id: vertex.node_ids.last().cloned().unwrap_or_default(),
                 },
                 VertexOutput::Edges(edges) => OutputDescriptor::Partitions(
                     edges

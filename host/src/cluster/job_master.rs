@@ -286,7 +286,42 @@ pub(super) fn prepare_sinks(graph: &JobGraph, restored: Option<u64>) -> Result<(
         recover_transactional_dir(&dir, restored)
             .map_err(|source| JobFailure::Sink { dir, source })?;
     }
+    for vertex in &graph.vertices {
+        if let VertexOutput::Sink(SinkSpec::Postgres(spec)) = &vertex.output {
+            let sink = vertex.node_ids.last().cloned().unwrap_or_default();
+            recover_postgres(spec, &graph.name, &sink, restored)
+                .map_err(|message| JobFailure::SinkRecovery { sink, message })?;
+        }
+    }
     Ok(())
+}
+
+#[cfg(feature = "postgres")]
+fn recover_postgres(
+    spec: &crate::connectors::postgres::PostgresSinkSpec,
+    job: &str,
+    sink: &str,
+    restored: Option<u64>,
+) -> Result<(), String> {
+    let done = crate::connectors::postgres::recover(spec, job, sink, restored)?;
+    if done.committed + done.rolled_back > 0 {
+        eprintln!(
+            "job `{job}`: sink `{sink}`: committed {} and rolled back {} transactions an \
+             earlier attempt prepared",
+            done.committed, done.rolled_back
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "postgres"))]
+fn recover_postgres(
+    _: &crate::connectors::postgres::PostgresSinkSpec,
+    _: &str,
+    _: &str,
+    _: Option<u64>,
+) -> Result<(), String> {
+    Err("this weir was built without the `postgres` feature".into())
 }
 
 /// The end of a job whose final checkpoint is `restored`: nothing is left to run, and its

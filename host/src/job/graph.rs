@@ -66,6 +66,8 @@ pub enum SinkSpec {
     },
     Stdout,
     Discard,
+    /// Rows of a PostgreSQL table.
+    Postgres(crate::connectors::postgres::PostgresSinkSpec),
 }
 
 /// What runs an operator.
@@ -486,6 +488,7 @@ impl Manifest {
             ));
         }
         for s in &self.sinks {
+            s.check_options()?;
             let spec = match s.kind.as_str() {
                 "file" => SinkSpec::File {
                     path: data_path(s.path.as_deref().ok_or_else(|| {
@@ -494,9 +497,11 @@ impl Manifest {
                 },
                 "stdout" => SinkSpec::Stdout,
                 "discard" => SinkSpec::Discard,
+                "postgres" => SinkSpec::Postgres(s.postgres(&name)?),
                 other => {
                     return Err(invalid(format!(
-                        "sink `{}` has kind `{other}`; sinks are file, stdout and discard",
+                        "sink `{}` has kind `{other}`; sinks are file, stdout, discard and \
+                         postgres",
                         s.id
                     )));
                 }

@@ -132,12 +132,130 @@ pub struct OperatorDecl {
 #[serde(deny_unknown_fields)]
 pub struct SinkDecl {
     pub id: String,
-    /// `file`, `stdout` or `discard`.
+    /// `file`, `stdout`, `discard` or `postgres`.
     pub kind: String,
     pub path: Option<String>,
     pub input: Inputs,
     pub edge: Option<String>,
     pub parallelism: Option<u32>,
+    /// For external systems: the server (`postgresql://user@host:port/database`).
+    pub url: Option<String>,
+    /// The environment variable that holds the password (of the process that connects).
+    pub password_env: Option<String>,
+    /// A file that holds the password.
+    pub password_file: Option<String>,
+    /// How long to keep trying to reach the server (`30s`).
+    pub connect_timeout: Option<String>,
+    /// For `postgres`: the table rows go to.
+    pub table: Option<String>,
+    /// For `postgres`: the columns the record's fields fill (default: all, in table order).
+    pub columns: Option<Vec<String>>,
+    /// How a record becomes fields: `csv` (default; split at `delimiter`) or `json`.
+    pub format: Option<String>,
+    /// For `csv`: the one-byte field separator (default `,`).
+    pub delimiter: Option<String>,
+}
+
+impl SinkDecl {
+    /// Refuses options the sink's kind does not take: a `table` on a file sink is a mistake
+    /// (most likely in `kind`), not something to ignore.
+    pub fn check_options(&self) -> Result<(), JobError> {
+        let allowed: &[&str] = match self.kind.as_str() {
+            "file" => &["path"],
+            "postgres" => &[
+                "url",
+                "password_env",
+                "password_file",
+                "connect_timeout",
+                "table",
+                "columns",
+                "format",
+                "delimiter",
+            ],
+            _ => &[],
+        };
+        let set = [
+            ("path", self.path.is_some()),
+            ("url", self.url.is_some()),
+            ("password_env", self.password_env.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("table", self.table.is_some()),
+            ("columns", self.columns.is_some()),
+            ("format", self.format.is_some()),
+            ("delimiter", self.delimiter.is_some()),
+        ];
+        match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
+            Some((name, _)) => Err(JobError::Invalid(format!(
+                "sink `{}` of kind {} does not take `{name}`",
+                self.id, self.kind
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A `postgres` sink's spec, checked as far as it can be without the server.
+    pub fn postgres(
+        &self,
+        job: &str,
+    ) -> Result<crate::connectors::postgres::PostgresSinkSpec, JobError> {
+        use crate::connectors::external::{DEFAULT_CONNECT_TIMEOUT, Secret};
+        use crate::connectors::postgres::{PostgresSinkSpec, RowFormat, check_gid_length};
+        let id = &self.id;
+        let needs = |field: &str| {
+            JobError::Invalid(format!("sink `{id}` of kind postgres needs a `{field}`"))
+        };
+        let password = match (&self.password_env, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(JobError::Invalid(format!(
+                    "sink `{id}`: give the password with `password_env` or `password_file`, \
+                     not both"
+                )));
+            }
+            (Some(var), None) => Some(Secret::Env(var.clone())),
+            (None, Some(file)) => Some(Secret::File(PathBuf::from(file))),
+            (None, None) => None,
+        };
+        let format = match (self.format.as_deref().unwrap_or("csv"), &self.delimiter) {
+            ("csv", delimiter) => {
+                let delimiter = delimiter.as_deref().unwrap_or(",");
+                let &[byte] = delimiter.as_bytes() else {
+                    return Err(JobError::Invalid(format!(
+                        "sink `{id}`: `delimiter` must be one byte, not `{delimiter}`"
+                    )));
+                };
+                RowFormat::Delimited { delimiter: byte }
+            }
+            ("json", None) => RowFormat::Json,
+            ("json", Some(_)) => {
+                return Err(JobError::Invalid(format!(
+                    "sink `{id}`: a `delimiter` is for format csv, not json"
+                )));
+            }
+            (other, _) => {
+                return Err(JobError::Invalid(format!(
+                    "sink `{id}` has format `{other}`; formats are csv and json"
+                )));
+            }
+        };
+        let connect_timeout = match &self.connect_timeout {
+            Some(text) => super::units::parse_duration(text).map_err(|e| {
+                JobError::Invalid(format!("sink `{id}`: `connect_timeout`: {e}"))
+            })?,
+            None => DEFAULT_CONNECT_TIMEOUT,
+        };
+        let spec = PostgresSinkSpec {
+            url: self.url.clone().ok_or_else(|| needs("url"))?,
+            password,
+            table: self.table.clone().ok_or_else(|| needs("table"))?,
+            columns: self.columns.clone().unwrap_or_default(),
+            format,
+            connect_timeout_ms: u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        spec.check(id).map_err(JobError::Invalid)?;
+        check_gid_length(job, id).map_err(JobError::Invalid)?;
+        Ok(spec)
+    }
 }
 
 /// A job manifest as written.

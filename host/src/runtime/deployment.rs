@@ -100,6 +100,10 @@ pub enum OutputDescriptor {
     Sink {
         spec: SinkSpec,
         transactional_epoch: Option<u64>,
+        /// The job's name and the sink's node id: what names an external sink's transactions
+        /// across attempts (the job's numeric id changes with each submission).
+        job_name: String,
+        id: String,
     },
     /// One partition per outgoing edge.
     Partitions(Vec<PartitionDescriptor>),
@@ -281,6 +285,8 @@ mod tests {
                     path: PathBuf::from("out"),
                 },
                 transactional_epoch: Some(5),
+                job_name: "wc".into(),
+                id: "out".into(),
             },
             ..tdd
         };

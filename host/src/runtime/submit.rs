@@ -355,6 +355,8 @@ impl Opening {
             OutputDescriptor::Sink {
                 spec,
                 transactional_epoch,
+                job_name,
+                id,
             } => match spec {
                 SinkSpec::File { path } => match transactional_epoch {
                     Some(epoch) => Box::new(
@@ -368,6 +370,10 @@ impl Opening {
                 },
                 SinkSpec::Stdout => Box::new(StdoutSink::new(metrics.clone())),
                 SinkSpec::Discard => Box::new(DiscardSink::new(metrics.clone())),
+                SinkSpec::Postgres(spec) => {
+                    open_postgres(spec, job_name, id, &tdd, *transactional_epoch, &metrics)
+                        .map_err(chain_failed)?
+                }
             },
             OutputDescriptor::Partitions(_) => Box::new(NetworkOutput(RecordWriter::new(
                 partitions,
@@ -494,6 +500,40 @@ fn open_source(
             })
         }
     })
+}
+
+#[cfg(feature = "postgres")]
+fn open_postgres(
+    spec: &crate::connectors::postgres::PostgresSinkSpec,
+    job_name: &str,
+    id: &str,
+    tdd: &TaskDeploymentDescriptor,
+    epoch: Option<u64>,
+    metrics: &Arc<TaskMetrics>,
+) -> Result<Box<dyn Output>, StreamError> {
+    let sink = crate::connectors::postgres::PostgresSink::open(
+        spec,
+        job_name,
+        id,
+        tdd.subtask,
+        epoch,
+        metrics.clone(),
+    )?;
+    Ok(Box::new(sink))
+}
+
+#[cfg(not(feature = "postgres"))]
+fn open_postgres(
+    _: &crate::connectors::postgres::PostgresSinkSpec,
+    _: &str,
+    id: &str,
+    _: &TaskDeploymentDescriptor,
+    _: Option<u64>,
+    _: &Arc<TaskMetrics>,
+) -> Result<Box<dyn Output>, StreamError> {
+    Err(StreamError::Output(format!(
+        "sink `{id}`: this weir was built without the `postgres` feature"
+    )))
 }
 
 /// Reads the state files of every wasm operator of a chain, each restricted to its key groups.

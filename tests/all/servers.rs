@@ -1,0 +1,219 @@
+//! External servers the connector tests run against: real ones, started as plain processes on
+//! 127.0.0.1 with their data in a temp dir, each stopped by its own pid.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port nothing listens on now (the OS picks it; the listener is closed at once).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// `name` on the PATH, or the newest of Debian's PostgreSQL installs (which stay off it).
+fn postgres_binary(name: &str) -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+    });
+    if let Some(path) = on_path {
+        return path;
+    }
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .into_iter()
+        .rev()
+        .map(|v| v.join("bin").join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` not found: `bash .ci/setup` installs PostgreSQL"))
+}
+
+/// The uid and gid of a system user, from `id`.
+fn user_ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| -> u32 {
+        let out = Command::new("id")
+            .args([flag, user])
+            .output()
+            .expect("id");
+        assert!(out.status.success(), "no user `{user}`");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("numeric id")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// Runs as the `postgres` user when the test runs as root: PostgreSQL refuses to run as root.
+fn as_server_user(command: &mut Command, dir: &Path) {
+    use std::os::unix::process::CommandExt;
+    command.current_dir(dir);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if root {
+        let (uid, gid) = user_ids("postgres");
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).expect("chown the data dir");
+        command.uid(uid).gid(gid);
+    }
+}
+
+/// A PostgreSQL server of the test's own, whose superuser `weir` logs in with a password over
+/// TCP (so the sink's secret handling is exercised), stopped when dropped.
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    /// A file holding the password, as a sink's `password_file` names it.
+    pub password_file: PathBuf,
+    /// Holds the data directory; removed after the server stops.
+    _dir: tempfile::TempDir,
+}
+
+pub const POSTGRES_PASSWORD: &str = "weir-test-secret";
+
+impl Postgres {
+    pub fn start() -> Postgres {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let password_file = dir.path().join("password");
+        std::fs::write(&password_file, format!("{POSTGRES_PASSWORD}\n")).expect("password");
+        let data = dir.path().join("data");
+        let mut initdb = Command::new(postgres_binary("initdb"));
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "weir",
+                "-E",
+                "UTF8",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+                "--no-sync",
+                "--no-instructions",
+            ])
+            .arg(format!("--pwfile={}", password_file.display()))
+            .stdout(Stdio::null());
+        as_server_user(&mut initdb, dir.path());
+        let out = initdb.output().expect("initdb runs");
+        assert!(
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = free_port();
+        let mut postgres = Command::new(postgres_binary("postgres"));
+        postgres
+            .arg("-D")
+            .arg(&data)
+            .arg("-k")
+            .arg(dir.path())
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(["-c", "fsync=off", "-c", "max_prepared_transactions=16"])
+            .args(["-c", "full_page_writes=off", "-c", "synchronous_commit=off"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        as_server_user(&mut postgres, dir.path());
+        let child = postgres.spawn().expect("postgres starts");
+        let server = Postgres {
+            child,
+            port,
+            password_file,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while server.try_execute("SELECT 1").is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "postgres did not accept connections within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// The URL a sink names this server by (no password: that comes from the file).
+    pub fn url(&self) -> String {
+        format!("postgresql://weir@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn with_client<T>(
+        &self,
+        work: impl AsyncFnOnce(&tokio_postgres::Client) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, tokio_postgres::Error> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, connection) = tokio_postgres::Config::new()
+                .host("127.0.0.1")
+                .port(self.port)
+                .user("weir")
+                .password(POSTGRES_PASSWORD)
+                .dbname("postgres")
+                .connect(tokio_postgres::NoTls)
+                .await?;
+            tokio::spawn(connection);
+            work(&client).await
+        })
+    }
+
+    fn try_execute(&self, sql: &str) -> Result<(), tokio_postgres::Error> {
+        self.with_client(async |c| c.batch_execute(sql).await)
+    }
+
+    pub fn execute(&self, sql: &str) {
+        self.try_execute(sql)
+            .unwrap_or_else(|e| panic!("`{sql}`: {e:?}"));
+    }
+
+    /// Every row of `sql`'s result, its columns read as text and joined with a space, sorted.
+    pub fn rows(&self, sql: &str) -> Vec<String> {
+        let mut rows: Vec<String> = self
+            .with_client(async |c| {
+                let rows = c.simple_query(sql).await?;
+                Ok(rows
+                    .into_iter()
+                    .filter_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(row) => Some(
+                            (0..row.len())
+                                .map(|i| row.get(i).unwrap_or("NULL").to_string())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        ),
+                        _ => None,
+                    })
+                    .collect())
+            })
+            .unwrap_or_else(|e| panic!("`{sql}`: {e:?}"));
+        rows.sort();
+        rows
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // A fast shutdown (SIGINT) of this server's own postmaster, then SIGKILL if it lingers.
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
