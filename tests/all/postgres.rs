@@ -4,13 +4,13 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use weir_framing::Record;
 use weir_host::cluster::{JobFailure, JobOptions, RestartStrategy};
 use weir_host::connectors::external::Secret;
 use weir_host::connectors::postgres::{self, PostgresSink, PostgresSinkSpec, RowFormat};
 use weir_host::job::parse_manifest;
 use weir_host::metrics::TaskMetrics;
 use weir_host::stream::{Barrier, Output};
-use weir_framing::Record;
 
 use crate::checkpoint::{cluster, expected_lines, graph, input, options, wordcount};
 use crate::servers::Postgres;
@@ -140,7 +140,11 @@ fn recovery_commits_a_completed_checkpoints_transaction_and_rolls_back_later_one
     assert_eq!(pg.rows("SELECT k, v FROM t"), ["a0 1"]);
     assert_eq!(
         prepared(&pg),
-        ["weir/job/t-sink/0/2", "weir/job/t-sink/1/1", "weir/job/t-sink/1/2"]
+        [
+            "weir/job/t-sink/0/2",
+            "weir/job/t-sink/1/1",
+            "weir/job/t-sink/1/2"
+        ]
     );
     let recovered = postgres::recover(&spec, "job", "t-sink", Some(1)).expect("recover");
     assert_eq!((recovered.committed, recovered.rolled_back), (1, 2));
@@ -184,9 +188,7 @@ fn failure_of(manifest: &str) -> String {
 fn one_line_job(dir: &Path, line: &str, sink: &str) -> String {
     let input = dir.join("in.txt");
     std::fs::write(&input, format!("{line}\n")).expect("input");
-    format!(
-        "name = \"pg\"\n[[source]]\nid = \"lines\"\nkind = \"file\"\npath = {input:?}\n{sink}"
-    )
+    format!("name = \"pg\"\n[[source]]\nid = \"lines\"\nkind = \"file\"\npath = {input:?}\n{sink}")
 }
 
 fn sink_of(pg_url: &str, password_file: &Path, table: &str, extra: &str) -> String {
@@ -299,10 +301,9 @@ fn an_unreachable_server_and_a_wrong_password_are_named() {
             "connect_timeout = \"1s\"",
         ),
     );
-    let Err(failure) = cluster().run_job(
-        &graph(&manifest, 1),
-        &options(&dir.path().join("chk"), 50),
-    ) else {
+    let Err(failure) =
+        cluster().run_job(&graph(&manifest, 1), &options(&dir.path().join("chk"), 50))
+    else {
         panic!("the job succeeded")
     };
     assert!(
@@ -328,12 +329,16 @@ fn manifests_keep_passwords_out_and_refuse_options_of_other_kinds() {
          table = \"t\"\ninput = \"lines\"\n",
     );
     assert!(err.contains("the `url` holds a password"), "{err}");
-    let err = check("[[sink]]\nid = \"rows\"\nkind = \"file\"\npath = \"x\"\ntable = \"t\"\ninput = \"lines\"\n");
+    let err = check(
+        "[[sink]]\nid = \"rows\"\nkind = \"file\"\npath = \"x\"\ntable = \"t\"\ninput = \"lines\"\n",
+    );
     assert!(
         err.contains("sink `rows` of kind file does not take `table`"),
         "{err}"
     );
-    let err = check("[[sink]]\nid = \"rows\"\nkind = \"postgres\"\nurl = \"postgresql://h/db\"\ninput = \"lines\"\n");
+    let err = check(
+        "[[sink]]\nid = \"rows\"\nkind = \"postgres\"\nurl = \"postgresql://h/db\"\ninput = \"lines\"\n",
+    );
     assert!(
         err.contains("sink `rows` of kind postgres needs a `table`"),
         "{err}"

@@ -39,10 +39,7 @@ fn postgres_binary(name: &str) -> PathBuf {
 /// The uid and gid of a system user, from `id`.
 fn user_ids(user: &str) -> (u32, u32) {
     let id = |flag: &str| -> u32 {
-        let out = Command::new("id")
-            .args([flag, user])
-            .output()
-            .expect("id");
+        let out = Command::new("id").args([flag, user]).output().expect("id");
         assert!(out.status.success(), "no user `{user}`");
         String::from_utf8_lossy(&out.stdout)
             .trim()

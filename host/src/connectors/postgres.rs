@@ -116,7 +116,9 @@ pub fn encode_row(
 ) -> Result<(), RowError> {
     let start = out.len();
     let result = match format {
-        RowFormat::Delimited { delimiter } => encode_delimited(*delimiter, columns.len(), record, out),
+        RowFormat::Delimited { delimiter } => {
+            encode_delimited(*delimiter, columns.len(), record, out)
+        }
         RowFormat::Json => encode_json(columns, record, out),
     };
     match result {

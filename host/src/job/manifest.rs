@@ -239,9 +239,8 @@ impl SinkDecl {
             }
         };
         let connect_timeout = match &self.connect_timeout {
-            Some(text) => super::units::parse_duration(text).map_err(|e| {
-                JobError::Invalid(format!("sink `{id}`: `connect_timeout`: {e}"))
-            })?,
+            Some(text) => super::units::parse_duration(text)
+                .map_err(|e| JobError::Invalid(format!("sink `{id}`: `connect_timeout`: {e}")))?,
             None => DEFAULT_CONNECT_TIMEOUT,
         };
         let spec = PostgresSinkSpec {

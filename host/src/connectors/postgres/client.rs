@@ -81,7 +81,10 @@ async fn connect(spec: &PostgresSinkSpec, sink: &str) -> Result<Connection, Stri
             .map_err(|e| format!("sink `{sink}`: the password: {e}"))?;
         config.password(password);
     }
-    config.connect_timeout(spec.connect_timeout().min(std::time::Duration::from_secs(10)));
+    config.connect_timeout(
+        spec.connect_timeout()
+            .min(std::time::Duration::from_secs(10)),
+    );
     let server = server_of(&config);
     let client = retry(spec.connect_timeout(), async || {
         match config.connect(NoTls).await {
@@ -262,7 +265,9 @@ impl PostgresSink {
         let statement = self.copy_statement.clone();
         let client = &self.client;
         let sent = self.runtime.block_on(async move {
-            let sink = client.copy_in::<_, bytes::Bytes>(statement.as_str()).await?;
+            let sink = client
+                .copy_in::<_, bytes::Bytes>(statement.as_str())
+                .await?;
             futures::pin_mut!(sink);
             sink.send(rows).await?;
             sink.as_mut().finish().await
