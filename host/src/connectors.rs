@@ -2,10 +2,11 @@
 //! sink is the tail output of a chain.
 
 pub mod external;
+pub mod kafka;
 pub mod nexmark;
 pub mod postgres;
 mod sink;
-mod source;
+pub(crate) mod source;
 
 pub use sink::{
     DiscardSink, FileSink, StdoutSink, TransactionalFileSink, committed_parts, create_output_dir,

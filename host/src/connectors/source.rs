@@ -16,6 +16,9 @@ pub enum SourceError {
         path: PathBuf,
         error: std::io::Error,
     },
+    /// An external system's source (a Kafka topic, say) failed.
+    #[error("{what}: {message}")]
+    External { what: String, message: String },
 }
 
 /// Reads one subtask's split of a source.

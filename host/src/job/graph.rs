@@ -54,6 +54,8 @@ pub enum SourceSpec {
     /// the generator's pinned default), as JSON lines stamped with their times, split by event
     /// numbers.
     Nexmark { count: u64, base_time: Option<u64> },
+    /// The partitions of a Kafka topic, split across subtasks.
+    Kafka(crate::connectors::kafka::KafkaSourceSpec),
 }
 
 /// Where a job's records end.
@@ -68,6 +70,8 @@ pub enum SinkSpec {
     Discard,
     /// Rows of a PostgreSQL table.
     Postgres(crate::connectors::postgres::PostgresSinkSpec),
+    /// Records of a Kafka topic.
+    Kafka(crate::connectors::kafka::KafkaSinkSpec),
 }
 
 /// What runs an operator.
@@ -355,6 +359,7 @@ impl Manifest {
         // (node, its second input's ids, edge): two-input operators.
         let mut raw_second: Vec<(usize, Vec<String>, Option<String>)> = Vec::new();
         for s in &self.sources {
+            s.check_options()?;
             let spec = match s.kind.as_str() {
                 "file" => SourceSpec::File {
                     path: data_path(s.path.as_deref().ok_or_else(|| {
@@ -389,9 +394,11 @@ impl Manifest {
                     })?,
                     base_time: s.base_time,
                 },
+                "kafka" => SourceSpec::Kafka(s.kafka()?),
                 other => {
                     return Err(invalid(format!(
-                        "source `{}` has kind `{other}`; sources are file, sequence and nexmark",
+                        "source `{}` has kind `{other}`; sources are file, sequence, nexmark \
+                         and kafka",
                         s.id
                     )));
                 }
@@ -498,10 +505,11 @@ impl Manifest {
                 "stdout" => SinkSpec::Stdout,
                 "discard" => SinkSpec::Discard,
                 "postgres" => SinkSpec::Postgres(s.postgres(&name)?),
+                "kafka" => SinkSpec::Kafka(s.kafka()?),
                 other => {
                     return Err(invalid(format!(
-                        "sink `{}` has kind `{other}`; sinks are file, stdout, discard and \
-                         postgres",
+                        "sink `{}` has kind `{other}`; sinks are file, stdout, discard, \
+                         postgres and kafka",
                         s.id
                     )));
                 }

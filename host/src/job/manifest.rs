@@ -42,8 +42,22 @@ pub struct SourceDecl {
     /// so that checkpoints fall in the middle of a short job on any machine, however slow.
     pub wait_for_checkpoints: Option<u64>,
     /// Watermarks from the source's own timestamps (a sequence's: its numbers, as
-    /// milliseconds).
+    /// milliseconds; a Kafka record's timestamp).
     pub watermarks: Option<WatermarksDecl>,
+    /// For `kafka`: bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: Option<String>,
+    /// For `kafka`: the topic.
+    pub topic: Option<String>,
+    /// For `kafka`: where a partition without a checkpointed offset starts, `earliest`
+    /// (default) or `latest`.
+    pub start_from: Option<String>,
+    /// For `kafka`: `latest` stops at the partitions' ends as the job first starts (a bounded
+    /// job); unset, the source reads on until the job is stopped.
+    pub stop_at: Option<String>,
+    /// For `kafka`: extra librdkafka consumer properties.
+    pub properties: Option<BTreeMap<String, String>>,
+    /// For external systems: how long to keep trying to reach the server (`30s`).
+    pub connect_timeout: Option<String>,
 }
 
 /// A watermark strategy, on the node whose output carries event time.
@@ -154,6 +168,15 @@ pub struct SinkDecl {
     pub format: Option<String>,
     /// For `csv`: the one-byte field separator (default `,`).
     pub delimiter: Option<String>,
+    /// For `kafka`: bootstrap brokers, `host:port[,host:port...]`.
+    pub brokers: Option<String>,
+    /// For `kafka`: the topic records go to.
+    pub topic: Option<String>,
+    /// For `kafka`: `exactly-once` (default; transactions, needs checkpoints to commit before
+    /// the job ends) or `at-least-once`.
+    pub delivery: Option<String>,
+    /// For `kafka` exactly-once: how long the broker keeps a transaction open (`15m`).
+    pub transaction_timeout: Option<String>,
 }
 
 impl SinkDecl {
@@ -172,6 +195,13 @@ impl SinkDecl {
                 "format",
                 "delimiter",
             ],
+            "kafka" => &[
+                "brokers",
+                "topic",
+                "delivery",
+                "transaction_timeout",
+                "connect_timeout",
+            ],
             _ => &[],
         };
         let set = [
@@ -184,6 +214,10 @@ impl SinkDecl {
             ("columns", self.columns.is_some()),
             ("format", self.format.is_some()),
             ("delimiter", self.delimiter.is_some()),
+            ("brokers", self.brokers.is_some()),
+            ("topic", self.topic.is_some()),
+            ("delivery", self.delivery.is_some()),
+            ("transaction_timeout", self.transaction_timeout.is_some()),
         ];
         match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
             Some((name, _)) => Err(JobError::Invalid(format!(
@@ -254,6 +288,157 @@ impl SinkDecl {
         spec.check(id).map_err(JobError::Invalid)?;
         check_gid_length(job, id).map_err(JobError::Invalid)?;
         Ok(spec)
+    }
+}
+
+/// A duration option of node `node`, or `default`.
+fn duration_option(
+    node: &str,
+    field: &str,
+    value: &Option<String>,
+    default: std::time::Duration,
+) -> Result<u64, JobError> {
+    let duration = match value {
+        Some(text) => super::units::parse_duration(text)
+            .map_err(|e| JobError::Invalid(format!("`{node}`: `{field}`: {e}")))?,
+        None => default,
+    };
+    Ok(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// `host:port[,host:port...]` as a list, refusing an empty one.
+fn broker_list(node: &str, brokers: &Option<String>) -> Result<Vec<String>, JobError> {
+    let list: Vec<String> = brokers
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .map(String::from)
+        .collect();
+    if list.is_empty() {
+        return Err(JobError::Invalid(format!(
+            "`{node}` of kind kafka needs `brokers` (`host:port[,host:port...]`)"
+        )));
+    }
+    Ok(list)
+}
+
+impl SinkDecl {
+    /// A `kafka` sink's spec.
+    pub fn kafka(&self) -> Result<crate::connectors::kafka::KafkaSinkSpec, JobError> {
+        use crate::connectors::external::DEFAULT_CONNECT_TIMEOUT;
+        use crate::connectors::kafka::{Delivery, KafkaSinkSpec};
+        let id = &self.id;
+        Ok(KafkaSinkSpec {
+            brokers: broker_list(id, &self.brokers)?,
+            topic: self.topic.clone().ok_or_else(|| {
+                JobError::Invalid(format!("sink `{id}` of kind kafka needs a `topic`"))
+            })?,
+            delivery: match self.delivery.as_deref().unwrap_or("exactly-once") {
+                "exactly-once" => Delivery::ExactlyOnce,
+                "at-least-once" => Delivery::AtLeastOnce,
+                other => {
+                    return Err(JobError::Invalid(format!(
+                        "sink `{id}` has delivery `{other}`; it is exactly-once or at-least-once"
+                    )));
+                }
+            },
+            transaction_timeout_ms: duration_option(
+                id,
+                "transaction_timeout",
+                &self.transaction_timeout,
+                std::time::Duration::from_secs(15 * 60),
+            )?,
+            connect_timeout_ms: duration_option(
+                id,
+                "connect_timeout",
+                &self.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+        })
+    }
+}
+
+impl SourceDecl {
+    /// Refuses options the source's kind does not take.
+    pub fn check_options(&self) -> Result<(), JobError> {
+        let allowed: &[&str] = match self.kind.as_str() {
+            "file" => &["path"],
+            "sequence" => &["count", "format"],
+            "nexmark" => &["count", "base_time"],
+            "kafka" => &[
+                "brokers",
+                "topic",
+                "start_from",
+                "stop_at",
+                "properties",
+                "connect_timeout",
+            ],
+            _ => &[],
+        };
+        let set = [
+            ("path", self.path.is_some()),
+            ("count", self.count.is_some()),
+            ("format", self.format.is_some()),
+            ("base_time", self.base_time.is_some()),
+            ("brokers", self.brokers.is_some()),
+            ("topic", self.topic.is_some()),
+            ("start_from", self.start_from.is_some()),
+            ("stop_at", self.stop_at.is_some()),
+            ("properties", self.properties.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+        ];
+        match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
+            Some((name, _)) => Err(JobError::Invalid(format!(
+                "source `{}` of kind {} does not take `{name}`",
+                self.id, self.kind
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// A `kafka` source's spec.
+    pub fn kafka(&self) -> Result<crate::connectors::kafka::KafkaSourceSpec, JobError> {
+        use crate::connectors::external::DEFAULT_CONNECT_TIMEOUT;
+        use crate::connectors::kafka::{KafkaSourceSpec, StartFrom};
+        let id = &self.id;
+        Ok(KafkaSourceSpec {
+            brokers: broker_list(id, &self.brokers)?,
+            topic: self.topic.clone().ok_or_else(|| {
+                JobError::Invalid(format!("source `{id}` of kind kafka needs a `topic`"))
+            })?,
+            start_from: match self.start_from.as_deref().unwrap_or("earliest") {
+                "earliest" => StartFrom::Earliest,
+                "latest" => StartFrom::Latest,
+                other => {
+                    return Err(JobError::Invalid(format!(
+                        "source `{id}` has start_from `{other}`; it is earliest or latest"
+                    )));
+                }
+            },
+            bounded: match self.stop_at.as_deref() {
+                None => false,
+                Some("latest") => true,
+                Some(other) => {
+                    return Err(JobError::Invalid(format!(
+                        "source `{id}` has stop_at `{other}`; it is latest (or unset: never)"
+                    )));
+                }
+            },
+            properties: self
+                .properties
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+            connect_timeout_ms: duration_option(
+                id,
+                "connect_timeout",
+                &self.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+        })
     }
 }
 

@@ -374,6 +374,10 @@ impl Opening {
                     open_postgres(spec, job_name, id, &tdd, *transactional_epoch, &metrics)
                         .map_err(chain_failed)?
                 }
+                SinkSpec::Kafka(spec) => {
+                    open_kafka(spec, job_name, id, &tdd, *transactional_epoch, &metrics)
+                        .map_err(chain_failed)?
+                }
             },
             OutputDescriptor::Partitions(_) => Box::new(NetworkOutput(RecordWriter::new(
                 partitions,
@@ -492,6 +496,7 @@ fn open_source(
             }
             .with_timestamps(timestamps),
         ),
+        SourceSpec::Kafka(spec) => open_kafka_source(&spec, remaining, subtask, parallelism)?,
         SourceSpec::Nexmark { count, base_time } => {
             let base_time = base_time.unwrap_or(nexmark::DEFAULT_BASE_TIME);
             Box::new(match remaining {
@@ -534,6 +539,66 @@ fn open_postgres(
     Err(StreamError::Output(format!(
         "sink `{id}`: this weir was built without the `postgres` feature"
     )))
+}
+
+#[cfg(feature = "kafka")]
+fn open_kafka(
+    spec: &crate::connectors::kafka::KafkaSinkSpec,
+    job_name: &str,
+    id: &str,
+    tdd: &TaskDeploymentDescriptor,
+    epoch: Option<u64>,
+    metrics: &Arc<TaskMetrics>,
+) -> Result<Box<dyn Output>, StreamError> {
+    let sink = crate::connectors::kafka::KafkaSink::open(
+        spec,
+        job_name,
+        id,
+        tdd.subtask,
+        tdd.parallelism,
+        epoch,
+        metrics.clone(),
+    )?;
+    Ok(Box::new(sink))
+}
+
+#[cfg(feature = "kafka")]
+fn open_kafka_source(
+    spec: &crate::connectors::kafka::KafkaSourceSpec,
+    remaining: Option<Vec<(u64, u64)>>,
+    subtask: u32,
+    parallelism: u32,
+) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
+    let source =
+        crate::connectors::kafka::KafkaSource::open(spec, remaining, subtask, parallelism)?;
+    Ok(Box::new(source))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn open_kafka(
+    _: &crate::connectors::kafka::KafkaSinkSpec,
+    _: &str,
+    id: &str,
+    _: &TaskDeploymentDescriptor,
+    _: Option<u64>,
+    _: &Arc<TaskMetrics>,
+) -> Result<Box<dyn Output>, StreamError> {
+    Err(StreamError::Output(format!(
+        "sink `{id}`: this weir was built without the `kafka` feature"
+    )))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn open_kafka_source(
+    spec: &crate::connectors::kafka::KafkaSourceSpec,
+    _: Option<Vec<(u64, u64)>>,
+    _: u32,
+    _: u32,
+) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
+    Err(crate::connectors::SourceError::External {
+        what: format!("kafka topic `{}`", spec.topic),
+        message: "this weir was built without the `kafka` feature".into(),
+    })
 }
 
 /// Reads the state files of every wasm operator of a chain, each restricted to its key groups.

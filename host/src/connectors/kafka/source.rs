@@ -1,0 +1,302 @@
+//! The Kafka source's reader: librdkafka's consumer, partitions assigned by weir.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use weir_framing::{BatchWriter, Record};
+
+use super::{KafkaSourceSpec, MAX_OFFSET, StartFrom, partition_offset, position};
+use crate::connectors::source::{SourceBatch, SourceError, SourceReader};
+
+/// How long one `next_batch` waits for a first record before it returns none (the task then
+/// takes its mail and calls again).
+const POLL_WAIT: Duration = Duration::from_millis(50);
+
+/// One assigned partition: the next offset to read and where to stop (`MAX_OFFSET`: never).
+#[derive(Debug, Clone, Copy)]
+struct PartitionCursor {
+    partition: i32,
+    next: u64,
+    end: u64,
+}
+
+/// A record polled but not yet in a batch (it belongs to another partition than the batch).
+struct Held {
+    partition: i32,
+    offset: u64,
+    key: Option<Vec<u8>>,
+    value: Vec<u8>,
+    timestamp: Option<i64>,
+}
+
+/// Reads a subtask's partitions of one topic.
+pub struct KafkaSource {
+    consumer: BaseConsumer,
+    topic: String,
+    cursors: VecDeque<PartitionCursor>,
+    held: Option<Held>,
+}
+
+fn failed(topic: &str, message: String) -> SourceError {
+    SourceError::External {
+        what: format!("kafka topic `{topic}`"),
+        message,
+    }
+}
+
+impl KafkaSource {
+    /// Opens subtask `subtask`'s share: from `remaining` (a checkpoint's positions) or, on a
+    /// fresh start, the topic's partitions `subtask` modulo `parallelism`.
+    pub fn open(
+        spec: &KafkaSourceSpec,
+        remaining: Option<Vec<(u64, u64)>>,
+        subtask: u32,
+        parallelism: u32,
+    ) -> Result<Self, SourceError> {
+        let topic = spec.topic.clone();
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", spec.brokers.join(","))
+            // Partitions are assigned by weir and offsets live in checkpoints: no group
+            // membership, no commits (the group id only names the client to the brokers).
+            .set("group.id", format!("weir-{}", spec.topic))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .set("socket.connection.setup.timeout.ms", "10000");
+        for (key, value) in &spec.properties {
+            config.set(key, value);
+        }
+        let consumer: BaseConsumer = config
+            .create()
+            .map_err(|e| failed(&topic, format!("cannot create the consumer: {e}")))?;
+        let cursors = match remaining {
+            Some(ranges) => ranges
+                .into_iter()
+                .map(|(from, to)| {
+                    let (partition, next) = partition_offset(from);
+                    PartitionCursor {
+                        partition,
+                        next,
+                        end: partition_offset(to).1,
+                    }
+                })
+                .collect(),
+            None => initial_cursors(&consumer, spec, subtask, parallelism)?,
+        };
+        let mut assignment = TopicPartitionList::new();
+        for c in &cursors {
+            assignment
+                .add_partition_offset(&topic, c.partition, Offset::Offset(c.next as i64))
+                .map_err(|e| failed(&topic, e.to_string()))?;
+        }
+        consumer
+            .assign(&assignment)
+            .map_err(|e| failed(&topic, format!("cannot assign partitions: {e}")))?;
+        let cursors = cursors.into_iter().filter(|c| c.next < c.end).collect();
+        Ok(KafkaSource {
+            consumer,
+            topic,
+            cursors,
+            held: None,
+        })
+    }
+
+    fn cursor(&mut self, partition: i32) -> Option<&mut PartitionCursor> {
+        self.cursors.iter_mut().find(|c| c.partition == partition)
+    }
+
+    /// Drops the partitions read to their end.
+    fn retire_finished(&mut self) {
+        self.cursors.retain(|c| c.next < c.end);
+    }
+
+    /// A partition reached the end of what is there now: its position (past any transaction
+    /// markers, which are never delivered) is where a bounded read may be done.
+    fn reached_end(&mut self, partition: i32) -> Result<(), SourceError> {
+        let positions = self
+            .consumer
+            .position()
+            .map_err(|e| failed(&self.topic, e.to_string()))?;
+        if let Some(elem) = positions.find_partition(&self.topic, partition)
+            && let Offset::Offset(at) = elem.offset()
+            && let Some(cursor) = self.cursor(partition)
+        {
+            cursor.next = cursor.next.max(at.max(0) as u64);
+        }
+        Ok(())
+    }
+
+    /// The next record from the consumer, or `None` after waiting `wait`.
+    fn poll(&mut self, wait: Duration) -> Result<Option<Held>, SourceError> {
+        loop {
+            match self.consumer.poll(wait) {
+                None => return Ok(None),
+                Some(Ok(message)) => {
+                    let Ok(offset) = u64::try_from(message.offset()) else {
+                        continue;
+                    };
+                    if offset > MAX_OFFSET {
+                        return Err(failed(
+                            &self.topic,
+                            format!("offset {offset} is past the largest weir tracks"),
+                        ));
+                    }
+                    return Ok(Some(Held {
+                        partition: message.partition(),
+                        offset,
+                        key: message.key().map(<[u8]>::to_vec),
+                        value: message.payload().unwrap_or_default().to_vec(),
+                        timestamp: message.timestamp().to_millis(),
+                    }));
+                }
+                Some(Err(KafkaError::PartitionEOF(partition))) => {
+                    self.reached_end(partition)?;
+                    self.retire_finished();
+                    if self.cursors.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(failed(&self.topic, e.to_string()));
+                }
+            }
+        }
+    }
+}
+
+/// A fresh start's partitions for one subtask, from the topic's metadata (retried while the
+/// brokers cannot be reached).
+fn initial_cursors(
+    consumer: &BaseConsumer,
+    spec: &KafkaSourceSpec,
+    subtask: u32,
+    parallelism: u32,
+) -> Result<VecDeque<PartitionCursor>, SourceError> {
+    let topic = &spec.topic;
+    let started = std::time::Instant::now();
+    let metadata = loop {
+        match consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(m) => break m,
+            Err(e) if started.elapsed() < spec.connect_timeout() => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => {
+                return Err(failed(
+                    topic,
+                    format!(
+                        "cannot reach the brokers {} within {:?}: {e}",
+                        spec.brokers.join(","),
+                        spec.connect_timeout()
+                    ),
+                ));
+            }
+        }
+    };
+    let Some(found) = metadata.topics().iter().find(|t| t.name() == topic) else {
+        return Err(failed(topic, "the brokers did not describe it".into()));
+    };
+    if let Some(error) = found.error() {
+        let code = rdkafka::types::RDKafkaErrorCode::from(error);
+        return Err(failed(
+            topic,
+            match code {
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition => {
+                    format!("the topic does not exist on {}", spec.brokers.join(","))
+                }
+                other => other.to_string(),
+            },
+        ));
+    }
+    let mut cursors = VecDeque::new();
+    for p in found.partitions() {
+        let partition = p.id();
+        if partition.rem_euclid(parallelism.max(1) as i32) as u32 != subtask {
+            continue;
+        }
+        let (low, high) = consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .map_err(|e| failed(topic, format!("partition {partition}: {e}")))?;
+        let (low, high) = (low.max(0) as u64, high.max(0) as u64);
+        cursors.push_back(PartitionCursor {
+            partition,
+            next: match spec.start_from {
+                StartFrom::Earliest => low,
+                StartFrom::Latest => high,
+            },
+            end: if spec.bounded { high } else { MAX_OFFSET },
+        });
+    }
+    Ok(cursors)
+}
+
+impl SourceReader for KafkaSource {
+    fn next_batch(
+        &mut self,
+        batch: &mut BatchWriter,
+        max_bytes: usize,
+    ) -> Result<SourceBatch, SourceError> {
+        let mut records = 0;
+        let mut split = None;
+        let mut wait = POLL_WAIT;
+        while batch.len() < max_bytes && !self.cursors.is_empty() {
+            let next = match self.held.take() {
+                Some(held) => Some(held),
+                None => self.poll(wait)?,
+            };
+            let Some(record) = next else {
+                break;
+            };
+            wait = Duration::ZERO;
+            // One partition per batch: the watermark generator follows each on its own.
+            if split.is_some_and(|p| p != record.partition) {
+                self.held = Some(record);
+                break;
+            }
+            let Some(cursor) = self.cursor(record.partition) else {
+                continue;
+            };
+            if record.offset < cursor.next || record.offset >= cursor.end {
+                continue;
+            }
+            cursor.next = record.offset + 1;
+            split = Some(record.partition);
+            batch.push(Record {
+                value: &record.value,
+                key: record.key.as_deref(),
+                timestamp: record.timestamp,
+            });
+            records += 1;
+        }
+        let split_id = split
+            .and_then(|p| self.cursors.iter().find(|c| c.partition == p))
+            .map_or(0, |c| position(c.partition, c.end));
+        self.retire_finished();
+        Ok(SourceBatch {
+            records,
+            more: !self.cursors.is_empty(),
+            split: split_id,
+        })
+    }
+
+    fn position(&self) -> Vec<(u64, u64)> {
+        self.cursors
+            .iter()
+            .map(|c| (position(c.partition, c.next), position(c.partition, c.end)))
+            .collect()
+    }
+
+    fn unfinished_splits(&self) -> Vec<u64> {
+        self.cursors
+            .iter()
+            .map(|c| position(c.partition, c.end))
+            .collect()
+    }
+}
