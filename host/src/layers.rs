@@ -16,7 +16,8 @@ mod tests {
         ("state", &[]),
         ("stream", &["state"]),
         ("network", &["metrics", "state"]),
-        ("connectors", &["metrics", "state", "stream"]),
+        // A connector acts on the job's description of it (`job::connectors`).
+        ("connectors", &["job", "metrics", "state", "stream"]),
         ("checkpoint", &["codec", "state"]),
         ("job", &["state"]),
         ("wasm", &["state", "stream"]),

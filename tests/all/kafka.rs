@@ -7,17 +7,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::Message;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use weir_framing::{BatchWriter, Record};
-use weir_host::checkpoint::storage::{encode_state_file, state_file_crc};
-use weir_host::checkpoint::{CheckpointMetadata, RestoredState, StateHandle};
 use weir_host::cluster::{JobOptions, RestartStrategy};
 use weir_host::connectors::kafka::{
-    self, Delivery, KafkaSink, KafkaSinkSpec, KafkaSource, KafkaSourceSpec, StartFrom,
+    self, Delivery, KafkaSink, KafkaSinkSpec, KafkaSource, KafkaSourceSpec, RestoredSink, StartFrom,
 };
 use weir_host::connectors::{SourceReader, redistribute};
 use weir_host::metrics::TaskMetrics;
@@ -215,39 +210,15 @@ fn sink_spec(kafka: &Kafka, topic: &str) -> KafkaSinkSpec {
     }
 }
 
-/// The checkpoint a restore reads: the sink's state files of one checkpoint, as a task
-/// writes them.
-fn checkpoint_of(
-    dir: &Path,
-    checkpoint: u64,
-    snapshots: &[weir_host::state::OperatorSnapshot],
-) -> RestoredState {
-    let mut operators = Vec::new();
-    for s in snapshots {
-        let bytes = encode_state_file(s);
-        let file = format!("{}-{}.state", s.operator, s.subtask);
-        std::fs::write(dir.join(&file), &bytes).expect("state file");
-        operators.push(StateHandle {
-            operator: s.operator.clone(),
-            subtask: s.subtask,
-            parallelism: s.parallelism,
-            file,
-            bytes: bytes.len() as u64,
-            crc32: state_file_crc(&bytes),
-        });
-    }
-    RestoredState {
-        dir: dir.to_path_buf(),
-        metadata: CheckpointMetadata {
-            job: "job".into(),
-            checkpoint,
-            savepoint: false,
-            final_checkpoint: false,
-            max_parallelism: 128,
-            operators,
-            sources: Vec::new(),
-        },
-        skipped: Vec::new(),
+/// What the JobMaster hands a restore: the sink's state in one checkpoint, as the tasks
+/// snapshotted it, and a note file in that checkpoint's directory.
+fn checkpoint_of(dir: &Path, snapshots: &[weir_host::state::OperatorSnapshot]) -> RestoredSink {
+    RestoredSink {
+        states: snapshots
+            .iter()
+            .map(|s| (s.subtask, s.guest_state.clone()))
+            .collect(),
+        note: dir.join("out.kafka-committed"),
     }
 }
 
@@ -285,14 +256,27 @@ fn recovery_commits_a_completed_checkpoints_transaction_that_a_dead_process_prep
     sinks[0].notify_checkpoint_complete(1).expect("commit 1");
     drop(sinks);
     assert_eq!(at_1.len(), 2, "each subtask's state is in the checkpoint");
-    let restored = checkpoint_of(dir.path(), 1, &at_1);
-    let recovered = kafka::recover(&spec, "job", "out", 2, Some(&restored)).expect("recover");
+    let recovered = kafka::recover(
+        &spec,
+        "job",
+        "out",
+        2,
+        Some(checkpoint_of(dir.path(), &at_1)),
+    )
+    .expect("recover");
     assert_eq!(recovered.committed, 2);
     assert_eq!(
         committed(&kafka, "out"),
         ["a0", "a1", "b0", "b1", "c0", "c1"]
     );
-    let again = kafka::recover(&spec, "job", "out", 2, Some(&restored)).expect("again");
+    let again = kafka::recover(
+        &spec,
+        "job",
+        "out",
+        2,
+        Some(checkpoint_of(dir.path(), &at_1)),
+    )
+    .expect("again");
     assert_eq!(again.committed, 0, "already committed: {again:?}");
     assert_eq!(
         committed(&kafka, "out"),

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use weir_framing::Record;
 use weir_host::cluster::{JobFailure, JobOptions, RestartStrategy};
-use weir_host::connectors::external::Secret;
 use weir_host::connectors::postgres::{self, PostgresSink, PostgresSinkSpec, RowFormat};
-use weir_host::job::parse_manifest;
+use weir_host::job::{Secret, parse_manifest};
 use weir_host::metrics::TaskMetrics;
 use weir_host::stream::{Barrier, Output};
 

@@ -320,6 +320,21 @@ fn recover_kafka(
     parallelism: u32,
     restored: Option<&RestoredState>,
 ) -> Result<(), String> {
+    let restored = match restored {
+        Some(r) => {
+            let mut states = Vec::new();
+            for h in r.metadata.operators.iter().filter(|h| h.operator == sink) {
+                let snapshot = storage::read_state_file(&r.dir.join(&h.file), h.crc32, 0..0)
+                    .map_err(|e| format!("cannot read its state in the checkpoint: {e}"))?;
+                states.push((h.subtask, snapshot.guest_state));
+            }
+            Some(crate::connectors::kafka::RestoredSink {
+                states,
+                note: r.dir.join(format!("{sink}.kafka-committed")),
+            })
+        }
+        None => None,
+    };
     let done = crate::connectors::kafka::recover(spec, job, sink, parallelism, restored)?;
     if done.committed + done.aborted_ids > 0 {
         eprintln!(

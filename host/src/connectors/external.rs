@@ -1,40 +1,8 @@
-//! What every connector to an external system needs: secrets that never sit in a manifest,
-//! retries with backoff while a server cannot be reached, and a small async runtime of its own
-//! for a client that is async, driven from a task's mailbox thread.
+//! What every connector to an external system needs: retries with backoff while a server
+//! cannot be reached, and a small async runtime of its own for a client that is async, driven
+//! from a task's mailbox thread. (Secrets, which the job describes, are `job::Secret`.)
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Where a secret (a password) comes from: never the manifest itself, which is stored with the
-/// job, shown by `weir info` and the REST endpoint.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Secret {
-    /// An environment variable of the process that connects (the TaskManager's, the
-    /// JobManager's for recovery).
-    Env(String),
-    /// A file readable by that process; one trailing newline is not part of the secret.
-    File(PathBuf),
-}
-
-impl Secret {
-    /// The secret's value, read now (so a rotated file is read again at each connect).
-    pub fn read(&self) -> Result<String, String> {
-        match self {
-            Secret::Env(name) => std::env::var(name)
-                .map_err(|_| format!("environment variable `{name}` is not set (or not UTF-8)")),
-            Secret::File(path) => std::fs::read_to_string(path)
-                .map(|s| {
-                    let s = s.strip_suffix('\n').unwrap_or(&s);
-                    s.strip_suffix('\r').unwrap_or(s).to_string()
-                })
-                .map_err(|e| format!("cannot read secret file `{}`: {e}", path.display())),
-        }
-    }
-}
-
-/// How long a connector keeps trying to reach its server before the task fails (the job's
-/// restart strategy then decides).
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Tries `attempt` until it succeeds, fails for good, or `timeout` has passed, sleeping
 /// 100 ms, 200 ms, ... up to 2 s between tries. `attempt` says whether an error is worth
@@ -122,16 +90,6 @@ pub fn on_own_runtime<T: Send, F: std::future::Future<Output = T>>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_secret_file_loses_its_trailing_newline_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pw");
-        std::fs::write(&path, "  s3cret \n").unwrap();
-        assert_eq!(Secret::File(path).read().unwrap(), "  s3cret ");
-        let missing = Secret::Env("WEIR_TEST_NO_SUCH_VARIABLE".into()).read();
-        assert!(missing.unwrap_err().contains("WEIR_TEST_NO_SUCH_VARIABLE"));
-    }
 
     #[test]
     fn retry_gives_up_after_its_timeout_and_at_once_on_a_final_error() {

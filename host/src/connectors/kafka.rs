@@ -13,7 +13,7 @@
 //! transaction whose checkpoint completed even when the process that prepared it died before
 //! committing it.
 
-use std::time::Duration;
+pub use crate::job::connectors::{Delivery, KafkaSinkSpec, KafkaSourceSpec, StartFrom};
 
 #[cfg(feature = "kafka")]
 mod sink;
@@ -23,7 +23,7 @@ mod source;
 pub mod wire;
 
 #[cfg(feature = "kafka")]
-pub use sink::{KafkaSink, PreparedTransaction, Recovered, SinkState, recover};
+pub use sink::{KafkaSink, PreparedTransaction, Recovered, RestoredSink, SinkState, recover};
 #[cfg(feature = "kafka")]
 pub use source::KafkaSource;
 
@@ -40,67 +40,6 @@ pub fn position(partition: i32, offset: u64) -> u64 {
 /// (partition, offset) of a point of the position space.
 pub fn partition_offset(point: u64) -> (i32, u64) {
     ((point >> OFFSET_BITS) as i32, point & MAX_OFFSET)
-}
-
-/// Where a source starts reading a partition it has no checkpointed offset for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum StartFrom {
-    Earliest,
-    Latest,
-}
-
-/// A Kafka source as the job graph carries it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KafkaSourceSpec {
-    /// Bootstrap brokers, `host:port`.
-    pub brokers: Vec<String>,
-    pub topic: String,
-    pub start_from: StartFrom,
-    /// Stop at the partitions' ends as the job first starts (a bounded job that finishes);
-    /// otherwise read on until the job is stopped.
-    pub bounded: bool,
-    /// Extra librdkafka consumer properties.
-    pub properties: Vec<(String, String)>,
-    pub connect_timeout_ms: u64,
-}
-
-impl KafkaSourceSpec {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-}
-
-/// What a Kafka sink promises after a failure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum Delivery {
-    /// Records are flushed (acknowledged by all in-sync replicas) at each checkpoint; a
-    /// restore may write records again that were written after the checkpoint.
-    AtLeastOnce,
-    /// One transaction per checkpoint per subtask; readers with `isolation.level =
-    /// read_committed` see each record once.
-    ExactlyOnce,
-}
-
-/// A Kafka sink as the job graph carries it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct KafkaSinkSpec {
-    pub brokers: Vec<String>,
-    pub topic: String,
-    pub delivery: Delivery,
-    /// How long the broker keeps a transaction open before it aborts it: longer than the
-    /// longest time between a checkpoint and the end of a recovery after it.
-    pub transaction_timeout_ms: u64,
-    pub connect_timeout_ms: u64,
-}
-
-impl KafkaSinkSpec {
-    pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
-    }
-
-    pub fn transaction_timeout(&self) -> Duration {
-        Duration::from_millis(self.transaction_timeout_ms)
-    }
 }
 
 /// The transactional id of slot `slot` of subtask `subtask` of sink `sink` of job `job`. A

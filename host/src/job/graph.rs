@@ -55,7 +55,7 @@ pub enum SourceSpec {
     /// numbers.
     Nexmark { count: u64, base_time: Option<u64> },
     /// The partitions of a Kafka topic, split across subtasks.
-    Kafka(crate::connectors::kafka::KafkaSourceSpec),
+    Kafka(super::connectors::KafkaSourceSpec),
 }
 
 /// Where a job's records end.
@@ -69,9 +69,9 @@ pub enum SinkSpec {
     Stdout,
     Discard,
     /// Rows of a PostgreSQL table.
-    Postgres(crate::connectors::postgres::PostgresSinkSpec),
+    Postgres(super::connectors::PostgresSinkSpec),
     /// Records of a Kafka topic.
-    Kafka(crate::connectors::kafka::KafkaSinkSpec),
+    Kafka(super::connectors::KafkaSinkSpec),
 }
 
 /// What runs an operator.

@@ -229,12 +229,9 @@ impl SinkDecl {
     }
 
     /// A `postgres` sink's spec, checked as far as it can be without the server.
-    pub fn postgres(
-        &self,
-        job: &str,
-    ) -> Result<crate::connectors::postgres::PostgresSinkSpec, JobError> {
-        use crate::connectors::external::{DEFAULT_CONNECT_TIMEOUT, Secret};
-        use crate::connectors::postgres::{PostgresSinkSpec, RowFormat, check_gid_length};
+    pub fn postgres(&self, job: &str) -> Result<super::connectors::PostgresSinkSpec, JobError> {
+        use super::connectors::{DEFAULT_CONNECT_TIMEOUT, Secret};
+        use super::connectors::{PostgresSinkSpec, RowFormat, check_gid_length};
         let id = &self.id;
         let needs = |field: &str| {
             JobError::Invalid(format!("sink `{id}` of kind postgres needs a `{field}`"))
@@ -326,9 +323,9 @@ fn broker_list(node: &str, brokers: &Option<String>) -> Result<Vec<String>, JobE
 
 impl SinkDecl {
     /// A `kafka` sink's spec.
-    pub fn kafka(&self) -> Result<crate::connectors::kafka::KafkaSinkSpec, JobError> {
-        use crate::connectors::external::DEFAULT_CONNECT_TIMEOUT;
-        use crate::connectors::kafka::{Delivery, KafkaSinkSpec};
+    pub fn kafka(&self) -> Result<super::connectors::KafkaSinkSpec, JobError> {
+        use super::connectors::DEFAULT_CONNECT_TIMEOUT;
+        use super::connectors::{Delivery, KafkaSinkSpec};
         let id = &self.id;
         Ok(KafkaSinkSpec {
             brokers: broker_list(id, &self.brokers)?,
@@ -399,9 +396,9 @@ impl SourceDecl {
     }
 
     /// A `kafka` source's spec.
-    pub fn kafka(&self) -> Result<crate::connectors::kafka::KafkaSourceSpec, JobError> {
-        use crate::connectors::external::DEFAULT_CONNECT_TIMEOUT;
-        use crate::connectors::kafka::{KafkaSourceSpec, StartFrom};
+    pub fn kafka(&self) -> Result<super::connectors::KafkaSourceSpec, JobError> {
+        use super::connectors::DEFAULT_CONNECT_TIMEOUT;
+        use super::connectors::{KafkaSourceSpec, StartFrom};
         let id = &self.id;
         Ok(KafkaSourceSpec {
             brokers: broker_list(id, &self.brokers)?,

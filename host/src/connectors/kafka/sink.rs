@@ -22,6 +22,7 @@
 //! Readers see each record once with `isolation.level = read_committed`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -37,7 +38,6 @@ use super::wire::{
     self, BrokerConnection, OutgoingRecord, ProducerIdentity, TopicLayout, WireError,
 };
 use super::{Delivery, KafkaSinkSpec, partition_for_key, transactional_id};
-use crate::checkpoint::storage::{RestoredState, read_state_file};
 use crate::connectors::external::{connector_runtime, on_own_runtime};
 use crate::metrics::TaskMetrics;
 use crate::state::OperatorSnapshot;
@@ -619,46 +619,41 @@ pub struct Recovered {
     pub aborted_ids: usize,
 }
 
-/// Before a (re)start of job `job`, whose sink `sink` now runs at `parallelism`, from
-/// `restored` (`None`: a fresh start): commits the transactions the restored checkpoint holds
-/// (their checkpoint completed), then aborts whatever else is open under the sink's ids (a
-/// failed attempt's transactions of checkpoints that never completed), so no reader waits on
-/// them and none of their records is ever seen.
+/// What a restore hands [`recover`]: each subtask's state in the restored checkpoint, and
+/// where in that checkpoint's directory recovery notes what it committed.
+pub struct RestoredSink {
+    pub states: Vec<(u32, Vec<u8>)>,
+    pub note: PathBuf,
+}
+
+/// Before a (re)start of job `job`, whose sink `sink` now runs at `parallelism`, from a
+/// checkpoint (`None`: a fresh start): commits the transactions the checkpoint holds (it
+/// completed), then aborts whatever else is open under the sink's ids (a failed attempt's
+/// transactions of checkpoints that never completed), so no reader waits on them and none of
+/// their records is ever seen.
 pub fn recover(
     spec: &KafkaSinkSpec,
     job: &str,
     sink: &str,
     parallelism: u32,
-    restored: Option<&RestoredState>,
+    restored: Option<RestoredSink>,
 ) -> Result<Recovered, String> {
     let mut states: Vec<(u32, SinkState)> = Vec::new();
-    if let Some(restored) = restored {
-        for handle in restored
-            .metadata
-            .operators
-            .iter()
-            .filter(|h| h.operator == sink)
-        {
-            let snapshot = read_state_file(&restored.dir.join(&handle.file), handle.crc32, 0..0)
-                .map_err(|e| format!("cannot read its state in the checkpoint: {e}"))?;
-            let state: SinkState = serde_json::from_slice(&snapshot.guest_state).map_err(|e| {
-                format!(
-                    "its state in `{}` is not a Kafka sink's: {e}",
-                    restored.dir.join(&handle.file).display()
-                )
-            })?;
-            states.push((handle.subtask, state));
-        }
+    let marker = restored.as_ref().map(|r| r.note.clone());
+    for (subtask, bytes) in restored.map(|r| r.states).unwrap_or_default() {
+        let state: SinkState = serde_json::from_slice(&bytes).map_err(|e| {
+            format!("the state of its subtask {subtask} is not a Kafka sink's: {e}")
+        })?;
+        states.push((subtask, state));
     }
     if spec.delivery == Delivery::AtLeastOnce {
         return Ok(Recovered::default());
     }
     let timeout = spec.transaction_timeout().min(Duration::from_secs(60));
-    let marker = restored.map(|r| r.dir.join(format!("{sink}.kafka-committed")));
     let mut done: Vec<PreparedTransaction> = marker
         .as_ref()
         .and_then(|m| std::fs::read(m).ok())
-        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .and_then(|bytes| serde_json::from_slice::<Vec<PreparedTransaction>>(&bytes).ok())
         .unwrap_or_default();
     on_own_runtime(|| async {
         let (mut bootstrap, _) = connect(spec).await?;
@@ -683,7 +678,7 @@ pub fn recover(
                             // checkpoint meets a newer epoch, which a Kafka broker refuses
                             // with PRODUCER_FENCED (taken as committed, below).
                             let noted = serde_json::to_vec(&done).map_err(|e| e.to_string())?;
-                            if let Err(e) = crate::checkpoint::storage::write_atomically(marker, &noted) {
+                            if let Err(e) = write_note(marker, &noted) {
                                 eprintln!(
                                     "sink `{sink}`: cannot note committed transactions in `{}`: {e}",
                                     marker.display()
@@ -732,4 +727,14 @@ pub fn recover(
         Ok(recovered)
     })
     .map_err(|e| format!("no runtime: {e}"))?
+}
+
+/// Replaces `path` with `bytes` whole (a crash leaves the old note or the new one).
+fn write_note(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("inprogress");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)
 }
