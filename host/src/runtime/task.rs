@@ -348,6 +348,10 @@ impl Task {
                         self.chain
                             .process_batch(batch.as_bytes())
                             .map_err(|e| self.chain_failed(e))?;
+                    } else if more {
+                        // An unbounded source with nothing new (a Kafka topic at its end):
+                        // what the chain emitted so far must not wait for the next record.
+                        self.chain.flush().map_err(|e| self.chain_failed(e))?;
                     }
                     if !more {
                         self.end_source()?;
