@@ -686,15 +686,24 @@ pub fn recover(
                             }
                         }
                     }
-                    // The id has a newer epoch: only this sink's own producers and recoveries
-                    // raise it, and only after the transaction was committed (a slot is
-                    // reused after a later checkpoint; a recovery commits before it aborts),
-                    // so this is a restore from an older checkpoint than the latest.
+                    // The id has a newer epoch. This sink's own producers raise it only after
+                    // the transaction committed (a slot is reused after a later checkpoint),
+                    // so this is a restore from an older checkpoint than the latest: taken as
+                    // committed. A broker that aborted the transaction for its timeout and
+                    // raised the epoch answers the same; hence the warning.
                     Err(e)
                         if matches!(
                             e.response_error(),
                             Some(ResponseError::ProducerFenced | ResponseError::InvalidProducerEpoch)
-                        ) => {}
+                        ) =>
+                    {
+                        eprintln!(
+                            "warning: sink `{sink}`: `{id}` has moved past the transaction of \
+                             checkpoint {}; taking it as committed (unless the broker aborted \
+                             it for its transaction timeout)",
+                            prepared.checkpoint
+                        );
+                    }
                     Err(e) => {
                         return Err(format!(
                             "cannot commit the transaction of checkpoint {} (`{id}`), whose \
