@@ -3,6 +3,7 @@
 
 pub mod external;
 pub mod kafka;
+pub mod nats;
 pub mod nexmark;
 pub mod postgres;
 mod sink;

@@ -1,6 +1,7 @@
 //! The job model: a TOML manifest, checked and turned into a job graph of chained vertices,
 //! before anything starts (Flink's JobGraph and chaining). Knows nothing of wasm or threads.
 
+mod connector_options;
 pub mod connectors;
 mod graph;
 mod manifest;

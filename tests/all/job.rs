@@ -472,8 +472,8 @@ fn malformed_manifests_are_refused_with_what_and_where() {
             "two nodes have the id `in`",
         ),
         (
-            op("input = \"in\"").replace("kind = \"discard\"", "kind = \"kafka\""),
-            "sinks are file, stdout and discard",
+            op("input = \"in\"").replace("kind = \"discard\"", "kind = \"teletype\""),
+            "sinks are file, stdout, discard, postgres, kafka and nats",
         ),
     ];
     for (text, expected) in cases {

@@ -13,6 +13,7 @@ mod job;
 mod kafka;
 mod languages;
 mod loading;
+mod nats;
 mod nexmark;
 mod postgres;
 mod remote;

@@ -342,4 +342,17 @@ fn manifests_keep_passwords_out_and_refuse_options_of_other_kinds() {
         err.contains("sink `rows` of kind postgres needs a `table`"),
         "{err}"
     );
+    let unnamed = "[[source]]\nid = \"lines\"\nkind = \"sequence\"\ncount = 1\n\
+                   [[sink]]\nid = \"rows\"\nkind = \"postgres\"\nurl = \"postgresql://h/db\"\n\
+                   table = \"t\"\ninput = \"lines\"\n";
+    let err = parse_manifest(unnamed, &Default::default())
+        .expect("manifest")
+        .job_graph(None)
+        .map(|_| ())
+        .expect_err("an unnamed job with a postgres sink");
+    assert!(
+        err.to_string()
+            .contains("the job needs a `name`: its postgres sink `rows`"),
+        "{err}"
+    );
 }

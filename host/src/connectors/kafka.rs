@@ -42,11 +42,13 @@ pub fn partition_offset(point: u64) -> (i32, u64) {
     ((point >> OFFSET_BITS) as i32, point & MAX_OFFSET)
 }
 
-/// The transactional id of slot `slot` of subtask `subtask` of sink `sink` of job `job`. A
-/// subtask writes each checkpoint's records under a free slot and frees it on commit, so the
-/// ids are few and the same across restarts.
+/// The transactional id of slot `slot` of subtask `subtask` of sink `sink` of job `job`
+/// (`weir/<job>/<sink>/<subtask>/<slot>`). A subtask writes each checkpoint's records under a
+/// free slot and frees it after the commit, so the ids are few and the same across restarts.
 pub fn transactional_id(job: &str, sink: &str, subtask: u32, slot: u32) -> String {
-    format!("weir-{job}-{sink}-{subtask}-{slot}")
+    // `/` separates the parts, so no part may hold one.
+    let part = |s: &str| s.replace('%', "%25").replace('/', "%2F");
+    format!("weir/{}/{}/{subtask}/{slot}", part(job), part(sink))
 }
 
 /// Kafka's default partitioner for keyed records (the Java client's `murmur2`, made

@@ -38,6 +38,19 @@ pub trait SourceReader: Send {
 
     /// The splits left to read, by id (stable while reading: the end of a split's range).
     fn unfinished_splits(&self) -> Vec<u64>;
+
+    /// Checkpoint `checkpoint`'s barrier: what was read before it is covered by it. Called
+    /// just before [`position`](Self::position) is taken for that checkpoint.
+    fn barrier(&mut self, checkpoint: u64) {
+        let _ = checkpoint;
+    }
+
+    /// Checkpoint `checkpoint` completed: a source that acknowledges what it read (a message
+    /// queue) does so for what that checkpoint covers.
+    fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), SourceError> {
+        let _ = checkpoint;
+        Ok(())
+    }
 }
 
 /// What one [`SourceReader::next_batch`] appended.

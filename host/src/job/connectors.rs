@@ -194,9 +194,91 @@ impl KafkaSinkSpec {
     }
 }
 
+/// A NATS JetStream source as the job graph carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NatsSourceSpec {
+    /// Servers, `nats://host:port[,nats://host:port...]`, without credentials.
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    pub stream: String,
+    /// The durable pull consumer the job reads through (created if missing).
+    pub consumer: String,
+    /// Only messages of this subject (default: all of the stream's).
+    pub subject: Option<String>,
+    /// How long the server waits for an acknowledgement before it delivers a message again:
+    /// longer than a checkpoint takes to complete, since messages are acknowledged then.
+    pub ack_wait_ms: u64,
+    /// End once nothing is left to deliver and nothing waits for acknowledgement but this
+    /// job's own (a bounded job); otherwise read on until the job is stopped.
+    pub bounded: bool,
+    pub connect_timeout_ms: u64,
+}
+
+impl NatsSourceSpec {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
+}
+
+/// A NATS JetStream sink as the job graph carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NatsSinkSpec {
+    pub url: String,
+    pub user: Option<String>,
+    pub password: Option<Secret>,
+    /// The subject records are published to; a stream must take it.
+    pub subject: String,
+    pub connect_timeout_ms: u64,
+}
+
+impl NatsSinkSpec {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+/// The de-duplication id (`Nats-Msg-Id`) of record `index` of the records subtask `subtask` of
+/// sink `sink` of job `job` wrote between the checkpoint before `checkpoint` and it: the same
+/// whenever those records are published again.
+pub fn nats_message_id(
+    job: &str,
+    sink: &str,
+    subtask: u32,
+    checkpoint: u64,
+    index: usize,
+) -> String {
+    format!("weir/{job}/{sink}/{subtask}/{checkpoint}/{index}")
+}
+
+/// A NATS URL with credentials in it (`nats://user:password@host`), which would be stored
+/// and shown with the job.
+pub fn nats_url_has_password(url: &str) -> bool {
+    url.split(',').any(|server| {
+        let rest = server.split_once("://").map_or(server, |(_, r)| r);
+        rest.split('/')
+            .next()
+            .unwrap_or("")
+            .rsplit_once('@')
+            .is_some_and(|(credentials, _)| credentials.contains(':'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nats_urls_with_passwords_are_found() {
+        assert!(nats_url_has_password("nats://weir:pw@127.0.0.1:4222"));
+        assert!(nats_url_has_password("nats://a:4222,nats://u:p@b:4222"));
+        assert!(!nats_url_has_password("nats://weir@127.0.0.1:4222"));
+        assert!(!nats_url_has_password("nats://127.0.0.1:4222"));
+        assert_eq!(nats_message_id("wc", "out", 1, 7, 42), "weir/wc/out/1/7/42");
+    }
 
     #[test]
     fn a_secret_file_loses_its_trailing_newline_only() {

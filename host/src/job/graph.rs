@@ -56,6 +56,8 @@ pub enum SourceSpec {
     Nexmark { count: u64, base_time: Option<u64> },
     /// The partitions of a Kafka topic, split across subtasks.
     Kafka(super::connectors::KafkaSourceSpec),
+    /// A NATS JetStream stream through a durable pull consumer the subtasks share.
+    Nats(super::connectors::NatsSourceSpec),
 }
 
 /// Where a job's records end.
@@ -72,6 +74,8 @@ pub enum SinkSpec {
     Postgres(super::connectors::PostgresSinkSpec),
     /// Records of a Kafka topic.
     Kafka(super::connectors::KafkaSinkSpec),
+    /// Messages of a NATS JetStream subject.
+    Nats(super::connectors::NatsSinkSpec),
 }
 
 /// What runs an operator.
@@ -322,6 +326,23 @@ impl Manifest {
     pub fn job_graph(&self, parallelism: Option<u32>) -> Result<JobGraph, JobError> {
         let default_par = parallelism.or(self.parallelism).unwrap_or(1);
         let name = self.name.clone().unwrap_or_else(|| "job".into());
+        // External systems keep what a job names by its name (a sink's transactions, a
+        // source's durable consumer): two unnamed jobs would share them.
+        let external = self
+            .sinks
+            .iter()
+            .map(|s| (&s.id, &s.kind, "sink"))
+            .chain(self.sources.iter().map(|s| (&s.id, &s.kind, "source")))
+            .find(|(_, kind, what)| match *what {
+                "sink" => matches!(kind.as_str(), "postgres" | "kafka" | "nats"),
+                _ => kind.as_str() == "nats",
+            });
+        if let (None, Some((id, kind, what))) = (&self.name, external) {
+            return Err(invalid(format!(
+                "the job needs a `name`: its {kind} {what} `{id}` names what it keeps in \
+                 {kind} (transactions, message ids, a consumer) by it, across restarts"
+            )));
+        }
         if !valid_job_name(&name) {
             return Err(invalid(format!(
                 "job name `{name}` must be letters, digits, `-`, `_` and `.` (it names the job's checkpoint directory)"
@@ -395,10 +416,11 @@ impl Manifest {
                     base_time: s.base_time,
                 },
                 "kafka" => SourceSpec::Kafka(s.kafka()?),
+                "nats" => SourceSpec::Nats(s.nats(&name)?),
                 other => {
                     return Err(invalid(format!(
-                        "source `{}` has kind `{other}`; sources are file, sequence, nexmark \
-                         and kafka",
+                        "source `{}` has kind `{other}`; sources are file, sequence, nexmark, \
+                         kafka and nats",
                         s.id
                     )));
                 }
@@ -506,10 +528,11 @@ impl Manifest {
                 "discard" => SinkSpec::Discard,
                 "postgres" => SinkSpec::Postgres(s.postgres(&name)?),
                 "kafka" => SinkSpec::Kafka(s.kafka()?),
+                "nats" => SinkSpec::Nats(s.nats()?),
                 other => {
                     return Err(invalid(format!(
                         "sink `{}` has kind `{other}`; sinks are file, stdout, discard, \
-                         postgres and kafka",
+                         postgres, kafka and nats",
                         s.id
                     )));
                 }

@@ -58,6 +58,20 @@ pub struct SourceDecl {
     pub properties: Option<BTreeMap<String, String>>,
     /// For external systems: how long to keep trying to reach the server (`30s`).
     pub connect_timeout: Option<String>,
+    /// For `nats`: the servers, `nats://host:port[,...]`, without credentials.
+    pub url: Option<String>,
+    /// For `nats`: the user, whose password comes from `password_env` or `password_file`.
+    pub user: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    /// For `nats`: the JetStream stream.
+    pub stream: Option<String>,
+    /// For `nats`: the durable consumer (default `weir-<job>-<source>`).
+    pub consumer: Option<String>,
+    /// For `nats`: only this subject of the stream.
+    pub subject: Option<String>,
+    /// For `nats`: how long the server waits for an acknowledgement (`60s`).
+    pub ack_wait: Option<String>,
 }
 
 /// A watermark strategy, on the node whose output carries event time.
@@ -177,266 +191,10 @@ pub struct SinkDecl {
     pub delivery: Option<String>,
     /// For `kafka` exactly-once: how long the broker keeps a transaction open (`15m`).
     pub transaction_timeout: Option<String>,
-}
-
-impl SinkDecl {
-    /// Refuses options the sink's kind does not take: a `table` on a file sink is a mistake
-    /// (most likely in `kind`), not something to ignore.
-    pub fn check_options(&self) -> Result<(), JobError> {
-        let allowed: &[&str] = match self.kind.as_str() {
-            "file" => &["path"],
-            "postgres" => &[
-                "url",
-                "password_env",
-                "password_file",
-                "connect_timeout",
-                "table",
-                "columns",
-                "format",
-                "delimiter",
-            ],
-            "kafka" => &[
-                "brokers",
-                "topic",
-                "delivery",
-                "transaction_timeout",
-                "connect_timeout",
-            ],
-            _ => &[],
-        };
-        let set = [
-            ("path", self.path.is_some()),
-            ("url", self.url.is_some()),
-            ("password_env", self.password_env.is_some()),
-            ("password_file", self.password_file.is_some()),
-            ("connect_timeout", self.connect_timeout.is_some()),
-            ("table", self.table.is_some()),
-            ("columns", self.columns.is_some()),
-            ("format", self.format.is_some()),
-            ("delimiter", self.delimiter.is_some()),
-            ("brokers", self.brokers.is_some()),
-            ("topic", self.topic.is_some()),
-            ("delivery", self.delivery.is_some()),
-            ("transaction_timeout", self.transaction_timeout.is_some()),
-        ];
-        match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
-            Some((name, _)) => Err(JobError::Invalid(format!(
-                "sink `{}` of kind {} does not take `{name}`",
-                self.id, self.kind
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// A `postgres` sink's spec, checked as far as it can be without the server.
-    pub fn postgres(&self, job: &str) -> Result<super::connectors::PostgresSinkSpec, JobError> {
-        use super::connectors::{DEFAULT_CONNECT_TIMEOUT, Secret};
-        use super::connectors::{PostgresSinkSpec, RowFormat, check_gid_length};
-        let id = &self.id;
-        let needs = |field: &str| {
-            JobError::Invalid(format!("sink `{id}` of kind postgres needs a `{field}`"))
-        };
-        let password = match (&self.password_env, &self.password_file) {
-            (Some(_), Some(_)) => {
-                return Err(JobError::Invalid(format!(
-                    "sink `{id}`: give the password with `password_env` or `password_file`, \
-                     not both"
-                )));
-            }
-            (Some(var), None) => Some(Secret::Env(var.clone())),
-            (None, Some(file)) => Some(Secret::File(PathBuf::from(file))),
-            (None, None) => None,
-        };
-        let format = match (self.format.as_deref().unwrap_or("csv"), &self.delimiter) {
-            ("csv", delimiter) => {
-                let delimiter = delimiter.as_deref().unwrap_or(",");
-                let &[byte] = delimiter.as_bytes() else {
-                    return Err(JobError::Invalid(format!(
-                        "sink `{id}`: `delimiter` must be one byte, not `{delimiter}`"
-                    )));
-                };
-                RowFormat::Delimited { delimiter: byte }
-            }
-            ("json", None) => RowFormat::Json,
-            ("json", Some(_)) => {
-                return Err(JobError::Invalid(format!(
-                    "sink `{id}`: a `delimiter` is for format csv, not json"
-                )));
-            }
-            (other, _) => {
-                return Err(JobError::Invalid(format!(
-                    "sink `{id}` has format `{other}`; formats are csv and json"
-                )));
-            }
-        };
-        let connect_timeout = match &self.connect_timeout {
-            Some(text) => super::units::parse_duration(text)
-                .map_err(|e| JobError::Invalid(format!("sink `{id}`: `connect_timeout`: {e}")))?,
-            None => DEFAULT_CONNECT_TIMEOUT,
-        };
-        let spec = PostgresSinkSpec {
-            url: self.url.clone().ok_or_else(|| needs("url"))?,
-            password,
-            table: self.table.clone().ok_or_else(|| needs("table"))?,
-            columns: self.columns.clone().unwrap_or_default(),
-            format,
-            connect_timeout_ms: u64::try_from(connect_timeout.as_millis()).unwrap_or(u64::MAX),
-        };
-        spec.check(id).map_err(JobError::Invalid)?;
-        check_gid_length(job, id).map_err(JobError::Invalid)?;
-        Ok(spec)
-    }
-}
-
-/// A duration option of node `node`, or `default`.
-fn duration_option(
-    node: &str,
-    field: &str,
-    value: &Option<String>,
-    default: std::time::Duration,
-) -> Result<u64, JobError> {
-    let duration = match value {
-        Some(text) => super::units::parse_duration(text)
-            .map_err(|e| JobError::Invalid(format!("`{node}`: `{field}`: {e}")))?,
-        None => default,
-    };
-    Ok(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `host:port[,host:port...]` as a list, refusing an empty one.
-fn broker_list(node: &str, brokers: &Option<String>) -> Result<Vec<String>, JobError> {
-    let list: Vec<String> = brokers
-        .as_deref()
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|b| !b.is_empty())
-        .map(String::from)
-        .collect();
-    if list.is_empty() {
-        return Err(JobError::Invalid(format!(
-            "`{node}` of kind kafka needs `brokers` (`host:port[,host:port...]`)"
-        )));
-    }
-    Ok(list)
-}
-
-impl SinkDecl {
-    /// A `kafka` sink's spec.
-    pub fn kafka(&self) -> Result<super::connectors::KafkaSinkSpec, JobError> {
-        use super::connectors::DEFAULT_CONNECT_TIMEOUT;
-        use super::connectors::{Delivery, KafkaSinkSpec};
-        let id = &self.id;
-        Ok(KafkaSinkSpec {
-            brokers: broker_list(id, &self.brokers)?,
-            topic: self.topic.clone().ok_or_else(|| {
-                JobError::Invalid(format!("sink `{id}` of kind kafka needs a `topic`"))
-            })?,
-            delivery: match self.delivery.as_deref().unwrap_or("exactly-once") {
-                "exactly-once" => Delivery::ExactlyOnce,
-                "at-least-once" => Delivery::AtLeastOnce,
-                other => {
-                    return Err(JobError::Invalid(format!(
-                        "sink `{id}` has delivery `{other}`; it is exactly-once or at-least-once"
-                    )));
-                }
-            },
-            transaction_timeout_ms: duration_option(
-                id,
-                "transaction_timeout",
-                &self.transaction_timeout,
-                std::time::Duration::from_secs(15 * 60),
-            )?,
-            connect_timeout_ms: duration_option(
-                id,
-                "connect_timeout",
-                &self.connect_timeout,
-                DEFAULT_CONNECT_TIMEOUT,
-            )?,
-        })
-    }
-}
-
-impl SourceDecl {
-    /// Refuses options the source's kind does not take.
-    pub fn check_options(&self) -> Result<(), JobError> {
-        let allowed: &[&str] = match self.kind.as_str() {
-            "file" => &["path"],
-            "sequence" => &["count", "format"],
-            "nexmark" => &["count", "base_time"],
-            "kafka" => &[
-                "brokers",
-                "topic",
-                "start_from",
-                "stop_at",
-                "properties",
-                "connect_timeout",
-            ],
-            _ => &[],
-        };
-        let set = [
-            ("path", self.path.is_some()),
-            ("count", self.count.is_some()),
-            ("format", self.format.is_some()),
-            ("base_time", self.base_time.is_some()),
-            ("brokers", self.brokers.is_some()),
-            ("topic", self.topic.is_some()),
-            ("start_from", self.start_from.is_some()),
-            ("stop_at", self.stop_at.is_some()),
-            ("properties", self.properties.is_some()),
-            ("connect_timeout", self.connect_timeout.is_some()),
-        ];
-        match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
-            Some((name, _)) => Err(JobError::Invalid(format!(
-                "source `{}` of kind {} does not take `{name}`",
-                self.id, self.kind
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// A `kafka` source's spec.
-    pub fn kafka(&self) -> Result<super::connectors::KafkaSourceSpec, JobError> {
-        use super::connectors::DEFAULT_CONNECT_TIMEOUT;
-        use super::connectors::{KafkaSourceSpec, StartFrom};
-        let id = &self.id;
-        Ok(KafkaSourceSpec {
-            brokers: broker_list(id, &self.brokers)?,
-            topic: self.topic.clone().ok_or_else(|| {
-                JobError::Invalid(format!("source `{id}` of kind kafka needs a `topic`"))
-            })?,
-            start_from: match self.start_from.as_deref().unwrap_or("earliest") {
-                "earliest" => StartFrom::Earliest,
-                "latest" => StartFrom::Latest,
-                other => {
-                    return Err(JobError::Invalid(format!(
-                        "source `{id}` has start_from `{other}`; it is earliest or latest"
-                    )));
-                }
-            },
-            bounded: match self.stop_at.as_deref() {
-                None => false,
-                Some("latest") => true,
-                Some(other) => {
-                    return Err(JobError::Invalid(format!(
-                        "source `{id}` has stop_at `{other}`; it is latest (or unset: never)"
-                    )));
-                }
-            },
-            properties: self
-                .properties
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
-            connect_timeout_ms: duration_option(
-                id,
-                "connect_timeout",
-                &self.connect_timeout,
-                DEFAULT_CONNECT_TIMEOUT,
-            )?,
-        })
-    }
+    /// For `nats`: the user, whose password comes from `password_env` or `password_file`.
+    pub user: Option<String>,
+    /// For `nats`: the subject records are published to.
+    pub subject: Option<String>,
 }
 
 /// A job manifest as written.

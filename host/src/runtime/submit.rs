@@ -378,6 +378,15 @@ impl Opening {
                     open_kafka(spec, job_name, id, &tdd, *transactional_epoch, &metrics)
                         .map_err(chain_failed)?
                 }
+                SinkSpec::Nats(spec) => open_nats(
+                    spec,
+                    job_name,
+                    id,
+                    &tdd,
+                    transactional_epoch.is_some(),
+                    &metrics,
+                )
+                .map_err(chain_failed)?,
             },
             OutputDescriptor::Partitions(_) => Box::new(NetworkOutput(RecordWriter::new(
                 partitions,
@@ -425,6 +434,7 @@ impl Opening {
             restore.as_deref(),
         )
         .map_err(chain_failed)?;
+        let checkpointing = job.checkpointing && tdd.checkpointing;
         let (input, source, wait_for_checkpoints) = match (tdd.input, gate) {
             (InputDescriptor::Gate { second_input, .. }, Some(gate)) => {
                 (TaskInput::Gate(gate, second_input), None, None)
@@ -438,12 +448,12 @@ impl Opening {
                 },
                 _,
             ) => {
-                let reader = open_source(spec, remaining, tdd.subtask, tdd.parallelism).map_err(
-                    |error| TaskFailure::Source {
-                        task: name.clone(),
-                        error,
-                    },
-                )?;
+                let reader =
+                    open_source(spec, remaining, tdd.subtask, tdd.parallelism, checkpointing)
+                        .map_err(|error| TaskFailure::Source {
+                            task: name.clone(),
+                            error,
+                        })?;
                 (TaskInput::Source(reader), Some(id), wait_for_checkpoints)
             }
             (InputDescriptor::Gate { .. }, None) => {
@@ -479,8 +489,10 @@ fn open_source(
     remaining: Option<Vec<(u64, u64)>>,
     subtask: u32,
     parallelism: u32,
+    checkpointing: bool,
 ) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
     Ok(match spec {
+        SourceSpec::Nats(spec) => open_nats_source(&spec, remaining, checkpointing)?,
         SourceSpec::File { path } => Box::new(match remaining {
             Some(ranges) => FileSource::open_ranges(&path, ranges)?,
             None => FileSource::open(&path, subtask, parallelism)?,
@@ -598,6 +610,63 @@ fn open_kafka_source(
     Err(crate::connectors::SourceError::External {
         what: format!("kafka topic `{}`", spec.topic),
         message: "this weir was built without the `kafka` feature".into(),
+    })
+}
+
+#[cfg(feature = "nats")]
+fn open_nats(
+    spec: &crate::connectors::nats::NatsSinkSpec,
+    job_name: &str,
+    id: &str,
+    tdd: &TaskDeploymentDescriptor,
+    checkpointing: bool,
+    metrics: &Arc<TaskMetrics>,
+) -> Result<Box<dyn Output>, StreamError> {
+    let sink = crate::connectors::nats::NatsSink::open(
+        spec,
+        job_name,
+        id,
+        tdd.subtask,
+        tdd.parallelism,
+        checkpointing,
+        metrics.clone(),
+    )?;
+    Ok(Box::new(sink))
+}
+
+#[cfg(feature = "nats")]
+fn open_nats_source(
+    spec: &crate::connectors::nats::NatsSourceSpec,
+    remaining: Option<Vec<(u64, u64)>>,
+    checkpointing: bool,
+) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
+    let source = crate::connectors::nats::NatsSource::open(spec, remaining, checkpointing)?;
+    Ok(Box::new(source))
+}
+
+#[cfg(not(feature = "nats"))]
+fn open_nats(
+    _: &crate::connectors::nats::NatsSinkSpec,
+    _: &str,
+    id: &str,
+    _: &TaskDeploymentDescriptor,
+    _: bool,
+    _: &Arc<TaskMetrics>,
+) -> Result<Box<dyn Output>, StreamError> {
+    Err(StreamError::Output(format!(
+        "sink `{id}`: this weir was built without the `nats` feature"
+    )))
+}
+
+#[cfg(not(feature = "nats"))]
+fn open_nats_source(
+    spec: &crate::connectors::nats::NatsSourceSpec,
+    _: Option<Vec<(u64, u64)>>,
+    _: bool,
+) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
+    Err(crate::connectors::SourceError::External {
+        what: format!("nats stream `{}`", spec.stream),
+        message: "this weir was built without the `nats` feature".into(),
     })
 }
 

@@ -243,6 +243,14 @@ impl Task {
             Mail::CheckpointComplete { id, last } => {
                 self.ending.final_checkpoint_done |= last;
                 self.ending.checkpoints_completed += 1;
+                if let TaskInput::Source(reader) = &mut self.input {
+                    reader
+                        .notify_checkpoint_complete(id)
+                        .map_err(|error| TaskFailure::Source {
+                            task: self.name.clone(),
+                            error,
+                        })?;
+                }
                 self.chain
                     .notify_checkpoint_complete(id)
                     .map_err(|e| self.chain_failed(e))
@@ -408,12 +416,15 @@ impl Task {
         let Some(cp) = &self.checkpointing else {
             return Ok(());
         };
-        let position = match (&self.input, &cp.source) {
-            (TaskInput::Source(reader), Some(source)) => vec![SourceState {
-                source: source.clone(),
-                subtask: cp.subtask,
-                remaining: reader.position(),
-            }],
+        let position = match (&mut self.input, &cp.source) {
+            (TaskInput::Source(reader), Some(source)) => {
+                reader.barrier(id);
+                vec![SourceState {
+                    source: source.clone(),
+                    subtask: cp.subtask,
+                    remaining: reader.position(),
+                }]
+            }
             _ => Vec::new(),
         };
         let (index, master) = (cp.index, cp.master.clone());

@@ -344,15 +344,21 @@ impl Transactions {
             let Some(connection) = self.leaders.get_mut(&leader) else {
                 continue;
             };
-            wire::produce(
-                connection,
-                &open.id,
-                open.producer,
-                &spec.topic,
-                &batches,
-                &mut open.sequences,
-                spec.transaction_timeout().min(Duration::from_secs(60)),
-            )
+            // A retry sends the same batches under the same sequence numbers (they advance
+            // only on success), so a broker that stored them the first time drops them.
+            let (id, producer, sequences) = (&open.id, open.producer, &mut open.sequences);
+            patiently(spec.connect_timeout(), async || {
+                wire::produce(
+                    connection,
+                    id,
+                    producer,
+                    &spec.topic,
+                    &batches,
+                    sequences,
+                    spec.transaction_timeout().min(Duration::from_secs(60)),
+                )
+                .await
+            })
             .await
             .map_err(|e| e.to_string())?;
         }

@@ -69,6 +69,9 @@ impl KafkaSource {
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "true")
             .set("isolation.level", "read_committed")
+            // Offsets come from checkpoints or the partitions' ends; one that is no longer
+            // there (retention deleted it) is an error, not a silent jump.
+            .set("auto.offset.reset", "error")
             .set("socket.connection.setup.timeout.ms", "10000");
         for (key, value) in &spec.properties {
             config.set(key, value);
@@ -163,11 +166,37 @@ impl KafkaSource {
                         return Ok(None);
                     }
                 }
-                Some(Err(e)) => {
+                Some(Err(e)) if fatal(&e) => {
                     return Err(failed(&self.topic, e.to_string()));
+                }
+                // Brokers away, connections lost: librdkafka reconnects by itself.
+                Some(Err(e)) => {
+                    eprintln!("kafka topic `{}`: {e} (retrying)", self.topic);
+                    return Ok(None);
                 }
             }
         }
+    }
+}
+
+/// Whether a consumer error ends the source: librdkafka reports transient trouble (a broker
+/// restarting) as errors too, and recovers from it.
+fn fatal(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match e {
+        KafkaError::MessageConsumptionFatal(_) => true,
+        KafkaError::MessageConsumption(code) => matches!(
+            code,
+            Code::UnknownTopicOrPartition
+                | Code::UnknownPartition
+                | Code::UnknownTopic
+                | Code::AutoOffsetReset
+                | Code::OffsetOutOfRange
+                | Code::TopicAuthorizationFailed
+                | Code::GroupAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+        ),
+        _ => true,
     }
 }
 
@@ -263,7 +292,12 @@ impl SourceReader for KafkaSource {
             let Some(cursor) = self.cursor(record.partition) else {
                 continue;
             };
-            if record.offset < cursor.next || record.offset >= cursor.end {
+            if record.offset >= cursor.end {
+                // Offsets come in order: the partition's bounded part is read.
+                cursor.next = cursor.end;
+                continue;
+            }
+            if record.offset < cursor.next {
                 continue;
             }
             cursor.next = record.offset + 1;

@@ -93,10 +93,17 @@ fn preferred(api: ApiKey) -> i16 {
     }
 }
 
-/// One connection to one broker; requests are answered in order.
+/// Longest a broker may take to answer one request before the connection counts as broken.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest a TCP connect may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One connection to one broker; requests are answered in order. A connection that failed
+/// (the broker closed an idle one, say) is dialled again by the next request, so callers that
+/// retry transient errors heal it.
 pub struct BrokerConnection {
     address: String,
-    stream: TcpStream,
+    stream: Option<TcpStream>,
     correlation: i32,
     versions: HashMap<i16, (i16, i16)>,
     read: BytesMut,
@@ -104,35 +111,50 @@ pub struct BrokerConnection {
 
 impl BrokerConnection {
     pub async fn connect(address: &str) -> Result<Self, WireError> {
-        let stream = TcpStream::connect(address)
-            .await
-            .map_err(|error| WireError::Connect {
-                broker: address.into(),
-                error,
-            })?;
-        let _ = stream.set_nodelay(true);
         let mut connection = BrokerConnection {
             address: address.into(),
-            stream,
+            stream: None,
             correlation: 0,
             versions: HashMap::new(),
             read: BytesMut::new(),
         };
-        let answer: ApiVersionsResponse = connection
+        connection.dial().await?;
+        Ok(connection)
+    }
+
+    /// Opens the TCP connection and learns the versions the broker speaks.
+    async fn dial(&mut self) -> Result<(), WireError> {
+        let connect_failed = |error| WireError::Connect {
+            broker: self.address.clone(),
+            error,
+        };
+        let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.address))
+            .await
+            .map_err(|_| {
+                connect_failed(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                ))
+            })?
+            .map_err(connect_failed)?;
+        let _ = stream.set_nodelay(true);
+        self.stream = Some(stream);
+        let answer: ApiVersionsResponse = self
             .call(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default())
             .await?;
         if let Some(error) = answer.error_code.err() {
+            self.stream = None;
             return Err(WireError::Broker {
-                what: format!("broker {address}: ApiVersions"),
+                what: format!("broker {}: ApiVersions", self.address),
                 error,
             });
         }
-        connection.versions = answer
+        self.versions = answer
             .api_keys
             .iter()
             .map(|k| (k.api_key, (k.min_version, k.max_version)))
             .collect();
-        Ok(connection)
+        Ok(())
     }
 
     pub fn address(&self) -> &str {
@@ -145,6 +167,9 @@ impl BrokerConnection {
         api: ApiKey,
         request: &Req,
     ) -> Result<Resp, WireError> {
+        if self.stream.is_none() {
+            self.dial().await?;
+        }
         let version = preferred(api);
         match self.versions.get(&(api as i16)) {
             Some(&(min, max)) if min <= version && version <= max => {}
@@ -158,6 +183,8 @@ impl BrokerConnection {
         self.call(api, version, request).await
     }
 
+    /// One request and its answer; on any I/O failure or timeout the connection is dropped
+    /// (a half-read answer would leave the stream out of step).
     async fn call<Req: Encodable, Resp: Decodable>(
         &mut self,
         api: ApiKey,
@@ -185,21 +212,46 @@ impl BrokerConnection {
             .map_err(|e| codec(e.to_string()))?;
         let length = i32::try_from(frame.len() - 4).map_err(|e| codec(e.to_string()))?;
         frame[..4].copy_from_slice(&length.to_be_bytes());
-        let io = |error| WireError::Io {
-            broker: self.address.clone(),
-            error,
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(WireError::Io {
+                broker: self.address.clone(),
+                error: std::io::Error::from(std::io::ErrorKind::NotConnected),
+            });
         };
-        self.stream.write_all(&frame).await.map_err(io)?;
-        let length = self.stream.read_i32().await.map_err(io)?;
-        let length =
-            usize::try_from(length).map_err(|_| codec(format!("a response of length {length}")))?;
-        self.read.clear();
-        self.read.resize(length, 0);
-        self.stream.read_exact(&mut self.read).await.map_err(io)?;
+        let read = &mut self.read;
+        let exchanged = tokio::time::timeout(REQUEST_TIMEOUT, async {
+            stream.write_all(&frame).await?;
+            let length = stream.read_i32().await?;
+            let length = usize::try_from(length).map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a response of length {length}"),
+                )
+            })?;
+            read.clear();
+            read.resize(length, 0);
+            stream.read_exact(read).await?;
+            Ok::<_, std::io::Error>(())
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {REQUEST_TIMEOUT:?}"),
+            ))
+        });
+        if let Err(error) = exchanged {
+            self.stream = None;
+            return Err(WireError::Io {
+                broker: self.address.clone(),
+                error,
+            });
+        }
         let mut body = self.read.split().freeze();
         let header = ResponseHeader::decode(&mut body, api.response_header_version(version))
             .map_err(|e| codec(e.to_string()))?;
         if header.correlation_id != self.correlation {
+            self.stream = None;
             return Err(codec(format!(
                 "response {} to request {}",
                 header.correlation_id, self.correlation
@@ -390,6 +442,9 @@ pub async fn add_partitions(
     Ok(())
 }
 
+/// Records of one batch, about: past this a partition's records go in another batch.
+const MAX_BATCH_BYTES: usize = 512 << 10;
+
 /// One record to produce.
 pub struct OutgoingRecord {
     pub key: Option<Bytes>,
@@ -430,20 +485,34 @@ pub async fn produce(
                 headers: Default::default(),
             })
             .collect();
+        // Several record batches, each well under the brokers' default largest message
+        // (`message.max.bytes`, 1 MiB); sequence numbers run on across them.
         let mut encoded = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut encoded,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| WireError::Codec {
-            broker: leader.address().into(),
-            api: ApiKey::Produce,
-            message: e.to_string(),
-        })?;
+        let mut start = 0;
+        while start < records.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < records.len() && (end == start || bytes < MAX_BATCH_BYTES) {
+                bytes += records[end].value.as_ref().map_or(0, Bytes::len)
+                    + records[end].key.as_ref().map_or(0, Bytes::len)
+                    + 32;
+                end += 1;
+            }
+            RecordBatchEncoder::encode(
+                &mut encoded,
+                &records[start..end],
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: Compression::None,
+                },
+            )
+            .map_err(|e| WireError::Codec {
+                broker: leader.address().into(),
+                api: ApiKey::Produce,
+                message: e.to_string(),
+            })?;
+            start = end;
+        }
         partition_data.push(
             PartitionProduceData::default()
                 .with_index(partition)

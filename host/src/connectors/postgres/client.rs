@@ -85,6 +85,9 @@ async fn connect(spec: &PostgresSinkSpec, sink: &str) -> Result<Connection, Stri
         spec.connect_timeout()
             .min(std::time::Duration::from_secs(10)),
     );
+    // A server that vanishes mid-request fails the request rather than hanging the task.
+    config.tcp_user_timeout(std::time::Duration::from_secs(30));
+    config.keepalives_idle(std::time::Duration::from_secs(30));
     let server = server_of(&config);
     let client = retry(spec.connect_timeout(), async || {
         match config.connect(NoTls).await {
@@ -106,6 +109,10 @@ async fn connect(spec: &PostgresSinkSpec, sink: &str) -> Result<Connection, Stri
             "SELECT to_regclass($1)::text, current_database()::text, \
              array(SELECT attname::text FROM pg_attribute \
                    WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped \
+                   ORDER BY attnum), \
+             array(SELECT attname::text FROM pg_attribute \
+                   WHERE attrelid = to_regclass($1) AND attnum > 0 AND NOT attisdropped \
+                     AND attgenerated = '' AND attidentity <> 'a' \
                    ORDER BY attnum)",
             &[&spec.table],
         )
@@ -126,7 +133,8 @@ async fn connect(spec: &PostgresSinkSpec, sink: &str) -> Result<Connection, Stri
     };
     let existing: Vec<String> = row.get(2);
     let columns = if spec.columns.is_empty() {
-        existing.clone()
+        // Generated columns and `GENERATED ALWAYS` identities take no values.
+        row.get(3)
     } else {
         spec.columns.clone()
     };
@@ -196,6 +204,13 @@ impl PostgresSink {
         let connection = runtime
             .block_on(connect(spec, sink))
             .map_err(StreamError::Output)?;
+        // A row whose key a prepared transaction of this sink also holds waits for that
+        // transaction, which only this task's thread can commit: without a lock timeout that
+        // wait never ends. With one, the COPY fails and the restart commits what is prepared.
+        let locked = runtime.block_on(connection.client.batch_execute("SET lock_timeout = '10s'"));
+        locked.map_err(|e| {
+            StreamError::Output(format!("sink `{sink}`: cannot set lock_timeout: {e}"))
+        })?;
         let copy_statement = format!(
             "COPY {} ({}) FROM STDIN",
             connection.table,
