@@ -105,6 +105,48 @@ pub fn confine_submission(
     Ok(())
 }
 
+/// A tenant's job uses connectors to external systems only if the tenant was granted them,
+/// and gives their passwords only as files under its granted directories: an environment
+/// variable or any other file is the cluster's, which the job would hand to a server of its
+/// choosing.
+pub fn confine_connectors(
+    tenant: &Tenant,
+    submission: &mut JobSubmission,
+) -> Result<(), super::job_store::SubmitRefused> {
+    use super::job_store::SubmitRefused;
+    use crate::job::Secret;
+    for vertex in &mut submission.graph.vertices {
+        let node = vertex.node_ids.last().cloned().unwrap_or_default();
+        let secret = match (&mut vertex.input, &mut vertex.output) {
+            (VertexInput::Source(SourceSpec::Nats(s)), _) => Some(&mut s.password),
+            (VertexInput::Source(SourceSpec::Kafka(_)), _) => None,
+            (_, VertexOutput::Sink(SinkSpec::Postgres(s))) => Some(&mut s.password),
+            (_, VertexOutput::Sink(SinkSpec::Nats(s))) => Some(&mut s.password),
+            (_, VertexOutput::Sink(SinkSpec::Kafka(_))) => None,
+            _ => continue,
+        };
+        if !tenant.connectors {
+            return Err(SubmitRefused::NotGranted(format!(
+                "tenant `{}` may not use connectors to external systems (`{node}`); the \
+                 tenants file grants them with capabilities = [\"connectors\"]",
+                tenant.name
+            )));
+        }
+        match secret.and_then(Option::as_mut) {
+            Some(Secret::Env(var)) => {
+                return Err(SubmitRefused::NotGranted(format!(
+                    "tenant `{}` may not read environment variable `{var}` (`{node}`): give the \
+                     password with password_file, under a granted directory",
+                    tenant.name
+                )));
+            }
+            Some(Secret::File(path)) => *path = confine(tenant, "a password file", path)?,
+            None => {}
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +193,69 @@ mod tests {
         let nobody = tenant(Vec::new());
         let err = confine(&nobody, "a file sink", &mine.join("out")).unwrap_err();
         assert!(err.to_string().ends_with("(none are)"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod connector_tests {
+    use super::*;
+
+    fn submission(password: &str) -> JobSubmission {
+        let manifest = format!(
+            "name = \"pg\"\n[[source]]\nid = \"in\"\nkind = \"sequence\"\ncount = 1\n\
+             [[sink]]\nid = \"rows\"\nkind = \"postgres\"\nurl = \"postgresql://weir@127.0.0.1/db\"\n\
+             table = \"t\"\ninput = \"in\"\n{password}\n"
+        );
+        let graph = crate::job::parse_manifest(&manifest, &Default::default())
+            .unwrap()
+            .job_graph(None)
+            .unwrap();
+        JobSubmission::new(graph).unwrap()
+    }
+
+    fn tenant(capabilities: &str, dirs: Vec<PathBuf>) -> Tenant {
+        let mut t = super::super::tenants::parse(
+            &format!(
+                "[[tenant]]\nname = \"alice\"\ntokens = []\ncapabilities = [{capabilities}]\n"
+            ),
+            Path::new("t.toml"),
+        )
+        .unwrap()
+        .remove(0);
+        t.dirs = dirs;
+        t
+    }
+
+    #[test]
+    fn connectors_need_the_grant_and_passwords_come_only_from_granted_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let granted = dir.path().join("alice");
+        std::fs::create_dir_all(&granted).unwrap();
+        let refused = |t: &Tenant, password: &str| {
+            confine_connectors(t, &mut submission(password))
+                .unwrap_err()
+                .to_string()
+        };
+        let plain = tenant("", vec![granted.clone()]);
+        assert!(
+            refused(&plain, "").contains("may not use connectors to external systems (`rows`)")
+        );
+        let allowed = tenant("\"connectors\"", vec![granted.clone()]);
+        assert!(
+            refused(&allowed, "password_env = \"HOME\"")
+                .contains("may not read environment variable `HOME`")
+        );
+        assert!(
+            refused(&allowed, "password_file = \"/etc/shadow\"")
+                .contains("outside the directories granted")
+        );
+        let inside = granted.join("pw");
+        std::fs::write(&inside, "x").unwrap();
+        let mut ok = submission(&format!(
+            "password_file = {:?}",
+            inside.display().to_string()
+        ));
+        confine_connectors(&allowed, &mut ok).unwrap();
+        confine_connectors(&allowed, &mut submission("")).unwrap();
     }
 }

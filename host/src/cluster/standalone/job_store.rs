@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::admission::{QuotaExceeded, admit};
-use super::confine::{OutsideGranted, confine_submission};
+use super::confine::{OutsideGranted, confine_connectors, confine_submission};
 use super::submission::JobSubmission;
 use super::tenants::{Tenant, TenantDirectory};
 use crate::cluster::{JobOptions, MiniCluster, RestartStrategy};
@@ -110,6 +110,9 @@ pub enum SubmitRefused {
     Quota(#[from] QuotaExceeded),
     #[error(transparent)]
     Path(#[from] OutsideGranted),
+    /// A connector or secret the tenant was not granted.
+    #[error("{0}")]
+    NotGranted(String),
 }
 
 impl From<String> for SubmitRefused {
@@ -161,6 +164,7 @@ fn admit_upload(
 ) -> Result<(), SubmitRefused> {
     submission.graph.check().map_err(|e| e.to_string())?;
     if let Some(tenant) = owner.filter(|t| !t.admin) {
+        confine_connectors(tenant, submission)?;
         confine_submission(tenant, submission)?;
         let interval = submission
             .checkpoints

@@ -50,6 +50,9 @@ pub struct Tenant {
     pub dirs: Vec<PathBuf>,
     /// What its jobs' guests may use (none unless granted here).
     pub grants: Grants,
+    /// Whether its jobs may use connectors to external systems (PostgreSQL, Kafka, NATS):
+    /// they make the cluster's processes reach servers on the network in the tenant's name.
+    pub connectors: bool,
     tokens: Vec<[u8; 32]>,
 }
 
@@ -231,14 +234,16 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
             )?,
         };
         let mut grants = Grants::default();
+        let mut connectors = false;
         for capability in &t.capabilities {
             match capability.as_str() {
                 "clocks" => grants.clocks = true,
                 "random" => grants.random = true,
+                "connectors" => connectors = true,
                 other => {
                     return Err(invalid(format!(
-                        "tenant `{}`: unknown capability `{other}` (there are `clocks` and \
-                         `random`)",
+                        "tenant `{}`: unknown capability `{other}` (there are `clocks`, \
+                         `random` and `connectors`)",
                         t.name
                     )));
                 }
@@ -257,6 +262,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Vec<Tenant>, TenantsError> {
             quota,
             dirs: t.dirs,
             grants,
+            connectors,
             tokens,
         });
     }

@@ -89,6 +89,7 @@ impl ClusterView for StandaloneView {
                 SubmitRefused::Invalid(message) => Refusal::BadRequest(message),
                 SubmitRefused::Quota(quota) => Refusal::Forbidden(quota.to_string()),
                 SubmitRefused::Path(path) => Refusal::Forbidden(path.to_string()),
+                SubmitRefused::NotGranted(message) => Refusal::Forbidden(message),
             },
         )
     }
