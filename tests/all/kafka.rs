@@ -7,8 +7,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use weir_framing::{BatchWriter, Record};
 use weir_host::cluster::{JobOptions, RestartStrategy};
 use weir_host::connectors::kafka::{
@@ -20,26 +18,6 @@ use weir_host::stream::{Barrier, Output};
 
 use crate::checkpoint::{cluster, expected_lines, graph, input, options, wordcount};
 use crate::servers::Kafka;
-
-/// Writes `lines` to `topic`, round robin over its partitions, and waits until all are
-/// acknowledged. One record per batch: tansu 0.6 answers a partition's end (`ListOffsets`,
-/// latest) with its last batch's first offset + 1, which is the end only for such batches.
-fn produce(kafka: &Kafka, topic: &str, partitions: i32, lines: &[&str]) {
-    let producer: BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", kafka.brokers())
-        .set("batch.num.messages", "1")
-        .set("linger.ms", "0")
-        .create()
-        .expect("producer");
-    for (i, line) in lines.iter().enumerate() {
-        let record = BaseRecord::<(), str>::to(topic)
-            .payload(*line)
-            .partition(i as i32 % partitions);
-        producer.send(record).expect("queued");
-        producer.poll(Duration::ZERO);
-    }
-    producer.flush(Duration::from_secs(30)).expect("flushed");
-}
 
 /// Every committed record of `topic`, as text, sorted: the log read as it is (read
 /// uncommitted, with the transaction markers) and each transactional record kept only if a
@@ -148,8 +126,9 @@ fn kafka_sink(kafka: &Kafka, topic: &str, input: &str, delivery: &str) -> String
     )
 }
 
-/// The checkpoint tests' word count, reading `lines` from Kafka and writing to Kafka.
-fn kafka_wordcount(kafka: &Kafka, fail_at: Option<u64>, delivery: &str) -> String {
+/// The checkpoint tests' word count, reading `lines` from Kafka and writing through `sink`
+/// (a function of the last operator's id).
+fn from_kafka(kafka: &Kafka, fail_at: Option<u64>, sink: impl Fn(&str) -> String) -> String {
     let text = wordcount(Path::new("unused"), Path::new("unused"), 200, fail_at);
     let (_, rest) = text.split_once("[[operator]]").expect("operators");
     let (operators, _) = rest.split_once("[[sink]]").expect("a sink");
@@ -157,8 +136,14 @@ fn kafka_wordcount(kafka: &Kafka, fail_at: Option<u64>, delivery: &str) -> Strin
     format!(
         "name = \"wc\"\n{}\n[[operator]]{operators}\n{}",
         kafka_source(kafka, "lines"),
-        kafka_sink(kafka, "counts", last, delivery)
+        sink(last)
     )
+}
+
+fn kafka_wordcount(kafka: &Kafka, fail_at: Option<u64>, delivery: &str) -> String {
+    from_kafka(kafka, fail_at, |last| {
+        kafka_sink(kafka, "counts", last, delivery)
+    })
 }
 
 fn passage_lines(dir: &Path, copies: usize) -> (Vec<String>, String) {
@@ -174,7 +159,7 @@ fn word_counts_from_kafka_to_kafka_are_exactly_once_through_a_failure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (lines, text) = passage_lines(dir.path(), 100);
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    produce(&kafka, "lines", 3, &lines);
+    kafka.produce("lines", 3, &lines);
     let words: u64 = crate::support::independent_word_count(&text).values().sum();
     let job = graph(&kafka_wordcount(&kafka, Some(words / 3), "exactly-once"), 2);
     let result = cluster()
@@ -182,6 +167,31 @@ fn word_counts_from_kafka_to_kafka_are_exactly_once_through_a_failure() {
         .expect("job");
     assert_eq!(result.restarts, 1, "the guest failed once");
     assert_eq!(committed(&kafka, "counts"), expected_lines(&text));
+}
+
+/// The word count from a Kafka topic into PostgreSQL, end to end, through a failure.
+#[test]
+fn word_counts_from_kafka_into_postgres_are_exactly_once_through_a_failure() {
+    let kafka = Kafka::start();
+    let pg = crate::servers::Postgres::start();
+    pg.execute("CREATE TABLE counts (word text NOT NULL, n bigint NOT NULL)");
+    kafka.create_topic("lines", 3);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lines, text) = passage_lines(dir.path(), 60);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    kafka.produce("lines", 3, &lines);
+    let words: u64 = crate::support::independent_word_count(&text).values().sum();
+    let manifest = from_kafka(&kafka, Some(words / 3), |last| {
+        crate::postgres::postgres_sink(&pg, "counts", last, 2)
+    });
+    let result = cluster()
+        .run_job(&graph(&manifest, 2), &options(&dir.path().join("chk"), 100))
+        .expect("job");
+    assert_eq!(result.restarts, 1, "the guest failed once");
+    assert_eq!(
+        crate::postgres::table_lines(&pg, "counts"),
+        expected_lines(&text)
+    );
 }
 
 #[test]
@@ -192,7 +202,7 @@ fn at_least_once_without_failures_writes_each_record_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (lines, text) = passage_lines(dir.path(), 10);
     let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
-    produce(&kafka, "lines", 2, &lines);
+    kafka.produce("lines", 2, &lines);
     let job = graph(&kafka_wordcount(&kafka, None, "at-least-once"), 2);
     cluster()
         .run_job(&job, &options(&dir.path().join("chk"), 50))
@@ -310,7 +320,7 @@ fn source_positions_resume_exactly_at_another_parallelism() {
     kafka.create_topic("numbers", 5);
     let numbers: Vec<String> = (0..500).map(|i| i.to_string()).collect();
     let refs: Vec<&str> = numbers.iter().map(String::as_str).collect();
-    produce(&kafka, "numbers", 5, &refs);
+    kafka.produce("numbers", 5, &refs);
     let spec = source_spec(&kafka, "numbers");
     let mut read = Vec::new();
     let mut old = Vec::new();

@@ -17,5 +17,8 @@ mod nats;
 mod nexmark;
 mod postgres;
 mod remote;
-mod servers;
+/// The external servers (shared with the benchmarks).
+mod servers {
+    pub use weir_test_servers::*;
+}
 mod support;

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, stream};
 use weir_framing::{BatchWriter, Record};
 use weir_host::cluster::{JobOptions, RestartStrategy};
 use weir_host::connectors::SourceReader;
@@ -17,52 +16,9 @@ use weir_host::stream::{Barrier, Output};
 use crate::checkpoint::{cluster, expected_lines, graph, input, options, wordcount};
 use crate::servers::Nats;
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime")
-}
-
-fn context(server: &Nats, rt: &tokio::runtime::Runtime) -> jetstream::Context {
-    let client = rt
-        .block_on(async_nats::connect(server.url()))
-        .expect("client");
-    let _inside = rt.enter();
-    jetstream::new(client)
-}
-
-/// Makes stream `name` of subject `subject`.
-fn create_stream(server: &Nats, name: &str, subject: &str) {
-    let rt = runtime();
-    let js = context(server, &rt);
-    rt.block_on(js.create_stream(stream::Config {
-        name: name.into(),
-        subjects: vec![subject.into()],
-        ..Default::default()
-    }))
-    .expect("stream");
-}
-
-/// Publishes `lines` to `subject`, each acknowledged by the stream.
-fn publish(server: &Nats, subject: &str, lines: &[String]) {
-    let rt = runtime();
-    let js = context(server, &rt);
-    rt.block_on(async {
-        for line in lines {
-            js.publish(subject.to_string(), line.clone().into())
-                .await
-                .expect("publish")
-                .await
-                .expect("stored");
-        }
-    });
-}
-
 /// Every message of stream `name`, as text, sorted.
 fn stored(server: &Nats, name: &str) -> Vec<String> {
-    let rt = runtime();
-    let js = context(server, &rt);
+    let (rt, js) = server.jetstream();
     let mut out: Vec<String> = rt.block_on(async {
         let mut stream = js.get_stream(name).await.expect("stream");
         let last = stream.info().await.expect("info").state.last_sequence;
@@ -101,11 +57,11 @@ fn lines_of(dir: &Path, copies: usize) -> (Vec<String>, String) {
 #[test]
 fn word_counts_from_nats_to_nats_are_exactly_once_through_a_failure() {
     let server = Nats::start();
-    create_stream(&server, "LINES", "lines");
-    create_stream(&server, "COUNTS", "counts");
+    server.create_stream("LINES", "lines");
+    server.create_stream("COUNTS", "counts");
     let dir = tempfile::tempdir().expect("tempdir");
     let (lines, text) = lines_of(dir.path(), 60);
-    publish(&server, "lines", &lines);
+    server.publish("lines", &lines);
     let words: u64 = crate::support::independent_word_count(&text).values().sum();
     let job = graph(&nats_wordcount(&server, Some(words / 3)), 2);
     let result = cluster()
@@ -157,10 +113,10 @@ fn read_some(source: &mut NatsSource, at_least: usize) -> Vec<String> {
 #[test]
 fn messages_delivered_again_after_a_crash_count_once() {
     let server = Nats::start();
-    create_stream(&server, "NUMBERS", "numbers");
+    server.create_stream("NUMBERS", "numbers");
     // More than one pull takes (1000), so something is read after the barrier.
     let numbers: Vec<String> = (0..2500).map(|i| i.to_string()).collect();
-    publish(&server, "numbers", &numbers);
+    server.publish("numbers", &numbers);
     let spec = source_spec(&server);
     let mut first = NatsSource::open(&spec, None, true).expect("open");
     let mut counted = read_some(&mut first, 100);
@@ -208,7 +164,7 @@ fn sink_spec(server: &Nats) -> NatsSinkSpec {
 #[test]
 fn a_completed_checkpoints_records_are_stored_once_after_a_crash() {
     let server = Nats::start();
-    create_stream(&server, "OUT", "out");
+    server.create_stream("OUT", "out");
     let spec = sink_spec(&server);
     let metrics = Arc::new(TaskMetrics::default());
     let mut states = Vec::new();

@@ -21,7 +21,7 @@ fn wordcount_into(input: &Path, work: u64, fail_at: Option<u64>, sink: &str) -> 
     format!("{head}\n{sink}")
 }
 
-fn postgres_sink(pg: &Postgres, table: &str, input: &str, parallelism: u32) -> String {
+pub(crate) fn postgres_sink(pg: &Postgres, table: &str, input: &str, parallelism: u32) -> String {
     format!(
         r#"
         [[sink]]
@@ -44,7 +44,7 @@ fn postgres_sink(pg: &Postgres, table: &str, input: &str, parallelism: u32) -> S
 }
 
 /// `word n` rows of `table`, sorted as [`expected_lines`] sorts.
-fn table_lines(pg: &Postgres, table: &str) -> Vec<String> {
+pub(crate) fn table_lines(pg: &Postgres, table: &str) -> Vec<String> {
     pg.rows(&format!("SELECT word, n FROM {table}"))
 }
 

@@ -4,6 +4,7 @@
 
 mod chain;
 mod cluster;
+mod connectors;
 mod languages;
 mod native;
 mod nexmark;
@@ -42,6 +43,8 @@ enum Bench {
     Nexmark(nexmark::NexmarkArgs),
     /// An operator in Rust, C, Python and JavaScript: ns per record, start time, memory.
     Languages(languages::LanguagesArgs),
+    /// Records/s through the Kafka, PostgreSQL and NATS connectors, against real servers.
+    Connectors(connectors::ConnectorsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -52,6 +55,7 @@ fn main() -> std::process::ExitCode {
         Bench::NoisyNeighbour(args) => noisy::run_bench(&args),
         Bench::Nexmark(args) => nexmark::run(&args),
         Bench::Languages(args) => languages::run_bench(&args),
+        Bench::Connectors(args) => connectors::run_bench(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

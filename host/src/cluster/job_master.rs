@@ -407,7 +407,12 @@ fn recover_postgres(
     sink: &str,
     restored: Option<u64>,
 ) -> Result<(), String> {
-    let done = crate::connectors::postgres::recover(spec, job, sink, restored)?;
+    let done = crate::connectors::postgres::recover(spec, job, sink, restored).map_err(|e| {
+        // The connector's messages name the sink; the failure names it already.
+        e.strip_prefix(&format!("sink `{sink}`: "))
+            .map(str::to_string)
+            .unwrap_or(e)
+    })?;
     if done.committed + done.rolled_back > 0 {
         eprintln!(
             "job `{job}`: sink `{sink}`: committed {} and rolled back {} transactions an \
@@ -589,11 +594,14 @@ impl JobHandle {
             insight.attempt_ended(by_index.zip(tasks.iter().map(|(_, m)| *m)).collect());
         }
         let network = self.network();
-        let checkpoints = self.completed_checkpoints();
+        // Read once the coordinator has stopped: it tells the tasks that the final checkpoint
+        // completed (and they may finish) before it lists that checkpoint.
+        let completed = self.completed_list();
         if let Some(c) = self.coordinator {
             let _ = c.events.send(CoordinatorEvent::Stop);
             let _ = c.thread.join();
         }
+        let checkpoints = completed.lock().unwrap_or_else(|p| p.into_inner()).clone();
         drop(self.registrations);
         if let Some(failure) = first_failure {
             return Err(JobFailure::Task(Box::new(failure)));

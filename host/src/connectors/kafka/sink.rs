@@ -723,8 +723,12 @@ pub fn recover(
         // Abort what is open under any id the sink may have used: every slot up to the first
         // never used (the broker gives a fresh id epoch 0), for every subtask of the old and
         // the new parallelism.
+        // Subtasks past both parallelisms are probed too, up to the first that never wrote:
+        // a run without a checkpoint to restore may have run wider than this one.
         let old_parallelism = states.iter().map(|(s, _)| s + 1).max().unwrap_or(0);
-        for subtask in 0..parallelism.max(old_parallelism) {
+        let mut subtask = 0;
+        loop {
+            let mut used = false;
             for slot in 0..MAX_SLOTS {
                 let id = transactional_id(job, sink, subtask, slot);
                 let producer = patiently(timeout, async || {
@@ -736,7 +740,13 @@ pub fn recover(
                 if producer.epoch == 0 {
                     break;
                 }
+                used = true;
                 recovered.aborted_ids += 1;
+            }
+            subtask += 1;
+            // No job runs wider than the largest max_parallelism.
+            if (subtask >= parallelism.max(old_parallelism) && !used) || subtask >= 32_768 {
+                break;
             }
         }
         Ok(recovered)

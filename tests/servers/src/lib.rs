@@ -1,5 +1,5 @@
-//! External servers the connector tests run against: real ones, started as plain processes on
-//! 127.0.0.1 with their data in a temp dir, each stopped by its own pid.
+//! External servers the connector tests and benchmarks run against: real ones, started as
+//! plain processes on 127.0.0.1 with their data in a temp dir, each stopped by its own pid.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -280,6 +280,37 @@ impl Kafka {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Writes `lines` to `topic`, round robin over its `partitions`, and waits until all are
+    /// acknowledged. One record per batch: tansu 0.6 answers a partition's end (`ListOffsets`,
+    /// latest) with its last batch's first offset + 1, which is the end only for such batches.
+    pub fn produce(&self, topic: &str, partitions: i32, lines: &[&str]) {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.brokers())
+            .set("batch.num.messages", "1")
+            .set("linger.ms", "0")
+            .create()
+            .expect("producer");
+        for (i, line) in lines.iter().enumerate() {
+            let mut record = BaseRecord::<(), str>::to(topic)
+                .payload(*line)
+                .partition(i as i32 % partitions);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((_, back)) => {
+                        // The local queue is full: let deliveries drain it.
+                        producer.poll(Duration::from_millis(10));
+                        record = back;
+                    }
+                }
+            }
+            producer.poll(Duration::ZERO);
+        }
+        producer.flush(Duration::from_secs(120)).expect("flushed");
+    }
+
     pub fn create_topic(&self, topic: &str, partitions: u32) {
         let out = Command::new(&self.binary)
             .args([
@@ -367,6 +398,47 @@ impl Nats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// A runtime and a JetStream context of this server, for the caller's requests.
+    pub fn jetstream(&self) -> (tokio::runtime::Runtime, async_nats::jetstream::Context) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let client = rt
+            .block_on(async_nats::connect(self.url()))
+            .expect("client");
+        let context = {
+            let _inside = rt.enter();
+            async_nats::jetstream::new(client)
+        };
+        (rt, context)
+    }
+
+    /// Makes stream `name` of subject `subject`.
+    pub fn create_stream(&self, name: &str, subject: &str) {
+        let (rt, js) = self.jetstream();
+        rt.block_on(js.create_stream(async_nats::jetstream::stream::Config {
+            name: name.into(),
+            subjects: vec![subject.into()],
+            ..Default::default()
+        }))
+        .expect("stream");
+    }
+
+    /// Publishes `lines` to `subject`, each acknowledged by the stream.
+    pub fn publish(&self, subject: &str, lines: &[String]) {
+        let (rt, js) = self.jetstream();
+        rt.block_on(async {
+            for line in lines {
+                js.publish(subject.to_string(), line.clone().into())
+                    .await
+                    .expect("publish")
+                    .await
+                    .expect("stored");
+            }
+        });
     }
 }
 
