@@ -1,6 +1,6 @@
 //! The Kafka source's reader: librdkafka's consumer, partitions assigned by weir.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use rdkafka::Message;
@@ -23,9 +23,12 @@ struct PartitionCursor {
     partition: i32,
     next: u64,
     end: u64,
+    /// The consumer's position when it last reached the partition's end (past transaction
+    /// markers, which are never delivered).
+    caught_up: u64,
 }
 
-/// A record polled but not yet in a batch (it belongs to another partition than the batch).
+/// A record polled but not yet in a batch.
 struct Held {
     partition: i32,
     offset: u64,
@@ -39,7 +42,11 @@ pub struct KafkaSource {
     consumer: BaseConsumer,
     topic: String,
     cursors: VecDeque<PartitionCursor>,
-    held: Option<Held>,
+    /// Records polled, by partition, not yet in a batch: librdkafka hands out partitions
+    /// interleaved, and a batch holds one partition's records (the watermark generator follows
+    /// each partition on its own).
+    staged: BTreeMap<i32, VecDeque<Held>>,
+    staged_bytes: usize,
 }
 
 fn failed(topic: &str, message: String) -> SourceError {
@@ -88,6 +95,7 @@ impl KafkaSource {
                         partition,
                         next,
                         end: partition_offset(to).1,
+                        caught_up: 0,
                     }
                 })
                 .collect(),
@@ -107,7 +115,8 @@ impl KafkaSource {
             consumer,
             topic,
             cursors,
-            held: None,
+            staged: BTreeMap::new(),
+            staged_bytes: 0,
         })
     }
 
@@ -115,9 +124,14 @@ impl KafkaSource {
         self.cursors.iter_mut().find(|c| c.partition == partition)
     }
 
-    /// Drops the partitions read to their end.
+    /// Drops the partitions read to their end: every record before it emitted, or the
+    /// consumer past it with none of its records waiting in the stage.
     fn retire_finished(&mut self) {
-        self.cursors.retain(|c| c.next < c.end);
+        let staged = &self.staged;
+        self.cursors.retain(|c| {
+            let waiting = staged.get(&c.partition).is_some_and(|q| !q.is_empty());
+            c.next < c.end && (c.caught_up < c.end || waiting)
+        });
     }
 
     /// A partition reached the end of what is there now: its position (past any transaction
@@ -131,7 +145,7 @@ impl KafkaSource {
             && let Offset::Offset(at) = elem.offset()
             && let Some(cursor) = self.cursor(partition)
         {
-            cursor.next = cursor.next.max(at.max(0) as u64);
+            cursor.caught_up = cursor.caught_up.max(at.max(0) as u64);
         }
         Ok(())
     }
@@ -261,9 +275,14 @@ fn initial_cursors(
                 StartFrom::Latest => high,
             },
             end: if spec.bounded { high } else { MAX_OFFSET },
+            caught_up: 0,
         });
     }
     Ok(cursors)
+}
+
+fn staged_size(record: &Held) -> usize {
+    record.value.len() + record.key.as_ref().map_or(0, Vec::len) + 16
 }
 
 impl SourceReader for KafkaSource {
@@ -272,44 +291,63 @@ impl SourceReader for KafkaSource {
         batch: &mut BatchWriter,
         max_bytes: usize,
     ) -> Result<SourceBatch, SourceError> {
-        let mut records = 0;
-        let mut split = None;
-        let mut wait = POLL_WAIT;
-        while batch.len() < max_bytes && !self.cursors.is_empty() {
-            let next = match self.held.take() {
-                Some(held) => Some(held),
-                None => self.poll(wait)?,
-            };
-            let Some(record) = next else {
+        // Fill the stage; wait for a first record only when nothing is staged.
+        let mut wait = if self.staged_bytes == 0 {
+            POLL_WAIT
+        } else {
+            Duration::ZERO
+        };
+        while self.staged_bytes < max_bytes && !self.cursors.is_empty() {
+            let Some(record) = self.poll(wait)? else {
                 break;
             };
             wait = Duration::ZERO;
-            // One partition per batch: the watermark generator follows each on its own.
-            if split.is_some_and(|p| p != record.partition) {
-                self.held = Some(record);
-                break;
-            }
-            let Some(cursor) = self.cursor(record.partition) else {
-                continue;
-            };
-            if record.offset >= cursor.end {
-                // Offsets come in order: the partition's bounded part is read.
-                cursor.next = cursor.end;
-                continue;
-            }
-            if record.offset < cursor.next {
-                continue;
-            }
-            cursor.next = record.offset + 1;
-            split = Some(record.partition);
-            batch.push(Record {
-                value: &record.value,
-                key: record.key.as_deref(),
-                timestamp: record.timestamp,
-            });
-            records += 1;
+            self.staged_bytes += staged_size(&record);
+            self.staged
+                .entry(record.partition)
+                .or_default()
+                .push_back(record);
         }
-        let split_id = split
+        // The partition with the most records waiting makes the batch.
+        let partition = self
+            .staged
+            .iter()
+            .max_by_key(|(_, queue)| queue.len())
+            .map(|(&p, _)| p);
+        let mut records = 0;
+        if let Some(partition) = partition
+            && let Some(mut queue) = self.staged.remove(&partition)
+        {
+            while let Some(record) = queue.pop_front() {
+                if batch.len() >= max_bytes {
+                    queue.push_front(record);
+                    break;
+                }
+                self.staged_bytes -= staged_size(&record);
+                let Some(cursor) = self.cursor(partition) else {
+                    continue;
+                };
+                if record.offset >= cursor.end {
+                    // Offsets come in order: the partition's bounded part is read.
+                    cursor.next = cursor.end;
+                    continue;
+                }
+                if record.offset < cursor.next {
+                    continue;
+                }
+                cursor.next = record.offset + 1;
+                batch.push(Record {
+                    value: &record.value,
+                    key: record.key.as_deref(),
+                    timestamp: record.timestamp,
+                });
+                records += 1;
+            }
+            if !queue.is_empty() {
+                self.staged.insert(partition, queue);
+            }
+        }
+        let split_id = partition
             .and_then(|p| self.cursors.iter().find(|c| c.partition == p))
             .map_or(0, |c| position(c.partition, c.end));
         self.retire_finished();
