@@ -281,18 +281,26 @@ impl Kafka {
     }
 
     /// Writes `lines` to `topic`, round robin over its `partitions`, and waits until all are
-    /// acknowledged. One record per batch: tansu 0.6 answers a partition's end (`ListOffsets`,
-    /// latest) with its last batch's first offset + 1, which is the end only for such batches.
+    /// acknowledged. Each partition's last record goes in a batch of its own: tansu 0.6
+    /// answers a partition's end (`ListOffsets`, latest) with its last batch's first offset
+    /// + 1, which is the end only when that batch holds one record.
     pub fn produce(&self, topic: &str, partitions: i32, lines: &[&str]) {
+        let last_round = lines.len().saturating_sub(partitions.max(1) as usize);
+        self.send(topic, partitions, &lines[..last_round], 0);
+        for (i, line) in lines.iter().enumerate().skip(last_round) {
+            self.send(topic, partitions, std::slice::from_ref(line), i);
+        }
+    }
+
+    /// Sends `lines` (the first one is line `first` of the whole) and waits for them.
+    fn send(&self, topic: &str, partitions: i32, lines: &[&str], first: usize) {
         use rdkafka::config::ClientConfig;
         use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
         let producer: BaseProducer = ClientConfig::new()
             .set("bootstrap.servers", self.brokers())
-            .set("batch.num.messages", "1")
-            .set("linger.ms", "0")
             .create()
             .expect("producer");
-        for (i, line) in lines.iter().enumerate() {
+        for (i, line) in lines.iter().enumerate().map(|(i, l)| (i + first, l)) {
             let mut record = BaseRecord::<(), str>::to(topic)
                 .payload(*line)
                 .partition(i as i32 % partitions);

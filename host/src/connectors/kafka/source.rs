@@ -79,6 +79,10 @@ impl KafkaSource {
             // Offsets come from checkpoints or the partitions' ends; one that is no longer
             // there (retention deleted it) is an error, not a silent jump.
             .set("auto.offset.reset", "error")
+            // librdkafka prefetches up to 100,000 messages per partition by default; a few
+            // batches' worth keeps the consumer busy without holding gigabytes.
+            .set("queued.min.messages", "20000")
+            .set("queued.max.messages.kbytes", "32768")
             .set("socket.connection.setup.timeout.ms", "10000");
         for (key, value) in &spec.properties {
             config.set(key, value);
