@@ -3,6 +3,7 @@
 
 mod chain;
 pub mod deployment;
+mod external;
 mod input;
 pub mod job_log;
 mod output;

@@ -812,6 +812,18 @@ fn a_fresh_run_into_an_output_directory_with_committed_output_is_refused_before_
 }
 
 /// An error and its causes as the `weir` binary prints them: `a: b: c`.
+/// How `manifest`'s job fails at parallelism 1 without restarts: the error and its causes.
+pub(crate) fn failure_of(manifest: &str) -> String {
+    let options = JobOptions {
+        restart: RestartStrategy::None,
+        ..JobOptions::default()
+    };
+    match cluster().run_job(&graph(manifest, 1), &options) {
+        Ok(_) => panic!("the job succeeded"),
+        Err(e) => error_chain(&e),
+    }
+}
+
 pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     let mut text = err.to_string();
     let mut cause = err.source();

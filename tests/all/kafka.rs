@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_framing::{BatchWriter, Record};
-use weir_host::cluster::{JobOptions, RestartStrategy};
 use weir_host::connectors::kafka::{
     self, Delivery, KafkaSink, KafkaSinkSpec, KafkaSource, KafkaSourceSpec, RestoredSink, StartFrom,
 };
@@ -16,7 +15,7 @@ use weir_host::connectors::{SourceReader, redistribute};
 use weir_host::metrics::TaskMetrics;
 use weir_host::stream::{Barrier, Output};
 
-use crate::checkpoint::{cluster, expected_lines, graph, input, options, wordcount};
+use crate::checkpoint::{cluster, expected_lines, failure_of, graph, input, options, wordcount};
 use crate::servers::Kafka;
 
 /// Every committed record of `topic`, as text, sorted: the log read as it is (read
@@ -348,17 +347,6 @@ fn source_positions_resume_exactly_at_another_parallelism() {
     }
     read.sort_by_key(|n| n.parse::<u32>().expect("number"));
     assert_eq!(read, numbers);
-}
-
-fn failure_of(manifest: &str) -> String {
-    let options = JobOptions {
-        restart: RestartStrategy::None,
-        ..JobOptions::default()
-    };
-    match cluster().run_job(&graph(manifest, 1), &options) {
-        Ok(_) => panic!("the job succeeded"),
-        Err(e) => crate::checkpoint::error_chain(&e),
-    }
 }
 
 #[test]

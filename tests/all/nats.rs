@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use weir_framing::{BatchWriter, Record};
-use weir_host::cluster::{JobOptions, RestartStrategy};
 use weir_host::connectors::SourceReader;
 use weir_host::connectors::nats::{self, NatsSink, NatsSinkSpec, NatsSource, NatsSourceSpec};
 use weir_host::metrics::TaskMetrics;
 use weir_host::stream::{Barrier, Output};
 
-use crate::checkpoint::{cluster, expected_lines, graph, input, options, wordcount};
+use crate::checkpoint::{cluster, expected_lines, failure_of, graph, input, options, wordcount};
 use crate::servers::Nats;
 
 /// Every message of stream `name`, as text, sorted.
@@ -193,17 +192,6 @@ fn a_completed_checkpoints_records_are_stored_once_after_a_crash() {
         nats::republish(&spec, "job", "out", states).expect("again"),
         0
     );
-}
-
-fn failure_of(manifest: &str) -> String {
-    let options = JobOptions {
-        restart: RestartStrategy::None,
-        ..JobOptions::default()
-    };
-    match cluster().run_job(&graph(manifest, 1), &options) {
-        Ok(_) => panic!("the job succeeded"),
-        Err(e) => crate::checkpoint::error_chain(&e),
-    }
 }
 
 #[test]

@@ -5,13 +5,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use weir_framing::Record;
-use weir_host::cluster::{JobFailure, JobOptions, RestartStrategy};
+use weir_host::cluster::{JobFailure, JobOptions};
 use weir_host::connectors::postgres::{self, PostgresSink, PostgresSinkSpec, RowFormat};
 use weir_host::job::{Secret, parse_manifest};
 use weir_host::metrics::TaskMetrics;
 use weir_host::stream::{Barrier, Output};
 
-use crate::checkpoint::{cluster, expected_lines, graph, input, options, wordcount};
+use crate::checkpoint::{cluster, expected_lines, failure_of, graph, input, options, wordcount};
 use crate::servers::Postgres;
 
 /// The checkpoint tests' word count, its sink replaced by `sink` (a `[[sink]]` table).
@@ -172,18 +172,6 @@ fn a_fresh_start_rolls_back_what_an_earlier_run_left_prepared_and_spares_other_s
     postgres::recover(&spec, "job", "other", None).expect("recover");
 }
 
-fn failure_of(manifest: &str) -> String {
-    let job = graph(manifest, 1);
-    let options = JobOptions {
-        restart: RestartStrategy::None,
-        ..JobOptions::default()
-    };
-    match cluster().run_job(&job, &options) {
-        Ok(_) => panic!("the job succeeded"),
-        Err(e) => crate::checkpoint::error_chain(&e),
-    }
-}
-
 fn one_line_job(dir: &Path, line: &str, sink: &str) -> String {
     let input = dir.join("in.txt");
     std::fs::write(&input, format!("{line}\n")).expect("input");
@@ -205,46 +193,42 @@ fn records_that_do_not_fit_and_tables_that_do_not_exist_are_named() {
     let url = pg.url();
     let pw = &pg.password_file;
 
-    let err = failure_of(&one_line_job(
-        dir.path(),
-        "fox,seven",
-        &sink_of(&url, pw, "typed", ""),
-    ));
-    assert!(
-        err.contains("table `typed` refused a row (record `fox,seven`)")
-            && err.contains("invalid input syntax for type bigint: \"seven\""),
-        "{err}"
-    );
-
-    let err = failure_of(&one_line_job(
-        dir.path(),
-        "fox,7,extra",
-        &sink_of(&url, pw, "typed", ""),
-    ));
-    assert!(
-        err.contains("record `fox,7,extra` does not fit table `typed` (word, n): it has 3 fields and the sink writes 2 columns"),
-        "{err}"
-    );
-
-    let err = failure_of(&one_line_job(
-        dir.path(),
-        "fox,7",
-        &sink_of(&url, pw, "nope", ""),
-    ));
-    assert!(
-        err.contains("table `nope` does not exist in database `postgres`"),
-        "{err}"
-    );
-
-    let err = failure_of(&one_line_job(
-        dir.path(),
-        "fox,7",
-        &sink_of(&url, pw, "typed", "columns = [\"word\", \"count\"]"),
-    ));
-    assert!(
-        err.contains("table `typed` has no column `count`; its columns are word, n"),
-        "{err}"
-    );
+    let cases = [
+        (
+            "fox,seven",
+            "typed",
+            "",
+            "table `typed` refused a row (record `fox,seven`): invalid input syntax for type \
+             bigint: \"seven\"",
+        ),
+        (
+            "fox,7,extra",
+            "typed",
+            "",
+            "record `fox,7,extra` does not fit table `typed` (word, n): it has 3 fields and the \
+             sink writes 2 columns",
+        ),
+        (
+            "fox,7",
+            "nope",
+            "",
+            "table `nope` does not exist in database `postgres`",
+        ),
+        (
+            "fox,7",
+            "typed",
+            "columns = [\"word\", \"count\"]",
+            "table `typed` has no column `count`; its columns are word, n",
+        ),
+    ];
+    for (line, table, extra, expected) in cases {
+        let err = failure_of(&one_line_job(
+            dir.path(),
+            line,
+            &sink_of(&url, pw, table, extra),
+        ));
+        assert!(err.contains(expected), "{err}");
+    }
 }
 
 #[test]

@@ -80,8 +80,8 @@ fn encode_delimited(
         }
         got += 1;
         if let Some(quoted) = rest.strip_prefix(b"\"") {
-            // A quoted field runs to the quote not doubled; what follows it is a delimiter or
-            // the end (anything else is kept as text, as lenient CSV readers do).
+            // A quoted field runs to the quote not doubled; what follows it up to the next
+            // delimiter is kept as text too, as lenient CSV readers do.
             let mut i = 0;
             while i < quoted.len() {
                 if quoted[i] == b'"' {
@@ -96,26 +96,15 @@ fn encode_delimited(
                 i += 1;
             }
             rest = quoted.get(i + 1..).unwrap_or(&[]);
-            match rest.iter().position(|&b| b == delimiter) {
-                Some(at) => {
-                    escape_copy(&rest[..at], out);
-                    rest = &rest[at + 1..];
-                }
-                None => {
-                    escape_copy(rest, out);
-                    break;
-                }
+        }
+        match rest.iter().position(|&b| b == delimiter) {
+            Some(at) => {
+                escape_copy(&rest[..at], out);
+                rest = &rest[at + 1..];
             }
-        } else {
-            match rest.iter().position(|&b| b == delimiter) {
-                Some(at) => {
-                    escape_copy(&rest[..at], out);
-                    rest = &rest[at + 1..];
-                }
-                None => {
-                    escape_copy(rest, out);
-                    break;
-                }
+            None => {
+                escape_copy(rest, out);
+                break;
             }
         }
     }

@@ -57,13 +57,7 @@ impl SinkDecl {
             ("user", self.user.is_some()),
             ("subject", self.subject.is_some()),
         ];
-        match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
-            Some((name, _)) => Err(JobError::Invalid(format!(
-                "sink `{}` of kind {} does not take `{name}`",
-                self.id, self.kind
-            ))),
-            None => Ok(()),
-        }
+        refuse_others("sink", &self.id, &self.kind, allowed, &set)
     }
 
     /// A `postgres` sink's spec, checked as far as it can be without the server.
@@ -234,13 +228,7 @@ impl SourceDecl {
             ("subject", self.subject.is_some()),
             ("ack_wait", self.ack_wait.is_some()),
         ];
-        match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
-            Some((name, _)) => Err(JobError::Invalid(format!(
-                "source `{}` of kind {} does not take `{name}`",
-                self.id, self.kind
-            ))),
-            None => Ok(()),
-        }
+        refuse_others("source", &self.id, &self.kind, allowed, &set)
     }
 
     /// A `kafka` source's spec.
@@ -381,5 +369,22 @@ impl SourceDecl {
                 DEFAULT_CONNECT_TIMEOUT,
             )?,
         })
+    }
+}
+
+/// Refuses the first option of `set` (name, whether given) that node `id` of kind `kind`
+/// does not take.
+fn refuse_others(
+    what: &str,
+    id: &str,
+    kind: &str,
+    allowed: &[&str],
+    set: &[(&str, bool)],
+) -> Result<(), JobError> {
+    match set.iter().find(|(name, on)| *on && !allowed.contains(name)) {
+        Some((name, _)) => Err(JobError::Invalid(format!(
+            "{what} `{id}` of kind {kind} does not take `{name}`"
+        ))),
+        None => Ok(()),
     }
 }

@@ -11,6 +11,7 @@ use super::deployment::{
     ChannelDescriptor, InputDescriptor, OperatorDescriptor, OutputDescriptor, PartitionDescriptor,
     RemoteChannelDescriptor, Selector, StateFileHandle, TaskDeploymentDescriptor,
 };
+use super::external::{ExternalSink, open_external_sink, open_external_source};
 use super::output::NetworkOutput;
 use super::task::{Mailbox, Task, TaskCheckpointing, TaskFailure, TaskInput};
 use super::task_executor::TaskExecutor;
@@ -370,23 +371,16 @@ impl Opening {
                 },
                 SinkSpec::Stdout => Box::new(StdoutSink::new(metrics.clone())),
                 SinkSpec::Discard => Box::new(DiscardSink::new(metrics.clone())),
-                SinkSpec::Postgres(spec) => {
-                    open_postgres(spec, job_name, id, &tdd, *transactional_epoch, &metrics)
-                        .map_err(chain_failed)?
+                external => {
+                    let sink = ExternalSink {
+                        job_name,
+                        id,
+                        subtask: tdd.subtask,
+                        parallelism: tdd.parallelism,
+                        epoch: *transactional_epoch,
+                    };
+                    open_external_sink(external, &sink, &metrics).map_err(chain_failed)?
                 }
-                SinkSpec::Kafka(spec) => {
-                    open_kafka(spec, job_name, id, &tdd, *transactional_epoch, &metrics)
-                        .map_err(chain_failed)?
-                }
-                SinkSpec::Nats(spec) => open_nats(
-                    spec,
-                    job_name,
-                    id,
-                    &tdd,
-                    transactional_epoch.is_some(),
-                    &metrics,
-                )
-                .map_err(chain_failed)?,
             },
             OutputDescriptor::Partitions(_) => Box::new(NetworkOutput(RecordWriter::new(
                 partitions,
@@ -492,7 +486,6 @@ fn open_source(
     checkpointing: bool,
 ) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
     Ok(match spec {
-        SourceSpec::Nats(spec) => open_nats_source(&spec, remaining, checkpointing)?,
         SourceSpec::File { path } => Box::new(match remaining {
             Some(ranges) => FileSource::open_ranges(&path, ranges)?,
             None => FileSource::open(&path, subtask, parallelism)?,
@@ -508,7 +501,9 @@ fn open_source(
             }
             .with_timestamps(timestamps),
         ),
-        SourceSpec::Kafka(spec) => open_kafka_source(&spec, remaining, subtask, parallelism)?,
+        external @ (SourceSpec::Kafka(_) | SourceSpec::Nats(_)) => {
+            open_external_source(&external, remaining, subtask, parallelism, checkpointing)?
+        }
         SourceSpec::Nexmark { count, base_time } => {
             let base_time = base_time.unwrap_or(nexmark::DEFAULT_BASE_TIME);
             Box::new(match remaining {
@@ -516,157 +511,6 @@ fn open_source(
                 None => NexmarkSource::new(count, base_time, subtask, parallelism),
             })
         }
-    })
-}
-
-#[cfg(feature = "postgres")]
-fn open_postgres(
-    spec: &crate::connectors::postgres::PostgresSinkSpec,
-    job_name: &str,
-    id: &str,
-    tdd: &TaskDeploymentDescriptor,
-    epoch: Option<u64>,
-    metrics: &Arc<TaskMetrics>,
-) -> Result<Box<dyn Output>, StreamError> {
-    let sink = crate::connectors::postgres::PostgresSink::open(
-        spec,
-        job_name,
-        id,
-        tdd.subtask,
-        epoch,
-        metrics.clone(),
-    )?;
-    Ok(Box::new(sink))
-}
-
-#[cfg(not(feature = "postgres"))]
-fn open_postgres(
-    _: &crate::connectors::postgres::PostgresSinkSpec,
-    _: &str,
-    id: &str,
-    _: &TaskDeploymentDescriptor,
-    _: Option<u64>,
-    _: &Arc<TaskMetrics>,
-) -> Result<Box<dyn Output>, StreamError> {
-    Err(StreamError::Output(format!(
-        "sink `{id}`: this weir was built without the `postgres` feature"
-    )))
-}
-
-#[cfg(feature = "kafka")]
-fn open_kafka(
-    spec: &crate::connectors::kafka::KafkaSinkSpec,
-    job_name: &str,
-    id: &str,
-    tdd: &TaskDeploymentDescriptor,
-    epoch: Option<u64>,
-    metrics: &Arc<TaskMetrics>,
-) -> Result<Box<dyn Output>, StreamError> {
-    let sink = crate::connectors::kafka::KafkaSink::open(
-        spec,
-        job_name,
-        id,
-        tdd.subtask,
-        tdd.parallelism,
-        epoch,
-        metrics.clone(),
-    )?;
-    Ok(Box::new(sink))
-}
-
-#[cfg(feature = "kafka")]
-fn open_kafka_source(
-    spec: &crate::connectors::kafka::KafkaSourceSpec,
-    remaining: Option<Vec<(u64, u64)>>,
-    subtask: u32,
-    parallelism: u32,
-) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
-    let source =
-        crate::connectors::kafka::KafkaSource::open(spec, remaining, subtask, parallelism)?;
-    Ok(Box::new(source))
-}
-
-#[cfg(not(feature = "kafka"))]
-fn open_kafka(
-    _: &crate::connectors::kafka::KafkaSinkSpec,
-    _: &str,
-    id: &str,
-    _: &TaskDeploymentDescriptor,
-    _: Option<u64>,
-    _: &Arc<TaskMetrics>,
-) -> Result<Box<dyn Output>, StreamError> {
-    Err(StreamError::Output(format!(
-        "sink `{id}`: this weir was built without the `kafka` feature"
-    )))
-}
-
-#[cfg(not(feature = "kafka"))]
-fn open_kafka_source(
-    spec: &crate::connectors::kafka::KafkaSourceSpec,
-    _: Option<Vec<(u64, u64)>>,
-    _: u32,
-    _: u32,
-) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
-    Err(crate::connectors::SourceError::External {
-        what: format!("kafka topic `{}`", spec.topic),
-        message: "this weir was built without the `kafka` feature".into(),
-    })
-}
-
-#[cfg(feature = "nats")]
-fn open_nats(
-    spec: &crate::connectors::nats::NatsSinkSpec,
-    job_name: &str,
-    id: &str,
-    tdd: &TaskDeploymentDescriptor,
-    checkpointing: bool,
-    metrics: &Arc<TaskMetrics>,
-) -> Result<Box<dyn Output>, StreamError> {
-    let sink = crate::connectors::nats::NatsSink::open(
-        spec,
-        job_name,
-        id,
-        tdd.subtask,
-        tdd.parallelism,
-        checkpointing,
-        metrics.clone(),
-    )?;
-    Ok(Box::new(sink))
-}
-
-#[cfg(feature = "nats")]
-fn open_nats_source(
-    spec: &crate::connectors::nats::NatsSourceSpec,
-    remaining: Option<Vec<(u64, u64)>>,
-    checkpointing: bool,
-) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
-    let source = crate::connectors::nats::NatsSource::open(spec, remaining, checkpointing)?;
-    Ok(Box::new(source))
-}
-
-#[cfg(not(feature = "nats"))]
-fn open_nats(
-    _: &crate::connectors::nats::NatsSinkSpec,
-    _: &str,
-    id: &str,
-    _: &TaskDeploymentDescriptor,
-    _: bool,
-    _: &Arc<TaskMetrics>,
-) -> Result<Box<dyn Output>, StreamError> {
-    Err(StreamError::Output(format!(
-        "sink `{id}`: this weir was built without the `nats` feature"
-    )))
-}
-
-#[cfg(not(feature = "nats"))]
-fn open_nats_source(
-    spec: &crate::connectors::nats::NatsSourceSpec,
-    _: Option<Vec<(u64, u64)>>,
-    _: bool,
-) -> Result<Box<dyn SourceReader>, crate::connectors::SourceError> {
-    Err(crate::connectors::SourceError::External {
-        what: format!("nats stream `{}`", spec.stream),
-        message: "this weir was built without the `nats` feature".into(),
     })
 }
 

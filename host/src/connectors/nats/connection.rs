@@ -39,3 +39,15 @@ pub async fn connect(
     .await
     .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))
 }
+
+/// A JetStream context on a client of `url`, made inside the runtime that drives it (the
+/// context starts a task of its own).
+pub async fn jetstream_of(
+    url: &str,
+    user: Option<&str>,
+    password: Option<&Secret>,
+    timeout: Duration,
+) -> Result<async_nats::jetstream::Context, String> {
+    let client = connect(url, user, password, timeout).await?;
+    Ok(async_nats::jetstream::new(client))
+}

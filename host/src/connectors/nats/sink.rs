@@ -6,7 +6,7 @@ use std::sync::Arc;
 use async_nats::jetstream;
 use weir_framing::Record;
 
-use super::connection::connect;
+use super::connection::jetstream_of;
 use super::{NatsSinkSpec, decode_epochs, encode_epochs, nats_message_id};
 use crate::connectors::external::{connector_runtime, on_own_runtime};
 use crate::metrics::TaskMetrics;
@@ -90,14 +90,13 @@ impl NatsSink {
         let runtime = connector_runtime().map_err(|e| failed(e.to_string()))?;
         let context = runtime
             .block_on(async {
-                let client = connect(
+                let context = jetstream_of(
                     &spec.url,
                     spec.user.as_deref(),
                     spec.password.as_ref(),
                     spec.connect_timeout(),
                 )
                 .await?;
-                let context = jetstream::new(client);
                 check_subject(&context, &spec.subject).await?;
                 Ok::<_, String>(context)
             })
@@ -228,14 +227,13 @@ pub fn republish(
     }
     let total = all.len();
     on_own_runtime(|| async {
-        let client = connect(
+        let context = jetstream_of(
             &spec.url,
             spec.user.as_deref(),
             spec.password.as_ref(),
             spec.connect_timeout(),
         )
         .await?;
-        let context = jetstream::new(client);
         let duplicates = publish(&context, &spec.subject, all.into_iter()).await?;
         Ok::<_, String>(total - duplicates)
     })
