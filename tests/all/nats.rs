@@ -157,15 +157,18 @@ fn sink_spec(server: &Nats) -> NatsSinkSpec {
     }
 }
 
-/// Checkpoint 1 completed; subtask 0 published its records, subtask 1 died first. The restore
-/// publishes both subtasks' records of checkpoint 1 again under their ids: the stream stores
-/// subtask 1's and drops subtask 0's as duplicates; records after checkpoint 1 never appear.
+/// Checkpoint 1 completed; subtask 0 published its records (and noted so in the checkpoint),
+/// subtask 1 died first. The restore publishes subtask 1's records of checkpoint 1 under their
+/// ids and notes it; a second restore publishes nothing; records after checkpoint 1 never
+/// appear.
 #[test]
 fn a_completed_checkpoints_records_are_stored_once_after_a_crash() {
     let server = Nats::start();
     server.create_stream("OUT", "out");
     let spec = sink_spec(&server);
     let metrics = Arc::new(TaskMetrics::default());
+    // Checkpoint 1's directory: a subtask that published notes it there.
+    let chk = tempfile::tempdir().expect("tempdir");
     let mut states = Vec::new();
     let mut sinks = Vec::new();
     for subtask in 0..2 {
@@ -176,7 +179,7 @@ fn a_completed_checkpoints_records_are_stored_once_after_a_crash() {
                 .expect("record");
         }
         let mut at_1 = Vec::new();
-        sink.snapshot(&Barrier::in_memory(1), &mut at_1)
+        sink.snapshot(&Barrier::new(1, chk.path()), &mut at_1)
             .expect("write ahead");
         states.push((subtask, at_1.remove(0).guest_state));
         sink.collect(Record::value(b"after")).expect("record");
@@ -185,11 +188,11 @@ fn a_completed_checkpoints_records_are_stored_once_after_a_crash() {
     sinks[0].notify_checkpoint_complete(1).expect("publish");
     drop(sinks);
     assert_eq!(stored(&server, "OUT"), ["a0", "b0"]);
-    let now = nats::republish(&spec, "job", "out", states.clone()).expect("republish");
+    let now = nats::republish(&spec, "job", "out", chk.path(), states.clone()).expect("republish");
     assert_eq!(now, 2, "subtask 1's two records were new");
     assert_eq!(stored(&server, "OUT"), ["a0", "a1", "b0", "b1"]);
     assert_eq!(
-        nats::republish(&spec, "job", "out", states).expect("again"),
+        nats::republish(&spec, "job", "out", chk.path(), states).expect("again"),
         0
     );
 }

@@ -369,7 +369,13 @@ fn recover_nats(
     let Some(restored) = restored else {
         return Ok(());
     };
-    let stored = crate::connectors::nats::republish(spec, job, sink, sink_states(restored, sink)?)?;
+    let stored = crate::connectors::nats::republish(
+        spec,
+        job,
+        sink,
+        &restored.dir,
+        sink_states(restored, sink)?,
+    )?;
     if stored > 0 {
         eprintln!(
             "job `{job}`: sink `{sink}`: published {stored} records of a completed checkpoint \

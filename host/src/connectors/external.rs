@@ -72,6 +72,16 @@ pub fn connector_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// A runtime with one worker thread of its own: for a client whose connection must answer its
+/// server between calls (NATS pings an idle client and drops one that does not answer).
+pub fn background_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_io()
+        .enable_time()
+        .build()
+}
+
 /// Runs the future `work` makes on a runtime of its own on a thread of its own: for the
 /// JobMaster's calls (recovering a sink's transactions), which may come from inside another
 /// runtime, where `block_on` is not allowed. The future is made on that thread, so it need not

@@ -43,14 +43,25 @@ pub fn ranges_of(sequences: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
     out
 }
 
-/// The records a sink subtask keeps in a checkpoint: per checkpoint not yet published, its
-/// records, as `[checkpoint u64][count u32]([length u32][bytes])*` runs.
-pub fn encode_epochs(epochs: &[(u64, Vec<Vec<u8>>)]) -> Vec<u8> {
+/// Records a sink subtask wrote between the checkpoint before `checkpoint` and it, in run
+/// `run` (a random number each sink instance draws, so two runs of a job of one name never
+/// share message ids).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Epoch {
+    pub checkpoint: u64,
+    pub run: u64,
+    pub records: Vec<Vec<u8>>,
+}
+
+/// The epochs a sink subtask keeps in a checkpoint, as
+/// `[checkpoint u64][run u64][count u32]([length u32][bytes])*` runs.
+pub fn encode_epochs(epochs: &[Epoch]) -> Vec<u8> {
     let mut out = Vec::new();
-    for (checkpoint, records) in epochs {
-        out.extend_from_slice(&checkpoint.to_le_bytes());
-        out.extend_from_slice(&(records.len() as u32).to_le_bytes());
-        for r in records {
+    for epoch in epochs {
+        out.extend_from_slice(&epoch.checkpoint.to_le_bytes());
+        out.extend_from_slice(&epoch.run.to_le_bytes());
+        out.extend_from_slice(&(epoch.records.len() as u32).to_le_bytes());
+        for r in &epoch.records {
             out.extend_from_slice(&(r.len() as u32).to_le_bytes());
             out.extend_from_slice(r);
         }
@@ -59,7 +70,7 @@ pub fn encode_epochs(epochs: &[(u64, Vec<Vec<u8>>)]) -> Vec<u8> {
 }
 
 /// Reads [`encode_epochs`]'s bytes back; `None` if they are not such.
-pub fn decode_epochs(mut bytes: &[u8]) -> Option<Vec<(u64, Vec<Vec<u8>>)>> {
+pub fn decode_epochs(mut bytes: &[u8]) -> Option<Vec<Epoch>> {
     fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
         let (head, tail) = bytes.split_at_checked(n)?;
         *bytes = tail;
@@ -68,15 +79,27 @@ pub fn decode_epochs(mut bytes: &[u8]) -> Option<Vec<(u64, Vec<Vec<u8>>)>> {
     let mut out = Vec::new();
     while !bytes.is_empty() {
         let checkpoint = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
+        let run = u64::from_le_bytes(take(&mut bytes, 8)?.try_into().ok()?);
         let count = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?);
         let mut records = Vec::new();
         for _ in 0..count {
             let len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
             records.push(take(&mut bytes, len)?.to_vec());
         }
-        out.push((checkpoint, records));
+        out.push(Epoch {
+            checkpoint,
+            run,
+            records,
+        });
     }
     Some(out)
+}
+
+/// The file in a checkpoint's directory that says subtask `subtask` of sink `sink` published
+/// every record that checkpoint holds of it: a restore from it publishes nothing again (the
+/// stream's duplicate window may have passed).
+pub fn published_note(sink: &str, subtask: u32) -> String {
+    format!("{sink}-{subtask}.nats-published")
 }
 
 #[cfg(test)]
@@ -92,8 +115,16 @@ mod tests {
     #[test]
     fn epochs_round_trip_and_torn_bytes_are_refused() {
         let epochs = vec![
-            (3, vec![b"a".to_vec(), Vec::new()]),
-            (4, vec![b"bcd".to_vec()]),
+            Epoch {
+                checkpoint: 3,
+                run: 7,
+                records: vec![b"a".to_vec(), Vec::new()],
+            },
+            Epoch {
+                checkpoint: 4,
+                run: 7,
+                records: vec![b"bcd".to_vec()],
+            },
         ];
         let bytes = encode_epochs(&epochs);
         assert_eq!(decode_epochs(&bytes), Some(epochs));

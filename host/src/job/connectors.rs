@@ -242,16 +242,17 @@ impl NatsSinkSpec {
 }
 
 /// The de-duplication id (`Nats-Msg-Id`) of record `index` of the records subtask `subtask` of
-/// sink `sink` of job `job` wrote between the checkpoint before `checkpoint` and it: the same
-/// whenever those records are published again.
+/// sink `sink` of job `job` wrote in run `run` between the checkpoint before `checkpoint` and
+/// it: the same whenever those records are published again, and never another run's.
 pub fn nats_message_id(
     job: &str,
     sink: &str,
     subtask: u32,
+    run: u64,
     checkpoint: u64,
     index: usize,
 ) -> String {
-    format!("weir/{job}/{sink}/{subtask}/{checkpoint}/{index}")
+    format!("weir/{job}/{sink}/{subtask}/{run:016x}/{checkpoint}/{index}")
 }
 
 /// A NATS URL with credentials in it (`nats://user:password@host`), which would be stored
@@ -277,7 +278,10 @@ mod tests {
         assert!(nats_url_has_password("nats://a:4222,nats://u:p@b:4222"));
         assert!(!nats_url_has_password("nats://weir@127.0.0.1:4222"));
         assert!(!nats_url_has_password("nats://127.0.0.1:4222"));
-        assert_eq!(nats_message_id("wc", "out", 1, 7, 42), "weir/wc/out/1/7/42");
+        assert_eq!(
+            nats_message_id("wc", "out", 1, 0xab, 7, 42),
+            "weir/wc/out/1/00000000000000ab/7/42"
+        );
     }
 
     #[test]

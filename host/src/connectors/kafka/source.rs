@@ -30,6 +30,8 @@ struct PartitionCursor {
 
 /// A record polled but not yet in a batch.
 struct Held {
+    /// Order of arrival: the partition whose oldest staged record came first goes next.
+    arrival: u64,
     partition: i32,
     offset: u64,
     key: Option<Vec<u8>>,
@@ -47,6 +49,7 @@ pub struct KafkaSource {
     /// each partition on its own).
     staged: BTreeMap<i32, VecDeque<Held>>,
     staged_bytes: usize,
+    arrivals: u64,
 }
 
 fn failed(topic: &str, message: String) -> SourceError {
@@ -105,6 +108,8 @@ impl KafkaSource {
                 .collect(),
             None => initial_cursors(&consumer, spec, subtask, parallelism)?,
         };
+        let cursors: VecDeque<PartitionCursor> =
+            cursors.into_iter().filter(|c| c.next < c.end).collect();
         let mut assignment = TopicPartitionList::new();
         for c in &cursors {
             assignment
@@ -114,13 +119,13 @@ impl KafkaSource {
         consumer
             .assign(&assignment)
             .map_err(|e| failed(&topic, format!("cannot assign partitions: {e}")))?;
-        let cursors = cursors.into_iter().filter(|c| c.next < c.end).collect();
         Ok(KafkaSource {
             consumer,
             topic,
             cursors,
             staged: BTreeMap::new(),
             staged_bytes: 0,
+            arrivals: 0,
         })
     }
 
@@ -132,10 +137,19 @@ impl KafkaSource {
     /// consumer past it with none of its records waiting in the stage.
     fn retire_finished(&mut self) {
         let staged = &self.staged;
+        let mut retired = TopicPartitionList::new();
         self.cursors.retain(|c| {
             let waiting = staged.get(&c.partition).is_some_and(|q| !q.is_empty());
-            c.next < c.end && (c.caught_up < c.end || waiting)
+            let open = c.next < c.end && (c.caught_up < c.end || waiting);
+            if !open {
+                retired.add_partition(&self.topic, c.partition);
+            }
+            open
         });
+        // No more fetching for them: their records would only be dropped.
+        if retired.count() > 0 {
+            let _ = self.consumer.pause(&retired);
+        }
     }
 
     /// A partition reached the end of what is there now: its position (past any transaction
@@ -169,7 +183,9 @@ impl KafkaSource {
                             format!("offset {offset} is past the largest weir tracks"),
                         ));
                     }
+                    self.arrivals += 1;
                     return Ok(Some(Held {
+                        arrival: self.arrivals,
                         partition: message.partition(),
                         offset,
                         key: message.key().map(<[u8]>::to_vec),
@@ -312,12 +328,14 @@ impl SourceReader for KafkaSource {
                 .or_default()
                 .push_back(record);
         }
-        // The partition with the most records waiting makes the batch.
+        // The partition whose oldest staged record came first makes the batch: none waits
+        // behind a busier one (its records would turn late, or hold the watermark back).
         let partition = self
             .staged
             .iter()
-            .max_by_key(|(_, queue)| queue.len())
-            .map(|(&p, _)| p);
+            .filter_map(|(&p, queue)| queue.front().map(|r| (r.arrival, p)))
+            .min()
+            .map(|(_, p)| p);
         let mut records = 0;
         if let Some(partition) = partition
             && let Some(mut queue) = self.staged.remove(&partition)

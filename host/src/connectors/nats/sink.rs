@@ -1,14 +1,15 @@
 //! The NATS JetStream sink: records written ahead into the checkpoint, published with
 //! de-duplication ids when it completes.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_nats::jetstream;
 use weir_framing::Record;
 
 use super::connection::jetstream_of;
-use super::{NatsSinkSpec, decode_epochs, encode_epochs, nats_message_id};
-use crate::connectors::external::{connector_runtime, on_own_runtime};
+use super::{Epoch, NatsSinkSpec, decode_epochs, encode_epochs, nats_message_id, published_note};
+use crate::connectors::external::{background_runtime, on_own_runtime};
 use crate::metrics::TaskMetrics;
 use crate::state::OperatorSnapshot;
 use crate::stream::{Barrier, Output, StreamError};
@@ -25,10 +26,14 @@ pub struct NatsSink {
     sink: String,
     subtask: u32,
     parallelism: u32,
+    /// This instance's run: part of every message id it makes.
+    run: u64,
     /// Records since the last barrier.
     current: Vec<Vec<u8>>,
-    /// Records of checkpoints not completed yet, by checkpoint.
-    waiting: Vec<(u64, Vec<Vec<u8>>)>,
+    /// Records of checkpoints not completed yet.
+    waiting: Vec<Epoch>,
+    /// Where each pending checkpoint's files go: its note goes there once published.
+    locations: Vec<(u64, PathBuf)>,
     checkpointing: bool,
     metrics: Arc<TaskMetrics>,
 }
@@ -87,7 +92,9 @@ impl NatsSink {
     ) -> Result<Self, StreamError> {
         let failed =
             |e: String| StreamError::Output(format!("sink `{sink}` (subtask {subtask}): {e}"));
-        let runtime = connector_runtime().map_err(|e| failed(e.to_string()))?;
+        let runtime = background_runtime().map_err(|e| failed(e.to_string()))?;
+        let mut run = [0u8; 8];
+        getrandom::fill(&mut run).map_err(|e| failed(format!("no randomness: {e}")))?;
         let context = runtime
             .block_on(async {
                 let context = jetstream_of(
@@ -109,8 +116,10 @@ impl NatsSink {
             sink: sink.to_string(),
             subtask,
             parallelism,
+            run: u64::from_le_bytes(run),
             current: Vec::new(),
             waiting: Vec::new(),
+            locations: Vec::new(),
             checkpointing,
             metrics,
         })
@@ -124,17 +133,40 @@ impl NatsSink {
     }
 
     /// Publishes the records of `epochs` under their ids.
-    fn publish_epochs(&self, epochs: &[(u64, Vec<Vec<u8>>)]) -> Result<(), StreamError> {
-        let records = epochs.iter().flat_map(|(checkpoint, records)| {
-            records.iter().enumerate().map(|(i, r)| {
-                let id = nats_message_id(&self.job, &self.sink, self.subtask, *checkpoint, i);
-                (Some(id), r.clone())
-            })
-        });
+    fn publish_epochs(&self, epochs: &[Epoch]) -> Result<(), StreamError> {
+        let records = with_ids(&self.job, &self.sink, self.subtask, epochs);
         let published = self
             .runtime
             .block_on(publish(&self.context, &self.spec.subject, records));
         published.map(|_| ()).map_err(|e| self.failed(e))
+    }
+}
+
+/// The records of `epochs` with their message ids.
+fn with_ids<'a>(
+    job: &'a str,
+    sink: &'a str,
+    subtask: u32,
+    epochs: &'a [Epoch],
+) -> impl Iterator<Item = (Option<String>, Vec<u8>)> + 'a {
+    epochs.iter().flat_map(move |e| {
+        e.records.iter().enumerate().map(move |(i, r)| {
+            let id = nats_message_id(job, sink, subtask, e.run, e.checkpoint, i);
+            (Some(id), r.clone())
+        })
+    })
+}
+
+/// Notes in `dir` that subtask `subtask`'s records there are published (best effort: without
+/// the note a restore publishes them again, and the stream drops them within its duplicate
+/// window).
+fn note_published(dir: &Path, sink: &str, subtask: u32) {
+    if dir.as_os_str().is_empty() || !dir.is_dir() {
+        return;
+    }
+    let note = dir.join(published_note(sink, subtask));
+    if let Err(e) = std::fs::write(&note, b"") {
+        eprintln!("sink `{sink}`: cannot write `{}`: {e}", note.display());
     }
 }
 
@@ -176,8 +208,14 @@ impl Output for NatsSink {
         }
         let records = std::mem::take(&mut self.current);
         if !records.is_empty() {
-            self.waiting.push((barrier.id, records));
+            self.waiting.push(Epoch {
+                checkpoint: barrier.id,
+                run: self.run,
+                records,
+            });
         }
+        self.locations
+            .push((barrier.id, barrier.location.to_path_buf()));
         into.push(OperatorSnapshot {
             operator: self.sink.clone(),
             subtask: self.subtask,
@@ -192,9 +230,15 @@ impl Output for NatsSink {
     fn notify_checkpoint_complete(&mut self, checkpoint: u64) -> Result<(), StreamError> {
         let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.waiting)
             .into_iter()
-            .partition(|(c, _)| *c <= checkpoint);
+            .partition(|e| e.checkpoint <= checkpoint);
         self.waiting = later;
-        self.publish_epochs(&due)
+        self.publish_epochs(&due)?;
+        // The completed checkpoint holds exactly what was just published.
+        if let Some((_, dir)) = self.locations.iter().find(|(c, _)| *c == checkpoint) {
+            note_published(dir, &self.sink, self.subtask);
+        }
+        self.locations.retain(|(c, _)| *c > checkpoint);
+        Ok(())
     }
 
     fn finish(&mut self) -> Result<(), StreamError> {
@@ -202,40 +246,49 @@ impl Output for NatsSink {
     }
 }
 
-/// Before a (re)start from a checkpoint: publishes again, under their ids, the records its
-/// sink subtasks had written ahead (`states`, one per subtask): their checkpoint completed,
-/// but the process may have died before or while publishing them. The stream drops those it
-/// already has. Returns how many records it stored now.
+/// Before a (re)start from the checkpoint in `dir`: publishes again, under their ids, the
+/// records its sink subtasks had written ahead (`states`, one per subtask) and had not noted
+/// as published: their checkpoint completed, but the process may have died before or while
+/// publishing them. The stream drops those it already has. Returns how many records it stored
+/// now.
 pub fn republish(
     spec: &NatsSinkSpec,
     job: &str,
     sink: &str,
+    dir: &Path,
     states: Vec<(u32, Vec<u8>)>,
 ) -> Result<usize, String> {
     let mut all = Vec::new();
+    let mut subtasks = Vec::new();
     for (subtask, bytes) in states {
+        if dir.join(published_note(sink, subtask)).exists() {
+            continue;
+        }
         let epochs = decode_epochs(&bytes)
             .ok_or_else(|| format!("the state of its subtask {subtask} is not a NATS sink's"))?;
-        for (checkpoint, records) in epochs {
-            for (i, r) in records.into_iter().enumerate() {
-                all.push((Some(nats_message_id(job, sink, subtask, checkpoint, i)), r));
-            }
-        }
-    }
-    if all.is_empty() {
-        return Ok(0);
+        all.extend(with_ids(job, sink, subtask, &epochs).collect::<Vec<_>>());
+        subtasks.push(subtask);
     }
     let total = all.len();
-    on_own_runtime(|| async {
-        let context = jetstream_of(
-            &spec.url,
-            spec.user.as_deref(),
-            spec.password.as_ref(),
-            spec.connect_timeout(),
-        )
-        .await?;
-        let duplicates = publish(&context, &spec.subject, all.into_iter()).await?;
-        Ok::<_, String>(total - duplicates)
-    })
-    .map_err(|e| format!("no runtime: {e}"))?
+    if total > 0 {
+        let duplicates = on_own_runtime(|| async {
+            let context = jetstream_of(
+                &spec.url,
+                spec.user.as_deref(),
+                spec.password.as_ref(),
+                spec.connect_timeout(),
+            )
+            .await?;
+            publish(&context, &spec.subject, all.into_iter()).await
+        })
+        .map_err(|e| format!("no runtime: {e}"))??;
+        for subtask in subtasks {
+            note_published(dir, sink, subtask);
+        }
+        return Ok(total - duplicates);
+    }
+    for subtask in subtasks {
+        note_published(dir, sink, subtask);
+    }
+    Ok(0)
 }

@@ -1,8 +1,8 @@
 //! The NATS JetStream source's reader: a durable pull consumer, messages acknowledged when
 //! the checkpoint that covers them completes.
 
-use std::collections::BTreeSet;
-use std::time::Duration;
+use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
@@ -10,7 +10,7 @@ use weir_framing::{BatchWriter, Record};
 
 use super::connection::connect;
 use super::{NatsSourceSpec, ranges_of};
-use crate::connectors::external::connector_runtime;
+use crate::connectors::external::background_runtime;
 use crate::connectors::source::{SourceBatch, SourceError, SourceReader};
 
 /// Messages asked for in one pull, and how long the server may take to fill it.
@@ -33,8 +33,15 @@ pub struct NatsSource {
     current: Vec<Unacked>,
     /// Emitted before a barrier whose checkpoint has not completed yet, by checkpoint.
     covered: Vec<(u64, Vec<Unacked>)>,
-    /// Sequences the restored checkpoint covers: skipped (and acknowledged) if delivered again.
+    /// Sequences already counted: those the restored checkpoint covers, and those this
+    /// subtask acknowledged (an acknowledgement can be lost). Skipped (and acknowledged) if
+    /// delivered again; dropped once the consumer's ack floor passes them.
     skip: BTreeSet<u64>,
+    /// Where each held (emitted, unacknowledged) sequence's acknowledgement goes now: a
+    /// message the server delivers again while held is not emitted twice.
+    replies: HashMap<u64, async_nats::Subject>,
+    ack_wait: Duration,
+    last_progress: Instant,
     bounded: bool,
     /// Without checkpoints, messages are acknowledged as they are emitted.
     checkpointing: bool,
@@ -48,6 +55,23 @@ fn failed(spec: &NatsSourceSpec, message: impl std::fmt::Display) -> SourceError
     }
 }
 
+/// The restored position as a set of sequences; a position that is no NATS source's (a
+/// source of another kind once had this id) is refused rather than expanded.
+fn skip_set(
+    spec: &NatsSourceSpec,
+    ranges: Option<Vec<(u64, u64)>>,
+) -> Result<BTreeSet<u64>, SourceError> {
+    let ranges = ranges.unwrap_or_default();
+    let total: u64 = ranges.iter().map(|&(a, b)| b.saturating_sub(a)).sum();
+    if total > 100_000_000 {
+        return Err(failed(
+            spec,
+            format!("the restored position covers {total} messages: it is not this source's"),
+        ));
+    }
+    Ok(ranges.into_iter().flat_map(|(a, b)| a..b).collect())
+}
+
 impl NatsSource {
     /// Opens a subtask: `skip` is every sequence the restored checkpoint covers (all of its
     /// subtasks', since any subtask may be handed any of them again).
@@ -56,7 +80,7 @@ impl NatsSource {
         skip: Option<Vec<(u64, u64)>>,
         checkpointing: bool,
     ) -> Result<Self, SourceError> {
-        let runtime = connector_runtime().map_err(|e| failed(spec, e))?;
+        let runtime = background_runtime().map_err(|e| failed(spec, e))?;
         let (client, consumer) = runtime.block_on(async {
             let client = connect(
                 &spec.url,
@@ -81,10 +105,29 @@ impl NatsSource {
                 max_ack_pending: -1,
                 ..Default::default()
             };
-            let consumer = stream
+            let consumer: jetstream::consumer::Consumer<pull::Config> = stream
                 .get_or_create_consumer(&spec.consumer, config)
                 .await
                 .map_err(|e| failed(spec, format!("consumer `{}`: {e}", spec.consumer)))?;
+            // An existing consumer keeps its own settings: acknowledging all messages below
+            // one (or none) would lose what another subtask holds.
+            let existing = &consumer.cached_info().config;
+            if existing.ack_policy != jetstream::consumer::AckPolicy::Explicit
+                || existing.filter_subject != spec.subject.clone().unwrap_or_default()
+            {
+                return Err(failed(
+                    spec,
+                    format!(
+                        "consumer `{}` exists with ack policy {:?} and filter `{}`; the source \
+                         needs explicit acknowledgements and filter `{}` (delete it or name \
+                         another `consumer`)",
+                        spec.consumer,
+                        existing.ack_policy,
+                        existing.filter_subject,
+                        spec.subject.clone().unwrap_or_default()
+                    ),
+                ));
+            }
             Ok::<_, SourceError>((client, consumer))
         })?;
         Ok(NatsSource {
@@ -94,14 +137,13 @@ impl NatsSource {
             name: spec.stream.clone(),
             current: Vec::new(),
             covered: Vec::new(),
-            skip: skip
-                .unwrap_or_default()
-                .into_iter()
-                .flat_map(|(a, b)| a..b)
-                .collect(),
+            skip: skip_set(spec, skip)?,
             bounded: spec.bounded,
             checkpointing,
             done: false,
+            replies: HashMap::new(),
+            ack_wait: spec.ack_wait(),
+            last_progress: Instant::now(),
         })
     }
 
@@ -113,16 +155,48 @@ impl NatsSource {
     }
 
     fn held(&self) -> usize {
-        self.current.len() + self.covered.iter().map(|(_, m)| m.len()).sum::<usize>()
+        self.replies.len()
     }
 
-    /// Acknowledges `messages`, waiting until the server has them.
-    fn ack(&self, messages: &[Unacked]) -> Result<(), SourceError> {
+    /// Tells the server that held messages are still being worked on (`+WPI`), so it does not
+    /// deliver them again while their checkpoint is under way; at most every third of
+    /// `ack_wait`.
+    fn keep_held(&mut self) -> Result<(), SourceError> {
+        if self.replies.is_empty() || self.last_progress.elapsed() < self.ack_wait / 3 {
+            return Ok(());
+        }
+        self.last_progress = Instant::now();
+        let client = &self.client;
+        let replies = &self.replies;
+        self.runtime
+            .block_on(async {
+                for reply in replies.values() {
+                    client.publish(reply.clone(), "+WPI".into()).await?;
+                }
+                client.flush().await.map_err(|e| e.to_string().into())
+            })
+            .map_err(|e: Box<dyn std::error::Error + Send + Sync>| {
+                self.error(format!("cannot extend acknowledgement deadlines: {e}"))
+            })
+    }
+
+    /// Acknowledges `messages` (at their latest delivery), waiting until the server has the
+    /// acknowledgements; their sequences stay skipped until the ack floor passes them.
+    fn ack(&mut self, messages: &[Unacked]) -> Result<(), SourceError> {
+        let subjects: Vec<async_nats::Subject> = messages
+            .iter()
+            .map(|m| {
+                self.skip.insert(m.sequence);
+                self.replies
+                    .remove(&m.sequence)
+                    .unwrap_or_else(|| m.reply.clone())
+            })
+            .collect();
         let client = &self.client;
         self.runtime
             .block_on(async {
-                for m in messages {
-                    client.publish(m.reply.clone(), "".into()).await?;
+                for subject in subjects {
+                    client.publish(subject, "".into()).await?;
                 }
                 client.flush().await.map_err(|e| e.to_string().into())
             })
@@ -172,8 +246,13 @@ impl SourceReader for NatsSource {
             let Some(reply) = message.reply.clone() else {
                 continue;
             };
-            if self.skip.remove(&sequence) {
+            if self.skip.contains(&sequence) {
                 again.push(Unacked { sequence, reply });
+                continue;
+            }
+            if let Some(held) = self.replies.get_mut(&sequence) {
+                // Delivered again while this subtask holds it: acknowledged later, there.
+                *held = reply;
                 continue;
             }
             batch.push(Record {
@@ -189,7 +268,11 @@ impl SourceReader for NatsSource {
             self.ack(&again)?;
         }
         if self.checkpointing {
+            for m in &emitted {
+                self.replies.insert(m.sequence, m.reply.clone());
+            }
             self.current.extend(emitted);
+            self.keep_held()?;
         } else {
             self.ack(&emitted)?;
         }
@@ -214,6 +297,9 @@ impl SourceReader for NatsSource {
         if !emitted.is_empty() {
             self.covered.push((checkpoint, emitted));
         }
+        // A subtask whose input ended is not polled; its barriers keep its messages held.
+        // A failure here surfaces at the next acknowledgement.
+        let _ = self.keep_held();
         // Sequences at or below the ack floor were all acknowledged: never delivered again.
         if !self.skip.is_empty()
             && let Ok(info) = self.runtime.block_on(self.consumer.info())
