@@ -193,6 +193,48 @@ fn word_counts_from_kafka_into_postgres_are_exactly_once_through_a_failure() {
     );
 }
 
+/// The shipped example (`examples/wordcount/kafka-to-postgres.toml`) as a user runs it.
+#[test]
+fn the_kafka_to_postgres_example_counts_every_word_exactly() {
+    let kafka = Kafka::start();
+    let pg = crate::servers::Postgres::start();
+    pg.execute("CREATE TABLE word_counts (word text NOT NULL, n bigint NOT NULL)");
+    kafka.create_topic("lines", 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (lines, text) = passage_lines(dir.path(), 40);
+    let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+    kafka.produce("lines", 4, &lines);
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/wordcount/kafka-to-postgres.toml"),
+    )
+    .expect("example")
+    .replace(
+        "../../target/wasm32-wasip2/release/wordcount.wasm",
+        crate::guests::WORDCOUNT,
+    );
+    let password_file = pg.password_file.display().to_string();
+    let graph = crate::job::manifest(
+        dir.path(),
+        &example,
+        &[
+            ("brokers", &kafka.brokers()),
+            ("topic", "lines"),
+            ("postgres", &pg.url()),
+            ("password_file", &password_file),
+        ],
+    )
+    .expect("manifest")
+    .job_graph(None)
+    .expect("graph");
+    cluster()
+        .run_job(&graph, &options(&dir.path().join("chk"), 100))
+        .expect("job");
+    assert_eq!(
+        pg.rows("SELECT word, n FROM word_counts"),
+        expected_lines(&text)
+    );
+}
+
 #[test]
 fn at_least_once_without_failures_writes_each_record_once() {
     let kafka = Kafka::start();
