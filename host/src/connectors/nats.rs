@@ -50,7 +50,8 @@ pub fn ranges_of(sequences: impl IntoIterator<Item = u64>) -> Vec<(u64, u64)> {
 pub struct Epoch {
     pub checkpoint: u64,
     pub run: u64,
-    pub records: Vec<Vec<u8>>,
+    /// Shared, not copied, when published (and again when republished).
+    pub records: Vec<bytes::Bytes>,
 }
 
 /// The epochs a sink subtask keeps in a checkpoint, as
@@ -84,7 +85,7 @@ pub fn decode_epochs(mut bytes: &[u8]) -> Option<Vec<Epoch>> {
         let mut records = Vec::new();
         for _ in 0..count {
             let len = u32::from_le_bytes(take(&mut bytes, 4)?.try_into().ok()?) as usize;
-            records.push(take(&mut bytes, len)?.to_vec());
+            records.push(bytes::Bytes::copy_from_slice(take(&mut bytes, len)?));
         }
         out.push(Epoch {
             checkpoint,
@@ -118,12 +119,12 @@ mod tests {
             Epoch {
                 checkpoint: 3,
                 run: 7,
-                records: vec![b"a".to_vec(), Vec::new()],
+                records: vec![bytes::Bytes::from_static(b"a"), bytes::Bytes::new()],
             },
             Epoch {
                 checkpoint: 4,
                 run: 7,
-                records: vec![b"bcd".to_vec()],
+                records: vec![bytes::Bytes::from_static(b"bcd")],
             },
         ];
         let bytes = encode_epochs(&epochs);

@@ -250,15 +250,7 @@ impl SourceDecl {
                     )));
                 }
             },
-            bounded: match self.stop_at.as_deref() {
-                None => false,
-                Some("latest") => true,
-                Some(other) => {
-                    return Err(JobError::Invalid(format!(
-                        "source `{id}` has stop_at `{other}`; it is latest (or unset: never)"
-                    )));
-                }
-            },
+            bounded: stops_at_latest(id, &self.stop_at)?,
             properties: self
                 .properties
                 .clone()
@@ -353,15 +345,7 @@ impl SourceDecl {
                 &self.ack_wait,
                 std::time::Duration::from_secs(60),
             )?,
-            bounded: match self.stop_at.as_deref() {
-                None => false,
-                Some("latest") => true,
-                Some(other) => {
-                    return Err(JobError::Invalid(format!(
-                        "source `{id}` has stop_at `{other}`; it is latest (or unset: never)"
-                    )));
-                }
-            },
+            bounded: stops_at_latest(id, &self.stop_at)?,
             connect_timeout_ms: duration_option(
                 id,
                 "connect_timeout",
@@ -386,5 +370,16 @@ fn refuse_others(
             "{what} `{id}` of kind {kind} does not take `{name}`"
         ))),
         None => Ok(()),
+    }
+}
+
+/// Whether a source's `stop_at` makes it bounded: `latest`, or unset (never).
+fn stops_at_latest(id: &str, stop_at: &Option<String>) -> Result<bool, JobError> {
+    match stop_at.as_deref() {
+        None => Ok(false),
+        Some("latest") => Ok(true),
+        Some(other) => Err(JobError::Invalid(format!(
+            "source `{id}` has stop_at `{other}`; it is latest (or unset: never)"
+        ))),
     }
 }

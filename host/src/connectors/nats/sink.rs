@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_nats::jetstream;
+use bytes::Bytes;
 use weir_framing::Record;
 
 use super::connection::jetstream_of;
@@ -29,7 +30,7 @@ pub struct NatsSink {
     /// This instance's run: part of every message id it makes.
     run: u64,
     /// Records since the last barrier.
-    current: Vec<Vec<u8>>,
+    current: Vec<Bytes>,
     /// Records of checkpoints not completed yet.
     waiting: Vec<Epoch>,
     /// Where each pending checkpoint's files go: its note goes there once published.
@@ -43,14 +44,14 @@ pub struct NatsSink {
 async fn publish(
     context: &jetstream::Context,
     subject: &str,
-    records: impl Iterator<Item = (Option<String>, Vec<u8>)>,
+    records: impl Iterator<Item = (Option<String>, Bytes)>,
 ) -> Result<usize, String> {
     let mut acks = Vec::with_capacity(IN_FLIGHT);
     let mut duplicates = 0;
     let mut records = records.peekable();
     while records.peek().is_some() {
         for (id, value) in records.by_ref().take(IN_FLIGHT) {
-            let mut message = jetstream::message::PublishMessage::build().payload(value.into());
+            let mut message = jetstream::message::PublishMessage::build().payload(value);
             if let Some(id) = id {
                 message = message.message_id(id);
             }
@@ -68,6 +69,17 @@ async fn publish(
         }
     }
     Ok(duplicates)
+}
+
+/// A JetStream context on the sink's server.
+async fn jetstream_for(spec: &NatsSinkSpec) -> Result<jetstream::Context, String> {
+    jetstream_of(
+        &spec.url,
+        spec.user.as_deref(),
+        spec.password.as_ref(),
+        spec.connect_timeout(),
+    )
+    .await
 }
 
 /// Checks that a stream takes `subject`, so a wrong subject fails at once rather than at the
@@ -97,13 +109,7 @@ impl NatsSink {
         getrandom::fill(&mut run).map_err(|e| failed(format!("no randomness: {e}")))?;
         let context = runtime
             .block_on(async {
-                let context = jetstream_of(
-                    &spec.url,
-                    spec.user.as_deref(),
-                    spec.password.as_ref(),
-                    spec.connect_timeout(),
-                )
-                .await?;
+                let context = jetstream_for(spec).await?;
                 check_subject(&context, &spec.subject).await?;
                 Ok::<_, String>(context)
             })
@@ -148,7 +154,7 @@ fn with_ids<'a>(
     sink: &'a str,
     subtask: u32,
     epochs: &'a [Epoch],
-) -> impl Iterator<Item = (Option<String>, Vec<u8>)> + 'a {
+) -> impl Iterator<Item = (Option<String>, Bytes)> + 'a {
     epochs.iter().flat_map(move |e| {
         e.records.iter().enumerate().map(move |(i, r)| {
             let id = nats_message_id(job, sink, subtask, e.run, e.checkpoint, i);
@@ -172,7 +178,7 @@ fn note_published(dir: &Path, sink: &str, subtask: u32) {
 
 impl Output for NatsSink {
     fn collect(&mut self, record: Record<'_>) -> Result<(), StreamError> {
-        self.current.push(record.value.to_vec());
+        self.current.push(Bytes::copy_from_slice(record.value));
         self.metrics.add_records_out(1);
         if !self.checkpointing && self.current.len() >= IN_FLIGHT {
             self.flush()?;
@@ -272,13 +278,7 @@ pub fn republish(
     let total = all.len();
     if total > 0 {
         let duplicates = on_own_runtime(|| async {
-            let context = jetstream_of(
-                &spec.url,
-                spec.user.as_deref(),
-                spec.password.as_ref(),
-                spec.connect_timeout(),
-            )
-            .await?;
+            let context = jetstream_for(spec).await?;
             publish(&context, &spec.subject, all.into_iter()).await
         })
         .map_err(|e| format!("no runtime: {e}"))??;
