@@ -7,8 +7,8 @@ pub mod stats;
 pub mod storage;
 
 pub use coordinator::{
-    Ack, CheckpointConfig, CheckpointFailure, CompletedCheckpoint, Coordinator, CoordinatorEvent,
-    TaskCheckpointEvent,
+    Ack, CheckpointConfig, CheckpointFailure, CompletedCheckpoint, CompletedCheckpointStore,
+    Coordinator, CoordinatorEvent, TaskCheckpointEvent,
 };
 pub use stats::{CheckpointStats, CheckpointSummary};
 pub use storage::{CheckpointMetadata, RestoreError, RestoredState, SourceState, StateHandle};

@@ -18,6 +18,14 @@ pub struct JobManagerArgs {
     /// the installation's `bin/`, or in `./conf`).
     #[arg(long)]
     config: Option<PathBuf>,
+    /// The REST port (default: `rest.port`); `bin/start-cluster.sh` gives each JobManager of
+    /// `conf/masters` its own.
+    #[arg(long)]
+    rest_port: Option<u16>,
+    /// The RPC port TaskManagers register at (default: `jobmanager.rpc.port`; 0: any free one,
+    /// which with high availability TaskManagers learn from etcd).
+    #[arg(long)]
+    rpc_port: Option<u16>,
 }
 
 #[derive(clap::Args)]
@@ -59,7 +67,13 @@ fn config(explicit: Option<&std::path::Path>) -> Result<ClusterConfig> {
 }
 
 pub fn jobmanager(args: JobManagerArgs) -> Result<()> {
-    let config = config(args.config.as_deref())?;
+    let mut config = config(args.config.as_deref())?;
+    if let Some(port) = args.rest_port {
+        config.rest.port = port;
+    }
+    if let Some(port) = args.rpc_port {
+        config.jobmanager_rpc.port = port;
+    }
     let jm = JobManager::start(config).context("starting the JobManager")?;
     // Tests and scripts read these two lines for the ports (port 0 picks free ones).
     eprintln!("JobManager RPC endpoint listening on {}", jm.rpc_address);
@@ -108,10 +122,7 @@ pub fn submit(
     graph: JobGraph,
     checkpointing: &Checkpointing,
 ) -> Result<()> {
-    let address = match jobmanager {
-        Some(address) => address.clone(),
-        None => config(None)?.rest.to_address(),
-    };
+    let address = rest_address(jobmanager)?;
     let interval = checkpointing
         .interval
         .or(graph.checkpoint_interval_ms.map(Duration::from_millis));
@@ -210,10 +221,27 @@ pub struct CancelArgs {
     id: String,
 }
 
+/// The REST endpoint to call: `-m`, else the leader etcd names (with high availability), else
+/// the configuration's.
 fn rest_address(explicit: &Option<String>) -> Result<String> {
-    match explicit {
-        Some(address) => Ok(address.clone()),
-        None => Ok(config(None)?.rest.to_address()),
+    if let Some(address) = explicit {
+        return Ok(address.clone());
+    }
+    let config = config(None)?;
+    match &config.high_availability {
+        None => Ok(config.rest.to_address()),
+        #[cfg(feature = "ha")]
+        Some(ha) => {
+            let leader = weir_host::cluster::standalone::ha::find_leader(ha)
+                .map_err(anyhow::Error::msg)
+                .context("finding the leading JobManager")?;
+            Ok(leader.addresses.rest)
+        }
+        #[cfg(not(feature = "ha"))]
+        Some(_) => bail!(
+            "the configuration uses high availability, but this weir was built without it \
+             (cargo feature `ha`); name the JobManager with -m"
+        ),
     }
 }
 

@@ -41,6 +41,17 @@ pub struct CheckpointConfig {
     pub retained: usize,
 }
 
+/// Where a job's completed checkpoints are recorded before anything hears that they completed
+/// (Flink's CompletedCheckpointStore): with high availability, etcd, written only while this
+/// JobManager leads, so a checkpoint a deposed leader finishes is never committed and the next
+/// leader restores from the latest one recorded.
+pub trait CompletedCheckpointStore: Send + Sync + std::fmt::Debug {
+    /// Records checkpoint `id`, complete in `dir`, as the job's latest. An error means it may
+    /// not have been recorded: the checkpoint then counts as not completed (its side effects
+    /// stay uncommitted), but its files stay, since the record may have been written.
+    fn add(&self, id: u64, dir: &Path) -> Result<(), String>;
+}
+
 /// A task's acknowledgement of a checkpoint.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Ack {
@@ -184,6 +195,8 @@ pub struct Coordinator {
     pub stats: Arc<super::CheckpointStats>,
     /// Most bytes the job's retained checkpoints may take (a tenant's quota).
     pub storage_quota: Option<u64>,
+    /// Where completed checkpoints are recorded first (with high availability).
+    pub store: Option<Arc<dyn CompletedCheckpointStore>>,
 }
 
 /// Why the coordinator fails its job.
@@ -434,6 +447,22 @@ impl Coordinator {
         };
         if let Err(e) = write_metadata(&p.dir, &metadata) {
             self.abandon(p, &format!("cannot write _metadata: {e}"));
+            return false;
+        }
+        // A savepoint is not recorded: failover restores from checkpoints (but from the final
+        // savepoint of a drained job, which commits).
+        if let Some(store) = self
+            .store
+            .as_ref()
+            .filter(|_| p.savepoint.is_none() || p.last)
+            && let Err(e) = store.add(p.id, &p.dir)
+        {
+            let reason = format!("not recorded as completed: {e}");
+            eprintln!("warning: checkpoint {} {reason}", p.id);
+            self.stats.ended(p.id, Some(&reason));
+            if let Some(reply) = p.savepoint {
+                let _ = reply.send(Err(format!("savepoint {reason}")));
+            }
             return false;
         }
         // A savepoint commits no side effects (as Flink since 1.15): failover restores from

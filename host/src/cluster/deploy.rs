@@ -294,6 +294,7 @@ pub(super) fn deploy(
             completed: Arc::new(Mutex::new(Vec::new())),
             stats: setup.stats.clone(),
             storage_quota: setup.checkpoint_storage,
+            store: setup.checkpoint_store.clone(),
         };
         let completed = coordinator.completed.clone();
         // Per TaskExecutor, its source tasks: where barriers start.

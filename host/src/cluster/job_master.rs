@@ -77,6 +77,8 @@ pub struct JobOptions {
     pub job_id: Option<String>,
     /// Most bytes the job's retained checkpoints may take (the tenant's quota).
     pub checkpoint_storage: Option<u64>,
+    /// Where its completed checkpoints are recorded first (with high availability, etcd).
+    pub checkpoint_store: Option<Arc<dyn crate::checkpoint::CompletedCheckpointStore>>,
 }
 
 impl Default for JobOptions {
@@ -89,6 +91,7 @@ impl Default for JobOptions {
             tenant: None,
             job_id: None,
             checkpoint_storage: None,
+            checkpoint_store: None,
         }
     }
 }
@@ -123,6 +126,7 @@ pub(crate) struct AttemptSetup<'a> {
     pub job_id: Option<&'a str>,
     /// Most bytes the job's retained checkpoints may take.
     pub checkpoint_storage: Option<u64>,
+    pub checkpoint_store: Option<Arc<dyn crate::checkpoint::CompletedCheckpointStore>>,
 }
 
 /// A read-only view of a running job's metrics, for a progress display on another thread.

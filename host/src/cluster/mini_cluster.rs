@@ -144,6 +144,7 @@ impl MiniCluster {
                 tenant: None,
                 job_id: None,
                 checkpoint_storage: None,
+                checkpoint_store: None,
             },
         )
     }
@@ -199,6 +200,7 @@ impl MiniCluster {
                 tenant: options.tenant.as_deref(),
                 job_id: options.job_id.as_deref(),
                 checkpoint_storage: options.checkpoint_storage,
+                checkpoint_store: options.checkpoint_store.clone(),
             },
         )
     }

@@ -60,6 +60,8 @@ pub enum Refusal {
     BadRequest(String),
     /// Over the tenant's quota (403).
     Forbidden(String),
+    /// This JobManager cannot take jobs now: it no longer leads (503).
+    Unavailable(String),
 }
 
 /// What the REST endpoint needs of a cluster beyond its jobs.
@@ -499,6 +501,10 @@ async fn submit(
         Err(Refusal::Forbidden(message)) => {
             eprintln!("Refused job {id}: {message}");
             error(StatusCode::FORBIDDEN, message)
+        }
+        Err(Refusal::Unavailable(message)) => {
+            eprintln!("Refused job {id}: {message}");
+            error(StatusCode::SERVICE_UNAVAILABLE, message)
         }
     }
 }

@@ -5,6 +5,10 @@
 pub mod admission;
 pub mod config;
 pub mod confine;
+#[cfg(feature = "ha")]
+mod election;
+#[cfg(feature = "ha")]
+pub mod ha;
 mod job_store;
 pub mod jobmanager;
 mod registry;

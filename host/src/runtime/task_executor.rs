@@ -70,6 +70,9 @@ pub enum SlotError {
         free: usize,
         total: usize,
     },
+    /// A TaskManager refused the request itself (from a JobManager it does not follow).
+    #[error("{reason}")]
+    Refused { reason: String },
 }
 
 /// Slots and network buffers held by a job; returned when dropped.

@@ -36,6 +36,30 @@ struct Raw {
     taskmanager: RawTaskManager,
     heartbeat: RawHeartbeat,
     metrics: RawMetrics,
+    high_availability: RawHighAvailability,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+struct RawHighAvailability {
+    #[serde(rename = "type")]
+    kind: String,
+    etcd_endpoints: Vec<String>,
+    cluster_id: String,
+    storage_dir: Option<PathBuf>,
+    lease_ttl: String,
+}
+
+impl Default for RawHighAvailability {
+    fn default() -> Self {
+        RawHighAvailability {
+            kind: "none".into(),
+            etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
+            cluster_id: "default".into(),
+            storage_dir: None,
+            lease_ttl: "2s".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -56,6 +80,7 @@ impl Default for Raw {
             taskmanager: RawTaskManager::default(),
             heartbeat: RawHeartbeat::default(),
             metrics: RawMetrics::default(),
+            high_availability: RawHighAvailability::default(),
         }
     }
 }
@@ -180,6 +205,25 @@ pub struct ClusterConfig {
     /// TaskManager's then refuses anyone without it, and the JobManager's takes it besides an
     /// admin tenant's. Unset: a TaskManager's `/metrics` is open.
     pub metrics_token: Option<MetricsToken>,
+    /// Standby JobManagers with leader election on etcd (`[high-availability]`); `None`: one
+    /// JobManager, its job store on its own disk.
+    pub high_availability: Option<HighAvailabilityConfig>,
+}
+
+/// `[high-availability]` with `type = "etcd"` (Flink's `high-availability.type`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HighAvailabilityConfig {
+    /// The etcd cluster's client URLs.
+    pub etcd_endpoints: Vec<String>,
+    /// Names this cluster's keys in etcd (`/weir/<cluster-id>/`) and its directory under the
+    /// storage directory, so clusters can share both.
+    pub cluster_id: String,
+    /// Where the large artifacts live (submitted jobs' components and graphs): a file system
+    /// every JobManager reaches. etcd holds only small records pointing into it.
+    pub storage_dir: PathBuf,
+    /// The leader's lease: a leader that cannot renew it within this time stops acting, and
+    /// a standby takes over after it.
+    pub lease_ttl: Duration,
 }
 
 /// A token kept as its hash, compared in constant time.
@@ -273,6 +317,42 @@ fn beside(config: Option<&Path>, file: PathBuf) -> PathBuf {
         Some(base) if file.is_relative() => base.join(file),
         _ => file,
     }
+}
+
+/// The checked `[high-availability]` of `type = "etcd"`.
+fn high_availability(
+    raw: RawHighAvailability,
+    path: Option<&Path>,
+) -> Result<HighAvailabilityConfig, String> {
+    if raw.etcd_endpoints.is_empty() {
+        return Err("`high-availability.etcd-endpoints` lists no etcd endpoint".into());
+    }
+    let plain = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.';
+    if raw.cluster_id.is_empty() || !raw.cluster_id.chars().all(plain) || raw.cluster_id == ".." {
+        return Err(format!(
+            "`high-availability.cluster-id` `{}` must be a plain name (letters, digits, `-`, \
+             `_`, `.`)",
+            raw.cluster_id
+        ));
+    }
+    let storage_dir = raw.storage_dir.ok_or(
+        "`high-availability.storage-dir` is not set: the JobManagers keep submitted jobs there, \
+         so it must be a directory every JobManager reaches",
+    )?;
+    let lease_ttl = parse_duration(&raw.lease_ttl)
+        .map_err(|e| format!("`high-availability.lease-ttl`: {e}"))?;
+    // etcd grants leases in whole seconds.
+    if lease_ttl < Duration::from_secs(1) {
+        return Err(format!(
+            "`high-availability.lease-ttl` is {lease_ttl:?}; etcd grants at least 1s"
+        ));
+    }
+    Ok(HighAvailabilityConfig {
+        etcd_endpoints: raw.etcd_endpoints,
+        cluster_id: raw.cluster_id,
+        storage_dir: beside(path, storage_dir),
+        lease_ttl,
+    })
 }
 
 impl ClusterConfig {
@@ -382,6 +462,15 @@ impl ClusterConfig {
                     })
             })
             .transpose()?;
+        let high_availability = match raw.high_availability.kind.as_str() {
+            "none" => None,
+            "etcd" => Some(high_availability(raw.high_availability, path).map_err(invalid)?),
+            other => {
+                return Err(invalid(format!(
+                    "`high-availability.type` is `{other}`; it is `none` or `etcd`"
+                )));
+            }
+        };
         if raw.taskmanager.slots == 0 {
             return Err(invalid("`taskmanager.slots` must be at least 1".into()));
         }
@@ -421,6 +510,7 @@ impl ClusterConfig {
             },
             heartbeat,
             metrics_token,
+            high_availability,
         })
     }
 
@@ -472,6 +562,25 @@ mod tests {
     }
 
     #[test]
+    fn high_availability_on_etcd_takes_its_endpoints_id_storage_and_lease() {
+        assert_eq!(parse("").unwrap().high_availability, None);
+        let c = parse(
+            "[high-availability]\ntype = \"etcd\"\netcd-endpoints = [\"http://10.0.0.1:2379\"]\n\
+             cluster-id = \"prod\"\nstorage-dir = \"ha\"\nlease-ttl = \"3s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.high_availability,
+            Some(HighAvailabilityConfig {
+                etcd_endpoints: vec!["http://10.0.0.1:2379".into()],
+                cluster_id: "prod".into(),
+                storage_dir: PathBuf::from("conf/ha"),
+                lease_ttl: Duration::from_secs(3),
+            })
+        );
+    }
+
+    #[test]
     fn mistakes_are_named_with_file_and_key() {
         let err = parse("[taskmanager]\nslot = 2\n").unwrap_err().to_string();
         assert!(
@@ -486,6 +595,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("at least 16"), "{err}");
+        let err = parse("[high-availability]\ntype = \"zookeeper\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("high-availability.type"), "{err}");
+        let err = parse("[high-availability]\ntype = \"etcd\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("storage-dir"), "{err}");
+        let err = parse(
+            "[high-availability]\ntype = \"etcd\"\nstorage-dir = \"ha\"\ncluster-id = \"a/b\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cluster-id"), "{err}");
         let none = parse("").unwrap();
         let err = none.require_secret().unwrap_err().to_string();
         assert!(err.contains("cluster.secret"), "{err}");

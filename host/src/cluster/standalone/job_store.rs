@@ -2,7 +2,9 @@
 //! it runs, as `<store>/<job id>/` (a tenant's as `<store>/tenants/<tenant>/<job id>/`) holding
 //! its submission and its components. A JobManager that starts finds the jobs a previous one
 //! left running there and runs them again, under the same ids and owners, from their latest
-//! complete checkpoint.
+//! complete checkpoint. With high availability the store is in the cluster's storage directory,
+//! shared by the JobManagers, and etcd's running-job registry ([`LeaderStore`]) says which of its
+//! jobs run and from which checkpoint a new leader recovers each.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,6 +14,7 @@ use super::admission::{QuotaExceeded, admit};
 use super::confine::{OutsideGranted, confine_connectors, confine_submission};
 use super::submission::JobSubmission;
 use super::tenants::{Tenant, TenantDirectory};
+use crate::checkpoint::CompletedCheckpointStore;
 use crate::cluster::{JobOptions, MiniCluster, RestartStrategy};
 use crate::job::JobGraph;
 
@@ -20,6 +23,18 @@ const SUBMISSION: &str = "submission.bin";
 /// checked to be a plain name when the tenants file is read).
 const TENANTS: &str = "tenants";
 const LOCK: &str = ".jobmanager.lock";
+
+/// Where a JobManager with high availability records the jobs it runs beside their files
+/// (etcd), each write refused unless it still leads.
+pub(crate) trait LeaderStore: Send + Sync + std::fmt::Debug {
+    /// Registers running job `id`, kept in `dir`, of `tenant`.
+    fn add_job(&self, id: &str, dir: &Path, tenant: Option<&str>) -> Result<(), String>;
+    /// Job `id` ended: no leader recovers it.
+    fn remove_job(&self, id: &str) -> Result<(), String>;
+    fn is_leader(&self) -> bool;
+    /// Where job `job`'s completed checkpoints are recorded.
+    fn checkpoints(self: Arc<Self>, job: &str) -> Arc<dyn CompletedCheckpointStore>;
+}
 
 /// A job store can serve one JobManager: two would each run the jobs it holds.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +128,9 @@ pub enum SubmitRefused {
     /// A connector or secret the tenant was not granted.
     #[error("{0}")]
     NotGranted(String),
+    /// This JobManager lost its leadership (or etcd) meanwhile.
+    #[error("{0}")]
+    NotLeader(String),
 }
 
 impl From<String> for SubmitRefused {
@@ -130,6 +148,7 @@ pub(super) fn submit(
     bytes: &[u8],
     cluster: &Arc<MiniCluster>,
     owner: Option<&Tenant>,
+    leader: Option<&Arc<dyn LeaderStore>>,
 ) -> Result<String, SubmitRefused> {
     let mut submission = JobSubmission::decode(bytes).map_err(|e| e.to_string())?;
     admit_upload(&mut submission, owner, cluster)?;
@@ -151,7 +170,14 @@ pub(super) fn submit(
     std::fs::write(&temp, bytes)
         .and_then(|()| std::fs::rename(&temp, dir.join(SUBMISSION)))
         .map_err(|e| format!("cannot keep the job in `{}`: {e}", dir.display()))?;
-    Ok(start(dir, id, graph, options, owner, cluster)?)
+    // Registered once its files are whole: a new leader finds everything it needs.
+    if let Some(leader) = leader
+        && let Err(e) = leader.add_job(&id, &dir, owner.map(|t| t.name.as_str()))
+    {
+        let _ = std::fs::remove_dir_all(&dir);
+        return Err(SubmitRefused::NotLeader(e));
+    }
+    Ok(start(dir, id, graph, options, owner, cluster, leader)?)
 }
 
 /// What an upload must pass before it runs, on submission and again on recovery: its graph
@@ -182,6 +208,7 @@ fn start(
     options: JobOptions,
     tenant: Option<&Tenant>,
     cluster: &Arc<MiniCluster>,
+    leader: Option<&Arc<dyn LeaderStore>>,
 ) -> Result<String, String> {
     let mut options = options;
     if let Some(tenant) = tenant {
@@ -189,8 +216,13 @@ fn start(
         options.tenant = Some(tenant.name.clone());
         options.checkpoint_storage = tenant.quota.checkpoint_storage;
     }
+    if let Some(leader) = leader {
+        options.checkpoint_store = Some(leader.clone().checkpoints(&id));
+    }
     let tenant = tenant.map(|t| t.name.as_str());
     let owner = cluster.clone();
+    let leader = leader.cloned();
+    let job = id.clone();
     cluster
         .start_job_as(
             id,
@@ -199,7 +231,22 @@ fn start(
             tenant,
             Box::new(move |_| {
                 owner.forget_components_under(&dir);
-                let _ = std::fs::remove_dir_all(&dir);
+                // A job that ends under a leader leaves the store; one suspended because its
+                // JobManager stopped leading stays, for the next leader to recover.
+                let ended = match &leader {
+                    None => true,
+                    Some(leader) if !leader.is_leader() => false,
+                    Some(leader) => match leader.remove_job(&job) {
+                        Ok(()) => true,
+                        Err(e) => {
+                            eprintln!("warning: job {job} stays in the job store: {e}");
+                            false
+                        }
+                    },
+                };
+                if ended {
+                    let _ = std::fs::remove_dir_all(&dir);
+                }
             }),
         )
         .map_err(|e| format!("cannot start the job: {e}"))
@@ -255,41 +302,115 @@ fn recover_under(dir: &Path, owner: Option<&Tenant>, cluster: &Arc<MiniCluster>)
         if !dir.is_dir() || id == TENANTS {
             continue;
         }
-        let Ok(bytes) = std::fs::read(dir.join(SUBMISSION)) else {
+        if !dir.join(SUBMISSION).exists() {
             // An upload that never finished, or not ours.
             if id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) {
                 let _ = std::fs::remove_dir_all(&dir);
             }
             continue;
+        }
+        recover_one(dir, id, owner, Restore::NewestInDirectory, cluster, None);
+    }
+}
+
+/// Where a recovered job restarts from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(not(feature = "ha"), allow(dead_code))]
+pub(crate) enum Restore {
+    /// The newest complete checkpoint in its checkpoint directory (one JobManager).
+    NewestInDirectory,
+    /// The checkpoint the running-job registry recorded as its latest (`None`: it completed
+    /// none, so from the start).
+    Recorded(Option<PathBuf>),
+}
+
+/// A job of the running-job registry a new leader recovers.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "ha"), allow(dead_code))]
+pub(crate) struct RegisteredJob {
+    pub id: String,
+    pub dir: PathBuf,
+    pub tenant: Option<String>,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Runs again the jobs of the running-job registry (a new leader's recovery), each from the
+/// checkpoint recorded as its latest.
+#[cfg_attr(not(feature = "ha"), allow(dead_code))]
+pub(crate) fn recover_registered(
+    jobs: Vec<RegisteredJob>,
+    cluster: &Arc<MiniCluster>,
+    tenants: Option<&TenantDirectory>,
+    leader: &Arc<dyn LeaderStore>,
+) {
+    for job in jobs {
+        let owner = match job.tenant.as_deref() {
+            None => None,
+            Some(name) => match tenants.and_then(|t| t.get(name)) {
+                Some(tenant) => Some(tenant),
+                None => {
+                    eprintln!(
+                        "warning: not recovering job {} of tenant `{name}`: it is not in the \
+                         tenants file",
+                        job.id
+                    );
+                    continue;
+                }
+            },
         };
-        let recovered = JobSubmission::decode(&bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|mut s| {
-                admit_upload(&mut s, owner, cluster).map_err(|e| e.to_string())?;
-                s.store(&dir).map_err(|e| e.to_string())
-            });
-        let (graph, mut options) = match recovered {
-            Ok(job) => job,
-            Err(e) => {
-                eprintln!(
-                    "warning: cannot recover job {id} from `{}`: {e}",
-                    dir.display()
-                );
-                continue;
-            }
-        };
-        if let Some(config) = &options.checkpoints {
-            let job_dir = config.dir.join(&graph.name);
-            let complete = crate::checkpoint::storage::checkpoint_dirs(&job_dir)
-                .iter()
-                .any(|(_, d)| d.join("_metadata").exists());
-            if complete {
-                options.restore = Some(job_dir);
+        recover_one(
+            job.dir,
+            job.id,
+            owner.as_ref(),
+            Restore::Recorded(job.checkpoint),
+            cluster,
+            Some(leader),
+        );
+    }
+}
+
+/// Runs again job `id` kept in `dir`, as `owner`'s, from `restore`.
+fn recover_one(
+    dir: PathBuf,
+    id: String,
+    owner: Option<&Tenant>,
+    restore: Restore,
+    cluster: &Arc<MiniCluster>,
+    leader: Option<&Arc<dyn LeaderStore>>,
+) {
+    let recovered = std::fs::read(dir.join(SUBMISSION))
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| JobSubmission::decode(&bytes).map_err(|e| e.to_string()))
+        .and_then(|mut s| {
+            admit_upload(&mut s, owner, cluster).map_err(|e| e.to_string())?;
+            s.store(&dir).map_err(|e| e.to_string())
+        });
+    let (graph, mut options) = match recovered {
+        Ok(job) => job,
+        Err(e) => {
+            eprintln!(
+                "warning: cannot recover job {id} from `{}`: {e}",
+                dir.display()
+            );
+            return;
+        }
+    };
+    match restore {
+        Restore::Recorded(checkpoint) => options.restore = checkpoint,
+        Restore::NewestInDirectory => {
+            if let Some(config) = &options.checkpoints {
+                let job_dir = config.dir.join(&graph.name);
+                let complete = crate::checkpoint::storage::checkpoint_dirs(&job_dir)
+                    .iter()
+                    .any(|(_, d)| d.join("_metadata").exists());
+                if complete {
+                    options.restore = Some(job_dir);
+                }
             }
         }
-        match start(dir, id.clone(), graph, options, owner, cluster) {
-            Ok(_) => eprintln!("Recovered JobGraph {id}"),
-            Err(e) => eprintln!("warning: cannot recover job {id}: {e}"),
-        }
+    }
+    match start(dir, id.clone(), graph, options, owner, cluster, leader) {
+        Ok(_) => eprintln!("Recovered JobGraph {id}"),
+        Err(e) => eprintln!("warning: cannot recover job {id}: {e}"),
     }
 }

@@ -6,14 +6,15 @@
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use tarpc::server::{BaseChannel, Channel};
 use tokio::net::TcpListener;
 
 use super::config::{ClusterConfig, ConfigError};
+use super::job_store::LeaderStore;
 use super::registry::TaskManagerRegistry;
 use super::remote_task_executor::{AttemptTable, BlobServer, RemoteSlots, RemoteTaskExecutor};
 use super::rpc::{
@@ -39,6 +40,13 @@ pub enum JobManagerError {
     JobStore(#[from] super::job_store::JobStoreError),
     #[error(transparent)]
     Tenants(#[from] super::tenants::TenantsError),
+    #[error(
+        "`high-availability.type = \"etcd\"`, but this weir was built without high availability \
+         (cargo feature `ha`)"
+    )]
+    NoHighAvailability,
+    #[error("high availability: {0}")]
+    HighAvailability(String),
     #[error("cannot open {what} at {address}: {source}")]
     Listen {
         what: &'static str,
@@ -47,7 +55,8 @@ pub enum JobManagerError {
     },
 }
 
-/// What the JobManager's endpoints share.
+/// What the JobManager's endpoints share during one leadership term (a JobManager without
+/// high availability has one term, for as long as it runs).
 pub(crate) struct JobManagerState {
     pub(crate) registry: TaskManagerRegistry,
     pub(crate) secret: ClusterSecret,
@@ -57,6 +66,14 @@ pub(crate) struct JobManagerState {
     pub(crate) runtime: tokio::runtime::Handle,
     /// Where submitted jobs' components are kept.
     pub(crate) job_store: PathBuf,
+    /// With high availability: the running-job registry and checkpoint records in etcd,
+    /// written only while this term lasts.
+    pub(crate) leader_store: Option<Arc<dyn LeaderStore>>,
+    /// The term's fencing token (0 without high availability): TaskManagers refuse calls
+    /// under another than their leader's.
+    pub(crate) token: u64,
+    /// The term ended: this JobManager no longer leads.
+    pub(crate) ended: AtomicBool,
 }
 
 /// The ResourceManager over the registered TaskManagers.
@@ -144,14 +161,169 @@ pub struct JobManager {
     pub rpc_address: SocketAddr,
     pub rest_address: SocketAddr,
     runtime: tokio::runtime::Runtime,
-    _store_lock: super::job_store::StoreLock,
+    _store_lock: Option<super::job_store::StoreLock>,
+}
+
+/// What every term of a JobManager is built from.
+pub(crate) struct TermSettings {
+    pub(crate) config: ClusterConfig,
+    pub(crate) secret: ClusterSecret,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) tenants_file: Option<PathBuf>,
+    pub(crate) metrics_token: Option<super::config::MetricsToken>,
+}
+
+/// The services of one leadership term: what the RPC and REST endpoints serve while it lasts.
+pub(crate) struct Term {
+    pub(crate) state: Arc<JobManagerState>,
+    pub(crate) cluster: Arc<MiniCluster>,
+    router: axum::Router,
+}
+
+impl Term {
+    /// Starts the term's ResourceManager, dispatcher and REST routes over `job_store`.
+    pub(crate) fn start(
+        settings: &TermSettings,
+        job_store: PathBuf,
+        tenants: Option<super::tenants::TenantDirectory>,
+        leader_store: Option<Arc<dyn LeaderStore>>,
+        token: u64,
+    ) -> Arc<Term> {
+        let config = settings.config.clone();
+        let state = Arc::new(JobManagerState {
+            registry: TaskManagerRegistry::new(config.heartbeat.interval, config.heartbeat.timeout),
+            secret: settings.secret.clone(),
+            config,
+            blobs: Arc::new(BlobServer::default()),
+            attempts: Arc::new(AttemptTable::default()),
+            runtime: settings.runtime.clone(),
+            job_store,
+            leader_store,
+            token,
+            ended: AtomicBool::new(false),
+        });
+        let defaults = TaskExecutorConfig::default();
+        let resource_manager = Arc::new(StandaloneResourceManager {
+            state: state.clone(),
+            channel_buffers: ChannelBuffers {
+                per_channel: defaults.buffers_per_channel,
+                exclusive: defaults.network.exclusive_buffers_per_channel,
+                floating: defaults.network.floating_buffers_per_gate,
+            },
+        });
+        let cluster = Arc::new(MiniCluster::with_resource_manager(
+            MiniClusterConfig::default(),
+            resource_manager,
+        ));
+        settings.runtime.spawn(watch_heartbeats(state.clone()));
+        let view = Arc::new(super::view::StandaloneView {
+            state: state.clone(),
+            tenants,
+            submitting: Default::default(),
+            metrics_token: settings.metrics_token,
+        });
+        let router = crate::cluster::rest::router(cluster.clone(), view);
+        Arc::new(Term {
+            state,
+            cluster,
+            router,
+        })
+    }
+
+    /// Ends the term: its jobs are cancelled without leaving the job store (the next leader
+    /// recovers them), and its TaskManagers are let go, so they look for the new leader.
+    #[cfg_attr(not(feature = "ha"), allow(dead_code))]
+    pub(crate) fn suspend(&self, why: &str) {
+        self.state.ended.store(true, Ordering::SeqCst);
+        for job in self.cluster.jobs() {
+            if matches!(job.status, crate::cluster::JobStatus::Running) {
+                eprintln!("Suspending job {}: {why}", job.id);
+                self.cluster.cancel_job(&job.id);
+            }
+        }
+        for (id, why) in self.state.registry.remove_all(why) {
+            self.state.attempts.fail_task_manager(&id, &why);
+        }
+    }
+}
+
+/// The term the endpoints serve now, if this JobManager leads; and what to say otherwise.
+#[derive(Default)]
+pub(crate) struct Terms {
+    current: Mutex<Option<Arc<Term>>>,
+    /// What this JobManager is, for `GET /leadership` and for the REST calls a standby
+    /// refuses.
+    status: Mutex<LeadershipStatus>,
+}
+
+/// Where a JobManager stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub(crate) struct LeadershipStatus {
+    /// `leader`, `standby`, or `waiting` (for etcd).
+    pub(crate) role: String,
+    /// The leader's REST endpoint, when one is known.
+    pub(crate) leader_rest: Option<String>,
+    /// The term's fencing token, when this JobManager leads.
+    pub(crate) token: Option<u64>,
+    /// Why it waits, when it does.
+    pub(crate) reason: Option<String>,
+}
+
+impl Terms {
+    pub(crate) fn current(&self) -> Option<Arc<Term>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn begin(&self, term: Arc<Term>, rest: String) {
+        self.set_status(LeadershipStatus {
+            role: "leader".into(),
+            leader_rest: Some(rest),
+            token: Some(term.state.token),
+            reason: None,
+        });
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(term);
+    }
+
+    /// Ends the current term, if any; the term that ended.
+    #[cfg_attr(not(feature = "ha"), allow(dead_code))]
+    pub(crate) fn end(&self) -> Option<Arc<Term>> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+    }
+
+    pub(crate) fn set_status(&self, status: LeadershipStatus) {
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) = status;
+    }
+
+    pub(crate) fn status(&self) -> LeadershipStatus {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+pub(crate) fn open_tenants(
+    file: Option<&PathBuf>,
+) -> Result<Option<super::tenants::TenantDirectory>, JobManagerError> {
+    Ok(match file {
+        Some(file) => Some(super::tenants::TenantDirectory::open(file)?),
+        None => None,
+    })
 }
 
 impl JobManager {
-    /// Starts the endpoints `config` names (port 0: any free port).
+    /// Starts the endpoints `config` names (port 0: any free port). Without high availability
+    /// it leads at once, over its job store on disk; with it, it stands for election and
+    /// leads when etcd says so.
     pub fn start(config: ClusterConfig) -> Result<Self, JobManagerError> {
         let secret = config.require_secret()?;
-        let metrics_token = config.metrics_token;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("weir-jobmanager")
@@ -179,64 +351,49 @@ impl JobManager {
         };
         let rpc_address = local(&rpc_listener, "TaskManagers (RPC)")?;
         let rest_address = local(&rest_listener, "REST")?;
-        let tenants = match &config.tenants_file {
-            Some(file) => {
-                let tenants = super::tenants::TenantDirectory::open(file)?;
-                eprintln!(
-                    "Tenants from `{}`: every REST call needs a token",
-                    file.display()
-                );
-                Some(tenants)
-            }
+        let tenants = open_tenants(config.tenants_file.as_ref())?;
+        match &config.tenants_file {
+            Some(file) => eprintln!(
+                "Tenants from `{}`: every REST call needs a token",
+                file.display()
+            ),
+            None => eprintln!(
+                "warning: no `jobmanager.tenants-file`: the REST endpoint serves anyone who \
+                 reaches it"
+            ),
+        }
+        let settings = TermSettings {
+            secret,
+            runtime: runtime.handle().clone(),
+            tenants_file: config.tenants_file.clone(),
+            metrics_token: config.metrics_token,
+            config,
+        };
+        let terms = Arc::new(Terms::default());
+        runtime.spawn(serve_rpc(rpc_listener, terms.clone()));
+        runtime.spawn(serve_rest(rest_listener, terms.clone()));
+        let store_lock = match settings.config.high_availability.clone() {
             None => {
-                eprintln!(
-                    "warning: no `jobmanager.tenants-file`: the REST endpoint serves anyone who \
-                     reaches it"
-                );
+                let job_store = settings.config.job_store.clone().unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("weir-job-store-{}", rpc_address.port()))
+                });
+                std::fs::create_dir_all(&job_store).map_err(|source| JobManagerError::Listen {
+                    what: "its job store",
+                    address: job_store.display().to_string(),
+                    source,
+                })?;
+                let store_lock = super::job_store::lock(&job_store)?;
+                let term = Term::start(&settings, job_store.clone(), tenants, None, 0);
+                let tenants = open_tenants(settings.tenants_file.as_ref())?;
+                super::job_store::recover(&job_store, &term.cluster, tenants.as_ref());
+                terms.begin(term, rest_address.to_string());
+                Some(store_lock)
+            }
+            Some(ha) => {
+                start_high_availability(&runtime, ha, settings, terms, rpc_address, rest_address)?;
                 None
             }
         };
-        let job_store = config.job_store.clone().unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("weir-job-store-{}", rpc_address.port()))
-        });
-        std::fs::create_dir_all(&job_store).map_err(|source| JobManagerError::Listen {
-            what: "its job store",
-            address: job_store.display().to_string(),
-            source,
-        })?;
-        let store_lock = super::job_store::lock(&job_store)?;
-        let state = Arc::new(JobManagerState {
-            registry: TaskManagerRegistry::new(config.heartbeat.interval, config.heartbeat.timeout),
-            secret,
-            config,
-            blobs: Arc::new(BlobServer::default()),
-            attempts: Arc::new(AttemptTable::default()),
-            runtime: runtime.handle().clone(),
-            job_store: job_store.clone(),
-        });
-        let defaults = TaskExecutorConfig::default();
-        let resource_manager = Arc::new(StandaloneResourceManager {
-            state: state.clone(),
-            channel_buffers: ChannelBuffers {
-                per_channel: defaults.buffers_per_channel,
-                exclusive: defaults.network.exclusive_buffers_per_channel,
-                floating: defaults.network.floating_buffers_per_gate,
-            },
-        });
-        let cluster = Arc::new(MiniCluster::with_resource_manager(
-            MiniClusterConfig::default(),
-            resource_manager,
-        ));
-        runtime.spawn(serve_rpc(rpc_listener, state.clone()));
-        runtime.spawn(watch_heartbeats(state.clone()));
-        super::job_store::recover(&job_store, &cluster, tenants.as_ref());
-        let view = Arc::new(super::view::StandaloneView {
-            state,
-            tenants,
-            submitting: Default::default(),
-            metrics_token,
-        });
-        runtime.spawn(crate::cluster::rest::serve(rest_listener, cluster, view));
         Ok(JobManager {
             rpc_address,
             rest_address,
@@ -250,6 +407,50 @@ impl JobManager {
         self.runtime.block_on(futures::future::pending::<()>());
         unreachable!("a pending future never completes")
     }
+}
+
+#[cfg(not(feature = "ha"))]
+fn start_high_availability(
+    _: &tokio::runtime::Runtime,
+    _: super::config::HighAvailabilityConfig,
+    _: TermSettings,
+    _: Arc<Terms>,
+    _: SocketAddr,
+    _: SocketAddr,
+) -> Result<(), JobManagerError> {
+    Err(JobManagerError::NoHighAvailability)
+}
+
+#[cfg(feature = "ha")]
+fn start_high_availability(
+    runtime: &tokio::runtime::Runtime,
+    ha: super::config::HighAvailabilityConfig,
+    settings: TermSettings,
+    terms: Arc<Terms>,
+    rpc_address: SocketAddr,
+    rest_address: SocketAddr,
+) -> Result<(), JobManagerError> {
+    let job_store = ha.storage_dir.join(&ha.cluster_id).join("jobs");
+    std::fs::create_dir_all(&job_store).map_err(|source| JobManagerError::Listen {
+        what: "its job store in the high availability storage directory",
+        address: job_store.display().to_string(),
+        source,
+    })?;
+    let etcd = runtime
+        .block_on(super::ha::Etcd::connect(&ha))
+        .map_err(|e| JobManagerError::HighAvailability(e.to_string()))?;
+    runtime.spawn(super::election::lead(
+        etcd,
+        ha,
+        settings,
+        terms,
+        job_store,
+        super::ha::LeaderAddresses {
+            rpc: rpc_address.to_string(),
+            rest: rest_address.to_string(),
+        },
+    ));
+    Ok(())
 }
 
 /// The RPC service of one connection: which connection a registration came on is how a closed
@@ -282,14 +483,27 @@ impl JobManagerRpc for RpcServer {
         registration: TaskManagerRegistration,
     ) -> Result<RegistrationAccepted, RegistrationRefused> {
         let state = &self.state;
+        let leading = !state.ended.load(Ordering::SeqCst)
+            && state.leader_store.as_ref().is_none_or(|l| l.is_leader());
+        if !leading || registration.leader_token != state.token {
+            return Err(RegistrationRefused::NotLeader {
+                asked: registration.leader_token,
+                mine: state.token,
+                leading,
+            });
+        }
         state.registry.check(&registration)?;
         let timeout = state.config.heartbeat.timeout;
-        let stream = rpc::connect(&registration.rpc_address, &state.secret, timeout)
+        let unreachable = |reason: String| RegistrationRefused::Unreachable {
+            rpc_address: registration.rpc_address.clone(),
+            reason,
+        };
+        let mut stream = rpc::connect(&registration.rpc_address, &state.secret, timeout)
             .await
-            .map_err(|e| RegistrationRefused::Unreachable {
-                rpc_address: registration.rpc_address.clone(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| unreachable(e.to_string()))?;
+        rpc::send_fence(&mut stream, state.token)
+            .await
+            .map_err(|e| unreachable(e.to_string()))?;
         let client =
             TaskManagerRpcClient::new(tarpc::client::Config::default(), rpc::transport(stream))
                 .spawn();
@@ -391,7 +605,9 @@ impl JobManagerRpc for RpcServer {
     }
 }
 
-async fn serve_rpc(listener: TcpListener, state: Arc<JobManagerState>) {
+/// Serves TaskManagers' RPC; a connection belongs to the term that leads when it is made (a
+/// standby closes it at once, and the TaskManager asks etcd for the leader again).
+async fn serve_rpc(listener: TcpListener, terms: Arc<Terms>) {
     static CONNECTIONS: AtomicU64 = AtomicU64::new(1);
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -402,7 +618,10 @@ async fn serve_rpc(listener: TcpListener, state: Arc<JobManagerState>) {
                 continue;
             }
         };
-        let state = state.clone();
+        let Some(term) = terms.current() else {
+            continue;
+        };
+        let state = term.state.clone();
         tokio::spawn(async move {
             let timeout = state.config.heartbeat.timeout;
             if let Err(reason) = rpc::accept(&mut stream, &state.secret, timeout).await {
@@ -427,13 +646,61 @@ async fn serve_rpc(listener: TcpListener, state: Arc<JobManagerState>) {
     }
 }
 
-/// Declares TaskManagers lost that have not sent a heartbeat for the timeout.
+/// Declares TaskManagers lost that have not sent a heartbeat for the timeout, while the term
+/// lasts.
 async fn watch_heartbeats(state: Arc<JobManagerState>) {
     let mut tick = tokio::time::interval(state.config.heartbeat.interval / 2);
-    loop {
+    while !state.ended.load(Ordering::SeqCst) {
         tick.tick().await;
         for (id, why) in state.registry.expire() {
             state.attempts.fail_task_manager(&id, &why);
         }
+    }
+}
+
+/// Serves REST: the leader's routes while this JobManager leads; else `GET /leadership` and,
+/// for anything else, 503 naming the leader.
+async fn serve_rest(listener: TcpListener, terms: Arc<Terms>) {
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    let leadership = {
+        let terms = terms.clone();
+        move || {
+            let status = terms.status();
+            async move { axum::Json(status) }
+        }
+    };
+    let app = axum::Router::new()
+        .route("/leadership", axum::routing::get(leadership))
+        .fallback(move |request: axum::extract::Request| {
+            let terms = terms.clone();
+            async move {
+                match terms.current() {
+                    Some(term) => term.router.clone().oneshot(request).await.into_response(),
+                    None => {
+                        let status = terms.status();
+                        let message = match (&status.leader_rest, &status.reason) {
+                            (_, Some(reason)) => {
+                                format!("no JobManager leads the cluster now: {reason}")
+                            }
+                            (Some(rest), None) => format!(
+                                "this JobManager is standing by; the leader's REST endpoint is \
+                                 at {rest}"
+                            ),
+                            (None, None) => {
+                                "this JobManager is standing by; no leader is elected yet".into()
+                            }
+                        };
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            axum::Json(serde_json::json!({"errors": [message]})),
+                        )
+                            .into_response()
+                    }
+                }
+            }
+        });
+    if let Err(e) = axum::serve(listener, app).await {
+        eprintln!("error: the REST endpoint stopped: {e}");
     }
 }

@@ -161,6 +161,11 @@ impl TaskManagerRegistry {
         )
     }
 
+    /// Removes every TaskManager (its JobManager stopped leading); their ids and why.
+    pub fn remove_all(&self, why: &str) -> Vec<(String, String)> {
+        self.remove_lost(|_| true, || why.to_string())
+    }
+
     /// Removes the TaskManagers `lost` picks, marking their gateways lost; their ids and why.
     fn remove_lost(
         &self,
@@ -227,6 +232,7 @@ mod tests {
             metrics_address: None,
             tenant: None,
             instance: 7,
+            leader_token: 0,
         }
     }
 

@@ -45,6 +45,9 @@ pub struct TaskManagerRegistration {
     /// Random per TaskManager process: the same process registering again (after a broken
     /// connection) replaces its registration; another process under the same id is refused.
     pub instance: u64,
+    /// The fencing token of the leader the TaskManager found in etcd (0 without high
+    /// availability): a JobManager that is not that leader refuses the registration.
+    pub leader_token: u64,
 }
 
 /// What a TaskManager runs on, for the REST endpoint.
@@ -77,6 +80,16 @@ pub enum RegistrationRefused {
     NoSlots,
     #[error("the JobManager cannot reach the TaskManager's RPC port at {rpc_address}: {reason}")]
     Unreachable { rpc_address: String, reason: String },
+    /// The TaskManager follows another leader than this JobManager (or this one stopped
+    /// leading): it asks etcd again.
+    #[error(
+        "this JobManager is not the leader with fencing token {asked} (it is {mine}, leading: {leading})"
+    )]
+    NotLeader {
+        asked: u64,
+        mine: u64,
+        leading: bool,
+    },
 }
 
 /// The slots of a TaskManager now.
@@ -230,6 +243,25 @@ pub(crate) async fn connect(
         source,
     })?;
     Ok(stream)
+}
+
+/// Tells the TaskManager at the other end of a new connection the fencing token of the leader
+/// that opened it: it refuses every call on the connection unless that is the leader it
+/// follows.
+pub(crate) async fn send_fence(stream: &mut TcpStream, token: u64) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    stream.write_all(&token.to_be_bytes()).await
+}
+
+/// The fencing token [`send_fence`] sent, read within `timeout`.
+pub(crate) async fn read_fence(stream: &mut TcpStream, timeout: Duration) -> Result<u64, String> {
+    use tokio::io::AsyncReadExt;
+    let mut token = [0u8; 8];
+    match tokio::time::timeout(timeout, stream.read_exact(&mut token)).await {
+        Ok(Ok(_)) => Ok(u64::from_be_bytes(token)),
+        Ok(Err(e)) => Err(format!("no fencing token: {e}")),
+        Err(_) => Err(format!("no fencing token within {timeout:?}")),
+    }
 }
 
 /// Authenticates a connection accepted on an RPC port.

@@ -134,6 +134,7 @@ impl JobSubmission {
             tenant: None,
             job_id: None,
             checkpoint_storage: None,
+            checkpoint_store: None,
         };
         Ok((self.graph, options))
     }

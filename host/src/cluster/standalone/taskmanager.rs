@@ -6,6 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::config::{ClusterConfig, ConfigError, MetricsToken};
@@ -68,7 +69,6 @@ pub enum TaskManagerError {
 /// A started TaskManager, before it registers.
 pub struct TaskManager {
     resource_id: String,
-    jobmanager: String,
     secret: ClusterSecret,
     config: ClusterConfig,
     task_executor: Arc<TaskExecutor>,
@@ -77,6 +77,11 @@ pub struct TaskManager {
     metrics_address: String,
     /// Random per process (see `TaskManagerRegistration::instance`).
     instance: u64,
+    /// How it finds the JobManager to register at.
+    retrieval: LeaderRetrieval,
+    /// The fencing token of the leader it follows now: its RPC service refuses calls of any
+    /// other.
+    leader_token: Arc<AtomicU64>,
     link: JobManagerLink,
     runtime: tokio::runtime::Runtime,
     _state_dir: StateDir,
@@ -161,9 +166,10 @@ impl TaskManager {
             .network_environment()
             .data_address()
             .map_err(start_failed("network environment"))?;
-        let jobmanager = options
-            .jobmanager
-            .unwrap_or_else(|| config.jobmanager_rpc.to_address());
+        let retrieval = LeaderRetrieval::new(options.jobmanager, &config, &runtime)?;
+        // Where the route to the JobManager goes (for a wildcard bind): with high availability
+        // the JobManagers are not known yet, but etcd is.
+        let jobmanager = retrieval.route_probe();
         let advertised = |bound: &str| {
             advertised_address(tm.host.as_deref(), bound, &jobmanager)
                 .map_err(start_failed("network environment"))
@@ -200,10 +206,12 @@ impl TaskManager {
             .to_string();
         let rpc_address = advertised(&rpc_bound)?;
         let link = JobManagerLink::default();
+        let leader_token = Arc::new(AtomicU64::new(u64::MAX));
         runtime.spawn(tm_service::serve(
             listener,
             task_executor.clone(),
             link.clone(),
+            leader_token.clone(),
             secret.clone(),
             config.heartbeat.timeout,
         ));
@@ -234,7 +242,8 @@ impl TaskManager {
             rpc_address,
             metrics_address,
             link,
-            jobmanager,
+            retrieval,
+            leader_token,
             resource_id,
             secret,
             task_executor,
@@ -254,7 +263,7 @@ impl TaskManager {
         self.runtime.block_on(self.stay_registered())
     }
 
-    fn registration(&self) -> TaskManagerRegistration {
+    fn registration(&self, leader_token: u64) -> TaskManagerRegistration {
         let config = self.task_executor.config();
         TaskManagerRegistration {
             resource_id: self.resource_id.clone(),
@@ -269,6 +278,7 @@ impl TaskManager {
             metrics_address: Some(self.metrics_address.clone()),
             tenant: self.config.taskmanager.tenant.clone(),
             instance: self.instance,
+            leader_token,
         }
     }
 
@@ -285,15 +295,24 @@ impl TaskManager {
         let mut since = Instant::now();
         let mut backoff = Duration::from_millis(50);
         loop {
-            let last = match self.connect_and_register().await {
-                Ok((client, registration)) => {
+            let attempt = match self.retrieval.leader().await {
+                Ok((address, token)) => self.connect_and_register(&address, token).await,
+                Err(reason) => Err(Retry(reason)),
+            };
+            let last = match attempt {
+                Ok((client, registration, address, token)) => {
                     eprintln!(
-                        "Successful registration at the ResourceManager at {} under registration {registration}",
-                        self.jobmanager
+                        "Successful registration at the ResourceManager at {address} under registration {registration}{}",
+                        if token > 0 {
+                            format!(" (leader with fencing token {token})")
+                        } else {
+                            String::new()
+                        }
                     );
                     *self.link.lock().unwrap_or_else(|p| p.into_inner()) = Some(client.clone());
-                    let reason = self.send_heartbeats(&client, registration).await;
+                    let reason = self.send_heartbeats(&client, registration, token).await;
                     *self.link.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    self.leader_token.store(u64::MAX, Ordering::SeqCst);
                     // The JobManager has declared this TaskManager lost (or cannot hear it):
                     // its tasks run elsewhere now, so none of them may go on here.
                     for job in self.task_executor.running_jobs() {
@@ -312,23 +331,28 @@ impl TaskManager {
             };
             if since.elapsed() >= timeout {
                 return Err(TaskManagerError::RegistrationTimeout {
-                    address: self.jobmanager.clone(),
+                    address: self.retrieval.describe(),
                     timeout,
                     last,
                 });
             }
             eprintln!(
                 "Could not register at {}: {last}; retrying in {backoff:?}",
-                self.jobmanager
+                self.retrieval.describe()
             );
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(heartbeat.interval.max(Duration::from_millis(500)));
         }
     }
 
-    async fn connect_and_register(&self) -> Result<(JobManagerRpcClient, u64), Attempt> {
+    /// Registers at the JobManager at `address`, the leader with fencing token `token`.
+    async fn connect_and_register(
+        &self,
+        address: &str,
+        token: u64,
+    ) -> Result<(JobManagerRpcClient, u64, String, u64), Attempt> {
         let timeout = self.config.heartbeat.timeout;
-        let stream = match rpc::connect(&self.jobmanager, &self.secret, timeout).await {
+        let stream = match rpc::connect(address, &self.secret, timeout).await {
             Ok(stream) => stream,
             Err(
                 e @ ConnectError::Handshake {
@@ -337,7 +361,7 @@ impl TaskManager {
                 },
             ) => {
                 return Err(Fatal(TaskManagerError::Secret {
-                    address: self.jobmanager.clone(),
+                    address: address.to_string(),
                     source: e,
                 }));
             }
@@ -346,18 +370,30 @@ impl TaskManager {
         let client =
             JobManagerRpcClient::new(tarpc::client::Config::default(), rpc::transport(stream))
                 .spawn();
+        // Before the JobManager connects back: the calls of the leader being registered at
+        // are heard.
+        self.leader_token.store(token, Ordering::SeqCst);
         match client
-            .register_task_manager(rpc::deadline(timeout), self.registration())
+            .register_task_manager(rpc::deadline(timeout), self.registration(token))
             .await
         {
-            Ok(Ok(accepted)) => Ok((client, accepted.registration)),
+            Ok(Ok(accepted)) => Ok((client, accepted.registration, address.to_string(), token)),
+            // A leader that changed meanwhile: ask etcd again.
+            Ok(Err(refused @ RegistrationRefused::NotLeader { .. })) => {
+                Err(Retry(refused.to_string()))
+            }
             Ok(Err(refused)) => Err(Fatal(TaskManagerError::Refused(refused))),
             Err(e) => Err(Retry(format!("registration call failed: {e}"))),
         }
     }
 
-    /// Sends heartbeats until one fails; why it stopped.
-    async fn send_heartbeats(&self, client: &JobManagerRpcClient, registration: u64) -> String {
+    /// Sends heartbeats until one fails or another leader is elected; why it stopped.
+    async fn send_heartbeats(
+        &self,
+        client: &JobManagerRpcClient,
+        registration: u64,
+        token: u64,
+    ) -> String {
         let heartbeat = self.config.heartbeat;
         let mut tick = tokio::time::interval(heartbeat.interval);
         loop {
@@ -371,10 +407,99 @@ impl TaskManager {
                 )
                 .await
             {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if let Some(other) = self.retrieval.changed_from(token).await {
+                        return format!("another JobManager leads now (fencing token {other})");
+                    }
+                }
                 Ok(Err(unknown)) => return unknown.to_string(),
                 Err(e) => return format!("the JobManager did not answer a heartbeat: {e}"),
             }
+        }
+    }
+}
+
+/// How a TaskManager finds the JobManager to register at (Flink's leader retrieval).
+enum LeaderRetrieval {
+    /// One JobManager at a fixed address (`--jobmanager` or `jobmanager.rpc`).
+    Fixed(String),
+    /// Whichever JobManager etcd names the leader.
+    #[cfg(feature = "ha")]
+    Etcd(Box<super::ha::Etcd>),
+}
+
+impl LeaderRetrieval {
+    fn new(
+        explicit: Option<String>,
+        config: &ClusterConfig,
+        runtime: &tokio::runtime::Runtime,
+    ) -> Result<Self, TaskManagerError> {
+        match (explicit, &config.high_availability) {
+            (Some(address), _) => Ok(LeaderRetrieval::Fixed(address)),
+            (None, None) => Ok(LeaderRetrieval::Fixed(config.jobmanager_rpc.to_address())),
+            #[cfg(feature = "ha")]
+            (None, Some(ha)) => runtime
+                .block_on(super::ha::Etcd::connect(ha))
+                .map(|etcd| LeaderRetrieval::Etcd(Box::new(etcd)))
+                .map_err(|e| start_failed("leader retrieval")(e.to_string())),
+            #[cfg(not(feature = "ha"))]
+            (None, Some(_)) => {
+                let _ = runtime;
+                Err(start_failed("leader retrieval")(
+                    "`high-availability.type = \"etcd\"`, but this weir was built without high \
+                     availability (cargo feature `ha`)"
+                        .into(),
+                ))
+            }
+        }
+    }
+
+    /// An address whose route leads toward the JobManager.
+    fn route_probe(&self) -> String {
+        match self {
+            LeaderRetrieval::Fixed(address) => address.clone(),
+            #[cfg(feature = "ha")]
+            LeaderRetrieval::Etcd(etcd) => {
+                let first = etcd.endpoints().split(',').next().unwrap_or_default();
+                let plain = first
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://");
+                plain.split('/').next().unwrap_or(plain).to_string()
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            LeaderRetrieval::Fixed(address) => address.clone(),
+            #[cfg(feature = "ha")]
+            LeaderRetrieval::Etcd(etcd) => format!("the leader etcd at {} names", etcd.endpoints()),
+        }
+    }
+
+    /// The leader's RPC address and fencing token (0 for a fixed JobManager).
+    async fn leader(&self) -> Result<(String, u64), String> {
+        match self {
+            LeaderRetrieval::Fixed(address) => Ok((address.clone(), 0)),
+            #[cfg(feature = "ha")]
+            LeaderRetrieval::Etcd(etcd) => match etcd.leader().await {
+                Ok(Some(leader)) => Ok((leader.addresses.rpc, leader.token)),
+                Ok(None) => Err("no JobManager leads the cluster yet".into()),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+
+    /// The fencing token of a leader other than the one with `token`, if etcd names one now.
+    #[cfg_attr(not(feature = "ha"), allow(unused_variables))]
+    async fn changed_from(&self, token: u64) -> Option<u64> {
+        match self {
+            LeaderRetrieval::Fixed(_) => None,
+            #[cfg(feature = "ha")]
+            LeaderRetrieval::Etcd(etcd) => match etcd.leader().await {
+                Ok(Some(leader)) if leader.token != token => Some(leader.token),
+                _ => None,
+            },
         }
     }
 }

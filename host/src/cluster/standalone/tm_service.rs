@@ -130,6 +130,10 @@ struct Service {
     jobs: Arc<Mutex<HashMap<u64, u64>>>,
     next_allocation: Arc<AtomicU64>,
     timeout: std::time::Duration,
+    /// The fencing token of the JobManager that opened this connection.
+    fence: u64,
+    /// The fencing token of the leader this TaskManager follows now.
+    leader: Arc<AtomicU64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,6 +151,29 @@ fn new_allocation_id(counter: &AtomicU64) -> u64 {
 }
 
 impl Service {
+    /// Whether a call of this connection's JobManager is to be heard: only the leader this
+    /// TaskManager follows is (a deposed leader's calls are refused).
+    fn fenced_in(&self, what: &str) -> Result<(), String> {
+        let leader = self.leader.load(Ordering::SeqCst);
+        if self.fence == leader {
+            return Ok(());
+        }
+        eprintln!(
+            "Refused {what} from the JobManager with fencing token {}: this TaskManager follows {}",
+            self.fence,
+            if leader == u64::MAX {
+                "no leader now".to_string()
+            } else {
+                format!("the leader with fencing token {leader}")
+            }
+        );
+        Err(format!(
+            "refused: the JobManager with fencing token {} is not the leader this TaskManager \
+             follows",
+            self.fence
+        ))
+    }
+
     fn holds(&self, allocation: u64) -> bool {
         lock(&self.allocations).contains_key(&allocation)
     }
@@ -206,6 +233,8 @@ impl TaskManagerRpc for Service {
         slots: u32,
         buffers: usize,
     ) -> Result<u64, SlotError> {
+        self.fenced_in("a slot request")
+            .map_err(|reason| SlotError::Refused { reason })?;
         let allocation = self.te.allocate(slots, buffers)?;
         let id = new_allocation_id(&self.next_allocation);
         lock(&self.allocations).insert(id, allocation);
@@ -213,6 +242,9 @@ impl TaskManagerRpc for Service {
     }
 
     async fn release(self, _: tarpc::context::Context, allocation: u64) {
+        if self.fenced_in("a slot release").is_err() {
+            return;
+        }
         self.drop_allocation(allocation);
     }
 
@@ -223,6 +255,7 @@ impl TaskManagerRpc for Service {
         allocation: u64,
         registration: RegisteredJob,
     ) -> Result<(), String> {
+        self.fenced_in("a job registration")?;
         if !self.holds(allocation) {
             return Err(format!(
                 "job attempt {job} refused: slot allocation {allocation} is not active here"
@@ -243,6 +276,7 @@ impl TaskManagerRpc for Service {
         allocation: u64,
         tdd: TaskDeploymentDescriptor,
     ) -> Result<(), String> {
+        self.fenced_in("a task deployment")?;
         let bound = lock(&self.jobs).get(&tdd.job) == Some(&allocation);
         if !bound || !self.holds(allocation) {
             eprintln!(
@@ -271,6 +305,9 @@ impl TaskManagerRpc for Service {
         checkpoint: u64,
         location: std::path::PathBuf,
     ) {
+        if self.fenced_in("a checkpoint trigger").is_err() {
+            return;
+        }
         let barrier = Barrier::new(checkpoint, Path::new(&location));
         self.te.trigger_checkpoint(job, &tasks, &barrier);
     }
@@ -282,18 +319,30 @@ impl TaskManagerRpc for Service {
         checkpoint: u64,
         last: bool,
     ) {
+        if self.fenced_in("a checkpoint completion").is_err() {
+            return;
+        }
         self.te.notify_checkpoint_complete(job, checkpoint, last);
     }
 
     async fn drain_sources(self, _: tarpc::context::Context, job: u64) {
+        if self.fenced_in("a drain").is_err() {
+            return;
+        }
         self.te.drain_sources(job);
     }
 
     async fn cancel_job(self, _: tarpc::context::Context, job: u64) {
+        if self.fenced_in("a cancel").is_err() {
+            return;
+        }
         self.te.cancel_job(job);
     }
 
     async fn unregister_job(self, _: tarpc::context::Context, job: u64) {
+        if self.fenced_in("a job's unregistration").is_err() {
+            return;
+        }
         lock(&self.jobs).remove(&job);
         self.te.unregister_job(job);
     }
@@ -330,6 +379,7 @@ pub(super) async fn serve(
     listener: TcpListener,
     te: Arc<TaskExecutor>,
     link: JobManagerLink,
+    leader: Arc<AtomicU64>,
     secret: ClusterSecret,
     timeout: std::time::Duration,
 ) {
@@ -343,6 +393,8 @@ pub(super) async fn serve(
         jobs: Arc::new(Mutex::new(HashMap::new())),
         next_allocation: Arc::new(AtomicU64::new(1)),
         timeout,
+        fence: 0,
+        leader,
     };
     loop {
         let (mut stream, peer) = match listener.accept().await {
@@ -355,7 +407,7 @@ pub(super) async fn serve(
         };
         // Allocations belong to the connection that made them: when the JobManager that held
         // them goes away, its slots come back and what ran in them stops.
-        let service = Service {
+        let mut service = Service {
             allocations: Arc::new(Mutex::new(HashMap::new())),
             ..service.clone()
         };
@@ -364,6 +416,13 @@ pub(super) async fn serve(
             if let Err(reason) = rpc::accept(&mut stream, &secret, timeout).await {
                 eprintln!("warning: refused an RPC connection from {peer}: {reason}");
                 return;
+            }
+            match rpc::read_fence(&mut stream, timeout).await {
+                Ok(fence) => service.fence = fence,
+                Err(reason) => {
+                    eprintln!("warning: refused an RPC connection from {peer}: {reason}");
+                    return;
+                }
             }
             BaseChannel::with_defaults(rpc::transport(stream))
                 .execute(service.clone().serve())

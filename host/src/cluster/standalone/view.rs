@@ -84,13 +84,20 @@ impl ClusterView for StandaloneView {
         caller: &Caller,
     ) -> Result<String, Refusal> {
         let _one_at_a_time = self.submitting.lock().unwrap_or_else(|p| p.into_inner());
-        super::job_store::submit(&self.state.job_store, id, body, cluster, caller.tenant()).map_err(
-            |e| match e {
-                SubmitRefused::Invalid(message) => Refusal::BadRequest(message),
-                SubmitRefused::Quota(quota) => Refusal::Forbidden(quota.to_string()),
-                SubmitRefused::Path(path) => Refusal::Forbidden(path.to_string()),
-                SubmitRefused::NotGranted(message) => Refusal::Forbidden(message),
-            },
+        super::job_store::submit(
+            &self.state.job_store,
+            id,
+            body,
+            cluster,
+            caller.tenant(),
+            self.state.leader_store.as_ref(),
         )
+        .map_err(|e| match e {
+            SubmitRefused::Invalid(message) => Refusal::BadRequest(message),
+            SubmitRefused::Quota(quota) => Refusal::Forbidden(quota.to_string()),
+            SubmitRefused::Path(path) => Refusal::Forbidden(path.to_string()),
+            SubmitRefused::NotGranted(message) => Refusal::Forbidden(message),
+            SubmitRefused::NotLeader(message) => Refusal::Unavailable(message),
+        })
     }
 }

@@ -1,0 +1,189 @@
+//! A JobManager with high availability: it stands for election, leads a term when etcd elects
+//! it (recovering every job of the running-job registry), steps down the moment its lease can
+//! no longer be trusted (suspending its jobs), and stands again.
+
+use std::path::{Component, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::config::HighAvailabilityConfig;
+use super::ha::{self, Etcd, EtcdLeaderStore, LeaderAddresses, Leadership};
+use super::job_store::{LeaderStore, RegisteredJob, recover_registered};
+use super::jobmanager::{LeadershipStatus, Term, TermSettings, Terms, open_tenants};
+
+fn waiting(reason: String) -> LeadershipStatus {
+    LeadershipStatus {
+        role: "waiting".into(),
+        leader_rest: None,
+        token: None,
+        reason: Some(reason),
+    }
+}
+
+fn standby(leader_rest: Option<String>) -> LeadershipStatus {
+    LeadershipStatus {
+        role: "standby".into(),
+        leader_rest,
+        token: None,
+        reason: None,
+    }
+}
+
+/// Stands, leads and steps down, for as long as the process runs.
+pub(super) async fn lead(
+    etcd: Etcd,
+    config: HighAvailabilityConfig,
+    settings: TermSettings,
+    terms: Arc<Terms>,
+    job_store: PathBuf,
+    addresses: LeaderAddresses,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut told = false;
+    loop {
+        let lease = match ha::grant(&etcd, config.lease_ttl).await {
+            Ok(lease) => lease,
+            Err(e) => {
+                if !told {
+                    eprintln!("Waiting for etcd: {e}");
+                    told = true;
+                }
+                terms.set_status(waiting(e.to_string()));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        told = false;
+        backoff = Duration::from_millis(100);
+        let current = etcd.leader().await.ok().flatten();
+        terms.set_status(standby(current.map(|l| l.addresses.rest)));
+        eprintln!(
+            "Standing by for the leadership of cluster `{}` (lease {:x}, {:?})",
+            config.cluster_id, lease.id, config.lease_ttl
+        );
+        let keeping = ha::keep_lease(&etcd, &lease);
+        tokio::pin!(keeping);
+        let campaign = etcd.campaign(lease.id, &addresses);
+        tokio::pin!(campaign);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let won = loop {
+            tokio::select! {
+                why = &mut keeping => break Err(format!("lost the lease while standing by: {why}")),
+                key = &mut campaign => break key.map_err(|e| format!("the campaign failed: {e}")),
+                _ = tick.tick() => {
+                    if let Ok(Some(leader)) = etcd.leader().await {
+                        terms.set_status(standby(Some(leader.addresses.rest)));
+                    }
+                }
+            }
+        };
+        let key = match won {
+            Ok(key) => key,
+            Err(why) => {
+                eprintln!("{why}; standing again");
+                terms.set_status(waiting(why));
+                etcd.revoke_lease(lease.id).await;
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        let leadership = Leadership::new(key, lease.clone());
+        let token = leadership.token();
+        let why = match lead_term(
+            &etcd,
+            &settings,
+            &terms,
+            &job_store,
+            &addresses,
+            &leadership,
+        )
+        .await
+        {
+            Ok(term) => {
+                let why = keeping.await;
+                leadership.step_down();
+                eprintln!("Revoked leadership (fencing token {token}): {why}");
+                terms.end();
+                terms.set_status(waiting(format!("the last leader stepped down: {why}")));
+                let suspended = why.clone();
+                let _ = tokio::task::spawn_blocking(move || term.suspend(&suspended)).await;
+                why
+            }
+            Err(why) => {
+                leadership.step_down();
+                eprintln!("Stepping down (fencing token {token}): {why}");
+                why
+            }
+        };
+        terms.set_status(waiting(why));
+        // Lets a standby take over now rather than when the lease runs out (if etcd answers).
+        etcd.revoke_lease(lease.id).await;
+    }
+}
+
+/// Begins a term under `leadership`: recovers the running-job registry's jobs and serves.
+async fn lead_term(
+    etcd: &Etcd,
+    settings: &TermSettings,
+    terms: &Arc<Terms>,
+    job_store: &std::path::Path,
+    addresses: &LeaderAddresses,
+    leadership: &Arc<Leadership>,
+) -> Result<Arc<Term>, String> {
+    let token = leadership.token();
+    eprintln!("Granted leadership with fencing token {token}");
+    let jobs = ha::jobs_to_recover(etcd)
+        .await
+        .map_err(|e| format!("cannot read the running-job registry: {e}"))?;
+    let tenants = open_tenants(settings.tenants_file.as_ref()).map_err(|e| e.to_string())?;
+    let recovery_tenants =
+        open_tenants(settings.tenants_file.as_ref()).map_err(|e| e.to_string())?;
+    let store: Arc<dyn LeaderStore> = Arc::new(EtcdLeaderStore {
+        etcd: etcd.clone(),
+        leadership: leadership.clone(),
+        runtime: settings.runtime.clone(),
+        storage: job_store.to_path_buf(),
+    });
+    if !leadership.is_leader() {
+        return Err("the lease ran out while the term began".into());
+    }
+    let term = Term::start(
+        settings,
+        job_store.to_path_buf(),
+        tenants,
+        Some(store.clone()),
+        token,
+    );
+    terms.begin(term.clone(), addresses.rest.clone());
+    let registered: Vec<RegisteredJob> = jobs
+        .into_iter()
+        .filter_map(|(id, job, latest)| {
+            let plain = job
+                .dir
+                .components()
+                .all(|c| matches!(c, Component::Normal(_)));
+            if !plain {
+                eprintln!(
+                    "warning: not recovering job {id}: its registry entry names `{}`, outside \
+                     the storage directory",
+                    job.dir.display()
+                );
+                return None;
+            }
+            Some(RegisteredJob {
+                id,
+                dir: job_store.join(&job.dir),
+                tenant: job.tenant,
+                checkpoint: latest.map(|p| p.dir),
+            })
+        })
+        .collect();
+    let cluster = term.cluster.clone();
+    tokio::task::spawn_blocking(move || {
+        recover_registered(registered, &cluster, recovery_tenants.as_ref(), &store)
+    })
+    .await
+    .map_err(|e| format!("recovery failed: {e}"))?;
+    Ok(term)
+}
