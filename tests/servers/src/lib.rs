@@ -1,5 +1,6 @@
-//! External servers the connector tests and benchmarks run against: real ones, started as
-//! plain processes on 127.0.0.1 with their data in a temp dir, each stopped by its own pid.
+//! External servers the connector and high availability tests and benchmarks run against: real
+//! ones, started as plain processes on 127.0.0.1 with their data in a temp dir, each stopped by
+//! its own pid.
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -452,6 +453,81 @@ impl Nats {
 
 impl Drop for Nats {
     fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A single-member etcd cluster (Debian's `etcd-server`).
+pub struct Etcd {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (port, peer) = (free_port(), free_port());
+        let client = format!("http://127.0.0.1:{port}");
+        let peer = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "n1", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("n1={peer}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd starts (`bash .ci/setup` installs Debian's etcd-server)");
+        let etcd = Etcd {
+            child,
+            port,
+            _dir: dir,
+        };
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "etcd did not listen within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        etcd
+    }
+
+    /// Its client URL.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the process where it is (SIGSTOP): to its clients, etcd is gone; its clock, and
+    /// with it the leases, runs on.
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal} etcd");
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        // SIGKILL ends a stopped process too.
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
