@@ -868,21 +868,26 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
         .expect("docs/rest-api.json"),
     )
     .expect("the description is JSON");
-    // Every route the server declares is described, with its methods, and nothing else.
-    let source = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../host/src/cluster/rest.rs"),
-    )
-    .expect("rest.rs");
-    // The routes, up to the fallback that ends them.
-    let source: String = source.split_whitespace().collect();
-    let source = source.split(".fallback(").next().expect("the router");
+    // Every route the server declares is described, with its methods, and nothing else: the
+    // job routes, and the JobManager's own, which it answers leading or not.
     let mut served = std::collections::BTreeSet::new();
-    for route in source.split(".route(\"").skip(1) {
-        let (path, rest) = route.split_once('"').expect("a route's path");
-        let handlers = rest.split(".route(").next().unwrap_or_default();
-        for method in ["get", "post", "patch", "put", "delete"] {
-            if handlers.contains(&format!("{method}(")) {
-                served.insert((path.to_string(), method.to_string()));
+    for file in ["cluster/rest.rs", "cluster/standalone/jobmanager.rs"] {
+        let source = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../host/src")
+                .join(file),
+        )
+        .expect("the routes' source");
+        // The routes, up to the fallback that ends them.
+        let source: String = source.split_whitespace().collect();
+        let source = source.split(".fallback(").next().expect("the router");
+        for route in source.split(".route(\"").skip(1) {
+            let (path, rest) = route.split_once('"').expect("a route's path");
+            let handlers = rest.split(".route(").next().unwrap_or_default();
+            for method in ["get", "post", "patch", "put", "delete"] {
+                if handlers.contains(&format!("{method}(")) {
+                    served.insert((path.to_string(), method.to_string()));
+                }
             }
         }
     }
@@ -913,6 +918,7 @@ fn the_openapi_description_lists_every_route_and_matches_the_answers() {
     );
     let calls: Vec<(&str, &str, String, Vec<u8>)> = vec![
         ("/overview", "get", "/overview".into(), vec![]),
+        ("/leadership", "get", "/leadership".into(), vec![]),
         ("/taskmanagers", "get", "/taskmanagers".into(), vec![]),
         ("/config", "get", "/config".into(), vec![]),
         ("/jobs", "get", "/jobs".into(), vec![]),
