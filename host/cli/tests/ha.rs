@@ -272,3 +272,120 @@ fn a_leader_cut_off_from_etcd_stops_committing_before_another_is_elected_and_the
     );
     assert_exactly_once(&output, &text);
 }
+
+/// Kills what the cluster scripts started (by the pids in their pid files) if a test fails
+/// before `stop-cluster.sh` did.
+struct ScriptPids(PathBuf);
+
+impl ScriptPids {
+    fn pids(&self) -> Vec<u32> {
+        std::fs::read_dir(&self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+            .flat_map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect::<Vec<u32>>()
+            })
+            .collect()
+    }
+}
+
+impl Drop for ScriptPids {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[test]
+fn start_cluster_starts_the_jobmanagers_of_conf_masters_one_leads_and_the_cli_finds_it_through_etcd()
+ {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("conf");
+    std::fs::create_dir_all(&conf).expect("conf");
+    let config = ha_config(&conf, &etcd);
+    let (first, second) = (free_port(), free_port());
+    std::fs::write(
+        conf.join("masters"),
+        format!("localhost:{first}\n# a comment\nlocalhost:{second}\n"),
+    )
+    .expect("masters");
+    std::fs::write(conf.join("workers"), "localhost\nlocalhost\n").expect("workers");
+    let pid_dir = dir.path().join("pids");
+    let guard = ScriptPids(pid_dir.clone());
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bin");
+    let run = |program: &Path, args: &[&str]| {
+        let out = std::process::Command::new(program)
+            .args(args)
+            .env("WEIR_CONF_DIR", &conf)
+            .env("WEIR_LOG_DIR", dir.path().join("log"))
+            .env("WEIR_PID_DIR", &pid_dir)
+            .env("WEIR_BIN", env!("CARGO_BIN_EXE_weir"))
+            .output()
+            .expect("run");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{}: {text}", program.display());
+        text
+    };
+    let started = run(&bin.join("start-cluster.sh"), &[]);
+    assert_eq!(started.matches("Starting jobmanager daemon").count(), 2);
+    assert_eq!(started.matches("Starting taskmanager daemon").count(), 2);
+    let rests = [format!("127.0.0.1:{first}"), format!("127.0.0.1:{second}")];
+    let begun = Instant::now();
+    let leader = loop {
+        let roles: Vec<String> = rests
+            .iter()
+            .map(|r| {
+                if std::net::TcpStream::connect(r).is_ok() {
+                    role(r)
+                } else {
+                    String::new()
+                }
+            })
+            .collect();
+        if let Some(i) = roles.iter().position(|r| r == "leader")
+            && roles.iter().filter(|r| *r == "standby").count() == 1
+        {
+            break i;
+        }
+        assert!(
+            begun.elapsed() < Duration::from_secs(30),
+            "no leader and standby: {roles:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    wait_for_task_managers(&rests[leader], 2);
+    assert_eq!(config, conf.join("weir.toml"));
+    // The CLI asks etcd, not a fixed address, where the leader's REST endpoint is.
+    let listed = run(Path::new(env!("CARGO_BIN_EXE_weir")), &["list"]);
+    assert!(listed.contains("No running jobs."), "{listed}");
+
+    let pids = guard.pids();
+    assert_eq!(pids.len(), 4, "two JobManagers and two TaskManagers");
+    let stopped = run(&bin.join("stop-cluster.sh"), &[]);
+    assert_eq!(stopped.matches("Stopping").count(), 4, "{stopped}");
+    let begun = Instant::now();
+    while pids
+        .iter()
+        .any(|p| Path::new("/proc").join(p.to_string()).exists())
+    {
+        assert!(
+            begun.elapsed() < Duration::from_secs(20),
+            "processes still alive"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
