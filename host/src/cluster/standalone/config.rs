@@ -559,6 +559,17 @@ mod tests {
             defaults.taskmanager.registration_timeout
         );
         assert!(shipped.secret.is_none(), "the shipped file holds no secret");
+        assert_eq!(shipped.high_availability, None);
+        let with_ha = text
+            .replace("type = \"none\"", "type = \"etcd\"")
+            .replace("# storage-dir = ", "storage-dir = ");
+        let ha = ClusterConfig::parse(&with_ha, &path)
+            .unwrap()
+            .high_availability
+            .expect("high availability");
+        assert_eq!(ha.etcd_endpoints, ["http://127.0.0.1:2379"]);
+        assert_eq!(ha.storage_dir, Path::new("/var/lib/weir/ha"));
+        assert_eq!(ha.lease_ttl, Duration::from_secs(2));
     }
 
     #[test]
