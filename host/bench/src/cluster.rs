@@ -29,7 +29,7 @@ pub struct ClusterArgs {
 
 /// A process of the cluster, its stderr collected; killed when dropped.
 pub(crate) struct Process {
-    child: Child,
+    pub(crate) child: Child,
     log: Arc<Mutex<String>>,
 }
 

@@ -5,6 +5,7 @@
 mod chain;
 mod cluster;
 mod connectors;
+mod ha;
 mod languages;
 mod native;
 mod nexmark;
@@ -45,6 +46,8 @@ enum Bench {
     Languages(languages::LanguagesArgs),
     /// Records/s through the Kafka, PostgreSQL and NATS connectors, against real servers.
     Connectors(connectors::ConnectorsArgs),
+    /// Failover of the leading JobManager on etcd: kill -9 to the job running on the next.
+    Ha(ha::HaArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +59,7 @@ fn main() -> std::process::ExitCode {
         Bench::Nexmark(args) => nexmark::run(&args),
         Bench::Languages(args) => languages::run_bench(&args),
         Bench::Connectors(args) => connectors::run_bench(&args),
+        Bench::Ha(args) => ha::run_bench(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
