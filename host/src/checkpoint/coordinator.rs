@@ -50,6 +50,11 @@ pub trait CompletedCheckpointStore: Send + Sync + std::fmt::Debug {
     /// not have been recorded: the checkpoint then counts as not completed (its side effects
     /// stay uncommitted), but its files stay, since the record may have been written.
     fn add(&self, id: u64, dir: &Path) -> Result<(), String>;
+
+    /// Whether checkpoints may be taken at all: not once this JobManager stopped leading.
+    fn is_active(&self) -> bool {
+        true
+    }
 }
 
 /// A task's acknowledgement of a checkpoint.
@@ -372,11 +377,23 @@ impl Coordinator {
         savepoint: Option<Sender<Result<PathBuf, String>>>,
         trigger: &impl Fn(u64, &Path),
     ) -> Option<Pending> {
-        let id = self.next_id;
+        if self.store.as_ref().is_some_and(|s| !s.is_active()) {
+            if let Some(reply) = savepoint {
+                let _ = reply.send(Err("this JobManager no longer leads".into()));
+            }
+            return None;
+        }
+        let mut id = self.next_id;
         self.next_id += 1;
+        let mut dir = dir;
         if savepoint.is_none() {
-            // Left over from an attempt that failed before completing it.
-            let _ = std::fs::remove_dir_all(&dir);
+            // An id whose directory exists is another's (a JobManager that led before, or
+            // leads now): never written into, never deleted; the next one is taken.
+            while dir.exists() {
+                id = self.next_id;
+                self.next_id += 1;
+                dir = self.job_dir().join(format!("chk-{id}"));
+            }
         }
         if let Err(e) = std::fs::create_dir_all(&dir) {
             eprintln!(

@@ -947,7 +947,13 @@ pub(super) fn run_job_with(
             }
             JobState::Restarting { attempt, delay } => {
                 std::thread::sleep(delay);
-                if control.is_cancelled() {
+                // A JobManager that no longer leads restarts nothing: the next leader
+                // recovers the job (Flink's SUSPENDED).
+                let suspended = options
+                    .checkpoint_store
+                    .as_ref()
+                    .is_some_and(|s| !s.is_active());
+                if control.is_cancelled() || suspended {
                     return Err(JobFailure::Cancelled);
                 }
                 JobState::Deploying {

@@ -56,31 +56,41 @@ pub(super) async fn lead(
         };
         told = false;
         backoff = Duration::from_millis(100);
-        let current = etcd.leader().await.ok().flatten();
-        terms.set_status(standby(current.map(|l| l.addresses.rest)));
         eprintln!(
             "Standing by for the leadership of cluster `{}` (lease {:x}, {:?})",
             config.cluster_id, lease.id, config.lease_ttl
         );
-        let keeping = ha::keep_lease(&etcd, &lease);
-        tokio::pin!(keeping);
-        let campaign = etcd.campaign(lease.id, &addresses);
-        tokio::pin!(campaign);
-        let mut tick = tokio::time::interval(Duration::from_millis(500));
-        let won = loop {
-            tokio::select! {
-                why = &mut keeping => break Err(format!("lost the lease while standing by: {why}")),
-                key = &mut campaign => break key.map_err(|e| format!("the campaign failed: {e}")),
-                _ = tick.tick() => {
-                    if let Ok(Some(leader)) = etcd.leader().await {
-                        terms.set_status(standby(Some(leader.addresses.rest)));
-                    }
+        // Renewed on a task of its own, so nothing the term does (recovering many jobs, say)
+        // holds a renewal back.
+        let mut keeper = tokio::spawn({
+            let (etcd, lease) = (etcd.clone(), lease.clone());
+            async move { ha::keep_lease(&etcd, &lease).await }
+        });
+        // The standby's status names the leader of the moment.
+        let naming = tokio::spawn({
+            let (etcd, terms) = (etcd.clone(), terms.clone());
+            async move {
+                loop {
+                    let leader = etcd.leader().await.ok().flatten();
+                    terms.set_status(standby(leader.map(|l| l.addresses.rest)));
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
             }
+        });
+        let won = tokio::select! {
+            why = &mut keeper => Err(format!(
+                "lost the lease while standing by: {}",
+                why.unwrap_or_else(|e| e.to_string())
+            )),
+            key = etcd.campaign(lease.id, &addresses) => {
+                key.map_err(|e| format!("the campaign failed: {e}"))
+            }
         };
+        naming.abort();
         let key = match won {
             Ok(key) => key,
             Err(why) => {
+                keeper.abort();
                 eprintln!("{why}; standing again");
                 terms.set_status(waiting(why));
                 etcd.revoke_lease(lease.id).await;
@@ -90,7 +100,7 @@ pub(super) async fn lead(
         };
         let leadership = Leadership::new(key, lease.clone());
         let token = leadership.token();
-        let why = match lead_term(
+        let (term, begun) = lead_term(
             &etcd,
             &settings,
             &terms,
@@ -98,31 +108,33 @@ pub(super) async fn lead(
             &addresses,
             &leadership,
         )
-        .await
-        {
-            Ok(term) => {
-                let why = keeping.await;
-                leadership.step_down();
-                eprintln!("Revoked leadership (fencing token {token}): {why}");
-                terms.end();
-                terms.set_status(waiting(format!("the last leader stepped down: {why}")));
-                let suspended = why.clone();
-                let _ = tokio::task::spawn_blocking(move || term.suspend(&suspended)).await;
-                why
-            }
-            Err(why) => {
-                leadership.step_down();
-                eprintln!("Stepping down (fencing token {token}): {why}");
-                why
-            }
+        .await;
+        let why = match begun {
+            Ok(()) => tokio::select! {
+                why = &mut keeper => why.unwrap_or_else(|e| e.to_string()),
+                () = leadership.refused() => {
+                    "etcd refused a write: another JobManager leads".to_string()
+                }
+            },
+            Err(why) => why,
         };
+        keeper.abort();
+        leadership.step_down();
+        eprintln!("Revoked leadership (fencing token {token}): {why}");
+        if let Some(term) = term {
+            terms.end();
+            terms.set_status(waiting(format!("the last leader stepped down: {why}")));
+            let suspended = why.clone();
+            let _ = tokio::task::spawn_blocking(move || term.suspend(&suspended)).await;
+        }
         terms.set_status(waiting(why));
         // Lets a standby take over now rather than when the lease runs out (if etcd answers).
         etcd.revoke_lease(lease.id).await;
     }
 }
 
-/// Begins a term under `leadership`: recovers the running-job registry's jobs and serves.
+/// Begins a term under `leadership`: recovers the running-job registry's jobs and serves. The
+/// term, once begun (to be ended whatever happens next), and whether it began well.
 async fn lead_term(
     etcd: &Etcd,
     settings: &TermSettings,
@@ -130,24 +142,31 @@ async fn lead_term(
     job_store: &std::path::Path,
     addresses: &LeaderAddresses,
     leadership: &Arc<Leadership>,
-) -> Result<Arc<Term>, String> {
+) -> (Option<Arc<Term>>, Result<(), String>) {
     let token = leadership.token();
     eprintln!("Granted leadership with fencing token {token}");
-    let jobs = ha::jobs_to_recover(etcd)
-        .await
-        .map_err(|e| format!("cannot read the running-job registry: {e}"))?;
-    let tenants = open_tenants(settings.tenants_file.as_ref()).map_err(|e| e.to_string())?;
-    let recovery_tenants =
-        open_tenants(settings.tenants_file.as_ref()).map_err(|e| e.to_string())?;
+    let prepared = async {
+        let jobs = ha::jobs_to_recover(etcd)
+            .await
+            .map_err(|e| format!("cannot read the running-job registry: {e}"))?;
+        let tenants = open_tenants(settings.tenants_file.as_ref()).map_err(|e| e.to_string())?;
+        let recovery_tenants =
+            open_tenants(settings.tenants_file.as_ref()).map_err(|e| e.to_string())?;
+        Ok::<_, String>((jobs, tenants, recovery_tenants))
+    };
+    let (jobs, tenants, recovery_tenants) = match prepared.await {
+        Ok(prepared) => prepared,
+        Err(why) => return (None, Err(why)),
+    };
+    if !leadership.is_leader() {
+        return (None, Err("the lease ran out while the term began".into()));
+    }
     let store: Arc<dyn LeaderStore> = Arc::new(EtcdLeaderStore {
         etcd: etcd.clone(),
         leadership: leadership.clone(),
         runtime: settings.runtime.clone(),
         storage: job_store.to_path_buf(),
     });
-    if !leadership.is_leader() {
-        return Err("the lease ran out while the term began".into());
-    }
     let term = Term::start(
         settings,
         job_store.to_path_buf(),
@@ -180,10 +199,10 @@ async fn lead_term(
         })
         .collect();
     let cluster = term.cluster.clone();
-    tokio::task::spawn_blocking(move || {
+    let recovered = tokio::task::spawn_blocking(move || {
         recover_registered(registered, &cluster, recovery_tenants.as_ref(), &store)
     })
     .await
-    .map_err(|e| format!("recovery failed: {e}"))?;
-    Ok(term)
+    .map_err(|e| format!("recovery failed: {e}"));
+    (Some(term), recovered)
 }

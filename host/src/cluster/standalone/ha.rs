@@ -54,6 +54,13 @@ impl Leadership {
     pub fn step_down(&self) {
         self.revoked.store(true, Ordering::SeqCst);
     }
+
+    /// Resolves once this leadership was given up (etcd refused a write of it).
+    pub async fn refused(&self) {
+        while !self.revoked.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
 
 /// The lease a JobManager stands (and leads) under, renewed by [`keep_lease`].
@@ -150,19 +157,32 @@ pub struct EtcdLeaderStore {
 }
 
 impl EtcdLeaderStore {
-    fn write(
-        &self,
-        what: &str,
-        call: impl std::future::Future<Output = Result<(), EtcdError>>,
-    ) -> Result<(), String> {
-        if !self.leadership.is_leader() {
-            return Err(format!(
-                "cannot {what}: this JobManager is no longer the leader"
-            ));
+    /// Runs the fenced write `call` makes. Its writes are idempotent, so one whose outcome is
+    /// unknown (a timeout) is tried again for as long as this JobManager leads: a write that
+    /// may have happened must not be taken for one that did not. A refused fence gives the
+    /// leadership up.
+    fn write<F>(&self, what: &str, call: impl Fn() -> F) -> Result<(), String>
+    where
+        F: std::future::Future<Output = Result<(), EtcdError>>,
+    {
+        loop {
+            if !self.leadership.is_leader() {
+                return Err(format!(
+                    "cannot {what}: this JobManager is no longer the leader"
+                ));
+            }
+            match self.runtime.block_on(call()) {
+                Ok(()) => return Ok(()),
+                Err(EtcdError::NotLeader) => {
+                    self.leadership.step_down();
+                    return Err(format!("cannot {what}: another JobManager leads"));
+                }
+                Err(e) => {
+                    eprintln!("warning: {what}: {e}; trying again");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         }
-        self.runtime
-            .block_on(call)
-            .map_err(|e| format!("cannot {what}: {e}"))
     }
 }
 
@@ -172,17 +192,15 @@ impl LeaderStore for EtcdLeaderStore {
             dir: dir.strip_prefix(&self.storage).unwrap_or(dir).to_path_buf(),
             tenant: tenant.map(str::to_string),
         };
-        self.write(
-            &format!("register job {id} in etcd"),
-            self.etcd.add_job(&self.leadership.key, id, &job),
-        )
+        self.write(&format!("register job {id} in etcd"), || {
+            self.etcd.add_job(&self.leadership.key, id, &job)
+        })
     }
 
     fn remove_job(&self, id: &str) -> Result<(), String> {
-        self.write(
-            &format!("remove job {id} from etcd"),
-            self.etcd.remove_job(&self.leadership.key, id),
-        )
+        self.write(&format!("remove job {id} from etcd"), || {
+            self.etcd.remove_job(&self.leadership.key, id)
+        })
     }
 
     fn is_leader(&self) -> bool {
@@ -213,10 +231,16 @@ impl CompletedCheckpointStore for EtcdCheckpoints {
         };
         self.store.write(
             &format!("record checkpoint {checkpoint} of job {}", self.job),
-            self.store
-                .etcd
-                .add_checkpoint(&self.store.leadership.key, &self.job, &pointer),
+            || {
+                self.store
+                    .etcd
+                    .add_checkpoint(&self.store.leadership.key, &self.job, &pointer)
+            },
         )
+    }
+
+    fn is_active(&self) -> bool {
+        self.store.leadership.is_leader()
     }
 }
 

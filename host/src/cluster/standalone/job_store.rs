@@ -174,6 +174,9 @@ pub(super) fn submit(
     if let Some(leader) = leader
         && let Err(e) = leader.add_job(&id, &dir, owner.map(|t| t.name.as_str()))
     {
+        // The record may have been written: it goes first, so no leader finds it without
+        // its directory (if it cannot go, the next leader warns that it cannot recover it).
+        let _ = leader.remove_job(&id);
         let _ = std::fs::remove_dir_all(&dir);
         return Err(SubmitRefused::NotLeader(e));
     }
@@ -378,6 +381,17 @@ fn recover_one(
     cluster: &Arc<MiniCluster>,
     leader: Option<&Arc<dyn LeaderStore>>,
 ) {
+    if let Some(leader) = leader
+        && !dir.join(SUBMISSION).exists()
+    {
+        // Registered by a leader whose upload then failed: nothing to run.
+        eprintln!(
+            "warning: job {id} is registered but `{}` holds no upload; forgetting it",
+            dir.display()
+        );
+        let _ = leader.remove_job(&id);
+        return;
+    }
     let recovered = std::fs::read(dir.join(SUBMISSION))
         .map_err(|e| e.to_string())
         .and_then(|bytes| JobSubmission::decode(&bytes).map_err(|e| e.to_string()))
@@ -396,7 +410,12 @@ fn recover_one(
         }
     };
     match restore {
-        Restore::Recorded(checkpoint) => options.restore = checkpoint,
+        // No checkpoint recorded yet: from where the submission said (a savepoint, or the start).
+        Restore::Recorded(checkpoint) => {
+            if checkpoint.is_some() {
+                options.restore = checkpoint;
+            }
+        }
         Restore::NewestInDirectory => {
             if let Some(config) = &options.checkpoints {
                 let job_dir = config.dir.join(&graph.name);

@@ -74,6 +74,10 @@ pub(crate) struct JobManagerState {
     pub(crate) token: u64,
     /// The term ended: this JobManager no longer leads.
     pub(crate) ended: AtomicBool,
+    /// One submission at a time: a tenant's quota is checked against the jobs that run, so
+    /// two uploads must not both pass it before either runs; and the term ends between
+    /// submissions, never during one.
+    pub(crate) submitting: Mutex<()>,
 }
 
 /// The ResourceManager over the registered TaskManagers.
@@ -201,6 +205,7 @@ impl Term {
             leader_store,
             token,
             ended: AtomicBool::new(false),
+            submitting: Mutex::new(()),
         });
         let defaults = TaskExecutorConfig::default();
         let resource_manager = Arc::new(StandaloneResourceManager {
@@ -219,7 +224,6 @@ impl Term {
         let view = Arc::new(super::view::StandaloneView {
             state: state.clone(),
             tenants,
-            submitting: Default::default(),
             metrics_token: settings.metrics_token,
         });
         let router = crate::cluster::rest::router(cluster.clone(), view);
@@ -234,6 +238,11 @@ impl Term {
     /// recovers them), and its TaskManagers are let go, so they look for the new leader.
     #[cfg_attr(not(feature = "ha"), allow(dead_code))]
     pub(crate) fn suspend(&self, why: &str) {
+        let _no_submission = self
+            .state
+            .submitting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         self.state.ended.store(true, Ordering::SeqCst);
         for job in self.cluster.jobs() {
             if matches!(job.status, crate::cluster::JobStatus::Running) {

@@ -41,6 +41,8 @@ pub struct TaskManagerRegistry {
     next_registration: AtomicU64,
     heartbeat_interval: Duration,
     heartbeat_timeout: Duration,
+    /// The JobManager's term ended: nobody registers any more.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl TaskManagerRegistry {
@@ -50,6 +52,7 @@ impl TaskManagerRegistry {
             next_registration: AtomicU64::new(1),
             heartbeat_interval,
             heartbeat_timeout,
+            closed: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -73,6 +76,13 @@ impl TaskManagerRegistry {
         gateway: Arc<RemoteTaskExecutor>,
     ) -> Result<(RegistrationAccepted, Option<RegisteredTaskManager>), RegistrationRefused> {
         let mut table = self.table();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(RegistrationRefused::NotLeader {
+                asked: registration.leader_token,
+                mine: registration.leader_token,
+                leading: false,
+            });
+        }
         check_in(&table, &registration)?;
         let replaced = table.remove(&registration.resource_id);
         if let Some(old) = &replaced {
@@ -162,7 +172,10 @@ impl TaskManagerRegistry {
     }
 
     /// Removes every TaskManager (its JobManager stopped leading); their ids and why.
+    /// Closes the registry (none registers after) and removes every TaskManager; their ids
+    /// and why.
     pub fn remove_all(&self, why: &str) -> Vec<(String, String)> {
+        self.closed.store(true, Ordering::SeqCst);
         self.remove_lost(|_| true, || why.to_string())
     }
 

@@ -395,26 +395,40 @@ impl TaskManager {
         token: u64,
     ) -> String {
         let heartbeat = self.config.heartbeat;
-        let mut tick = tokio::time::interval(heartbeat.interval);
-        loop {
-            tick.tick().await;
-            match client
-                .heartbeat(
-                    rpc::deadline(heartbeat.timeout),
-                    self.resource_id.clone(),
-                    registration,
-                    self.slot_report(),
-                )
-                .await
-            {
-                Ok(Ok(())) => {
-                    if let Some(other) = self.retrieval.changed_from(token).await {
-                        return format!("another JobManager leads now (fencing token {other})");
-                    }
+        let beating = async {
+            let mut tick = tokio::time::interval(heartbeat.interval);
+            loop {
+                tick.tick().await;
+                match client
+                    .heartbeat(
+                        rpc::deadline(heartbeat.timeout),
+                        self.resource_id.clone(),
+                        registration,
+                        self.slot_report(),
+                    )
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(unknown)) => return unknown.to_string(),
+                    Err(e) => return format!("the JobManager did not answer a heartbeat: {e}"),
                 }
-                Ok(Err(unknown)) => return unknown.to_string(),
-                Err(e) => return format!("the JobManager did not answer a heartbeat: {e}"),
             }
+        };
+        // Beside the heartbeats, so a slow etcd never holds one back: a leader that etcd no
+        // longer names is left at once, even while it still answers (it may be hung, or cut
+        // off from etcd and about to step down).
+        let watching = async {
+            let mut tick = tokio::time::interval(heartbeat.interval);
+            loop {
+                tick.tick().await;
+                if let Some(other) = self.retrieval.changed_from(token).await {
+                    return format!("another JobManager leads now (fencing token {other})");
+                }
+            }
+        };
+        tokio::select! {
+            why = beating => why,
+            why = watching => why,
         }
     }
 }

@@ -152,7 +152,8 @@ fn new_allocation_id(counter: &AtomicU64) -> u64 {
 
 impl Service {
     /// Whether a call of this connection's JobManager is to be heard: only the leader this
-    /// TaskManager follows is (a deposed leader's calls are refused).
+    /// TaskManager follows is (a deposed leader's calls are refused). Calls that only give
+    /// something up (release, cancel, unregister) are heard from whoever holds it.
     fn fenced_in(&self, what: &str) -> Result<(), String> {
         let leader = self.leader.load(Ordering::SeqCst);
         if self.fence == leader {
@@ -242,9 +243,6 @@ impl TaskManagerRpc for Service {
     }
 
     async fn release(self, _: tarpc::context::Context, allocation: u64) {
-        if self.fenced_in("a slot release").is_err() {
-            return;
-        }
         self.drop_allocation(allocation);
     }
 
@@ -333,16 +331,10 @@ impl TaskManagerRpc for Service {
     }
 
     async fn cancel_job(self, _: tarpc::context::Context, job: u64) {
-        if self.fenced_in("a cancel").is_err() {
-            return;
-        }
         self.te.cancel_job(job);
     }
 
     async fn unregister_job(self, _: tarpc::context::Context, job: u64) {
-        if self.fenced_in("a job's unregistration").is_err() {
-            return;
-        }
         lock(&self.jobs).remove(&job);
         self.te.unregister_job(job);
     }
@@ -424,12 +416,32 @@ pub(super) async fn serve(
                     return;
                 }
             }
-            BaseChannel::with_defaults(rpc::transport(stream))
+            let serving = BaseChannel::with_defaults(rpc::transport(stream))
                 .execute(service.clone().serve())
                 .for_each(|call| async move {
                     tokio::spawn(call);
-                })
-                .await;
+                });
+            // Once this TaskManager follows another leader, the connection of the one before
+            // closes, and with it go the slots it held and what runs in them (its JobManager
+            // may be hung, not dead, and never close it itself).
+            let deposed = async {
+                loop {
+                    let leader = service.leader.load(Ordering::SeqCst);
+                    if leader != service.fence && leader != u64::MAX {
+                        eprintln!(
+                            "Closing the connection of the JobManager with fencing token {}: \
+                             the leader now has {leader}",
+                            service.fence
+                        );
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+            };
+            tokio::select! {
+                () = serving => {}
+                () = deposed => {}
+            }
             let held: Vec<u64> = lock(&service.allocations).keys().copied().collect();
             held.into_iter().for_each(|a| service.drop_allocation(a));
         });

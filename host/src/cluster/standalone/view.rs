@@ -1,7 +1,7 @@
 //! The standalone JobManager as its REST endpoint sees it: the registered TaskManagers (their
 //! usage asked over RPC), the cluster's settings, and uploads into the job store.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -15,9 +15,6 @@ pub(super) struct StandaloneView {
     pub(super) state: Arc<JobManagerState>,
     /// The tenants, when `jobmanager.tenants-file` names them.
     pub(super) tenants: Option<TenantDirectory>,
-    /// One submission at a time: a tenant's quota is checked against the jobs that run, so
-    /// two uploads must not both pass it before either runs.
-    pub(super) submitting: Mutex<()>,
     /// The metrics scraper's token (`metrics.token`).
     pub(super) metrics_token: Option<super::config::MetricsToken>,
 }
@@ -83,7 +80,16 @@ impl ClusterView for StandaloneView {
         cluster: &Arc<MiniCluster>,
         caller: &Caller,
     ) -> Result<String, Refusal> {
-        let _one_at_a_time = self.submitting.lock().unwrap_or_else(|p| p.into_inner());
+        let _one_at_a_time = self
+            .state
+            .submitting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if self.state.ended.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Refusal::Unavailable(
+                "this JobManager no longer leads the cluster".into(),
+            ));
+        }
         super::job_store::submit(
             &self.state.job_store,
             id,

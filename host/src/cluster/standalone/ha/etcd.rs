@@ -110,10 +110,12 @@ impl Etcd {
             endpoints: endpoints.clone(),
             source,
         };
+        // HTTP/2 pings no more often than etcd accepts them (its `grpc-keepalive-min-time`,
+        // 5 s), and only while calls are open (it refuses idle pings); every call has a
+        // timeout of its own anyway.
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
-            .with_keep_alive(timeout, timeout)
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive(Duration::from_secs(5), timeout);
         let client = Client::connect(
             &config.etcd_endpoints,
             Some(options.clone().with_timeout(timeout)),
@@ -319,7 +321,8 @@ impl Etcd {
     }
 
     /// Records checkpoint `pointer` as job `id`'s latest completed one, unless a newer one is
-    /// recorded (ids only grow).
+    /// recorded: ids only grow (a write delayed past a newer one changes nothing). The value
+    /// starts with the zero-padded id, so etcd compares ids as it compares values.
     pub async fn add_checkpoint(
         &self,
         leader: &LeaderKey,
@@ -327,9 +330,38 @@ impl Etcd {
         pointer: &CheckpointPointer,
     ) -> Result<(), EtcdError> {
         let key = self.checkpoint_key(id);
-        let value = self.json(&key, pointer)?;
-        self.fenced(leader, vec![TxnOp::put(key, value, None)])
-            .await
+        let value = format!(
+            "{:020} {}",
+            pointer.id,
+            String::from_utf8_lossy(&self.json(&key, pointer)?)
+        );
+        let fence =
+            Compare::create_revision(leader.key.clone(), CompareOp::Equal, leader.token as i64);
+        let mut client = self.client.clone();
+        // The first record, or a newer one than recorded.
+        for guard in [
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Compare::value(key.clone(), CompareOp::Less, value.clone()),
+        ] {
+            let txn = Txn::new()
+                .when([fence.clone(), guard])
+                .and_then([TxnOp::put(key.clone(), value.clone(), None)]);
+            if self.bounded(client.txn(txn)).await?.succeeded() {
+                return Ok(());
+            }
+        }
+        // Refused: by the fence, or because this id (or a newer one) is recorded already.
+        match self.latest_checkpoint(id).await? {
+            Some(recorded) if recorded.id >= pointer.id => {
+                let still = Txn::new().when([fence]);
+                if self.bounded(client.txn(still)).await?.succeeded() {
+                    Ok(())
+                } else {
+                    Err(EtcdError::NotLeader)
+                }
+            }
+            _ => Err(EtcdError::NotLeader),
+        }
     }
 
     /// Job `id`'s latest completed checkpoint, if it completed one.
@@ -344,10 +376,15 @@ impl Etcd {
             .kvs()
             .first()
             .map(|kv| {
-                serde_json::from_slice(kv.value()).map_err(|e| EtcdError::Corrupt {
+                let corrupt = |reason: String| EtcdError::Corrupt {
                     key: key.clone(),
-                    reason: e.to_string(),
-                })
+                    reason,
+                };
+                let text = std::str::from_utf8(kv.value()).map_err(|e| corrupt(e.to_string()))?;
+                let (_, json) = text
+                    .split_once(' ')
+                    .ok_or_else(|| corrupt("no id before the record".into()))?;
+                serde_json::from_str(json).map_err(|e| corrupt(e.to_string()))
             })
             .transpose()
     }
