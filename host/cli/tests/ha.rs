@@ -312,8 +312,7 @@ fn a_leader_paused_past_its_lease_is_replaced_and_when_it_wakes_it_steps_down_wi
         std::thread::sleep(Duration::from_millis(10));
     }
     jobmanagers[first].0.signal("CONT");
-    let revoked = jobmanagers[first].0.wait_for("Revoked leadership");
-    assert!(revoked.contains("could not be renewed"), "{revoked}");
+    jobmanagers[first].0.wait_for("Revoked leadership");
     assert_eq!(role(&jobmanagers[standby].1), "leader");
     wait_for_state_within(
         &jobmanagers[standby].1,

@@ -386,16 +386,26 @@ impl Coordinator {
         let mut id = self.next_id;
         self.next_id += 1;
         let mut dir = dir;
-        if savepoint.is_none() {
-            // An id whose directory exists is another's (a JobManager that led before, or
-            // leads now): never written into, never deleted; the next one is taken.
-            while dir.exists() {
-                id = self.next_id;
-                self.next_id += 1;
-                dir = self.job_dir().join(format!("chk-{id}"));
-            }
-        }
-        if let Err(e) = std::fs::create_dir_all(&dir) {
+        let created = if savepoint.is_some() {
+            std::fs::create_dir_all(&dir)
+        } else {
+            // The id is claimed by creating its directory: one that exists is another's (a
+            // JobManager that led before, or leads now), never written into or deleted by this
+            // one, which takes the next id.
+            std::fs::create_dir_all(self.job_dir()).and_then(|()| {
+                loop {
+                    match std::fs::create_dir(&dir) {
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                            id = self.next_id;
+                            self.next_id += 1;
+                            dir = self.job_dir().join(format!("chk-{id}"));
+                        }
+                        other => break other,
+                    }
+                }
+            })
+        };
+        if let Err(e) = created {
             eprintln!(
                 "warning: cannot create checkpoint directory `{}`: {e}",
                 dir.display()

@@ -40,6 +40,7 @@ pub(super) async fn lead(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut told = false;
+    terms.set_status(waiting(format!("connecting to etcd at {}", etcd.endpoints())));
     loop {
         let lease = match ha::grant(&etcd, config.lease_ttl).await {
             Ok(lease) => lease,
@@ -56,6 +57,8 @@ pub(super) async fn lead(
         };
         told = false;
         backoff = Duration::from_millis(100);
+        let known = etcd.leader().await.ok().flatten();
+        terms.set_status(standby(known.map(|l| l.addresses.rest)));
         eprintln!(
             "Standing by for the leadership of cluster `{}` (lease {:x}, {:?})",
             config.cluster_id, lease.id, config.lease_ttl
@@ -120,7 +123,12 @@ pub(super) async fn lead(
         };
         keeper.abort();
         leadership.step_down();
-        eprintln!("Revoked leadership (fencing token {token}): {why}");
+        if term.is_some() {
+            eprintln!("Revoked leadership (fencing token {token}): {why}");
+        } else {
+            eprintln!("Stepping down before leading (fencing token {token}): {why}");
+        }
+        let began = term.is_some();
         if let Some(term) = term {
             terms.end();
             terms.set_status(waiting(format!("the last leader stepped down: {why}")));
@@ -130,6 +138,10 @@ pub(super) async fn lead(
         terms.set_status(waiting(why));
         // Lets a standby take over now rather than when the lease runs out (if etcd answers).
         etcd.revoke_lease(lease.id).await;
+        if !began {
+            // What failed may fail again (an unreadable record, tenants file): not in a loop.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
     }
 }
 

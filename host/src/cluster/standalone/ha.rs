@@ -177,6 +177,8 @@ impl EtcdLeaderStore {
                     self.leadership.step_down();
                     return Err(format!("cannot {what}: another JobManager leads"));
                 }
+                // Nothing was sent: trying again cannot help.
+                Err(e @ EtcdError::Corrupt { .. }) => return Err(format!("cannot {what}: {e}")),
                 Err(e) => {
                     eprintln!("warning: {what}: {e}; trying again");
                     std::thread::sleep(Duration::from_millis(100));

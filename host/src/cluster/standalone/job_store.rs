@@ -23,6 +23,9 @@ const SUBMISSION: &str = "submission.bin";
 /// checked to be a plain name when the tenants file is read).
 const TENANTS: &str = "tenants";
 const LOCK: &str = ".jobmanager.lock";
+/// Marks an upload whose registration in etcd failed: it may be registered all the same (the
+/// outcome was unknown), so its directory stays for the next leader, which forgets both.
+const REFUSED: &str = ".refused";
 
 /// Where a JobManager with high availability records the jobs it runs beside their files
 /// (etcd), each write refused unless it still leads.
@@ -174,10 +177,7 @@ pub(super) fn submit(
     if let Some(leader) = leader
         && let Err(e) = leader.add_job(&id, &dir, owner.map(|t| t.name.as_str()))
     {
-        // The record may have been written: it goes first, so no leader finds it without
-        // its directory (if it cannot go, the next leader warns that it cannot recover it).
-        let _ = leader.remove_job(&id);
-        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::write(dir.join(REFUSED), b"");
         return Err(SubmitRefused::NotLeader(e));
     }
     Ok(start(dir, id, graph, options, owner, cluster, leader)?)
@@ -382,14 +382,13 @@ fn recover_one(
     leader: Option<&Arc<dyn LeaderStore>>,
 ) {
     if let Some(leader) = leader
-        && !dir.join(SUBMISSION).exists()
+        && dir.join(REFUSED).try_exists().unwrap_or(false)
     {
-        // Registered by a leader whose upload then failed: nothing to run.
-        eprintln!(
-            "warning: job {id} is registered but `{}` holds no upload; forgetting it",
-            dir.display()
-        );
-        let _ = leader.remove_job(&id);
+        // Its submission was refused after its registration may have gone through.
+        eprintln!("Forgetting job {id}: its submission was refused");
+        if leader.remove_job(&id).is_ok() {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         return;
     }
     let recovered = std::fs::read(dir.join(SUBMISSION))

@@ -153,7 +153,8 @@ fn new_allocation_id(counter: &AtomicU64) -> u64 {
 impl Service {
     /// Whether a call of this connection's JobManager is to be heard: only the leader this
     /// TaskManager follows is (a deposed leader's calls are refused). Calls that only give
-    /// something up (release, cancel, unregister) are heard from whoever holds it.
+    /// something up (release, cancel, unregister) are heard from whoever holds it
+    /// ([`gives_up`](Self::gives_up)).
     fn fenced_in(&self, what: &str) -> Result<(), String> {
         let leader = self.leader.load(Ordering::SeqCst);
         if self.fence == leader {
@@ -173,6 +174,15 @@ impl Service {
              follows",
             self.fence
         ))
+    }
+
+    /// Whether this connection may give job attempt `job` up: the leader may, and so may the
+    /// JobManager whose allocation the attempt runs in (a deposed one giving up its own).
+    fn gives_up(&self, job: u64, what: &str) -> bool {
+        let own = lock(&self.jobs)
+            .get(&job)
+            .is_some_and(|allocation| self.holds(*allocation));
+        own || self.fenced_in(what).is_ok()
     }
 
     fn holds(&self, allocation: u64) -> bool {
@@ -331,10 +341,16 @@ impl TaskManagerRpc for Service {
     }
 
     async fn cancel_job(self, _: tarpc::context::Context, job: u64) {
+        if !self.gives_up(job, "a cancel") {
+            return;
+        }
         self.te.cancel_job(job);
     }
 
     async fn unregister_job(self, _: tarpc::context::Context, job: u64) {
+        if !self.gives_up(job, "a job's unregistration") {
+            return;
+        }
         lock(&self.jobs).remove(&job);
         self.te.unregister_job(job);
     }

@@ -33,6 +33,9 @@ pub enum EtcdError {
     /// The write's fence no longer holds: another JobManager leads, or none does.
     #[error("this JobManager is no longer the leader")]
     NotLeader,
+    /// The record changed between two reads of one write; trying again settles it.
+    #[error("`{key}` changed while it was written")]
+    Conflict { key: String },
     #[error("etcd holds a record weir cannot read at `{key}`: {reason}")]
     Corrupt { key: String, reason: String },
 }
@@ -110,12 +113,14 @@ impl Etcd {
             endpoints: endpoints.clone(),
             source,
         };
-        // HTTP/2 pings no more often than etcd accepts them (its `grpc-keepalive-min-time`,
-        // 5 s), and only while calls are open (it refuses idle pings); every call has a
-        // timeout of its own anyway.
+        // HTTP/2 pings well apart from etcd's `grpc-keepalive-min-time` (5 s), and only while
+        // calls are open (it refuses idle pings); every call has a timeout of its own anyway.
+        // A member cut off from its etcd cluster's leader answers nothing (`require_leader`).
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(5), timeout);
+            .with_keep_alive(Duration::from_secs(10), timeout)
+            .with_tcp_keepalive(Duration::from_secs(10))
+            .with_require_leader(true);
         let client = Client::connect(
             &config.etcd_endpoints,
             Some(options.clone().with_timeout(timeout)),
@@ -351,16 +356,14 @@ impl Etcd {
             }
         }
         // Refused: by the fence, or because this id (or a newer one) is recorded already.
-        match self.latest_checkpoint(id).await? {
-            Some(recorded) if recorded.id >= pointer.id => {
-                let still = Txn::new().when([fence]);
-                if self.bounded(client.txn(still)).await?.succeeded() {
-                    Ok(())
-                } else {
-                    Err(EtcdError::NotLeader)
-                }
-            }
-            _ => Err(EtcdError::NotLeader),
+        let recorded = self.latest_checkpoint(id).await?;
+        let still = Txn::new().when([fence]);
+        if !self.bounded(client.txn(still)).await?.succeeded() {
+            return Err(EtcdError::NotLeader);
+        }
+        match recorded {
+            Some(recorded) if recorded.id >= pointer.id => Ok(()),
+            _ => Err(EtcdError::Conflict { key }),
         }
     }
 
