@@ -40,7 +40,10 @@ pub(super) async fn lead(
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut told = false;
-    terms.set_status(waiting(format!("connecting to etcd at {}", etcd.endpoints())));
+    terms.set_status(waiting(format!(
+        "connecting to etcd at {}",
+        etcd.endpoints()
+    )));
     loop {
         let lease = match ha::grant(&etcd, config.lease_ttl).await {
             Ok(lease) => lease,
