@@ -323,6 +323,53 @@ fn a_leader_paused_past_its_lease_is_replaced_and_when_it_wakes_it_steps_down_wi
     assert_exactly_once(&output, &text);
 }
 
+#[test]
+fn with_etcd_authentication_the_cluster_leads_and_registers_with_its_user_and_a_wrong_password_waits()
+ {
+    let etcd = Etcd::start();
+    etcd.enable_auth("etcd-root-password");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = ha_config(dir.path(), &etcd);
+    let with_user = |name: &str, password: &str| {
+        std::fs::write(
+            dir.path().join(format!("{name}.pw")),
+            format!("{password}\n"),
+        )
+        .expect("password file");
+        let path = dir.path().join(format!("{name}.toml"));
+        let text = std::fs::read_to_string(&config).expect("config")
+            + &format!("etcd-username = \"root\"\netcd-password-file = \"{name}.pw\"\n");
+        std::fs::write(&path, text).expect("config");
+        path
+    };
+    let good = with_user("good", "etcd-root-password");
+    let bad = with_user("bad", "not-the-password");
+
+    // Without the user, nothing can be read or written.
+    let (anonymous, anonymous_rest) = start_jobmanager_waiting(&config);
+    let leaders = vec![start_jobmanager(&good)];
+    wait_for_leader(&leaders, Duration::from_secs(20));
+    let rest = leaders[0].1.clone();
+    let _tm = start_taskmanager(&good, "tm-1");
+    wait_for_task_managers(&rest, 1);
+    let (wrong, wrong_rest) = start_jobmanager_waiting(&bad);
+    for (jm, rest) in [(&anonymous, &anonymous_rest), (&wrong, &wrong_rest)] {
+        let line = jm.wait_for("Waiting for etcd");
+        assert_ne!(role(rest), "leader", "{line}");
+    }
+    assert!(
+        wrong.log().contains("authentication failed"),
+        "{}",
+        wrong.log()
+    );
+}
+
+/// A JobManager on `config` that may not get as far as standing by; its REST address.
+fn start_jobmanager_waiting(config: &Path) -> (Process, String) {
+    let (jm, _, rest) = jobmanager(config);
+    (jm, rest)
+}
+
 /// Kills what the cluster scripts started (by the pids in their pid files) if a test fails
 /// before `stop-cluster.sh` did.
 struct ScriptPids(PathBuf);

@@ -504,6 +504,47 @@ impl Etcd {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    /// Turns etcd's authentication on, with user `root` (every permission) under `password`,
+    /// through etcd's JSON gateway.
+    pub fn enable_auth(&self, password: &str) {
+        for (path, body) in [
+            (
+                "/v3/auth/user/add",
+                format!("{{\"name\":\"root\",\"password\":\"{password}\"}}"),
+            ),
+            (
+                "/v3/auth/user/grant",
+                "{\"user\":\"root\",\"role\":\"root\"}".to_string(),
+            ),
+            ("/v3/auth/enable", "{}".to_string()),
+        ] {
+            let (status, answer) = self.post(path, &body);
+            assert_eq!(status, 200, "etcd {path}: {answer}");
+        }
+    }
+
+    /// `POST path` with a JSON body to the gateway: status and body.
+    fn post(&self, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port)).expect("connect to etcd");
+        write!(
+            stream,
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .expect("request");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, response)
+    }
+
     /// Stops the process where it is (SIGSTOP): to its clients, etcd is gone; its clock, and
     /// with it the leases, runs on.
     pub fn pause(&self) {

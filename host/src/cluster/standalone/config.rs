@@ -48,6 +48,8 @@ struct RawHighAvailability {
     cluster_id: String,
     storage_dir: Option<PathBuf>,
     lease_ttl: String,
+    etcd_username: Option<String>,
+    etcd_password_file: Option<PathBuf>,
 }
 
 impl Default for RawHighAvailability {
@@ -58,6 +60,8 @@ impl Default for RawHighAvailability {
             cluster_id: "default".into(),
             storage_dir: None,
             lease_ttl: "2s".into(),
+            etcd_username: None,
+            etcd_password_file: None,
         }
     }
 }
@@ -224,6 +228,9 @@ pub struct HighAvailabilityConfig {
     /// The leader's lease: a leader that cannot renew it within this time stops acting, and
     /// a standby takes over after it.
     pub lease_ttl: Duration,
+    /// The etcd user (with etcd's authentication on) and the file its password is read from
+    /// (never the password itself in the configuration).
+    pub etcd_user: Option<(String, PathBuf)>,
 }
 
 /// A token kept as its hash, compared in constant time.
@@ -347,11 +354,22 @@ fn high_availability(
             "`high-availability.lease-ttl` is {lease_ttl:?}; etcd grants at least 1s"
         ));
     }
+    let etcd_user = match (raw.etcd_username, raw.etcd_password_file) {
+        (Some(user), Some(file)) => Some((user, beside(path, file))),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "set both `high-availability.etcd-username` and `etcd-password-file`, or neither"
+                    .into(),
+            );
+        }
+    };
     Ok(HighAvailabilityConfig {
         etcd_endpoints: raw.etcd_endpoints,
         cluster_id: raw.cluster_id,
         storage_dir: beside(path, storage_dir),
         lease_ttl,
+        etcd_user,
     })
 }
 
@@ -562,7 +580,9 @@ mod tests {
         assert_eq!(shipped.high_availability, None);
         let with_ha = text
             .replace("type = \"none\"", "type = \"etcd\"")
-            .replace("# storage-dir = ", "storage-dir = ");
+            .replace("# storage-dir = ", "storage-dir = ")
+            .replace("# etcd-username = ", "etcd-username = ")
+            .replace("# etcd-password-file = ", "etcd-password-file = ");
         let ha = ClusterConfig::parse(&with_ha, &path)
             .unwrap()
             .high_availability
@@ -570,6 +590,10 @@ mod tests {
         assert_eq!(ha.etcd_endpoints, ["http://127.0.0.1:2379"]);
         assert_eq!(ha.storage_dir, Path::new("/var/lib/weir/ha"));
         assert_eq!(ha.lease_ttl, Duration::from_secs(2));
+        assert_eq!(
+            ha.etcd_user,
+            Some(("weir".into(), path.parent().unwrap().join("etcd-password")))
+        );
     }
 
     #[test]
@@ -587,6 +611,7 @@ mod tests {
                 cluster_id: "prod".into(),
                 storage_dir: PathBuf::from("conf/ha"),
                 lease_ttl: Duration::from_secs(3),
+                etcd_user: None,
             })
         );
     }
@@ -620,6 +645,12 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("cluster-id"), "{err}");
+        let err = parse(
+            "[high-availability]\ntype = \"etcd\"\nstorage-dir = \"ha\"\netcd-username = \"weir\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("etcd-password-file"), "{err}");
         let none = parse("").unwrap();
         let err = none.require_secret().unwrap_err().to_string();
         assert!(err.contains("cluster.secret"), "{err}");

@@ -58,14 +58,14 @@ pub(super) async fn lead(
                 continue;
             }
         };
-        told = false;
-        backoff = Duration::from_millis(100);
         let known = etcd.leader().await.ok().flatten();
         terms.set_status(standby(known.map(|l| l.addresses.rest)));
-        eprintln!(
-            "Standing by for the leadership of cluster `{}` (lease {:x}, {:?})",
-            config.cluster_id, lease.id, config.lease_ttl
-        );
+        if !told {
+            eprintln!(
+                "Standing by for the leadership of cluster `{}` (lease {:x}, {:?})",
+                config.cluster_id, lease.id, config.lease_ttl
+            );
+        }
         // Renewed on a task of its own, so nothing the term does (recovering many jobs, say)
         // holds a renewal back.
         let mut keeper = tokio::spawn({
@@ -97,13 +97,21 @@ pub(super) async fn lead(
             Ok(key) => key,
             Err(why) => {
                 keeper.abort();
-                eprintln!("{why}; standing again");
+                // Said once until it stands again (etcd refusing this user, say, refuses it
+                // every time).
+                if !told {
+                    eprintln!("Waiting for etcd: {why}; standing again");
+                    told = true;
+                }
                 terms.set_status(waiting(why));
                 etcd.revoke_lease(lease.id).await;
                 tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
+        told = false;
+        backoff = Duration::from_millis(100);
         let leadership = Leadership::new(key, lease.clone());
         let token = leadership.token();
         let (term, begun) = lead_term(

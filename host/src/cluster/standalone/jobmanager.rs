@@ -445,20 +445,34 @@ fn start_high_availability(
         address: job_store.display().to_string(),
         source,
     })?;
-    let etcd = runtime
-        .block_on(super::ha::Etcd::connect(&ha))
-        .map_err(|e| JobManagerError::HighAvailability(e.to_string()))?;
-    runtime.spawn(super::election::lead(
-        etcd,
-        ha,
-        settings,
-        terms,
-        job_store,
-        super::ha::LeaderAddresses {
-            rpc: rpc_address.to_string(),
-            rest: rest_address.to_string(),
-        },
-    ));
+    if let Some((_, file)) = &ha.etcd_user {
+        std::fs::metadata(file).map_err(|e| {
+            JobManagerError::HighAvailability(format!(
+                "cannot read the etcd password from `{}`: {e}",
+                file.display()
+            ))
+        })?;
+    }
+    let addresses = super::ha::LeaderAddresses {
+        rpc: rpc_address.to_string(),
+        rest: rest_address.to_string(),
+    };
+    runtime.spawn(async move {
+        let told = AtomicBool::new(false);
+        let etcd = super::ha::Etcd::connect_waiting(&ha, |e| {
+            if !told.swap(true, Ordering::SeqCst) {
+                eprintln!("Waiting for etcd: {e}");
+            }
+            terms.set_status(LeadershipStatus {
+                role: "waiting".into(),
+                leader_rest: None,
+                token: None,
+                reason: Some(e.to_string()),
+            });
+        })
+        .await;
+        super::election::lead(etcd, ha, settings, terms, job_store, addresses).await;
+    });
     Ok(())
 }
 

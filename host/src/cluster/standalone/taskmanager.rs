@@ -452,10 +452,26 @@ impl LeaderRetrieval {
             (Some(address), _) => Ok(LeaderRetrieval::Fixed(address)),
             (None, None) => Ok(LeaderRetrieval::Fixed(config.jobmanager_rpc.to_address())),
             #[cfg(feature = "ha")]
-            (None, Some(ha)) => runtime
-                .block_on(super::ha::Etcd::connect(ha))
-                .map(|etcd| LeaderRetrieval::Etcd(Box::new(etcd)))
-                .map_err(|e| start_failed("leader retrieval")(e.to_string())),
+            (None, Some(ha)) => {
+                // etcd may come up after the TaskManager: it waits as it would for a
+                // JobManager, up to its registration timeout.
+                let timeout = config.taskmanager.registration_timeout;
+                let told = std::sync::atomic::AtomicBool::new(false);
+                let connecting = super::ha::Etcd::connect_waiting(ha, |e| {
+                    if !told.swap(true, Ordering::SeqCst) {
+                        eprintln!("Waiting for etcd: {e}");
+                    }
+                });
+                runtime
+                    .block_on(async { tokio::time::timeout(timeout, connecting).await })
+                    .map(|etcd| LeaderRetrieval::Etcd(Box::new(etcd)))
+                    .map_err(|_| {
+                        start_failed("leader retrieval")(format!(
+                            "etcd at {} did not answer within {timeout:?}",
+                            ha.etcd_endpoints.join(",")
+                        ))
+                    })
+            }
             #[cfg(not(feature = "ha"))]
             (None, Some(_)) => {
                 let _ = runtime;

@@ -38,6 +38,11 @@ pub enum EtcdError {
     Conflict { key: String },
     #[error("etcd holds a record weir cannot read at `{key}`: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("cannot read the etcd password from `{file}`: {source}")]
+    Password {
+        file: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where the leader is reached: what its election value says.
@@ -103,7 +108,25 @@ impl std::fmt::Debug for Etcd {
 }
 
 impl Etcd {
-    /// Connects lazily: a cluster may start before its etcd answers, and waits for it.
+    /// Connects, trying again every second until etcd answers (a cluster may start before its
+    /// etcd); `waiting` hears each failure.
+    pub async fn connect_waiting(
+        config: &HighAvailabilityConfig,
+        waiting: impl Fn(&EtcdError),
+    ) -> Etcd {
+        loop {
+            match Etcd::connect(config).await {
+                Ok(etcd) => return etcd,
+                Err(e) => {
+                    waiting(&e);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    /// Connects (lazily without a user: a cluster may start before its etcd answers; with one,
+    /// it authenticates at once).
     pub async fn connect(config: &HighAvailabilityConfig) -> Result<Etcd, EtcdError> {
         let endpoints = config.etcd_endpoints.join(",");
         // A call must give up well within the lease, so a leader that cannot reach etcd
@@ -121,6 +144,19 @@ impl Etcd {
             .with_keep_alive(Duration::from_secs(10), timeout)
             .with_tcp_keepalive(Duration::from_secs(10))
             .with_require_leader(true);
+        let options = match &config.etcd_user {
+            None => options,
+            Some((user, file)) => {
+                let password =
+                    std::fs::read_to_string(file).map_err(|source| EtcdError::Password {
+                        file: file.clone(),
+                        source,
+                    })?;
+                options
+                    .with_user(user.clone(), password.trim_end_matches(['\n', '\r']))
+                    .with_auto_token_refresh(true)
+            }
+        };
         let client = Client::connect(
             &config.etcd_endpoints,
             Some(options.clone().with_timeout(timeout)),
