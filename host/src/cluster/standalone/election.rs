@@ -39,7 +39,10 @@ pub(super) async fn lead(
     addresses: LeaderAddresses,
 ) {
     let mut backoff = Duration::from_millis(100);
+    // Whether etcd's refusal was logged already: said once until it answers (grants) or
+    // elects (campaigns) again.
     let mut told = false;
+    let mut refused = false;
     terms.set_status(waiting(format!(
         "connecting to etcd at {}",
         etcd.endpoints()
@@ -60,7 +63,8 @@ pub(super) async fn lead(
         };
         let known = etcd.leader().await.ok().flatten();
         terms.set_status(standby(known.map(|l| l.addresses.rest)));
-        if !told {
+        told = false;
+        if !refused {
             eprintln!(
                 "Standing by for the leadership of cluster `{}` (lease {:x}, {:?})",
                 config.cluster_id, lease.id, config.lease_ttl
@@ -99,9 +103,9 @@ pub(super) async fn lead(
                 keeper.abort();
                 // Said once until it stands again (etcd refusing this user, say, refuses it
                 // every time).
-                if !told {
+                if !refused {
                     eprintln!("Waiting for etcd: {why}; standing again");
-                    told = true;
+                    refused = true;
                 }
                 terms.set_status(waiting(why));
                 etcd.revoke_lease(lease.id).await;
@@ -110,7 +114,7 @@ pub(super) async fn lead(
                 continue;
             }
         };
-        told = false;
+        refused = false;
         backoff = Duration::from_millis(100);
         let leadership = Leadership::new(key, lease.clone());
         let token = leadership.token();
