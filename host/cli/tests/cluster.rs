@@ -504,36 +504,6 @@ fn list_shows_a_detached_job_running_cancel_stops_it_and_frees_its_slots() {
     );
 }
 
-/// Kills the processes the start scripts recorded in `pid_dir`, whatever the test did.
-struct ScriptPids(PathBuf);
-
-impl ScriptPids {
-    fn pids(&self) -> Vec<u32> {
-        std::fs::read_dir(&self.0)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
-            .flat_map(|e| {
-                std::fs::read_to_string(e.path())
-                    .unwrap_or_default()
-                    .lines()
-                    .map(str::to_string)
-                    .collect::<Vec<_>>()
-            })
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    }
-}
-
-impl Drop for ScriptPids {
-    fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
-    }
-}
-
 fn alive(pid: u32) -> bool {
     Command::new("kill")
         .args(["-0", &pid.to_string()])

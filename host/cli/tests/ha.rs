@@ -370,38 +370,6 @@ fn start_jobmanager_waiting(config: &Path) -> (Process, String) {
     (jm, rest)
 }
 
-/// Kills what the cluster scripts started (by the pids in their pid files) if a test fails
-/// before `stop-cluster.sh` did.
-struct ScriptPids(PathBuf);
-
-impl ScriptPids {
-    fn pids(&self) -> Vec<u32> {
-        std::fs::read_dir(&self.0)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
-            .flat_map(|e| {
-                std::fs::read_to_string(e.path())
-                    .unwrap_or_default()
-                    .lines()
-                    .filter_map(|l| l.trim().parse().ok())
-                    .collect::<Vec<u32>>()
-            })
-            .collect()
-    }
-}
-
-impl Drop for ScriptPids {
-    fn drop(&mut self) {
-        for pid in self.pids() {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
 #[test]
 fn start_cluster_starts_the_jobmanagers_of_conf_masters_one_leads_and_the_cli_finds_it_through_etcd()
  {

@@ -444,3 +444,33 @@ pub fn runs_word_count_exactly(job: &Path, dir: &Path, copies: usize) -> String 
     assert_eq!(final_counts(&output), independent_word_count(&text));
     err
 }
+
+/// Kills the processes the start scripts recorded in `pid_dir`, whatever the test did.
+pub struct ScriptPids(pub PathBuf);
+
+impl ScriptPids {
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_dir(&self.0)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".pid"))
+            .flat_map(|e| {
+                std::fs::read_to_string(e.path())
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+}
+
+impl Drop for ScriptPids {
+    fn drop(&mut self) {
+        for pid in self.pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    }
+}
