@@ -37,10 +37,37 @@ static size_t used = 0;
 
 void weir__panic_oom(void);
 
+/* Eight bytes at a time: an FNV step per byte, with its 64-bit multiply, was most of a
+ * lookup. */
 static uint64_t hash_of(uint32_t state, const uint8_t *key, size_t len) {
-    uint64_t h = 0xcbf29ce484222325ull ^ state;
-    for (size_t i = 0; i < len; i++) h = (h ^ key[i]) * 0x100000001b3ull;
+    const uint64_t k = 0x9e3779b97f4a7c15ull;
+    uint64_t h = ((uint64_t)state + len) * k;
+    for (; len >= 8; len -= 8, key += 8) {
+        uint64_t word;
+        __builtin_memcpy(&word, key, 8);
+        h = ((h ^ word) * k);
+        h ^= h >> 32;
+    }
+    if (len) {
+        uint64_t word = 0;
+        for (size_t i = 0; i < len; i++) word |= (uint64_t)key[i] << (8 * i);
+        h = ((h ^ word) * k);
+    }
     return h ^ (h >> 29);
+}
+
+/* Whether two keys of `len` bytes are equal: inline, since wasi-libc's memcmp is a call. */
+static bool same_key(const uint8_t *a, const uint8_t *b, size_t len) {
+    for (; len >= 8; len -= 8, a += 8, b += 8) {
+        uint64_t x, y;
+        __builtin_memcpy(&x, a, 8);
+        __builtin_memcpy(&y, b, 8);
+        if (x != y) return false;
+    }
+    while (len--) {
+        if (*a++ != *b++) return false;
+    }
+    return true;
 }
 
 static slot *find(uint32_t state, const uint8_t *key, size_t len, uint64_t h) {
@@ -48,12 +75,17 @@ static slot *find(uint32_t state, const uint8_t *key, size_t len, uint64_t h) {
     for (size_t i = h & (capacity - 1);; i = (i + 1) & (capacity - 1)) {
         slot *s = &slots[i];
         if (!s->key) return s;
-        if (s->hash == h && s->state == state && s->key_len == len && memcmp(s->key, key, len) == 0)
+        if (s->hash == h && s->state == state && s->key_len == len && same_key(s->key, key, len))
             return s;
     }
 }
 
+/* The slot the last lookup found: a process function mostly reads a key's value and then
+ * writes it, so the write finds it without hashing. Forgotten when slots move. */
+static slot *last = NULL;
+
 static void grow(void) {
+    last = NULL;
     size_t old_capacity = capacity;
     slot *old = slots;
     capacity = capacity ? capacity * 2 : 1024;
@@ -68,6 +100,7 @@ static void grow(void) {
 }
 
 static void free_all(void) {
+    last = NULL;
     for (size_t i = 0; i < capacity; i++) {
         free(slots[i].key);
         free(slots[i].value);
@@ -101,9 +134,12 @@ void weir__state_cache_trim(void) {
 }
 
 static slot *entry(uint32_t state, const uint8_t *key, size_t len, bool load) {
+    if (last && last->state == state && last->key_len == len && same_key(last->key, key, len))
+        return last;
     if ((used + 1) * 2 > capacity) grow();
     uint64_t h = hash_of(state, key, len);
     slot *s = find(state, key, len, h);
+    last = s;
     if (s->key) return s;
     s->key = malloc(len ? len : 1);
     if (!s->key) weir__panic_oom();

@@ -50,11 +50,26 @@ static weir_buffer scratch;
 
 /* ---- buffers ---- */
 
+/* Whether `data` points into the batch being written: a map's output window (weir__map_run). */
+static bool in_batch_out(const uint8_t *data) {
+    uintptr_t at = (uintptr_t)data, start = (uintptr_t)batch_out.data;
+    return batch_out.data && at >= start && at < start + batch_out.cap;
+}
+
 int weir__buffer_grow(weir_buffer *b, size_t len) {
     size_t cap = b->cap ? b->cap : 256;
     while (cap - b->len < len) {
         if (cap > SIZE_MAX / 2) return -1;
         cap *= 2;
+    }
+    if (b != &batch_out && in_batch_out(b->data)) {
+        /* A window into the batch moves out to memory of its own. */
+        uint8_t *own = malloc(cap);
+        if (!own) return -1;
+        if (b->len) memcpy(own, b->data, b->len);
+        b->data = own;
+        b->cap = cap;
+        return 0;
     }
     uint8_t *grown = realloc(b->data, cap);
     if (!grown) return -1;
@@ -599,12 +614,76 @@ bool exports_weir_stream_two_input_process_element_second(job_list_u8_t *value,
     return element(operator_->process_second, value, maybe_key, maybe_timestamp, err);
 }
 
+/* The rest of a block of bare values through the map: runs of its inlined loop into the open
+ * output block, each output that does not join it written as the general path does. -1 if the
+ * map failed (`*index` is the failing record's). */
+static int map_block(reader *rd, weir_ctx *ctx, uint32_t *index) {
+    size_t at = (size_t)(operator_ - weir_operators);
+    weir__map_run run = {0};
+    run.width = rd->block_value_len;
+    while (rd->entries_left > 0) {
+        if (batch_out.cap - batch_out.len < BLOCK_MAX_BYTES &&
+            weir__buffer_grow(&batch_out, BLOCK_MAX_BYTES)) {
+            out_of_memory();
+        }
+        bool open = block.open && block.flags == 0 && batch_out.len - block.start < BLOCK_MAX_BYTES;
+        run.in = rd->entries;
+        run.left = rd->entries_left;
+        run.out = batch_out.data;
+        run.out_len = batch_out.len;
+        run.out_width = open ? block.value_len : 0;
+        size_t block_end = open ? block.start + BLOCK_MAX_BYTES - 1 + block.value_len : 0;
+        run.out_limit = block_end < batch_out.cap ? block_end : batch_out.cap;
+        if (run.out_limit < run.out_len) run.out_limit = run.out_len;
+        run.failed = run.pending = false;
+        if (!weir__map_run_at(at, &run, ctx)) {
+            weir__map_values(&run, (weir_map_fn)operator_->function, ctx);
+        }
+        size_t done = rd->entries_left - run.left;
+        rd->entries = run.in;
+        rd->entries_left = run.left;
+        size_t written = run.out_len - batch_out.len;
+        if (written > 0) {
+            batch_out.len = run.out_len;
+            block.body += (uint32_t)written;
+            __builtin_memcpy(batch_out.data + block.start, &block.body, 4);
+        }
+        /* A failing record is not consumed: `done` stops before it. */
+        *index += (uint32_t)done;
+        bool spilled_to_own = (run.failed || run.pending) && !in_batch_out(run.spill.data);
+        if (run.failed) {
+            if (spilled_to_own) free(run.spill.data);
+            return -1;
+        }
+        if (run.pending) {
+            /* An output still in the window lies where the next header goes: out first. */
+            weir_bytes value = {run.spill.data, run.spill.len};
+            if (!spilled_to_own) {
+                scratch.len = 0;
+                if (weir_buffer_push(&scratch, run.spill.data, run.spill.len)) out_of_memory();
+                value.data = scratch.data;
+            }
+            weir_record out = {value, false, {0}, false, 0};
+            if (write_record(&batch_out, &out)) out_of_memory();
+            if (spilled_to_own) free(run.spill.data);
+        }
+        flush_if_full();
+    }
+    return 0;
+}
+
 /* A batched call: every record of `records` through `f`, what they emit framed into `ret`. */
 static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *records,
                   job_list_u8_t *ret, wit_error *err) {
     weir__state_cache_trim();
     reader rd = {records->ptr, records->len, 0, NULL, 0, 0, 0, 0};
     weir_buffer_clear(&batch_out);
+    /* Output mostly matches input in size: one allocation up front instead of doubling from
+     * nothing in every call (the buffer goes to the host at the end of each). */
+    if (batch_out.cap < records->len + 64 && records->len < FLUSH_BYTES &&
+        weir__buffer_grow(&batch_out, records->len + 64)) {
+        out_of_memory();
+    }
     block.open = false;
     weir_ctx ctx = {0};
     weir_record r;
@@ -620,37 +699,15 @@ static bool batch(int (*f)(weir_ctx *, const weir_record *), job_list_u8_t *reco
         ctx.batch = NULL;
         for (;;) {
             /* The entries of a block of bare values: straight from the input to the output
-             * block, with no record built for either. */
+             * block, with no record built for either, in runs of the loop WEIR_OPERATORS
+             * compiled for this map. */
             if (rd.entries_left > 0 && (rd.block_flags & (FLAG_TIMESTAMP | FLAG_KEY)) == 0) {
-                const uint8_t *p = rd.entries;
-                size_t width = rd.block_value_len;
                 ctx.has_timestamp = false;
-                for (; rd.entries_left > 0; rd.entries_left--, p += width, index++) {
-                    /* The function writes its value straight into the batch; while values keep
-                     * one width they extend the open block where they lie. */
-                    /* The function's `out` starts empty, as everywhere; while values keep one
-                     * width they extend the open block. */
-                    scratch.len = 0;
-                    weir_bytes value = {p, width};
-                    if (map(&ctx, value, &scratch)) {
-                        job_list_u8_free(records);
-                        to_wit(&ctx, index, err);
-                        return false;
-                    }
-                    size_t produced = scratch.len;
-                    if (block.open && block.flags == 0 && block.value_len == produced &&
-                        produced > 0 && batch_out.len - block.start < BLOCK_MAX_BYTES) {
-                        if (weir_buffer_push(&batch_out, scratch.data, produced)) out_of_memory();
-                        block.body += (uint32_t)produced;
-                        __builtin_memcpy(batch_out.data + block.start, &block.body, 4);
-                        flush_if_full();
-                        continue;
-                    }
-                    weir_record out = {{scratch.data, scratch.len}, false, {0}, false, 0};
-                    if (write_record(&batch_out, &out)) out_of_memory();
-                    flush_if_full();
+                if (map_block(&rd, &ctx, &index)) {
+                    job_list_u8_free(records);
+                    to_wit(&ctx, index, err);
+                    return false;
                 }
-                rd.entries = p;
                 continue;
             }
             more = next_record(&rd, &r, &bad);

@@ -176,8 +176,12 @@ typedef struct weir_operator {
 } weir_operator;
 
 /* The operators this component exports, by name: `WEIR_OPERATORS(WEIR_MAP("a", f), ...)`, the
- * entries separated by commas, none after the last. */
-#define WEIR_OPERATORS(...) const weir_operator weir_operators[] = {__VA_ARGS__, {0}};
+ * entries separated by commas, none after the last. Besides the table it defines the batched
+ * loop of each map among the first WEIR__INLINED_MAPS entries, with the map's function
+ * inlined into it (see weir__map_run below). */
+#define WEIR_OPERATORS(...) \
+    const weir_operator weir_operators[] = {__VA_ARGS__, {0}}; \
+    WEIR__MAP_RUNS
 
 /* Each record's value becomes `out`'s bytes; the key is dropped, the event time kept. */
 typedef int (*weir_map_fn)(weir_ctx *ctx, weir_bytes value, weir_buffer *out);
@@ -207,6 +211,90 @@ int weir__key_by(weir_ctx *ctx, const weir_record *record);
 #define WEIR_KEYED_PROCESS(NAME, ...) {.name = (NAME), .keyed = true, __VA_ARGS__}
 /* Any operator: `WEIR_PROCESS("x", .process = f, .close = g)`. */
 #define WEIR_PROCESS(NAME, ...) {.name = (NAME), __VA_ARGS__}
+
+/* ---- internal: the batched loop of a map ----
+ *
+ * A map over a block of bare values (no key, no time) is the hot loop of most jobs. Called
+ * through `weir_operator.function`, the author's function costs an indirect call per record
+ * and keeps everything around it in memory; so WEIR_OPERATORS instantiates this loop once per
+ * map of the table, where the function is a constant the compiler inlines (the table is a
+ * `const` array, so `weir_operators[i].function` folds to the function itself). */
+
+/* One run over input values of one width, each output written by the function straight into
+ * the open block at `out[out_len..out_limit)` (its `weir_buffer` is a window there) and kept
+ * while it has the block's width `out_width`. It stops at the end of the input, when the
+ * function fails (`failed`), or with an output that does not join the block (`pending`: the
+ * output is `spill`, the record counted as consumed). A window the function outgrows is moved
+ * to memory of its own by weir__buffer_grow, so the batch is never reallocated under it. */
+typedef struct {
+    const uint8_t *in;
+    size_t width;
+    size_t left;
+    uint8_t *out;
+    size_t out_len;
+    size_t out_limit;
+    size_t out_width;
+    weir_buffer spill;
+    bool failed;
+    bool pending;
+} weir__map_run;
+
+static inline __attribute__((always_inline)) void weir__map_values(weir__map_run *run,
+                                                                   weir_map_fn map,
+                                                                   weir_ctx *ctx) {
+    const uint8_t *in = run->in;
+    size_t left = run->left;
+    const size_t width = run->width;
+    uint8_t *out = run->out;
+    size_t len = run->out_len;
+    const size_t limit = run->out_limit;
+    const size_t out_width = run->out_width;
+    while (left > 0) {
+        weir_buffer window = {out + len, 0, limit - len};
+        weir_bytes value = {in, width};
+        if (map(ctx, value, &window)) {
+            run->spill = window;
+            run->failed = true;
+            break;
+        }
+        in += width;
+        left--;
+        if (window.data != out + len || window.len != out_width || out_width == 0) {
+            run->spill = window;
+            run->pending = true;
+            break;
+        }
+        len += out_width;
+    }
+    run->in = in;
+    run->left = left;
+    run->out_len = len;
+}
+
+/* Runs the map at `index` of the table over `run`: false if it is past the first
+ * WEIR__INLINED_MAPS entries (the SDK then calls it through its pointer). */
+bool weir__map_run_at(size_t index, weir__map_run *run, weir_ctx *ctx);
+
+#define WEIR__INLINED_MAPS 16
+#define WEIR__COUNT (sizeof(weir_operators) / sizeof(weir_operators[0]) - 1)
+#define WEIR__MAP_CASE(I) \
+    case I: \
+        if ((I) < WEIR__COUNT && weir_operators[(I) < WEIR__COUNT ? (I) : 0].process == weir__map) { \
+            weir__map_values(run, (weir_map_fn)weir_operators[(I) < WEIR__COUNT ? (I) : 0].function, \
+                             ctx); \
+            return true; \
+        } \
+        return false;
+#define WEIR__MAP_RUNS \
+    bool weir__map_run_at(size_t index, weir__map_run *run, weir_ctx *ctx) { \
+        switch (index) { \
+            WEIR__MAP_CASE(0) WEIR__MAP_CASE(1) WEIR__MAP_CASE(2) WEIR__MAP_CASE(3) \
+            WEIR__MAP_CASE(4) WEIR__MAP_CASE(5) WEIR__MAP_CASE(6) WEIR__MAP_CASE(7) \
+            WEIR__MAP_CASE(8) WEIR__MAP_CASE(9) WEIR__MAP_CASE(10) WEIR__MAP_CASE(11) \
+            WEIR__MAP_CASE(12) WEIR__MAP_CASE(13) WEIR__MAP_CASE(14) WEIR__MAP_CASE(15) \
+            default: return false; \
+        } \
+    }
 
 /* A component that is a whole job defines its plan: the job manifest (TOML) whose operators
  * are this component's, with `${name}` placeholders for `--arg name=...`:

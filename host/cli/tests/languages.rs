@@ -125,6 +125,19 @@ static int decimal(weir_ctx *ctx, weir_bytes v, weir_buffer *out) {
     return weir_buffer_push(out, text, (size_t)n);
 }
 
+/* The number in decimal, every 1000th followed by 5,000 dots: outputs of changing widths, some
+ * larger than the output block the map writes into. */
+static int sized(weir_ctx *ctx, weir_bytes v, weir_buffer *out) {
+    uint64_t n = u64_of(v);
+    if (n == 7777) return weir_fail(ctx, "refusing %llu", (unsigned long long)n);
+    char text[24];
+    int len = snprintf(text, sizeof text, "%llu", (unsigned long long)n);
+    if (weir_buffer_push(out, text, (size_t)len)) return -1;
+    for (int i = 0; n % 1000 == 0 && i < 5000; i++)
+        if (weir_buffer_push_byte(out, '.')) return -1;
+    return 0;
+}
+
 static int refuse_boom(weir_ctx *ctx, weir_bytes v) {
     if (v.len == 4 && memcmp(v.data, "boom", 4) == 0)
         return weir_fail(ctx, "refusing the word `%.*s`", (int)v.len, (const char *)v.data);
@@ -154,6 +167,7 @@ static int needs_config(weir_ctx *ctx) {
 WEIR_OPERATORS(
     WEIR_FILTER("even", even),
     WEIR_MAP("decimal", decimal),
+    WEIR_MAP("sized", sized),
     WEIR_FLAT_MAP("refuse-boom", refuse_boom),
     WEIR_FLAT_MAP("panic-on-boom", panic_on_boom),
     WEIR_FLAT_MAP("fan-out", fan_out),
@@ -213,6 +227,33 @@ fn c_operators_read_blocks_and_fail_the_job_with_their_own_message() {
         .map(|l| l.parse().expect("a number"))
         .collect();
     assert_eq!(got, (0..10000).filter(|n| n % 2 == 0).collect::<Vec<u64>>());
+
+    // Outputs of changing widths, some past the output block, keep their order and bytes; a
+    // failure in the middle of a block names the map's message.
+    for (count, fails) in [(7000, false), (9000, true)] {
+        let sized = manifest(
+            dir.path(),
+            &component,
+            &format!("[[source]]\nid = \"in\"\nkind = \"sequence\"\ncount = {count}\n"),
+            &["sized"],
+        );
+        let output = dir.path().join(format!("sized-{count}.txt"));
+        let (ok, said) = run(&sized, &output);
+        if fails {
+            assert!(!ok, "{said}");
+            assert!(said.contains("refusing 7777"), "{said}");
+            continue;
+        }
+        assert!(ok, "{said}");
+        let text = std::fs::read_to_string(&output).expect("output");
+        let expected: Vec<String> = (0..count)
+            .map(|n| {
+                let dots = if n % 1000 == 0 { 5000 } else { 0 };
+                format!("{n}{}", ".".repeat(dots))
+            })
+            .collect();
+        assert_eq!(text.lines().collect::<Vec<_>>(), expected);
+    }
 
     // A fan-out past what one call may return reaches the sink.
     fans_out(dir.path(), &component);
