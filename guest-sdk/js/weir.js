@@ -82,7 +82,7 @@ class Writer {
     const hasTs = timestamp !== undefined && timestamp !== null;
     const hasKey = key !== undefined && key !== null;
     const body = 1 + (hasTs ? 8 : 0) + (hasKey ? 4 + key.length : 0) + value.length;
-    this.reserve(4 + body);
+    if (this.buf.length - this.len < 4 + body) this.reserve(4 + body);
     const v = this.view;
     let p = this.len;
     v.setUint32(p, body, true);
@@ -185,9 +185,14 @@ function readBatch(batch, each) {
 const CACHE_ENTRIES = 1 << 16;
 const MAX_CACHED_KEY = 1024;
 const MAX_CACHED_VALUE = 64 << 10;
-/** state id -> Map(key as latin1 string -> { key, value (undefined: cleared), dirty }) */
+/** state id -> Map(key as latin1 string -> { key, value (undefined: cleared), dirty }); each
+ * ValueState holds its own Map too, so a lookup is one Map get. */
 const cache = new Map();
 let cached = 0;
+// The entry the last `get` of the current record found, and its state: the `set` that mostly
+// follows finds it here. Forgotten at every record and whenever the cache is emptied.
+let lastState;
+let lastEntry;
 
 /** A key's bytes as a string of char codes 0-255, a Map key (one call, no loop in JS). */
 function cacheKey(key) {
@@ -215,8 +220,10 @@ function flushState() {
     if (any) valueWriteBatch(id, sets.take(), clears.take());
   }
   if (cached > CACHE_ENTRIES) {
-    cache.clear();
+    // Emptied in place: each ValueState holds its Map.
+    for (const entries of cache.values()) entries.clear();
     cached = 0;
+    lastState = undefined;
   }
 }
 
@@ -229,53 +236,75 @@ function entriesOf(id) {
   return entries;
 }
 
+/** The current key as a Map key, made once per record (the interpreter pays per call, so this
+ * is written out where it is needed rather than called). */
+function noKey() {
+  return new OperatorError("keyed state and timers need a keyed record");
+}
+
 /** Keyed value state, held and checkpointed by the host, scoped to the current key. */
 class ValueState {
   constructor(id) {
     this.id = id;
+    this.entries = entriesOf(id);
   }
   get(ctx) {
-    const key = ctx.stateKey();
+    const key = ctx.key;
+    if (key === undefined) throw noKey();
     if (key.length > MAX_CACHED_KEY) return valueGet(this.id, key);
-    const entries = entriesOf(this.id);
-    const k = ctx.cacheKey();
-    const entry = entries.get(k);
-    if (entry !== undefined) return entry.value;
-    const value = valueGet(this.id, key);
-    if (cached >= CACHE_ENTRIES) flushState();
-    entriesOf(this.id).set(k, { key: owned(key), value, dirty: false });
-    cached++;
-    return value;
+    let k = ctx.keyString;
+    if (k === undefined) k = ctx.keyString = String.fromCharCode.apply(null, key);
+    let entry = this.entries.get(k);
+    if (entry === undefined) {
+      const value = valueGet(this.id, key);
+      if (cached >= CACHE_ENTRIES) flushState();
+      entry = { key: owned(key), value, dirty: false };
+      this.entries.set(k, entry);
+      cached++;
+    }
+    lastState = this;
+    lastEntry = entry;
+    return entry.value;
   }
   set(ctx, value) {
-    const key = ctx.stateKey();
-    const bytes = asBytes(value);
-    const entries = entriesOf(this.id);
+    const key = ctx.key;
+    if (key === undefined) throw noKey();
+    const bytes = value instanceof Uint8Array ? value : asBytes(value);
+    if (lastState === this && bytes.length <= MAX_CACHED_VALUE) {
+      // A copy: the author may reuse the array for the next record.
+      lastEntry.value = bytes.slice();
+      lastEntry.dirty = true;
+      return;
+    }
+    const entries = this.entries;
     if (key.length > MAX_CACHED_KEY || bytes.length > MAX_CACHED_VALUE) {
       if (key.length <= MAX_CACHED_KEY && entries.delete(cacheKey(key))) cached--;
+      if (lastState === this) lastState = undefined;
       valueSet(this.id, key, bytes);
       return;
     }
-    const k = ctx.cacheKey();
+    let k = ctx.keyString;
+    if (k === undefined) k = ctx.keyString = String.fromCharCode.apply(null, key);
     const entry = entries.get(k);
     if (entry !== undefined) {
-      // A copy: the author may reuse the array for the next record.
       entry.value = bytes.slice();
       entry.dirty = true;
       return;
     }
     if (cached >= CACHE_ENTRIES) flushState();
-    entriesOf(this.id).set(k, { key: owned(key), value: bytes.slice(), dirty: true });
+    entries.set(k, { key: owned(key), value: bytes.slice(), dirty: true });
     cached++;
   }
   clear(ctx) {
-    const key = ctx.stateKey();
+    const key = ctx.key;
+    if (key === undefined) throw noKey();
+    if (lastState === this) lastState = undefined;
     if (key.length > MAX_CACHED_KEY) {
       valueClear(this.id, key);
       return;
     }
     const k = ctx.cacheKey();
-    const entries = entriesOf(this.id);
+    const entries = this.entries;
     const entry = entries.get(k);
     if (entry !== undefined) {
       entry.value = undefined;
@@ -304,8 +333,11 @@ class Context {
     return this.key === undefined ? undefined : decoder.decode(this.key);
   }
   emit(value, key, timestamp) {
-    const ts = timestamp === undefined ? this.timestamp : timestamp;
-    this.out.record(asBytes(value), key === undefined ? undefined : asBytes(key), ts);
+    this.out.record(
+      value instanceof Uint8Array ? value : asBytes(value),
+      key === undefined ? undefined : asBytes(key),
+      timestamp === undefined ? this.timestamp : timestamp,
+    );
   }
   valueState(name) {
     return new ValueState(declareState(name, "value"));
@@ -467,19 +499,54 @@ function runBatch(records, second, single) {
     } else {
       const handle = second ? op.processSecond : op.process;
       if (typeof handle !== "function") throw new OperatorError(`operator \`${instance.name}\` takes no such input`);
-      readBatch(records, (value, key, timestamp, i) => {
-        index = i;
-        if (instance.keyed && key === undefined) {
-          throw new OperatorError(
-            `operator \`${instance.name}\` is keyed, but a record without a key reached it (is the edge into it \`hash\`?)`,
-          );
+      const keyed = instance.keyed;
+      const view = new DataView(records.buffer, records.byteOffset, records.byteLength);
+      const end = records.length;
+      let pos = 0;
+      while (pos < end) {
+        if (end - pos < 5) throw new Malformed(index, pos, "a record header runs past the batch");
+        const body = view.getUint32(pos, true);
+        const flags = records[pos + 4];
+        const stop = pos + 4 + body;
+        if (body < 1 || stop > end) throw new Malformed(index, pos, "a record's length runs past the batch");
+        if (flags === (FLAG_BLOCK | FLAG_KEY) && !text) {
+          // Keyed entries without time, the common case: walked here, not through a callback
+          // per record (a call costs the interpreter more than the rest of a record).
+          const keyLen = view.getUint32(pos + 5, true);
+          const valueLen = view.getUint32(pos + 9, true);
+          const entry = keyLen + valueLen;
+          if (entry === 0 || (stop - pos - 13) % entry !== 0) {
+            throw new Malformed(index, pos, "a block's entries do not fill it");
+          }
+          ctx.timestamp = undefined;
+          for (let q = pos + 13; q < stop; q += entry) {
+            ctx.key = records.subarray(q, q + keyLen);
+            ctx.keyString = undefined;
+          lastState = undefined;
+            if (second) op.processSecond(ctx, records.subarray(q + keyLen, q + entry));
+            else op.process(ctx, records.subarray(q + keyLen, q + entry));
+            index++;
+            if (out.len >= FLUSH_BYTES) out.flushIfFull();
+          }
+          pos = stop;
+          continue;
         }
-        ctx.key = key;
-        ctx.keyString = undefined;
-        ctx.timestamp = timestamp;
-        handle.call(op, ctx, text ? decoder.decode(value) : value);
-        out.flushIfFull();
-      });
+        readBatch(records.subarray(pos, stop), (value, key, timestamp) => {
+          if (keyed && key === undefined) {
+            throw new OperatorError(
+              `operator \`${instance.name}\` is keyed, but a record without a key reached it (is the edge into it \`hash\`?)`,
+            );
+          }
+          ctx.key = key;
+          ctx.keyString = undefined;
+          lastState = undefined;
+          ctx.timestamp = timestamp;
+          handle.call(op, ctx, text ? decoder.decode(value) : value);
+          index++;
+          out.flushIfFull();
+        });
+        pos = stop;
+      }
     }
   } catch (e) {
     // A failure in a batch names the record's place in it.
@@ -554,6 +621,7 @@ export const operator = {
       direct((ctx) => {
         ctx.key = key;
         ctx.keyString = undefined;
+        lastState = undefined;
         ctx.timestamp = Number(timestamp);
         op.onTimer(ctx, domain, Number(timestamp));
       });

@@ -333,6 +333,31 @@ weir.flatMap("fan-out", function* (value) {
   for (let i = 0; i < 70000; i++) yield block;
 });
 
+// Numbers keyed by their remainder by three (8-byte keys: they cross the hash edge in blocks),
+// and a running sum per key in value state, written as `key:sum`.
+function u64(bytes) {
+  return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+}
+weir.keyBy("mod-three", (value) => {
+  const key = new Uint8Array(8);
+  new DataView(key.buffer).setBigUint64(0, u64(value) % 3n, true);
+  return key;
+});
+weir.keyedProcess("running-sum", () => ({
+  open(ctx) {
+    this.sum = ctx.valueState("sum");
+  },
+  process(ctx, value) {
+    const stored = this.sum.get(ctx);
+    const sum = (stored ? u64(stored) : 0n) + u64(value);
+    const bytes = new Uint8Array(8);
+    new DataView(bytes.buffer).setBigUint64(0, sum, true);
+    this.sum.set(ctx, bytes);
+    bytes[0] ^= 0xff; // the state keeps its own copy
+    ctx.emit(`${u64(ctx.key)}:${sum}`);
+  },
+}));
+
 weir.map("refuse", (line) => {
   if (line === "boom") throw new weir.OperatorError("refusing the word boom");
   return line.toUpperCase();
@@ -355,6 +380,48 @@ fn the_javascript_word_count_counts_every_word_and_an_exception_fails_the_job_wi
     std::fs::write(&module, JS_OPERATORS).expect("module");
     let component = build("js", dir.path(), "ops.wasm", &[module]);
     fans_out(dir.path(), &component);
+
+    // Keyed records arrive in blocks, read by the SDK's own loop: every running sum exactly once.
+    let count = 3000u64;
+    let sums = dir.path().join("sums.toml");
+    std::fs::write(
+        &sums,
+        format!(
+            "name = \"sums\"\nparallelism = 2\n[[source]]\nid = \"in\"\nkind = \"sequence\"\n\
+             count = {count}\n[[operator]]\nid = \"mod-three\"\ncomponent = {c:?}\ninput = \"in\"\n\
+             [[operator]]\nid = \"running-sum\"\ncomponent = {c:?}\ninput = \"mod-three\"\n\
+             edge = \"hash\"\n[[sink]]\nid = \"out\"\nkind = \"file\"\npath = \"${{output}}\"\n\
+             input = \"running-sum\"\nedge = \"rebalance\"\nparallelism = 1\n",
+            c = component.display().to_string()
+        ),
+    )
+    .expect("manifest");
+    let output = dir.path().join("sums.txt");
+    let (ok, out, err) = weir(&[
+        "run",
+        sums.to_str().unwrap(),
+        "--restart-attempts",
+        "0",
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    let mut got: Vec<String> = std::fs::read_to_string(&output)
+        .expect("output")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    got.sort();
+    let mut running = [0u64; 3];
+    let mut expected: Vec<String> = (0..count)
+        .map(|n| {
+            running[(n % 3) as usize] += n;
+            format!("{}:{}", n % 3, running[(n % 3) as usize])
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(got, expected);
+
     for (op, expected) in [
         ("explode", "RangeError: cannot take boom (at "),
         ("refuse", "failed: refusing the word boom"),
