@@ -3,40 +3,112 @@
 
 /// `millis` since the epoch as `yyyy-MM-dd HH:mm:ss.SSS` (UTC).
 pub fn timestamp(millis: i64) -> String {
-    let mut text = String::with_capacity(23);
-    push_timestamp(&mut text, millis);
-    text
+    let mut text = Row::default();
+    text.push_timestamp(millis);
+    String::from_utf8_lossy(&text.bytes).into_owned()
 }
 
-/// Appends `millis` since the epoch as `yyyy-MM-dd HH:mm:ss.SSS` (UTC), digit by digit: no
-/// formatting machinery on the hot path.
-pub fn push_timestamp(out: &mut String, millis: i64) {
-    let days = millis.div_euclid(86_400_000);
-    let of_day = millis.rem_euclid(86_400_000) as u32;
-    let (year, month, day) = civil_from_days(days);
-    push_digits(out, year.clamp(0, 9999) as u32, 4);
-    for (sep, n, width) in [
-        ('-', month, 2),
-        ('-', day, 2),
-        (' ', of_day / 3_600_000, 2),
-        (':', of_day / 60_000 % 60, 2),
-        (':', of_day / 1_000 % 60, 2),
-        ('.', of_day % 1_000, 3),
-    ] {
-        out.push(sep);
-        push_digits(out, n, width);
+/// A CSV row being written, digit by digit into its bytes: no formatting machinery on the hot
+/// path (`write!` costs more than the digits themselves), and the date of the last timestamp
+/// kept, since consecutive events mostly fall on one day.
+#[derive(Default)]
+pub struct Row {
+    pub bytes: Vec<u8>,
+    /// The day number and `yyyy-MM-dd ` of the last timestamp written.
+    day: Option<(i64, [u8; 11])>,
+}
+
+/// `00` to `99`, two bytes each.
+const DIGIT_PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+    2021222324252627282930313233343536373839\
+    4041424344454647484950515253545556575859\
+    6061626364656667686970717273747576777879\
+    8081828384858687888990919293949596979899";
+
+impl Row {
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+    }
+
+    pub fn push(&mut self, byte: u8) {
+        self.bytes.push(byte);
+    }
+
+    pub fn push_str(&mut self, text: &str) {
+        self.bytes.extend_from_slice(text.as_bytes());
+    }
+
+    /// Appends `n` in decimal, two digits per division.
+    pub fn push_u64(&mut self, mut n: u64) {
+        let mut buf = [0u8; 20];
+        let mut at = buf.len();
+        while n >= 100 {
+            let pair = (n % 100) as usize * 2;
+            n /= 100;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if n >= 10 {
+            let pair = n as usize * 2;
+            at -= 2;
+            buf[at..at + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
+            at -= 1;
+            buf[at] = b'0' + n as u8;
+        }
+        self.bytes.extend_from_slice(&buf[at..]);
+    }
+
+    /// Appends `millis` since the epoch as `yyyy-MM-dd HH:mm:ss.SSS` (UTC).
+    pub fn push_timestamp(&mut self, millis: i64) {
+        let day = millis.div_euclid(86_400_000);
+        let date = match self.day {
+            Some((last, date)) if last == day => date,
+            _ => {
+                let (year, month, day_of_month) = civil_from_days(day);
+                let mut date = *b"0000-00-00 ";
+                put_digits(&mut date[0..4], year.clamp(0, 9999) as u32);
+                put_digits(&mut date[5..7], month);
+                put_digits(&mut date[8..10], day_of_month);
+                self.day = Some((day, date));
+                date
+            }
+        };
+        let of_day = millis.rem_euclid(86_400_000) as u32;
+        let mut time = *b"00:00:00.000";
+        put_digits(&mut time[0..2], of_day / 3_600_000);
+        put_digits(&mut time[3..5], of_day / 60_000 % 60);
+        put_digits(&mut time[6..8], of_day / 1_000 % 60);
+        put_digits(&mut time[9..12], of_day % 1_000);
+        self.bytes.extend_from_slice(&date);
+        self.bytes.extend_from_slice(&time);
+    }
+
+    /// Appends [`euros`]`(price)`; in 64-bit arithmetic unless the product needs more (128-bit
+    /// division is a slow library call in wasm).
+    pub fn push_euros(&mut self, price: u64) {
+        let (units, thousandths) = match price.checked_mul(908) {
+            Some(t) => (u128::from(t / 1_000), (t % 1_000) as u32),
+            None => {
+                let t = u128::from(price) * 908;
+                (t / 1_000, (t % 1_000) as u32)
+            }
+        };
+        match u64::try_from(units) {
+            Ok(units) => self.push_u64(units),
+            Err(_) => self.push_str(&units.to_string()),
+        }
+        let mut decimals = *b".000";
+        put_digits(&mut decimals[1..], thousandths);
+        self.bytes.extend_from_slice(&decimals);
     }
 }
 
-/// Appends the last `width` (at most 4) decimal digits of `n`, zero-padded.
-fn push_digits(out: &mut String, mut n: u32, width: usize) {
-    let mut buf = [b'0'; 4];
-    for slot in buf[..width].iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
+/// Writes the last `slot.len()` decimal digits of `n` into `slot`, zero-padded.
+fn put_digits(slot: &mut [u8], mut n: u32) {
+    for digit in slot.iter_mut().rev() {
+        *digit = b'0' + (n % 10) as u8;
         n /= 10;
-    }
-    for &b in &buf[..width] {
-        out.push(char::from(b));
     }
 }
 
@@ -57,22 +129,9 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `price` (cents) times 0.908, exactly, with three decimals (q1's DECIMAL(23, 3)).
 pub fn euros(price: u64) -> String {
-    let mut text = String::new();
-    push_euros(&mut text, price);
-    text
-}
-
-/// Appends [`euros`]`(price)`; in 64-bit arithmetic unless the product needs more (128-bit
-/// division is a slow library call in wasm).
-pub fn push_euros(out: &mut String, price: u64) {
-    use std::fmt::Write;
-    let _ = match price.checked_mul(908) {
-        Some(t) => write!(out, "{}.{:03}", t / 1_000, t % 1_000),
-        None => {
-            let t = u128::from(price) * 908;
-            write!(out, "{}.{:03}", t / 1_000, t % 1_000)
-        }
-    };
+    let mut text = Row::default();
+    text.push_euros(price);
+    String::from_utf8_lossy(&text.bytes).into_owned()
 }
 
 #[cfg(test)]
@@ -86,6 +145,38 @@ mod tests {
         assert_eq!(timestamp(951_782_400_123), "2000-02-29 00:00:00.123");
         assert_eq!(timestamp(1_709_251_199_999), "2024-02-29 23:59:59.999");
         assert_eq!(timestamp(-1), "1969-12-31 23:59:59.999");
+    }
+
+    #[test]
+    fn a_row_keeps_the_date_only_for_its_day() {
+        let mut row = Row::default();
+        for millis in [
+            1_436_918_400_000,
+            1_436_918_400_001,
+            1_437_004_799_999,
+            1_437_004_800_000,
+        ] {
+            row.push_timestamp(millis);
+            row.push(b',');
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&row.bytes),
+            "2015-07-15 00:00:00.000,2015-07-15 00:00:00.001,2015-07-15 23:59:59.999,\
+             2015-07-16 00:00:00.000,"
+        );
+    }
+
+    #[test]
+    fn numbers_are_decimal() {
+        let mut row = Row::default();
+        for n in [0, 7, 10, 99, 100, 1_234_567, u64::MAX] {
+            row.push_u64(n);
+            row.push(b' ');
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&row.bytes),
+            format!("0 7 10 99 100 1234567 {} ", u64::MAX)
+        );
     }
 
     #[test]

@@ -18,14 +18,15 @@ use weir_sdk::prelude::*;
 
 use events::Events;
 use joins::{Q3, Q4Average, Q4Max, Q8};
+use simple::Fields;
 use windowed::{AuctionCount, Q7};
 
 weir_sdk::export_operators! {
     plan = plan::plan;
     "events" => process(Events::default()).input(Bytes),
-    "q0" => simple::rows(simple::q0, simple::ALL_FIELDS),
-    "q1" => simple::rows(simple::q1, simple::ALL_FIELDS),
-    "q2" => simple::rows(simple::q2, &[b"auction", b"price"]),
+    "q0" => simple::rows(simple::q0, Fields::ALL),
+    "q1" => simple::rows(simple::q1, Fields::ALL),
+    "q2" => simple::rows(simple::q2, Fields::AUCTION.and(Fields::PRICE)),
     "q3" => keyed_co_process(Q3::default()).output(Text),
     "q4-max" => keyed_co_process(Q4Max::default()),
     "q4-average" => keyed_process(Q4Average::default()).output(Text),

@@ -1,11 +1,9 @@
 //! q0-q2: a bid at a time, straight from its JSON line (no event time needed): the line is
 //! read lazily ([`crate::scan`]), taking only the fields the queries print.
 
-use std::fmt::Write;
-
 use weir_sdk::prelude::*;
 
-use crate::format::{push_euros, push_timestamp};
+use crate::format::Row;
 use crate::scan::{EventFields, Raw};
 
 /// What q0-q2 need of a bid; `extra` as the line holds it, read only by the queries that print
@@ -20,80 +18,89 @@ pub struct BidLine<'a> {
 
 /// The bid on `line`, or `None` for a person's or an auction's line.
 pub fn bid(line: &[u8]) -> Result<Option<BidLine<'_>>, OperatorError> {
-    bid_fields(line, ALL_FIELDS)
+    bid_fields(line, Fields::ALL)
 }
 
-/// Every field q0-q2 read.
-pub const ALL_FIELDS: &[&[u8]] = &[b"auction", b"bidder", b"price", b"date_time", b"extra"];
+/// Which fields of a bid a query reads: a set of the constants, decided once per query rather
+/// than looked up per line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fields(u8);
+
+impl Fields {
+    pub const AUCTION: Fields = Fields(1);
+    pub const BIDDER: Fields = Fields(2);
+    pub const PRICE: Fields = Fields(4);
+    pub const DATE_TIME: Fields = Fields(8);
+    pub const EXTRA: Fields = Fields(16);
+    /// Every field q0-q2 read.
+    pub const ALL: Fields = Fields(31);
+
+    pub const fn and(self, other: Fields) -> Fields {
+        Fields(self.0 | other.0)
+    }
+
+    /// The field named `key`, if a bid query reads it.
+    fn named(key: &[u8]) -> Option<Fields> {
+        Some(match key {
+            b"auction" => Fields::AUCTION,
+            b"bidder" => Fields::BIDDER,
+            b"price" => Fields::PRICE,
+            b"date_time" => Fields::DATE_TIME,
+            b"extra" => Fields::EXTRA,
+            _ => return None,
+        })
+    }
+}
 
 /// The bid on `line` as far as fields `needs`: reading stops once they are all found (the
-/// others read as 0 and an empty `extra`).
-pub fn bid_fields<'a>(
-    line: &'a [u8],
-    needs: &[&[u8]],
-) -> Result<Option<BidLine<'a>>, OperatorError> {
+/// others read as 0 and an empty `extra`). The first of a repeated field counts.
+pub fn bid_fields(line: &[u8], needs: Fields) -> Result<Option<BidLine<'_>>, OperatorError> {
     let mut fields = EventFields::new(line).map_err(|e| not_an_event(line, &e.to_string()))?;
     match fields.kind {
         "Bid" => {}
         "Person" | "Auction" => return Ok(None),
         _ => return Err(not_an_event(line, "an unknown event kind")),
     }
-    let unneeded = |name: &[u8]| !needs.contains(&name);
-    let (mut auction, mut bidder, mut price, mut date_time, mut extra) = (
-        unneeded(b"auction").then_some(0),
-        unneeded(b"bidder").then_some(0),
-        unneeded(b"price").then_some(0),
-        unneeded(b"date_time").then_some(0),
-        unneeded(b"extra").then_some(Raw(b"\"\"")),
-    );
-    let mut missing = needs.len();
-    while missing > 0
+    let mut bid = BidLine {
+        auction: 0,
+        bidder: 0,
+        price: 0,
+        date_time: 0,
+        extra: Raw(b"\"\""),
+    };
+    let mut missing = needs.0;
+    while missing != 0
         && let Some((key, value)) = fields
             .next_field()
             .map_err(|e| not_an_event(line, &e.to_string()))?
     {
-        let slot_was_empty = match key {
-            b"auction" if auction.is_none() => {
-                auction = value.number();
-                true
-            }
-            b"bidder" if bidder.is_none() => {
-                bidder = value.number();
-                true
-            }
-            b"price" if price.is_none() => {
-                price = value.number();
-                true
-            }
-            b"date_time" if date_time.is_none() => {
-                date_time = value.number();
-                true
-            }
-            b"extra" if extra.is_none() => {
-                extra = Some(value);
-                true
-            }
-            _ => false,
+        let Some(field) = Fields::named(key).filter(|f| missing & f.0 != 0) else {
+            continue;
         };
-        if slot_was_empty {
-            missing -= 1;
-        }
+        missing &= !field.0;
+        let slot = match field {
+            Fields::AUCTION => &mut bid.auction,
+            Fields::BIDDER => &mut bid.bidder,
+            Fields::PRICE => &mut bid.price,
+            Fields::DATE_TIME => &mut bid.date_time,
+            _ => {
+                bid.extra = value;
+                continue;
+            }
+        };
+        *slot = value.number().ok_or_else(|| not_a_bid(line))?;
     }
-    match (auction, bidder, price, date_time, extra) {
-        (Some(auction), Some(bidder), Some(price), Some(date_time), Some(extra)) => {
-            Ok(Some(BidLine {
-                auction,
-                bidder,
-                price,
-                date_time,
-                extra,
-            }))
-        }
-        _ => Err(not_an_event(
-            line,
-            "a bid needs numbers auction, bidder, price, date_time and a string extra",
-        )),
+    if missing != 0 {
+        return Err(not_a_bid(line));
     }
+    Ok(Some(bid))
+}
+
+fn not_a_bid(line: &[u8]) -> OperatorError {
+    not_an_event(
+        line,
+        "a bid needs numbers auction, bidder, price, date_time and a string extra",
+    )
 }
 
 fn not_an_event(line: &[u8], why: &str) -> OperatorError {
@@ -111,52 +118,62 @@ fn extra<'a>(b: &BidLine<'a>, line: &[u8]) -> Result<std::borrow::Cow<'a, str>, 
 }
 
 /// q0, pass-through: `auction, bidder, price, dateTime, extra`.
-pub fn q0(b: &BidLine<'_>, line: &[u8], row: &mut String) -> Result<bool, OperatorError> {
-    let _ = write!(row, "{},{},{},", b.auction, b.bidder, b.price);
-    push_timestamp(row, b.date_time as i64);
-    row.push(',');
+pub fn q0(b: &BidLine<'_>, line: &[u8], row: &mut Row) -> Result<bool, OperatorError> {
+    row.push_u64(b.auction);
+    row.push(b',');
+    row.push_u64(b.bidder);
+    row.push(b',');
+    row.push_u64(b.price);
+    row.push(b',');
+    row.push_timestamp(b.date_time as i64);
+    row.push(b',');
     row.push_str(&extra(b, line)?);
     Ok(true)
 }
 
 /// q1, currency conversion: `auction, bidder, 0.908 * price, dateTime, extra`.
-pub fn q1(b: &BidLine<'_>, line: &[u8], row: &mut String) -> Result<bool, OperatorError> {
-    let _ = write!(row, "{},{},", b.auction, b.bidder);
-    push_euros(row, b.price);
-    row.push(',');
-    push_timestamp(row, b.date_time as i64);
-    row.push(',');
+pub fn q1(b: &BidLine<'_>, line: &[u8], row: &mut Row) -> Result<bool, OperatorError> {
+    row.push_u64(b.auction);
+    row.push(b',');
+    row.push_u64(b.bidder);
+    row.push(b',');
+    row.push_euros(b.price);
+    row.push(b',');
+    row.push_timestamp(b.date_time as i64);
+    row.push(b',');
     row.push_str(&extra(b, line)?);
     Ok(true)
 }
 
 /// q2, selection: `auction, price` of bids on every 123rd auction.
-pub fn q2(b: &BidLine<'_>, _: &[u8], row: &mut String) -> Result<bool, OperatorError> {
+pub fn q2(b: &BidLine<'_>, _: &[u8], row: &mut Row) -> Result<bool, OperatorError> {
     if !b.auction.is_multiple_of(123) {
         return Ok(false);
     }
-    let _ = write!(row, "{},{}", b.auction, b.price);
+    row.push_u64(b.auction);
+    row.push(b',');
+    row.push_u64(b.price);
     Ok(true)
 }
 
 /// A query of one bid: writes its row, if any, and says whether it did.
-pub type BidQuery = fn(&BidLine<'_>, &[u8], &mut String) -> Result<bool, OperatorError>;
+pub type BidQuery = fn(&BidLine<'_>, &[u8], &mut Row) -> Result<bool, OperatorError>;
 
 /// A bid-at-a-time query over JSON lines reading fields `needs`, writing CSV rows into one
 /// reused buffer.
-pub fn rows(query: BidQuery, needs: &'static [&'static [u8]]) -> BidRows {
+pub fn rows(query: BidQuery, needs: Fields) -> BidRows {
     BidRows {
         query,
         needs,
-        row: String::new(),
+        row: Row::default(),
     }
 }
 
 /// See [`rows`].
 pub struct BidRows {
     query: BidQuery,
-    needs: &'static [&'static [u8]],
-    row: String,
+    needs: Fields,
+    row: Row,
 }
 
 impl Operator for BidRows {
@@ -167,7 +184,7 @@ impl Operator for BidRows {
         self.row.clear();
         if (self.query)(&b, record.value, &mut self.row)? {
             ctx.emit_record(Record {
-                value: self.row.as_bytes(),
+                value: &self.row.bytes,
                 key: None,
                 timestamp: record.timestamp,
             });

@@ -59,7 +59,10 @@ impl ProcessFunction for BidAuctions {
         line: Vec<u8>,
         ctx: &mut ProcessContext<'_, '_, u64>,
     ) -> Result<(), OperatorError> {
-        match crate::simple::bid_fields(&line, &[b"auction", b"date_time"])? {
+        match crate::simple::bid_fields(
+            &line,
+            crate::simple::Fields::AUCTION.and(crate::simple::Fields::DATE_TIME),
+        )? {
             Some(b) => ctx.emit_keyed(
                 &b.auction,
                 &b.auction.to_le_bytes(),

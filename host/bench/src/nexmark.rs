@@ -28,6 +28,10 @@ pub struct NexmarkArgs {
     /// Where the events file goes (default: beside the build, named by the event count).
     #[arg(long)]
     events_file: Option<PathBuf>,
+    /// The queries' component (default: the one built with the benchmark); to compare two
+    /// builds of the queries on one host.
+    #[arg(long)]
+    component: Option<PathBuf>,
 }
 
 fn workspace() -> PathBuf {
@@ -35,7 +39,7 @@ fn workspace() -> PathBuf {
 }
 
 /// Query `q`'s shipped manifest on `events`, with the benchmark's component and a discard sink.
-fn manifest(q: &str) -> Result<String> {
+fn manifest(q: &str, component: &Path) -> Result<String> {
     let path = workspace().join(format!("examples/nexmark/{q}.toml"));
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -46,7 +50,7 @@ fn manifest(q: &str) -> Result<String> {
     Ok(text
         .replace(
             "\"../../target/wasm32-wasip2/release/nexmark_queries.wasm\"",
-            &format!("{:?}", crate::guests::NEXMARK),
+            &format!("{:?}", component.display().to_string()),
         )
         .replace(sink, "kind = \"discard\""))
 }
@@ -67,11 +71,15 @@ pub fn run(args: &NexmarkArgs) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     }
+    let component = args
+        .component
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(crate::guests::NEXMARK));
     let runtime = Arc::new(WasmRuntime::new(RuntimeConfig::default())?);
     // Compiled before the clock starts, as a cluster's component cache has it after the first
     // job: the queries measure the run, not Cranelift.
     runtime
-        .load_file(Path::new(crate::guests::NEXMARK))
+        .load_file(&component)
         .context("compiling the queries' component")?;
     let queries: Vec<String> = match &args.queries {
         Some(q) => q.clone(),
@@ -85,7 +93,7 @@ pub fn run(args: &NexmarkArgs) -> Result<()> {
         let args = [("input".to_string(), file.display().to_string())]
             .into_iter()
             .collect();
-        let graph = parse_manifest(&manifest(q)?, &args)?.job_graph(Some(1))?;
+        let graph = parse_manifest(&manifest(q, &component)?, &args)?.job_graph(Some(1))?;
         let cluster = MiniCluster::new(
             MiniClusterConfig {
                 task_executor: TaskExecutorConfig {
