@@ -38,21 +38,29 @@ fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Query `q`'s shipped manifest on `events`, with the benchmark's component and a discard sink.
+/// Query `q`'s shipped manifest on `events`, with the benchmark's component and a discard sink
+/// in place of its file sink. The file sink gathers every row into one file (parallelism 1
+/// over a rebalance edge); the discard sink runs beside the query's last operator, chained
+/// to it, as Flink's blackhole sink in its Nexmark suite is.
 fn manifest(q: &str, component: &Path) -> Result<String> {
     let path = workspace().join(format!("examples/nexmark/{q}.toml"));
     let text =
         std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let sink = "kind = \"file\"\npath = \"${output}\"";
-    if !text.contains(sink) {
+    let file_sink = "kind = \"file\"\npath = \"${output}\"\n";
+    let Some((query, sink)) = text.rsplit_once("[[sink]]") else {
+        bail!("{} has no sink", path.display());
+    };
+    if !sink.contains(file_sink) {
         bail!("{} has no file sink to replace", path.display());
     }
-    Ok(text
-        .replace(
-            "\"../../target/wasm32-wasip2/release/nexmark_queries.wasm\"",
-            &format!("{:?}", component.display().to_string()),
-        )
-        .replace(sink, "kind = \"discard\""))
+    let sink = sink
+        .replace(file_sink, "kind = \"discard\"\n")
+        .replace("edge = \"rebalance\"\n", "")
+        .replace("parallelism = 1\n", "");
+    Ok(format!("{query}[[sink]]{sink}").replace(
+        "\"../../target/wasm32-wasip2/release/nexmark_queries.wasm\"",
+        &format!("{:?}", component.display().to_string()),
+    ))
 }
 
 pub fn run(args: &NexmarkArgs) -> Result<()> {
