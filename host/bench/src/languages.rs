@@ -2,7 +2,8 @@
 //! Rust, C, Python and JavaScript, a map (x*3+1 of an 8-byte integer) and a keyed running sum
 //! (value state per key) in batched mode, the instance start time and memory per instance,
 //! next to the same loop run natively by the language itself (Rust and C compiled for this
-//! machine, CPython, `node --jitless`: an interpreter like the one inside the component). The
+//! machine, CPython, `node --jitless`: an interpreter like the one inside the component), and
+//! for Python and JavaScript the same loops run by the interpreter inside the component. The
 //! components of C, Python and JavaScript are built from `host/bench/guests/` at the start, as
 //! their authors would build them.
 //!
@@ -106,6 +107,40 @@ fn run(
         );
     }
     Ok(elapsed.as_nanos() as f64 / records as f64)
+}
+
+/// ns per record of the native loops run by the interpreter inside `component` (its
+/// `interpreter-loops` operator), for (map, keyed sum): each loop is one call, timed here. At
+/// most 50,000 records: the loops hold all their inputs and outputs, and an instance's memory
+/// is bounded.
+fn interpreter_loops(runtime: &WasmRuntime, component: &Path, records: u64) -> Result<(f64, f64)> {
+    let records = records.min(50_000);
+    let loaded = runtime.load_file(component)?;
+    let counter = Counter::default();
+    let mut op = WasmOperator::open(
+        runtime,
+        loaded,
+        OperatorSpec::new("interpreter-loops"),
+        Box::new(counter.clone()),
+        None,
+    )?;
+    let mut batch = BatchWriter::new();
+    batch.push(Record::value(&records.to_le_bytes()));
+    let batch = batch.into_vec();
+    let mut timed = [0.0; 3];
+    for step in &mut timed {
+        let started = Instant::now();
+        op.collect_batch(&batch)?;
+        *step = started.elapsed().as_nanos() as f64 / records as f64;
+    }
+    op.finish()?;
+    if counter.0.load(Ordering::Relaxed) != 3 {
+        bail!(
+            "`interpreter-loops` of {} did not run its three steps",
+            component.display()
+        );
+    }
+    Ok((timed[1], timed[2]))
 }
 
 /// Mean start time of an instance (µs) and resident memory per live instance (KiB).
@@ -361,10 +396,22 @@ fn run_in(args: &LanguagesArgs, dir: &Path) -> Result<()> {
         let (instantiate_us, instance_kib) =
             instances(&runtime, &language.component, language.map, args.instances)?;
         let (native_map, native_sum) = native(language.name, records, dir)?;
-        for (op, operator, keyed, native_ns) in [
+        let inside = if language.interpreted {
+            let (map, sum) = interpreter_loops(&runtime, &language.component, records)?;
+            [
+                format!(" interpreter_in_component_ns_per_record={map:.1}"),
+                format!(" interpreter_in_component_ns_per_record={sum:.1}"),
+            ]
+        } else {
+            Default::default()
+        };
+        for ((op, operator, keyed, native_ns), inside) in [
             ("map", language.map, false, native_map),
             ("keyed-sum", language.keyed_sum, true, native_sum),
-        ] {
+        ]
+        .into_iter()
+        .zip(inside)
+        {
             if !args.ops.is_empty() && !args.ops.iter().any(|o| o == op) {
                 continue;
             }
@@ -373,7 +420,7 @@ fn run_in(args: &LanguagesArgs, dir: &Path) -> Result<()> {
             println!(
                 "bench=languages language={} op={op} records={records} ns_per_record={ns:.1} \
                  native_ns_per_record={native_ns:.1} instantiate_us={instantiate_us:.0} \
-                 instance_kib={instance_kib:.0} component_kib={component_kib}",
+                 instance_kib={instance_kib:.0} component_kib={component_kib}{inside}",
                 language.name
             );
         }
