@@ -42,34 +42,27 @@ pub struct AuctionCount {
     pub num: u64,
 }
 
-/// q5, the bids it counts: each bid line's auction id, keyed by it and stamped with the bid's
-/// time (the line read lazily: q5 needs nothing else of it).
+/// q5, the bids it counts: each bid line's auction id (8 bytes, little-endian: the `Fixed`
+/// encoding of a `u64`), keyed by it and stamped with the bid's time. The line is read where it
+/// lies in the batch, lazily: q5 needs nothing else of it.
 pub fn bid_auctions() -> impl Operator {
-    process(BidAuctions).input(Bytes).output(Fixed)
+    BidAuctions
 }
 
 struct BidAuctions;
 
-impl ProcessFunction for BidAuctions {
-    type In = Vec<u8>;
-    type Out = u64;
-
-    fn process_element(
-        &mut self,
-        line: Vec<u8>,
-        ctx: &mut ProcessContext<'_, '_, u64>,
-    ) -> Result<(), OperatorError> {
-        match crate::simple::bid_fields(
-            &line,
-            crate::simple::Fields::AUCTION.and(crate::simple::Fields::DATE_TIME),
-        )? {
-            Some(b) => ctx.emit_keyed(
-                &b.auction,
-                &b.auction.to_le_bytes(),
-                Some(b.date_time as i64),
-            ),
-            None => Ok(()),
+impl Operator for BidAuctions {
+    fn process(&mut self, record: Record<'_>, ctx: &mut Context<'_>) -> Result<(), OperatorError> {
+        let needs = crate::simple::Fields::AUCTION.and(crate::simple::Fields::DATE_TIME);
+        if let Some(b) = crate::simple::bid_fields(record.value, needs)? {
+            let auction = b.auction.to_le_bytes();
+            ctx.emit_record(Record {
+                value: &auction,
+                key: Some(&auction),
+                timestamp: Some(b.date_time as i64),
+            });
         }
+        Ok(())
     }
 }
 
