@@ -31,6 +31,9 @@ import traceback
 from componentize_py_types import Err
 from wit_world.imports import keyed_state, logging, output, timers, types
 
+# `map` names the decorator below; the builtin is needed too.
+_builtin_map = map
+
 __all__ = [
     "OperatorError",
     "ConfigError",
@@ -242,12 +245,19 @@ def _write(out, value, key, timestamp):
 
 
 def _write_values(out, values):
-    """Values without key or time: one block when they share a width, records otherwise."""
+    """Values without key or time (bytes-like, or anything `_as_bytes` takes): one block when
+    they share a width, records otherwise. The checks run as C loops (`join`, `map(len)`), not
+    as Python code per value."""
     if not values:
         return
-    width = len(values[0])
-    if 0 < width <= 1 << 16 and all(len(v) == width for v in values):
+    try:
         entries = b"".join(values)
+    except TypeError:
+        values = [_as_bytes(v) for v in values]
+        entries = b"".join(values)
+    width = len(values[0])
+    uniform = len(entries) == width * len(values) and len(set(_builtin_map(len, values))) == 1
+    if 0 < width <= 1 << 16 and uniform:
         out.extend(_header.pack(1 + 4 + len(entries), _FLAG_BLOCK))
         out.extend(_u32.pack(width))
         out.extend(entries)
@@ -562,7 +572,7 @@ def _plain_batch(op, values):
         else:
             inputs = values
         if op.kind == "map":
-            _write_values(out, [_as_bytes(fn(v)) for v in inputs])
+            _write_values(out, list(_builtin_map(fn, inputs)))
         elif op.kind == "filter":
             _write_values(out, [v for v, i in zip(values, inputs) if fn(i)])
         else:

@@ -302,6 +302,10 @@ def refuse(line):
     if line == "boom":
         raise weir.OperatorError("refusing the word boom")
     return line.upper()
+
+@weir.map("count-letters", text=True)
+def count_letters(line):
+    return len(line)
 "#;
 
 #[test]
@@ -316,9 +320,38 @@ fn a_python_exception_fails_the_job_with_its_type_message_and_line() {
         ("explode", "failed: "),
         ("explode", "ValueError: cannot take boom (at "),
         ("refuse", "refusing the word boom"),
+        (
+            "count-letters",
+            "TypeError: records are bytes or str, not int",
+        ),
     ] {
         fails_on_boom(dir.path(), &component, op, expected);
     }
+
+    // A map's results as strings of several widths.
+    let words = dir.path().join("words-to-raise.txt");
+    std::fs::write(&words, "a\nbb\nccc\nbb\n").expect("words");
+    let job = manifest(
+        dir.path(),
+        &component,
+        &format!(
+            "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
+            words.display().to_string()
+        ),
+        &["refuse"],
+    );
+    let output = dir.path().join("raised.txt");
+    let (ok, out, err) = weir(&[
+        "run",
+        job.to_str().unwrap(),
+        "--arg",
+        &format!("output={}", output.display()),
+    ]);
+    assert!(ok, "{out}{err}");
+    assert_eq!(
+        std::fs::read_to_string(&output).expect("output"),
+        "A\nBB\nCCC\nBB\n"
+    );
 }
 
 const JS_OPERATORS: &str = r#"
