@@ -395,6 +395,14 @@ mod tests {
         }
     }
 
+    /// Every subtask's initial split of `path`, read in turn: the lines, in order.
+    fn read_splits(path: &Path, parallelism: u32) -> Vec<String> {
+        (0..parallelism)
+            .flat_map(|subtask| read_all(FileSource::open(path, subtask, parallelism).unwrap()))
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect()
+    }
+
     #[test]
     fn file_splits_read_every_line_exactly_once() {
         let mut file = tempfile::NamedTempFile::new().unwrap();
@@ -403,17 +411,11 @@ mod tests {
             .collect();
         write!(file, "{}", lines.join("\r\n")).unwrap();
         for parallelism in [1, 2, 3, 7, 64] {
-            let mut got = Vec::new();
-            for subtask in 0..parallelism {
-                got.extend(read_all(
-                    FileSource::open(file.path(), subtask, parallelism).unwrap(),
-                ));
-            }
-            let got: Vec<String> = got
-                .into_iter()
-                .map(|l| String::from_utf8(l).unwrap())
-                .collect();
-            assert_eq!(got, lines, "parallelism {parallelism}");
+            assert_eq!(
+                read_splits(file.path(), parallelism),
+                lines,
+                "parallelism {parallelism}"
+            );
         }
     }
 
@@ -428,17 +430,11 @@ mod tests {
         lines.insert(20, "z".repeat(700_000));
         write!(file, "{}", lines.join("\n")).unwrap();
         for parallelism in [1, 3] {
-            let mut got = Vec::new();
-            for subtask in 0..parallelism {
-                got.extend(read_all(
-                    FileSource::open(file.path(), subtask, parallelism).unwrap(),
-                ));
-            }
-            let got: Vec<String> = got
-                .into_iter()
-                .map(|l| String::from_utf8(l).unwrap())
-                .collect();
-            assert_eq!(got, lines, "parallelism {parallelism}");
+            assert_eq!(
+                read_splits(file.path(), parallelism),
+                lines,
+                "parallelism {parallelism}"
+            );
         }
     }
 
