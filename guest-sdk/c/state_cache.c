@@ -53,7 +53,13 @@ static uint64_t hash_of(uint32_t state, const uint8_t *key, size_t len) {
         for (size_t i = 0; i < len; i++) word |= (uint64_t)key[i] << (8 * i);
         h = ((h ^ word) * k);
     }
-    return h ^ (h >> 29);
+    /* murmur3's finalizer: every input bit reaches the low bits the table indexes by (big-endian
+     * integer keys differ in their last byte, the multiply's top bits). */
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdull;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ull;
+    return h ^ (h >> 33);
 }
 
 /* Whether two keys of `len` bytes are equal: inline, since wasi-libc's memcmp is a call. */

@@ -81,7 +81,8 @@ int weir__buffer_grow(weir_buffer *b, size_t len) {
 void weir_buffer_clear(weir_buffer *b) { b->len = 0; }
 
 void weir_buffer_free(weir_buffer *b) {
-    free(b->data);
+    /* A map's `out` may be a window into the batch (weir__map_run): not ours to free. */
+    if (b == &batch_out || !in_batch_out(b->data)) free(b->data);
     b->data = NULL;
     b->len = b->cap = 0;
 }
@@ -632,9 +633,10 @@ static int map_block(reader *rd, weir_ctx *ctx, uint32_t *index) {
         run.out = batch_out.data;
         run.out_len = batch_out.len;
         run.out_width = open ? block.value_len : 0;
-        size_t block_end = open ? block.start + BLOCK_MAX_BYTES - 1 + block.value_len : 0;
+        /* Without an open block the first output is pending anyway (it opens one, or goes as
+         * a record): it gets the batch's free room rather than memory of its own. */
+        size_t block_end = open ? block.start + BLOCK_MAX_BYTES - 1 + block.value_len : SIZE_MAX;
         run.out_limit = block_end < batch_out.cap ? block_end : batch_out.cap;
-        if (run.out_limit < run.out_len) run.out_limit = run.out_len;
         run.failed = run.pending = false;
         if (!weir__map_run_at(at, &run, ctx)) {
             weir__map_values(&run, (weir_map_fn)operator_->function, ctx);

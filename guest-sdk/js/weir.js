@@ -131,19 +131,20 @@ class Malformed extends Error {
 }
 
 /** Calls `each(value, key, timestamp)` for every record of a framed batch, blocks' entries
- * included; values and keys are views into `batch`. */
-function readBatch(batch, each) {
+ * included; values and keys are views into `batch`. A batch that is part of a larger one
+ * names its errors' places in that one: it starts at byte `base` and record `first`. */
+function readBatch(batch, each, base = 0, first = 0) {
   const view = new DataView(batch.buffer, batch.byteOffset, batch.byteLength);
   const end = batch.length;
   let pos = 0;
-  let index = 0;
+  let index = first;
   while (pos < end) {
-    if (end - pos < 5) throw new Malformed(index, pos, "a record header runs past the batch");
+    if (end - pos < 5) throw new Malformed(index, base + pos, "a record header runs past the batch");
     const body = view.getUint32(pos, true);
     const flags = batch[pos + 4];
     const stop = pos + 4 + body;
-    if (body < 1 || stop > end) throw new Malformed(index, pos, "a record's length runs past the batch");
-    if (flags & ~7) throw new Malformed(index, pos, "a record sets an unknown flag");
+    if (body < 1 || stop > end) throw new Malformed(index, base + pos, "a record's length runs past the batch");
+    if (flags & ~7) throw new Malformed(index, base + pos, "a record sets an unknown flag");
     let p = pos + 5;
     if (flags & FLAG_BLOCK) {
       let keyLen = 0;
@@ -156,7 +157,7 @@ function readBatch(batch, each) {
       const hasTs = flags & FLAG_TIMESTAMP;
       const entry = (hasTs ? 8 : 0) + keyLen + valueLen;
       if (entry === 0 || (stop - p) % entry !== 0) {
-        throw new Malformed(index, pos, "a block's entries do not fill it");
+        throw new Malformed(index, base + pos, "a block's entries do not fill it");
       }
       for (let q = p; q < stop; q += entry) {
         let r = q;
@@ -182,7 +183,7 @@ function readBatch(batch, each) {
         key = batch.subarray(p, p + keyLen);
         p += keyLen;
       }
-      if (p > stop) throw new Malformed(index, pos, "a record's flags announce more than its body holds");
+      if (p > stop) throw new Malformed(index, base + pos, "a record's flags announce more than its body holds");
       each(batch.subarray(p, stop), key, timestamp, index++);
     }
     pos = stop;
@@ -302,7 +303,8 @@ class ValueState {
     const entries = this.entries;
     if (key.length > MAX_CACHED_KEY || bytes.length > MAX_CACHED_VALUE) {
       if (key.length <= MAX_CACHED_KEY && entries.delete(cacheKey(key))) cached--;
-      if (lastState === this) lastState = undefined;
+      // Another handle of this state may hold the deleted entry in the memo.
+      lastState = undefined;
       valueSet(this.id, key, bytes);
       return;
     }
@@ -550,6 +552,7 @@ function runBatch(records, second, single) {
         const stop = pos + 4 + body;
         if (body < 1 || stop > end) throw new Malformed(index, pos, "a record's length runs past the batch");
         if (flags === (FLAG_BLOCK | FLAG_KEY) && !text) {
+          if (body < 9) throw new Malformed(index, pos, "a block's header runs past its body");
           // Keyed entries without time, the common case: walked here, not through a callback
           // per record (a call costs the interpreter more than the rest of a record).
           const keyLen = view.getUint32(pos + 5, true);
@@ -578,6 +581,7 @@ function runBatch(records, second, single) {
           pos = stop;
           continue;
         }
+        const first = index;
         readBatch(records.subarray(pos, stop), (value, key, timestamp) => {
           if (keyed && key === undefined) {
             throw new OperatorError(
@@ -591,7 +595,7 @@ function runBatch(records, second, single) {
           handle.call(op, ctx, text ? decoder.decode(value) : value);
           index++;
           out.flushIfFull();
-        });
+        }, pos, first);
         pos = stop;
       }
     }

@@ -245,19 +245,13 @@ def _write(out, value, key, timestamp):
 
 
 def _write_values(out, values):
-    """Values without key or time (bytes-like, or anything `_as_bytes` takes): one block when
-    they share a width, records otherwise. The checks run as C loops (`join`, `map(len)`), not
-    as Python code per value."""
+    """Values (bytes) without key or time: one block when they share a width, records
+    otherwise. The width check runs as a C loop (`map(len)`), not as Python code per value."""
     if not values:
         return
-    try:
-        entries = b"".join(values)
-    except TypeError:
-        values = [_as_bytes(v) for v in values]
-        entries = b"".join(values)
     width = len(values[0])
-    uniform = len(entries) == width * len(values) and len(set(_builtin_map(len, values))) == 1
-    if 0 < width <= 1 << 16 and uniform:
+    if 0 < width <= 1 << 16 and len(set(_builtin_map(len, values))) == 1:
+        entries = b"".join(values)
         out.extend(_header.pack(1 + 4 + len(entries), _FLAG_BLOCK))
         out.extend(_u32.pack(width))
         out.extend(entries)
@@ -572,7 +566,10 @@ def _plain_batch(op, values):
         else:
             inputs = values
         if op.kind == "map":
-            _write_values(out, list(_builtin_map(fn, inputs)))
+            # Each result made bytes as it comes (a reused bytearray must not repeat), with no
+            # call per value for results that are bytes already.
+            results = [r if type(r) is bytes else _as_bytes(r) for r in _builtin_map(fn, inputs)]
+            _write_values(out, results)
         elif op.kind == "filter":
             _write_values(out, [v for v, i in zip(values, inputs) if fn(i)])
         else:

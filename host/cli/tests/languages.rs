@@ -306,6 +306,14 @@ def refuse(line):
 @weir.map("count-letters", text=True)
 def count_letters(line):
     return len(line)
+
+_shared = bytearray()
+
+@weir.map("reuse-buffer", text=True)
+def reuse_buffer(line):
+    # One buffer rewritten for every record: each output must keep its own bytes.
+    _shared[:] = line.upper().encode()
+    return _shared
 "#;
 
 #[test]
@@ -328,30 +336,36 @@ fn a_python_exception_fails_the_job_with_its_type_message_and_line() {
         fails_on_boom(dir.path(), &component, op, expected);
     }
 
-    // A map's results as strings of several widths.
-    let words = dir.path().join("words-to-raise.txt");
-    std::fs::write(&words, "a\nbb\nccc\nbb\n").expect("words");
-    let job = manifest(
-        dir.path(),
-        &component,
-        &format!(
-            "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
-            words.display().to_string()
-        ),
-        &["refuse"],
-    );
-    let output = dir.path().join("raised.txt");
-    let (ok, out, err) = weir(&[
-        "run",
-        job.to_str().unwrap(),
-        "--arg",
-        &format!("output={}", output.display()),
-    ]);
-    assert!(ok, "{out}{err}");
-    assert_eq!(
-        std::fs::read_to_string(&output).expect("output"),
-        "A\nBB\nCCC\nBB\n"
-    );
+    // A map's results as strings of several widths, and as one reused bytearray.
+    for (op, text, expected) in [
+        ("refuse", "a\nbb\nccc\nbb\n", "A\nBB\nCCC\nBB\n"),
+        ("reuse-buffer", "a\nb\nc\nd\n", "A\nB\nC\nD\n"),
+    ] {
+        let words = dir.path().join(format!("{op}-words.txt"));
+        std::fs::write(&words, text).expect("words");
+        let job = manifest(
+            dir.path(),
+            &component,
+            &format!(
+                "[[source]]\nid = \"in\"\nkind = \"file\"\npath = {:?}\n",
+                words.display().to_string()
+            ),
+            &[op],
+        );
+        let output = dir.path().join(format!("{op}-out.txt"));
+        let (ok, out, err) = weir(&[
+            "run",
+            job.to_str().unwrap(),
+            "--arg",
+            &format!("output={}", output.display()),
+        ]);
+        assert!(ok, "{out}{err}");
+        assert_eq!(
+            std::fs::read_to_string(&output).expect("output"),
+            expected,
+            "{op}"
+        );
+    }
 }
 
 const JS_OPERATORS: &str = r#"
