@@ -260,8 +260,8 @@ function entriesOf(id) {
   return entries;
 }
 
-/** The current key as a Map key, made once per record (the interpreter pays per call, so this
- * is written out where it is needed rather than called). */
+/** The error of keyed state used outside a keyed record. (The key checks around it are written
+ * out where they are needed rather than called: the interpreter pays per call.) */
 function noKey() {
   return new OperatorError("keyed state and timers need a keyed record");
 }
